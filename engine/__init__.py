@@ -1,0 +1,1 @@
+"""The trading engine: everything that trades. Never imports textual or rich."""

@@ -1,0 +1,95 @@
+"""Typed venue errors, mapped from Bybit V5 retCodes so the engine reacts to meaning, not numbers."""
+
+from __future__ import annotations
+
+
+class VenueError(Exception):
+    """Any failure reported by a venue. ``code`` is Bybit's retCode (0 when not from Bybit)."""
+
+    retryable = False
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.message} (retCode {self.code})" if self.code else self.message
+
+
+class RateLimited(VenueError):
+    """10006: too many requests. ``reset_at`` is when the budget refills (epoch seconds)."""
+
+    retryable = True
+
+    def __init__(self, message: str, code: int = 10006, reset_at: float | None = None) -> None:
+        super().__init__(message, code)
+        self.reset_at = reset_at
+
+
+class InsufficientBalance(VenueError):
+    """110007 (and 110004 / 110012 / 110045): not enough available balance for the order."""
+
+
+class OrderNotFound(VenueError):
+    """110001: the order does not exist or is already finished."""
+
+
+class QtyTooSmall(VenueError):
+    """110017 / 10001-qty: the quantity is below minOrderQty or rounds to zero."""
+
+
+class InvalidRequest(VenueError):
+    """10001 and other parameter errors: the request itself is wrong; retrying will not help."""
+
+
+class AuthError(VenueError):
+    """10003 (invalid key) / 10004 (bad signature) / 10005 (permission) / 33004 (expired)."""
+
+
+class RequestExpired(VenueError):
+    """10002: the request's timestamp is outside recv_window (clock drift); retry after a resync."""
+
+    retryable = True
+
+
+class IpBanned(VenueError):
+    """HTTP 403 from Bybit: the IP is banned for a while. All calls must stop."""
+
+
+class TransientError(VenueError):
+    """Timeouts, connection resets, HTTP 5xx, 10000 / 10016 (server busy): safe to retry."""
+
+    retryable = True
+
+
+class DuplicateOrder(VenueError):
+    """110072: an order with this orderLinkId already exists (a retry that had already landed)."""
+
+
+_BY_CODE: dict[int, type[VenueError]] = {
+    10000: TransientError,
+    10001: InvalidRequest,
+    10002: RequestExpired,
+    10003: AuthError,
+    10004: AuthError,
+    10005: AuthError,
+    10006: RateLimited,
+    10016: TransientError,
+    33004: AuthError,
+    110001: OrderNotFound,
+    110004: InsufficientBalance,
+    110007: InsufficientBalance,
+    110012: InsufficientBalance,
+    110045: InsufficientBalance,
+    110017: QtyTooSmall,
+    110072: DuplicateOrder,
+}
+
+
+def error_from_code(code: int, message: str, reset_at: float | None = None) -> VenueError:
+    """Build the typed error for a Bybit retCode; unknown codes become a plain :class:`VenueError`."""
+    cls = _BY_CODE.get(code, VenueError)
+    if cls is RateLimited:
+        return RateLimited(message, code, reset_at=reset_at)
+    return cls(message, code)

@@ -1,0 +1,1 @@
+"""Crash-safe state store: journal + snapshot, smart (batched) and simple (baseline) save policies."""
