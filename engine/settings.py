@@ -21,19 +21,15 @@ from typing import Any
 
 import tomli_w
 
+from engine.bad_input import BadInput
 from engine.clock import parse_iso_utc
 
 OVERRIDE_FILE = "settings.override.toml"
 ENV_CONFIG = "OPCONSOLE_CONFIG"
 
 
-class SettingsError(Exception):
+class SettingsError(BadInput):
     """A settings problem: ``where`` is the file (and key), ``what`` says what is wrong."""
-
-    def __init__(self, where: str, what: str) -> None:
-        super().__init__(f"{where}: {what}")
-        self.where = where
-        self.what = what
 
 
 def packaged_defaults_path() -> Path:
@@ -216,7 +212,8 @@ def _merge(
             coerced = _coerce(key, expected, value)
         except ValueError as exc:
             raise SettingsError(f"{source}: {key}", str(exc)) from None
-        problem = _check_value(key, coerced)
+        # Check the value as written (so the message says "got -5", not "got -5.0").
+        problem = _check_value(key, value if isinstance(coerced, float) else coerced)
         if problem:
             raise SettingsError(f"{source}: {key}", problem)
         base[name] = coerced

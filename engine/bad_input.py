@@ -1,0 +1,16 @@
+"""The one error type for input the operator can fix (bad settings, options, files).
+
+The command line prints it as ``opconsole: <where>: <what>`` and exits with 2; the console shows it as
+a message. Nothing that raises it has changed any state.
+"""
+
+from __future__ import annotations
+
+
+class BadInput(Exception):
+    """Input the operator can fix: ``where`` names the file/option/key, ``what`` says what is wrong."""
+
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"{where}: {what}")
+        self.where = where
+        self.what = what

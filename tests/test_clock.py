@@ -1,0 +1,94 @@
+"""The virtual clock: sleeps wake in deadline order, at the right virtual time, without real waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.clock import RealClock, VirtualClock, iso_utc, parse_iso_utc
+
+
+async def test_sleepers_wake_in_deadline_order_at_their_virtual_time() -> None:
+    clock = VirtualClock(start=1000.0)
+    woke: list[tuple[str, float]] = []
+
+    async def sleeper(name: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append((name, clock.now()))
+
+    tasks = [asyncio.create_task(sleeper(n, s)) for n, s in (("c", 30), ("a", 10), ("b", 20), ("a2", 10))]
+    await clock.drive(until=1025.0)
+    assert woke == [("a", 1010.0), ("a2", 1010.0), ("b", 1020.0)]
+    assert clock.now() == 1025.0
+    await clock.drive(until=1100.0)
+    assert woke[-1] == ("c", 1030.0)
+    await asyncio.gather(*tasks)
+
+
+async def test_periodic_task_runs_exact_number_of_times() -> None:
+    clock = VirtualClock(start=0.0)
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            await clock.sleep(1.0)
+            ticks.append(clock.now())
+
+    task = asyncio.create_task(ticker())
+    await clock.drive(until=3600.0)
+    task.cancel()
+    assert len(ticks) == 3600
+    assert ticks[0] == 1.0 and ticks[-1] == 3600.0
+
+
+async def test_wait_for_times_out_in_virtual_time() -> None:
+    clock = VirtualClock(start=0.0)
+    never = asyncio.Event()
+
+    async def waiter() -> str:
+        try:
+            await clock.wait_for(never.wait(), 5.0)
+        except TimeoutError:
+            return f"timeout at {clock.now()}"
+        return "finished"
+
+    task = asyncio.create_task(waiter())
+    await clock.drive(until=10.0)
+    assert task.result() == "timeout at 5.0"
+
+
+async def test_wait_for_returns_result_before_timeout() -> None:
+    clock = VirtualClock(start=0.0)
+
+    async def quick() -> int:
+        await clock.sleep(1.0)
+        return 7
+
+    task = asyncio.create_task(clock.wait_for(quick(), 5.0))
+    await clock.drive(until=2.0)
+    assert task.result() == 7
+
+
+async def test_cancelled_sleep_does_not_stop_time() -> None:
+    clock = VirtualClock(start=0.0)
+    task = asyncio.create_task(clock.sleep(5.0))
+    await asyncio.sleep(0)
+    task.cancel()
+    await clock.drive(until=60.0)
+    assert clock.now() == 60.0
+    assert clock.next_deadline() is None
+
+
+async def test_real_clock_sleeps_for_real() -> None:
+    clock = RealClock()
+    before = clock.monotonic()
+    await clock.sleep(0.01)
+    assert clock.monotonic() >= before + 0.009
+    with pytest.raises(TimeoutError):
+        await clock.wait_for(asyncio.Event().wait(), 0.01)
+
+
+def test_iso_round_trip() -> None:
+    assert iso_utc(parse_iso_utc("2026-01-01T00:00:00Z")) == "2026-01-01T00:00:00.000Z"
+    assert parse_iso_utc("2026-01-01T01:00:00+01:00") == parse_iso_utc("2026-01-01T00:00:00Z")
