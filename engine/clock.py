@@ -8,10 +8,12 @@ same result on every run (the FoundationDB / TigerBeetle idea: one clock, one se
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import itertools
+import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -84,13 +86,48 @@ class RealClock:
         return await asyncio.wait_for(awaitable, timeout)
 
 
+class _TrackingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor under a virtual clock: it knows which thread jobs are in flight.
+
+    File I/O (aiofiles, ``asyncio.to_thread``) runs in the default executor. Virtual time must not
+    jump while such a job is running, or a save that takes 2 ms of real time would appear to take
+    minutes of simulated time, and two runs with the same seed would differ.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="virtual-clock-io")
+        self._inflight: set[concurrent.futures.Future[object]] = set()
+        self._guard = threading.Lock()
+
+    def submit(self, fn: Callable[..., object], /, *args: object, **kwargs: object):  # type: ignore[override]
+        future = super().submit(fn, *args, **kwargs)
+        with self._guard:
+            self._inflight.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: concurrent.futures.Future[object]) -> None:
+        with self._guard:
+            self._inflight.discard(future)
+
+    def wait_idle(self) -> bool:
+        """Block until no job is in flight; True if there was one to wait for."""
+        with self._guard:
+            pending = set(self._inflight)
+        if not pending:
+            return False
+        concurrent.futures.wait(pending)
+        return True
+
+
 class VirtualClock:
     """Simulated time that advances only when :meth:`drive` moves it.
 
     Sleepers park on a heap of deadlines. :meth:`drive` lets every runnable task run until the event
-    loop has nothing ready, then jumps time to the earliest deadline and wakes its sleepers, so idle
-    stretches cost nothing and one simulated hour takes a fraction of a real second per task. Ties
-    wake in the order the sleeps were made, which keeps runs with the same seed identical.
+    loop has nothing ready and no thread job (file I/O) is in flight, then jumps time to the earliest
+    deadline and wakes its sleepers, so idle stretches cost nothing and one simulated hour takes a
+    fraction of a real second per task. Ties wake in the order the sleeps were made, which keeps runs
+    with the same seed identical.
     """
 
     is_virtual = True
@@ -99,6 +136,15 @@ class VirtualClock:
         self._now = float(start)
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._executor: _TrackingExecutor | None = None
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> _TrackingExecutor:
+        """Make the loop's default executor one whose in-flight jobs :meth:`drive` can wait for."""
+        if self._executor is None:
+            self._executor = _TrackingExecutor()
+        if getattr(loop, "_default_executor", None) is not self._executor:
+            loop.set_default_executor(self._executor)
+        return self._executor
 
     def now(self) -> float:
         return self._now
@@ -110,7 +156,9 @@ class VirtualClock:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._attach(loop)
+        future: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), future))
         await future
 
@@ -121,10 +169,11 @@ class VirtualClock:
             done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
             if task in done:
                 return task.result()
-            task.cancel()
             raise TimeoutError(f"timed out after {timeout} virtual seconds")
         finally:
             timer.cancel()
+            if not task.done():
+                task.cancel()
 
     def pending_sleepers(self) -> int:
         """How many sleeps are parked (cancelled ones included until they are reached)."""
@@ -144,14 +193,15 @@ class VirtualClock:
 
     async def drive(self, until: float) -> None:
         """Run the loop in virtual time up to ``until`` (epoch seconds), as fast as possible."""
+        executor = self._attach(asyncio.get_running_loop())
         while True:
-            await _settle()
+            await _settle(executor)
             deadline = self.next_deadline()
             if deadline is None or deadline > until:
                 break
             self._advance_to(deadline)
         self._now = max(self._now, until)
-        await _settle()
+        await _settle(executor)
 
     def _advance_to(self, moment: float) -> None:
         self._now = max(self._now, moment)
@@ -165,15 +215,20 @@ class VirtualClock:
             heapq.heappop(self._sleepers)
 
 
-async def _settle(max_rounds: int = 10_000) -> None:
-    """Yield to the event loop until no callback is ready to run (or ``max_rounds`` is reached).
+async def _settle(executor: _TrackingExecutor, max_rounds: int = 10_000) -> None:
+    """Yield to the event loop until no callback is ready and no thread job is in flight.
 
     CPython's loop keeps runnable callbacks in ``_ready``; where that is not available we fall back
-    to a fixed number of yields, which is enough for the engine's short await chains.
+    to a fixed number of yields, which is enough for the engine's short await chains. Waiting for a
+    thread job blocks the loop for that job's real duration, which is what a simulation wants: the
+    simulated world stands still while the disk catches up.
     """
     loop = asyncio.get_running_loop()
     ready = getattr(loop, "_ready", None)
-    for _ in range(max_rounds if ready is not None else 64):
-        await asyncio.sleep(0)
-        if ready is not None and not ready:
+    while True:
+        for _ in range(max_rounds if ready is not None else 64):
+            await asyncio.sleep(0)
+            if ready is not None and not ready:
+                break
+        if not executor.wait_idle():
             return

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from engine.bad_input import BadInput
 from engine.clock import Clock, VirtualClock
-from engine.dashboard import build_snapshot
 from engine.runtime import EngineRuntime, make_clock
+from engine.scenario import Scenario, load_scenario
 from engine.settings import Settings
+from engine.trading_params import TradingParams
 
 log = logging.getLogger("opconsole.headless")
 
@@ -46,10 +47,13 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-async def run_engine(settings: Settings, state_dir: Path, options: HeadlessOptions) -> EngineRuntime:
+async def run_engine(
+    settings: Settings, state_dir: Path, options: HeadlessOptions, scenario: Scenario | None = None
+) -> EngineRuntime:
     """Start the engine, let it run for the requested time, stop it, and write the snapshot."""
-    clock = make_clock(options.clock, settings)
+    clock = make_clock(options.clock, settings, state_dir)
     runtime = EngineRuntime(settings, state_dir, clock)
+    runtime.scenario = scenario
     await runtime.start()
     try:
         if isinstance(clock, VirtualClock):
@@ -58,7 +62,8 @@ async def run_engine(settings: Settings, state_dir: Path, options: HeadlessOptio
         else:
             await _wait_real(clock, options.duration_s)
         if options.snapshot_out is not None:
-            snapshot = await build_snapshot(runtime)
+            assert runtime.dashboard is not None  # built by start()
+            snapshot = await runtime.dashboard.snapshot()
             write_atomic(options.snapshot_out, snapshot.to_json() + "\n")
             log.info("snapshot written to %s", options.snapshot_out)
     finally:
@@ -86,7 +91,10 @@ def run_headless(settings: Settings, state_dir: Path, options: HeadlessOptions) 
         raise BadInput("run", "--clock virtual needs --duration (simulated seconds)")
     if options.scenario is not None and not options.scenario.is_file():
         raise BadInput(str(options.scenario), "no such scenario file")
-    runtime = asyncio.run(run_engine(settings, state_dir, options))
+    scenario = None
+    if options.scenario is not None:
+        scenario = load_scenario(options.scenario, TradingParams.from_settings(settings))
+    runtime = asyncio.run(run_engine(settings, state_dir, options, scenario))
     if runtime.failures:
         log.error("engine tasks failed: %s", ", ".join(runtime.failures))
         return EXIT_ENGINE_FAILURE

@@ -9,7 +9,7 @@ owned and mutated by exactly one component (the simulator's book, a monitor).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import IntEnum, StrEnum
 from typing import Literal
@@ -304,3 +304,223 @@ class CallCounter:
 
     def as_dict(self) -> dict[str, int]:
         return dict(sorted(self.counts.items()))
+
+
+# --- TP/SL engine state (owned by engine.tpsl; persisted as JSON through the store) ----------------
+
+
+class Phase(StrEnum):
+    """A monitor's life: entries working, protected position, after TP1, done."""
+
+    BUILDING = "BUILDING"
+    MONITORING = "MONITORING"
+    PROFIT_TAKING = "PROFIT_TAKING"
+    CLOSED = "CLOSED"
+
+
+class SlotStatus(StrEnum):
+    """Where one of a monitor's orders stands, as far as the engine knows.
+
+    ``new`` is planned but not sent; ``pending`` is sent (its link id is durable) without an answer
+    yet; ``cancelling`` is a cancel in flight; ``filled`` is finished by fills (executions may still be
+    on their way); ``gone`` is cancelled, rejected or deactivated — re-placed with the next generation
+    when still wanted.
+    """
+
+    NEW = "new"
+    PENDING = "pending"
+    OPEN = "open"
+    CANCELLING = "cancelling"
+    FILLED = "filled"
+    GONE = "gone"
+
+    @property
+    def live(self) -> bool:
+        """The order is (or may be) working on the venue."""
+        return self in (SlotStatus.PENDING, SlotStatus.OPEN, SlotStatus.CANCELLING)
+
+
+@dataclass(slots=True)
+class ManagedOrder:
+    """One of a monitor's orders (slot ``e1``.., ``tp1``.., ``sl`` or ``cl``) in its current generation.
+
+    ``filled_qty`` counts fills of the current generation; ``prior_filled`` those of earlier ones,
+    so a TP re-placed after an outside cancel keeps what it already took.
+    """
+
+    slot: str
+    link_id: str
+    generation: int
+    side: Side
+    order_type: OrderType
+    qty: float
+    price: float | None = None
+    trigger_price: float | None = None
+    reduce_only: bool = False
+    status: SlotStatus = SlotStatus.NEW
+    order_id: str = ""
+    filled_qty: float = 0.0
+    prior_filled: float = 0.0
+    failures: int = 0
+
+    @property
+    def total_filled(self) -> float:
+        return self.prior_filled + self.filled_qty
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "slot": self.slot,
+            "link_id": self.link_id,
+            "generation": self.generation,
+            "side": self.side.value,
+            "order_type": self.order_type.value,
+            "qty": self.qty,
+            "price": self.price,
+            "trigger_price": self.trigger_price,
+            "reduce_only": self.reduce_only,
+            "status": self.status.value,
+            "order_id": self.order_id,
+            "filled_qty": self.filled_qty,
+            "prior_filled": self.prior_filled,
+            "failures": self.failures,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ManagedOrder:
+        values = dict(data)
+        values["side"] = Side(values["side"])
+        values["order_type"] = OrderType(values["order_type"])
+        values["status"] = SlotStatus(values["status"])
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class Monitor:
+    """The TP/SL state machine's state for one position (key ``account:symbol:side``).
+
+    Sizes and prices come from executions only: ``entry_qty``/``entry_cost`` sum the entry fills,
+    ``exit_qty``/``exit_value`` the exits, ``size`` is what is still open.
+    """
+
+    monitor_id: str
+    account: str
+    symbol: str
+    side: Side
+    approach: str
+    created_at: float
+    sl_price: float
+    tp_prices: list[float] = field(default_factory=list)
+    tp_split: list[float] = field(default_factory=list)
+    phase: Phase = Phase.BUILDING
+    size: float = 0.0
+    entry_qty: float = 0.0
+    entry_cost: float = 0.0
+    exit_qty: float = 0.0
+    exit_value: float = 0.0
+    gross_pnl: float = 0.0
+    fees: float = 0.0
+    breakeven: bool = False
+    trail_best: float | None = None
+    close_intent: str | None = None
+    tps_enabled: bool = True
+    entries_closed: bool = False
+    tag: str = ""
+    opened_at: float | None = None
+    last_fill_at: float | None = None
+    orders: dict[str, ManagedOrder] = field(default_factory=dict)
+    exec_ids: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return monitor_key(self.account, self.symbol, self.side)
+
+    @property
+    def avg_entry(self) -> float:
+        return self.entry_cost / self.entry_qty if self.entry_qty > 0 else 0.0
+
+    @property
+    def avg_exit(self) -> float:
+        return self.exit_value / self.exit_qty if self.exit_qty > 0 else 0.0
+
+    def tp_slots(self) -> list[str]:
+        return [f"tp{i + 1}" for i in range(len(self.tp_prices))]
+
+    def tps_filled(self) -> int:
+        """TPs whose order finished by fills."""
+        return sum(
+            1 for s in self.tp_slots() if s in self.orders and self.orders[s].status is SlotStatus.FILLED
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready data (enums as their values, orders by slot)."""
+        data: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["side"] = self.side.value
+        data["phase"] = self.phase.value
+        data["tp_prices"] = list(self.tp_prices)
+        data["tp_split"] = list(self.tp_split)
+        data["exec_ids"] = list(self.exec_ids)
+        data["orders"] = {slot: order.to_dict() for slot, order in self.orders.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Monitor:
+        values = dict(data)
+        values["side"] = Side(values["side"])
+        values["phase"] = Phase(values["phase"])
+        orders = values.pop("orders", {})
+        assert isinstance(orders, dict)
+        monitor = cls(**values)  # type: ignore[arg-type]
+        monitor.orders = {slot: ManagedOrder.from_dict(o) for slot, o in orders.items()}
+        return monitor
+
+
+def monitor_key(account: str, symbol: str, side: Side) -> str:
+    """The registry key of a monitored position: ``account:symbol:side``."""
+    return f"{account}:{symbol}:{side.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """A closed trade in the ledger. ``pnl`` is realised PnL net of ``fees`` (both USDT).
+
+    ``reason`` is one of tp, sl, breakeven, manual, emergency, kill_switch.
+    """
+
+    account: str
+    symbol: str
+    side: Side
+    approach: str
+    reason: str
+    entry_price: float
+    exit_price: float
+    qty: float
+    pnl: float
+    fees: float
+    opened_at: float
+    closed_at: float
+    tps_hit: int = 0
+    monitor_id: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "account": self.account,
+            "symbol": self.symbol,
+            "side": self.side.value,
+            "approach": self.approach,
+            "reason": self.reason,
+            "entry_price": self.entry_price,
+            "exit_price": self.exit_price,
+            "qty": self.qty,
+            "pnl": self.pnl,
+            "fees": self.fees,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "tps_hit": self.tps_hit,
+            "monitor_id": self.monitor_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Trade:
+        values = dict(data)
+        values["side"] = Side(values["side"])
+        return cls(**values)  # type: ignore[arg-type]

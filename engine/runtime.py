@@ -15,9 +15,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from engine.cache import DashboardCache
 from engine.clock import Clock, RealClock, VirtualClock, parse_iso_utc
+from engine.dashboard import Dashboard
+from engine.profile import Mode, Profile
+from engine.scenario import Scenario
 from engine.settings import Settings
+from engine.stats import Ledger
+from engine.tpsl import TpslManager
+from engine.trading import Trading, start_trading, stop_trading
 from engine.venue.base import Venue
+from persistence.store import Store
 
 log = logging.getLogger("opconsole.engine")
 
@@ -31,11 +39,18 @@ class EngineState(StrEnum):
     DEGRADED = "degraded"
 
 
-def make_clock(kind: str, settings: Settings) -> Clock:
-    """``real`` wall time, or a ``virtual`` clock starting at ``sim.epoch``."""
-    if kind == "virtual":
-        return VirtualClock(start=parse_iso_utc(settings.get("sim.epoch")))
-    return RealClock()
+def make_clock(kind: str, settings: Settings, state_dir: Path | None = None) -> Clock:
+    """``real`` wall time, or a ``virtual`` clock starting at ``sim.epoch`` — or, when the state
+    directory holds a simulated market saved later than that, where that market stopped, so a
+    restarted simulation never runs backwards."""
+    if kind != "virtual":
+        return RealClock()
+    start = parse_iso_utc(settings.get("sim.epoch"))
+    if state_dir is not None and settings.get("venue.kind") == "sim":
+        from engine.sim.exchange import SimExchange
+
+        start = max(start, SimExchange.saved_time(state_dir) or start)
+    return VirtualClock(start=start)
 
 
 def account_names(settings: Settings) -> list[str]:
@@ -50,12 +65,33 @@ class EngineRuntime:
         self.settings = settings
         self.state_dir = state_dir
         self.clock = clock
-        self.state = EngineState.RECONCILING
+        self._started = False
         self.accounts = account_names(settings)
         self.venues: dict[str, Venue] = {}
         self.exchange: Any = None  # engine.sim.exchange.SimExchange when venue.kind = "sim"
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._failures: list[str] = []
+        # The optimization toggles; subsystems register their apply callbacks as they are built.
+        self.profile = Profile.from_settings(settings, state_dir)
+        self.dashboard: Dashboard | None = None  # built in start(), with its cache
+        self.cache: DashboardCache | None = None
+        # Trading (engine.trading): the store, the TP/SL manager and operator actions, built in start().
+        self.scenario: Scenario | None = None  # trades to open (run --headless --scenario)
+        self.trading: Trading | None = None
+        self.tpsl: TpslManager | None = None
+        self.store: Store | None = None
+
+    @property
+    def state(self) -> EngineState:
+        """Degraded if a task died; else what the TP/SL manager says (reconciling until the venue
+        agrees with the store, paused, degraded while a stream is down, running)."""
+        if self._failures:
+            return EngineState.DEGRADED
+        if not self._started:
+            return EngineState.RECONCILING
+        if self.tpsl is not None:
+            return EngineState(self.tpsl.engine_state)
+        return EngineState.RUNNING
 
     @property
     def venue_label(self) -> str:
@@ -91,7 +127,42 @@ class EngineRuntime:
             self.build_venues()
         if self.exchange is not None:
             self.spawn("sim-exchange", self.exchange.run())
-        self.state = EngineState.RUNNING
+        await self._start_dashboard()
+        await self._start_trading()
+        self._started = True
+
+    async def _start_dashboard(self) -> None:
+        """The cache-backed dashboard, its metrics log line, and its event feed."""
+        self.dashboard = await Dashboard.create(self, self.profile)
+        self.cache = self.dashboard.cache
+        self.spawn("cache-metrics-log", self.cache.run_metrics_log())
+
+    async def _start_trading(self) -> None:
+        """The store and the TP/SL manager; the manager reconciles in its own task."""
+        self.trading = await start_trading(
+            settings=self.settings,
+            state_dir=self.state_dir,
+            clock=self.clock,
+            venues=self.venues,
+            spawn=self.spawn,
+            scenario=self.scenario,
+        )
+        self.tpsl = self.trading.manager
+        self.store = self.trading.store
+        if self.dashboard is not None:
+            dashboard = self.dashboard
+            # The manager consumes each venue's stream once and hands every event on to the cache.
+            self.tpsl.add_observer(lambda _account, event: dashboard.on_event(event))
+        store = self.store
+        await self.profile.register(
+            "smart_persistence",
+            lambda mode: store.set_policy("smart" if mode is Mode.OPTIMIZED else "simple"),
+        )
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The trade ledger (the dashboard's ``ledger`` section)."""
+        return self.tpsl.ledger if self.tpsl is not None else None
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a named background task whose death is logged and degrades the engine."""
@@ -107,7 +178,6 @@ class EngineRuntime:
         if exc is not None:
             log.critical("engine task %s died: %s", task.get_name(), exc, exc_info=exc)
             self._failures.append(task.get_name())
-            self.state = EngineState.DEGRADED
 
     async def stop(self) -> None:
         """Cancel the tasks (the simulator saves its state when cancelled) and close the venues."""
@@ -115,5 +185,9 @@ class EngineRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+        if self.trading is not None:
+            await stop_trading(self.trading)
+        if self.dashboard is not None:
+            await self.dashboard.close()
         for venue in self.venues.values():
             await venue.close()

@@ -92,3 +92,27 @@ async def test_real_clock_sleeps_for_real() -> None:
 def test_iso_round_trip() -> None:
     assert iso_utc(parse_iso_utc("2026-01-01T00:00:00Z")) == "2026-01-01T00:00:00.000Z"
     assert parse_iso_utc("2026-01-01T01:00:00+01:00") == parse_iso_utc("2026-01-01T00:00:00Z")
+
+
+async def test_virtual_time_stands_still_while_a_thread_job_runs() -> None:
+    """File I/O in the default executor must not let virtual time run ahead (determinism)."""
+    import time as wall
+
+    clock = VirtualClock(start=0.0)
+    seen: list[float] = []
+
+    async def saver() -> None:
+        await clock.sleep(1.0)
+        before = clock.now()
+        await asyncio.to_thread(wall.sleep, 0.05)  # a slow fsync
+        seen.append(clock.now() - before)
+
+    async def ticker() -> None:
+        while True:
+            await clock.sleep(0.001)
+
+    tasks = [asyncio.create_task(saver()), asyncio.create_task(ticker())]
+    await clock.drive(until=5.0)
+    for task in tasks:
+        task.cancel()
+    assert seen == [0.0]

@@ -1,1 +1,1 @@
-
+"""The console's modal screens: help, confirmation, rollback panel, TTL tuning, trade form."""

@@ -1,0 +1,587 @@
+"""The Textual operator console: the engine embedded as workers, a dashboard, and every control on a key.
+
+Shape (after Harlequin and Dolphie): the engine is a headless core that never imports Textual; the app
+starts it on its own event loop, reads it only through :class:`~console.engine_link.EngineLink` (never
+a venue), and renders the DashboardSnapshot with widgets that repaint only the cells that changed. One
+refresh runs at a time: the loop awaits a refresh before it sleeps, and a refresh asked for while one
+is running is skipped, never queued behind it. Log records reach the log pane through a queue drained
+once per tick.
+
+:func:`run_console` is what the bare ``opconsole`` command runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.theme import Theme
+from textual.widgets import Tab, Tabs
+
+from console.engine_link import EngineLink, NotAvailable, Outcome
+from console.logging_queue import QueueLogHandler, attach, detach
+from console.screens.confirm import ConfirmScreen
+from console.screens.help import HelpScreen
+from console.screens.rollback import RollbackScreen
+from console.screens.trade_form import TradeFormScreen
+from console.screens.ttl import TtlScreen
+from console.view_model import (
+    ACCOUNT_COLUMNS,
+    ORDER_COLUMNS,
+    POSITION_COLUMNS,
+    RateTracker,
+    account_rows,
+    api_budget_per_minute,
+    clock_text,
+    order_rows,
+    position_rows,
+    total_api_calls,
+    trade_stats,
+)
+from console.widgets.alerts_pane import AlertsPane
+from console.widgets.cache_panel import CachePanel
+from console.widgets.diff_table import DiffTable
+from console.widgets.key_footer import KeyFooter
+from console.widgets.log_pane import LogPane
+from console.widgets.stats_panel import StatsPanel
+from console.widgets.status_bar import StatusBar
+from engine.clock import Clock, RealClock, parse_iso_utc
+from engine.dashboard import DashboardSnapshot
+from engine.runtime import EngineRuntime, EngineState
+from engine.settings import Settings, SettingsError, save_override
+from themes import ALL_THEMES, CONSOLE_VARIABLES, DEFAULT_THEME, next_theme
+
+log = logging.getLogger("opconsole.console")
+
+COMPACT_WIDTH = 120
+COMPACT_HEIGHT = 36
+SECTIONS = ("trading", "metrics", "events")
+# Keys of the main screen; a modal screen on top owns the keyboard except for help, theme and quit.
+MAIN_SCREEN_ACTIONS = frozenset(
+    {
+        "flush",
+        "ttl",
+        "rollback",
+        "new_trade",
+        "close_position",
+        "breakeven",
+        "cancel_orders",
+        "kill",
+        "pause",
+        "alerts",
+        "log",
+        "filter_log",
+    }
+)
+BLOCKED_STATES = (EngineState.PAUSED.value, EngineState.RECONCILING.value)
+ALERTS_NOT_BUILT = "Price alerts are not built yet: the alerts subsystem is not part of this build"
+
+
+def exit_message(open_positions: int) -> str:
+    """What the terminal shows after quitting: the store is flushed and the positions stay protected."""
+    if open_positions:
+        return (
+            f"opconsole stopped; store flushed. {open_positions} open position"
+            f"{'s stay' if open_positions != 1 else ' stays'} protected by exchange-side stop-losses."
+        )
+    return "opconsole stopped; store flushed. No open positions."
+
+
+class OperatorConsole(App[int]):
+    """The operator console over one :class:`~engine.runtime.EngineRuntime`.
+
+    ``clock`` and ``runtime`` can be injected (tests use a frozen virtual clock so snapshots are
+    stable); ``auto_refresh=False`` leaves refreshing to the caller (:meth:`refresh_dashboard`);
+    ``handle_signals`` installs the SIGHUP/SIGTERM handlers (the real console does, tests do not).
+    """
+
+    CSS_PATH = "console.tcss"
+    TITLE = "opconsole"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f", "flush", "Flush", tooltip="Flush persistence now and show what was written"),
+        Binding("t", "ttl", "TTLs", tooltip="Tune the cache TTLs (live, saved to the override file)"),
+        Binding("r", "rollback", "Rollback", tooltip="Rollback panel: optimized vs baseline toggles"),
+        Binding("n", "new_trade", "Trade", tooltip="Open a new trade (form with validation)"),
+        Binding("c", "close_position", "Close", tooltip="Close the selected position at market (confirm)"),
+        Binding("e", "breakeven", "BE", tooltip="Move the selected position's stop-loss to breakeven"),
+        Binding("x", "cancel_orders", "Cancel", tooltip="Cancel the selected position's monitor orders"),
+        Binding("k", "kill", "Kill", tooltip="Kill switch: cancel everything, close every position"),
+        Binding("p", "pause", "Pause", tooltip="Pause / resume new entries (protection keeps running)"),
+        Binding("a", "alerts", "Alerts", tooltip="Price alerts: list, add, delete"),
+        Binding("l", "log", "Log", tooltip="Focus and enlarge the log pane (again: restore)"),
+        Binding("slash", "filter_log", "Filter", key_display="/", tooltip="Filter the log pane"),
+        Binding("ctrl+t", "next_theme", "Theme", tooltip="Switch to the next console theme"),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip="Help: every key"),
+        Binding("q", "quit", "Quit", tooltip="Quit: flush the store; positions keep their stop-losses"),
+    ]
+
+    def __init__(
+        self,
+        settings: Settings,
+        state_dir: Path,
+        *,
+        clock: Clock | None = None,
+        runtime: EngineRuntime | None = None,
+        auto_refresh: bool = True,
+        handle_signals: bool = False,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.state_dir = state_dir
+        self.runtime = runtime or EngineRuntime(settings, state_dir, clock or RealClock())
+        self.link = EngineLink(self.runtime)
+        self.latest: DashboardSnapshot | None = None
+        self.refreshes = 0
+        self.skipped_refreshes = 0
+        self.engine_ready = asyncio.Event()
+        self._self_refresh = auto_refresh
+        self._handle_signals = handle_signals
+        self._period_s = 1.0 / float(settings.get("ui.refresh_hz"))
+        self._log_handler = QueueLogHandler(self.runtime.clock.now)
+        self._refreshing = False
+        self._stopping = False
+        self._engine_stopped = False
+        self._last_error: str | None = None
+        self._api_rate = RateTracker()
+        self._shown_state: str | None = None
+        self._saved_theme: str | None = None
+        self.exit_text = ""  # what the terminal shows after the console exits
+        for theme in ALL_THEMES:
+            self.register_theme(theme)
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Tabs(
+            Tab("Trading", id="tab-trading"),
+            Tab("Metrics", id="tab-metrics"),
+            Tab("Alerts + log", id="tab-events"),
+            id="sections",
+        )
+        with Grid(id="body", classes="-show-trading"):
+            with Vertical(id="trading"):
+                accounts = DiffTable(ACCOUNT_COLUMNS, cursor=False, id="accounts")
+                accounts.border_title = "Accounts"
+                yield accounts
+                positions = DiffTable(POSITION_COLUMNS, id="positions")
+                positions.border_title = "Positions"
+                yield positions
+                orders = DiffTable(ORDER_COLUMNS, id="orders")
+                orders.border_title = "Orders"
+                yield orders
+            with Vertical(id="metrics"):
+                yield StatsPanel(id="stats")
+                yield CachePanel(id="cache")
+            with Horizontal(id="events"):
+                yield AlertsPane(id="alerts")
+                yield LogPane(int(self.settings.get("ui.log_max_lines")), id="logpane")
+        yield KeyFooter(id="footer", compact=True)
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return dict(CONSOLE_VARIABLES)
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        wanted = str(self.settings.get("ui.theme"))
+        if wanted not in self.available_themes:
+            log.warning("ui.theme %r is not a known theme; using %s", wanted, DEFAULT_THEME)
+            wanted = DEFAULT_THEME
+        self.theme = wanted
+        self._saved_theme = wanted
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        attach(self._log_handler)
+        self._apply_size(self.size.width, self.size.height)
+        self.query_one("#positions", DiffTable).focus()
+        if self._handle_signals:
+            self._install_signal_handlers()
+        self.set_interval(self._period_s, self.drain_log, name="log-drain")
+        self.run_worker(self._start_engine(), name="engine-start", group="engine", exit_on_error=False)
+        if self._self_refresh:
+            self.run_worker(self._refresh_loop(), name="refresh", group="refresh", exclusive=True)
+
+    async def _start_engine(self) -> None:
+        try:
+            await self.runtime.start()
+            log.info("engine started on %s", self.runtime.venue_label)
+        except Exception as exc:
+            log.critical("the engine could not start: %s", exc, exc_info=exc)
+            self.notify(f"The engine could not start: {exc}", severity="error", timeout=15)
+        finally:
+            self.engine_ready.set()
+
+    async def _refresh_loop(self) -> None:
+        """Refresh, then sleep what is left of the period: refreshes never overlap (Dolphie's way).
+
+        The first refresh runs as soon as the engine started (or failed to)."""
+        await self.engine_ready.wait()
+        while not self._stopping:
+            started = time.monotonic()
+            await self.refresh_dashboard()
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(self._period_s - elapsed, self._period_s / 4))
+
+    async def on_unmount(self) -> None:
+        detach(self._log_handler)
+        self._remove_signal_handlers()
+        await self._stop_engine()
+
+    # --- refresh ------------------------------------------------------------------------------
+
+    async def refresh_dashboard(self) -> bool:
+        """Build one snapshot and paint it; False when skipped (one is running) or it failed."""
+        if self._refreshing:
+            self.skipped_refreshes += 1
+            return False
+        self._refreshing = True
+        try:
+            try:
+                snapshot = await self.link.snapshot()
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self._last_error:  # once per distinct problem, not twice a second
+                    log.error("dashboard refresh failed: %s", problem)
+                    self._last_error = problem
+                return False
+            self._last_error = None
+            self.latest = snapshot
+            self.paint(snapshot)
+            self.refreshes += 1
+            return True
+        finally:
+            self._refreshing = False
+
+    def paint(self, snapshot: DashboardSnapshot) -> None:
+        """Show a snapshot: every widget updates only what changed, in one batch."""
+        data: Mapping[str, Any] = snapshot.data
+        now = parse_iso_utc(data["time"])
+        calls = total_api_calls(data.get("api_calls", {}))
+        self._api_rate.add(now, calls)
+        per_min = self._api_rate.per_minute()
+        budget = api_budget_per_minute(len(data.get("accounts", {})) or 1)
+        api = "API —/min" if per_min is None else f"API {per_min:,.0f}/min ({per_min / budget:.0%})"
+        state = self.link.engine_state()
+        with self.batch_update():
+            self.query_one(StatusBar).show(
+                venue=str(data.get("venue", "sim")),
+                engine_state=state,
+                profile=dict(data.get("profile", {})),
+                streams=streams_text(data),
+                api=api,
+                clock=clock_text(data["time"]),
+            )
+            self.query_one("#accounts", DiffTable).sync(account_rows(data))
+            self.query_one("#positions", DiffTable).sync(position_rows(data))
+            self.query_one("#orders", DiffTable).sync(order_rows(data))
+            self.query_one(StatsPanel).show(trade_stats(data.get("ledger", {}).get("trades", ())))
+            self.query_one(CachePanel).show(data, f"API calls: {calls:,} total · {api.removeprefix('API ')}")
+            self.query_one(AlertsPane).show(data.get("alerts", ()))
+        if state != self._shown_state:
+            self._shown_state = state
+            self.refresh_bindings()  # close / kill are disabled while paused or reconciling
+
+    def drain_log(self) -> None:
+        """Move queued log lines into the log pane: one write per tick."""
+        lines = self._log_handler.drain()
+        if lines:
+            self.query_one(LogPane).append(lines)
+
+    # --- layout switching ---------------------------------------------------------------------
+
+    def on_resize(self, event: Any) -> None:
+        self._apply_size(event.size.width, event.size.height)
+
+    def _apply_size(self, width: int, height: int) -> None:
+        compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
+        self.screen.set_class(compact, "-compact")
+
+    @on(Tabs.TabActivated, "#sections")
+    def _section_chosen(self, event: Tabs.TabActivated) -> None:
+        if event.tab.id:
+            self.show_section(event.tab.id.removeprefix("tab-"))
+
+    def show_section(self, name: str) -> None:
+        """Which section the compact layout shows (the wide layout shows them all)."""
+        body = self.query_one("#body")
+        for section in SECTIONS:
+            body.set_class(section == name, f"-show-{section}")
+        tabs = self.query_one("#sections", Tabs)
+        if tabs.active != f"tab-{name}":
+            tabs.active = f"tab-{name}"
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MAIN_SCREEN_ACTIONS and isinstance(self.screen, ModalScreen):
+            return False
+        if action in ("close_position", "kill") and self.link.engine_state() in BLOCKED_STATES:
+            return None  # shown dimmed: makes no sense while paused or reconciling
+        return True
+
+    def report(self, outcome: Outcome) -> None:
+        """Every action's outcome: a toast and a log line."""
+        if outcome.ok:
+            log.info("action: %s", outcome.message)
+            self.notify(outcome.message, timeout=6)
+        else:
+            log.warning("action failed: %s", outcome.message)
+            self.notify(outcome.message, severity="error", timeout=10)
+
+    async def _perform(self, action: Callable[[], Awaitable[Outcome]]) -> None:
+        try:
+            outcome = await action()
+        except NotAvailable as exc:
+            outcome = Outcome(False, str(exc))
+        except Exception as exc:  # an engine error must reach the operator, not kill the app
+            log.exception("action failed")
+            outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
+        self.report(outcome)
+        await self.refresh_dashboard()
+
+    def _in_background(self, action: Callable[[], Awaitable[Outcome]], name: str) -> None:
+        self.run_worker(self._perform(action), name=name, group="actions", exit_on_error=False)
+
+    def action_flush(self) -> None:
+        self._in_background(self.link.flush, "flush")
+
+    def action_ttl(self) -> None:
+        profile = self.link.profile_states(self.latest).get("cache_ttls", "pending")
+        if profile not in ("optimized", "baseline"):
+            profile = str(self.settings.get("profile.cache_ttls"))
+        ttls = self.link.live_ttls() or {
+            name: float(seconds) for name, seconds in self.settings.section(f"cache.ttl.{profile}").items()
+        }
+        self.push_screen(TtlScreen(self.link, ttls, profile, self.state_dir, self.report))
+
+    def action_rollback(self) -> None:
+        self.push_screen(
+            RollbackScreen(
+                self.link,
+                states=lambda: self.link.profile_states(self.latest),
+                report=self.report,
+                after_change=self._refresh_quietly,
+            )
+        )
+
+    async def _refresh_quietly(self) -> None:
+        await self.refresh_dashboard()
+
+    def action_new_trade(self) -> None:
+        symbols = list(self.settings.get("sim.symbols"))
+        if self.latest is not None:
+            symbols = sorted({*symbols, *self.latest["market"].keys()})
+        self.push_screen(
+            TradeFormScreen(
+                self.link,
+                symbols=symbols,
+                accounts=["main"],
+                defaults={
+                    "approach": self.settings.get("trading.default_approach"),
+                    "leverage": self.settings.get("trading.default_leverage"),
+                    "margin": 100,
+                },
+                context=lambda: None if self.latest is None else self.latest.data,
+                report=self.report,
+            )
+        )
+
+    def _selected_position(self) -> str | None:
+        key = self.query_one("#positions", DiffTable).selected_key
+        if key is None:
+            self.notify("Select a position in the positions table first.", severity="warning")
+        return key
+
+    def action_close_position(self) -> None:
+        key = self._selected_position()
+        if key is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._in_background(lambda: self.link.close_position(key), "close")
+
+        self.push_screen(ConfirmScreen("Close position", f"Close {key} at market (reduce-only)?"), confirmed)
+
+    def action_breakeven(self) -> None:
+        key = self._selected_position()
+        if key is not None:
+            self._in_background(lambda: self.link.move_to_breakeven(key), "breakeven")
+
+    def action_cancel_orders(self) -> None:
+        key = self._selected_position()
+        if key is not None:
+            self._in_background(lambda: self.link.cancel_monitor_orders(key), "cancel")
+
+    def action_kill(self) -> None:
+        count = len(self.latest["positions"]) if self.latest is not None else 0
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._in_background(self.link.kill_switch, "kill")
+
+        self.push_screen(
+            ConfirmScreen(
+                "KILL SWITCH",
+                f"Cancel every order and close all {count} open position(s) at market, on every account.",
+                require="KILL",
+            ),
+            confirmed,
+        )
+
+    def action_pause(self) -> None:
+        paused = self.link.is_paused()
+        self._in_background(lambda: self.link.set_paused(not paused), "pause")
+
+    def action_alerts(self) -> None:
+        self.report(Outcome(False, ALERTS_NOT_BUILT))
+
+    def action_log(self) -> None:
+        pane = self.query_one(LogPane)
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+            self.query_one("#positions", DiffTable).focus()
+            return
+        self.show_section("events")
+        pane.log_widget.focus()
+        self.screen.maximize(pane, container=False)
+
+    def action_filter_log(self) -> None:
+        self.show_section("events")
+        self.query_one(LogPane).open_filter()
+
+    def action_next_theme(self) -> None:
+        self.theme = next_theme(self.theme)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        sections = [
+            ("Main screen", [b for b in _bindings(self.BINDINGS)]),
+            ("Rollback panel (r)", list(_bindings(RollbackScreen.BINDINGS))),
+            ("TTL screen (t)", list(_bindings(TtlScreen.BINDINGS))),
+            ("Trade form (n)", list(_bindings(TradeFormScreen.BINDINGS))),
+            ("Anywhere", [Binding("ctrl+p", "command_palette", "Command palette: every action by name")]),
+        ]
+        self.push_screen(HelpScreen(sections))
+
+    async def action_quit(self) -> None:
+        await self.shutdown("quit")
+
+    # --- command palette ----------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Every key's action, by name, plus Textual's own (theme picker, keys panel …)."""
+        for binding in _bindings(self.BINDINGS):
+            if binding.action == "quit":
+                continue  # Textual's own "Quit" entry below runs the same action
+            yield SystemCommand(
+                f"{binding.description} ({self.get_key_display(binding)})",
+                binding.tooltip or binding.description,
+                _runner(self, binding.action),
+            )
+        yield from super().get_system_commands(screen)
+
+    # --- theme --------------------------------------------------------------------------------
+
+    def _theme_changed(self, theme: Theme) -> None:
+        for table in self.query(DiffTable):
+            table.repaint()
+        if theme.name == self._saved_theme:
+            return
+        self._saved_theme = theme.name
+        try:
+            save_override(self.state_dir, {"ui.theme": theme.name})
+        except (SettingsError, OSError) as exc:
+            log.warning("could not remember the theme: %s", exc)
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    async def shutdown(self, reason: str) -> None:
+        """Flush the store, stop the engine, exit; positions keep their exchange-side stop-losses."""
+        if self._stopping:
+            return
+        self._stopping = True
+        open_positions = len(self.latest["positions"]) if self.latest is not None else 0
+        log.info("shutting down (%s)", reason)
+        await self._stop_engine()
+        self.exit_text = exit_message(open_positions)
+        self.exit(0, message=self.exit_text)
+
+    async def _stop_engine(self) -> None:
+        if self._engine_stopped:
+            return
+        self._engine_stopped = True
+        try:
+            outcome = await self.link.flush()
+            log.info(outcome.message)
+        except NotAvailable:
+            pass
+        except Exception:
+            log.exception("flushing the store at shutdown failed")
+        try:
+            await self.runtime.stop()
+        except Exception:
+            log.exception("stopping the engine failed")
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _remove_signal_handlers(self) -> None:
+        if not self._handle_signals:
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.run_worker(self.shutdown(sig.name), name="shutdown", exit_on_error=False)
+
+
+def streams_text(data: Mapping[str, Any]) -> str:
+    """Stream health for the header: connected streams and the age of the last event, when reported."""
+    streams = data.get("streams")
+    if not streams:
+        return "streams —"
+    up = sum(1 for s in streams.values() if s.get("connected"))
+    ages = [s.get("last_event_age_s") for s in streams.values() if s.get("last_event_age_s") is not None]
+    age = f" · {min(ages):.0f}s" if ages else ""
+    return f"streams {up}/{len(streams)}{age}"
+
+
+def _bindings(bindings: Iterable[BindingType]) -> Iterable[Binding]:
+    for item in bindings:
+        if isinstance(item, Binding):
+            yield item
+        else:
+            yield Binding(*item)
+
+
+def _runner(app: App[Any], action: str) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await app.run_action(action)
+
+    return run
+
+
+def run_console(settings: Settings, state_dir: Path) -> int:
+    """Run the console until the operator quits (or SIGHUP / SIGTERM); returns the exit code."""
+    app = OperatorConsole(settings, state_dir, handle_signals=True)
+    result = app.run()
+    return int(app.return_code or 0) if result is None else int(result)

@@ -1,0 +1,65 @@
+"""A confirmation dialog for destructive actions; the kill switch also asks for a typed word."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask a yes/no question; with ``require``, Yes stays disabled until that word is typed."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "answer(False)", "Cancel"),
+        Binding("n", "answer(False)", "No", show=False),
+    ]
+
+    def __init__(self, title: str, prompt: str, *, require: str | None = None) -> None:
+        super().__init__(classes="dialog")
+        self._title = title
+        self._prompt = prompt
+        self._require = require
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="-danger"):
+            yield Label(self._title, id="dialog-title")
+            yield Label(self._prompt, id="dialog-prompt")
+            if self._require:
+                yield Input(placeholder=f"type {self._require} to confirm", id="confirm-word")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("No", id="no", variant="primary")
+                yield Button("Yes", id="yes", variant="error", disabled=bool(self._require))
+
+    def on_mount(self) -> None:
+        target = "#confirm-word" if self._require else "#no"
+        self.query_one(target).focus()
+
+    def key_y(self) -> None:
+        if not self._require:
+            self.dismiss(True)
+
+    @on(Input.Changed, "#confirm-word")
+    def _word_changed(self, event: Input.Changed) -> None:
+        self.query_one("#yes", Button).disabled = event.value.strip() != self._require
+
+    @on(Input.Submitted, "#confirm-word")
+    def _word_submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip() == self._require:
+            self.dismiss(True)
+
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)

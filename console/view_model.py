@@ -1,0 +1,476 @@
+"""What the widgets show, computed from a DashboardSnapshot by small pure functions.
+
+The widgets stay thin: they receive rows of :class:`Cell` keyed by a stable row key and only diff and
+paint them. Everything that decides what a cell says (badges, ladders, rates, derived statistics) lives
+here and is tested without Textual. A cell carries a *tone* (the name of a theme variable such as
+``pnl-positive``), never a colour, so every colour still comes from the active theme.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.clock import parse_iso_utc
+
+POSITIVE = "pnl-positive"
+NEGATIVE = "pnl-negative"
+MUTED = "muted-text"
+ATTENTION = "state-attention"
+
+# Bybit's per-account request budgets for linear (what the simulator emulates): 50 reads and 10 order
+# actions a second. The header shows the calls of the last minute against that total.
+READ_BUDGET_PER_S = 50
+ORDER_BUDGET_PER_S = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One table cell: its text, an optional tone (a theme variable name), and its alignment."""
+
+    text: str
+    tone: str | None = None
+    right: bool = False
+
+
+Row = tuple[Cell, ...]
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+def fmt_num(value: float | None) -> str:
+    """A price or size as the venue rounded it (no float noise), or an em dash."""
+    if value is None:
+        return "—"
+    return f"{value:,.10g}"
+
+
+def fmt_money(value: float | None, signed: bool = False) -> str:
+    """USDT with two decimals (``+`` for gains when ``signed``)."""
+    if value is None:
+        return "—"
+    return f"{value:+,.2f}" if signed else f"{value:,.2f}"
+
+
+def fmt_pct(value: float | None, signed: bool = False) -> str:
+    """A percentage with one decimal, or an em dash."""
+    if value is None:
+        return "—"
+    return f"{value:+.1f}%" if signed else f"{value:.1f}%"
+
+
+def fmt_age(seconds: float | None) -> str:
+    """``42s``, ``3m``, ``2h`` — the age of something, or an em dash."""
+    if seconds is None:
+        return "—"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+def sign_tone(value: float | None) -> str | None:
+    """The PnL tone of a number: positive, negative, or none for zero / unknown."""
+    if not value:
+        return None
+    return POSITIVE if value > 0 else NEGATIVE
+
+
+def clock_text(iso_time: str) -> str:
+    """``2026-01-01 00:00:05 UTC`` from the snapshot's ISO time."""
+    moment = datetime.fromtimestamp(parse_iso_utc(iso_time), tz=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --- header ------------------------------------------------------------------------------------
+
+
+def venue_badge(venue: str) -> tuple[str, str]:
+    """The venue badge text and its tone; mainnet is spelled out so nobody mistakes it for a test."""
+    label = (venue or "sim").upper()
+    if label == "MAINNET":
+        return " MAINNET · REAL MONEY ", "mainnet"
+    return f" {label} ", "network"
+
+
+def profile_badge(profile: Mapping[str, str]) -> str:
+    """OPTIMIZED, BASELINE or MIXED over the toggles that exist (``pending`` ones do not count)."""
+    states = {value for value in profile.values() if value in ("optimized", "baseline")}
+    if not states:
+        return "PENDING"
+    if len(states) == 2:
+        return "MIXED"
+    return states.pop().upper()
+
+
+def state_tone(engine_state: str) -> str:
+    """The header tone of an engine state."""
+    return {
+        "running": "state-running",
+        "degraded": "state-degraded",
+    }.get(engine_state, "state-attention")
+
+
+def api_budget_per_minute(accounts: int) -> int:
+    """How many calls a minute the accounts may make in all (reads plus order actions)."""
+    return max(1, accounts) * (READ_BUDGET_PER_S + ORDER_BUDGET_PER_S) * 60
+
+
+def total_api_calls(api_calls: Mapping[str, Mapping[str, int]]) -> int:
+    """Every call the snapshot counts, over accounts and endpoints."""
+    return sum(sum(endpoints.values()) for endpoints in api_calls.values())
+
+
+class RateTracker:
+    """Per-minute rate of a growing counter, over a sliding window of (engine time, total) samples.
+
+    Engine time, not wall time: on a frozen or virtual clock the rate is what the engine experienced.
+    """
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self._window_s = window_s
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def add(self, at: float, total: float) -> None:
+        if self._samples and at <= self._samples[-1][0]:
+            # Time stood still (frozen clock) or went back: keep the newest total, not a new sample.
+            self._samples[-1] = (self._samples[-1][0], total)
+            return
+        self._samples.append((at, total))
+        while len(self._samples) > 2 and at - self._samples[1][0] >= self._window_s:
+            self._samples.popleft()
+
+    def per_minute(self) -> float | None:
+        """Increase per minute over the window, or None before two distinct moments were seen."""
+        if len(self._samples) < 2:
+            return None
+        (t0, v0), (t1, v1) = self._samples[0], self._samples[-1]
+        return max(0.0, v1 - v0) * 60.0 / (t1 - t0)
+
+
+# --- positions and orders ----------------------------------------------------------------------
+
+
+def tp_ladder(filled: int, total: int) -> str:
+    """``●●○○``: filled take-profits, then the ones still working."""
+    total = max(total, filled)
+    return "●" * filled + "○" * (total - filled) if total else "—"
+
+
+def position_key(row: Mapping[str, Any]) -> str:
+    """The monitor key ``account:symbol:side`` of a position or order row."""
+    return f"{row['account']}:{row['symbol']}:{row['side']}"
+
+
+POSITION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("account", "Acct"),
+    ("symbol", "Symbol"),
+    ("side", "Side"),
+    ("size", "Size"),
+    ("entry", "Entry"),
+    ("mark", "Mark"),
+    ("upnl", "uPnL"),
+    ("upnl_pct", "%"),
+    ("tps", "TPs"),
+    ("sl", "SL"),
+    ("phase", "Phase"),
+    ("urgency", "Urgency"),
+)
+
+
+def _open_tp_orders(orders: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for order in orders:
+        purpose = order.get("purpose") or ""
+        if purpose.startswith("tp"):
+            where = (order["account"], order["symbol"])
+            counts[where] = counts.get(where, 0) + 1
+    return counts
+
+
+def position_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
+    """The positions table: one row per open position, keyed by its monitor key."""
+    monitors = {m["key"]: m for m in snapshot.get("monitors", ())}
+    open_tps = _open_tp_orders(snapshot.get("orders", ()))
+    rows: dict[str, Row] = {}
+    for pos in snapshot.get("positions", ()):
+        key = position_key(pos)
+        monitor = monitors.get(key, {})
+        notional = (pos.get("entry_price") or 0.0) * (pos.get("size") or 0.0)
+        upnl = pos.get("upnl")
+        pct = (upnl / notional * 100.0) if notional and upnl is not None else None
+        filled = int(monitor.get("tps_filled") or 0)
+        ladder = tp_ladder(filled, filled + open_tps.get((pos["account"], pos["symbol"]), 0))
+        sl = fmt_num(monitor.get("sl_price")) if monitor else "—"
+        if monitor.get("breakeven"):
+            sl += " BE"
+        tone = sign_tone(upnl)
+        rows[key] = (
+            Cell(pos["account"]),
+            Cell(pos["symbol"]),
+            Cell(pos.get("side") or "—", POSITIVE if pos.get("side") == "Buy" else NEGATIVE),
+            Cell(fmt_num(pos.get("size")), right=True),
+            Cell(fmt_num(pos.get("entry_price")), right=True),
+            Cell(fmt_num(pos.get("mark_price")), right=True),
+            Cell(fmt_money(upnl, signed=True), tone, right=True),
+            Cell(fmt_pct(pct, signed=True), tone, right=True),
+            Cell(ladder),
+            Cell(sl, ATTENTION if monitor.get("breakeven") else None, right=True),
+            Cell(str(monitor.get("phase") or "unmonitored").lower(), None if monitor else ATTENTION),
+            Cell(str(monitor.get("urgency") or "—")),
+        )
+    return rows
+
+
+ORDER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("account", "Acct"),
+    ("symbol", "Symbol"),
+    ("purpose", "Purpose"),
+    ("side", "Side"),
+    ("type", "Type"),
+    ("qty", "Qty"),
+    ("price", "Price/Trigger"),
+    ("status", "Status"),
+)
+
+
+def _order_key(order: Mapping[str, Any]) -> str:
+    if order.get("link_id"):
+        return f"{order['account']}:{order['link_id']}"
+    parts = (order["account"], order["symbol"], order["side"], order.get("order_type"), order.get("qty"))
+    return ":".join(str(p) for p in (*parts, order.get("price"), order.get("trigger_price")))
+
+
+def order_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
+    """The orders table, keyed by account and orderLinkId (or the order's terms when it has none)."""
+    rows: dict[str, Row] = {}
+    for order in snapshot.get("orders", ()):
+        key = base = _order_key(order)
+        n = 1
+        while key in rows:  # two foreign orders with identical terms
+            n += 1
+            key = f"{base}#{n}"
+        trigger = order.get("trigger_price")
+        price = f"⚑ {fmt_num(trigger)}" if trigger is not None else fmt_num(order.get("price"))
+        purpose = order.get("purpose")
+        rows[key] = (
+            Cell(order["account"]),
+            Cell(order["symbol"]),
+            Cell((purpose or "foreign").upper() if purpose else "foreign", None if purpose else ATTENTION),
+            Cell(order["side"], POSITIVE if order["side"] == "Buy" else NEGATIVE),
+            Cell(str(order.get("order_type") or "—")),
+            Cell(fmt_num(order.get("qty")), right=True),
+            Cell(price, right=True),
+            Cell(str(order.get("status") or "—")),
+        )
+    return rows
+
+
+# --- accounts ----------------------------------------------------------------------------------
+
+ACCOUNT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("account", "Account"),
+    ("equity", "Equity"),
+    ("available", "Available"),
+    ("upnl", "uPnL"),
+    ("positions", "Pos"),
+    ("orders", "Ord"),
+)
+
+
+def account_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
+    """The accounts panel: main and mirror."""
+    rows: dict[str, Row] = {}
+    for name, acct in snapshot.get("accounts", {}).items():
+        rows[name] = (
+            Cell(name),
+            Cell(fmt_money(acct.get("equity")), right=True),
+            Cell(fmt_money(acct.get("available")), right=True),
+            Cell(fmt_money(acct.get("upnl"), signed=True), sign_tone(acct.get("upnl")), right=True),
+            Cell(str(acct.get("positions", 0)), right=True),
+            Cell(str(acct.get("orders", 0)), right=True),
+        )
+    return rows
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TradeStats:
+    """The statistics panel's figures, derived from the ledger's closed trades."""
+
+    trades: int
+    wins: int
+    losses: int
+    win_rate: float | None
+    pnl: float
+    fees: float
+    profit_factor: float | None
+    max_drawdown: float
+    streak: int  # > 0 wins in a row, < 0 losses in a row
+    cumulative: tuple[float, ...]
+
+
+def trade_stats(trades: Sequence[Mapping[str, Any]]) -> TradeStats:
+    """Win rate, profit factor, max drawdown of cumulative PnL, the current streak, the PnL curve.
+
+    Trades are taken in closing order; a trade with pnl exactly 0 (a breakeven stop) is neither a win
+    nor a loss and breaks a streak.
+    """
+    ordered = sorted(trades, key=lambda t: str(t.get("closed_at") or ""))
+    pnls = [float(t.get("pnl") or 0.0) for t in ordered]
+    wins = sum(1 for p in pnls if p > 0)
+    losses = sum(1 for p in pnls if p < 0)
+    gross_win = sum(p for p in pnls if p > 0)
+    gross_loss = -sum(p for p in pnls if p < 0)
+    cumulative: list[float] = []
+    running = peak = drawdown = 0.0
+    for p in pnls:
+        running += p
+        cumulative.append(round(running, 4))
+        peak = max(peak, running)
+        drawdown = max(drawdown, peak - running)
+    streak = 0
+    for p in reversed(pnls):
+        if p == 0 or (streak > 0 and p < 0) or (streak < 0 and p > 0):
+            break
+        streak += 1 if p > 0 else -1
+    decided = wins + losses
+    return TradeStats(
+        trades=len(pnls),
+        wins=wins,
+        losses=losses,
+        win_rate=wins / decided * 100.0 if decided else None,
+        pnl=round(sum(pnls), 4),
+        fees=round(sum(float(t.get("fees") or 0.0) for t in ordered), 4),
+        profit_factor=(gross_win / gross_loss) if gross_loss else None,
+        max_drawdown=round(drawdown, 4),
+        streak=streak,
+        cumulative=tuple(cumulative),
+    )
+
+
+def streak_text(streak: int) -> str:
+    """``3 wins``, ``1 loss``, ``2 losses`` or an em dash."""
+    if not streak:
+        return "—"
+    n = abs(streak)
+    word = "win" if streak > 0 else "loss"
+    plural = "" if n == 1 else ("s" if streak > 0 else "es")
+    return f"{n} {word}{plural}"
+
+
+def stats_lines(stats: TradeStats) -> list[tuple[str, str, str | None]]:
+    """(label, value, tone) lines of the statistics panel."""
+    pf = "—" if stats.profit_factor is None else f"{stats.profit_factor:.2f}"
+    return [
+        ("Trades", f"{stats.trades} ({stats.wins}W/{stats.losses}L)", None),
+        ("Win rate", fmt_pct(stats.win_rate), None),
+        ("Total PnL", fmt_money(stats.pnl, signed=True), sign_tone(stats.pnl)),
+        ("Fees", fmt_money(stats.fees), None),
+        ("Profit factor", pf, None),
+        ("Max drawdown", fmt_money(-stats.max_drawdown if stats.max_drawdown else 0.0), None),
+        ("Streak", streak_text(stats.streak), sign_tone(stats.streak)),
+    ]
+
+
+# --- cache efficiency --------------------------------------------------------------------------
+
+CACHE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("category", "Category"),
+    ("ttl", "TTL"),
+    ("hits", "Hits"),
+    ("misses", "Miss"),
+    ("hit_rate", "Hit%"),
+    ("load", "Load ms"),
+    ("age", "Age"),
+)
+
+
+def _ratio_pct(value: float | None) -> float | None:
+    """The snapshot's hit rates are 0..1 ratios; the panel shows percentages."""
+    return None if value is None else value * 100.0
+
+
+def cache_metrics_on(snapshot: Mapping[str, Any]) -> bool:
+    """False when the cache_metrics toggle is rolled back to the baseline (nothing is counted)."""
+    return snapshot.get("profile", {}).get("cache_metrics") != "baseline"
+
+
+def cache_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
+    """One row per cache category: TTL, hits, misses, hit rate, mean load time, oldest entry age."""
+    rows: dict[str, Row] = {}
+    metrics_on = cache_metrics_on(snapshot)
+    for name, cat in snapshot.get("cache", {}).get("categories", {}).items():
+        ttl = cat.get("ttl")
+        age = cat.get("age", cat.get("oldest_age_s"))
+        if metrics_on:
+            hits, misses = str(cat.get("hits", 0)), str(cat.get("misses", 0))
+            rate = fmt_pct(_ratio_pct(cat.get("hit_rate")))
+            load = "—" if cat.get("mean_load_ms") is None else f"{cat['mean_load_ms']:.1f}"
+        else:
+            hits = misses = rate = load = "off"
+        rows[name] = (
+            Cell(name),
+            Cell("—" if ttl is None else f"{ttl:g}s", right=True),
+            Cell(hits, right=True),
+            Cell(misses, right=True),
+            Cell(rate, right=True),
+            Cell(load, right=True),
+            Cell(fmt_age(age), right=True),
+        )
+    return rows
+
+
+def cache_summary(snapshot: Mapping[str, Any]) -> str:
+    """The line above the cache table: overall hit rate, or why there is none."""
+    if not cache_metrics_on(snapshot):
+        return "metrics off (rollback)"
+    cache = snapshot.get("cache", {})
+    if not cache.get("enabled"):
+        return "cache not active"
+    return f"hit rate {fmt_pct(_ratio_pct(cache.get('hit_rate')))}"
+
+
+def persistence_summary(persistence: Mapping[str, Any], now_iso: str) -> str:
+    """``smart · 12 writes/h · 3 pending · flushed 20s ago`` from the snapshot's persistence section."""
+    if not persistence:
+        return "persistence: not reported"
+    parts = [str(persistence.get("policy", "?"))]
+    per_hour = persistence.get("writes_per_hour")
+    if per_hour is not None:
+        parts.append(f"{per_hour:,.0f} writes/h")
+    parts.append(f"{persistence.get('pending', 0)} pending")
+    last = persistence.get("last_flush")
+    if last:
+        try:
+            age = parse_iso_utc(now_iso) - (parse_iso_utc(last) if isinstance(last, str) else float(last))
+            parts.append(f"flushed {fmt_age(max(0.0, age))} ago")
+        except (TypeError, ValueError):
+            parts.append(f"flushed {last}")
+    else:
+        parts.append("never flushed")
+    return " · ".join(parts)
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+SEVERITY_TONES = {"critical": "state-degraded", "error": "state-degraded", "warning": ATTENTION}
+
+
+def alert_lines(alerts: Iterable[Mapping[str, Any]], limit: int = 50) -> list[tuple[str, str | None]]:
+    """Alerts, latest first: (``HH:MM:SS SEVERITY type: message``, tone)."""
+    ordered = sorted(alerts, key=lambda a: str(a.get("time") or ""), reverse=True)[:limit]
+    lines = []
+    for alert in ordered:
+        when = str(alert.get("time") or "")[11:19]
+        severity = str(alert.get("severity") or "info")
+        text = f"{when} {severity.upper():<8} {alert.get('type', '')}: {alert.get('message', '')}"
+        lines.append((text, SEVERITY_TONES.get(severity)))
+    return lines

@@ -1,0 +1,447 @@
+"""The simulated Bybit linear USDT-perpetual exchange: one in-process market serving many accounts.
+
+:class:`SimExchange` is a facade over the parts in this package: the listing catalog
+(:mod:`~engine.sim.instruments`), the seeded price feed (:mod:`~engine.sim.feed`), the accounts
+(:mod:`~engine.sim.account`), the order lifecycle (:mod:`~engine.sim.matcher`), push subscriptions
+(:mod:`~engine.sim.streams`), rate limits (:mod:`~engine.sim.ratelimit`), fault injection
+(:mod:`~engine.sim.faults`) and its state file (:mod:`~engine.sim.state`). Its API speaks
+:mod:`engine.models` records and raises :mod:`engine.venue.errors`, so the in-process venue
+(:class:`engine.venue.sim.SimVenue`) and the fake Bybit V5 server both wrap it without translating
+semantics.
+
+Order entry and reads do not consume rate budget or injected faults by themselves: the layer that
+plays the API (the venue, the fake server) calls :meth:`SimExchange.admit` (or :meth:`check_rate`,
+:meth:`admit_batch`) once per request first, as Bybit's gateway would.
+
+Everything is deterministic for a seed: one ``random.Random(seed)`` drives the price feed, a second
+one (seeded from the same seed) draws latencies, ids are derived from the seed and a counter, and
+time is the injected clock's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Collection, Mapping, Sequence
+from decimal import InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.clock import Clock
+from engine.models import (
+    AmendRequest,
+    CancelRequest,
+    Execution,
+    Instrument,
+    Order,
+    OrderAck,
+    OrderRequest,
+    Position,
+    Ticker,
+    VenueEvent,
+    Wallet,
+)
+from engine.sim.account import SimAccount
+from engine.sim.faults import FaultInjector
+from engine.sim.feed import PriceFeed
+from engine.sim.fills import dec
+from engine.sim.ids import IdFactory
+from engine.sim.instruments import listings
+from engine.sim.latency import LatencyModel
+from engine.sim.matcher import MAKER_FEE_RATE, TAKER_FEE_RATE, Matcher
+from engine.sim.ratelimit import RateLimiter, RateStatus
+from engine.sim.state import (
+    SimStateError,
+    read_state,
+    rng_state_from_json,
+    rng_state_to_json,
+    write_state,
+)
+from engine.sim.streams import EventHub
+from engine.venue.errors import AuthError, VenueError
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
+
+log = logging.getLogger("opconsole.sim")
+
+STATE_FILE = "sim-exchange.json"
+
+
+class SimExchange:
+    """A deterministic simulated Bybit linear-perpetual exchange (one-way positions, USDT wallets)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        seed: int,
+        symbols: Sequence[str],
+        balances: Mapping[str, float],
+        volatility: float = 0.8,
+        tick_interval_s: float = 1.0,
+        slippage_bps: float = 2.0,
+        latency: str = "none",
+        state_path: Path | None = None,
+        save_interval_s: float = 60.0,
+        taker_fee_rate: float = TAKER_FEE_RATE,
+        maker_fee_rate: float = MAKER_FEE_RATE,
+    ) -> None:
+        """Open a fresh market, or continue the one saved at ``state_path`` when that file exists.
+
+        A saved market keeps its own seed, prices, accounts and history (the exchange is the world);
+        ``symbols`` and ``balances`` only add symbols and accounts it does not have yet. The other
+        parameters (volatility, slippage, latency, intervals, fees) are configuration and apply as
+        given. Raises :class:`~engine.sim.state.SimStateError` when the file exists but is unusable,
+        and ValueError for an unknown symbol or latency profile.
+        """
+        if tick_interval_s <= 0 or save_interval_s <= 0:
+            raise ValueError("tick_interval_s and save_interval_s must be > 0")
+        self.clock = clock
+        self.state_path = state_path
+        self.tick_interval_s = tick_interval_s
+        self.save_interval_s = save_interval_s
+        saved = read_state(state_path) if state_path is not None and state_path.exists() else None
+        self.seed = int(saved["seed"]) if saved is not None and "seed" in saved else seed
+        saved_symbols = list(saved.get("feed", {})) if saved is not None else []
+        catalog = listings([*symbols, *saved_symbols])
+        self.instruments: dict[str, Instrument] = {s: item.instrument for s, item in catalog.items()}
+        self._rng = random.Random(self.seed)
+        self._latency = LatencyModel(latency, random.Random(f"latency:{self.seed}"))
+        self._ids = IdFactory(self.seed)
+        self._feed = PriceFeed(
+            self.instruments,
+            {s: item.start_price for s, item in catalog.items()},
+            self._rng,
+            volatility=volatility,
+            tick_interval_s=tick_interval_s,
+        )
+        self._matcher = Matcher(
+            instruments=self.instruments,
+            feed=self._feed,
+            ids=self._ids,
+            now=clock.now,
+            slippage_bps=slippage_bps,
+            taker_fee_rate=taker_fee_rate,
+            maker_fee_rate=maker_fee_rate,
+        )
+        self._accounts: dict[str, SimAccount] = {}
+        self._default_balances = dict(balances)
+        self._hub = EventHub()
+        self._limits = RateLimiter()
+        self._faults = FaultInjector()
+        self.saved_at: float | None = None
+        """Clock time of the last save (or of the save this market was loaded from)."""
+        if saved is not None:
+            assert state_path is not None
+            self._restore(saved, state_path)
+        for name, balance in balances.items():
+            self.ensure_account(name, balance)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock, state_dir: Path) -> SimExchange:
+        """The exchange the ``sim.*`` settings describe, continuing ``state_dir/sim-exchange.json``."""
+        return cls(
+            clock=clock,
+            seed=int(settings.get("sim.seed")),
+            symbols=list(settings.get("sim.symbols")),
+            balances={k: float(v) for k, v in settings.section("sim.balances").items()},
+            volatility=float(settings.get("sim.volatility")),
+            tick_interval_s=float(settings.get("sim.tick_interval_s")),
+            slippage_bps=float(settings.get("sim.slippage_bps")),
+            latency=str(settings.get("sim.latency")),
+            state_path=state_dir / STATE_FILE,
+            save_interval_s=float(settings.get("sim.save_interval_s")),
+        )
+
+    @staticmethod
+    def saved_time(state_dir: Path) -> float | None:
+        """Clock time at which the market in ``state_dir`` was saved (None when there is none).
+
+        A virtual clock should start no earlier than this, so that a restarted simulation does not
+        run its market backwards in time.
+        """
+        path = state_dir / STATE_FILE
+        if not path.exists():
+            return None
+        saved_at = read_state(path).get("saved_at")
+        return None if saved_at is None else float(saved_at)
+
+    # --- accounts ----------------------------------------------------------------------------
+    @property
+    def accounts(self) -> list[str]:
+        """Account names, in creation order."""
+        return list(self._accounts)
+
+    def ensure_account(self, name: str, balance: float | None = None) -> None:
+        """Open account ``name`` with ``balance`` USDT (default: its configured balance, else 0).
+
+        An existing account is left exactly as it is.
+        """
+        if name in self._accounts:
+            return
+        start = balance if balance is not None else self._default_balances.get(name, 0.0)
+        self._accounts[name] = SimAccount(name=name, balance=dec(float(start)))
+
+    def _account(self, name: str) -> SimAccount:
+        try:
+            return self._accounts[name]
+        except KeyError:
+            raise AuthError(f"unknown account {name!r}", 10003) from None
+
+    # --- market ------------------------------------------------------------------------------
+    def step(self) -> None:
+        """One feed tick: move every price, publish the tickers, then match every account."""
+        self._feed.step()
+        now = self.clock.now()
+        self._hub.broadcast([self._feed.ticker(s, now) for s in self._feed.symbols], now)
+        self._match_all()
+
+    def set_price(self, symbol: str, last: float, mark: float | None = None) -> None:
+        """Put ``symbol`` at a scripted price (mark = last unless given) and match at once."""
+        self._matcher.instrument(symbol)
+        self._feed.set_price(symbol, last, mark)
+        now = self.clock.now()
+        self._hub.broadcast([self._feed.ticker(symbol, now)], now)
+        self._match_all()
+
+    def ticker(self, symbol: str) -> Ticker:
+        """The symbol's current ticker."""
+        self._matcher.instrument(symbol)
+        return self._feed.ticker(symbol, self.clock.now())
+
+    def tickers(self, symbols: Sequence[str] | None = None) -> dict[str, Ticker]:
+        """Tickers of ``symbols`` (all listed when None)."""
+        return {s: self.ticker(s) for s in (self._feed.symbols if symbols is None else symbols)}
+
+    async def run(self) -> None:
+        """Tick every ``tick_interval_s`` of the clock until cancelled; save periodically and on cancel."""
+        next_tick = self.clock.now() + self.tick_interval_s
+        last_save = self.clock.now()
+        try:
+            while True:
+                await self.clock.sleep(next_tick - self.clock.now())
+                # A real clock that fell far behind resynchronises instead of bursting through ticks.
+                behind = self.clock.now() - next_tick
+                next_tick = (
+                    next_tick + self.tick_interval_s
+                    if behind < 10 * self.tick_interval_s
+                    else (self.clock.now() + self.tick_interval_s)
+                )
+                self.step()
+                if self.state_path is not None and self.clock.now() - last_save >= self.save_interval_s:
+                    last_save = self.clock.now()
+                    try:
+                        self.save()
+                    except OSError as exc:  # the market keeps running; the next save may succeed
+                        log.error("cannot save the simulated exchange to %s: %s", self.state_path, exc)
+        except asyncio.CancelledError:
+            if self.state_path is not None:
+                try:
+                    self.save()
+                except OSError as exc:  # still stop; the previous save is intact (atomic writes)
+                    log.error("cannot save the simulated exchange to %s: %s", self.state_path, exc)
+            raise
+
+    def _match_all(self) -> None:
+        for account in self._accounts.values():
+            events: list[VenueEvent] = []
+            self._matcher.match(account, events)
+            self._publish(account, events)
+
+    def _publish(self, account: SimAccount, events: list[VenueEvent]) -> None:
+        """Push an action's events, closed by the account's wallet when anything changed."""
+        if not events:
+            return
+        now = self.clock.now()
+        events.append(account.wallet(self._feed.marks(), now))
+        self._hub.publish(account.name, events, now)
+
+    # --- order entry (Bybit semantics; see engine.sim.matcher) --------------------------------
+    def place(self, account: str, request: OrderRequest) -> OrderAck:
+        """Create an order; executes at once what is marketable."""
+        acct = self._account(account)
+        events: list[VenueEvent] = []
+        order = self._matcher.place(acct, request, events)
+        self._publish(acct, events)
+        return OrderAck(order.order_id, order.link_id)
+
+    def amend(self, account: str, request: AmendRequest) -> OrderAck:
+        """Amend an open order's qty, price or trigger price."""
+        acct = self._account(account)
+        events: list[VenueEvent] = []
+        order = self._matcher.amend(acct, request, events)
+        self._publish(acct, events)
+        return OrderAck(order.order_id, order.link_id)
+
+    def cancel(self, account: str, request: CancelRequest) -> OrderAck:
+        """Cancel an open order."""
+        acct = self._account(account)
+        events: list[VenueEvent] = []
+        order = self._matcher.cancel(acct, request, events)
+        self._publish(acct, events)
+        return OrderAck(order.order_id, order.link_id)
+
+    def cancel_all(self, account: str, symbol: str) -> list[OrderAck]:
+        """Cancel every open order of ``symbol`` (conditionals included)."""
+        acct = self._account(account)
+        events: list[VenueEvent] = []
+        orders = self._matcher.cancel_all(acct, symbol, events)
+        self._publish(acct, events)
+        return [OrderAck(o.order_id, o.link_id) for o in orders]
+
+    def set_leverage(self, account: str, symbol: str, leverage: float) -> None:
+        """Set the account's leverage for ``symbol`` (no-op when unchanged)."""
+        acct = self._account(account)
+        events: list[VenueEvent] = []
+        self._matcher.set_leverage(acct, symbol, leverage, events)
+        self._publish(acct, events)
+
+    # --- reads -------------------------------------------------------------------------------
+    def positions(self, account: str, symbol: str | None = None) -> list[Position]:
+        """Open positions of every symbol, or the one symbol's position (flat included), as Bybit."""
+        acct = self._account(account)
+        now = self.clock.now()
+        if symbol is not None:
+            self._matcher.instrument(symbol)
+            return [acct.position_view(symbol, self._feed.mark(symbol), now)]
+        return [
+            acct.position_view(s, self._feed.mark(s), now)
+            for s in sorted(acct.positions)
+            if acct.positions[s].size
+        ]
+
+    def open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
+        """Working orders (untriggered conditionals included), oldest first."""
+        acct = self._account(account)
+        return [o.snapshot(account) for o in acct.open_orders(symbol)]
+
+    def order_history(self, account: str, symbol: str | None = None) -> list[Order]:
+        """Recently finished orders (bounded), oldest first."""
+        acct = self._account(account)
+        return [o.snapshot(account) for o in acct.finished if symbol is None or o.symbol == symbol]
+
+    def get_order(self, account: str, order_id: str = "", link_id: str = "") -> Order | None:
+        """An order by id or link id, open or recently finished (the newest with that link id)."""
+        acct = self._account(account)
+        candidates = [*acct.orders.values(), *reversed(acct.finished)]
+        for order in candidates:
+            if (order_id and order.order_id == order_id) or (
+                not order_id and link_id and order.link_id == link_id
+            ):
+                return order.snapshot(account)
+        return None
+
+    def executions(self, account: str, since: float, symbol: str | None = None) -> list[Execution]:
+        """Fills at or after ``since`` (bounded history), oldest first."""
+        acct = self._account(account)
+        return [e for e in acct.executions if e.ts >= since and (symbol is None or e.symbol == symbol)]
+
+    def wallet(self, account: str) -> Wallet:
+        """The account's USDT wallet, marked to the current mark prices."""
+        return self._account(account).wallet(self._feed.marks(), self.clock.now())
+
+    # --- the API gateway: rate limits, faults, latency, push -----------------------------------
+    def check_rate(self, account: str, endpoint: str, units: int = 1) -> None:
+        """Spend ``units`` of the account's budget for ``endpoint``; raises RateLimited (10006)."""
+        self._limits.acquire(account, endpoint, units, self.clock.now())
+
+    def admit_batch(self, account: str, endpoint: str, items: int) -> int:
+        """Gate one batch request (unknown account, injected fault, then one rate unit per item, as many
+        as the budget allows); returns how many items were admitted.
+
+        Items beyond the returned count fail with 10006 individually; raises RateLimited when not even
+        one fits.
+        """
+        self._account(account)
+        self.check_fault(account, endpoint)
+        return self._limits.acquire(account, endpoint, items, self.clock.now(), partial=True)
+
+    def rate_status(self, account: str, endpoint: str) -> RateStatus:
+        """The budget the X-Bapi-Limit / -Status / -Reset-Timestamp headers report."""
+        return self._limits.status(account, endpoint, self.clock.now())
+
+    def check_fault(self, account: str, endpoint: str) -> None:
+        """Raise the next injected failure for this call, if one is pending."""
+        self._faults.check(account, endpoint)
+
+    def admit(self, account: str, endpoint: str, units: int = 1) -> None:
+        """Gate one API request: unknown account (10003), injected fault, then rate limit."""
+        self._account(account)
+        self.check_fault(account, endpoint)
+        self.check_rate(account, endpoint, units)
+
+    def inject_errors(
+        self, account: str, n: int, error: VenueError, endpoints: Collection[str] | None = None
+    ) -> None:
+        """Make the account's next ``n`` requests (to ``endpoints`` only, when given) fail with ``error``."""
+        self._faults.inject(account, n, error, endpoints)
+
+    def latency_s(self) -> float:
+        """Seconds the next request should take (0 with the ``none`` profile)."""
+        return self._latency.draw()
+
+    def subscribe(self, account: str) -> asyncio.Queue[VenueEvent]:
+        """A queue of the account's events (orders, executions, positions, wallet) and every ticker."""
+        self._account(account)
+        return self._hub.subscribe(account)
+
+    def unsubscribe(self, account: str, queue: asyncio.Queue[VenueEvent]) -> None:
+        """Stop feeding a queue from :meth:`subscribe`."""
+        self._hub.unsubscribe(account, queue)
+
+    def drop_stream(self, account: str) -> None:
+        """Disconnect the account's subscribers: each gets StreamStatus(connected=False, gap=True) and
+        nothing more; events until they subscribe again are lost to them."""
+        self._hub.drop(account, self.clock.now())
+
+    # --- persistence -------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write the whole market atomically to ``state_path`` (tmp + fsync + rename, mode 0600).
+
+        Synchronous on purpose: the file is small (histories are bounded) and an off-loop write would
+        let a virtual clock run ahead of the save, breaking determinism.
+        """
+        if self.state_path is None:
+            raise ValueError("this exchange has no state_path")
+        now = self.clock.now()
+        write_state(self.state_path, self.to_state(now))
+        self.saved_at = now
+
+    def to_state(self, saved_at: float) -> dict[str, Any]:
+        """The market as a JSON-ready dict (what :meth:`save` writes)."""
+        return {
+            "saved_at": saved_at,
+            "seed": self.seed,
+            "ids": self._ids.counter,
+            "rng": rng_state_to_json(self._rng.getstate()),
+            "latency_rng": rng_state_to_json(self._latency.rng.getstate()),
+            "feed": self._feed.to_state(),
+            "accounts": [a.to_state() for a in self._accounts.values()],
+        }
+
+    def _restore(self, data: Mapping[str, Any], path: Path) -> None:
+        try:
+            self._ids.counter = int(data["ids"])
+            self._rng.setstate(rng_state_from_json(data["rng"]))
+            self._latency.rng.setstate(rng_state_from_json(data["latency_rng"]))
+            self._feed.load_state(data["feed"])
+            for raw in data["accounts"]:
+                account = SimAccount.from_state(raw)
+                self._accounts[account.name] = account
+            self.saved_at = float(data["saved_at"])
+        except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError) as exc:
+            self._accounts.clear()
+            raise SimStateError(
+                path, f"corrupt simulated exchange state: {type(exc).__name__}: {exc}"
+            ) from exc
+        log.info(
+            "simulated exchange continues from %s (%d accounts, saved at %s)",
+            path,
+            len(self._accounts),
+            self.saved_at,
+        )
+
+
+__all__ = ["STATE_FILE", "SimExchange", "SimStateError"]

@@ -1,0 +1,85 @@
+"""The simulated exchange's own state file: atomic JSON writes, strict reads, RNG state as JSON.
+
+The exchange is the world, not the engine: its file (``sim-exchange.json`` in the state directory)
+holds accounts, positions, orders, recent executions, prices and the generators' states, so a restart
+continues the same market. A file that cannot be read back is an error (:class:`SimStateError`),
+never a silently empty exchange. JSON only, never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+STATE_FORMAT = "opconsole-sim-exchange"
+STATE_VERSION = 1
+
+
+class SimStateError(Exception):
+    """The exchange's state file exists but cannot be used (unreadable, corrupt, wrong format)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"{path}: {what}")
+        self.path = path
+        self.what = what
+
+
+def write_state(path: Path, state: Mapping[str, Any]) -> None:
+    """Write ``state`` as JSON: temporary file, fsync, rename over ``path``, fsync the directory.
+
+    The file is created with mode 0600. A reader sees either the previous file or the new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"format": STATE_FORMAT, "version": STATE_VERSION, **state}, separators=(",", ":"))
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """Read a state file written by :func:`write_state`; raises :class:`SimStateError` when unusable."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SimStateError(path, f"cannot read the simulated exchange's state: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SimStateError(path, "corrupt simulated exchange state: not UTF-8 text") from exc
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SimStateError(path, f"corrupt simulated exchange state: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise SimStateError(path, "not a simulated exchange state file")
+    if data.get("version") != STATE_VERSION:
+        raise SimStateError(
+            path, f"unsupported state version {data.get('version')!r}, expected {STATE_VERSION}"
+        )
+    return data
+
+
+def rng_state_to_json(state: tuple[Any, ...]) -> list[Any]:
+    """``random.Random.getstate()`` as JSON: [version, [625 ints], gauss_next]."""
+    version, internal, gauss_next = state
+    return [version, list(internal), gauss_next]
+
+
+def rng_state_from_json(data: Any) -> tuple[Any, ...]:
+    """Inverse of :func:`rng_state_to_json`, ready for ``random.Random.setstate``."""
+    version, internal, gauss_next = data
+    return (int(version), tuple(int(x) for x in internal), None if gauss_next is None else float(gauss_next))

@@ -1,0 +1,98 @@
+"""Trading inside the runtime: the state store, the TP/SL manager, operator actions, and the trades a
+scenario file or the simulator's demo asks for, assembled and started in one place.
+
+The runtime calls :func:`start_trading` after its venues exist and :func:`stop_trading` after its
+tasks are cancelled; the manager's start-up (load -> reconcile -> run) happens in its own task, so
+the engine reports ``reconciling`` until the venue agrees with the store.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.actions import OperatorActions
+from engine.clock import Clock
+from engine.scenario import Scenario, demo_trades, run_trades, state_is_empty
+from engine.settings import Settings
+from engine.tpsl import AlertHook, TpslManager
+from engine.trading_params import MonitorTiming, TradingParams
+from engine.venue.base import Venue
+from persistence.store import Store
+
+Spawn = Callable[[str, Coroutine[Any, Any, None]], Any]
+
+
+@dataclass(slots=True)
+class Trading:
+    """The trading side of a running engine."""
+
+    store: Store
+    manager: TpslManager
+    actions: OperatorActions
+
+
+def open_store(settings: Settings, state_dir: Path, clock: Clock) -> Store:
+    """The state store with the persistence settings and the ``smart_persistence`` toggle's policy."""
+    policy = "smart" if settings.get("profile.smart_persistence") == "optimized" else "simple"
+    return Store(
+        state_dir,
+        clock=clock,
+        flush_interval_s=float(settings.get("persistence.flush_interval_s")),
+        compact_max_bytes=int(settings.get("persistence.compact_max_bytes")),
+        compact_max_records=int(settings.get("persistence.compact_max_records")),
+        policy=policy,
+    )
+
+
+async def start_trading(
+    *,
+    settings: Settings,
+    state_dir: Path,
+    clock: Clock,
+    venues: dict[str, Venue],
+    spawn: Spawn,
+    scenario: Scenario | None = None,
+    on_alert: AlertHook | None = None,
+    store: Store | None = None,
+) -> Trading:
+    """Open (or take) the store, build the manager, and spawn it plus the scenario or demo trades."""
+    if store is None:
+        store = open_store(settings, state_dir, clock)
+        store.load()
+        await store.start()
+    simulated = settings.get("venue.kind") == "sim"
+    seed = int(settings.get("sim.seed"))
+    # the instance tag: reproducible on the simulator, unique per installation on a real exchange
+    rng = random.Random(f"instance:{seed}") if simulated else random.SystemRandom()
+    manager = TpslManager(
+        venues=venues,
+        store=store,
+        clock=clock,
+        params=TradingParams.from_settings(settings),
+        timing=MonitorTiming.from_settings(settings),
+        on_alert=on_alert,
+        rng=rng,
+        push_streams=settings.get("profile.push_streams") == "optimized",
+    )
+    empty = state_is_empty(store.state)
+    manager.load()
+    spawn("tpsl", manager.run())
+    trades = list(scenario.trades) if scenario is not None else []
+    if scenario is None and simulated and empty:
+        trades = demo_trades(int(settings.get("sim.demo_trades")), list(settings.get("sim.symbols")), seed)
+    if trades:
+        spawn("scenario-trades", _run_quietly(manager, trades, clock))
+    return Trading(store, manager, OperatorActions(manager))
+
+
+async def _run_quietly(manager: TpslManager, trades: list[Any], clock: Clock) -> None:
+    await run_trades(manager, trades, clock)
+
+
+async def stop_trading(trading: Trading) -> None:
+    """Flush and close the store (after the manager's task was cancelled)."""
+    await trading.store.close()

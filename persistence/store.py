@@ -1,0 +1,455 @@
+"""The state store: one writer task owns the state directory, callers await acknowledgements.
+
+Callers ``save(key, value, reason=...)`` and ``delete(key, reason=...)``; the store keeps the live state
+in memory, and when the save policy says a change must be durable (a critical reason, ``force=True``,
+or every save under the simple policy) it queues a commit for the writer task and awaits its ack. A
+commit takes every pending change with it (group commit), so a critical save also makes the
+non-critical changes made before it durable. Non-critical changes wait, coalesced per key, for the
+flush timer, which sleeps on the injected time source. The journal is compacted into a new snapshot
+past a size or record bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from persistence.codec import JournalRecord, Op, canonical, encode_record, encode_snapshot
+from persistence.durable import IoCost, JournalAppender, rotate_journal, write_snapshot
+from persistence.errors import StoreFailed
+from persistence.layout import DIR_MODE, StateFiles
+from persistence.lock import StateLock
+from persistence.metrics import StoreMetrics
+from persistence.policy import SavePolicy, policy_named
+from persistence.reasons import Reason
+from persistence.recovery import RecoveryReport, carry_out, plan_recovery
+from persistence.timesource import TimeSource
+
+logger = logging.getLogger("opconsole.persistence")
+
+MARK_KEY = ""  # the key of lifecycle markers (startup, shutdown): they change no state
+
+
+@dataclass(slots=True)
+class _Change:
+    """A change waiting for the writer; ``since`` is when its key first had an unwritten change."""
+
+    key: str
+    op: Op
+    value: Any
+    reason: str
+    since: float
+    seq: int | None = None  # set when written
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What one commit wrote (the console shows it after a manual flush)."""
+
+    records: int
+    bytes: int
+    full_write: bool
+    seq: int
+
+
+class _Kind(Enum):
+    COMMIT = "commit"
+    COMPACT = "compact"
+    SET_POLICY = "set_policy"
+    BARRIER = "barrier"
+    STOP = "stop"
+
+
+@dataclass(slots=True)
+class _Command:
+    kind: _Kind
+    future: asyncio.Future[Any]
+    policy: SavePolicy | None = None
+
+
+class Store:
+    """Crash-safe key -> JSON value store over ``snapshot.json`` + ``journal.jsonl`` in ``state_dir``.
+
+    Life cycle: ``load()`` (takes the lock, recovers), ``await start()``, saves, ``await close()``.
+    ``trace``, when given, is called synchronously with the name of each durable step completed
+    (``snapshot:tmp_synced``, ``compaction:start`` …); the crash test uses it to kill at chosen points.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        clock: TimeSource,
+        flush_interval_s: float = 30.0,
+        compact_max_bytes: int = 4 * 1024 * 1024,
+        compact_max_records: int = 20000,
+        policy: str = "smart",
+        trace: Callable[[str], None] | None = None,
+    ) -> None:
+        if flush_interval_s <= 0 or compact_max_bytes <= 0 or compact_max_records <= 0:
+            raise ValueError("flush_interval_s and the compaction bounds must be positive")
+        self._files = StateFiles(Path(state_dir))
+        self._clock = clock
+        self._flush_interval_s = float(flush_interval_s)
+        self._max_bytes = compact_max_bytes
+        self._max_records = compact_max_records
+        self._policy = policy_named(policy)
+        self._trace = trace
+        self._lock = StateLock(self._files.lock)
+        self._appender = JournalAppender(self._files.journal)
+        self._state: dict[str, Any] = {}
+        self._disk: dict[str, Any] = {}  # the state as of self._seq, what a snapshot may contain
+        self._pending: dict[str, _Change] = {}
+        self._marks: list[_Change] = []
+        self._seq = 0
+        self._journal_bytes = 0
+        self._journal_records = 0
+        self._report: RecoveryReport | None = None
+        self._metrics = StoreMetrics(started=clock.now())
+        self._queue: asyncio.Queue[_Command] | None = None
+        self._pending_signal: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+        self._closed = False
+
+    # ----------------------------------------------------------------- read side
+
+    @property
+    def state(self) -> Mapping[str, Any]:
+        """The recovered + live values, read-only (do not mutate the values either)."""
+        return MappingProxyType(self._state)
+
+    @property
+    def policy_name(self) -> str:
+        return self._policy.name
+
+    @property
+    def recovery(self) -> RecoveryReport | None:
+        """The report of :meth:`load`, or None before it ran."""
+        return self._report
+
+    @property
+    def state_dir(self) -> Path:
+        return self._files.root
+
+    @property
+    def failed(self) -> bool:
+        """True once a disk write failed: the store refuses further writes."""
+        return self._failed is not None
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters for the console and the benchmark (times on the store's time source)."""
+        now = self._clock.now()
+        oldest = self._oldest_pending_since()
+        data = self._metrics.as_dict(now)
+        data.update(
+            policy=self._policy.name,
+            pending=len(self._pending),
+            oldest_pending_age_s=None if oldest is None else now - oldest,
+            seq=self._seq,
+            journal_bytes=self._journal_bytes,
+            journal_records=self._journal_records,
+            flush_interval_s=self._flush_interval_s,
+            failed=None if self._failed is None else repr(self._failed),
+            recovery=None if self._report is None else self._report.as_dict(),
+        )
+        return data
+
+    # ----------------------------------------------------------------- life cycle
+
+    def load(self) -> RecoveryReport:
+        """Take the directory's lock and recover the state; raises ``StateLocked`` if it is in use."""
+        if self._report is not None:
+            raise RuntimeError("Store.load() already ran")
+        self._files.root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        self._lock.acquire()
+        try:
+            plan = plan_recovery(self._files)
+            report = carry_out(plan, self._files, self._clock.now())
+        except BaseException:
+            self._lock.release()
+            raise
+        self._state = plan.state
+        self._disk = dict(plan.state)
+        self._seq = plan.last_seq
+        self._journal_bytes = plan.journal_bytes
+        self._journal_records = plan.journal_records
+        self._report = report
+        if report.critical:
+            logger.critical("persistence recovery in %s: %s", self._files.root, report.message)
+        elif report.notes:
+            logger.warning("persistence recovery in %s: %s", self._files.root, report.message)
+        else:
+            logger.info("persistence recovery in %s: %s", self._files.root, report.message)
+        return report
+
+    async def start(self) -> None:
+        """Start the writer task and the flush timer, then write the STARTUP record."""
+        if self._report is None:
+            raise RuntimeError("Store.load() must run before start()")
+        if self._writer is not None or self._closed:
+            raise RuntimeError("Store.start() may run once")
+        self._queue = asyncio.Queue()
+        self._pending_signal = asyncio.Event()
+        self._writer = asyncio.create_task(self._run_writer(), name="persistence-writer")
+        self._timer = asyncio.create_task(self._run_flush_timer(), name="persistence-flush-timer")
+        if self._report.needs_snapshot:
+            await self._submit(_Kind.COMPACT)
+        await self._mark(Reason.STARTUP)
+
+    async def close(self) -> None:
+        """Flush, write the SHUTDOWN record, stop the writer and release the lock (idempotent)."""
+        if self._closed:
+            return
+        try:
+            if self._writer is not None and self._failed is None:
+                with contextlib.suppress(StoreFailed):  # already logged by the writer
+                    await self._mark(Reason.SHUTDOWN)
+            if self._timer is not None:
+                self._timer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._timer
+            if self._writer is not None:
+                with contextlib.suppress(StoreFailed):
+                    await self._submit(_Kind.STOP, check_failed=False)
+                await self._writer
+            await self._appender.close()
+        finally:
+            self._closed = True
+            self._lock.release()
+
+    # ----------------------------------------------------------------- write side
+
+    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> int | None:
+        """Set ``key`` to ``value`` (JSON-serialisable; copied, so later mutation does not leak in).
+
+        Returns once the change is as durable as the policy requires: for a critical reason (or
+        ``force``) it is on disk and the journal seq that holds it is returned; a non-critical save
+        under the smart policy returns None at once and is written by the next flush.
+        """
+        reason = Reason(reason)
+        self._check_writable(key)
+        copy = json.loads(canonical(value))  # rejects NaN and non-JSON values before anything changes
+        self._state[key] = copy
+        return await self._record(key, Op.SET, copy, reason, critical=force or reason.critical)
+
+    async def delete(self, key: str, *, reason: Reason, force: bool = False) -> int | None:
+        """Remove ``key``; durability as for :meth:`save`."""
+        reason = Reason(reason)
+        self._check_writable(key)
+        self._state.pop(key, None)
+        return await self._record(key, Op.DELETE, None, reason, critical=force or reason.critical)
+
+    async def flush(self) -> FlushResult:
+        """Write every pending change now (one append + one fsync, or one snapshot under simple)."""
+        self._check_writable()
+        result: FlushResult = await self._submit(_Kind.COMMIT)
+        return result
+
+    async def compact(self) -> FlushResult:
+        """Write a new snapshot of what is on disk now and start an empty journal."""
+        self._check_writable()
+        result: FlushResult = await self._submit(_Kind.COMPACT)
+        return result
+
+    async def barrier(self) -> None:
+        """Return once the writer has finished every command queued before this call.
+
+        A virtual-time driver calls it before moving time on, because a write in a worker thread is
+        invisible to the event loop and time could otherwise jump while it is in flight.
+        """
+        self._check_writable()
+        await self._submit(_Kind.BARRIER)
+
+    async def set_policy(self, policy: str) -> None:
+        """Switch between "smart" and "simple" at runtime; pending changes are flushed first."""
+        target = policy_named(policy)
+        if self._writer is None:
+            self._policy = target
+            return
+        self._check_writable()
+        await self._submit(_Kind.SET_POLICY, policy=target)
+
+    # ----------------------------------------------------------------- internals (caller side)
+
+    def _check_writable(self, key: str | None = None) -> None:
+        if key is not None and (not isinstance(key, str) or key == MARK_KEY):
+            raise ValueError(f"a state key must be a non-empty string, not {key!r}")
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        if self._writer is None:
+            raise RuntimeError("Store.start() has not run")
+        if self._failed is not None:
+            raise StoreFailed(f"the state store stopped after a failed write: {self._failed!r}")
+
+    async def _record(self, key: str, op: Op, value: Any, reason: Reason, *, critical: bool) -> int | None:
+        now = self._clock.now()
+        self._metrics.count_save(reason.value)
+        earlier = self._pending.get(key)
+        change = _Change(key, op, value, reason.value, since=earlier.since if earlier else now)
+        self._pending[key] = change
+        if not self._policy.commits_now(critical):
+            assert self._pending_signal is not None
+            self._pending_signal.set()
+            return None
+        await self._submit(_Kind.COMMIT)
+        if critical:
+            delay = self._clock.now() - now
+            self._metrics.max_critical_delay_s = max(self._metrics.max_critical_delay_s, delay)
+        return change.seq if change.seq is not None else self._seq
+
+    async def _mark(self, reason: Reason) -> None:
+        self._metrics.count_save(reason.value)
+        marker = {"policy": self._policy.name}
+        self._marks.append(_Change(MARK_KEY, Op.MARK, marker, reason.value, since=self._clock.now()))
+        await self._submit(_Kind.COMMIT)
+
+    async def _submit(
+        self, kind: _Kind, *, policy: SavePolicy | None = None, check_failed: bool = True
+    ) -> Any:
+        if check_failed and self._failed is not None:
+            raise StoreFailed(f"the state store stopped after a failed write: {self._failed!r}")
+        assert self._queue is not None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Command(kind, future, policy))
+        return await future
+
+    async def _run_flush_timer(self) -> None:
+        """Write coalesced non-critical changes ``flush_interval_s`` after the oldest one was made.
+
+        The deadline follows the oldest pending change rather than the timer's own wake-ups, so a
+        commit that finishes late (or a critical save that drained the batch) never stretches it.
+        """
+        assert self._pending_signal is not None
+        while self._failed is None:
+            await self._pending_signal.wait()
+            oldest = self._oldest_pending_since()
+            if oldest is None:
+                self._pending_signal.clear()
+                continue
+            delay = oldest + self._flush_interval_s - self._clock.now()
+            if delay > 0:
+                await self._clock.sleep(delay)
+                continue  # look again: a critical save may have taken the batch meanwhile
+            try:
+                await self._submit(_Kind.COMMIT)
+            except StoreFailed:
+                return
+
+    def _oldest_pending_since(self) -> float | None:
+        # Keys keep their first insertion position and their first ``since``, so the first is oldest.
+        first = next(iter(self._pending.values()), None)
+        return None if first is None else first.since
+
+    # ----------------------------------------------------------------- internals (the writer task)
+
+    async def _run_writer(self) -> None:
+        assert self._queue is not None
+        while True:
+            command = await self._queue.get()
+            if command.kind is _Kind.STOP:
+                _resolve(command.future, None)
+                return
+            if self._failed is not None:
+                _reject(command.future, StoreFailed(f"the state store stopped: {self._failed!r}"))
+                continue
+            try:
+                result = await self._execute(command)
+                _resolve(command.future, result)
+                if not self._policy.full_writes and self._over_bounds():
+                    await self._compact()
+            except Exception as exc:  # the disk failed: halt rather than drop writes
+                self._failed = exc
+                logger.critical("persistence write failed in %s; halting", self._files.root, exc_info=exc)
+                _reject(command.future, StoreFailed(f"state write failed: {exc!r}"))
+
+    async def _execute(self, command: _Command) -> FlushResult:
+        if command.kind is _Kind.COMPACT:
+            return await self._compact()
+        if command.kind is _Kind.BARRIER:
+            return FlushResult(records=0, bytes=0, full_write=False, seq=self._seq)
+        result = await self._commit()
+        if command.kind is _Kind.SET_POLICY and command.policy is not None:
+            if command.policy is not self._policy:
+                logger.info("persistence policy %s -> %s", self._policy.name, command.policy.name)
+            self._policy = command.policy
+        return result
+
+    def _over_bounds(self) -> bool:
+        return self._journal_bytes >= self._max_bytes or self._journal_records >= self._max_records
+
+    async def _commit(self) -> FlushResult:
+        changes = [*self._pending.values(), *self._marks]
+        self._pending.clear()
+        self._marks.clear()
+        if self._pending_signal is not None:
+            self._pending_signal.clear()
+        if not changes:
+            return FlushResult(records=0, bytes=0, full_write=False, seq=self._seq)
+        now = self._clock.now()
+        records = []
+        for change in changes:
+            self._seq += 1
+            change.seq = self._seq
+            record = JournalRecord(self._seq, now, change.reason, change.key, change.op, change.value)
+            record.apply(self._disk)
+            records.append(record)
+        oldest = min((c.since for c in changes if c.op is not Op.MARK), default=now)
+        self._metrics.max_pending_age_s = max(self._metrics.max_pending_age_s, now - oldest)
+        full = self._policy.full_writes
+        if full:
+            cost = await self._write_full(now)
+        else:
+            data = b"".join(encode_record(record) for record in records)
+            cost = await self._appender.append(data)
+            self._journal_bytes += len(data)
+            self._journal_records += len(records)
+        self._metrics.count_write(now, writes=cost.writes, fsyncs=cost.fsyncs, nbytes=cost.bytes, full=full)
+        self._metrics.records_written += len(records)
+        self._metrics.last_flush = now
+        return FlushResult(records=len(records), bytes=cost.bytes, full_write=full, seq=self._seq)
+
+    async def _compact(self) -> FlushResult:
+        now = self._clock.now()
+        self._note("compaction:start")
+        cost = await self._write_full(now)
+        self._metrics.count_write(now, writes=cost.writes, fsyncs=cost.fsyncs, nbytes=cost.bytes, full=True)
+        self._metrics.compactions += 1
+        self._metrics.last_compaction = now
+        self._note("compaction:done")
+        logger.debug("persistence compacted %s at seq %d (%d bytes)", self._files.root, self._seq, cost.bytes)
+        return FlushResult(records=0, bytes=cost.bytes, full_write=True, seq=self._seq)
+
+    async def _write_full(self, now: float) -> IoCost:
+        """Snapshot ``_disk`` (the state at ``_seq``), then move the journal it covers aside."""
+        data = encode_snapshot(self._disk, seq=self._seq, ts=now)
+        cost = await write_snapshot(self._files, data, self._trace)
+        if self._journal_bytes > 0:
+            cost += await rotate_journal(self._files, self._appender)
+            self._journal_bytes = 0
+            self._journal_records = 0
+            self._note("compaction:journal_rotated")
+        return cost
+
+    def _note(self, step: str) -> None:
+        if self._trace is not None:
+            self._trace(step)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _reject(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -1,0 +1,161 @@
+"""Approaches: order plans, the TP split, breakeven and request validation (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.approaches import (
+    Approach,
+    TradeRejected,
+    TradeRequest,
+    breakeven_price,
+    offset_price,
+    plan_trade,
+    request_from_offsets,
+    split_tp_quantities,
+    validate_request,
+)
+from engine.models import Instrument, OrderType, Side
+from engine.trading_params import TradingParams
+
+BTC = Instrument("BTCUSDT", tick_size=0.1, qty_step=0.001, min_qty=0.001, max_qty=100.0)
+SOL = Instrument("SOLUSDT", tick_size=0.01, qty_step=0.1, min_qty=0.1, max_qty=80_000.0)
+P = TradingParams()
+TPS = (101_000.0, 102_000.0, 103_000.0, 104_000.0)
+
+
+def req(**kw) -> TradeRequest:
+    base = dict(
+        account="main",
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        approach=Approach.CONSERVATIVE,
+        margin=1000.0,
+        leverage=10.0,
+        entry_prices=(None, 99_000.0, 98_000.0),
+        tp_prices=TPS,
+        sl_price=97_000.0,
+    )
+    base.update(kw)
+    return TradeRequest(**base)
+
+
+def test_split_85_5_5_5_exact() -> None:
+    assert split_tp_quantities(1.0, P.tp_split, TPS, BTC, 5.0) == [0.85, 0.05, 0.05, 0.05]
+
+
+def test_split_puts_the_rounding_remainder_on_the_last_tp() -> None:
+    # 0.033: 0.02805 -> 0.028, 0.00165 -> 0.001 (x3) = 0.031; the 0.002 left goes to TP4
+    assert split_tp_quantities(0.033, P.tp_split, TPS, BTC, 5.0) == [0.028, 0.001, 0.001, 0.003]
+
+
+def test_small_tps_fold_into_tp1() -> None:
+    # 0.01 BTC: each 5 % is 0.0005, below minOrderQty: everything folds into TP1
+    assert split_tp_quantities(0.01, P.tp_split, TPS, BTC, 5.0) == [0.01, 0.0, 0.0, 0.0]
+    # 1.0 SOL at ~180: 5 % is 0.05 (< 0.1 step) -> folds; a 9 USDT TP under a 10 USDT minimum folds too
+    prices = (181.0, 182.0, 183.0, 184.0)
+    assert split_tp_quantities(1.0, P.tp_split, prices, SOL, 5.0) == [1.0, 0.0, 0.0, 0.0]
+    assert split_tp_quantities(2.0, P.tp_split, prices, SOL, 5.0) == [1.7, 0.1, 0.1, 0.1]
+    assert split_tp_quantities(2.0, P.tp_split, prices, SOL, 20.0) == [2.0, 0.0, 0.0, 0.0]
+
+
+@given(
+    size_units=st.integers(1, 200_000),
+    split=st.lists(st.integers(1, 100), min_size=1, max_size=6),
+)
+def test_split_always_sums_exactly_to_the_size(size_units: int, split: list[int]) -> None:
+    total = sum(split)
+    parts = [100.0 * s / total for s in split]
+    size = size_units * BTC.qty_step
+    prices = [100_000.0 + 1000.0 * i for i in range(len(parts))]
+    qtys = split_tp_quantities(size, parts, prices, BTC, 5.0)
+    assert round(sum(qtys), 9) == pytest.approx(round(size, 9), abs=1e-9)
+    assert all(q == BTC.round_qty(q, "nearest") for q in qtys)
+    assert all(q == 0 or q >= BTC.min_qty for q in qtys[1:])
+
+
+def test_conservative_plan_has_three_equal_entries_first_at_market() -> None:
+    plan = plan_trade(req(), BTC, 100_000.0, 10_000.0, P)
+    assert [e.order_type for e in plan.entries] == [OrderType.MARKET, OrderType.LIMIT, OrderType.LIMIT]
+    assert [e.qty for e in plan.entries] == [0.033, 0.033, 0.033]
+    assert [e.price for e in plan.entries] == [None, 99_000.0, 98_000.0]
+    assert plan.total_qty == 0.099 and plan.tp_split == P.tp_split
+
+
+def test_fast_plan_is_one_market_entry_and_one_tp() -> None:
+    plan = plan_trade(
+        req(approach=Approach.FAST, entry_prices=(None,), tp_prices=(101_000.0,)), BTC, 100_000.0, 10_000.0, P
+    )
+    assert len(plan.entries) == 1 and plan.entries[0].qty == 0.1
+    assert plan.tp_split == (100.0,)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"symbol": "NOPEUSDT"}, "unknown symbol"),
+        ({"margin": 0.0}, "margin must be > 0"),
+        ({"leverage": 75.0}, "leverage must be within 1..50"),
+        ({"tp_prices": (99_500.0, 102_000.0, 103_000.0, 104_000.0)}, "TP1 99500 is not beyond"),
+        ({"tp_prices": (102_000.0, 101_000.0, 103_000.0, 104_000.0)}, "TP2 101000 must be further"),
+        ({"sl_price": 98_500.0}, "SL 98500 is not beyond the entries on the loss side"),
+        ({"entry_prices": (None, 101_000.0, 98_000.0)}, "must be below the mark"),
+        ({"entry_prices": (None, 99_000.0)}, "takes 3 entries"),
+        ({"tp_prices": (101_000.0,)}, "takes 4 take-profits"),
+        ({"margin": 2.0}, "below the minimum order qty"),
+        ({"margin": 9_999.0}, "not enough available balance"),
+    ],
+)
+def test_validation_errors(changes, message) -> None:
+    errors = validate_request(
+        req(**changes), BTC if changes.get("symbol") != "NOPEUSDT" else None, 100_000.0, 10_000.0, P
+    )
+    assert any(message in e for e in errors), errors
+    with pytest.raises(TradeRejected):
+        plan_trade(req(**changes), BTC, 100_000.0, 10_000.0, P)
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    errors = validate_request(req(leverage=0.5, sl_price=100_500.0), BTC, 100_000.0, 10_000.0, P)
+    assert len(errors) == 2
+
+
+def test_short_side_mirrors_the_checks() -> None:
+    short = req(
+        side=Side.SELL,
+        entry_prices=(None, 101_000.0, 102_000.0),
+        tp_prices=(99_000.0, 98_000.0, 97_000.0, 96_000.0),
+        sl_price=103_000.0,
+    )
+    assert validate_request(short, BTC, 100_000.0, 10_000.0, P) == []
+    bad = req(side=Side.SELL)  # the long's prices are all on the wrong side for a short
+    assert len(validate_request(bad, BTC, 100_000.0, 10_000.0, P)) >= 3
+
+
+def test_breakeven_covers_round_trip_fees_and_buffer() -> None:
+    assert breakeven_price(Side.BUY, 100_000.0, BTC, P) == pytest.approx(100_130.0)
+    assert breakeven_price(Side.SELL, 100_000.0, BTC, P) == pytest.approx(99_870.0)
+    assert breakeven_price(Side.BUY, 99_999.99, BTC, P) >= 99_999.99 * 1.0013
+
+
+def test_offsets_are_signed_in_the_trades_favour() -> None:
+    assert offset_price(Side.BUY, 100_000.0, 1.0, BTC) == 101_000.0
+    assert offset_price(Side.SELL, 100_000.0, 1.0, BTC) == 99_000.0
+    r = request_from_offsets(
+        account="main",
+        symbol="BTCUSDT",
+        side=Side.SELL,
+        approach=Approach.CONSERVATIVE,
+        margin=100.0,
+        leverage=10.0,
+        mark=100_000.0,
+        instrument=BTC,
+        entry_offsets_pct=[0.0, -0.5, -1.0],
+        tp_offsets_pct=[1.0, 2.0, 3.0, 4.0],
+        sl_offset_pct=-2.0,
+    )
+    assert r.entry_prices == (None, 100_500.0, 101_000.0)
+    assert r.tp_prices == (99_000.0, 98_000.0, 97_000.0, 96_000.0)
+    assert r.sl_price == 102_000.0

@@ -1,0 +1,44 @@
+"""Shared helpers of the console tests (no tests here): a console on a seeded simulator, frozen clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from console.app import OperatorConsole
+from engine.clock import VirtualClock, parse_iso_utc
+from engine.settings import load_settings
+
+
+def make_console(tmp_path: Path, **values: Any) -> OperatorConsole:
+    """A console over the embedded simulator (seed 42) whose virtual clock is never driven, so
+    every run paints the same screen; refreshing is left to the test.
+
+    The state directory is given relative to the test's working directory (``tmp_path``, set by the
+    conftest) so that log lines naming it read the same in every run.
+    """
+    assert Path.cwd() == tmp_path
+    state_dir = Path("state")
+    settings = load_settings(None, state_dir)
+    if values:
+        settings = settings.with_values(values, source="test")
+    clock = VirtualClock(start=parse_iso_utc(settings.get("sim.epoch")))
+    return OperatorConsole(settings, state_dir, clock=clock, auto_refresh=False)
+
+
+async def quiesce(app: OperatorConsole, pilot: Any) -> None:
+    """Let the engine's tasks run until they all wait on the (frozen) clock; time does not move."""
+    clock = app.runtime.clock
+    assert isinstance(clock, VirtualClock)
+    for _ in range(3):
+        await clock.drive(until=clock.now())
+        await pilot.pause(0.02)
+
+
+async def settle(app: OperatorConsole, pilot: Any) -> None:
+    """Wait for the engine to start and go quiet, paint one snapshot, move log lines to the pane."""
+    await app.engine_ready.wait()
+    await quiesce(app, pilot)
+    await app.refresh_dashboard()
+    app.drain_log()
+    await pilot.pause()

@@ -1,0 +1,306 @@
+"""The dashboard snapshot on the simulator: its pinned JSON schema, how it reads the venues in each
+profile, freshness after a fill, and profile switches in both directions in the middle of a run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from engine.cache import CATEGORIES
+from engine.clock import VirtualClock, parse_iso_utc
+from engine.dashboard import SNAPSHOT_KEYS, Dashboard, DashboardSnapshot
+from engine.headless import HeadlessOptions, run_engine
+from engine.models import OrderRequest, OrderType, Side, Trade, TriggerDirection
+from engine.profile import TOGGLES, Profile
+from engine.runtime import EngineRuntime, EngineState
+from engine.settings import Settings, load_settings
+from engine.sim.exchange import SimExchange
+from engine.stats import Ledger
+from engine.venue.base import Endpoint, Venue
+from engine.venue.sim import SimVenue
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+
+
+def make_settings(state_dir: Path) -> Settings:
+    return load_settings(state_dir=state_dir).with_values({"sim.demo_trades": 0, "sim.symbols": SYMBOLS})
+
+
+@dataclass
+class SimHost:
+    """The dashboard over a bare simulator, without the TP/SL engine (so only the dashboard reads)."""
+
+    settings: Settings
+    clock: VirtualClock
+    exchange: SimExchange
+    venues: dict[str, Venue]
+    profile: Profile
+    state: EngineState = EngineState.RUNNING
+    venue_label: str = "sim"
+    dashboard: Dashboard | None = None
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[SimHost]:
+    settings = make_settings(tmp_path)
+    clock = VirtualClock(start=parse_iso_utc(settings.get("sim.epoch")))
+    exchange = SimExchange.from_settings(settings, clock, tmp_path)
+    venues: dict[str, Venue] = {name: SimVenue(exchange, name) for name in ("main", "mirror")}
+    host = SimHost(settings, clock, exchange, venues, Profile.from_settings(settings, tmp_path))
+    host.dashboard = dashboard = await Dashboard.create(host, host.profile)
+    tasks = [asyncio.ensure_future(exchange.run())]
+    tasks += [asyncio.ensure_future(dashboard.follow(venue)) for venue in venues.values()]
+    await clock.drive(until=clock.now())  # the feeds subscribe
+    yield host
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await dashboard.close()
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[EngineRuntime]:
+    """The whole engine (TP/SL manager and store included), as the console runs it."""
+    settings = make_settings(tmp_path)
+    runtime = EngineRuntime(settings, tmp_path, VirtualClock(start=parse_iso_utc(settings.get("sim.epoch"))))
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+def clock_of(host: Any) -> VirtualClock:
+    assert isinstance(host.clock, VirtualClock)
+    return host.clock
+
+
+async def open_position(runtime: Any, account: str, symbol: str, qty: float, stop: bool = True) -> None:
+    """A market entry and (optionally) its reduce-only stop 5 % below, straight on the exchange."""
+    exchange = runtime.exchange
+    exchange.place(account, OrderRequest(symbol, Side.BUY, OrderType.MARKET, qty))
+    if stop:
+        trigger = exchange.instruments[symbol].round_price(exchange.ticker(symbol).last * 0.95)
+        request = OrderRequest(
+            symbol,
+            Side.SELL,
+            OrderType.MARKET,
+            qty,
+            trigger_price=trigger,
+            trigger_direction=TriggerDirection.FALL,
+            reduce_only=True,
+            close_on_trigger=True,
+        )
+        exchange.place(account, request)
+    await clock_of(runtime).drive(until=runtime.clock.now())  # let the event feed run
+
+
+async def snapshot(runtime: Any) -> DashboardSnapshot:
+    assert runtime.dashboard is not None
+    return await runtime.dashboard.snapshot()
+
+
+def calls(snap: DashboardSnapshot, account: str, endpoint: str) -> int:
+    return int(snap["api_calls"][account].get(endpoint, 0))
+
+
+async def test_the_snapshot_keys_the_console_and_the_benchmark_rely_on(sim: SimHost) -> None:
+    await open_position(sim, "main", "BTCUSDT", 0.01)
+    data: dict[str, Any] = json.loads((await snapshot(sim)).to_json())
+    assert list(data) == sorted(SNAPSHOT_KEYS) and set(data) == set(SNAPSHOT_KEYS)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data["time"])
+    assert data["venue"] == "sim"
+    assert data["engine_state"] in ("running", "reconciling", "paused", "degraded")
+    assert set(data["profile"]) == set(TOGGLES)
+    assert set(data["profile"].values()) <= {"optimized", "baseline", "pending"}
+    assert set(data["accounts"]) == {"main", "mirror"}
+    for row in data["accounts"].values():
+        assert {"equity", "available", "upnl", "positions", "orders"} <= set(row)
+    position_keys = {"account", "symbol", "side", "size", "entry_price", "mark_price", "upnl"}
+    [position] = data["positions"]
+    assert position_keys <= set(position)
+    assert (position["account"], position["symbol"], position["side"], position["size"]) == (
+        "main",
+        "BTCUSDT",
+        "Buy",
+        0.01,
+    )
+    order_keys = {"account", "symbol", "side", "order_type", "qty", "price", "trigger_price", "reduce_only"}
+    [order] = data["orders"]
+    assert order_keys | {"link_id", "purpose", "status"} <= set(order)
+    assert set(data["market"]) == set(SYMBOLS)
+    assert all(set(row) == {"last", "mark"} for row in data["market"].values())
+    assert {"trades", "totals"} <= set(data["ledger"])
+    assert {"count", "wins", "losses", "pnl", "fees"} <= set(data["ledger"]["totals"])
+    assert isinstance(data["monitors"], list) and isinstance(data["insights"], list)
+    assert {"enabled", "hit_rate", "categories"} <= set(data["cache"])
+    assert set(data["cache"]["categories"]) == set(CATEGORIES)
+    for row in data["cache"]["categories"].values():
+        assert {"ttl", "hits", "misses", "hit_rate", "mean_load_ms", "entries"} <= set(row)
+    assert isinstance(data["persistence"], dict) and isinstance(data["alerts"], list)
+    assert set(data["api_calls"]) == {"main", "mirror"}
+
+
+async def test_the_snapshot_is_immutable(sim: SimHost) -> None:
+    snap = await snapshot(sim)
+    with pytest.raises(TypeError):
+        snap.data["accounts"]["main"]["equity"] = 0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        snap.data["time"] = "now"  # type: ignore[index]
+
+
+async def test_optimized_reads_once_per_account_and_then_serves_from_the_cache(sim: SimHost) -> None:
+    await open_position(sim, "main", "BTCUSDT", 0.01)
+    await open_position(sim, "main", "ETHUSDT", 0.1)
+    first = await snapshot(sim)
+    for account in ("main", "mirror"):
+        assert calls(first, account, Endpoint.POSITIONS) == 1
+        assert calls(first, account, Endpoint.OPEN_ORDERS) == 1
+    assert calls(first, "mirror", Endpoint.WALLET) == 1
+    assert calls(first, "main", Endpoint.WALLET) == 0  # written through by the wallet events of the fills
+    assert calls(first, "main", Endpoint.TICKERS) == 1  # one read for every symbol
+    second = await snapshot(sim)
+    assert second["api_calls"] == first["api_calls"]  # no venue read at all
+    assert second["cache"]["categories"]["full_dashboard"]["hits"] == 1
+    assert [p["symbol"] for p in second["positions"]] == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_baseline_reads_one_symbol_at_a_time_as_the_original(sim: SimHost) -> None:
+    await sim.profile.rollback_all()
+    await open_position(sim, "main", "SOLUSDT", 1.0)
+    snap = await snapshot(sim)
+    for account in ("main", "mirror"):
+        assert calls(snap, account, Endpoint.POSITIONS) == len(SYMBOLS)
+        assert calls(snap, account, Endpoint.OPEN_ORDERS) == len(SYMBOLS)
+    assert calls(snap, "main", Endpoint.TICKERS) == len(SYMBOLS)
+    assert [p["symbol"] for p in snap["positions"]] == ["SOLUSDT"]
+    assert snap["cache"]["enabled"] is False
+
+
+async def test_a_fill_shows_at_once_when_optimized_but_after_the_ttls_in_baseline(sim: SimHost) -> None:
+    clock = clock_of(sim)
+    assert (await snapshot(sim))["positions"] == ()
+    await open_position(sim, "main", "BTCUSDT", 0.01)
+    assert len((await snapshot(sim))["positions"]) == 1  # the execution invalidated the entries
+
+    await sim.profile.rollback_all()
+    await clock.drive(until=clock.now() + 61.0)  # every baseline entry but ai_insights expired
+    assert len((await snapshot(sim))["positions"]) == 1
+    await open_position(sim, "main", "ETHUSDT", 0.1)
+    assert len((await snapshot(sim))["positions"]) == 1  # stale: no invalidation in the original
+    await clock.drive(until=clock.now() + 21.0)  # past positions (10 s) and full_dashboard (20 s)
+    assert len((await snapshot(sim))["positions"]) == 2
+
+
+async def test_profile_switches_both_ways_in_the_middle_of_a_run(engine: EngineRuntime) -> None:
+    clock = clock_of(engine)
+    assert engine.store is not None
+    await open_position(engine, "main", "BTCUSDT", 0.01)
+    await open_position(engine, "mirror", "ETHUSDT", 0.1, stop=False)
+    await clock.drive(until=clock.now() + 5.0)
+    before = await snapshot(engine)
+    assert before["profile"]["cache_ttls"] == "optimized" and before["cache"]["enabled"] is True
+    assert before["cache"]["categories"]["positions"]["ttl"] == 15.0
+    assert before["persistence"]["policy"] == "smart"
+
+    assert sorted(await engine.profile.rollback_all()) == sorted(TOGGLES)
+    await clock.drive(until=clock.now() + 5.0)
+    during = await snapshot(engine)
+    assert during["profile"]["cache_ttls"] == "baseline" and during["profile"]["cache_metrics"] == "baseline"
+    assert during["profile"]["smart_persistence"] == "baseline"
+    assert during["profile"]["api_batching"] == "pending"  # read live by the dashboard; no batcher yet
+    assert during["cache"]["enabled"] is False and during["cache"]["hit_rate"] is None
+    assert during["cache"]["categories"]["positions"]["ttl"] == 10.0
+    assert during["persistence"]["policy"] == "simple"
+    assert [(p["account"], p["symbol"]) for p in during["positions"]] == [
+        ("main", "BTCUSDT"),
+        ("mirror", "ETHUSDT"),
+    ]
+
+    await engine.profile.restore_all()
+    await clock.drive(until=clock.now() + 5.0)
+    after = await snapshot(engine)
+    assert after["profile"]["cache_ttls"] == "optimized" and after["cache"]["enabled"] is True
+    assert after["cache"]["categories"]["positions"]["ttl"] == 15.0
+    assert after["cache"]["totals"]["hits"] + after["cache"]["totals"]["misses"] > 0  # counting again
+    assert after["persistence"]["policy"] == "smart"
+    assert [(p["account"], p["symbol"]) for p in after["positions"]] == [
+        ("main", "BTCUSDT"),
+        ("mirror", "ETHUSDT"),
+    ]
+
+
+async def test_headless_snapshot_out_is_this_snapshot(tmp_path: Path) -> None:
+    out = tmp_path / "snap.json"
+    options = HeadlessOptions(clock="virtual", duration_s=3.0, snapshot_out=out)
+    await run_engine(make_settings(tmp_path), tmp_path / "state", options)
+    data = json.loads(out.read_text())
+    assert set(data) == set(SNAPSHOT_KEYS)
+    assert data["cache"]["enabled"] is True and set(data["market"]) == set(SYMBOLS)
+
+
+class FakeTpsl:
+    """The slice of engine.tpsl.TpslManager the dashboard reads (its monitors, ledger and alerts)."""
+
+    def __init__(self, sl_price: float) -> None:
+        self.monitors = {
+            "main:BTCUSDT:Buy": SimpleNamespace(account="main", symbol="BTCUSDT", sl_price=sl_price)
+        }
+        trade = Trade("main", "ETHUSDT", Side.BUY, "fast", "tp", 100.0, 110.0, 1.0, 9.9, 0.1, 0.0, 60.0)
+        self.ledger = Ledger([trade])
+        self.alerts = deque(
+            [
+                {"time": "t1", "severity": "info", "type": "a", "message": "first"},
+                {"time": "t2", "severity": "warning", "type": "b", "message": "second"},
+            ]
+        )
+        self.sl_price = sl_price
+
+    def snapshot_monitors(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "key": "main:BTCUSDT:Buy",
+                "account": "main",
+                "symbol": "BTCUSDT",
+                "side": "Buy",
+                "approach": "fast",
+                "phase": "MONITORING",
+                "avg_entry": 95000.0,
+                "size": 0.01,
+                "tps_filled": 0,
+                "sl_price": self.sl_price,
+                "breakeven": False,
+                "urgency": None,
+            }
+        ]
+
+    def snapshot_ledger(self) -> dict[str, Any]:
+        return self.ledger.snapshot()
+
+    @property
+    def engine_state(self) -> str:
+        return "reconciling"
+
+
+async def test_monitors_ledger_stats_and_alerts_come_from_the_tpsl_manager(sim: SimHost) -> None:
+    await open_position(sim, "main", "BTCUSDT", 0.01, stop=False)
+    sl_price = sim.exchange.ticker("BTCUSDT").last * 0.98
+    sim.tpsl = FakeTpsl(sl_price)  # type: ignore[attr-defined]
+    snap = await snapshot(sim)
+    [position] = snap["positions"]
+    assert (position["phase"], position["tps_filled"], position["sl_price"]) == ("MONITORING", 0, sl_price)
+    assert position["breakeven"] is False and position["urgency"] is None
+    assert [m["key"] for m in snap["monitors"]] == ["main:BTCUSDT:Buy"]
+    assert snap["ledger"]["totals"]["count"] == 1 and snap["stats"]["wins"] == 1
+    assert [a["message"] for a in snap["alerts"]] == ["second", "first"]  # newest first
+    assert snap["engine_state"] == "reconciling"
+    kinds = {(n["kind"], n["symbol"]) for n in snap["insights"]}
+    assert ("stop_distance", "BTCUSDT") in kinds  # the monitor's SL, though no stop order is open
+    assert ("no_stop", "BTCUSDT") not in kinds

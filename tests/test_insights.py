@@ -1,0 +1,128 @@
+"""The local insights provider: exposure, stop distance in volatility units, concentration, drawdown."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from engine.insights import (
+    InsightsProvider,
+    adverse_distance,
+    drawdown_pct,
+    exposure_by_symbol,
+    hourly_sigma,
+    risk_notes,
+    stop_prices,
+)
+from engine.models import Order, OrderStatus, OrderType, Position, Side, Ticker, Wallet
+
+
+def position(symbol: str, side: Side, size: float, mark: float, account: str = "main") -> Position:
+    return Position(account, symbol, side, size, mark, mark, 0.0, 0.0, 10.0, 0.0)
+
+
+def stop_order(
+    symbol: str, side: Side, trigger: float, account: str = "main", reduce_only: bool = True
+) -> Order:
+    return Order(
+        account=account,
+        order_id=f"{symbol}-{trigger}",
+        link_id="",
+        symbol=symbol,
+        side=side,
+        order_type=OrderType.MARKET,
+        qty=1.0,
+        price=None,
+        status=OrderStatus.UNTRIGGERED,
+        trigger_price=trigger,
+        reduce_only=reduce_only,
+    )
+
+
+def test_hourly_sigma_recovers_a_known_volatility() -> None:
+    rng = random.Random(7)
+    sigma_per_s = 0.001
+    price, t, samples = 100.0, 0.0, []
+    for _ in range(3000):
+        samples.append((t, price))
+        price *= math.exp(rng.gauss(0.0, sigma_per_s))
+        t += 1.0
+    assert hourly_sigma(samples) == pytest.approx(sigma_per_s * math.sqrt(3600), rel=0.05)
+    assert hourly_sigma(samples[:5]) is None  # too few returns to say
+    assert hourly_sigma([(float(i), 100.0) for i in range(50)]) is None  # no movement
+
+
+def test_the_stop_is_the_nearest_reduce_only_trigger_on_the_losing_side() -> None:
+    long = position("BTCUSDT", Side.BUY, 1.0, 100.0)
+    short = position("ETHUSDT", Side.SELL, 2.0, 50.0)
+    orders = [
+        stop_order("BTCUSDT", Side.SELL, 95.0),
+        stop_order("BTCUSDT", Side.SELL, 97.0),  # the nearer stop
+        stop_order("BTCUSDT", Side.SELL, 110.0),  # a conditional take-profit, not a stop
+        stop_order("BTCUSDT", Side.SELL, 99.0, reduce_only=False),  # would open a short: not a stop
+        stop_order("BTCUSDT", Side.SELL, 98.0, account="mirror"),  # another account's
+        stop_order("ETHUSDT", Side.BUY, 52.0),
+    ]
+    assert stop_prices([long, short], orders) == {("main", "BTCUSDT"): 97.0, ("main", "ETHUSDT"): 52.0}
+    assert adverse_distance(Side.BUY, 100.0, 97.0) == pytest.approx(math.log(100 / 97))
+    assert adverse_distance(Side.SELL, 50.0, 52.0) == pytest.approx(math.log(52 / 50))
+
+
+def test_exposure_nets_longs_and_shorts_per_symbol() -> None:
+    positions = [
+        position("BTCUSDT", Side.BUY, 1.0, 100.0),
+        position("BTCUSDT", Side.SELL, 0.5, 100.0, account="mirror"),
+        position("ETHUSDT", Side.SELL, 2.0, 10.0),
+    ]
+    assert exposure_by_symbol(positions) == {"BTCUSDT": (50.0, 150.0), "ETHUSDT": (-20.0, 20.0)}
+
+
+def test_drawdown_from_the_peak() -> None:
+    assert drawdown_pct(10_000.0, 9_000.0) == pytest.approx(10.0)
+    assert drawdown_pct(10_000.0, 11_000.0) == 0.0
+    assert drawdown_pct(0.0, 5.0) == 0.0
+
+
+def test_notes_are_graded_and_ordered_most_severe_first() -> None:
+    positions = [
+        position("BTCUSDT", Side.BUY, 1.0, 100.0),  # stop 0.3 % away at 1 % hourly sigma: critical
+        position("ETHUSDT", Side.SELL, 1.0, 10.0),  # no stop at all: critical
+        position("SOLUSDT", Side.BUY, 1.0, 10.0),  # stop 5 % away: info
+    ]
+    stops = {("main", "BTCUSDT"): 99.7, ("main", "SOLUSDT"): 9.5}
+    sigmas = {"BTCUSDT": 0.01, "SOLUSDT": 0.01, "ETHUSDT": None}
+    notes = risk_notes(positions, stops, sigmas, equity=900.0, peak_equity=1000.0)
+    kinds = [(n.kind, n.severity, n.symbol) for n in notes]
+    assert kinds[0] == ("drawdown", "critical", None)  # 10 % below the peak
+    assert ("no_stop", "critical", "ETHUSDT") in kinds
+    btc = next(n for n in notes if n.kind == "stop_distance" and n.symbol == "BTCUSDT")
+    assert btc.severity == "critical" and btc.value == pytest.approx(math.log(100 / 99.7) / 0.01, abs=1e-3)
+    sol = next(n for n in notes if n.kind == "stop_distance" and n.symbol == "SOLUSDT")
+    assert sol.severity == "info"
+    concentration = next(n for n in notes if n.kind == "concentration")
+    assert concentration.symbol == "BTCUSDT" and concentration.value == pytest.approx(100 / 120, abs=1e-4)
+    ranks = [{"critical": 0, "warn": 1, "info": 2}[n.severity] for n in notes]
+    assert ranks == sorted(ranks)
+
+
+def test_the_provider_keeps_history_and_the_equity_peak() -> None:
+    provider = InsightsProvider(history=100)
+    rng = random.Random(3)
+    price = 100.0
+    for t in range(200):
+        provider.observe(Ticker("BTCUSDT", price, price, price, price, float(t)))
+        provider.observe(Ticker("BTCUSDT", price, price, price, price, float(t)))  # repeats ignored
+        price *= math.exp(rng.gauss(0.0, 0.002))
+    assert provider.sigma("BTCUSDT") is not None
+    wallets = {"main": Wallet("main", 1000.0, 1000.0, 1000.0, 0.0, 0.0)}
+    provider.compute([], [], wallets)
+    wallets = {"main": Wallet("main", 950.0, 950.0, 950.0, 0.0, 0.0)}
+    notes = provider.compute([position("BTCUSDT", Side.BUY, 1.0, price)], [], wallets)
+    assert provider.peak_equity == 1000.0
+    drawdown = next(n for n in notes if n["kind"] == "drawdown")
+    assert drawdown["value"] == pytest.approx(5.0) and drawdown["severity"] == "warn"
+    assert notes == provider.compute(
+        [position("BTCUSDT", Side.BUY, 1.0, price)], [], wallets
+    )  # deterministic

@@ -1,0 +1,92 @@
+"""The trade ledger: totals, chunked persistence, idempotent recording, snapshot and CSV."""
+
+from __future__ import annotations
+
+import json
+
+from engine.models import Side, Trade
+from engine.stats import CHUNK, Ledger, chunk_key
+
+
+def trade(i: int, pnl: float, reason: str = "tp") -> Trade:
+    return Trade(
+        account="main",
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        approach="conservative",
+        reason=reason,
+        entry_price=100_000.0,
+        exit_price=100_000.0 + pnl,
+        qty=0.01,
+        pnl=pnl,
+        fees=0.5,
+        opened_at=1767225600.0 + i,
+        closed_at=1767225700.0 + i,
+        tps_hit=1,
+        monitor_id=f"{i:08x}",
+    )
+
+
+def test_totals() -> None:
+    ledger = Ledger()
+    for i, pnl in enumerate([10.0, -4.0, 0.0, 2.5]):
+        ledger.record(trade(i, pnl))
+    assert ledger.totals() == {
+        "count": 4,
+        "wins": 2,
+        "losses": 1,
+        "win_rate": 0.5,
+        "pnl": 8.5,
+        "fees": 2.0,
+    }
+    assert Ledger().totals()["win_rate"] is None
+
+
+def test_recording_the_same_monitor_twice_counts_once() -> None:
+    ledger = Ledger()
+    assert ledger.record(trade(1, 5.0)) is not None
+    assert ledger.record(trade(1, 5.0)) is None
+    assert len(ledger) == 1
+
+
+def test_chunks_round_trip_through_the_store_state() -> None:
+    ledger = Ledger()
+    state: dict = {}
+    for i in range(CHUNK + 5):
+        key, value = ledger.record(trade(i, float(i % 7 - 3)))  # type: ignore[misc]
+        state[key] = json.loads(json.dumps(value))
+    assert set(state) == {chunk_key(0), chunk_key(1)}
+    assert len(state[chunk_key(1)]["trades"]) == 5
+    again = Ledger.from_state(state)
+    assert again.trades == ledger.trades
+    assert again.monitor_ids() == {f"{i:08x}" for i in range(CHUNK + 5)}
+
+
+def test_snapshot_rows_have_the_contract_keys_and_iso_times() -> None:
+    ledger = Ledger([trade(0, 3.0, "breakeven")])
+    snap = ledger.snapshot()
+    (row,) = snap["trades"]
+    contract = {
+        "account",
+        "symbol",
+        "side",
+        "approach",
+        "reason",
+        "entry_price",
+        "exit_price",
+        "qty",
+        "pnl",
+        "fees",
+        "opened_at",
+        "closed_at",
+    }
+    assert contract <= set(row)
+    assert row["opened_at"] == "2026-01-01T00:00:00.000Z" and row["side"] == "Buy"
+    assert {"count", "wins", "losses", "pnl", "fees"} <= set(snap["totals"])
+
+
+def test_csv_export() -> None:
+    text = Ledger([trade(0, 3.0), trade(1, -1.0, "sl")]).to_csv()
+    lines = text.splitlines()
+    assert lines[0].startswith("account,symbol,side,approach,reason")
+    assert len(lines) == 3 and ",sl," in lines[2]

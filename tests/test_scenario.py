@@ -1,0 +1,130 @@
+"""Scenario files, demo trades, and a headless run that opens trades from a scenario."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from engine.approaches import Approach
+from engine.bad_input import BadInput
+from engine.headless import HeadlessOptions, run_engine
+from engine.models import Side
+from engine.scenario import demo_trades, load_scenario, parse_scenario, state_is_empty
+from engine.settings import load_settings
+from engine.trading_params import TradingParams
+
+P = TradingParams()
+EXAMPLE = """
+seed = 7
+[[trade]]
+at = 0
+symbol = "BTCUSDT"
+side = "Buy"
+approach = "conservative"
+margin = 100
+leverage = 10
+entry_offsets_pct = [0.0, -0.5, -1.0]
+tp_offsets_pct = [1.0, 2.0, 3.0, 4.0]
+sl_offset_pct = -2.0
+
+[[trade]]
+at = 30
+symbol = "ETHUSDT"
+side = "Sell"
+approach = "fast"
+margin = 200
+"""
+
+
+def test_the_issue_example_parses_with_defaults_for_fast() -> None:
+    scenario = parse_scenario(tomllib.loads(EXAMPLE), "s.toml", P)
+    assert scenario.seed == 7
+    first, second = scenario.trades
+    assert first.approach is Approach.CONSERVATIVE and first.entry_offsets_pct == (0.0, -0.5, -1.0)
+    assert second.side is Side.SELL and second.tp_offsets_pct == (1.5,) and second.leverage == 10.0
+
+
+@pytest.mark.parametrize(
+    ("patch", "where"),
+    [
+        ('side = "Long"', "trade[0].side"),
+        ('approach = "yolo"', "trade[0].approach"),
+        ("margin = -1", "trade[0].margin"),
+        ("tp_offsets_pct = [2.0, 1.0, 3.0, 4.0]", "trade[0].tp_offsets_pct"),
+        ("sl_offset_pct = 0.5", "trade[0].sl_offset_pct"),
+        ("entry_offsets_pct = [0.0, 0.5, -1.0]", "trade[0].entry_offsets_pct"),
+        ("entry_offsets_pct = [0.0]", "trade[0].entry_offsets_pct"),
+        ("colour = 1", "trade[0].colour"),
+    ],
+)
+def test_bad_values_name_the_file_and_key(tmp_path: Path, patch: str, where: str) -> None:
+    key = patch.split(" = ")[0]
+    lines = [line for line in EXAMPLE.splitlines() if not line.startswith(f"{key} =")]
+    index = lines.index("[[trade]]") + 1
+    path = tmp_path / "s.toml"
+    path.write_text("\n".join([*lines[:index], patch, *lines[index:]]))
+    with pytest.raises(BadInput) as err:
+        load_scenario(path, P)
+    assert where in err.value.where and str(path) in err.value.where
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="No such file"):
+        load_scenario(tmp_path / "missing.toml", P)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[trade]\n")
+    with pytest.raises(BadInput, match="not valid TOML"):
+        load_scenario(bad, P)
+
+
+def test_demo_trades_are_seeded() -> None:
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert demo_trades(3, symbols, 42) == demo_trades(3, symbols, 42)
+    assert demo_trades(5, symbols, 42) != demo_trades(5, symbols, 43)
+    trades = demo_trades(3, symbols, 42)
+    assert [t.symbol for t in trades] == symbols
+    assert [t.approach for t in trades] == [Approach.CONSERVATIVE, Approach.FAST, Approach.CONSERVATIVE]
+
+
+def test_state_is_empty() -> None:
+    assert state_is_empty({"engine:tpsl": {}})
+    assert not state_is_empty({"monitor:main:BTCUSDT:Buy": {}})
+    assert not state_is_empty({"ledger:000000": {}})
+
+
+async def test_headless_scenario_run_lists_monitors_and_ledger(tmp_path: Path) -> None:
+    scenario_file = tmp_path / "s.toml"
+    scenario_file.write_text(EXAMPLE)
+    state = tmp_path / "state"
+    settings = load_settings(None, state, env={})
+    scenario = load_scenario(scenario_file, TradingParams.from_settings(settings))
+    out = tmp_path / "snap.json"
+    options = HeadlessOptions(clock="virtual", duration_s=120.0, snapshot_out=out)
+    await run_engine(settings, state, options, scenario)
+    snap = json.loads(out.read_text())
+    keys = {m["key"] for m in snap["monitors"]}
+    closed = {(t["symbol"], t["side"]) for t in snap["ledger"]["trades"]}
+    assert {"main:BTCUSDT:Buy", "main:ETHUSDT:Sell"} <= keys | {f"main:{s}:{d}" for s, d in closed}
+    for row in snap["monitors"]:
+        assert {
+            "key",
+            "account",
+            "symbol",
+            "side",
+            "approach",
+            "phase",
+            "avg_entry",
+            "size",
+            "tps_filled",
+            "sl_price",
+            "breakeven",
+            "urgency",
+        } <= set(row)
+    assert set(snap["ledger"]) == {"trades", "totals"}
+    assert snap["positions"], "the scenario trades should still be open after two minutes"
+    protected = {(o["symbol"], o["account"]) for o in snap["orders"] if o["purpose"] == "sl"}
+    for p in snap["positions"]:
+        assert (p["symbol"], p["account"]) in protected
