@@ -23,8 +23,9 @@ from engine.scenario import Scenario
 from engine.settings import Settings
 from engine.stats import Ledger
 from engine.tpsl import TpslManager
-from engine.trading import Trading, start_trading, stop_trading
+from engine.trading import Trading, open_state, start_trading
 from engine.venue.base import Venue
+from persistence.recovery import RecoveryReport
 from persistence.store import Store
 
 log = logging.getLogger("opconsole.engine")
@@ -121,14 +122,23 @@ class EngineRuntime:
                 self.venues[name] = BybitVenue.from_settings(self.settings, name, self.clock)
 
     async def start(self) -> None:
-        """Build the venues and start the background tasks."""
+        """Lock and recover the state, build the venues, and start the background tasks.
+
+        If any step fails, what was started is stopped again (the state saved, the lock released)
+        before the error propagates.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if not self.venues:
-            self.build_venues()
-        if self.exchange is not None:
-            self.spawn("sim-exchange", self.exchange.run())
-        await self._start_dashboard()
-        await self._start_trading()
+        self.store, recovery = await open_state(self.settings, self.state_dir, self.clock)
+        try:
+            if not self.venues:
+                self.build_venues()
+            if self.exchange is not None:
+                self.spawn("sim-exchange", self.exchange.run())
+            await self._start_dashboard()
+            await self._start_trading(recovery)
+        except BaseException:
+            await self.stop()
+            raise
         self._started = True
 
     async def _start_dashboard(self) -> None:
@@ -137,8 +147,8 @@ class EngineRuntime:
         self.cache = self.dashboard.cache
         self.spawn("cache-metrics-log", self.cache.run_metrics_log())
 
-    async def _start_trading(self) -> None:
-        """The store and the TP/SL manager; the manager reconciles in its own task."""
+    async def _start_trading(self, recovery: RecoveryReport) -> None:
+        """The TP/SL manager over the store; the manager reconciles in its own task."""
         self.trading = await start_trading(
             settings=self.settings,
             state_dir=self.state_dir,
@@ -146,9 +156,10 @@ class EngineRuntime:
             venues=self.venues,
             spawn=self.spawn,
             scenario=self.scenario,
+            store=self.store,
+            recovery=recovery,
         )
         self.tpsl = self.trading.manager
-        self.store = self.trading.store
         if self.dashboard is not None:
             dashboard = self.dashboard
             # The manager consumes each venue's stream once and hands every event on to the cache.
@@ -185,9 +196,11 @@ class EngineRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
-        if self.trading is not None:
-            await stop_trading(self.trading)
         if self.dashboard is not None:
             await self.dashboard.close()
         for venue in self.venues.values():
             await venue.close()
+        if self.store is not None:
+            # Last, so everything the tasks saved on their way out is flushed; then the lock goes.
+            store, self.store = self.store, None
+            await store.close()

@@ -1,9 +1,9 @@
 """Trading inside the runtime: the state store, the TP/SL manager, operator actions, and the trades a
 scenario file or the simulator's demo asks for, assembled and started in one place.
 
-The runtime calls :func:`start_trading` after its venues exist and :func:`stop_trading` after its
-tasks are cancelled; the manager's start-up (load -> reconcile -> run) happens in its own task, so
-the engine reports ``reconciling`` until the venue agrees with the store.
+The runtime calls :func:`open_state` first, :func:`start_trading` once its venues exist, and closes
+the store after its tasks are cancelled. The manager's start-up (load -> reconcile -> run) happens in
+its own task, so the engine reports ``reconciling`` until the venue agrees with the store.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from engine.actions import OperatorActions
+from engine.bad_input import BadInput
 from engine.clock import Clock
 from engine.scenario import Scenario, demo_trades, run_trades, state_is_empty
 from engine.settings import Settings
 from engine.tpsl import AlertHook, TpslManager
 from engine.trading_params import MonitorTiming, TradingParams
 from engine.venue.base import Venue
+from persistence.errors import StateLocked
+from persistence.recovery import RecoveryReport
 from persistence.store import Store
 
 Spawn = Callable[[str, Coroutine[Any, Any, None]], Any]
@@ -48,6 +51,21 @@ def open_store(settings: Settings, state_dir: Path, clock: Clock) -> Store:
     )
 
 
+async def open_state(settings: Settings, state_dir: Path, clock: Clock) -> tuple[Store, RecoveryReport]:
+    """Lock the state directory, recover the state, and start the store's writer.
+
+    The engine does this before anything else touches the state directory (the simulator saves its
+    market there too), so a second console on the same directory stops here, having changed nothing.
+    """
+    store = open_store(settings, state_dir, clock)
+    try:
+        recovery = store.load()
+    except StateLocked as exc:
+        raise BadInput(str(state_dir), str(exc)) from None
+    await store.start()
+    return store, recovery
+
+
 async def start_trading(
     *,
     settings: Settings,
@@ -58,12 +76,12 @@ async def start_trading(
     scenario: Scenario | None = None,
     on_alert: AlertHook | None = None,
     store: Store | None = None,
+    recovery: RecoveryReport | None = None,
 ) -> Trading:
-    """Open (or take) the store, build the manager, and spawn it plus the scenario or demo trades."""
+    """Build the manager over the store (opened here unless given), and spawn it plus the scenario or
+    demo trades. ``recovery`` is the report of a store the caller opened with :func:`open_state`."""
     if store is None:
-        store = open_store(settings, state_dir, clock)
-        store.load()
-        await store.start()
+        store, recovery = await open_state(settings, state_dir, clock)
     simulated = settings.get("venue.kind") == "sim"
     seed = int(settings.get("sim.seed"))
     # the instance tag: reproducible on the simulator, unique per installation on a real exchange
@@ -78,6 +96,11 @@ async def start_trading(
         rng=rng,
         push_streams=settings.get("profile.push_streams") == "optimized",
     )
+    if recovery is not None and (recovery.critical or recovery.fell_back_to_prev or recovery.torn_tail_bytes):
+        # Never a silent empty or partial state: the operator hears what recovery had to do.
+        manager.raise_alert(
+            "critical" if recovery.critical else "warning", "state_recovery", recovery.message
+        )
     empty = state_is_empty(store.state)
     manager.load()
     spawn("tpsl", manager.run())
@@ -91,8 +114,3 @@ async def start_trading(
 
 async def _run_quietly(manager: TpslManager, trades: list[Any], clock: Clock) -> None:
     await run_trades(manager, trades, clock)
-
-
-async def stop_trading(trading: Trading) -> None:
-    """Flush and close the store (after the manager's task was cancelled)."""
-    await trading.store.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tpsl_harness import SYMBOL, Harness, assert_protected, stop_orders
+from tpsl_harness import SYMBOL, Harness, Market, assert_protected, on_both_venues, stop_orders
 
 from engine.approaches import Approach, TradeRejected
 from engine.link_ids import purpose_of
@@ -30,8 +30,9 @@ def monitor(h: Harness):
     return h.manager.monitors["main:BTCUSDT:Buy"]
 
 
-async def test_conservative_all_entries_then_tp1_breakeven_and_tp2_to_tp4() -> None:
-    h = Harness()
+@on_both_venues
+async def test_conservative_all_entries_then_tp1_breakeven_and_tp2_to_tp4(market: Market) -> None:
+    h = market.harness()
     await h.start()
     await h.manager.open_trade(h.request(**BIG))
     await h.settle()
@@ -75,8 +76,9 @@ async def test_conservative_all_entries_then_tp1_breakeven_and_tp2_to_tp4() -> N
     await h.stop()
 
 
-async def test_tp1_cancels_unfilled_entries() -> None:
-    h = Harness()
+@on_both_venues
+async def test_tp1_cancels_unfilled_entries(market: Market) -> None:
+    h = market.harness()
     await h.start()
     await h.manager.open_trade(h.request(**BIG))
     await h.settle()
@@ -103,8 +105,9 @@ async def test_entries_kept_after_tp1_when_the_setting_is_off() -> None:
     await h.stop()
 
 
-async def test_stopped_out() -> None:
-    h = Harness()
+@on_both_venues
+async def test_stopped_out(market: Market) -> None:
+    h = market.harness()
     await h.start()
     await h.manager.open_trade(h.request(**BIG))
     await h.settle()
@@ -123,8 +126,9 @@ async def test_stopped_out() -> None:
     await h.stop()
 
 
-async def test_stopped_at_breakeven_after_tp1() -> None:
-    h = Harness()
+@on_both_venues
+async def test_stopped_at_breakeven_after_tp1(market: Market) -> None:
+    h = market.harness()
     await h.start()
     await h.manager.open_trade(h.request(**BIG))
     await h.settle()
@@ -138,8 +142,9 @@ async def test_stopped_at_breakeven_after_tp1() -> None:
     await h.stop()
 
 
-async def test_partial_entry_fill_resizes_tps_and_sl() -> None:
-    h = Harness()
+@on_both_venues
+async def test_partial_entry_fill_resizes_tps_and_sl(market: Market) -> None:
+    h = market.harness()
     await h.start()
     await h.manager.open_trade(h.request(**BIG))
     await h.settle()
@@ -154,8 +159,9 @@ async def test_partial_entry_fill_resizes_tps_and_sl() -> None:
     await h.stop()
 
 
-async def test_manual_close_on_the_venue_is_recorded_as_manual() -> None:
-    h = Harness()
+@on_both_venues
+async def test_manual_close_on_the_venue_is_recorded_as_manual(market: Market) -> None:
+    h = market.harness()
     await h.start()
     await h.manager.open_trade(h.request(**BIG))
     await h.settle()
@@ -174,8 +180,9 @@ async def test_manual_close_on_the_venue_is_recorded_as_manual() -> None:
     await h.stop()
 
 
-async def test_fast_trade_takes_profit() -> None:
-    h = Harness()
+@on_both_venues
+async def test_fast_trade_takes_profit(market: Market) -> None:
+    h = market.harness()
     await h.start()
     await h.manager.open_trade(h.request(Approach.FAST, **BIG))
     await h.settle()
@@ -189,8 +196,9 @@ async def test_fast_trade_takes_profit() -> None:
     await h.stop()
 
 
-async def test_short_conservative_trade_mirrors_the_long() -> None:
-    h = Harness()
+@on_both_venues
+async def test_short_conservative_trade_mirrors_the_long(market: Market) -> None:
+    h = market.harness()
     await h.start()
     request = h.request(
         side=Side.SELL,

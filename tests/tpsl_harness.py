@@ -1,24 +1,53 @@
 """Test support for the TP/SL engine tests: a scripted simulated market, an in-memory store, and a
-manager wired to them on a virtual clock (no real sleeps, deterministic)."""
+manager wired to them.
+
+Two ways to reach the market, so the same scenario runs over both (:func:`on_both_venues`):
+
+- ``sim``: the in-process :class:`~engine.venue.sim.SimVenue` on a virtual clock (no real sleeps,
+  deterministic); :meth:`Harness.settle` drives virtual time.
+- ``bybit``: :class:`~engine.venue.bybit.BybitVenue` (the real pybit client, REST and WebSockets)
+  against the fake Bybit V5 server on 127.0.0.1, on the wall clock. pybit's calls and WebSocket
+  threads are invisible to a virtual clock, so here :meth:`BybitHarness.settle` waits for a
+  condition instead of for time: the engine has applied every event the exchange published (see
+  :meth:`BybitHarness.settle`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from engine.approaches import Approach, TradeRequest
-from engine.clock import VirtualClock
-from engine.models import Order, Position, Side
+from engine.clock import Clock, RealClock, VirtualClock
+from engine.models import Order, Position, Side, Ticker, VenueEvent, Wallet
+from engine.sim.bybit_server import BybitServer
 from engine.sim.exchange import SimExchange
 from engine.tpsl import TpslManager
 from engine.trading_params import MonitorTiming, TradingParams
+from engine.venue.base import Venue
+from engine.venue.bybit import BybitVenue, IpGuard
+from engine.venue.bybit_keys import ApiKeys
+from engine.venue.bybit_retry import RetryPolicy
+from engine.venue.bybit_stream import StreamOptions
 from engine.venue.sim import SimVenue
 from persistence.reasons import Reason
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SYMBOL = "BTCUSDT"
+PROBE_SYMBOL = "SOLUSDT"
+"""Listed on every harness market, never traded: :meth:`BybitHarness.settle` probes the stream with it."""
+VENUES = ("sim", "bybit")
+API_KEY, API_SECRET = "TPSLHARNESSKEY0001", "TPSLHARNESSSECRET0123456789abcd"
+WAIT_S = 20.0
+"""Upper bound of one wait over bybit (a hang fails the test instead of blocking the suite)."""
+TICKER_INTERVAL_S = 0.02
+"""The fake server's public ticker push interval: short, so marks follow scripted prices at once."""
 
 
 class Crash(BaseException):
@@ -71,8 +100,27 @@ class MemoryStore:
         return MemoryStore(json.loads(json.dumps(self._durable)))
 
 
+def new_exchange(clock: Clock, price: float = 100_000.0, balance: float = 10_000.0) -> SimExchange:
+    """The harness market: BTC at ``price`` (scripted, no slippage), one account ``main``."""
+    exchange = SimExchange(
+        clock=clock,
+        seed=7,
+        symbols=[SYMBOL, "ETHUSDT", PROBE_SYMBOL],
+        balances={"main": balance},
+        slippage_bps=0.0,
+    )
+    exchange.set_price(SYMBOL, price)
+    return exchange
+
+
 class Harness:
-    """One simulated exchange, one account ``main``, one manager."""
+    """One simulated exchange, one account ``main``, one manager, over the in-process venue.
+
+    ``family`` collects this harness and every one :meth:`restart` makes from it (the last one holds
+    the engine that finished the scenario).
+    """
+
+    kind = "sim"
 
     def __init__(
         self,
@@ -80,24 +128,18 @@ class Harness:
         *,
         store: MemoryStore | None = None,
         exchange: SimExchange | None = None,
-        clock: VirtualClock | None = None,
+        clock: Clock | None = None,
         price: float = 100_000.0,
         balance: float = 10_000.0,
         push_streams: bool = True,
+        family: list[Harness] | None = None,
     ) -> None:
-        self.clock = clock or VirtualClock(start=EPOCH)
-        self.exchange = exchange or SimExchange(
-            clock=self.clock,
-            seed=7,
-            symbols=[SYMBOL, "ETHUSDT"],
-            balances={"main": balance},
-            slippage_bps=0.0,
-        )
-        if exchange is None:
-            self.exchange.set_price(SYMBOL, price)
-        self.venue = SimVenue(self.exchange, "main")
+        self.clock: Clock = clock or VirtualClock(start=EPOCH)
+        self.exchange = exchange or new_exchange(self.clock, price, balance)
+        self.venue: Venue = self._make_venue()
         self.store = store or MemoryStore()
         self.params = params or TradingParams()
+        self.push_streams = push_streams
         self.alerts: list[tuple[str, str, str]] = []
         self.manager = TpslManager(
             venues={"main": self.venue},
@@ -109,6 +151,22 @@ class Harness:
             push_streams=push_streams,
         )
         self.task: asyncio.Task[None] | None = None
+        self.family = family if family is not None else []
+        self.family.append(self)
+
+    def _make_venue(self) -> Venue:
+        return SimVenue(self.exchange, "main")
+
+    def _again(self, store: MemoryStore) -> Harness:
+        """A new engine on the same market and clock (what a restarted process would be)."""
+        return Harness(
+            self.params,
+            store=store,
+            exchange=self.exchange,
+            clock=self.clock,
+            push_streams=self.push_streams,
+            family=self.family,
+        )
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.manager.run())
@@ -122,14 +180,23 @@ class Harness:
         with contextlib.suppress(asyncio.CancelledError, Crash):
             await self.task
 
+    async def close(self) -> None:
+        """Stop the engine if it runs and release the venue (idempotent)."""
+        if self.task is not None:
+            await self.stop()
+        await self.venue.close()
+
     async def restart(self) -> Harness:
         """Kill this engine and start a new one on what its store made durable (same market)."""
         await self.stop()
-        again = Harness(self.params, store=self.store.crash_copy(), exchange=self.exchange, clock=self.clock)
+        await self.venue.close()
+        again = self._again(self.store.crash_copy())
         await again.start()
         return again
 
     async def settle(self, seconds: float = 2.0) -> None:
+        """Let the engine handle everything pending: ``seconds`` of virtual time."""
+        assert isinstance(self.clock, VirtualClock)
         await self.clock.drive(self.clock.now() + seconds)
 
     async def price(self, last: float, symbol: str = SYMBOL) -> None:
@@ -158,6 +225,188 @@ class Harness:
             entries = entries[:1]
             tps = tps[:1]
         return TradeRequest("main", symbol, side, approach, margin, leverage, entries, tps, sl)
+
+
+class BybitHarness(Harness):
+    """The same engine and market, reached through BybitVenue (real pybit) and the fake V5 server.
+
+    The exchange and the server run on the wall clock. :meth:`settle` knows when the engine has
+    caught up by probing the private stream: it changes the leverage of :data:`PROBE_SYMBOL` (a
+    position update the engine ignores) and waits until the engine has received that update.
+    Events travel in order (exchange queue -> server pump -> one WebSocket -> the engine's stream
+    loop, which handles each event, orders sent included, before it reads the next), so once the
+    probe is seen every earlier event has been applied. A round in which nothing but the probe
+    arrived, with the account's lock free, means the engine has nothing left to do.
+    """
+
+    kind = "bybit"
+
+    def __init__(
+        self,
+        server: BybitServer,
+        params: TradingParams | None = None,
+        *,
+        store: MemoryStore | None = None,
+        push_streams: bool = True,
+        family: list[Harness] | None = None,
+    ) -> None:
+        self.server = server
+        super().__init__(
+            params,
+            store=store,
+            exchange=server.exchange,
+            clock=server.clock,
+            push_streams=push_streams,
+            family=family,
+        )
+        self._probes_sent = 0
+        self._probes_seen = 0
+        self._activity = 0
+        self._seen_changed = asyncio.Event()
+        self.manager.add_observer(self._observe)
+
+    def _make_venue(self) -> Venue:
+        return BybitVenue(
+            "main",
+            ApiKeys(API_KEY, API_SECRET),
+            self.clock,
+            base_url=self.server.base_url,
+            ws_url=self.server.ws_url,
+            threads=4,
+            ip_guard=IpGuard(self.clock),
+            retry=RetryPolicy(max_retries=3, base_delay_s=0.02, max_delay_s=0.1),
+            stream_options=StreamOptions(ping_interval_s=5.0, stale_after_s=15.0, reconnect_base_s=0.05),
+            ticker_symbols=[SYMBOL],
+        )
+
+    def _again(self, store: MemoryStore) -> Harness:
+        return BybitHarness(
+            self.server, self.params, store=store, push_streams=self.push_streams, family=self.family
+        )
+
+    def _observe(self, account: str, event: VenueEvent) -> None:
+        if isinstance(event, Position) and event.symbol == PROBE_SYMBOL:
+            self._probes_seen += 1
+        elif not isinstance(event, Ticker | Wallet):  # neither makes the engine act
+            self._activity += 1
+        self._seen_changed.set()
+
+    async def _until(self, done: Callable[[], bool], what: str) -> None:
+        """Wait (on events the engine observed, bounded by :data:`WAIT_S`) until ``done()``."""
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while not done():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"bybit harness: timed out waiting for {what}; alerts: {self.alerts}")
+            self._seen_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._seen_changed.wait(), min(remaining, 0.05))
+
+    async def _probe(self) -> None:
+        self._probes_sent += 1
+        self.exchange.set_leverage("main", PROBE_SYMBOL, 1.0 + self._probes_sent % 2)
+        sent = self._probes_sent
+        await self._until(lambda: self._probes_seen >= sent, f"stream probe {sent}")
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.manager.run())
+        await self._until(lambda: self.manager.engine_state == "running", "the engine to be running")
+        await self.settle()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.venue.close()  # the dead process's connections go with it
+
+    async def settle(self, seconds: float = 2.0) -> None:
+        """Wait until the engine has applied every event published so far and has nothing in hand.
+
+        ``seconds`` (virtual time over sim) has no meaning here: scenarios that need time to pass
+        (periodic reconciliation, retry back-offs) are not run over bybit.
+        """
+        mark = self.exchange.ticker(SYMBOL).mark
+        await self._until(lambda: self.manager.marks.get(SYMBOL) == mark, f"the {SYMBOL} mark {mark}")
+        while True:
+            before = self._activity
+            await self._probe()
+            if self._activity == before and not self.manager.lock("main").locked():
+                return
+
+
+class Market:
+    """One harness market of the given ``kind`` (see :data:`VENUES`) for one test: the exchange, and
+    over bybit the fake server on an ephemeral 127.0.0.1 port. :meth:`harness` makes engines on it;
+    leaving the block stops every one of them and the server."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.harnesses: list[Harness] = []
+        self.server: BybitServer | None = None
+
+    async def __aenter__(self) -> Market:
+        if self.kind == "bybit":
+            clock = RealClock()
+            self.server = BybitServer(
+                new_exchange(clock), {API_KEY: (API_SECRET, "main")}, clock, public_interval_s=TICKER_INTERVAL_S
+            )
+            await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for h in self.harnesses:
+            await h.close()
+        if self.server is not None:
+            await self.server.stop()
+
+    def harness(
+        self, params: TradingParams | None = None, *, store: MemoryStore | None = None, push_streams: bool = True
+    ) -> Harness:
+        """A new engine on this market (start it with :meth:`Harness.start`)."""
+        if self.server is not None:
+            return BybitHarness(
+                self.server, params, store=store, push_streams=push_streams, family=self.harnesses
+            )
+        return Harness(params, store=store, push_streams=push_streams, family=self.harnesses)
+
+    def ledger(self) -> list[tuple[Any, ...]]:
+        """The trades of the engine that finished the scenario, without times and ids (which differ
+        between venues), amounts rounded to Bybit's 8 decimals."""
+        if not self.harnesses:
+            return []
+        return [
+            (
+                t.account,
+                t.symbol,
+                t.side,
+                t.approach,
+                t.reason,
+                t.tps_hit,
+                *(round(v, 8) for v in (t.qty, t.entry_price, t.exit_price, t.pnl, t.fees)),
+            )
+            for t in self.harnesses[-1].manager.ledger.trades
+        ]
+
+
+Scenario = Callable[..., Awaitable[None]]
+
+
+def on_both_venues(test: Scenario) -> Scenario:
+    """Run a scenario test (which takes a ``market: Market``) over ``sim`` and over ``bybit``.
+
+    Over bybit the test then runs once more over sim, and both runs must leave the same ledger:
+    the same script gives the same trades whichever venue the engine talks to.
+    """
+
+    @functools.wraps(test)
+    async def run(*args: Any, market: str, **kwargs: Any) -> None:
+        async with Market(market) as chosen:
+            await test(*args, market=chosen, **kwargs)
+            ledger = chosen.ledger()
+        if market == "bybit":
+            async with Market("sim") as reference:
+                await test(*args, market=reference, **kwargs)
+                assert ledger == reference.ledger()
+
+    return pytest.mark.parametrize("market", VENUES)(run)
 
 
 def stop_orders(orders: list[Order]) -> list[Order]:

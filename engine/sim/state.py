@@ -14,17 +14,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.bad_input import BadInput
+
 STATE_FORMAT = "opconsole-sim-exchange"
 STATE_VERSION = 1
 
 
-class SimStateError(Exception):
-    """The exchange's state file exists but cannot be used (unreadable, corrupt, wrong format)."""
+class SimStateError(BadInput):
+    """The exchange's state file exists but cannot be used (unreadable, corrupt, wrong format).
+
+    The operator can fix it (move the file away to start a new simulated market), so it is reported
+    as bad input, in one line, and the file is left as it is.
+    """
 
     def __init__(self, path: Path, what: str) -> None:
-        super().__init__(f"{path}: {what}")
+        super().__init__(str(path), what)
         self.path = path
-        self.what = what
 
 
 def write_state(path: Path, state: Mapping[str, Any]) -> None:

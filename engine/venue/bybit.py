@@ -11,7 +11,7 @@ call the venue, on the event loop:
 - stops every call after an HTTP 403 (IP ban), shared by all venues on the same host, and raises a
   critical alert through ``on_critical``.
 
-pybit's own retry loop is disabled (it sleeps with ``time.sleep`` on the worker and hides retCodes).
+pybit's own retry loop is disabled (it blocks its worker thread while it sleeps, and hides retCodes).
 Push streams live in :mod:`engine.venue.bybit_stream`.
 """
 
@@ -176,7 +176,7 @@ def shared_ip_guard(url: str, clock: Clock) -> IpGuard:
 class _Session(HTTP):
     """pybit's HTTP session, signing with the venue's clock plus a measured offset to the server's.
 
-    pybit stamps requests with ``time.time()`` and offers no offset; after a 10002 (our clock is off)
+    pybit stamps requests with the wall clock and offers no offset; after a 10002 (our clock is off)
     the venue measures the server's clock and this session applies the difference. Its ``repr`` hides
     the keys (pybit's dataclass repr would print them).
     """

@@ -50,6 +50,7 @@ class StreamOptions:
     reconnect_max_s: float = 30.0
     backfill_overlap_s: float = 1.0
     remember_exec_ids: int = 20_000
+    connect_timeout_s: float = 15.0
 
     @property
     def ping_timeout_s(self) -> float:
@@ -124,6 +125,16 @@ class _ManagedWebSocket(WebSocket):
     def _on_close(self) -> None:
         super()._on_close()
         self._closed_hook()
+
+    def _process_subscription_message(self, message: dict[str, Any]) -> None:
+        # pybit records a subscription only after sending it, so a server that answers faster than
+        # that thread runs makes pybit raise KeyError on its own reply (and drop the connection).
+        req_id = message.get("req_id")
+        if req_id and req_id not in self.subscriptions:
+            if message.get("success") is False:
+                log.error("subscription refused: %s", message.get("ret_msg"))
+            return
+        super()._process_subscription_message(message)
 
 
 class _Channel:
@@ -265,7 +276,10 @@ class BybitStream:
         return ws
 
     async def _connect(self, channel: _Channel) -> None:
-        channel.ws = await self._run_blocking(self._new_socket, channel)
+        # Bounded: pybit waits for a connection without limit in places (subscribe spins until
+        # connected), and a stream must never hang on one attempt.
+        bound = self._options.connect_timeout_s
+        channel.ws = await self._clock.wait_for(self._run_blocking(self._new_socket, channel), bound)
 
     async def _teardown(self, channel: _Channel) -> None:
         ws, channel.ws = channel.ws, None
