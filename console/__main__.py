@@ -190,12 +190,10 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
 
 def cmd_export_trades(args: argparse.Namespace) -> int:
-    try:
-        from engine.export import export_trades
-    except ImportError:
-        return fail("export-trades", "the trade export is not built yet", EXIT_FAILURE)
+    from engine.export import export_trades
+
     settings = _settings(args)
-    return export_trades(settings, settings.state_dir(args.state_dir), args.file)
+    return export_trades(settings.state_dir(args.state_dir), args.file)
 
 
 COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {

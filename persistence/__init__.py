@@ -5,7 +5,7 @@ Imports nothing from ``engine``: the engine passes its clock, which satisfies :c
 
 from persistence.errors import PersistenceError, StateLocked, StoreFailed, UnsupportedSnapshot
 from persistence.reasons import Reason
-from persistence.recovery import RecoveryReport
+from persistence.recovery import RecoveryReport, read_state
 from persistence.store import FlushResult, Store
 from persistence.timesource import TimeSource
 
@@ -19,4 +19,5 @@ __all__ = [
     "StoreFailed",
     "TimeSource",
     "UnsupportedSnapshot",
+    "read_state",
 ]

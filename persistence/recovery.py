@@ -311,3 +311,11 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_state(root: Path) -> tuple[dict[str, Any], RecoveryReport]:
+    """The state a recovery of ``root`` would produce, read without the lock and without changing
+    anything on disk — for read-only tools (``opconsole export-trades``) that may run beside the
+    console that owns the directory."""
+    plan = plan_recovery(StateFiles(root))
+    return plan.state, plan.report
