@@ -74,11 +74,8 @@ from engine.venue.errors import (
 )
 
 FIXTURES = Path(
-    os.environ.get(
-        "OPCONSOLE_BYBIT_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bybit-v5"
-    )
+    os.environ.get("OPCONSOLE_BYBIT_FIXTURES", Path(__file__).resolve().parent / "fixtures" / "bybit-v5")
 )
-BTC = listings(["BTCUSDT"])["BTCUSDT"].instrument
 
 
 def fixture(name: str) -> dict:
