@@ -76,6 +76,7 @@ from engine.venue.errors import (
 FIXTURES = Path(
     os.environ.get("OPCONSOLE_BYBIT_FIXTURES", Path(__file__).resolve().parent / "fixtures" / "bybit-v5")
 )
+BTC = listings(["BTCUSDT"])["BTCUSDT"].instrument
 
 
 def fixture(name: str) -> dict:
