@@ -99,7 +99,9 @@ class _TrackingExecutor(concurrent.futures.ThreadPoolExecutor):
         self._inflight: set[concurrent.futures.Future[object]] = set()
         self._guard = threading.Lock()
 
-    def submit(self, fn: Callable[..., object], /, *args: object, **kwargs: object):  # type: ignore[override]
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., object], /, *args: object, **kwargs: object
+    ) -> concurrent.futures.Future[object]:
         future = super().submit(fn, *args, **kwargs)
         with self._guard:
             self._inflight.add(future)
@@ -142,9 +144,10 @@ class VirtualClock:
         """Make the loop's default executor one whose in-flight jobs :meth:`drive` can wait for."""
         if self._executor is None:
             self._executor = _TrackingExecutor()
-        if getattr(loop, "_default_executor", None) is not self._executor:
-            loop.set_default_executor(self._executor)
-        return self._executor
+        executor: _TrackingExecutor = self._executor
+        if getattr(loop, "_default_executor", None) is not executor:
+            loop.set_default_executor(executor)
+        return executor
 
     def now(self) -> float:
         return self._now

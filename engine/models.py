@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import IntEnum, StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 RoundingMode = Literal["nearest", "down", "up"]
 _ROUNDING = {"nearest": ROUND_HALF_EVEN, "down": ROUND_FLOOR, "up": ROUND_CEILING}
@@ -386,12 +386,12 @@ class ManagedOrder:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> ManagedOrder:
+    def from_dict(cls, data: dict[str, Any]) -> ManagedOrder:
         values = dict(data)
         values["side"] = Side(values["side"])
         values["order_type"] = OrderType(values["order_type"])
         values["status"] = SlotStatus(values["status"])
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
 
 @dataclass(slots=True)
@@ -463,13 +463,13 @@ class Monitor:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Monitor:
+    def from_dict(cls, data: dict[str, Any]) -> Monitor:
         values = dict(data)
         values["side"] = Side(values["side"])
         values["phase"] = Phase(values["phase"])
         orders = values.pop("orders", {})
         assert isinstance(orders, dict)
-        monitor = cls(**values)  # type: ignore[arg-type]
+        monitor = cls(**values)
         monitor.orders = {slot: ManagedOrder.from_dict(o) for slot, o in orders.items()}
         return monitor
 
@@ -520,7 +520,7 @@ class Trade:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Trade:
+    def from_dict(cls, data: dict[str, Any]) -> Trade:
         values = dict(data)
         values["side"] = Side(values["side"])
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)

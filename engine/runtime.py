@@ -165,6 +165,7 @@ class EngineRuntime:
             # The manager consumes each venue's stream once and hands every event on to the cache.
             self.tpsl.add_observer(lambda _account, event: dashboard.on_event(event))
         store = self.store
+        assert store is not None  # opened by start() before trading
         await self.profile.register(
             "smart_persistence",
             lambda mode: store.set_policy("smart" if mode is Mode.OPTIMIZED else "simple"),
