@@ -119,7 +119,9 @@ class EngineRuntime:
             from engine.venue.bybit import BybitVenue
 
             for name in self.accounts:
-                self.venues[name] = BybitVenue.from_settings(self.settings, name, self.clock)
+                self.venues[name] = BybitVenue.from_settings(
+                    self.settings, name, self.clock, on_critical=self.raise_critical
+                )
 
     async def start(self) -> None:
         """Lock and recover the state, build the venues, and start the background tasks.
@@ -170,6 +172,13 @@ class EngineRuntime:
             "smart_persistence",
             lambda mode: store.set_policy("smart" if mode is Mode.OPTIMIZED else "simple"),
         )
+
+    def raise_critical(self, message: str) -> None:
+        """A critical alert from below the TP/SL manager (e.g. the venue's IP-ban guard)."""
+        if self.tpsl is not None:
+            self.tpsl.raise_alert("critical", "venue", message)
+        else:
+            log.critical("%s", message)
 
     @property
     def ledger(self) -> Ledger | None:

@@ -1,11 +1,16 @@
-"""Operator actions and the fail-closed start-up, on the simulated venue."""
+"""Operator actions and the fail-closed start-up, on the simulated venue.
+
+``@on_both_venues`` tests also run over the Bybit venue against the fake V5 server (same ledger
+required). Sim-only, because they wait on virtual time: cancelling a monitor's orders (the next 30 s
+reconciliation pass must not restore them) and the fail-closed start-up (its retry back-off).
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from tpsl_harness import SYMBOL, Harness, assert_protected
+from tpsl_harness import SYMBOL, Harness, Market, assert_protected, on_both_venues
 
 from engine.actions import ActionRefused, OperatorActions
 from engine.approaches import Approach, TradeRejected
@@ -16,16 +21,19 @@ from engine.venue.errors import TransientError
 KEY = "main:BTCUSDT:Buy"
 
 
-async def opened(approach: Approach = Approach.CONSERVATIVE) -> tuple[Harness, OperatorActions]:
-    h = Harness()
+async def opened(
+    market: Market | None = None, approach: Approach = Approach.CONSERVATIVE
+) -> tuple[Harness, OperatorActions]:
+    h = market.harness() if market is not None else Harness()
     await h.start()
     await h.manager.open_trade(h.request(approach, margin=1000.0))
     await h.settle()
     return h, OperatorActions(h.manager)
 
 
-async def test_close_position_at_market() -> None:
-    h, ops = await opened()
+@on_both_venues
+async def test_close_position_at_market(market: Market) -> None:
+    h, ops = await opened(market)
     await h.price(100_400.0)
     await ops.close_position(KEY)
     await h.settle()
@@ -47,8 +55,9 @@ async def test_cancel_orders_leaves_only_the_stop() -> None:
     await h.stop()
 
 
-async def test_breakeven_now() -> None:
-    h, ops = await opened()
+@on_both_venues
+async def test_breakeven_now(market: Market) -> None:
+    h, ops = await opened(market)
     with pytest.raises(ActionRefused, match="breakeven"):
         await ops.breakeven_now(KEY)
     await h.price(100_600.0)
@@ -62,8 +71,9 @@ async def test_breakeven_now() -> None:
     await h.stop()
 
 
-async def test_kill_switch_closes_everything_and_pauses_entries() -> None:
-    h, ops = await opened()
+@on_both_venues
+async def test_kill_switch_closes_everything_and_pauses_entries(market: Market) -> None:
+    h, ops = await opened(market)
     # an unmonitored position on another symbol and a foreign order
     h.exchange.set_price("ETHUSDT", 3300.0)
     h.exchange.place("main", OrderRequest("ETHUSDT", Side.BUY, OrderType.LIMIT, qty=0.5, price=3000.0))
@@ -81,8 +91,9 @@ async def test_kill_switch_closes_everything_and_pauses_entries() -> None:
     await h.stop()
 
 
-async def test_pause_keeps_protecting() -> None:
-    h, ops = await opened()
+@on_both_venues
+async def test_pause_keeps_protecting(market: Market) -> None:
+    h, ops = await opened(market)
     await ops.pause_entries(["main"])
     await h.price(98_900.0)  # an entry that was already working still fills and is protected
     assert_protected(h)

@@ -1,5 +1,11 @@
 """Restarts: kill the engine in every phase (and right after every durable write), recover from
-what the store made durable, reconcile, and finish the trade with no duplicate and no orphan order."""
+what the store made durable, reconcile, and finish the trade with no duplicate and no orphan order.
+
+``@on_both_venues`` tests also run over the Bybit venue against the fake V5 server (same ledger
+required). Sim-only, because they wait for time to pass, which only the virtual clock makes cheap:
+the periodic reconciliation tests (``settle(11.0)``: the 10 s orders pass) and the crash loop (a
+restart after every durable write, dozens of engines per path).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import os
 from collections import Counter
 
 import pytest
-from tpsl_harness import SYMBOL, Crash, Harness, MemoryStore, assert_protected
+from tpsl_harness import SYMBOL, Crash, Harness, Market, MemoryStore, assert_protected, on_both_venues
 
 from engine.approaches import Approach
 from engine.link_ids import make_link_id, parse_link_id
@@ -50,8 +56,11 @@ async def finish(h: Harness, prices: list[float]) -> Harness:
         (PATH[:3], [], PATH[3:], Phase.PROFIT_TAKING),  # nothing happens while down
     ],
 )
-async def test_restart_in_each_phase_finishes_the_trade(before, while_down, after, phase_before) -> None:
-    h = Harness()
+@on_both_venues
+async def test_restart_in_each_phase_finishes_the_trade(
+    market: Market, before, while_down, after, phase_before
+) -> None:
+    h = market.harness()
     await h.start()
     await h.manager.open_trade(h.request(margin=1000.0))
     await h.settle()
@@ -70,8 +79,9 @@ async def test_restart_in_each_phase_finishes_the_trade(before, while_down, afte
     await h.stop()
 
 
-async def test_stop_loss_hit_while_down_closes_with_the_real_exit() -> None:
-    h = Harness()
+@on_both_venues
+async def test_stop_loss_hit_while_down_closes_with_the_real_exit(market: Market) -> None:
+    h = market.harness()
     await h.start()
     await h.manager.open_trade(h.request(Approach.FAST, margin=1000.0))
     await h.settle()
@@ -87,8 +97,9 @@ async def test_stop_loss_hit_while_down_closes_with_the_real_exit() -> None:
     await h.stop()
 
 
-async def test_unknown_position_is_adopted_and_protected() -> None:
-    h = Harness()
+@on_both_venues
+async def test_unknown_position_is_adopted_and_protected(market: Market) -> None:
+    h = market.harness()
     h.exchange.place("main", OrderRequest(SYMBOL, Side.SELL, OrderType.MARKET, qty=0.05))
     await h.start()
     (m,) = h.manager.monitors.values()
@@ -192,8 +203,9 @@ async def test_crash_after_every_durable_write_never_duplicates_or_orphans(path,
     assert completed_without_crash, "raise OPCONSOLE_CRASH_POINTS: the trade makes more durable writes"
 
 
-async def test_a_position_opened_by_hand_while_running_is_adopted_at_once() -> None:
-    h = Harness()
+@on_both_venues
+async def test_a_position_opened_by_hand_while_running_is_adopted_at_once(market: Market) -> None:
+    h = market.harness()
     await h.start()
     h.exchange.place("main", OrderRequest(SYMBOL, Side.BUY, OrderType.MARKET, qty=0.02))
     await h.settle(0.5)  # well before the 30 s periodic pass

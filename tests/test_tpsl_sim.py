@@ -1,4 +1,9 @@
-"""Scripted price paths through the simulated venue: the TP/SL engine end to end (virtual clock)."""
+"""Scripted price paths through the simulated exchange: the TP/SL engine end to end.
+
+Every scenario runs twice (``@on_both_venues``): over the in-process venue on a virtual clock, and
+over the Bybit venue (real pybit) against the fake V5 server on 127.0.0.1, where it must also leave
+the same ledger as over the in-process venue.
+"""
 
 from __future__ import annotations
 
@@ -92,8 +97,9 @@ async def test_tp1_cancels_unfilled_entries(market: Market) -> None:
     await h.stop()
 
 
-async def test_entries_kept_after_tp1_when_the_setting_is_off() -> None:
-    h = Harness(TradingParams(cancel_entries_after_tp1=False))
+@on_both_venues
+async def test_entries_kept_after_tp1_when_the_setting_is_off(market: Market) -> None:
+    h = market.harness(TradingParams(cancel_entries_after_tp1=False))
     await h.start()
     await h.manager.open_trade(h.request(**BIG))
     await h.settle()
@@ -221,8 +227,9 @@ async def test_short_conservative_trade_mirrors_the_long(market: Market) -> None
     await h.stop()
 
 
-async def test_sl_refused_closes_at_market_with_a_critical_alert() -> None:
-    h = Harness(TradingParams(sl_retry_attempts=2))
+@on_both_venues
+async def test_sl_refused_closes_at_market_with_a_critical_alert(market: Market) -> None:
+    h = market.harness(TradingParams(sl_retry_attempts=2))
     await h.start()
     await h.manager.open_trade(h.request(Approach.FAST, **BIG))
     # the entry is filled; every create of the next two rounds (SL first, then TP1) is refused
@@ -237,8 +244,9 @@ async def test_sl_refused_closes_at_market_with_a_critical_alert() -> None:
     await h.stop()
 
 
-async def test_rate_limited_sl_is_retried_not_abandoned() -> None:
-    h = Harness(TradingParams(sl_retry_attempts=3))
+@on_both_venues
+async def test_rate_limited_sl_is_retried_not_abandoned(market: Market) -> None:
+    h = market.harness(TradingParams(sl_retry_attempts=3))
     await h.start()
     await h.manager.open_trade(h.request(Approach.FAST, **BIG))
     h.exchange.inject_errors("main", 1, RateLimited("Too many visits!", 10006), endpoints=[Endpoint.CREATE])
@@ -248,8 +256,9 @@ async def test_rate_limited_sl_is_retried_not_abandoned() -> None:
     await h.stop()
 
 
-async def test_rejected_requests_send_nothing() -> None:
-    h = Harness()
+@on_both_venues
+async def test_rejected_requests_send_nothing(market: Market) -> None:
+    h = market.harness()
     await h.start()
     calls_before = dict(h.venue.calls.counts)
     with pytest.raises(TradeRejected) as err:
