@@ -274,3 +274,29 @@ async def test_rejected_requests_send_nothing(market: Market) -> None:
     with pytest.raises(TradeRejected, match="already"):
         await h.manager.open_trade(h.request(**BIG))
     await h.stop()
+
+
+async def test_trailing_stop_after_tp1_follows_the_best_price_and_closes_on_the_pullback() -> None:
+    """With the trailing stop on, after TP1 the stop ratchets behind the best price (never back)
+    and the pull-back closes the rest as a stop at a profit."""
+    h = Harness(TradingParams(trailing_stop_after_tp1=True, trailing_stop_pct=1.0))
+    await h.start()
+    await h.manager.open_trade(h.request(**BIG))
+    await h.settle()
+    await h.price(101_100.0)  # TP1: breakeven first
+    assert monitor(h).phase is Phase.PROFIT_TAKING
+    breakeven_stop = monitor(h).sl_price
+    await h.price(101_800.0)  # best so far: the stop trails to 1% below it
+    (stop,) = stop_orders(h.open_orders())
+    assert stop.trigger_price == pytest.approx(100_782.0)
+    assert stop.trigger_price > breakeven_stop
+    assert_protected(h)
+    await h.price(101_500.0)  # a dip that stays above the stop: the stop does not move back
+    (stop,) = stop_orders(h.open_orders())
+    assert stop.trigger_price == pytest.approx(100_782.0)
+    await h.price(100_700.0)  # through the trailed stop
+    assert not h.position().is_open
+    assert h.open_orders() == []
+    (trade,) = h.manager.ledger.trades
+    assert trade.tps_hit == 1 and trade.pnl > 0
+    await h.stop()
