@@ -97,6 +97,7 @@ class _TrackingExecutor(concurrent.futures.ThreadPoolExecutor):
     def __init__(self) -> None:
         super().__init__(thread_name_prefix="virtual-clock-io")
         self._inflight: set[concurrent.futures.Future[object]] = set()
+        self._given_up: set[concurrent.futures.Future[object]] = set()
         self._guard = threading.Lock()
 
     def submit(  # type: ignore[override]
@@ -111,14 +112,23 @@ class _TrackingExecutor(concurrent.futures.ThreadPoolExecutor):
     def _done(self, future: concurrent.futures.Future[object]) -> None:
         with self._guard:
             self._inflight.discard(future)
+            self._given_up.discard(future)
 
-    def wait_idle(self) -> bool:
-        """Block until no job is in flight; True if there was one to wait for."""
+    def wait_idle(self, patience_s: float = 2.0) -> bool:
+        """Block until no job is in flight; True if there was one to wait for.
+
+        A job still running after ``patience_s`` is given up on (and never waited for again), so a
+        thread that blocks for long — waiting for the loop, say — slows the simulation down once
+        instead of freezing it.
+        """
         with self._guard:
-            pending = set(self._inflight)
+            pending = self._inflight - self._given_up
         if not pending:
             return False
-        concurrent.futures.wait(pending)
+        _, not_done = concurrent.futures.wait(pending, timeout=patience_s)
+        if not_done:
+            with self._guard:
+                self._given_up |= not_done
         return True
 
 

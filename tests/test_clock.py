@@ -116,3 +116,19 @@ async def test_virtual_time_stands_still_while_a_thread_job_runs() -> None:
     for task in tasks:
         task.cancel()
     assert seen == [0.0]
+
+
+async def test_a_thread_job_that_never_finishes_slows_the_clock_once_but_never_freezes_it() -> None:
+    import threading
+
+    clock = VirtualClock(start=0.0)
+    await clock.drive(until=0.0)  # the loop's default executor is now the clock's
+    release = threading.Event()
+    blocked = asyncio.ensure_future(asyncio.to_thread(release.wait))
+    await asyncio.sleep(0)
+    try:
+        await clock.drive(until=100.0)
+        assert clock.now() == 100.0
+    finally:
+        release.set()
+        await blocked
