@@ -334,19 +334,14 @@ class Dashboard:
             "market": {s: market_row(market[s]) for s in sorted(market)},
             "insights": list(insights),
             "cache": self.cache.metrics(),
-            "persistence": _call(host, "store", "metrics", {}),
+            "persistence": persistence_row(_call(host, "store", "metrics", {})),
             "api_calls": {name: venue.calls.as_dict() for name, venue in host.venues.items()},
             "alerts": self._alerts(),
         }
 
     def _engine_state(self) -> str:
-        """Degraded when an engine task died; else what the TP/SL manager says (reconciling until every
-        account reconciled, paused, degraded when a stream is down, running); else the runtime's."""
-        state = str(self.host.state.value)
-        tpsl = getattr(self.host, "tpsl", None)
-        if state == "degraded" or tpsl is None:
-            return state
-        return str(tpsl.engine_state)
+        """The runtime's state: degraded, else reconciling / paused / running as the manager says."""
+        return str(self.host.state.value)
 
     def _alerts(self) -> list[dict[str, Any]]:
         """The latest alerts, newest first: from the alert bus when there is one, else the TP/SL
@@ -474,6 +469,18 @@ class Dashboard:
     async def close(self) -> None:
         """Stop the loads in flight (engine stop)."""
         await self.cache.close()
+
+
+PERSISTENCE_TIMES = ("last_flush", "last_compaction")
+
+
+def persistence_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The store's metrics with its epoch times as ISO 8601 UTC strings, as the contract has all times."""
+    row = dict(metrics)
+    for key in PERSISTENCE_TIMES:
+        if isinstance(row.get(key), int | float):
+            row[key] = iso_utc(row[key])
+    return row
 
 
 def _call(host: Any, attr: str, method: str, default: Any) -> Any:

@@ -284,9 +284,6 @@ class FakeTpsl:
     def snapshot_ledger(self) -> dict[str, Any]:
         return self.ledger.snapshot()
 
-    @property
-    def engine_state(self) -> str:
-        return "reconciling"
 
 
 async def test_monitors_ledger_stats_and_alerts_come_from_the_tpsl_manager(sim: SimHost) -> None:
@@ -300,7 +297,9 @@ async def test_monitors_ledger_stats_and_alerts_come_from_the_tpsl_manager(sim: 
     assert [m["key"] for m in snap["monitors"]] == ["main:BTCUSDT:Buy"]
     assert snap["ledger"]["totals"]["count"] == 1 and snap["stats"]["wins"] == 1
     assert [a["message"] for a in snap["alerts"]] == ["second", "first"]  # newest first
-    assert snap["engine_state"] == "reconciling"
+    assert snap["engine_state"] == "running"
+    sim.state = EngineState.RECONCILING  # the runtime's state (derived from the manager) is shown
+    assert (await snapshot(sim))["engine_state"] == "reconciling"
     kinds = {(n["kind"], n["symbol"]) for n in snap["insights"]}
     assert ("stop_distance", "BTCUSDT") in kinds  # the monitor's SL, though no stop order is open
     assert ("no_stop", "BTCUSDT") not in kinds

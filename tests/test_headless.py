@@ -97,3 +97,11 @@ def test_a_corrupt_simulated_market_is_one_line_and_left_alone(tmp_path: Path) -
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"opconsole: {state / 'sim-exchange.json'}: ")
     assert (state / "sim-exchange.json").read_text() == "{not json"
+
+
+def test_snapshot_times_are_iso_strings(tmp_path: Path) -> None:
+    result, out = run_virtual(tmp_path, "iso", duration="120")
+    assert result.returncode == 0, result.stderr
+    persistence = json.loads(out.read_text())["persistence"]
+    assert {"policy", "writes", "fsyncs", "writes_per_hour", "pending", "last_flush"} <= set(persistence)
+    assert persistence["last_flush"].endswith("Z") and persistence["last_flush"].startswith("2026-01-01T00:0")
