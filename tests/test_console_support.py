@@ -26,13 +26,36 @@ def make_console(tmp_path: Path, **values: Any) -> OperatorConsole:
     return OperatorConsole(settings, state_dir, clock=clock, auto_refresh=False)
 
 
-async def quiesce(app: OperatorConsole, pilot: Any) -> None:
-    """Let the engine's tasks run until they all wait on the (frozen) clock; time does not move."""
+def _progress(app: OperatorConsole) -> tuple[Any, ...]:
+    """What moves while the engine is still working: venue calls, store writes, monitors."""
+    runtime = app.runtime
+    calls = sum(venue.calls.total for venue in runtime.venues.values())
+    store = getattr(runtime, "store", None)
+    seq = store.metrics()["seq"] if store is not None else None
+    manager = getattr(runtime, "tpsl", None)
+    monitors = sorted(manager.monitors) if manager is not None else None
+    return calls, seq, monitors, app.link.engine_state()
+
+
+async def quiesce(app: OperatorConsole, pilot: Any, rounds: int = 200) -> None:
+    """Let the engine's tasks run until they all wait on the (frozen) clock; time does not move.
+
+    Store writes finish in threads, outside the event loop, so "nothing ready to run" is not enough:
+    wait until nothing the engine does has changed for a few consecutive rounds.
+    """
     clock = app.runtime.clock
     assert isinstance(clock, VirtualClock)
-    for _ in range(3):
+    quiet = 0
+    last = _progress(app)
+    for _ in range(rounds):
         await clock.drive(until=clock.now())
         await pilot.pause(0.02)
+        now = _progress(app)
+        quiet = quiet + 1 if now == last else 0
+        last = now
+        if quiet >= 4:
+            return
+    raise AssertionError(f"the engine did not go quiet: {last}")
 
 
 async def settle(app: OperatorConsole, pilot: Any) -> None:
