@@ -59,6 +59,7 @@ SNAPSHOT_KEYS = (
     "persistence",
     "api_calls",
     "alerts",
+    "streams",
 )
 CACHE_CATEGORIES = CATEGORIES
 """The cache categories the snapshot's ``cache`` section lists."""
@@ -337,6 +338,7 @@ class Dashboard:
             "persistence": persistence_row(_call(host, "store", "metrics", {})),
             "api_calls": {name: venue.calls.as_dict() for name, venue in host.venues.items()},
             "alerts": self._alerts(),
+            "streams": tpsl.snapshot_streams() if tpsl is not None else {},
         }
 
     def _engine_state(self) -> str:

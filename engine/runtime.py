@@ -172,6 +172,10 @@ class EngineRuntime:
             "smart_persistence",
             lambda mode: store.set_policy("smart" if mode is Mode.OPTIMIZED else "simple"),
         )
+        manager = self.tpsl
+        await self.profile.register(
+            "push_streams", lambda mode: manager.set_push_streams(mode is Mode.OPTIMIZED)
+        )
 
     def raise_critical(self, message: str) -> None:
         """A critical alert from below the TP/SL manager (e.g. the venue's IP-ban guard)."""

@@ -120,6 +120,8 @@ class TpslManager:
         self._loaded = False
         self._seq = 0
         self._observers: list[EventObserver] = []
+        self._stream_tasks: dict[str, asyncio.Task[None]] = {}
+        self._last_event: dict[str, float] = {}
 
     # --- state --------------------------------------------------------------------------------
     @property
@@ -197,8 +199,7 @@ class TpslManager:
         tasks: list[asyncio.Task[None]] = []
         try:
             if self.push_streams:
-                for account in self.venues:
-                    tasks.append(self._spawn(self._stream_loop(account), f"tpsl-stream-{account}"))
+                self._start_streams()
                 for account in self.venues:
                     await self._sleep_or_wake(self._subscribed[account], 5.0)
             for account in self.venues:
@@ -209,9 +210,41 @@ class TpslManager:
                 tasks.append(self._spawn(self._reconcile_loop(account), f"tpsl-reconcile-{account}"))
             await asyncio.gather(*tasks)
         finally:
+            tasks += self._stream_tasks.values()
+            self._stream_tasks.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start_streams(self) -> None:
+        for account in self.venues:
+            if account not in self._stream_tasks:
+                self._stream_tasks[account] = self._spawn(
+                    self._stream_loop(account), f"tpsl-stream-{account}"
+                )
+
+    async def set_push_streams(self, enabled: bool) -> None:
+        """The ``push_streams`` toggle, live: subscribe to the venue's streams (polling stays as the
+        safety net) or drop them and poll for executions, as the original bot did.
+
+        The poll loops are woken so they pick the new interval at once; a poll right after the
+        switch also catches any fill that arrived while the stream was being torn down.
+        """
+        if enabled == self.push_streams:
+            return
+        self.push_streams = enabled
+        if enabled:
+            self._start_streams()
+        else:
+            tasks = list(self._stream_tasks.values())
+            self._stream_tasks.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for account in self.venues:
+                self._connected[account] = False
+        for account in self.venues:
+            self._wake[account].set()
 
     @staticmethod
     def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -346,6 +379,7 @@ class TpslManager:
 
     async def dispatch(self, account: str, event: VenueEvent) -> None:
         """Handle one venue event of ``account``."""
+        self._last_event[account] = self.clock.now()
         self._notify(account, event)
         if isinstance(event, Execution):
             await self.on_execution(account, event)
@@ -564,6 +598,21 @@ class TpslManager:
             return current
 
     # --- snapshot -----------------------------------------------------------------------------
+    def snapshot_streams(self) -> dict[str, dict[str, Any]]:
+        """Stream health per account (the snapshot's ``streams``): whether push streams are in use,
+        connected, and how long ago the last event arrived."""
+        now = self.clock.now()
+        return {
+            account: {
+                "push": self.push_streams,
+                "connected": self.push_streams and self._connected[account],
+                "last_event_age_s": (
+                    round(now - self._last_event[account], 3) if account in self._last_event else None
+                ),
+            }
+            for account in self.venues
+        }
+
     def snapshot_monitors(self) -> list[dict[str, Any]]:
         """The snapshot's ``monitors`` section (keys pinned in CONTRACTS.md), sorted by key."""
         rows = []

@@ -115,6 +115,11 @@ async def test_the_snapshot_keys_the_console_and_the_benchmark_rely_on(sim: SimH
     await open_position(sim, "main", "BTCUSDT", 0.01)
     data: dict[str, Any] = json.loads((await snapshot(sim)).to_json())
     assert list(data) == sorted(SNAPSHOT_KEYS) and set(data) == set(SNAPSHOT_KEYS)
+    contract = {
+        "time", "venue", "engine_state", "profile", "accounts", "positions", "orders", "monitors",
+        "ledger", "stats", "market", "insights", "cache", "persistence", "api_calls", "alerts",
+    }  # fmt: skip  (shared/CONTRACTS.md: keys may be added, never removed or renamed)
+    assert contract <= set(data)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data["time"])
     assert data["venue"] == "sim"
     assert data["engine_state"] in ("running", "reconciling", "paused", "degraded")
@@ -284,6 +289,9 @@ class FakeTpsl:
     def snapshot_ledger(self) -> dict[str, Any]:
         return self.ledger.snapshot()
 
+    def snapshot_streams(self) -> dict[str, Any]:
+        return {"main": {"push": True, "connected": True, "last_event_age_s": 0.5}}
+
 
 
 async def test_monitors_ledger_stats_and_alerts_come_from_the_tpsl_manager(sim: SimHost) -> None:
@@ -297,6 +305,7 @@ async def test_monitors_ledger_stats_and_alerts_come_from_the_tpsl_manager(sim: 
     assert [m["key"] for m in snap["monitors"]] == ["main:BTCUSDT:Buy"]
     assert snap["ledger"]["totals"]["count"] == 1 and snap["stats"]["wins"] == 1
     assert [a["message"] for a in snap["alerts"]] == ["second", "first"]  # newest first
+    assert snap["streams"] == {"main": {"push": True, "connected": True, "last_event_age_s": 0.5}}
     assert snap["engine_state"] == "running"
     sim.state = EngineState.RECONCILING  # the runtime's state (derived from the manager) is shown
     assert (await snapshot(sim))["engine_state"] == "reconciling"

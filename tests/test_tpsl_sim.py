@@ -300,3 +300,29 @@ async def test_trailing_stop_after_tp1_follows_the_best_price_and_closes_on_the_
     (trade,) = h.manager.ledger.trades
     assert trade.tps_hit == 1 and trade.pnl > 0
     await h.stop()
+
+
+async def test_push_streams_can_be_rolled_back_to_polling_and_restored_live() -> None:
+    """The push_streams toggle at runtime: without the stream, fills are found by polling
+    /v5/execution/list; with it back, the stream is the source again."""
+    h = Harness()
+    await h.start()
+    await h.manager.open_trade(h.request(**BIG))
+    await h.settle()
+    polls_before = h.venue.calls.counts.get(Endpoint.EXECUTIONS, 0)
+    await h.manager.set_push_streams(False)
+    assert h.manager._stream_tasks == {}
+    await h.price(98_900.0)  # e2 fills; only polling can see it now
+    await h.clock.drive(until=h.clock.now() + 5)
+    assert h.position().size == pytest.approx(0.066)
+    assert sum(tp_qtys(h).values()) == pytest.approx(0.066)
+    assert_protected(h)
+    assert h.venue.calls.counts[Endpoint.EXECUTIONS] > polls_before
+    assert h.manager.engine_state == "running"  # no stream is not "degraded" when streams are off
+    await h.manager.set_push_streams(True)
+    await h.settle()
+    assert set(h.manager._stream_tasks) == {"main"}
+    await h.price(97_900.0)  # e3 fills, seen on the stream
+    assert h.position().size == pytest.approx(0.099)
+    assert_protected(h)
+    await h.stop()
