@@ -2,7 +2,7 @@
 
 Canonical means sorted keys and no whitespace, so a record re-encodes to exactly the bytes its checksum
 covers. The checksum is appended as the last member (``..., "crc": N}``) and verified by removing it
-and re-encoding. JSON only: loading a pickle would run code.
+and re-encoding. JSON only, so loading state never runs code.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The exchange is the world, not the engine: its file (``sim-exchange.json`` in the state directory)
 holds accounts, positions, orders, recent executions, prices and the generators' states, so a restart
 continues the same market. A file that cannot be read back is an error (:class:`SimStateError`),
-never a silently empty exchange. JSON only, never pickle.
+never a silently empty exchange. JSON only: nothing that runs code on load.
 """
 
 from __future__ import annotations
