@@ -88,6 +88,7 @@ def _snapshot(marks: dict[str, float], time: str = "2026-01-01T00:00:00.000Z") -
             "persistence": {},
             "api_calls": {},
             "alerts": [],
+            "streams": {},
         }
     )
 
