@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.actions import OperatorActions
 from engine.bad_input import BadInput
@@ -51,6 +52,19 @@ def open_store(settings: Settings, state_dir: Path, clock: Clock) -> Store:
     )
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def market_is_simulated(settings: Settings) -> bool:
+    """True when the market behind the venue is the simulator: the embedded one, or the fake Bybit
+    V5 server (``opconsole sim-server``) reached on loopback. Only then are demo trades opened and
+    order link ids made reproducible; a real Bybit endpoint is never on loopback."""
+    if settings.get("venue.kind") == "sim":
+        return True
+    host = urlsplit(settings.get("venue.base_url")).hostname
+    return host in LOOPBACK_HOSTS
+
+
 async def open_state(settings: Settings, state_dir: Path, clock: Clock) -> tuple[Store, RecoveryReport]:
     """Lock the state directory, recover the state, and start the store's writer.
 
@@ -82,7 +96,7 @@ async def start_trading(
     demo trades. ``recovery`` is the report of a store the caller opened with :func:`open_state`."""
     if store is None:
         store, recovery = await open_state(settings, state_dir, clock)
-    simulated = settings.get("venue.kind") == "sim"
+    simulated = market_is_simulated(settings)
     seed = int(settings.get("sim.seed"))
     # the instance tag: reproducible on the simulator, unique per installation on a real exchange
     rng = random.Random(f"instance:{seed}") if simulated else random.SystemRandom()

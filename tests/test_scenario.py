@@ -128,3 +128,17 @@ async def test_headless_scenario_run_lists_monitors_and_ledger(tmp_path: Path) -
     protected = {(o["symbol"], o["account"]) for o in snap["orders"] if o["purpose"] == "sl"}
     for p in snap["positions"]:
         assert (p["symbol"], p["account"]) in protected
+
+
+def test_demo_trades_only_where_the_market_is_the_simulator() -> None:
+    from engine.settings import load_settings
+    from engine.trading import market_is_simulated
+
+    base = load_settings()
+    assert market_is_simulated(base)
+    bybit = {"venue.kind": "bybit"}
+    assert not market_is_simulated(base.with_values(bybit))
+    for url in ("http://127.0.0.1:18555", "http://localhost:9000", "http://[::1]:9000"):
+        assert market_is_simulated(base.with_values({**bybit, "venue.base_url": url}))
+    for url in ("https://api-testnet.bybit.com", "https://127.0.0.1.example.com"):
+        assert not market_is_simulated(base.with_values({**bybit, "venue.base_url": url}))

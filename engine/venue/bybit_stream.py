@@ -137,6 +137,18 @@ class _ManagedWebSocket(WebSocket):
         super()._process_subscription_message(message)
 
 
+    def _process_normal_message(self, message: dict[str, Any]) -> None:
+        # Same race for data: pybit registers a topic's callback after sending the subscription, so
+        # the first push can arrive before it. Keep pybit's local ticker state (later deltas build
+        # on the first snapshot) and let the next push reach the callback.
+        topic = str(message.get("topic", ""))
+        if topic not in self.callback_directory:
+            if "tickers" in topic:
+                self._process_delta_ticker(message, topic)
+            return
+        super()._process_normal_message(message)
+
+
 class _Channel:
     """One WebSocket connection and what it must be subscribed to."""
 
