@@ -33,6 +33,7 @@ from console.engine_link import EngineLink, NotAvailable, Outcome
 from console.logging_queue import QueueLogHandler, attach, detach
 from console.screens.confirm import ConfirmScreen
 from console.screens.help import HelpScreen
+from console.screens.price_alerts import PriceAlertsScreen
 from console.screens.rollback import RollbackScreen
 from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
@@ -85,7 +86,6 @@ MAIN_SCREEN_ACTIONS = frozenset(
     }
 )
 BLOCKED_STATES = (EngineState.PAUSED.value, EngineState.RECONCILING.value)
-ALERTS_NOT_BUILT = "Price alerts are not built yet: the alerts subsystem is not part of this build"
 
 
 def exit_message(open_positions: int) -> str:
@@ -446,7 +446,10 @@ class OperatorConsole(App[int]):
         self._in_background(lambda: self.link.set_paused(not paused), "pause")
 
     def action_alerts(self) -> None:
-        self.report(Outcome(False, ALERTS_NOT_BUILT))
+        self.push_screen(PriceAlertsScreen(self.link, self.report), lambda _: self._refresh_after_alerts())
+
+    def _refresh_after_alerts(self) -> None:
+        self.run_worker(self.refresh_dashboard(), name="refresh-after-alerts", exit_on_error=False)
 
     def action_log(self) -> None:
         pane = self.query_one(LogPane)
@@ -473,6 +476,7 @@ class OperatorConsole(App[int]):
             ("Rollback panel (r)", list(_bindings(RollbackScreen.BINDINGS))),
             ("TTL screen (t)", list(_bindings(TtlScreen.BINDINGS))),
             ("Trade form (n)", list(_bindings(TradeFormScreen.BINDINGS))),
+            ("Price alerts (a)", list(_bindings(PriceAlertsScreen.BINDINGS))),
             ("Anywhere", [Binding("ctrl+p", "command_palette", "Command palette: every action by name")]),
         ]
         self.push_screen(HelpScreen(sections))

@@ -19,6 +19,7 @@ from engine.actions import ActionRefused, OperatorActions
 from engine.approaches import TradeRejected, TradeRequest, validate_request
 from engine.bad_input import BadInput
 from engine.dashboard import DashboardSnapshot
+from engine.price_alerts import PriceAlertRejected
 from engine.profile import TOGGLES
 from engine.trading_params import TradingParams
 
@@ -209,6 +210,30 @@ class EngineLink:
         result = await self._trading(method, what)
         done = "new entries paused (protection keeps running)" if paused else "new entries resumed"
         return as_outcome(result, done)
+
+    # --- price alerts -------------------------------------------------------------------------
+
+    def price_alerts(self) -> list[dict[str, Any]]:
+        """Every price alert (armed and triggered), as the snapshot's ``price_alerts`` rows."""
+        return list(self._call("price_alerts", "snapshot", "Price alerts")())
+
+    async def add_price_alert(self, text: str) -> Outcome:
+        """Add the alert the operator typed (``BTCUSDT above 100000 [note]``); a refusal says why."""
+        add = self._call("price_alerts", "add_spec", "Price alerts")
+        try:
+            alert = await _resolve(add(text))
+        except PriceAlertRejected as exc:
+            return Outcome(False, f"price alert refused: {'; '.join(exc.errors)}")
+        return Outcome(True, f"price alert #{alert.id} added: {alert.describe()}")
+
+    async def delete_price_alert(self, alert_id: int) -> Outcome:
+        """Delete price alert ``alert_id``."""
+        delete = self._call("price_alerts", "delete", "Price alerts")
+        try:
+            alert = await _resolve(delete(alert_id))
+        except PriceAlertRejected as exc:
+            return Outcome(False, f"price alert not deleted: {'; '.join(exc.errors)}")
+        return Outcome(True, f"price alert #{alert.id} deleted: {alert.describe()}")
 
     def engine_state(self) -> str:
         """``running`` / ``reconciling`` / ``paused`` / ``degraded``: the TP/SL manager's view when it

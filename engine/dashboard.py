@@ -60,6 +60,7 @@ SNAPSHOT_KEYS = (
     "api_calls",
     "alerts",
     "streams",
+    "price_alerts",
 )
 CACHE_CATEGORIES = CATEGORIES
 """The cache categories the snapshot's ``cache`` section lists."""
@@ -339,6 +340,7 @@ class Dashboard:
             "api_calls": {name: venue.calls.as_dict() for name, venue in host.venues.items()},
             "alerts": self._alerts(),
             "streams": tpsl.snapshot_streams() if tpsl is not None else {},
+            "price_alerts": _call(host, "price_alerts", "snapshot", []),
         }
 
     def _engine_state(self) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from engine.cache import DashboardCache
 from engine.clock import Clock, RealClock, VirtualClock, parse_iso_utc
 from engine.dashboard import Dashboard
+from engine.price_alerts import PriceAlertManager
 from engine.profile import Mode, Profile
 from engine.scenario import Scenario
 from engine.settings import Settings
@@ -81,6 +82,7 @@ class EngineRuntime:
         self.trading: Trading | None = None
         self.tpsl: TpslManager | None = None
         self.store: Store | None = None
+        self.price_alerts: PriceAlertManager | None = None  # built in start(), over the store
 
     @property
     def state(self) -> EngineState:
@@ -168,6 +170,7 @@ class EngineRuntime:
             self.tpsl.add_observer(lambda _account, event: dashboard.on_event(event))
         store = self.store
         assert store is not None  # opened by start() before trading
+        self._start_price_alerts(store, self.tpsl)
         await self.profile.register(
             "smart_persistence",
             lambda mode: store.set_policy("smart" if mode is Mode.OPTIMIZED else "simple"),
@@ -176,6 +179,16 @@ class EngineRuntime:
         await self.profile.register(
             "push_streams", lambda mode: manager.set_push_streams(mode is Mode.OPTIMIZED)
         )
+
+    def _start_price_alerts(self, store: Store, manager: TpslManager) -> None:
+        """The operator's price alerts: recovered from the store, fed by the manager's tickers."""
+        alerts = PriceAlertManager(
+            store=store, clock=self.clock, venues=self.venues, raise_alert=manager.raise_alert
+        )
+        alerts.load()
+        manager.add_observer(alerts.on_event)
+        self.spawn("price-alerts", alerts.run())
+        self.price_alerts = alerts
 
     def raise_critical(self, message: str) -> None:
         """A critical alert from below the TP/SL manager (e.g. the venue's IP-ban guard)."""

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from test_console_support import make_console, quiesce, settle
-from textual.widgets import Input, Log
+from textual.widgets import DataTable, Input, Label, Log
 
 from console.app import MAIN_SCREEN_ACTIONS, OperatorConsole
 from console.engine_link import TOGGLES
 from console.screens.confirm import ConfirmScreen
 from console.screens.help import HelpScreen
+from console.screens.price_alerts import PriceAlertsScreen
 from console.screens.rollback import RollbackScreen
 from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
@@ -89,6 +90,7 @@ def _snapshot(marks: dict[str, float], time: str = "2026-01-01T00:00:00.000Z") -
             "api_calls": {},
             "alerts": [],
             "streams": {},
+            "price_alerts": [],
         }
     )
 
@@ -341,14 +343,51 @@ async def test_p_pauses_entries_which_disables_close_and_kill(tmp_path: Path) ->
         assert not app.link.is_paused() and app.check_action("kill", ()) is True
 
 
-async def test_a_says_price_alerts_are_not_built(tmp_path: Path) -> None:
+async def test_a_adds_lists_and_deletes_price_alerts(tmp_path: Path) -> None:
     app = make_console(tmp_path)
-    async with app.run_test(notifications=True) as pilot:
+    async with app.run_test(size=(160, 50), notifications=True) as pilot:
         await settle(app, pilot)
+        assert app.latest is not None and app.latest["price_alerts"] == ()
+        last = app.latest["market"]["BTCUSDT"]["last"]
         await pilot.press("a")
+        assert isinstance(app.screen, PriceAlertsScreen)
+        screen = app.screen
+        field = screen.query_one("#pa-input", Input)
+        assert field.has_focus  # nothing to list yet: ready to type
+        # An "above" level under the current price could never fire: refused inline, nothing added.
+        await pilot.press(*f"BTCUSDT above {last * 0.9:.1f}", "enter")
         await pilot.pause()
-        assert any("Price alerts are not built yet" in t for t in toasts(app))
-        assert "Price alerts are not built yet" in log_text(app)
+        errors = screen.query_one("#pa-errors", Label)
+        assert errors.display and "needs a price above it" in str(errors.content)
+        assert screen.rows == [] and any("price alert refused" in t for t in toasts(app))
+        field.value = ""
+        level = f"{last * 1.05:.1f}"
+        await pilot.press(*f"btcusdt above {level}", "enter")
+        await pilot.pause()
+        assert not errors.display and field.value == ""
+        assert [(r["symbol"], r["condition"], r["armed"]) for r in screen.rows] == [
+            ("BTCUSDT", "above", True)
+        ]
+        table = screen.query_one("#pa-table", DataTable)
+        assert table.row_count == 1 and table.get_row_at(0)[:4] == [
+            "1",
+            "BTCUSDT",
+            "above",
+            f"{float(level):g}",
+        ]
+        added = f"price alert #1 added: BTCUSDT above {float(level):g}"
+        assert added in toasts(app) and added in log_text(app)
+        assert app.runtime.store is not None and "price_alerts" in app.runtime.store.state
+        # Delete it from the table.
+        table.focus()
+        await pilot.press("d")
+        await pilot.pause()
+        assert screen.rows == [] and table.row_count == 0
+        assert f"price alert #1 deleted: BTCUSDT above {float(level):g}" in toasts(app)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, PriceAlertsScreen)
+        await app.workers.wait_for_complete()
+        assert app.latest is not None and app.latest["price_alerts"] == ()
 
 
 async def test_l_enlarges_the_log_and_slash_filters_it(tmp_path: Path) -> None:

@@ -116,9 +116,23 @@ async def test_the_snapshot_keys_the_console_and_the_benchmark_rely_on(sim: SimH
     data: dict[str, Any] = json.loads((await snapshot(sim)).to_json())
     assert list(data) == sorted(SNAPSHOT_KEYS) and set(data) == set(SNAPSHOT_KEYS)
     contract = {
-        "time", "venue", "engine_state", "profile", "accounts", "positions", "orders", "monitors",
-        "ledger", "stats", "market", "insights", "cache", "persistence", "api_calls", "alerts",
-    }  # fmt: skip  (shared/CONTRACTS.md: keys may be added, never removed or renamed)
+        "time",
+        "venue",
+        "engine_state",
+        "profile",
+        "accounts",
+        "positions",
+        "orders",
+        "monitors",
+        "ledger",
+        "stats",
+        "market",
+        "insights",
+        "cache",
+        "persistence",
+        "api_calls",
+        "alerts",
+    }  # shared/CONTRACTS.md: keys may be added, never removed or renamed
     assert contract <= set(data)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data["time"])
     assert data["venue"] == "sim"
@@ -291,7 +305,6 @@ class FakeTpsl:
 
     def snapshot_streams(self) -> dict[str, Any]:
         return {"main": {"push": True, "connected": True, "last_event_age_s": 0.5}}
-
 
 
 async def test_monitors_ledger_stats_and_alerts_come_from_the_tpsl_manager(sim: SimHost) -> None:

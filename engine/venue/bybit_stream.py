@@ -136,7 +136,6 @@ class _ManagedWebSocket(WebSocket):
             return
         super()._process_subscription_message(message)
 
-
     def _process_normal_message(self, message: dict[str, Any]) -> None:
         # Same race for data: pybit registers a topic's callback after sending the subscription, so
         # the first push can arrive before it. Keep pybit's local ticker state (later deltas build

@@ -1,0 +1,137 @@
+"""The price-alerts screen: every alert (armed or triggered), a line to add one, and delete.
+
+Typing ``BTCUSDT above 100000`` and Enter adds an alert through the engine, which checks the symbol
+and that the level is on the right side of the current last price; a refusal is shown under the line.
+``d`` (or delete) on the table removes the selected alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, Label
+
+from console.engine_link import EngineLink, NotAvailable, Outcome
+
+log = logging.getLogger("opconsole.console")
+
+COLUMNS = (("id", "#"), ("symbol", "Symbol"), ("condition", "When"), ("price", "Price"), ("state", "State"))
+
+
+def alert_cells(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """One alert as table cells: id, symbol, condition, price, and armed or when it fired."""
+    fired = str(row.get("triggered_at") or "")
+    state = "armed" if row.get("armed") else f"fired {fired[:19].replace('T', ' ')}"
+    note = f" ({row['note']})" if row.get("note") else ""
+    return (
+        str(row["id"]),
+        f"{row['symbol']}{note}",
+        str(row["condition"]),
+        f"{float(row['price']):g}",
+        state,
+    )
+
+
+class PriceAlertsScreen(ModalScreen[None]):
+    """List, add and delete price alerts."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("d,delete", "delete", "Delete selected"),
+        Binding("escape", "close", "Close"),
+    ]
+
+    def __init__(self, link: EngineLink, report: Callable[[Outcome], None]) -> None:
+        super().__init__(classes="dialog")
+        self._link = link
+        self._report = report
+        self.rows: list[Mapping[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("Price alerts", id="dialog-title")
+            yield DataTable(id="pa-table", cursor_type="row", zebra_stripes=False)
+            yield Input(
+                placeholder="SYMBOL above|below PRICE [note], e.g. BTCUSDT above 100000", id="pa-input"
+            )
+            yield Label("", id="pa-errors")
+            hint = "enter add · d delete selected · tab switch · esc close — saved at once"
+            yield Label(hint, id="dialog-hint")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#pa-table", DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        self.reload()
+        (table if self.rows else self.query_one("#pa-input", Input)).focus()
+
+    def reload(self) -> None:
+        """Refill the table from the engine (a handful of rows: no need to diff)."""
+        try:
+            rows: Sequence[Mapping[str, Any]] = self._link.price_alerts()
+        except NotAvailable as exc:
+            self.show_errors([str(exc)])
+            rows = []
+        self.rows = list(rows)
+        table = self.query_one("#pa-table", DataTable)
+        table.clear()
+        for row in self.rows:
+            table.add_row(*alert_cells(row), key=str(row["id"]))
+
+    def show_errors(self, errors: Sequence[str]) -> None:
+        """The reasons of a refusal under the input line (cleared by an empty list)."""
+        label = self.query_one("#pa-errors", Label)
+        label.update("\n".join(errors))
+        label.set_class(bool(errors), "-visible")
+
+    @property
+    def selected_id(self) -> int | None:
+        """The id of the alert under the table's cursor, None when there is none."""
+        table = self.query_one("#pa-table", DataTable)
+        if not self.rows or not 0 <= table.cursor_row < len(self.rows):
+            return None
+        return int(self.rows[table.cursor_row]["id"])
+
+    @on(Input.Submitted, "#pa-input")
+    async def _submitted(self, event: Input.Submitted) -> None:
+        await self.add(event.value)
+
+    async def add(self, text: str) -> None:
+        """Add the alert ``text`` describes; a refusal stays visible under the line."""
+        outcome = await self._guarded(lambda: self._link.add_price_alert(text))
+        self._report(outcome)
+        if not outcome.ok:
+            self.show_errors([outcome.message])
+            return
+        self.show_errors([])
+        self.query_one("#pa-input", Input).value = ""
+        self.reload()
+
+    async def action_delete(self) -> None:
+        alert_id = self.selected_id
+        if alert_id is None:
+            self.show_errors(["no alert selected"])
+            return
+        outcome = await self._guarded(lambda: self._link.delete_price_alert(alert_id))
+        self._report(outcome)
+        self.show_errors([] if outcome.ok else [outcome.message])
+        self.reload()
+
+    @staticmethod
+    async def _guarded(action: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        try:
+            return await action()
+        except NotAvailable as exc:
+            return Outcome(False, str(exc))
+        except Exception as exc:  # an engine error must reach the operator, not close the screen
+            log.exception("price alert action failed")
+            return Outcome(False, f"{type(exc).__name__}: {exc}")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
