@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.bad_input import BadInput
-from engine.settings import Settings, load_settings
+from engine.core.errors import BadInput
+from engine.core.settings import Settings, load_settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.headless:
         raise BadInput("run", "only --headless is supported; run plain `opconsole` for the console")
     _setup_logging(args.verbose)
-    from engine.headless import HeadlessOptions, run_headless
+    from engine.commands.headless import HeadlessOptions, run_headless
 
     settings = _settings(args)
     options = HeadlessOptions(
@@ -166,7 +166,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_sim_server(args: argparse.Namespace) -> int:
     _setup_logging(False)
     try:
-        from engine.sim.bybit_server import main as server_main
+        from engine.sim.server.rest import main as server_main
     except ImportError:
         return fail("sim-server", "the fake Bybit V5 server is not built yet", EXIT_FAILURE)
     settings = _settings(args)
@@ -190,7 +190,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
 
 def cmd_export_trades(args: argparse.Namespace) -> int:
-    from engine.export import export_trades
+    from engine.commands.export import export_trades
 
     settings = _settings(args)
     return export_trades(settings.state_dir(args.state_dir), args.file)

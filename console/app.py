@@ -57,10 +57,10 @@ from console.widgets.key_footer import KeyFooter
 from console.widgets.log_pane import LogPane
 from console.widgets.stats_panel import StatsPanel
 from console.widgets.status_bar import StatusBar
-from engine.clock import Clock, RealClock, parse_iso_utc
-from engine.dashboard import DashboardSnapshot
-from engine.runtime import EngineRuntime, EngineState
-from engine.settings import Settings, SettingsError, save_override
+from engine.core.clock import Clock, RealClock, parse_iso_utc
+from engine.core.settings import Settings, SettingsError, save_override
+from engine.dashboard.snapshot import DashboardSnapshot
+from engine.runtime.assembly import EngineRuntime, EngineState
 from themes import ALL_THEMES, CONSOLE_VARIABLES, DEFAULT_THEME, next_theme
 
 log = logging.getLogger("opconsole.console")
@@ -99,7 +99,7 @@ def exit_message(open_positions: int) -> str:
 
 
 class OperatorConsole(App[int]):
-    """The operator console over one :class:`~engine.runtime.EngineRuntime`.
+    """The operator console over one :class:`~engine.runtime.assembly.EngineRuntime`.
 
     ``clock`` and ``runtime`` can be injected (tests use a frozen virtual clock so snapshots are
     stable); ``auto_refresh=False`` leaves refreshing to the caller (:meth:`refresh_dashboard`);

@@ -15,16 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.actions import ActionRefused, OperatorActions
-from engine.approaches import TradeRejected, TradeRequest, validate_request
-from engine.bad_input import BadInput
-from engine.dashboard import DashboardSnapshot
-from engine.price_alerts import PriceAlertRejected
-from engine.profile import TOGGLES
-from engine.trading_params import TradingParams
+from engine.alerts.price import PriceAlertRejected
+from engine.core.errors import BadInput
+from engine.core.profile import TOGGLES
+from engine.dashboard.snapshot import DashboardSnapshot
+from engine.trading.approaches import TradeRejected, TradeRequest, validate_request
+from engine.trading.operator import ActionRefused, OperatorActions
+from engine.trading.params import TradingParams
 
 if TYPE_CHECKING:
-    from engine.runtime import EngineRuntime
+    from engine.runtime.assembly import EngineRuntime
 
 log = logging.getLogger("opconsole.console")
 
@@ -46,7 +46,7 @@ async def _resolve(value: Any) -> Any:
 
 
 class EngineLink:
-    """Operator actions and snapshot reads over an :class:`~engine.runtime.EngineRuntime`."""
+    """Operator actions and snapshot reads over an :class:`~engine.runtime.assembly.EngineRuntime`."""
 
     def __init__(self, runtime: EngineRuntime) -> None:
         self.runtime = runtime
@@ -78,7 +78,7 @@ class EngineLink:
         dashboard = getattr(self.runtime, "dashboard", None)
         if dashboard is not None and hasattr(dashboard, "snapshot"):
             return await _resolve(dashboard.snapshot())
-        from engine.dashboard import build_snapshot
+        from engine.dashboard.snapshot import build_snapshot
 
         return await build_snapshot(self.runtime)
 
@@ -134,7 +134,7 @@ class EngineLink:
     # --- trading ----------------------------------------------------------------------------
 
     def _actions(self, what: str) -> Any:
-        """The runtime's :class:`~engine.actions.OperatorActions` (or one over its TP/SL manager)."""
+        """The runtime's :class:`~engine.trading.operator.OperatorActions` (or one over its TP/SL manager)."""
         actions = getattr(self.runtime, "actions", None)
         if actions is None:
             actions = getattr(getattr(self.runtime, "trading", None), "actions", None)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.clock import parse_iso_utc
+from engine.core.clock import parse_iso_utc
 
 POSITIVE = "pnl-positive"
 NEGATIVE = "pnl-negative"

@@ -1,6 +1,6 @@
 """The time source the store runs on, duck-typed so that persistence never imports the engine.
 
-The engine passes its ``engine.clock.Clock`` (RealClock or VirtualClock); both satisfy this protocol,
+The engine passes its ``engine.core.clock.Clock`` (RealClock or VirtualClock); both satisfy this protocol,
 so flush timers sleep on virtual time in a simulation and replay an hour in a fraction of a second.
 """
 

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.headless import HeadlessOptions, run_engine
-from engine.settings import load_settings
+from engine.commands.headless import HeadlessOptions, run_engine
+from engine.core.settings import load_settings
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ import time
 
 from pybit.unified_trading import HTTP
 
-from engine.clock import RealClock
-from engine.sim.bybit_server import BybitServer
+from engine.core.clock import RealClock
 from engine.sim.exchange import SimExchange
-from engine.venue.bybit import BybitVenue
-from engine.venue.bybit_keys import ApiKeys
+from engine.sim.server.rest import BybitServer
+from engine.venue.bybit.keys import ApiKeys
+from engine.venue.bybit.venue import BybitVenue
 
 KEY, SECRET = "RTTKEY0123456789", "RTTSECRET0123456789abcdef"
 

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.clock import RealClock
+from engine.core.clock import RealClock
 from persistence import Reason, Store
 from persistence.codec import canonical
 from persistence.layout import StateFiles

@@ -37,11 +37,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.cache import CATEGORIES
-from engine.clock import VirtualClock, parse_iso_utc
-from engine.models import OrderRequest, OrderType, Side, TriggerDirection
-from engine.runtime import EngineRuntime
-from engine.settings import load_settings
+from engine.core.clock import VirtualClock, parse_iso_utc
+from engine.core.models import OrderRequest, OrderType, Side, TriggerDirection
+from engine.core.settings import load_settings
+from engine.dashboard.cache import CATEGORIES
+from engine.runtime.assembly import EngineRuntime
 from engine.sim.instruments import CATALOG
 
 T = TypeVar("T")

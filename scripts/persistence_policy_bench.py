@@ -23,9 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from engine.clock import VirtualClock
+from persistence_workload import DiskFollower, ReplayResult, monitor_hour, replay, virtual_driver
+
+from engine.core.clock import VirtualClock
 from persistence import Store
-from persistence.workload import DiskFollower, ReplayResult, monitor_hour, replay, virtual_driver
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z: any fixed epoch keeps runs identical
 

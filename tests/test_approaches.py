@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.approaches import (
+from engine.core.models import Instrument, OrderType, Side
+from engine.trading.approaches import (
     Approach,
     TradeRejected,
     TradeRequest,
@@ -17,8 +18,7 @@ from engine.approaches import (
     split_tp_quantities,
     validate_request,
 )
-from engine.models import Instrument, OrderType, Side
-from engine.trading_params import TradingParams
+from engine.trading.params import TradingParams
 
 BTC = Instrument("BTCUSDT", tick_size=0.1, qty_step=0.001, min_qty=0.001, max_qty=100.0)
 SOL = Instrument("SOLUSDT", tick_size=0.01, qty_step=0.1, min_qty=0.1, max_qty=80_000.0)

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.bad_input import BadInput
-from engine.models import (
+from engine.core.errors import BadInput
+from engine.core.models import (
     AmendRequest,
     CancelRequest,
     Execution,
@@ -31,12 +31,11 @@ from engine.models import (
     Wallet,
     round_to_step,
 )
-from engine.settings import load_settings
+from engine.core.settings import load_settings
 from engine.sim.instruments import listings
-from engine.venue.bybit import batch_results, map_exception, resolve_endpoints
-from engine.venue.bybit_keys import MASK, ApiKeys, SecretRedactor, load_keys, redact
-from engine.venue.bybit_limits import Budget, RateBudget, pacing_delay, parse_limit_headers
-from engine.venue.bybit_parse import (
+from engine.venue.bybit.keys import MASK, ApiKeys, SecretRedactor, load_keys, redact
+from engine.venue.bybit.limits import Budget, RateBudget, pacing_delay, parse_limit_headers
+from engine.venue.bybit.parse import (
     next_cursor,
     opt_price,
     parse_amend_request,
@@ -49,9 +48,10 @@ from engine.venue.bybit_parse import (
     parse_ticker,
     parse_wallet,
 )
-from engine.venue.bybit_retry import RetryPolicy, rate_limit_wait
-from engine.venue.bybit_stream import ExecutionDedup
-from engine.venue.bybit_wire import (
+from engine.venue.bybit.retry import RetryPolicy, rate_limit_wait
+from engine.venue.bybit.stream import ExecutionDedup
+from engine.venue.bybit.venue import batch_results, map_exception, resolve_endpoints
+from engine.venue.bybit.wire import (
     amend_params,
     cancel_params,
     execution_json,

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from engine.clock import RealClock
-from engine.models import (
+from engine.core.clock import RealClock
+from engine.core.models import (
     AmendRequest,
     CancelRequest,
     Execution,
@@ -33,14 +33,14 @@ from engine.models import (
     VenueEvent,
     Wallet,
 )
-from engine.settings import load_settings
-from engine.sim.bybit_server import BybitServer, serve, serving
+from engine.core.settings import load_settings
 from engine.sim.exchange import SimExchange
+from engine.sim.server.rest import BybitServer, serve, serving
 from engine.venue.base import Endpoint
-from engine.venue.bybit import SERVER_TIME, BybitVenue, IpGuard
-from engine.venue.bybit_keys import MASK, ApiKeys, install_redaction
-from engine.venue.bybit_retry import RetryPolicy
-from engine.venue.bybit_stream import StreamOptions
+from engine.venue.bybit.keys import MASK, ApiKeys, install_redaction
+from engine.venue.bybit.retry import RetryPolicy
+from engine.venue.bybit.stream import StreamOptions
+from engine.venue.bybit.venue import SERVER_TIME, BybitVenue, IpGuard
 from engine.venue.errors import AuthError, IpBanned, OrderNotFound, QtyTooSmall, TransientError
 
 KEY, SECRET = "MAINKEY0123456789", "MAINSECRET0123456789abcdef"
@@ -416,7 +416,7 @@ async def test_a_bad_message_never_kills_the_stream(
 ) -> None:
     events = venue.stream()
     await next_event(events, is_status(True, "connected"))
-    with caplog.at_level(logging.ERROR, logger="engine.venue.bybit_stream"):
+    with caplog.at_level(logging.ERROR, logger="engine.venue.bybit.stream"):
         await server.push_raw("main", "execution", [{"symbol": "BTCUSDT", "side": "Sideways"}])
         ack = await venue.place(OrderRequest("BTCUSDT", Side.BUY, OrderType.MARKET, 0.01, link_id="after"))
         fill = await next_event(events, lambda e: isinstance(e, Execution))

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from engine.cache import CATEGORIES, SHARED, DashboardCache, account_key, market_key
-from engine.clock import VirtualClock
-from engine.models import Execution, Order, OrderStatus, OrderType, Side, StreamStatus, Ticker, Wallet
-from engine.profile import Mode
+from engine.core.clock import VirtualClock
+from engine.core.models import Execution, Order, OrderStatus, OrderType, Side, StreamStatus, Ticker, Wallet
+from engine.core.profile import Mode
+from engine.dashboard.cache import CATEGORIES, SHARED, DashboardCache, account_key, market_key
 
 BASELINE = dict(zip(CATEGORIES, (30.0, 10.0, 10.0, 60.0, 60.0, 600.0, 20.0), strict=True))
 OPTIMIZED = dict(zip(CATEGORIES, (60.0, 15.0, 15.0, 300.0, 180.0, 1800.0, 30.0), strict=True))

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from engine.clock import RealClock, VirtualClock, iso_utc, parse_iso_utc
+from engine.core.clock import RealClock, VirtualClock, iso_utc, parse_iso_utc
 
 
 async def test_sleepers_wake_in_deadline_order_at_their_virtual_time() -> None:

@@ -26,8 +26,8 @@ from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
 from console.widgets.diff_table import DiffTable
 from console.widgets.log_pane import LogPane
-from engine.dashboard import freeze
-from engine.settings import OVERRIDE_FILE
+from engine.core.settings import OVERRIDE_FILE
+from engine.dashboard.snapshot import freeze
 
 
 def toasts(app: OperatorConsole) -> list[str]:

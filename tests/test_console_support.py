@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from console.app import OperatorConsole
-from engine.clock import VirtualClock, parse_iso_utc
-from engine.settings import load_settings
+from engine.core.clock import VirtualClock, parse_iso_utc
+from engine.core.settings import load_settings
 
 
 def make_console(tmp_path: Path, **values: Any) -> OperatorConsole:

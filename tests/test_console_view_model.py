@@ -24,8 +24,8 @@ from console.view_model import (
     trade_stats,
     venue_badge,
 )
-from engine.approaches import Approach
-from engine.models import Side
+from engine.core.models import Side
+from engine.trading.approaches import Approach
 from persistence.store import FlushResult
 from themes import ALL_THEMES, CONSOLE_VARIABLE_NAMES, next_theme
 

@@ -15,18 +15,18 @@ from typing import Any
 
 import pytest
 
-from engine.cache import CATEGORIES
-from engine.clock import VirtualClock, parse_iso_utc
-from engine.dashboard import SNAPSHOT_KEYS, Dashboard, DashboardSnapshot
-from engine.headless import HeadlessOptions, run_engine
-from engine.models import OrderRequest, OrderType, Side, Trade, TriggerDirection
-from engine.profile import TOGGLES, Profile
-from engine.runtime import EngineRuntime, EngineState
-from engine.settings import Settings, load_settings
+from engine.commands.headless import HeadlessOptions, run_engine
+from engine.core.clock import VirtualClock, parse_iso_utc
+from engine.core.models import OrderRequest, OrderType, Side, Trade, TriggerDirection
+from engine.core.profile import TOGGLES, Profile
+from engine.core.settings import Settings, load_settings
+from engine.dashboard.cache import CATEGORIES
+from engine.dashboard.snapshot import SNAPSHOT_KEYS, Dashboard, DashboardSnapshot
+from engine.runtime.assembly import EngineRuntime, EngineState
 from engine.sim.exchange import SimExchange
-from engine.stats import Ledger
+from engine.sim.venue import SimVenue
+from engine.trading.ledger import Ledger
 from engine.venue.base import Endpoint, Venue
-from engine.venue.sim import SimVenue
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
 
@@ -266,7 +266,7 @@ async def test_headless_snapshot_out_is_this_snapshot(tmp_path: Path) -> None:
 
 
 class FakeTpsl:
-    """The slice of engine.tpsl.TpslManager the dashboard reads (its monitors, ledger and alerts)."""
+    """The slice of the TpslManager the dashboard reads (its monitors, ledger and alerts)."""
 
     def __init__(self, sl_price: float) -> None:
         self.monitors = {

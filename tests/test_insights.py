@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from engine.insights import (
+from engine.core.models import Order, OrderStatus, OrderType, Position, Side, Ticker, Wallet
+from engine.dashboard.insights import (
     InsightsProvider,
     adverse_distance,
     drawdown_pct,
@@ -16,7 +17,6 @@ from engine.insights import (
     risk_notes,
     stop_prices,
 )
-from engine.models import Order, OrderStatus, OrderType, Position, Side, Ticker, Wallet
 
 
 def position(symbol: str, side: Side, size: float, mark: float, account: str = "main") -> Position:

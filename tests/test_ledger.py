@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from engine.models import Side, Trade
-from engine.stats import CHUNK, Ledger, chunk_key
+from engine.core.models import Side, Trade
+from engine.trading.ledger import CHUNK, Ledger, chunk_key
 
 
 def trade(i: int, pnl: float, reason: str = "tp") -> Trade:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.clock import VirtualClock
+from persistence_workload import DiskFollower, ReplayResult, monitor_hour, replay, virtual_driver
+
+from engine.core.clock import VirtualClock
 from persistence import Reason, Store
-from persistence.workload import DiskFollower, ReplayResult, monitor_hour, replay, virtual_driver
 
 START = 1_767_225_600.0
 MONITORS = 15

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.clock import VirtualClock
+from engine.core.clock import VirtualClock
 from persistence import Reason, RecoveryReport, Store, StoreFailed, UnsupportedSnapshot
 from persistence.codec import canonical
 from persistence.layout import StateFiles

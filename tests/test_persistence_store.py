@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine.clock import VirtualClock
+from engine.core.clock import VirtualClock
 from persistence import Reason, StateLocked, Store, StoreFailed
 from persistence.codec import decode_snapshot
 from persistence.durable import JournalAppender
@@ -245,7 +245,7 @@ async def test_another_process_is_refused(tmp_path: Path, open_store: OpenStore)
     await open_store()
     code = (
         "import sys\nfrom pathlib import Path\nfrom persistence import Store, StateLocked\n"
-        "from engine.clock import RealClock\n"
+        "from engine.core.clock import RealClock\n"
         "try:\n    Store(Path(sys.argv[1]), clock=RealClock()).load()\n"
         "except StateLocked as exc:\n    print('LOCKED', exc)\n"
     )

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from engine.clock import VirtualClock, parse_iso_utc
-from engine.models import Ticker
-from engine.price_alerts import (
+from engine.alerts.price import (
     PriceAlert,
     PriceAlertBook,
     PriceAlertRejected,
     parse_alert_spec,
 )
-from engine.runtime import EngineRuntime
-from engine.settings import load_settings
+from engine.core.clock import VirtualClock, parse_iso_utc
+from engine.core.models import Ticker
+from engine.core.settings import load_settings
+from engine.runtime.assembly import EngineRuntime
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

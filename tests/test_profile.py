@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.profile import PENDING, TOGGLES, Mode, Profile, profile_badge
-from engine.settings import OVERRIDE_FILE, load_settings
+from engine.core.profile import PENDING, TOGGLES, Mode, Profile, profile_badge
+from engine.core.settings import OVERRIDE_FILE, load_settings
 
 
 async def test_toggles_without_a_subsystem_are_pending_and_still_remembered(tmp_path: Path) -> None:

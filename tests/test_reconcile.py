@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from tpsl_builders import BTC, P, fill, with_position
 
-from engine.link_ids import make_link_id
-from engine.models import Monitor, Order, OrderStatus, OrderType, Phase, Position, Side, SlotStatus
-from engine.order_actions import AmendOrder, PlaceOrder
-from engine.reconcile import VenueView, reconcile_account
+from engine.core.link_ids import make_link_id
+from engine.core.models import Monitor, Order, OrderStatus, OrderType, Phase, Position, Side, SlotStatus
+from engine.trading.orders import AmendOrder, PlaceOrder
+from engine.trading.reconcile import VenueView, reconcile_account
 
 NOW = 5000.0
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.approaches import Approach
-from engine.bad_input import BadInput
-from engine.headless import HeadlessOptions, run_engine
-from engine.models import Side
-from engine.scenario import demo_trades, load_scenario, parse_scenario, state_is_empty
-from engine.settings import load_settings
-from engine.trading_params import TradingParams
+from engine.commands.headless import HeadlessOptions, run_engine
+from engine.core.errors import BadInput
+from engine.core.models import Side
+from engine.core.settings import load_settings
+from engine.runtime.scenario import demo_trades, load_scenario, parse_scenario, state_is_empty
+from engine.trading.approaches import Approach
+from engine.trading.params import TradingParams
 
 P = TradingParams()
 EXAMPLE = """
@@ -131,8 +131,8 @@ async def test_headless_scenario_run_lists_monitors_and_ledger(tmp_path: Path) -
 
 
 def test_demo_trades_only_where_the_market_is_the_simulator() -> None:
-    from engine.settings import load_settings
-    from engine.trading import market_is_simulated
+    from engine.core.settings import load_settings
+    from engine.runtime.trading_setup import market_is_simulated
 
     base = load_settings()
     assert market_is_simulated(base)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.settings import (
+from engine.core.settings import (
     OVERRIDE_FILE,
     SettingsError,
     find_config,

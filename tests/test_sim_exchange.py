@@ -9,8 +9,8 @@ import asyncio
 
 import pytest
 
-from engine.clock import VirtualClock
-from engine.models import (
+from engine.core.clock import VirtualClock
+from engine.core.models import (
     AmendRequest,
     CancelRequest,
     Execution,

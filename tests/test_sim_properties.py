@@ -20,8 +20,8 @@ from fractions import Fraction
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from engine.clock import VirtualClock
-from engine.models import (
+from engine.core.clock import VirtualClock
+from engine.core.models import (
     CancelRequest,
     Execution,
     OrderRequest,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.clock import VirtualClock
-from engine.models import OrderRequest, OrderType, Side, TriggerBy, TriggerDirection
-from engine.settings import load_settings
+from engine.core.clock import VirtualClock
+from engine.core.models import OrderRequest, OrderType, Side, TriggerBy, TriggerDirection
+from engine.core.settings import load_settings
 from engine.sim.exchange import STATE_FILE, SimExchange
 from engine.sim.feed import BASIS_CAP
 from engine.sim.state import SimStateError

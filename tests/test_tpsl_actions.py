@@ -12,9 +12,9 @@ import asyncio
 import pytest
 from tpsl_harness import SYMBOL, Harness, Market, assert_protected, on_both_venues
 
-from engine.actions import ActionRefused, OperatorActions
-from engine.approaches import Approach, TradeRejected
-from engine.models import OrderRequest, OrderType, Side
+from engine.core.models import OrderRequest, OrderType, Side
+from engine.trading.approaches import Approach, TradeRejected
+from engine.trading.operator import ActionRefused, OperatorActions
 from engine.venue.base import Endpoint
 from engine.venue.errors import TransientError
 

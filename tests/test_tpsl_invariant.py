@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tpsl_harness import SYMBOL, Harness, assert_protected
 
-from engine.approaches import Approach
-from engine.models import OrderRequest, OrderType, Side
+from engine.core.models import OrderRequest, OrderType, Side
+from engine.trading.approaches import Approach
 
 EXAMPLES = int(os.environ.get("OPCONSOLE_HYPOTHESIS_EXAMPLES", "25"))
 START = 100_000.0

@@ -16,9 +16,9 @@ from collections import Counter
 import pytest
 from tpsl_harness import SYMBOL, Crash, Harness, Market, MemoryStore, assert_protected, on_both_venues
 
-from engine.approaches import Approach
-from engine.link_ids import make_link_id, parse_link_id
-from engine.models import OrderRequest, OrderType, Phase, Side
+from engine.core.link_ids import make_link_id, parse_link_id
+from engine.core.models import OrderRequest, OrderType, Phase, Side
+from engine.trading.approaches import Approach
 
 PATH = [98_900.0, 97_900.0, 101_100.0, 102_100.0, 103_100.0, 104_100.0]
 """e2, e3, TP1 (breakeven), TP2, TP3, TP4: a full conservative trade."""
@@ -143,7 +143,7 @@ async def test_missing_stop_loss_is_replaced_by_reconciliation() -> None:
 
 
 def _cancel(order_id: str):
-    from engine.models import CancelRequest
+    from engine.core.models import CancelRequest
 
     return CancelRequest(SYMBOL, order_id=order_id)
 

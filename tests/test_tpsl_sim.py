@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from tpsl_harness import SYMBOL, Harness, Market, assert_protected, on_both_venues, stop_orders
 
-from engine.approaches import Approach, TradeRejected
-from engine.link_ids import purpose_of
-from engine.models import OrderRequest, OrderType, Phase, Side
-from engine.trading_params import TradingParams
+from engine.core.link_ids import purpose_of
+from engine.core.models import OrderRequest, OrderType, Phase, Side
+from engine.trading.approaches import Approach, TradeRejected
+from engine.trading.params import TradingParams
 from engine.venue.base import Endpoint
 from engine.venue.errors import InvalidRequest, RateLimited
 

@@ -7,9 +7,8 @@ import json
 import pytest
 from tpsl_builders import BTC, P, ack_all, fill, kinds, opened, request, with_position
 
-from engine.approaches import Approach, plan_trade
-from engine.link_ids import MAX_LEN, make_link_id, new_monitor_id, parse_link_id, purpose_of
-from engine.models import (
+from engine.core.link_ids import MAX_LEN, make_link_id, new_monitor_id, parse_link_id, purpose_of
+from engine.core.models import (
     Execution,
     Monitor,
     Order,
@@ -21,7 +20,8 @@ from engine.models import (
     SlotStatus,
     TriggerDirection,
 )
-from engine.monitor import (
+from engine.trading.approaches import Approach, plan_trade
+from engine.trading.monitor import (
     apply_execution,
     apply_order_update,
     apply_price,
@@ -32,8 +32,8 @@ from engine.monitor import (
     open_monitor,
     request_close,
 )
-from engine.order_actions import ActionResult, AmendOrder, CancelOrder, PlaceOrder
-from engine.trading_params import TradingParams
+from engine.trading.orders import ActionResult, AmendOrder, CancelOrder, PlaceOrder
+from engine.trading.params import TradingParams
 from engine.venue.errors import InvalidRequest, OrderNotFound
 from persistence.reasons import Reason
 

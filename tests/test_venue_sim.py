@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from engine.clock import VirtualClock
-from engine.models import (
+from engine.core.clock import VirtualClock
+from engine.core.models import (
     CancelRequest,
     Execution,
     OrderRequest,
@@ -18,9 +18,9 @@ from engine.models import (
     Ticker,
 )
 from engine.sim.exchange import SimExchange
+from engine.sim.venue import SimVenue
 from engine.venue.base import Endpoint, Venue
 from engine.venue.errors import InvalidRequest, QtyTooSmall, RateLimited, TransientError
-from engine.venue.sim import SimVenue
 
 ETH = "ETHUSDT"
 

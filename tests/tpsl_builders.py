@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 
-from engine.approaches import Approach, TradeRequest, plan_trade
-from engine.models import Execution, Instrument, Monitor, OrderAck, OrderType, Side
-from engine.monitor import Transition, apply_execution, apply_results, new_monitor, open_monitor
-from engine.order_actions import ActionResult
-from engine.trading_params import TradingParams
+from engine.core.models import Execution, Instrument, Monitor, OrderAck, OrderType, Side
+from engine.trading.approaches import Approach, TradeRequest, plan_trade
+from engine.trading.monitor import Transition, apply_execution, apply_results, new_monitor, open_monitor
+from engine.trading.orders import ActionResult
+from engine.trading.params import TradingParams
 
 BTC = Instrument("BTCUSDT", tick_size=0.1, qty_step=0.001, min_qty=0.001, max_qty=100.0)
 P = TradingParams()

@@ -3,9 +3,9 @@ manager wired to them.
 
 Two ways to reach the market, so the same scenario runs over both (:func:`on_both_venues`):
 
-- ``sim``: the in-process :class:`~engine.venue.sim.SimVenue` on a virtual clock (no real sleeps,
+- ``sim``: the in-process :class:`~engine.sim.venue.SimVenue` on a virtual clock (no real sleeps,
   deterministic); :meth:`Harness.settle` drives virtual time.
-- ``bybit``: :class:`~engine.venue.bybit.BybitVenue` (the real pybit client, REST and WebSockets)
+- ``bybit``: :class:`~engine.venue.bybit.venue.BybitVenue` (the real pybit client, REST and WebSockets)
   against the fake Bybit V5 server on 127.0.0.1, on the wall clock. pybit's calls and WebSocket
   threads are invisible to a virtual clock, so here :meth:`BybitHarness.settle` waits for a
   condition instead of for time: the engine has applied every event the exchange published (see
@@ -23,19 +23,19 @@ from typing import Any
 
 import pytest
 
-from engine.approaches import Approach, TradeRequest
-from engine.clock import Clock, RealClock, VirtualClock
-from engine.models import Order, Position, Side, Ticker, VenueEvent, Wallet
-from engine.sim.bybit_server import BybitServer
+from engine.core.clock import Clock, RealClock, VirtualClock
+from engine.core.models import Order, Position, Side, Ticker, VenueEvent, Wallet
 from engine.sim.exchange import SimExchange
-from engine.tpsl import TpslManager
-from engine.trading_params import MonitorTiming, TradingParams
+from engine.sim.server.rest import BybitServer
+from engine.sim.venue import SimVenue
+from engine.trading.approaches import Approach, TradeRequest
+from engine.trading.manager import TpslManager
+from engine.trading.params import MonitorTiming, TradingParams
 from engine.venue.base import Venue
-from engine.venue.bybit import BybitVenue, IpGuard
-from engine.venue.bybit_keys import ApiKeys
-from engine.venue.bybit_retry import RetryPolicy
-from engine.venue.bybit_stream import StreamOptions
-from engine.venue.sim import SimVenue
+from engine.venue.bybit.keys import ApiKeys
+from engine.venue.bybit.retry import RetryPolicy
+from engine.venue.bybit.stream import StreamOptions
+from engine.venue.bybit.venue import BybitVenue, IpGuard
 from persistence.reasons import Reason
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
 from console.engine_link import EngineLink, NotAvailable, Outcome
-from engine.profile import TOGGLES
+from engine.core.profile import TOGGLES
 
 TOGGLE_HELP = {
     "cache_ttls": "long TTLs + invalidation on events  |  baseline: the original short TTLs",

@@ -19,8 +19,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
 from console.engine_link import EngineLink, NotAvailable, Outcome
-from engine.approaches import Approach, TradeRequest
-from engine.models import Side
+from engine.core.models import Side
+from engine.trading.approaches import Approach, TradeRequest
 
 NUMBER_FIELDS = ("margin", "leverage", "sl")
 LIST_FIELDS = ("entries", "tps")

@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label
 
 from console.engine_link import EngineLink, NotAvailable, Outcome
-from engine.settings import SettingsError, save_override
+from engine.core.settings import SettingsError, save_override
 
 MAX_TTL_S = 86_400.0
 

@@ -1,7 +1,7 @@
 """One simulated account: its USDT balance, positions, leverage, working orders and recent history.
 
 The account holds state and answers questions about it (margin in use, available balance, views as
-:mod:`engine.models` records); the order lifecycle that changes it lives in :mod:`engine.sim.matcher`.
+:mod:`engine.core.models` records); the order lifecycle that changes it lives in :mod:`engine.sim.matcher`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from engine.models import Execution, OrderType, Position, Side, Wallet
+from engine.core.models import Execution, OrderType, Position, Side, Wallet
 from engine.sim.fills import dec, money
 from engine.sim.ledger import ZERO, initial_margin, unrealised_pnl
 from engine.sim.orders import WorkingOrder

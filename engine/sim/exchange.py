@@ -5,8 +5,8 @@
 (:mod:`~engine.sim.account`), the order lifecycle (:mod:`~engine.sim.matcher`), push subscriptions
 (:mod:`~engine.sim.streams`), rate limits (:mod:`~engine.sim.ratelimit`), fault injection
 (:mod:`~engine.sim.faults`) and its state file (:mod:`~engine.sim.state`). Its API speaks
-:mod:`engine.models` records and raises :mod:`engine.venue.errors`, so the in-process venue
-(:class:`engine.venue.sim.SimVenue`) and the fake Bybit V5 server both wrap it without translating
+:mod:`engine.core.models` records and raises :mod:`engine.venue.errors`, so the in-process venue
+(:class:`engine.sim.venue.SimVenue`) and the fake Bybit V5 server both wrap it without translating
 semantics.
 
 Order entry and reads do not consume rate budget or injected faults by themselves: the layer that
@@ -28,8 +28,8 @@ from decimal import InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.clock import Clock
-from engine.models import (
+from engine.core.clock import Clock
+from engine.core.models import (
     AmendRequest,
     CancelRequest,
     Execution,
@@ -62,7 +62,7 @@ from engine.sim.streams import EventHub
 from engine.venue.errors import AuthError, VenueError
 
 if TYPE_CHECKING:
-    from engine.settings import Settings
+    from engine.core.settings import Settings
 
 log = logging.getLogger("opconsole.sim")
 

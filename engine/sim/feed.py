@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.models import Instrument, Ticker, TriggerBy
+from engine.core.models import Instrument, Ticker, TriggerBy
 
 SECONDS_PER_YEAR = 365.0 * 24.0 * 3600.0
 BASIS_PERSISTENCE = 0.95

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
-from engine.models import Instrument, Side, TriggerDirection
+from engine.core.models import Instrument, Side, TriggerDirection
 
 MONEY = Decimal("0.00000001")
 """Balances, fees and PnL are kept to 8 decimals, as Bybit reports them."""

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from engine.models import Instrument
+from engine.core.models import Instrument
 
 
 @dataclass(frozen=True, slots=True)

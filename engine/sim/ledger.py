@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from engine.models import Side
+from engine.core.models import Side
 from engine.sim.fills import money
 
 ZERO = Decimal(0)

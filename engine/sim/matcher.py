@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
-from engine.models import (
+from engine.core.models import (
     AmendRequest,
     CancelRequest,
     Execution,

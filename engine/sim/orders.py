@@ -1,7 +1,7 @@
 """Working orders of the simulated exchange, and the parameter checks Bybit makes on order entry.
 
 A :class:`WorkingOrder` is the exchange's mutable record of one order (quantities in Decimal); the
-engine only ever sees the frozen :class:`engine.models.Order` snapshots it produces.
+engine only ever sees the frozen :class:`engine.core.models.Order` snapshots it produces.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from engine.models import (
+from engine.core.models import (
     Instrument,
     Order,
     OrderRequest,

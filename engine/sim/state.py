@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.bad_input import BadInput
+from engine.core.errors import BadInput
 
 STATE_FORMAT = "opconsole-sim-exchange"
 STATE_VERSION = 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from engine.models import StreamStatus, VenueEvent
+from engine.core.models import StreamStatus, VenueEvent
 
 MAX_QUEUE = 20_000
 """Events a subscriber may have pending before it is treated as disconnected."""

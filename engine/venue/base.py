@@ -12,7 +12,7 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from engine.models import (
+from engine.core.models import (
     AmendRequest,
     CallCounter,
     CancelRequest,
@@ -134,7 +134,7 @@ class Venue(abc.ABC):
     @abc.abstractmethod
     def stream(self) -> AsyncIterator[VenueEvent]:
         """Events as they happen: executions, order updates, position updates, wallet updates,
-        tickers, and :class:`~engine.models.StreamStatus` when the stream drops or resumes."""
+        tickers, and :class:`~engine.core.models.StreamStatus` when the stream drops or resumes."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most venues hold nothing
         """Release connections and threads."""

@@ -1,0 +1,318 @@
+"""Price alerts: the operator's "tell me when BTCUSDT goes above 100000".
+
+:class:`PriceAlertBook` holds the decisions (validate an alert against the current last price, delete
+one, find the alerts a new last price fires) and the JSON form the store keeps. An alert is armed until
+the last price reaches its level; it then fires once and stays in the book as triggered, so the operator
+sees what fired and when.
+
+:class:`PriceAlertManager` is the thin async shell: it loads the book from the store's recovered state,
+watches the tickers the TP/SL manager hands on, raises an alert on every fire, and saves the book —
+at once and durably for the operator's own adds and deletes, coalesced for the fire bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, Protocol, cast
+
+from engine.core.clock import Clock, iso_utc
+from engine.core.models import Ticker, VenueEvent
+from engine.venue.base import Venue
+from engine.venue.errors import VenueError
+from persistence.reasons import Reason
+
+log = logging.getLogger("opconsole.price_alerts")
+
+STORE_KEY = "price_alerts"
+CONDITIONS = ("above", "below")
+Condition = Literal["above", "below"]
+RaiseAlert = Callable[[str, str, str], None]
+"""``raise_alert(severity, type, message)``, as :meth:`engine.trading.manager.TpslManager.raise_alert`."""
+
+
+class PriceAlertRejected(Exception):
+    """An add or delete that was refused (nothing changed); ``errors`` says why, one per line."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class PriceAlert:
+    """One alert: fire when ``symbol``'s last price goes ``condition`` (above / below) ``price``."""
+
+    id: int
+    symbol: str
+    condition: Condition
+    price: float
+    created_at: float
+    note: str = ""
+    triggered_at: float | None = None
+
+    @property
+    def armed(self) -> bool:
+        """True until the alert has fired."""
+        return self.triggered_at is None
+
+    def crossed(self, last: float) -> bool:
+        """Whether ``last`` is at or beyond this alert's level, on its side."""
+        return last >= self.price if self.condition == "above" else last <= self.price
+
+    def describe(self) -> str:
+        """``BTCUSDT above 100000``."""
+        return f"{self.symbol} {self.condition} {self.price:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form kept in the store."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PriceAlert:
+        """The inverse of :meth:`to_dict`."""
+        condition = str(data["condition"])
+        if condition not in CONDITIONS:
+            raise ValueError(f"unknown price alert condition {condition!r}")
+        triggered = data.get("triggered_at")
+        return cls(
+            id=int(data["id"]),
+            symbol=str(data["symbol"]),
+            condition=cast(Condition, condition),
+            price=float(data["price"]),
+            created_at=float(data["created_at"]),
+            note=str(data.get("note", "")),
+            triggered_at=None if triggered is None else float(triggered),
+        )
+
+    def snapshot_row(self) -> dict[str, Any]:
+        """The snapshot's ``price_alerts[]`` entry (times as ISO strings)."""
+        return {
+            "id": self.id,
+            "symbol": self.symbol,
+            "condition": self.condition,
+            "price": self.price,
+            "note": self.note,
+            "created_at": iso_utc(self.created_at),
+            "triggered_at": None if self.triggered_at is None else iso_utc(self.triggered_at),
+            "armed": self.armed,
+        }
+
+
+def parse_alert_spec(text: str) -> tuple[str, Condition, float, str]:
+    """``"BTCUSDT above 100000 optional note"`` as (symbol, condition, price, note).
+
+    Raises :class:`PriceAlertRejected` with a sentence saying what the text should look like.
+    """
+    parts = text.split()
+    usage = "write SYMBOL above|below PRICE [note], e.g. 'BTCUSDT above 100000'"
+    if len(parts) < 3:
+        raise PriceAlertRejected([f"{usage}; got {text.strip()!r}" if text.strip() else usage])
+    symbol, condition, raw_price = parts[0].upper(), parts[1].lower(), parts[2].replace(",", "")
+    errors: list[str] = []
+    if condition not in CONDITIONS:
+        errors.append(f"condition must be 'above' or 'below', got {parts[1]!r}")
+    try:
+        price = float(raw_price)
+    except ValueError:
+        errors.append(f"price: not a number: {parts[2]!r}")
+        price = 0.0
+    if errors:
+        raise PriceAlertRejected(errors)
+    return symbol, cast(Condition, condition), price, " ".join(parts[3:])
+
+
+@dataclass(slots=True)
+class PriceAlertBook:
+    """Every price alert, by id (ids increase from 1 and are never reused)."""
+
+    alerts: dict[int, PriceAlert] = field(default_factory=dict)
+    next_id: int = 1
+
+    def add(
+        self,
+        symbol: str,
+        condition: str,
+        price: float,
+        *,
+        last: float | None,
+        now: float,
+        note: str = "",
+    ) -> PriceAlert:
+        """Add an armed alert; ``last`` is the symbol's current last price, None for an unknown symbol.
+
+        An alert must be able to fire later: ``above`` needs a level above the current last, ``below``
+        one below it. Raises :class:`PriceAlertRejected` (the book unchanged) otherwise.
+        """
+        errors: list[str] = []
+        if last is None:
+            errors.append(f"unknown symbol {symbol!r}")
+        if condition not in CONDITIONS:
+            errors.append(f"condition must be 'above' or 'below', got {condition!r}")
+        if not price > 0:
+            errors.append(f"price must be above 0, got {price:g}")
+        if not errors and last is not None:
+            if condition == "above" and not price > last:
+                errors.append(f"{symbol} is already at {last:g}: an 'above' alert needs a price above it")
+            if condition == "below" and not price < last:
+                errors.append(f"{symbol} is already at {last:g}: a 'below' alert needs a price below it")
+        if errors:
+            raise PriceAlertRejected(errors)
+        alert = PriceAlert(self.next_id, symbol, cast(Condition, condition), price, now, note)
+        self.alerts[alert.id] = alert
+        self.next_id += 1
+        return alert
+
+    def delete(self, alert_id: int) -> PriceAlert:
+        """Remove alert ``alert_id`` (armed or triggered); raises :class:`PriceAlertRejected` if absent."""
+        alert = self.alerts.pop(alert_id, None)
+        if alert is None:
+            raise PriceAlertRejected([f"there is no price alert #{alert_id}"])
+        return alert
+
+    def on_price(self, symbol: str, last: float, now: float) -> list[PriceAlert]:
+        """Fire the armed alerts of ``symbol`` that ``last`` reaches; each is kept, as triggered."""
+        fired = [
+            replace(a, triggered_at=now)
+            for a in self.alerts.values()
+            if a.symbol == symbol and a.armed and a.crossed(last)
+        ]
+        for alert in fired:
+            self.alerts[alert.id] = alert
+        return fired
+
+    def armed_symbols(self) -> set[str]:
+        """The symbols that have an armed alert."""
+        return {a.symbol for a in self.alerts.values() if a.armed}
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON value kept in the store."""
+        return {"next_id": self.next_id, "alerts": [a.to_dict() for a in self.alerts.values()]}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> PriceAlertBook:
+        """The inverse of :meth:`to_json`; None (nothing saved yet) is an empty book."""
+        if not value:
+            return cls()
+        alerts = [PriceAlert.from_dict(a) for a in value.get("alerts", ())]
+        next_id = max([int(value.get("next_id", 1)), *(a.id + 1 for a in alerts)])
+        return cls({a.id: a for a in sorted(alerts, key=lambda a: a.id)}, next_id)
+
+
+def fire_message(alert: PriceAlert, last: float) -> str:
+    """What the alert pane and the log say when ``alert`` fires."""
+    note = f" — {alert.note}" if alert.note else ""
+    return f"{alert.symbol} crossed {alert.condition} {alert.price:g} (last {last:g}){note}"
+
+
+class AlertStore(Protocol):
+    """What the manager needs from :class:`persistence.store.Store`."""
+
+    @property
+    def state(self) -> Mapping[str, Any]: ...
+
+    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> Any: ...
+
+
+class PriceAlertManager:
+    """The book, kept in the store, fed with the tickers of the venue stream."""
+
+    def __init__(
+        self,
+        *,
+        store: AlertStore,
+        clock: Clock,
+        venues: Mapping[str, Venue],
+        raise_alert: RaiseAlert,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.venues = dict(venues)
+        self.raise_alert = raise_alert
+        self.book = PriceAlertBook()
+        self.last: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+
+    def load(self) -> None:
+        """Take the book from the store's recovered state."""
+        self.book = PriceAlertBook.from_json(self.store.state.get(STORE_KEY))
+
+    # --- operator actions ---------------------------------------------------------------------
+    async def add(self, symbol: str, condition: str, price: float, note: str = "") -> PriceAlert:
+        """Validate against a fresh last price and add an alert; durable before this returns."""
+        last = await self._current_last(symbol)
+        async with self._lock:
+            alert = self.book.add(symbol, condition, price, last=last, now=self.clock.now(), note=note)
+            await self._save(force=True)
+        log.info("price alert #%d added: %s", alert.id, alert.describe())
+        return alert
+
+    async def add_spec(self, text: str) -> PriceAlert:
+        """:meth:`add` from what the operator typed (``BTCUSDT above 100000 [note]``)."""
+        return await self.add(*parse_alert_spec(text))
+
+    async def delete(self, alert_id: int) -> PriceAlert:
+        """Delete an alert; durable before this returns."""
+        async with self._lock:
+            alert = self.book.delete(alert_id)
+            await self._save(force=True)
+        log.info("price alert #%d deleted: %s", alert.id, alert.describe())
+        return alert
+
+    async def _current_last(self, symbol: str) -> float | None:
+        """The venue's last price of ``symbol``; None when the venue does not list it. When the venue
+        cannot be read, the last price seen on the stream serves."""
+        venue = next(iter(self.venues.values()), None)
+        if venue is None:
+            return self.last.get(symbol)
+        try:
+            await venue.instruments([symbol])
+        except VenueError:
+            return None  # not a listed symbol (or the venue is down and we cannot tell)
+        try:
+            ticker = (await venue.tickers([symbol])).get(symbol)
+        except VenueError:
+            return self.last.get(symbol)
+        return self.last.get(symbol) if ticker is None else ticker.last
+
+    # --- the price feed -----------------------------------------------------------------------
+    def on_event(self, _account: str, event: VenueEvent) -> None:
+        """A venue event (a :class:`~engine.trading.manager.TpslManager` observer): tickers may fire alerts.
+
+        The alert is raised at once; the book's bookkeeping is saved by :meth:`run`."""
+        if isinstance(event, Ticker):
+            self.on_price(event.symbol, event.last)
+
+    def on_price(self, symbol: str, last: float) -> list[PriceAlert]:
+        """Fire what ``last`` reaches: raise one alert each and mark the book for saving."""
+        self.last[symbol] = last
+        fired = self.book.on_price(symbol, last, self.clock.now())
+        for alert in fired:
+            self.raise_alert("warning", "price_alert", fire_message(alert, last))
+        if fired:
+            self._dirty.set()
+        return fired
+
+    async def run(self) -> None:
+        """Save the book after fires (coalesced, non-critical) until cancelled; a last save on the way out."""
+        try:
+            while True:
+                await self._dirty.wait()
+                async with self._lock:
+                    self._dirty.clear()
+                    await self._save(force=False)
+        finally:
+            if self._dirty.is_set():
+                self._dirty.clear()
+                await self._save(force=False)
+
+    async def _save(self, *, force: bool) -> None:
+        await self.store.save(STORE_KEY, self.book.to_json(), reason=Reason.PRICE_ALERT, force=force)
+
+    # --- snapshot -----------------------------------------------------------------------------
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The snapshot's ``price_alerts`` section, by id."""
+        return [a.snapshot_row() for a in self.book.alerts.values()]

@@ -1,0 +1,35 @@
+"""``opconsole export-trades FILE``: the trade ledger as CSV, read from the state directory.
+
+It reads the state the way recovery would, without taking the lock and without writing to the
+state directory, so it can run while the console is open.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine.commands.headless import write_atomic
+from engine.core.errors import BadInput
+from engine.trading.ledger import Ledger
+from persistence.recovery import read_state
+
+
+def ledger_csv(state_dir: Path) -> str:
+    """The ledger stored in ``state_dir`` as CSV (a header only when no trade closed yet)."""
+    if not state_dir.is_dir():
+        raise BadInput(str(state_dir), "no such state directory")
+    state, report = read_state(state_dir)
+    if report.critical:
+        raise BadInput(str(state_dir), f"the state cannot be read: {report.message}")
+    return Ledger.from_state(state).to_csv()
+
+
+def export_trades(state_dir: Path, target: str) -> int:
+    """Write the CSV to ``target`` (``-`` for stdout); returns the exit code."""
+    text = ledger_csv(state_dir)
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        write_atomic(Path(target), text)
+    return 0

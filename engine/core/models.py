@@ -1,0 +1,526 @@
+"""Typed records the engine trades with: instruments, market data, wallets, positions, orders,
+executions, and the requests and acknowledgements that cross the Venue contract.
+
+Prices and quantities are floats that are always rounded to the instrument's tickSize / qtyStep
+through :func:`round_to_step`, which does the arithmetic in Decimal so that 0.1 + 0.2 never leaks
+into an order. Every record is a slotted dataclass; the frozen ones are values, the others are
+owned and mutated by exactly one component (the simulator's book, a monitor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from enum import IntEnum, StrEnum
+from typing import Any, Literal
+
+RoundingMode = Literal["nearest", "down", "up"]
+_ROUNDING = {"nearest": ROUND_HALF_EVEN, "down": ROUND_FLOOR, "up": ROUND_CEILING}
+
+
+def round_to_step(value: float, step: float, mode: RoundingMode = "nearest") -> float:
+    """Round ``value`` to a multiple of ``step`` ("down" and "up" are toward -inf / +inf)."""
+    if step <= 0:
+        return value
+    d_step = Decimal(str(step))
+    units = (Decimal(str(value)) / d_step).to_integral_value(rounding=_ROUNDING[mode])
+    return float(units * d_step)
+
+
+def step_decimals(step: float) -> int:
+    """How many decimals a step has (0.001 -> 3), for formatting on the wire."""
+    exponent = Decimal(str(step)).normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def format_step(value: float, step: float) -> str:
+    """Format a value with exactly the decimals of ``step`` (Bybit sends numbers as such strings)."""
+    return f"{value:.{step_decimals(step)}f}"
+
+
+class Side(StrEnum):
+    """Order or position side, spelled as Bybit spells it."""
+
+    BUY = "Buy"
+    SELL = "Sell"
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+    @property
+    def sign(self) -> int:
+        """+1 for Buy (long), -1 for Sell (short)."""
+        return 1 if self is Side.BUY else -1
+
+
+class OrderType(StrEnum):
+    MARKET = "Market"
+    LIMIT = "Limit"
+
+
+class TimeInForce(StrEnum):
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+    POST_ONLY = "PostOnly"
+
+
+class TriggerBy(StrEnum):
+    LAST_PRICE = "LastPrice"
+    MARK_PRICE = "MarkPrice"
+    INDEX_PRICE = "IndexPrice"
+
+
+class TriggerDirection(IntEnum):
+    """Bybit's triggerDirection: 1 fires when price rises to the trigger, 2 when it falls to it."""
+
+    RISE = 1
+    FALL = 2
+
+
+class OrderStatus(StrEnum):
+    """Bybit V5 orderStatus values (linear)."""
+
+    NEW = "New"
+    PARTIALLY_FILLED = "PartiallyFilled"
+    FILLED = "Filled"
+    CANCELLED = "Cancelled"
+    REJECTED = "Rejected"
+    UNTRIGGERED = "Untriggered"
+    TRIGGERED = "Triggered"
+    DEACTIVATED = "Deactivated"
+    PARTIALLY_FILLED_CANCELED = "PartiallyFilledCanceled"
+
+    @property
+    def is_open(self) -> bool:
+        """Still working on the book (or waiting for its trigger)."""
+        return self in _OPEN_STATUSES
+
+
+_OPEN_STATUSES = frozenset(
+    {OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNTRIGGERED, OrderStatus.TRIGGERED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """A linear USDT perpetual's trading filters (from /v5/market/instruments-info)."""
+
+    symbol: str
+    tick_size: float
+    qty_step: float
+    min_qty: float
+    max_qty: float
+    min_notional: float = 5.0
+    max_leverage: float = 100.0
+    min_leverage: float = 1.0
+
+    def round_price(self, price: float, mode: RoundingMode = "nearest") -> float:
+        return round_to_step(price, self.tick_size, mode)
+
+    def round_qty(self, qty: float, mode: RoundingMode = "down") -> float:
+        return round_to_step(qty, self.qty_step, mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    """Last, mark and best prices of one symbol at a moment."""
+
+    symbol: str
+    last: float
+    mark: float
+    bid: float
+    ask: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Wallet:
+    """One account's USDT balance view (UNIFIED account, USDT coin)."""
+
+    account: str
+    equity: float
+    wallet_balance: float
+    available: float
+    upnl: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A one-way (positionIdx 0) linear position. ``side`` is None when flat, as Bybit's ``""``."""
+
+    account: str
+    symbol: str
+    side: Side | None
+    size: float
+    entry_price: float
+    mark_price: float
+    upnl: float
+    realised_pnl: float
+    leverage: float
+    ts: float
+    position_idx: int = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.side is not None and self.size > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order as the venue reports it (open or just finished)."""
+
+    account: str
+    order_id: str
+    link_id: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    qty: float
+    price: float | None
+    status: OrderStatus
+    filled_qty: float = 0.0
+    avg_fill_price: float | None = None
+    trigger_price: float | None = None
+    trigger_direction: TriggerDirection | None = None
+    trigger_by: TriggerBy | None = None
+    reduce_only: bool = False
+    close_on_trigger: bool = False
+    time_in_force: TimeInForce = TimeInForce.GTC
+    created: float = 0.0
+    updated: float = 0.0
+    reject_reason: str = ""
+
+    @property
+    def remaining_qty(self) -> float:
+        return max(0.0, self.qty - self.filled_qty)
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.trigger_price is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One fill. Fills are authoritative: the engine decides from these, never from size changes."""
+
+    account: str
+    exec_id: str
+    order_id: str
+    link_id: str
+    symbol: str
+    side: Side
+    price: float
+    qty: float
+    fee: float
+    is_maker: bool
+    closed_size: float
+    order_type: OrderType
+    ts: float
+    exec_type: str = "Trade"
+    fee_rate: float = 0.0
+
+    @property
+    def notional(self) -> float:
+        return self.price * self.qty
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A new order. ``link_id`` (orderLinkId, at most 36 chars) makes a retry idempotent."""
+
+    symbol: str
+    side: Side
+    order_type: OrderType
+    qty: float
+    price: float | None = None
+    trigger_price: float | None = None
+    trigger_direction: TriggerDirection | None = None
+    trigger_by: TriggerBy | None = None
+    reduce_only: bool = False
+    close_on_trigger: bool = False
+    time_in_force: TimeInForce = TimeInForce.GTC
+    link_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AmendRequest:
+    """Change an open order in place, addressed by order_id or link_id; None leaves a field as is."""
+
+    symbol: str
+    order_id: str = ""
+    link_id: str = ""
+    qty: float | None = None
+    price: float | None = None
+    trigger_price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """Cancel an open order, addressed by order_id or link_id."""
+
+    symbol: str
+    order_id: str = ""
+    link_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAck:
+    """The venue accepted a create / amend / cancel."""
+
+    order_id: str
+    link_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """The venue's event stream connected, dropped or resumed (``gap`` means events may be lost)."""
+
+    account: str
+    connected: bool
+    gap: bool
+    reason: str
+    ts: float
+
+
+VenueEvent = Execution | Order | Position | Wallet | Ticker | StreamStatus
+"""Everything ``Venue.stream()`` yields."""
+
+
+@dataclass(slots=True)
+class CallCounter:
+    """Calls per endpoint path (e.g. ``/v5/order/create``), read by the benchmark and the dashboard."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def hit(self, endpoint: str, n: int = 1) -> None:
+        self.counts[endpoint] = self.counts.get(endpoint, 0) + n
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items()))
+
+
+# --- TP/SL engine state (owned by engine.trading.manager; persisted as JSON through the store) ---
+
+
+class Phase(StrEnum):
+    """A monitor's life: entries working, protected position, after TP1, done."""
+
+    BUILDING = "BUILDING"
+    MONITORING = "MONITORING"
+    PROFIT_TAKING = "PROFIT_TAKING"
+    CLOSED = "CLOSED"
+
+
+class SlotStatus(StrEnum):
+    """Where one of a monitor's orders stands, as far as the engine knows.
+
+    ``new`` is planned but not sent; ``pending`` is sent (its link id is durable) without an answer
+    yet; ``cancelling`` is a cancel in flight; ``filled`` is finished by fills (executions may still be
+    on their way); ``gone`` is cancelled, rejected or deactivated — re-placed with the next generation
+    when still wanted.
+    """
+
+    NEW = "new"
+    PENDING = "pending"
+    OPEN = "open"
+    CANCELLING = "cancelling"
+    FILLED = "filled"
+    GONE = "gone"
+
+    @property
+    def live(self) -> bool:
+        """The order is (or may be) working on the venue."""
+        return self in (SlotStatus.PENDING, SlotStatus.OPEN, SlotStatus.CANCELLING)
+
+
+@dataclass(slots=True)
+class ManagedOrder:
+    """One of a monitor's orders (slot ``e1``.., ``tp1``.., ``sl`` or ``cl``) in its current generation.
+
+    ``filled_qty`` counts fills of the current generation; ``prior_filled`` those of earlier ones,
+    so a TP re-placed after an outside cancel keeps what it already took.
+    """
+
+    slot: str
+    link_id: str
+    generation: int
+    side: Side
+    order_type: OrderType
+    qty: float
+    price: float | None = None
+    trigger_price: float | None = None
+    reduce_only: bool = False
+    status: SlotStatus = SlotStatus.NEW
+    order_id: str = ""
+    filled_qty: float = 0.0
+    prior_filled: float = 0.0
+    failures: int = 0
+
+    @property
+    def total_filled(self) -> float:
+        return self.prior_filled + self.filled_qty
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "slot": self.slot,
+            "link_id": self.link_id,
+            "generation": self.generation,
+            "side": self.side.value,
+            "order_type": self.order_type.value,
+            "qty": self.qty,
+            "price": self.price,
+            "trigger_price": self.trigger_price,
+            "reduce_only": self.reduce_only,
+            "status": self.status.value,
+            "order_id": self.order_id,
+            "filled_qty": self.filled_qty,
+            "prior_filled": self.prior_filled,
+            "failures": self.failures,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManagedOrder:
+        values = dict(data)
+        values["side"] = Side(values["side"])
+        values["order_type"] = OrderType(values["order_type"])
+        values["status"] = SlotStatus(values["status"])
+        return cls(**values)
+
+
+@dataclass(slots=True)
+class Monitor:
+    """The TP/SL state machine's state for one position (key ``account:symbol:side``).
+
+    Sizes and prices come from executions only: ``entry_qty``/``entry_cost`` sum the entry fills,
+    ``exit_qty``/``exit_value`` the exits, ``size`` is what is still open.
+    """
+
+    monitor_id: str
+    account: str
+    symbol: str
+    side: Side
+    approach: str
+    created_at: float
+    sl_price: float
+    tp_prices: list[float] = field(default_factory=list)
+    tp_split: list[float] = field(default_factory=list)
+    phase: Phase = Phase.BUILDING
+    size: float = 0.0
+    entry_qty: float = 0.0
+    entry_cost: float = 0.0
+    exit_qty: float = 0.0
+    exit_value: float = 0.0
+    gross_pnl: float = 0.0
+    fees: float = 0.0
+    breakeven: bool = False
+    trail_best: float | None = None
+    close_intent: str | None = None
+    tps_enabled: bool = True
+    entries_closed: bool = False
+    tag: str = ""
+    opened_at: float | None = None
+    last_fill_at: float | None = None
+    orders: dict[str, ManagedOrder] = field(default_factory=dict)
+    exec_ids: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return monitor_key(self.account, self.symbol, self.side)
+
+    @property
+    def avg_entry(self) -> float:
+        return self.entry_cost / self.entry_qty if self.entry_qty > 0 else 0.0
+
+    @property
+    def avg_exit(self) -> float:
+        return self.exit_value / self.exit_qty if self.exit_qty > 0 else 0.0
+
+    def tp_slots(self) -> list[str]:
+        return [f"tp{i + 1}" for i in range(len(self.tp_prices))]
+
+    def tps_filled(self) -> int:
+        """TPs whose order finished by fills."""
+        return sum(
+            1 for s in self.tp_slots() if s in self.orders and self.orders[s].status is SlotStatus.FILLED
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready data (enums as their values, orders by slot)."""
+        data: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["side"] = self.side.value
+        data["phase"] = self.phase.value
+        data["tp_prices"] = list(self.tp_prices)
+        data["tp_split"] = list(self.tp_split)
+        data["exec_ids"] = list(self.exec_ids)
+        data["orders"] = {slot: order.to_dict() for slot, order in self.orders.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Monitor:
+        values = dict(data)
+        values["side"] = Side(values["side"])
+        values["phase"] = Phase(values["phase"])
+        orders = values.pop("orders", {})
+        assert isinstance(orders, dict)
+        monitor = cls(**values)
+        monitor.orders = {slot: ManagedOrder.from_dict(o) for slot, o in orders.items()}
+        return monitor
+
+
+def monitor_key(account: str, symbol: str, side: Side) -> str:
+    """The registry key of a monitored position: ``account:symbol:side``."""
+    return f"{account}:{symbol}:{side.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """A closed trade in the ledger. ``pnl`` is realised PnL net of ``fees`` (both USDT).
+
+    ``reason`` is one of tp, sl, breakeven, manual, emergency, kill_switch.
+    """
+
+    account: str
+    symbol: str
+    side: Side
+    approach: str
+    reason: str
+    entry_price: float
+    exit_price: float
+    qty: float
+    pnl: float
+    fees: float
+    opened_at: float
+    closed_at: float
+    tps_hit: int = 0
+    monitor_id: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "account": self.account,
+            "symbol": self.symbol,
+            "side": self.side.value,
+            "approach": self.approach,
+            "reason": self.reason,
+            "entry_price": self.entry_price,
+            "exit_price": self.exit_price,
+            "qty": self.qty,
+            "pnl": self.pnl,
+            "fees": self.fees,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "tps_hit": self.tps_hit,
+            "monitor_id": self.monitor_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trade:
+        values = dict(data)
+        values["side"] = Side(values["side"])
+        return cls(**values)

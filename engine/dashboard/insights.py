@@ -1,0 +1,275 @@
+"""The ``ai_insights`` provider: local, deterministic risk notes (no network, no language model).
+
+From the open positions, their stop-loss orders, the recent prices and the equity it has seen, it
+computes: exposure per symbol, the distance of each position to its stop in units of recent
+volatility, concentration, and the drawdown from the session's equity peak. It is the dashboard's
+slowest loader (it walks the whole price history of every held symbol), which is why its cache
+category has the longest TTL.
+
+The decisions are small pure functions; :class:`InsightsProvider` only keeps the price history and the
+equity peak they need.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from engine.core.models import Order, Position, Side, Ticker, Wallet
+
+HOUR_S = 3600.0
+
+_SEVERITY_RANK = {"critical": 0, "warn": 1, "info": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Insight:
+    """One risk note, as the snapshot's ``insights[]`` lists it."""
+
+    kind: str  # exposure | stop_distance | no_stop | concentration | drawdown
+    severity: str  # critical | warn | info
+    account: str | None
+    symbol: str | None
+    value: float | None
+    message: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Where a note turns from info to warn to critical."""
+
+    stop_sigma_critical: float = 0.5  # in hourly sigmas: a routine hour's move takes the stop
+    stop_sigma_warn: float = 1.0
+    concentration_warn: float = 0.5
+    leverage_warn: float = 5.0
+    drawdown_warn_pct: float = 5.0
+    drawdown_critical_pct: float = 10.0
+
+
+# --- pure computations ------------------------------------------------------------------------
+
+
+def notional(position: Position) -> float:
+    """Signed notional at the mark: + long, - short."""
+    sign = position.side.sign if position.side else 0
+    return sign * position.size * position.mark_price
+
+
+def exposure_by_symbol(positions: Iterable[Position]) -> dict[str, tuple[float, float]]:
+    """Per symbol (net, gross) notional over every account, sorted by symbol."""
+    totals: dict[str, tuple[float, float]] = {}
+    for position in positions:
+        net, gross = totals.get(position.symbol, (0.0, 0.0))
+        value = notional(position)
+        totals[position.symbol] = (net + value, gross + abs(value))
+    return dict(sorted(totals.items()))
+
+
+def hourly_sigma(samples: Sequence[tuple[float, float]]) -> float | None:
+    """Realised volatility of log prices over one hour, from (time, price) samples.
+
+    The variance rate is the sum of squared log returns over the time they span (so irregular
+    sampling is fine); None with fewer than 10 returns or no movement at all.
+    """
+    squares = span = 0.0
+    returns = 0
+    for (t0, p0), (t1, p1) in itertools.pairwise(samples):
+        if t1 > t0 and p0 > 0 and p1 > 0:
+            squares += math.log(p1 / p0) ** 2
+            span += t1 - t0
+            returns += 1
+    if returns < 10 or span <= 0 or squares <= 0:
+        return None
+    return math.sqrt(squares / span * HOUR_S)
+
+
+def adverse_distance(side: Side, mark: float, stop: float) -> float:
+    """Log distance from the mark to the stop in the losing direction (< 0: the stop is passed)."""
+    return math.log(mark / stop) if side is Side.BUY else math.log(stop / mark)
+
+
+def stop_prices(positions: Iterable[Position], orders: Iterable[Order]) -> dict[tuple[str, str], float]:
+    """Each position's stop: its nearest reduce-only conditional order on the losing side of the mark."""
+    stops: dict[tuple[str, str], float] = {}
+    by_symbol: dict[tuple[str, str], list[Order]] = {}
+    for order in orders:
+        by_symbol.setdefault((order.account, order.symbol), []).append(order)
+    for position in positions:
+        if position.side is None:
+            continue
+        key = (position.account, position.symbol)
+        losing = [
+            o.trigger_price
+            for o in by_symbol.get(key, [])
+            if o.reduce_only
+            and o.trigger_price is not None
+            and o.side is position.side.opposite
+            and adverse_distance(position.side, position.mark_price, o.trigger_price) >= 0
+        ]
+        if losing:
+            stops[key] = max(losing) if position.side is Side.BUY else min(losing)
+    return stops
+
+
+def drawdown_pct(peak: float, equity: float) -> float:
+    """How far equity is below its peak, in percent (0 at or above it)."""
+    return max(0.0, (peak - equity) / peak * 100.0) if peak > 0 else 0.0
+
+
+def _grade(value: float, warn: float, critical: float, higher_is_worse: bool = True) -> str:
+    if higher_is_worse:
+        return "critical" if value >= critical else "warn" if value >= warn else "info"
+    return "critical" if value < critical else "warn" if value < warn else "info"
+
+
+def risk_notes(
+    positions: Sequence[Position],
+    stops: Mapping[tuple[str, str], float],
+    sigmas: Mapping[str, float | None],
+    equity: float,
+    peak_equity: float,
+    thresholds: Thresholds = Thresholds(),
+) -> list[Insight]:
+    """Every note for the given state, most severe first, then in a stable order."""
+    open_positions = [p for p in positions if p.is_open]
+    notes: list[Insight] = []
+    exposure = exposure_by_symbol(open_positions)
+    for symbol, (net, gross) in exposure.items():
+        leverage = gross / equity if equity > 0 else math.inf
+        direction = "long" if net > 0 else "short" if net < 0 else "flat"
+        notes.append(
+            Insight(
+                "exposure",
+                "warn" if leverage >= thresholds.leverage_warn else "info",
+                None,
+                symbol,
+                round(net, 2),
+                f"{symbol} net {direction} {abs(net):,.0f} USDT, gross {gross:,.0f} ({leverage:.2f}x equity)",
+            )
+        )
+    total_gross = sum(gross for _, gross in exposure.values())
+    if len(exposure) > 1 and total_gross > 0:
+        symbol, (_, gross) = max(exposure.items(), key=lambda item: (item[1][1], item[0]))
+        share = gross / total_gross
+        notes.append(
+            Insight(
+                "concentration",
+                "warn" if share >= thresholds.concentration_warn else "info",
+                None,
+                symbol,
+                round(share, 4),
+                f"{symbol} is {share:.0%} of gross exposure across {len(exposure)} symbols",
+            )
+        )
+    for position in open_positions:
+        notes.append(_stop_note(position, stops, sigmas, thresholds))
+    drawdown = drawdown_pct(peak_equity, equity)
+    notes.append(
+        Insight(
+            "drawdown",
+            _grade(drawdown, thresholds.drawdown_warn_pct, thresholds.drawdown_critical_pct),
+            None,
+            None,
+            round(drawdown, 4),
+            f"equity {equity:,.2f} USDT is {drawdown:.2f}% below the session peak {peak_equity:,.2f}",
+        )
+    )
+    notes.sort(key=lambda n: (_SEVERITY_RANK[n.severity], n.kind, n.account or "", n.symbol or ""))
+    return notes
+
+
+def _stop_note(
+    position: Position,
+    stops: Mapping[tuple[str, str], float],
+    sigmas: Mapping[str, float | None],
+    thresholds: Thresholds,
+) -> Insight:
+    assert position.side is not None
+    where = f"{position.account} {position.symbol} {position.side.value}"
+    stop = stops.get((position.account, position.symbol))
+    if stop is None:
+        return Insight(
+            "no_stop", "critical", position.account, position.symbol, None, f"{where}: no stop-loss"
+        )
+    distance = adverse_distance(position.side, position.mark_price, stop)
+    sigma = sigmas.get(position.symbol)
+    if sigma is None:
+        return Insight(
+            "stop_distance",
+            "info",
+            position.account,
+            position.symbol,
+            None,
+            f"{where}: stop {distance:.2%} away (volatility not known yet)",
+        )
+    in_sigmas = distance / sigma
+    return Insight(
+        "stop_distance",
+        _grade(in_sigmas, thresholds.stop_sigma_warn, thresholds.stop_sigma_critical, higher_is_worse=False),
+        position.account,
+        position.symbol,
+        round(in_sigmas, 3),
+        f"{where}: stop {distance:.2%} away = {in_sigmas:.2f} hourly sigma",
+    )
+
+
+# --- the stateful shell -----------------------------------------------------------------------
+
+
+class InsightsProvider:
+    """Keeps recent prices and the session's equity peak; computes the notes on demand."""
+
+    def __init__(self, history: int = 900, thresholds: Thresholds = Thresholds()) -> None:
+        self._history = history
+        self._prices: dict[str, deque[tuple[float, float]]] = {}
+        self._peak_equity = 0.0
+        self.thresholds = thresholds
+
+    def observe(self, ticker: Ticker) -> None:
+        """Record a price (from the ticker stream or a market read); repeats of a timestamp are ignored."""
+        samples = self._prices.setdefault(ticker.symbol, deque(maxlen=self._history))
+        if not samples or ticker.ts > samples[-1][0]:
+            samples.append((ticker.ts, ticker.last))
+
+    def observe_equity(self, wallets: Iterable[Wallet]) -> None:
+        """Raise the session's equity peak with the total equity of the given accounts."""
+        self._peak_equity = max(self._peak_equity, sum(w.equity for w in wallets))
+
+    @property
+    def peak_equity(self) -> float:
+        return self._peak_equity
+
+    def sigma(self, symbol: str) -> float | None:
+        """The symbol's hourly realised volatility from the recorded prices."""
+        return hourly_sigma(list(self._prices.get(symbol, ())))
+
+    def compute(
+        self,
+        positions: Sequence[Position],
+        orders: Sequence[Order],
+        wallets: Mapping[str, Wallet],
+        known_stops: Mapping[tuple[str, str], float] | None = None,
+    ) -> list[dict[str, object]]:
+        """The snapshot's ``insights`` list for this state.
+
+        ``known_stops`` ((account, symbol) -> SL price, from the TP/SL monitors) take precedence over
+        the stops found among the open orders.
+        """
+        self.observe_equity(wallets.values())
+        equity = sum(w.equity for w in wallets.values())
+        held = sorted({p.symbol for p in positions if p.is_open})
+        notes = risk_notes(
+            positions,
+            stop_prices(positions, orders) | dict(known_stops or {}),
+            {symbol: self.sigma(symbol) for symbol in held},
+            equity,
+            self._peak_equity,
+            self.thresholds,
+        )
+        return [note.as_dict() for note in notes]

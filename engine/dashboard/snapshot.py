@@ -1,0 +1,503 @@
+"""The dashboard snapshot: one immutable, JSON-serialisable picture of the engine, built through the
+:class:`~engine.dashboard.cache.DashboardCache`.
+
+The console renders it, ``run --headless --snapshot-out`` writes it, the benchmark measures how long
+it takes to build. Its keys are pinned in ``shared/CONTRACTS.md``; sections whose subsystem is not
+built yet are present and empty, so scripts can rely on every key.
+
+How a snapshot is read depends on the profile, so both behaviours can be compared live:
+
+- ``api_batching`` optimized: one read per account serves every symbol (positions, open orders) and
+  one ticker read serves every symbol, and independent loaders run concurrently; baseline: one read
+  per symbol, one after another, as the original bot did.
+- ``cache_ttls`` optimized: the full-dashboard entry is checked first, so a hit costs no venue read;
+  baseline: as the original, every piece is fetched (through its own cache entry) before the
+  full-dashboard entry is checked, and a hit there returns the older composed view.
+
+Sections held in this process (monitors, ledger, persistence, API counters, alerts, cache metrics,
+profile) are read fresh at every snapshot; only venue data goes through the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
+
+from engine.core.clock import Clock, iso_utc
+from engine.core.link_ids import purpose_of
+from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet
+from engine.core.profile import Mode, Profile
+from engine.core.settings import Settings
+from engine.dashboard.cache import CATEGORIES, SHARED, CacheKey, DashboardCache, account_key, market_key
+from engine.dashboard.insights import InsightsProvider
+from engine.venue.base import Venue
+
+log = logging.getLogger("opconsole.dashboard")
+T = TypeVar("T")
+
+SNAPSHOT_KEYS = (
+    "time",
+    "venue",
+    "engine_state",
+    "profile",
+    "accounts",
+    "positions",
+    "orders",
+    "monitors",
+    "ledger",
+    "stats",
+    "market",
+    "insights",
+    "cache",
+    "persistence",
+    "api_calls",
+    "alerts",
+    "streams",
+    "price_alerts",
+)
+CACHE_CATEGORIES = CATEGORIES
+"""The cache categories the snapshot's ``cache`` section lists."""
+_MONEY_DECIMALS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSnapshot:
+    """An immutable snapshot; ``data`` is a read-only mapping with exactly :data:`SNAPSHOT_KEYS`."""
+
+    data: Mapping[str, Any]
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Canonical JSON (sorted keys) so identical states give byte-identical files."""
+        return json.dumps(self.data, indent=indent, sort_keys=True, default=_frozen_default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+
+def _frozen_default(value: Any) -> Any:
+    if isinstance(value, MappingProxyType):
+        return dict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _money(value: float) -> float:
+    return round(value, _MONEY_DECIMALS)
+
+
+def account_row(wallet: Wallet, positions: int, orders: int) -> dict[str, Any]:
+    """The ``accounts.<name>`` entry."""
+    return {
+        "equity": _money(wallet.equity),
+        "available": _money(wallet.available),
+        "upnl": _money(wallet.upnl),
+        "positions": positions,
+        "orders": orders,
+    }
+
+
+def position_row(position: Position, instrument: Instrument | None) -> dict[str, Any]:
+    """One ``positions[]`` entry, prices rounded to the instrument's tick and sizes to its step."""
+    tick = instrument.round_price if instrument else (lambda p: p)
+    step = instrument.round_qty if instrument else (lambda q: q)
+    return {
+        "account": position.account,
+        "symbol": position.symbol,
+        "side": position.side.value if position.side else None,
+        "size": step(position.size),
+        "entry_price": tick(position.entry_price),
+        "mark_price": tick(position.mark_price),
+        "upnl": _money(position.upnl),
+    }
+
+
+def order_row(order: Order, purpose: str | None) -> dict[str, Any]:
+    """One ``orders[]`` entry; ``purpose`` is None for orders that are not ours."""
+    return {
+        "account": order.account,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "order_type": order.order_type.value,
+        "qty": order.qty,
+        "price": order.price,
+        "trigger_price": order.trigger_price,
+        "reduce_only": order.reduce_only,
+        "link_id": order.link_id,
+        "purpose": purpose,
+        "status": order.status.value,
+    }
+
+
+def market_row(ticker: Ticker) -> dict[str, Any]:
+    """The ``market.<symbol>`` entry."""
+    return {"last": ticker.last, "mark": ticker.mark}
+
+
+def empty_ledger() -> dict[str, Any]:
+    """The ``ledger`` section before any trade closed."""
+    return {"trades": [], "totals": {"count": 0, "wins": 0, "losses": 0, "pnl": 0.0, "fees": 0.0}}
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def freeze(data: dict[str, Any]) -> DashboardSnapshot:
+    """Wrap a plain snapshot dict as an immutable :class:`DashboardSnapshot`."""
+    missing = [k for k in SNAPSHOT_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"snapshot lacks keys: {', '.join(missing)}")
+    return DashboardSnapshot(_freeze(data))
+
+
+ALERTS_SHOWN = 50
+FULL_KEY: CacheKey = ("full_dashboard", SHARED)
+INSIGHTS_KEY: CacheKey = ("ai_insights", SHARED)
+STATS_KEY: CacheKey = ("stats", SHARED)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What the venues said about the accounts (the full_dashboard entry): records and their rows."""
+
+    wallets: Mapping[str, Wallet]
+    positions: tuple[Position, ...]
+    orders: tuple[Order, ...]
+    accounts: Mapping[str, dict[str, Any]]
+    position_rows: tuple[dict[str, Any], ...]
+    order_rows: tuple[dict[str, Any], ...]
+
+    @property
+    def symbols(self) -> set[str]:
+        """Symbols with an open position or a working order."""
+        return {p.symbol for p in self.positions} | {o.symbol for o in self.orders}
+
+
+def account_view(
+    wallets: Mapping[str, Wallet],
+    positions: Mapping[str, Iterable[Position]],
+    orders: Mapping[str, Iterable[Order]],
+    instruments: Mapping[str, Instrument],
+) -> AccountView:
+    """Compose the accounts, positions and orders sections from what was read (pure)."""
+    open_by_account = {name: [p for p in positions.get(name, ()) if p.is_open] for name in wallets}
+    orders_by_account = {name: list(orders.get(name, ())) for name in wallets}
+    all_positions = sorted(
+        (p for ps in open_by_account.values() for p in ps),
+        key=lambda p: (p.account, p.symbol, p.side.value if p.side else ""),
+    )
+    all_orders = sorted(
+        (o for os_ in orders_by_account.values() for o in os_),
+        key=lambda o: (o.account, o.symbol, o.link_id, o.side.value, o.order_id),
+    )
+    return AccountView(
+        wallets=dict(wallets),
+        positions=tuple(all_positions),
+        orders=tuple(all_orders),
+        accounts={
+            name: account_row(wallet, len(open_by_account[name]), len(orders_by_account[name]))
+            for name, wallet in wallets.items()
+        },
+        position_rows=tuple(position_row(p, instruments.get(p.symbol)) for p in all_positions),
+        order_rows=tuple(order_row(o, purpose_of(o.link_id)) for o in all_orders),
+    )
+
+
+def with_monitor(row: Mapping[str, Any], monitor: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A position row with its monitor's phase, TPs filled, SL, breakeven flag and urgency (or None)."""
+    fields = ("phase", "tps_filled", "sl_price", "breakeven", "urgency")
+    return dict(row) | {f: (monitor or {}).get(f) for f in fields}
+
+
+async def _run(concurrent: bool, *steps: Awaitable[Any]) -> list[Any]:
+    """Await ``steps`` concurrently (optimized) or one after another (baseline), results in order.
+
+    Coroutines do not start until awaited, so in the sequential case each read waits for the last.
+    """
+    if concurrent:
+        return list(await asyncio.gather(*steps))
+    return [await step for step in steps]
+
+
+class DashboardHost(Protocol):
+    """What the dashboard reads from the engine (an :class:`~engine.runtime.assembly.EngineRuntime`).
+
+    Components built by other parts of the engine are read when the host has them: ``tpsl`` (the
+    TP/SL manager: monitors, ledger, alerts, engine state), ``store`` (persistence metrics) and
+    ``alerts`` (an alert bus with ``snapshot()``).
+    """
+
+    settings: Settings
+    clock: Clock
+    venues: dict[str, Venue]
+
+    @property
+    def state(self) -> Enum:
+        """An :class:`~engine.runtime.assembly.EngineState`."""
+        ...
+
+    @property
+    def venue_label(self) -> str: ...
+
+
+class Dashboard:
+    """Builds :class:`DashboardSnapshot` s of an engine through its :class:`DashboardCache`.
+
+    See :class:`DashboardHost` for what it reads from the engine.
+    """
+
+    def __init__(
+        self, host: DashboardHost, cache: DashboardCache, profile: Profile, insights: InsightsProvider
+    ) -> None:
+        self.host = host
+        self.cache = cache
+        self.profile = profile
+        self.insights = insights
+        self._configured_symbols: list[str] = list(host.settings.get("sim.symbols"))
+        self._instruments: dict[str, Instrument] = {}
+        self._known_symbols: set[str] = set()
+
+    @classmethod
+    async def create(cls, host: DashboardHost, profile: Profile) -> Dashboard:
+        """A dashboard with its cache, attached to the profile's ``cache_ttls`` and ``cache_metrics``."""
+        cache = DashboardCache.from_settings(host.settings, host.clock, profile)
+        dashboard = cls(host, cache, profile, InsightsProvider())
+        await profile.register("cache_ttls", cache.apply_ttl_mode)
+        await profile.register("cache_metrics", lambda mode: cache.set_metrics(mode is Mode.OPTIMIZED))
+        return dashboard
+
+    # --- events ------------------------------------------------------------------------------
+    def on_event(self, event: VenueEvent) -> None:
+        """Feed one venue event: cache freshness (optimized) and the insights' price history."""
+        self.cache.on_event(event)
+        if isinstance(event, Ticker):
+            self.insights.observe(event)
+
+    async def follow(self, venue: Venue) -> None:
+        """Feed :meth:`on_event` from a venue's event stream until cancelled (a background task)."""
+        async for event in venue.stream():
+            self.on_event(event)
+
+    # --- the snapshot ------------------------------------------------------------------------
+    async def snapshot(self) -> DashboardSnapshot:
+        """Build the snapshot through the cache (see the module docstring for the two behaviours)."""
+        batched = self.profile.is_optimized("api_batching")
+        await self._ensure_instruments()
+        symbols = self._symbols()
+        view_job = self._view_early if self.cache.mode is Mode.OPTIMIZED else self._view_late
+        view: AccountView
+        market: dict[str, Ticker]
+        view, market, stats = await _run(
+            batched, view_job(batched, symbols), self._market(batched, symbols), self._stats()
+        )
+        extra = sorted(view.symbols - set(market))
+        if extra:  # a position or order on a symbol we had not seen yet
+            self._known_symbols |= set(extra)
+            await self._ensure_instruments()
+            market |= await self._market(batched, extra)
+        self.insights.observe_equity(view.wallets.values())
+        insights = await self.cache.get_or_load(
+            "ai_insights", INSIGHTS_KEY, lambda: self._compute_insights(view)
+        )
+        return freeze(self._compose(view, market, stats, insights))
+
+    def _compose(
+        self, view: AccountView, market: Mapping[str, Ticker], stats: Any, insights: Any
+    ) -> dict[str, Any]:
+        host = self.host
+        tpsl = getattr(host, "tpsl", None)
+        monitors = tpsl.snapshot_monitors() if tpsl is not None else []
+        by_key = {m.get("key"): m for m in monitors}
+        positions = [
+            with_monitor(row, by_key.get(f"{row['account']}:{row['symbol']}:{row['side']}"))
+            for row in view.position_rows
+        ]
+        return {
+            "time": iso_utc(host.clock.now()),
+            "venue": host.venue_label,
+            "engine_state": self._engine_state(),
+            "profile": self.profile.states(),
+            "accounts": {name: dict(row) for name, row in view.accounts.items()},
+            "positions": positions,
+            "orders": [dict(row) for row in view.order_rows],
+            "monitors": monitors,
+            "ledger": tpsl.snapshot_ledger() if tpsl is not None else empty_ledger(),
+            "stats": stats,
+            "market": {s: market_row(market[s]) for s in sorted(market)},
+            "insights": list(insights),
+            "cache": self.cache.metrics(),
+            "persistence": persistence_row(_call(host, "store", "metrics", {})),
+            "api_calls": {name: venue.calls.as_dict() for name, venue in host.venues.items()},
+            "alerts": self._alerts(),
+            "streams": tpsl.snapshot_streams() if tpsl is not None else {},
+            "price_alerts": _call(host, "price_alerts", "snapshot", []),
+        }
+
+    def _engine_state(self) -> str:
+        """The runtime's state: degraded, else reconciling / paused / running as the manager says."""
+        return str(self.host.state.value)
+
+    def _alerts(self) -> list[dict[str, Any]]:
+        """The latest alerts, newest first: from the alert bus when there is one, else the TP/SL
+        manager's own list."""
+        bus = _call(self.host, "alerts", "snapshot", None)
+        if bus is not None:
+            return list(bus)
+        tpsl = getattr(self.host, "tpsl", None)
+        recent = list(getattr(tpsl, "alerts", ()))[-ALERTS_SHOWN:]
+        return [dict(alert) for alert in reversed(recent)]
+
+    def _symbols(self) -> list[str]:
+        """The symbols read one by one in the baseline: configured, held, and monitored."""
+        tpsl = getattr(self.host, "tpsl", None)
+        monitored = {m.symbol for m in getattr(tpsl, "monitors", {}).values()}
+        return sorted({*self._configured_symbols, *self._known_symbols, *monitored})
+
+    async def _ensure_instruments(self) -> None:
+        missing = [s for s in self._symbols() if s not in self._instruments]
+        if missing and self.host.venues:
+            venue = next(iter(self.host.venues.values()))
+            self._instruments |= await venue.instruments(missing)
+
+    # --- the account view (full_dashboard) ---------------------------------------------------
+    async def _view_early(self, batched: bool, symbols: list[str]) -> AccountView:
+        """Optimized: the full-dashboard entry first; its pieces are read only on a miss."""
+        view = await self.cache.get_or_load(
+            "full_dashboard", FULL_KEY, lambda: self._read_view(batched, symbols)
+        )
+        assert isinstance(view, AccountView)
+        return view
+
+    async def _view_late(self, batched: bool, symbols: list[str]) -> AccountView:
+        """Baseline (the original): every piece is fetched, then the full-dashboard entry is checked."""
+        fresh = await self._read_view(batched, symbols)
+
+        async def composed() -> AccountView:
+            return fresh
+
+        view = await self.cache.get_or_load("full_dashboard", FULL_KEY, composed)
+        assert isinstance(view, AccountView)
+        return view
+
+    async def _read_view(self, batched: bool, symbols: list[str]) -> AccountView:
+        names = list(self.host.venues)
+        parts = await _run(batched, *(self._read_account(name, batched, symbols) for name in names))
+        wallets = {name: part[0] for name, part in zip(names, parts, strict=True)}
+        positions = {name: part[1] for name, part in zip(names, parts, strict=True)}
+        orders = {name: part[2] for name, part in zip(names, parts, strict=True)}
+        view = account_view(wallets, positions, orders, self._instruments)
+        self._known_symbols |= view.symbols
+        return view
+
+    async def _read_account(
+        self, name: str, batched: bool, symbols: list[str]
+    ) -> tuple[Wallet, list[Position], list[Order]]:
+        venue = self.host.venues[name]
+        wallet, positions, orders = await _run(
+            batched,
+            self.cache.get_or_load("account_data", account_key(name), venue.wallet),
+            self._per_account_or_symbol("positions", name, venue.positions, batched, symbols),
+            self._per_account_or_symbol("orders", name, venue.open_orders, batched, symbols),
+        )
+        return wallet, positions, orders
+
+    async def _per_account_or_symbol(
+        self,
+        category: str,
+        account: str,
+        read: Callable[[str | None], Awaitable[list[T]]],
+        batched: bool,
+        symbols: list[str],
+    ) -> list[T]:
+        """One read for the account (optimized), or one read per symbol, in turn (baseline)."""
+        if batched:
+            found: list[T] = await self.cache.get_or_load(category, (category, account), partial(read, None))
+            return found
+        rows: list[T] = []
+        for symbol in symbols:
+            rows += await self.cache.get_or_load(category, (category, account, symbol), partial(read, symbol))
+        return rows
+
+    # --- market, stats, insights -------------------------------------------------------------
+    async def _market(self, batched: bool, symbols: Sequence[str]) -> dict[str, Ticker]:
+        """Tickers of ``symbols``: one read for all the missing ones (optimized) or one per symbol."""
+        if not self.host.venues:
+            return {}
+        venue = next(iter(self.host.venues.values()))
+        if batched:
+
+            async def load(keys: list[CacheKey]) -> dict[CacheKey, Ticker]:
+                tickers = await venue.tickers([k[2] for k in keys])
+                return {market_key(s): t for s, t in tickers.items()}
+
+            found = await self.cache.get_many_or_load("market_data", [market_key(s) for s in symbols], load)
+            tickers = {key[2]: ticker for key, ticker in found.items()}
+        else:
+            tickers = {}
+            for symbol in symbols:
+
+                async def load_one(symbol: str = symbol) -> Ticker:
+                    return (await venue.tickers([symbol]))[symbol]
+
+                tickers[symbol] = await self.cache.get_or_load("market_data", market_key(symbol), load_one)
+        for ticker in tickers.values():
+            self.insights.observe(ticker)
+        return tickers
+
+    async def _stats(self) -> Any:
+        async def load() -> dict[str, Any]:
+            tpsl = getattr(self.host, "tpsl", None)
+            return tpsl.ledger.totals() if tpsl is not None else {}
+
+        return await self.cache.get_or_load("stats", STATS_KEY, load)
+
+    async def _compute_insights(self, view: AccountView) -> list[dict[str, object]]:
+        tpsl = getattr(self.host, "tpsl", None)
+        monitor_stops = {
+            (m.account, m.symbol): m.sl_price
+            for m in getattr(tpsl, "monitors", {}).values()
+            if m.sl_price and m.sl_price > 0
+        }
+        return self.insights.compute(view.positions, view.orders, view.wallets, monitor_stops)
+
+    async def close(self) -> None:
+        """Stop the loads in flight (engine stop)."""
+        await self.cache.close()
+
+
+PERSISTENCE_TIMES = ("last_flush", "last_compaction")
+
+
+def persistence_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The store's metrics with its epoch times as ISO 8601 UTC strings, as the contract has all times."""
+    row = dict(metrics)
+    for key in PERSISTENCE_TIMES:
+        if isinstance(row.get(key), int | float):
+            row[key] = iso_utc(row[key])
+    return row
+
+
+def _call(host: Any, attr: str, method: str, default: Any) -> Any:
+    """``host.<attr>.<method>()`` when the host has that component (built by another issue), else default."""
+    component = getattr(host, attr, None)
+    fn = getattr(component, method, None)
+    return fn() if callable(fn) else default
+
+
+async def build_snapshot(runtime: DashboardHost) -> DashboardSnapshot:
+    """One snapshot of ``runtime``: through its dashboard, or a one-off dashboard when it has none."""
+    dashboard = getattr(runtime, "dashboard", None)
+    if dashboard is None:
+        profile = getattr(runtime, "profile", None) or Profile.from_settings(runtime.settings, None)
+        dashboard = await Dashboard.create(runtime, profile)
+    return await dashboard.snapshot()

@@ -1,0 +1,257 @@
+"""Trade approaches as pure functions: (request, instrument, mark, balance, params) -> order plan.
+
+**Fast**: one market entry, one take-profit for the whole position, one stop-loss.
+**Conservative**: ``params.entries`` entries of equal quantity (the first at market, the others limit
+orders at the given prices), take-profits split by ``params.tp_split`` of the *filled* size, one
+stop-loss for the whole position.
+
+Nothing here talks to a venue: a request is validated in full (every problem listed, nothing sent
+when there is one) and turned into a :class:`TradePlan` that the TP/SL manager executes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.core.models import Instrument, OrderType, Side, round_to_step
+from engine.trading.params import TradingParams
+
+
+class Approach(StrEnum):
+    """How a position was opened; ``adopted`` positions were found on the venue."""
+
+    FAST = "fast"
+    CONSERVATIVE = "conservative"
+    ADOPTED = "adopted"
+
+
+class TradeRejected(Exception):
+    """A trade request that was refused before anything was sent; ``errors`` says why, one per line."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRequest:
+    """What the operator (or a scenario) asks for. ``entry_prices[0]`` is None: the first entry is
+    at market; further entries are limit prices. TPs are ordered nearest first."""
+
+    account: str
+    symbol: str
+    side: Side
+    approach: Approach
+    margin: float
+    leverage: float
+    entry_prices: tuple[float | None, ...]
+    tp_prices: tuple[float, ...]
+    sl_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class EntryOrder:
+    """One planned entry: slot ``e1``.. , market or limit."""
+
+    slot: str
+    order_type: OrderType
+    qty: float
+    price: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TradePlan:
+    """A validated request turned into orders: entries now, TPs and SL as entries fill."""
+
+    request: TradeRequest
+    entries: tuple[EntryOrder, ...]
+    tp_prices: tuple[float, ...]
+    tp_split: tuple[float, ...]
+    sl_price: float
+    total_qty: float
+
+
+def _q(value: float, instrument: Instrument) -> float:
+    """Snap a sum of quantities back onto the qty grid (float sums drift)."""
+    return round_to_step(value, instrument.qty_step, "nearest")
+
+
+def split_tp_quantities(
+    size: float,
+    split: tuple[float, ...] | list[float],
+    prices: tuple[float, ...] | list[float],
+    instrument: Instrument,
+    min_tp_notional: float,
+) -> list[float]:
+    """Quantities of the TPs for a position of ``size``: each share rounded down to qtyStep; a TP
+    (other than TP1) below minOrderQty or ``min_tp_notional`` folds into TP1; the rounding remainder
+    goes to the last TP that is kept, so the result sums exactly to ``size``."""
+    n = len(split)
+    if size <= 0 or n == 0:
+        return [0.0] * n
+    raw = [instrument.round_qty(size * part / 100.0) for part in split]
+    qty = list(raw)
+    for i in range(1, n):
+        if raw[i] < instrument.min_qty or raw[i] * prices[i] < min_tp_notional:
+            qty[0] = _q(qty[0] + raw[i], instrument)
+            qty[i] = 0.0
+    last = max(i for i in range(n) if i == 0 or qty[i] > 0)
+    qty[last] = _q(qty[last] + size - sum(qty), instrument)
+    return qty
+
+
+def breakeven_price(side: Side, avg_entry: float, instrument: Instrument, params: TradingParams) -> float:
+    """Average entry moved by round-trip taker fees plus the buffer, rounded away from the entry so
+    a stop there never loses money."""
+    move = 2 * params.taker_fee_rate + params.breakeven_buffer_pct / 100.0
+    return instrument.round_price(avg_entry * (1 + side.sign * move), "up" if side is Side.BUY else "down")
+
+
+def offset_price(side: Side, mark: float, offset_pct: float, instrument: Instrument) -> float:
+    """A price ``offset_pct`` percent from the mark, + on the trade's profit side."""
+    return instrument.round_price(mark * (1 + side.sign * offset_pct / 100.0))
+
+
+def request_from_offsets(
+    *,
+    account: str,
+    symbol: str,
+    side: Side,
+    approach: Approach,
+    margin: float,
+    leverage: float,
+    mark: float,
+    instrument: Instrument,
+    entry_offsets_pct: list[float],
+    tp_offsets_pct: list[float],
+    sl_offset_pct: float,
+) -> TradeRequest:
+    """Build a request from offsets relative to the mark (the scenario file's notation); the first
+    entry is always at market whatever its offset."""
+    entries: list[float | None] = [None]
+    entries += [offset_price(side, mark, off, instrument) for off in entry_offsets_pct[1:]]
+    return TradeRequest(
+        account=account,
+        symbol=symbol,
+        side=side,
+        approach=approach,
+        margin=margin,
+        leverage=leverage,
+        entry_prices=tuple(entries),
+        tp_prices=tuple(offset_price(side, mark, off, instrument) for off in tp_offsets_pct),
+        sl_price=offset_price(side, mark, sl_offset_pct, instrument),
+    )
+
+
+def _shape(approach: Approach, params: TradingParams) -> tuple[int, tuple[float, ...]]:
+    """(number of entries, TP split) of an approach."""
+    if approach is Approach.FAST:
+        return 1, (100.0,)
+    return params.entries, params.tp_split
+
+
+def validate_request(
+    request: TradeRequest,
+    instrument: Instrument | None,
+    mark: float,
+    available: float,
+    params: TradingParams,
+) -> list[str]:
+    """Every problem with a request, as readable sentences; empty when it can be sent."""
+    errors: list[str] = []
+    if instrument is None or instrument.symbol != request.symbol:
+        return [f"unknown symbol {request.symbol!r}"]
+    if not isinstance(request.side, Side):
+        errors.append(f"side must be Buy or Sell, got {request.side!r}")
+        return errors
+    if request.approach not in (Approach.FAST, Approach.CONSERVATIVE):
+        errors.append(f"approach must be fast or conservative, got {request.approach!r}")
+        return errors
+    if not request.margin > 0:
+        errors.append(f"margin must be > 0 USDT, got {request.margin:g}")
+    max_lev = min(instrument.max_leverage, params.max_leverage)
+    if not instrument.min_leverage <= request.leverage <= max_lev:
+        errors.append(
+            f"leverage must be within {instrument.min_leverage:g}..{max_lev:g}, got {request.leverage:g}"
+        )
+    if not mark > 0:
+        errors.append(f"no market price for {request.symbol}")
+        return errors
+    n_entries, split = _shape(request.approach, params)
+    sign = request.side.sign
+    if len(request.entry_prices) != n_entries:
+        errors.append(f"{request.approach.value} takes {n_entries} entries, got {len(request.entry_prices)}")
+    elif request.entry_prices[0] is not None:
+        errors.append("the first entry is at market (no price)")
+    limits = [p for p in request.entry_prices[1:] if p is not None]
+    if len(limits) != len(request.entry_prices[1:]):
+        errors.append("entries after the first need a limit price")
+    for price in limits:
+        if not price > 0 or (price - mark) * sign >= 0:
+            where = "below" if request.side is Side.BUY else "above"
+            errors.append(f"limit entry {price:g} must be {where} the mark {mark:g}")
+    entry_refs = [mark, *limits]
+    if len(request.tp_prices) != len(split):
+        n_tps = len(request.tp_prices)
+        errors.append(f"{request.approach.value} takes {len(split)} take-profits, got {n_tps}")
+    worst_entry = max(entry_refs) if request.side is Side.BUY else min(entry_refs)
+    best_entry = min(entry_refs) if request.side is Side.BUY else max(entry_refs)
+    for i, tp in enumerate(request.tp_prices):
+        if (tp - worst_entry) * sign <= 0:
+            errors.append(f"TP{i + 1} {tp:g} is not beyond the entries on the profit side")
+        elif i > 0 and (tp - request.tp_prices[i - 1]) * sign <= 0:
+            errors.append(f"TP{i + 1} {tp:g} must be further than TP{i} {request.tp_prices[i - 1]:g}")
+    if not request.sl_price > 0 or (request.sl_price - best_entry) * sign >= 0:
+        errors.append(f"SL {request.sl_price:g} is not beyond the entries on the loss side")
+    if errors or not request.margin > 0:
+        return errors
+    per_entry = instrument.round_qty(request.margin * request.leverage / mark / n_entries)
+    if per_entry < instrument.min_qty:
+        errors.append(
+            f"each entry would be {per_entry:g} {request.symbol}, below the minimum order qty "
+            f"{instrument.min_qty:g}: raise the margin or the leverage"
+        )
+    elif per_entry * min(entry_refs) < instrument.min_notional:
+        errors.append(
+            f"each entry is worth less than the minimum order value {instrument.min_notional:g} USDT"
+        )
+    if per_entry * n_entries > instrument.max_qty:
+        errors.append(f"the position would exceed the maximum order qty {instrument.max_qty:g}")
+    needed = request.margin + request.margin * request.leverage * params.taker_fee_rate
+    if needed > available:
+        errors.append(f"not enough available balance: need {needed:.2f} USDT, have {available:.2f}")
+    return errors
+
+
+def plan_trade(
+    request: TradeRequest,
+    instrument: Instrument | None,
+    mark: float,
+    available: float,
+    params: TradingParams,
+) -> TradePlan:
+    """Validate and plan a trade; raises :class:`TradeRejected` listing every problem."""
+    errors = validate_request(request, instrument, mark, available, params)
+    if errors:
+        raise TradeRejected(errors)
+    assert instrument is not None
+    n_entries, split = _shape(request.approach, params)
+    per_entry = instrument.round_qty(request.margin * request.leverage / mark / n_entries)
+    entries = tuple(
+        EntryOrder(
+            slot=f"e{i + 1}",
+            order_type=OrderType.MARKET if price is None else OrderType.LIMIT,
+            qty=per_entry,
+            price=price,
+        )
+        for i, price in enumerate(request.entry_prices)
+    )
+    return TradePlan(
+        request=request,
+        entries=entries,
+        tp_prices=request.tp_prices,
+        tp_split=split,
+        sl_price=request.sl_price,
+        total_qty=_q(per_entry * n_entries, instrument),
+    )

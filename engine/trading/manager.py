@@ -1,0 +1,645 @@
+"""The TP/SL manager: the async shell around the pure decisions of :mod:`engine.trading.monitor`.
+
+One registry of monitors keyed ``account:symbol:side``. Per account, one lock serialises everything
+that changes monitors (stream events, polls, reconciliation, operator actions), so a decision always
+sees the state the previous one left. Each event goes the same way: decide (pure) -> save with the
+decision's reason (a critical save is on disk before any order is sent: write-ahead of new link ids)
+-> send the actions -> feed the answers back to the decisions (retries, give-ups) -> save again.
+
+Fills come from executions only: the private stream, and ``executions(since)`` polling as the safety
+net (always when streams are off or down), de-duplicated by exec id. Start-up reconciliation runs
+before anything else; until it has succeeded for every account the engine reports ``reconciling``
+and refuses new entries (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
+
+from engine.core.clock import Clock, iso_utc
+from engine.core.link_ids import new_instance_tag, new_monitor_id
+from engine.core.models import (
+    Execution,
+    Instrument,
+    Monitor,
+    Order,
+    Phase,
+    Position,
+    StreamStatus,
+    Ticker,
+    VenueEvent,
+    monitor_key,
+)
+from engine.trading.approaches import TradeRejected, TradeRequest, plan_trade
+from engine.trading.ledger import Ledger
+from engine.trading.monitor import (
+    Alert,
+    Transition,
+    apply_execution,
+    apply_order_update,
+    apply_price,
+    apply_results,
+    new_monitor,
+    open_monitor,
+)
+from engine.trading.orders import execute_actions
+from engine.trading.params import MonitorTiming, TradingParams
+from engine.trading.reconcile import read_view, reconcile_account
+from engine.venue.base import Venue
+from engine.venue.errors import RateLimited, VenueError
+from persistence.reasons import Reason
+
+log = logging.getLogger("opconsole.tpsl")
+
+MONITOR_PREFIX = "monitor:"
+ENGINE_KEY = "engine:tpsl"
+SEEN_EXEC_IDS = 20_000
+"""Execution ids remembered per account by the shell (monitors keep their own as well)."""
+
+AlertHook = Callable[[str, str, str], None]
+EventObserver = Callable[[str, VenueEvent], None]
+"""Called with (account, event) for every event the manager receives."""
+"""``on_alert(severity, type, message)``: severity is info, warning or critical."""
+
+
+class StateStore(Protocol):
+    """What the manager needs from :class:`persistence.store.Store`."""
+
+    @property
+    def state(self) -> Mapping[str, Any]: ...
+
+    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> Any: ...
+
+    async def delete(self, key: str, *, reason: Reason, force: bool = False) -> Any: ...
+
+
+class TpslManager:
+    """Every monitored position of every account, driven by venue events."""
+
+    def __init__(
+        self,
+        *,
+        venues: Mapping[str, Venue],
+        store: StateStore,
+        clock: Clock,
+        params: TradingParams,
+        timing: MonitorTiming | None = None,
+        on_alert: AlertHook | None = None,
+        rng: random.Random | None = None,
+        push_streams: bool = True,
+    ) -> None:
+        self.venues = dict(venues)
+        self.store = store
+        self.clock = clock
+        self.params = params
+        self.timing = timing or MonitorTiming()
+        self.on_alert = on_alert
+        self.push_streams = push_streams
+        self.monitors: dict[str, Monitor] = {}
+        self.ledger = Ledger()
+        self.instruments: dict[str, Instrument] = {}
+        self.marks: dict[str, float] = {}
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=200)
+        self.tag = ""
+        self._rng = rng or random.Random(0)
+        self._locks = {a: asyncio.Lock() for a in self.venues}
+        self._seen: dict[str, OrderedDict[str, None]] = {a: OrderedDict() for a in self.venues}
+        self._cursor: dict[str, float] = {}
+        self._ready: dict[str, bool] = dict.fromkeys(self.venues, False)
+        self._ready_event = asyncio.Event()
+        self._connected: dict[str, bool] = dict.fromkeys(self.venues, False)
+        self._subscribed: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
+        self._wake: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
+        self._unknown_position: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
+        self._paused: set[str] = set()
+        self._loaded = False
+        self._seq = 0
+        self._observers: list[EventObserver] = []
+        self._stream_tasks: dict[str, asyncio.Task[None]] = {}
+        self._last_event: dict[str, float] = {}
+
+    # --- state --------------------------------------------------------------------------------
+    @property
+    def engine_state(self) -> str:
+        """``reconciling`` until every account reconciled, then ``paused`` / ``degraded`` / ``running``."""
+        if not all(self._ready.values()):
+            return "reconciling"
+        if self._paused and self._paused >= set(self.venues):
+            return "paused"
+        if self.push_streams and not all(self._connected.values()):
+            return "degraded"
+        return "running"
+
+    @property
+    def ready(self) -> bool:
+        return all(self._ready.values())
+
+    async def wait_ready(self) -> None:
+        """Return once start-up reconciliation has succeeded for every account."""
+        await self._ready_event.wait()
+
+    def is_paused(self, account: str) -> bool:
+        return account in self._paused
+
+    def load(self) -> None:
+        """Take monitors, ledger, cursors and the instance tag from the store's recovered state."""
+        if self._loaded:
+            return
+        state = self.store.state
+        for key, value in state.items():
+            if key.startswith(MONITOR_PREFIX):
+                monitor = Monitor.from_dict(value)
+                if monitor.account in self.venues and monitor.phase is not Phase.CLOSED:
+                    self.monitors[monitor.key] = monitor
+        self.ledger = Ledger.from_state(state)
+        engine = state.get(ENGINE_KEY) or {}
+        self.tag = engine.get("instance_tag") or new_instance_tag(self._rng)
+        self._cursor = {a: float(t) for a, t in (engine.get("cursors") or {}).items()}
+        self._paused = set(engine.get("paused") or []) & set(self.venues)
+        self._loaded = True
+
+    async def _save_engine(self, reason: Reason = Reason.MONITORING_UPDATE, force: bool = False) -> None:
+        value = {"instance_tag": self.tag, "cursors": self._cursor, "paused": sorted(self._paused)}
+        await self.store.save(ENGINE_KEY, value, reason=reason, force=force)
+
+    def lock(self, account: str) -> asyncio.Lock:
+        """The lock that serialises every change to ``account``'s monitors and orders."""
+        return self._locks[account]
+
+    def raise_alert(self, severity: str, type_: str, message: str) -> None:
+        """Record an alert and hand it to the ``on_alert`` hook."""
+        self._alert(severity, type_, message)
+
+    def _alert(self, severity: str, type_: str, message: str) -> None:
+        now = iso_utc(self.clock.now())
+        self.alerts.append({"time": now, "severity": severity, "type": type_, "message": message})
+        level = {"critical": logging.CRITICAL, "warning": logging.WARNING}.get(severity, logging.INFO)
+        log.log(level, "%s", message)
+        if self.on_alert is not None:
+            try:
+                self.on_alert(severity, type_, message)
+            except Exception:  # an alert sink must never break trading
+                log.exception("alert hook failed")
+
+    def _raise(self, alerts: Sequence[Alert]) -> None:
+        for alert in alerts:
+            self._alert(alert.severity, alert.type, alert.message)
+
+    # --- life cycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Load, subscribe, reconcile every account (retrying while the venue cannot be read), then
+        keep the streams, the execution polls and the periodic reconciliation going until cancelled."""
+        self.load()
+        await self._save_engine(Reason.STARTUP)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if self.push_streams:
+                self._start_streams()
+                for account in self.venues:
+                    await self._sleep_or_wake(self._subscribed[account], 5.0)
+            for account in self.venues:
+                await self._reconcile_until_ready(account)
+            self._ready_event.set()
+            for account in self.venues:
+                tasks.append(self._spawn(self._poll_loop(account), f"tpsl-poll-{account}"))
+                tasks.append(self._spawn(self._reconcile_loop(account), f"tpsl-reconcile-{account}"))
+            await asyncio.gather(*tasks)
+        finally:
+            tasks += self._stream_tasks.values()
+            self._stream_tasks.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start_streams(self) -> None:
+        for account in self.venues:
+            if account not in self._stream_tasks:
+                self._stream_tasks[account] = self._spawn(
+                    self._stream_loop(account), f"tpsl-stream-{account}"
+                )
+
+    async def set_push_streams(self, enabled: bool) -> None:
+        """The ``push_streams`` toggle, live: subscribe to the venue's streams (polling stays as the
+        safety net) or drop them and poll for executions, as the original bot did.
+
+        The poll loops are woken so they pick the new interval at once; a poll right after the
+        switch also catches any fill that arrived while the stream was being torn down.
+        """
+        if enabled == self.push_streams:
+            return
+        self.push_streams = enabled
+        if enabled:
+            self._start_streams()
+        else:
+            tasks = list(self._stream_tasks.values())
+            self._stream_tasks.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for account in self.venues:
+                self._connected[account] = False
+        for account in self.venues:
+            self._wake[account].set()
+
+    @staticmethod
+    def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return asyncio.create_task(coro, name=name)
+
+    async def _load_instruments(self, account: str) -> None:
+        symbols = {m.symbol for m in self.monitors.values()} - set(self.instruments)
+        positions = await self.venues[account].positions()
+        symbols |= {p.symbol for p in positions if p.is_open} - set(self.instruments)
+        if symbols or not self.instruments:
+            self.instruments.update(await self.venues[account].instruments(sorted(symbols) or None))
+
+    async def _reconcile_until_ready(self, account: str) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self._load_instruments(account)
+                await self.reconcile(account, full=True)
+            except VenueError as exc:
+                message = f"{account}: cannot read the venue ({exc}); retrying"
+                self._alert("critical", "reconcile_failed", message)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self._ready[account] = True
+            return
+
+    # --- reconciliation -----------------------------------------------------------------------
+    def _since(self, account: str) -> float:
+        if account in self._cursor:
+            return self._cursor[account]
+        created = [m.created_at for m in self.monitors.values() if m.account == account]
+        return min(created, default=self.clock.now())
+
+    def _next_monitor_id(self, account: str, symbol: str, side_value: str = "") -> str:
+        self._seq += 1
+        return new_monitor_id(f"{account}:{symbol}:{side_value}", self.clock.now(), self._seq)
+
+    async def reconcile(self, account: str, *, full: bool = True) -> int:
+        """One reconciliation pass of ``account`` (positions too when ``full``); returns the number of
+        repairs. Raises VenueError when the venue cannot be read (nothing is changed then)."""
+        async with self._locks[account]:
+            view = await read_view(self.venues[account], self._since(account), with_positions=full)
+            missing = {p.symbol for p in view.positions or [] if p.is_open} - set(self.instruments)
+            if missing:
+                self.instruments.update(await self.venues[account].instruments(sorted(missing)))
+            for symbol, mark in view.marks.items():
+                self.marks[symbol] = mark
+            outcome = reconcile_account(
+                account=account,
+                monitors=self.monitors,
+                view=view,
+                instruments=self.instruments,
+                params=self.params,
+                tag=self.tag,
+                new_monitor_id=lambda symbol: self._next_monitor_id(account, symbol),
+                now=self.clock.now(),
+            )
+            for exec_id in outcome.applied_exec_ids:
+                self._remember(account, exec_id)
+            for exe in view.executions:
+                self._advance_cursor(account, exe)
+            self._raise(outcome.alerts)
+            for transition in outcome.transitions:
+                if transition.reason or transition.actions or transition.trade or transition.durable:
+                    await self._commit(account, transition)
+            if outcome.orphan_cancels:
+                count = len(outcome.orphan_cancels)
+                self._alert("warning", "orphan_orders", f"{account}: cancelling {count} orphan order(s)")
+                await execute_actions(self.venues[account], outcome.orphan_cancels)
+            if outcome.repairs and self._ready.get(account):
+                message = f"{account}: reconciliation repaired {outcome.repairs} difference(s)"
+                self._alert("warning", "drift", message)
+            await self._save_engine()
+            return outcome.repairs
+
+    async def _reconcile_loop(self, account: str) -> None:
+        last_full = self.clock.now()
+        unknown = self._unknown_position[account]
+        while True:
+            woken = await self._sleep_or_wake(unknown, self.timing.reconcile_orders_s)
+            unknown.clear()
+            full = woken or self.clock.now() - last_full >= self.timing.reconcile_positions_s - 1e-9
+            try:
+                await self.reconcile(account, full=full)
+                if full:
+                    last_full = self.clock.now()
+            except VenueError as exc:
+                message = f"{account}: periodic reconciliation failed ({exc})"
+                self._alert("warning", "reconcile_failed", message)
+
+    # --- events -------------------------------------------------------------------------------
+    def _remember(self, account: str, exec_id: str) -> bool:
+        """Note an exec id; False when it was seen before."""
+        seen = self._seen[account]
+        if exec_id in seen:
+            return False
+        seen[exec_id] = None
+        while len(seen) > SEEN_EXEC_IDS:
+            seen.popitem(last=False)
+        return True
+
+    def _advance_cursor(self, account: str, exe: Execution) -> None:
+        if exe.ts > self._cursor.get(account, float("-inf")):
+            self._cursor[account] = exe.ts
+
+    def _monitor_for(self, account: str, symbol: str) -> Monitor | None:
+        return next((m for m in self.monitors.values() if m.account == account and m.symbol == symbol), None)
+
+    async def _stream_loop(self, account: str) -> None:
+        venue = self.venues[account]
+        while True:
+            try:
+                async for event in venue.stream():
+                    await self.dispatch(account, event)
+            except VenueError as exc:
+                self._alert("warning", "stream_error", f"{account}: stream failed ({exc})")
+            self._connected[account] = False
+            await self.clock.sleep(1.0)
+
+    def add_observer(self, observer: EventObserver) -> None:
+        """Also hand every venue event (streamed or polled fills) to ``observer`` (e.g. the cache).
+
+        The manager is the one consumer of each venue's stream, so a Bybit venue with a single
+        stream serves the dashboard too.
+        """
+        self._observers.append(observer)
+
+    def _notify(self, account: str, event: VenueEvent) -> None:
+        for observer in self._observers:
+            observer(account, event)
+
+    async def dispatch(self, account: str, event: VenueEvent) -> None:
+        """Handle one venue event of ``account``."""
+        self._last_event[account] = self.clock.now()
+        self._notify(account, event)
+        if isinstance(event, Execution):
+            await self.on_execution(account, event)
+        elif isinstance(event, Order):
+            await self.on_order(account, event)
+        elif isinstance(event, Ticker):
+            await self.on_ticker(event)
+        elif isinstance(event, Position):
+            self._on_position(account, event)
+        elif isinstance(event, StreamStatus):
+            self._connected[account] = event.connected
+            if event.connected:
+                self._subscribed[account].set()
+            if event.gap or not event.connected:
+                self._wake[account].set()  # catch up on what the gap may have lost
+
+    async def on_execution(self, account: str, exe: Execution) -> None:
+        """A fill (from the stream or a poll)."""
+        async with self._locks[account]:
+            if not self._remember(account, exe.exec_id):
+                return
+            self._advance_cursor(account, exe)
+            monitor = self._monitor_for(account, exe.symbol)
+            if monitor is None:
+                return  # not ours to decide; reconciliation adopts unknown positions
+            transition = apply_execution(monitor, exe, self.instruments[monitor.symbol], self.params)
+            await self._commit(account, transition)
+
+    async def on_order(self, account: str, order: Order) -> None:
+        """An order update (status and ids only)."""
+        async with self._locks[account]:
+            monitor = self._monitor_for(account, order.symbol)
+            if monitor is None:
+                return
+            transition = apply_order_update(monitor, order, self.instruments[monitor.symbol], self.params)
+            await self._commit(account, transition)
+
+    async def on_ticker(self, ticker: Ticker) -> None:
+        """A price: remembered for the snapshot and validation; trails stops when that is on."""
+        self.marks[ticker.symbol] = ticker.mark
+        if not self.params.trailing_stop_after_tp1:
+            return
+        price = ticker.mark if self.params.trigger_by == "MarkPrice" else ticker.last
+        for monitor in [m for m in self.monitors.values() if m.symbol == ticker.symbol]:
+            if monitor.phase is not Phase.PROFIT_TAKING:
+                continue
+            async with self._locks[monitor.account]:
+                current = self.monitors.get(monitor.key)
+                if current is None:
+                    continue
+                transition = apply_price(current, price, self.instruments[current.symbol], self.params)
+                if transition.monitor is not current:
+                    await self._commit(current.account, transition)
+
+    def _on_position(self, account: str, position: Position) -> None:
+        monitor = self._monitor_for(account, position.symbol)
+        if monitor is None and position.is_open and self._ready.get(account):
+            self._unknown_position[account].set()  # adopt and protect it now, not at the next full pass
+            return
+        size = position.size if monitor is not None and position.side is monitor.side else 0.0
+        if monitor is not None and abs(size - monitor.size) > self.instruments[monitor.symbol].qty_step / 2:
+            self._wake[account].set()  # sizes disagree: the executions will tell why
+
+    async def poll_executions(self, account: str) -> int:
+        """Fetch fills since the cursor and handle the ones not seen yet; returns how many were new."""
+        executions = await self.venues[account].executions(self._since(account))
+        fresh = [e for e in executions if e.exec_id not in self._seen[account]]
+        for exe in fresh:
+            self._notify(account, exe)
+            await self.on_execution(account, exe)
+        if fresh:
+            await self._save_engine()
+        return len(fresh)
+
+    async def _sleep_or_wake(self, wake: asyncio.Event, seconds: float) -> bool:
+        """Sleep on the clock until ``seconds`` pass or ``wake`` is set; True when woken.
+        Both waiters are cancelled on the way out, so a cancelled loop leaves nothing pending."""
+        waiter = asyncio.ensure_future(wake.wait())
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
+        return wake.is_set()
+
+    async def _poll_loop(self, account: str) -> None:
+        wake = self._wake[account]
+        while True:
+            streaming = self.push_streams and self._connected[account]
+            interval = self.timing.reconcile_orders_s if streaming else self.timing.execution_poll_s
+            woken = await self._sleep_or_wake(wake, interval)
+            wake.clear()
+            if streaming and not woken:
+                continue  # the stream is the source; the periodic reconciliation is the net
+            try:
+                await self.poll_executions(account)
+            except VenueError as exc:
+                self._alert("warning", "poll_failed", f"{account}: execution poll failed ({exc})")
+
+    # --- committing decisions -----------------------------------------------------------------
+    async def _persist(self, transition: Transition) -> None:
+        monitor = transition.monitor
+        if transition.trade is not None:
+            chunk = self.ledger.record(transition.trade)
+            if chunk is not None:
+                await self.store.save(chunk[0], chunk[1], reason=Reason.TRADE_RECORDED)
+        if monitor.phase is Phase.CLOSED:
+            current = self.monitors.get(monitor.key)
+            if current is not None and current.monitor_id == monitor.monitor_id:
+                del self.monitors[monitor.key]
+                await self.store.delete(MONITOR_PREFIX + monitor.key, reason=Reason.MONITOR_REMOVED)
+            return
+        self.monitors[monitor.key] = monitor
+        if transition.reason is not None or transition.durable:
+            await self.store.save(
+                MONITOR_PREFIX + monitor.key,
+                monitor.to_dict(),
+                reason=transition.reason or Reason.MONITORING_UPDATE,
+                force=transition.durable,
+            )
+
+    async def _commit(self, account: str, transition: Transition) -> None:
+        """Save a decision, send its actions, feed the answers back; bounded retries.
+
+        The caller holds the account's lock.
+        """
+        venue = self.venues[account]
+        instrument = self.instruments[transition.monitor.symbol]
+        for _ in range(self.params.sl_retry_attempts + 4):
+            await self._persist(transition)
+            self._raise(transition.alerts)
+            if not transition.actions:
+                return
+            results = await execute_actions(venue, transition.actions)
+            transition = apply_results(transition.monitor, results, instrument, self.params)
+            limited = [r.error for r in results if isinstance(r.error, RateLimited)]
+            if limited:
+                reset = max((e.reset_at or 0.0) for e in limited if isinstance(e, RateLimited))
+                await self.clock.sleep(min(max(reset - self.clock.now(), 0.2), 5.0))
+        await self._persist(transition)
+        self._raise(transition.alerts)
+        if transition.actions:
+            message = f"{transition.monitor.key}: orders still refused; reconciliation retries"
+            self._alert("warning", "retries_exhausted", message)
+
+    async def transact(self, key: str, decide: Callable[[Monitor, Instrument], Transition]) -> Monitor | None:
+        """Apply an operator decision to one monitor under its account's lock; returns the monitor
+        after it (None when it closed). Raises KeyError for an unknown key."""
+        account = key.split(":", 1)[0]
+        if account not in self._locks:
+            raise KeyError(key)
+        async with self._locks[account]:
+            monitor = self.monitors[key]
+            await self._commit(account, decide(monitor, self.instruments[monitor.symbol]))
+            return self.monitors.get(key)
+
+    # --- trading ------------------------------------------------------------------------------
+    async def set_paused(self, accounts: Sequence[str], paused: bool) -> None:
+        """Pause or resume new entries on the given accounts (protection keeps running)."""
+        for account in accounts:
+            if account not in self.venues:
+                raise KeyError(account)
+            (self._paused.add if paused else self._paused.discard)(account)
+        await self._save_engine(force=True)
+
+    async def open_trade(self, request: TradeRequest) -> Monitor:
+        """Validate, plan and open a trade; returns its monitor (the market entry has been sent).
+
+        Raises :class:`TradeRejected` (nothing sent) for a bad request, while reconciling, while
+        entries are paused, when the symbol already has a position or monitor, or when the venue
+        refused the entry itself.
+        """
+        account = request.account
+        if account not in self.venues:
+            raise TradeRejected([f"unknown account {account!r}"])
+        if not self._ready.get(account):
+            raise TradeRejected(["the engine is reconciling with the venue; no new entries yet"])
+        if account in self._paused:
+            raise TradeRejected([f"new entries are paused on {account}"])
+        venue = self.venues[account]
+        async with self._locks[account]:
+            if self._monitor_for(account, request.symbol) is not None:
+                raise TradeRejected([f"{request.symbol} already has a monitored position on {account}"])
+            try:
+                if request.symbol not in self.instruments:
+                    self.instruments.update(await venue.instruments([request.symbol]))
+                tickers = await venue.tickers([request.symbol])
+                wallet = await venue.wallet()
+                held = await venue.positions(request.symbol)
+            except VenueError as exc:
+                if request.symbol not in self.instruments:
+                    raise TradeRejected([f"unknown symbol {request.symbol!r}"]) from None
+                raise TradeRejected([f"cannot read the venue: {exc}"]) from None
+            if any(p.is_open for p in held):
+                raise TradeRejected([f"{request.symbol} already has an open position on {account}"])
+            ticker = tickers.get(request.symbol)
+            mark = ticker.last if ticker is not None else 0.0
+            instrument = self.instruments.get(request.symbol)
+            plan = plan_trade(request, instrument, mark, wallet.available, self.params)
+            assert instrument is not None
+            try:
+                await venue.set_leverage(request.symbol, request.leverage)
+            except VenueError as exc:
+                raise TradeRejected([f"leverage refused: {exc}"]) from None
+            key = monitor_key(account, request.symbol, request.side)
+            self._seq += 1
+            monitor_id = new_monitor_id(key, self.clock.now(), self._seq)
+            monitor = new_monitor(plan, monitor_id, self.tag, self.clock.now())
+            before = len(self.alerts)
+            await self._commit(account, open_monitor(monitor, instrument, self.params))
+            current = self.monitors.get(key)
+            if current is None or current.monitor_id != monitor.monitor_id:
+                refused = [a["message"] for a in list(self.alerts)[before:] if a["type"] == "entry_refused"]
+                raise TradeRejected(refused or ["the venue refused the entry"])
+            return current
+
+    # --- snapshot -----------------------------------------------------------------------------
+    def snapshot_streams(self) -> dict[str, dict[str, Any]]:
+        """Stream health per account (the snapshot's ``streams``): whether push streams are in use,
+        connected, and how long ago the last event arrived."""
+        now = self.clock.now()
+        return {
+            account: {
+                "push": self.push_streams,
+                "connected": self.push_streams and self._connected[account],
+                "last_event_age_s": (
+                    round(now - self._last_event[account], 3) if account in self._last_event else None
+                ),
+            }
+            for account in self.venues
+        }
+
+    def snapshot_monitors(self) -> list[dict[str, Any]]:
+        """The snapshot's ``monitors`` section (keys pinned in CONTRACTS.md), sorted by key."""
+        rows = []
+        for key in sorted(self.monitors):
+            m = self.monitors[key]
+            instrument = self.instruments.get(m.symbol)
+            avg = instrument.round_price(m.avg_entry) if instrument and m.entry_qty else m.avg_entry
+            rows.append(
+                {
+                    "key": key,
+                    "account": m.account,
+                    "symbol": m.symbol,
+                    "side": m.side.value,
+                    "approach": m.approach,
+                    "phase": m.phase.value,
+                    "avg_entry": avg,
+                    "size": m.size,
+                    "tps_filled": m.tps_filled(),
+                    "sl_price": m.sl_price,
+                    "breakeven": m.breakeven,
+                    "urgency": None,
+                    "monitor_id": m.monitor_id,
+                    "close_intent": m.close_intent,
+                }
+            )
+        return rows
+
+    def snapshot_ledger(self) -> dict[str, Any]:
+        """The snapshot's ``ledger`` section."""
+        return self.ledger.snapshot()

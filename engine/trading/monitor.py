@@ -1,0 +1,822 @@
+"""Pure TP/SL decisions: (monitor, event, instrument, params) -> :class:`Transition`.
+
+A transition is the monitor's new state, the order actions to send, the reason to save it with,
+alerts to raise and, when the position closed, the trade to record. Nothing here awaits or reads a
+clock, so every rule is unit-testable without a venue.
+
+The orders a monitor should have are *derived* from its state by :func:`desired_orders` (entries
+while building; a stop-loss covering the whole position; take-profits splitting the filled size;
+a market close when closing) and :func:`sync_orders` turns the difference with what it has into
+actions: place what is missing (the stop-loss first), amend what changed — never cancel-then-place,
+so coverage never drops — and cancel what is no longer wanted. The same diff serves the live path,
+retries and reconciliation after a restart.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from engine.core.link_ids import make_link_id, parse_link_id
+from engine.core.models import (
+    AmendRequest,
+    CancelRequest,
+    Execution,
+    Instrument,
+    ManagedOrder,
+    Monitor,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Phase,
+    Position,
+    RoundingMode,
+    Side,
+    SlotStatus,
+    TimeInForce,
+    Trade,
+    TriggerBy,
+    TriggerDirection,
+    round_to_step,
+)
+from engine.trading.approaches import TradePlan, breakeven_price, split_tp_quantities
+from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, PlaceOrder
+from engine.trading.params import TradingParams
+from engine.venue.errors import OrderNotFound
+from persistence.reasons import Reason
+
+EXEC_IDS_KEPT = 500
+"""Execution ids remembered per monitor for de-duplication (a trade has a handful of fills)."""
+
+# When one transition has several reasons, the strongest names the save (critical ones first).
+_PRIORITY = [
+    Reason.POSITION_CLOSED,
+    Reason.MONITOR_REMOVED,
+    Reason.SL_HIT,
+    Reason.EMERGENCY,
+    Reason.TP_HIT,
+    Reason.BREAKEVEN_MOVED,
+    Reason.MONITOR_CREATED,
+    Reason.PHASE_CHANGE,
+    Reason.LIMIT_FILL_PROGRESS,
+    Reason.TP_REBALANCED,
+    Reason.ORDER_UPDATE,
+    Reason.MONITORING_UPDATE,
+]
+
+
+def stronger(a: Reason | None, b: Reason | None) -> Reason | None:
+    """The more important of two save reasons."""
+    if a is None or b is None:
+        return a or b
+    rank = {r: i for i, r in enumerate(_PRIORITY)}
+    return a if rank.get(a, len(rank)) <= rank.get(b, len(rank)) else b
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something the operator should know; the manager hands it to its ``on_alert`` hook."""
+
+    severity: str  # info | warning | critical
+    type: str
+    message: str
+
+
+@dataclass(slots=True)
+class Transition:
+    """The outcome of one decision."""
+
+    monitor: Monitor
+    actions: list[Action] = field(default_factory=list)
+    reason: Reason | None = None
+    alerts: list[Alert] = field(default_factory=list)
+    trade: Trade | None = None
+    durable: bool = False  # save with force=True even if the reason is not critical
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSpec:
+    """What one slot's order should look like."""
+
+    side: Side
+    order_type: OrderType
+    qty: float
+    price: float | None = None
+    trigger_price: float | None = None
+
+
+def _eps(instrument: Instrument) -> float:
+    return instrument.qty_step / 2
+
+
+def _q(value: float, instrument: Instrument) -> float:
+    return round_to_step(value, instrument.qty_step, "nearest")
+
+
+def _link(m: Monitor, slot: str, generation: int) -> str:
+    return make_link_id(m.tag, m.monitor_id, slot, generation)
+
+
+def _is_entry(slot: str) -> bool:
+    return slot.startswith("e")
+
+
+def _is_tp(slot: str) -> bool:
+    return slot.startswith("tp")
+
+
+def _match_slot(m: Monitor, link_id: str, order_id: str) -> tuple[str, bool] | None:
+    """The slot an order or fill belongs to, and whether it is the slot's current generation."""
+    parsed = parse_link_id(link_id)
+    if parsed is not None and parsed.tag == m.tag and parsed.monitor_id == m.monitor_id:
+        order = m.orders.get(parsed.slot)
+        if order is None:
+            return None
+        return parsed.slot, parsed.generation == order.generation
+    if order_id:
+        for slot, order in m.orders.items():
+            if order.order_id == order_id:
+                return slot, True
+        if link_id:
+            for slot, order in m.orders.items():
+                if order.link_id == link_id:
+                    return slot, True
+    return None
+
+
+def belongs_elsewhere(m: Monitor, link_id: str) -> bool:
+    """True when ``link_id`` is one of our ids but of another (e.g. an earlier) monitor."""
+    parsed = parse_link_id(link_id)
+    return parsed is not None and parsed.tag == m.tag and parsed.monitor_id != m.monitor_id
+
+
+# --- construction -------------------------------------------------------------------------------
+
+
+def new_monitor(plan: TradePlan, monitor_id: str, tag: str, now: float) -> Monitor:
+    """A monitor for a planned trade, its entries ready to send (generation 0)."""
+    request = plan.request
+    monitor = Monitor(
+        monitor_id=monitor_id,
+        account=request.account,
+        symbol=request.symbol,
+        side=request.side,
+        approach=request.approach.value,
+        created_at=now,
+        sl_price=plan.sl_price,
+        tp_prices=list(plan.tp_prices),
+        tp_split=list(plan.tp_split),
+        tag=tag,
+    )
+    for entry in plan.entries:
+        monitor.orders[entry.slot] = ManagedOrder(
+            slot=entry.slot,
+            link_id=_link(monitor, entry.slot, 0),
+            generation=0,
+            side=request.side,
+            order_type=entry.order_type,
+            qty=entry.qty,
+            price=entry.price,
+        )
+    return monitor
+
+
+def open_monitor(m: Monitor, instrument: Instrument, params: TradingParams) -> Transition:
+    """The first transition of a new monitor: save it (critical) and send its entries."""
+    m = copy.deepcopy(m)
+    return finish_transition(m, instrument, params, Reason.MONITOR_CREATED, [], None)
+
+
+def adopt_position(
+    *,
+    monitor_id: str,
+    tag: str,
+    position: Position,
+    stop_order: Order | None,
+    mark: float,
+    now: float,
+    instrument: Instrument,
+    params: TradingParams,
+) -> Transition:
+    """A monitor for a position found on the venue with none of ours.
+
+    An existing stop order (reduce-only/close-on-trigger, loss side) becomes its stop-loss slot and
+    is amended to cover the whole size; otherwise one is placed ``adopt_stop_loss_pct`` from the
+    entry (from the mark when the entry's stop would already have triggered).
+    """
+    assert position.side is not None
+    side = position.side
+    monitor = Monitor(
+        monitor_id=monitor_id,
+        account=position.account,
+        symbol=position.symbol,
+        side=side,
+        approach="adopted",
+        created_at=now,
+        sl_price=0.0,
+        phase=Phase.MONITORING,
+        size=position.size,
+        entry_qty=position.size,
+        entry_cost=position.entry_price * position.size,
+        tps_enabled=False,
+        entries_closed=True,
+        tag=tag,
+        opened_at=now,
+    )
+    if stop_order is not None and stop_order.trigger_price is not None:
+        monitor.sl_price = stop_order.trigger_price
+        monitor.orders["sl"] = ManagedOrder(
+            slot="sl",
+            link_id=stop_order.link_id,
+            generation=0,
+            side=side.opposite,
+            order_type=stop_order.order_type,
+            qty=stop_order.qty,
+            trigger_price=stop_order.trigger_price,
+            reduce_only=True,
+            status=SlotStatus.OPEN,
+            order_id=stop_order.order_id,
+        )
+    else:
+        distance = params.adopt_stop_loss_pct / 100.0
+        rounding: RoundingMode = "down" if side is Side.BUY else "up"
+        stop = instrument.round_price(position.entry_price * (1 - side.sign * distance), rounding)
+        if mark > 0 and (mark - stop) * side.sign <= 0:
+            stop = instrument.round_price(mark * (1 - side.sign * distance), rounding)
+        monitor.sl_price = stop
+    alert = Alert(
+        "warning",
+        "position_adopted",
+        f"{monitor.key}: adopted an unmonitored position of {position.size:g} at {position.entry_price:g}, "
+        f"stop-loss {monitor.sl_price:g}",
+    )
+    return finish_transition(monitor, instrument, params, Reason.MONITOR_CREATED, [alert], None)
+
+
+# --- derived orders -----------------------------------------------------------------------------
+
+
+def _total_filled(order: ManagedOrder | None) -> float:
+    return order.total_filled if order is not None else 0.0
+
+
+def tp_order_qtys(m: Monitor, instrument: Instrument, params: TradingParams) -> dict[str, float]:
+    """The order quantity each open TP slot should have now (current generation), by slot.
+
+    Targets are the split of the filled entry size; TPs already finished keep what they took; the
+    open ones together cover exactly what is left of the position (a surplus goes to the last TP, a
+    shortfall is trimmed from the last ones), and an open TP left below minOrderQty folds into the
+    first open one.
+    """
+    n = len(m.tp_prices)
+    eps = _eps(instrument)
+    if n == 0 or m.size <= eps or not m.tps_enabled:
+        return {}
+    targets = split_tp_quantities(m.entry_qty, m.tp_split, m.tp_prices, instrument, params.min_tp_notional)
+    slots = [f"tp{i + 1}" for i in range(n)]
+    orders = [m.orders.get(s) for s in slots]
+    finished = {i: o for i, o in enumerate(orders) if o is not None and o.status is SlotStatus.FILLED}
+    locked = set(finished)
+    pending_locked = sum(max(0.0, o.qty - o.filled_qty) for o in finished.values())
+    need = _q(m.size - pending_locked, instrument)
+    open_idx = [i for i in range(n) if i not in locked]
+    if not open_idx or need <= eps:
+        return {}
+    done = {i: _total_filled(orders[i]) for i in open_idx}
+    rem = {i: max(0.0, _q(targets[i] - done[i], instrument)) for i in open_idx}
+    delta = _q(need - sum(rem.values()), instrument)
+    if delta > eps:
+        receivers = [i for i in open_idx if targets[i] > 0] or open_idx
+        rem[receivers[-1]] = _q(rem[receivers[-1]] + delta, instrument)
+    elif delta < -eps:
+        excess = -delta
+        for i in reversed(open_idx):
+            cut = min(rem[i], excess)
+            rem[i] = _q(rem[i] - cut, instrument)
+            excess = _q(excess - cut, instrument)
+            if excess <= eps:
+                break
+    first = next((i for i in open_idx if rem[i] > eps), None)
+    if first is None:
+        return {}
+    for i in open_idx:
+        if i != first and eps < rem[i] < instrument.min_qty:
+            rem[first] = _q(rem[first] + rem[i], instrument)
+            rem[i] = 0.0
+    result: dict[str, float] = {}
+    for i in open_idx:
+        if rem[i] > eps:
+            order = orders[i]
+            current = order.filled_qty if order is not None else 0.0
+            result[slots[i]] = _q(rem[i] + current, instrument)
+    return result
+
+
+def desired_orders(m: Monitor, instrument: Instrument, params: TradingParams) -> dict[str, OrderSpec]:
+    """The orders the monitor should have on the venue now, by slot."""
+    want: dict[str, OrderSpec] = {}
+    if m.phase is Phase.CLOSED:
+        return want
+    closing = m.close_intent is not None
+    if not closing and not m.entries_closed:
+        for slot, order in m.orders.items():
+            if _is_entry(slot) and order.status in (SlotStatus.NEW, SlotStatus.PENDING, SlotStatus.OPEN):
+                want[slot] = OrderSpec(m.side, order.order_type, order.qty, order.price)
+    if m.size > _eps(instrument):
+        exit_side = m.side.opposite
+        if m.close_intent != "emergency":
+            want["sl"] = OrderSpec(exit_side, OrderType.MARKET, m.size, trigger_price=m.sl_price)
+        if closing:
+            want["cl"] = OrderSpec(exit_side, OrderType.MARKET, m.size)
+        else:
+            for slot, qty in tp_order_qtys(m, instrument, params).items():
+                price = m.tp_prices[int(slot[2:]) - 1]
+                want[slot] = OrderSpec(exit_side, OrderType.LIMIT, qty, price=price)
+    return want
+
+
+def _consumed(order: ManagedOrder, instrument: Instrument) -> bool:
+    """A stop or close order that is finished and whose fills have all arrived."""
+    if order.status is SlotStatus.GONE:
+        return True
+    return order.status is SlotStatus.FILLED and order.filled_qty >= order.qty - _eps(instrument)
+
+
+def _roll_generations(m: Monitor, instrument: Instrument) -> None:
+    """Give the next generation (a fresh link id) to TP/SL/close slots whose order is gone."""
+    for slot, order in m.orders.items():
+        if _is_entry(slot):
+            continue
+        rolls = order.status is SlotStatus.GONE or (not _is_tp(slot) and _consumed(order, instrument))
+        if not rolls:
+            continue
+        order.prior_filled = _q(order.prior_filled + order.filled_qty, instrument)
+        order.filled_qty = 0.0
+        order.generation += 1
+        order.link_id = _link(m, slot, order.generation)
+        order.order_id = ""
+        order.status = SlotStatus.NEW
+
+
+def _slot_order(slots: set[str]) -> list[str]:
+    """Protection first: stop-loss, close, then entries, then TPs."""
+
+    def rank(slot: str) -> tuple[int, str]:
+        if slot == "sl":
+            return (0, slot)
+        if slot == "cl":
+            return (1, slot)
+        if _is_entry(slot):
+            return (2, slot)
+        return (3, f"{int(slot[2:]):03d}")
+
+    return sorted(slots, key=rank)
+
+
+def _place_request(m: Monitor, order: ManagedOrder, params: TradingParams) -> OrderRequest:
+    is_entry = _is_entry(order.slot)
+    if order.slot == "sl":
+        direction = TriggerDirection.FALL if m.side is Side.BUY else TriggerDirection.RISE
+        return OrderRequest(
+            symbol=m.symbol,
+            side=order.side,
+            order_type=OrderType.MARKET,
+            qty=order.qty,
+            trigger_price=order.trigger_price,
+            trigger_direction=direction,
+            trigger_by=TriggerBy(params.trigger_by),
+            reduce_only=True,
+            close_on_trigger=True,
+            link_id=order.link_id,
+        )
+    return OrderRequest(
+        symbol=m.symbol,
+        side=order.side,
+        order_type=order.order_type,
+        qty=order.qty,
+        price=order.price if order.order_type is OrderType.LIMIT else None,
+        reduce_only=not is_entry,
+        time_in_force=TimeInForce.GTC if order.order_type is OrderType.LIMIT else TimeInForce.IOC,
+        link_id=order.link_id,
+    )
+
+
+def _address(m: Monitor, order: ManagedOrder) -> dict[str, str]:
+    return {"order_id": order.order_id} if order.order_id else {"link_id": order.link_id}
+
+
+def _differs(a: float | None, b: float | None, step: float) -> bool:
+    if a is None or b is None:
+        return a is not b
+    return abs(a - b) > step / 2
+
+
+def sync_orders(m: Monitor, instrument: Instrument, params: TradingParams) -> list[Action]:
+    """Bring the monitor's orders to :func:`desired_orders` (mutates ``m``; returns the actions)."""
+    _roll_generations(m, instrument)
+    want = desired_orders(m, instrument, params)
+    eps = _eps(instrument)
+    actions: list[Action] = []
+    for slot in _slot_order(set(want) | set(m.orders)):
+        order = m.orders.get(slot)
+        spec = want.get(slot)
+        if spec is None:
+            if order is None:
+                continue
+            if slot == "sl" and m.size > eps and m.phase is not Phase.CLOSED:
+                continue  # never take a stop away from an open position (emergency keeps it)
+            if order.status is SlotStatus.NEW and _is_entry(slot):
+                order.status = SlotStatus.GONE
+            elif order.status in (SlotStatus.PENDING, SlotStatus.OPEN):
+                actions.append(CancelOrder(m.key, slot, CancelRequest(m.symbol, **_address(m, order))))
+                order.status = SlotStatus.CANCELLING
+            continue
+        if order is None:
+            order = ManagedOrder(slot, _link(m, slot, 0), 0, spec.side, spec.order_type, spec.qty)
+            m.orders[slot] = order
+        if order.failures >= params.sl_retry_attempts:
+            continue  # given up for now; reconciliation resets the count and retries
+        if order.status is SlotStatus.NEW:
+            order.side, order.order_type, order.qty = spec.side, spec.order_type, spec.qty
+            order.price, order.trigger_price = spec.price, spec.trigger_price
+            order.reduce_only = not _is_entry(slot)
+            actions.append(PlaceOrder(m.key, slot, _place_request(m, order, params)))
+            order.status = SlotStatus.PENDING
+        elif order.status is SlotStatus.OPEN and not _is_entry(slot) and slot != "cl":
+            qty_changed = _differs(order.qty, spec.qty, instrument.qty_step)
+            price_changed = _differs(order.price, spec.price, instrument.tick_size)
+            trigger_changed = _differs(order.trigger_price, spec.trigger_price, instrument.tick_size)
+            if qty_changed or price_changed or trigger_changed:
+                previous = (order.qty, order.price, order.trigger_price)
+                order.qty, order.price, order.trigger_price = spec.qty, spec.price, spec.trigger_price
+                request = AmendRequest(
+                    m.symbol,
+                    qty=spec.qty if qty_changed else None,
+                    price=spec.price if price_changed else None,
+                    trigger_price=spec.trigger_price if trigger_changed else None,
+                    **_address(m, order),
+                )
+                actions.append(AmendOrder(m.key, slot, request, previous))
+    return actions
+
+
+# --- phases and closing -------------------------------------------------------------------------
+
+
+def _entries_live(m: Monitor) -> bool:
+    if m.entries_closed or m.close_intent is not None:
+        return False
+    return any(
+        o.status in (SlotStatus.NEW, SlotStatus.PENDING, SlotStatus.OPEN)
+        for s, o in m.orders.items()
+        if _is_entry(s)
+    )
+
+
+def _settle_phase(m: Monitor, instrument: Instrument) -> Reason | None:
+    """Phase changes that follow from the state (not from one particular fill)."""
+    if m.phase is Phase.CLOSED:
+        return None
+    if m.size <= _eps(instrument):
+        if m.entry_qty <= _eps(instrument) and not _entries_live(m):
+            m.phase = Phase.CLOSED  # nothing ever filled and nothing is left to fill
+            return Reason.MONITOR_REMOVED
+        return None
+    if m.phase is Phase.BUILDING and not _entries_live(m):
+        m.phase = Phase.MONITORING
+        return Reason.PHASE_CHANGE
+    return None
+
+
+def finish_transition(
+    m: Monitor,
+    instrument: Instrument,
+    params: TradingParams,
+    reason: Reason | None,
+    alerts: list[Alert],
+    trade: Trade | None,
+    durable: bool = False,
+) -> Transition:
+    """Settle the phase, derive the order actions, and package the transition (mutates ``m``)."""
+    actions: list[Action] = []
+    for _ in range(3):
+        reason = stronger(reason, _settle_phase(m, instrument))
+        more = sync_orders(m, instrument, params)
+        actions += more
+        if _settle_phase(m, instrument) is None:
+            break
+    if any(isinstance(a, PlaceOrder) for a in actions):
+        # write-ahead: a new link id is on disk before it is sent, so a restart never reuses it
+        reason = stronger(reason, Reason.ORDER_UPDATE)
+        durable = True
+    return Transition(m, actions, reason, alerts, trade, durable)
+
+
+def exit_reason(m: Monitor, slot: str | None) -> str:
+    """The ledger reason of the fill that flattened the position."""
+    if slot is None or _is_entry(slot):
+        return "manual"
+    if _is_tp(slot):
+        return "tp"
+    if slot == "sl":
+        return "breakeven" if m.breakeven else "sl"
+    return m.close_intent or "manual"
+
+
+def close_trade(m: Monitor, reason: str, closed_at: float, instrument: Instrument) -> Trade:
+    """Mark the monitor closed and build its ledger entry (PnL net of all fees)."""
+    m.phase = Phase.CLOSED
+    return Trade(
+        account=m.account,
+        symbol=m.symbol,
+        side=m.side,
+        approach=m.approach,
+        reason=reason,
+        entry_price=instrument.round_price(m.avg_entry),
+        exit_price=instrument.round_price(m.avg_exit),
+        qty=_q(m.entry_qty, instrument),
+        pnl=round(m.gross_pnl - m.fees, 8),
+        fees=round(m.fees, 8),
+        opened_at=m.opened_at if m.opened_at is not None else m.created_at,
+        closed_at=closed_at,
+        tps_hit=m.tps_filled(),
+        monitor_id=m.monitor_id,
+    )
+
+
+def _move_to_breakeven(m: Monitor, instrument: Instrument, params: TradingParams) -> bool:
+    """Raise the stop to breakeven when that is an improvement; True when it moved."""
+    be = breakeven_price(m.side, m.avg_entry, instrument, params)
+    m.breakeven = True
+    if (be - m.sl_price) * m.side.sign > 0:
+        m.sl_price = be
+        return True
+    return False
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def apply_fill(
+    m: Monitor, exe: Execution, instrument: Instrument, params: TradingParams
+) -> tuple[Reason | None, list[Alert], Trade | None]:
+    """Account one execution into ``m`` in place (no order actions): (reason, alerts, trade)."""
+    if exe.exec_id in m.exec_ids or m.phase is Phase.CLOSED or belongs_elsewhere(m, exe.link_id):
+        return None, [], None
+    if exe.ts < m.created_at and not exe.link_id:
+        return None, [], None  # a fill from before this monitor existed (e.g. before adoption)
+    m.exec_ids.append(exe.exec_id)
+    del m.exec_ids[:-EXEC_IDS_KEPT]
+    match = _match_slot(m, exe.link_id, exe.order_id)
+    slot = match[0] if match else None
+    order = m.orders.get(slot) if slot else None
+    if order is not None and match is not None:
+        if match[1]:
+            order.filled_qty = _q(order.filled_qty + exe.qty, instrument)
+            if order.filled_qty >= order.qty - _eps(instrument):
+                order.status = SlotStatus.FILLED
+        else:
+            order.prior_filled = _q(order.prior_filled + exe.qty, instrument)
+    m.fees += exe.fee
+    m.last_fill_at = exe.ts
+    alerts: list[Alert] = []
+    if exe.side is m.side:
+        m.size = _q(m.size + exe.qty, instrument)
+        m.entry_qty = _q(m.entry_qty + exe.qty, instrument)
+        m.entry_cost += exe.price * exe.qty
+        if m.opened_at is None:
+            m.opened_at = exe.ts
+        if slot is None or not _is_entry(slot):
+            alerts.append(
+                Alert("warning", "outside_fill", f"{m.key}: position grew by {exe.qty:g} outside the engine")
+            )
+        return Reason.LIMIT_FILL_PROGRESS, alerts, None
+    qty = min(exe.qty, m.size)
+    if qty <= 0:
+        return Reason.ORDER_UPDATE, alerts, None
+    avg = m.avg_entry
+    m.size = _q(m.size - qty, instrument)
+    m.exit_qty = _q(m.exit_qty + qty, instrument)
+    m.exit_value += exe.price * qty
+    m.gross_pnl += (exe.price - avg) * qty * m.side.sign
+    reason: Reason = Reason.MONITORING_UPDATE
+    if slot is not None and _is_tp(slot):
+        reason = Reason.TP_REBALANCED
+        if order is not None and order.status is SlotStatus.FILLED:
+            reason = Reason.TP_HIT
+            alerts.append(Alert("info", "tp_hit", f"{m.key}: {slot.upper()} filled at {exe.price:g}"))
+            if slot == "tp1" and m.phase is not Phase.PROFIT_TAKING and m.size > _eps(instrument):
+                m.phase = Phase.PROFIT_TAKING
+                if params.cancel_entries_after_tp1:
+                    m.entries_closed = True
+                if _move_to_breakeven(m, instrument, params):
+                    alerts.append(
+                        Alert("info", "breakeven", f"{m.key}: stop-loss moved to breakeven {m.sl_price:g}")
+                    )
+    elif slot == "sl":
+        reason = Reason.SL_HIT
+    elif slot is None:
+        alerts.append(
+            Alert("warning", "manual_close", f"{m.key}: {qty:g} closed outside the engine at {exe.price:g}")
+        )
+    if m.size <= _eps(instrument):
+        m.size = 0.0
+        trade = close_trade(m, exit_reason(m, slot), exe.ts, instrument)
+        return Reason.POSITION_CLOSED, alerts, trade
+    return reason, alerts, None
+
+
+def apply_execution(m: Monitor, exe: Execution, instrument: Instrument, params: TradingParams) -> Transition:
+    """A fill of this monitor's symbol (ours or not): new sizes, TPs resized, SL to cover, phases."""
+    m = copy.deepcopy(m)
+    reason, alerts, trade = apply_fill(m, exe, instrument, params)
+    if reason is None:
+        return Transition(m)
+    return finish_transition(m, instrument, params, reason, alerts, trade)
+
+
+def observe_order(m: Monitor, order: Order) -> tuple[bool, Alert | None, bool]:
+    """Take a venue order update into a slot (mutates ``m``).
+
+    Returns (changed, alert, stale): ``stale`` is an open order of ours from an older generation
+    that should be cancelled.
+    """
+    match = _match_slot(m, order.link_id, order.order_id)
+    if match is None:
+        return False, None, False
+    slot, current = match
+    if not current:
+        return False, None, order.status.is_open
+    mo = m.orders[slot]
+    before = (mo.status, mo.order_id)
+    if order.order_id:
+        mo.order_id = order.order_id
+    if order.status.is_open:
+        if mo.status in (SlotStatus.NEW, SlotStatus.PENDING):
+            mo.status = SlotStatus.OPEN
+    elif order.status is OrderStatus.FILLED:
+        mo.status = SlotStatus.FILLED
+    elif mo.status is not SlotStatus.FILLED:
+        mo.status = SlotStatus.GONE
+    alert = None
+    if before[0] in (SlotStatus.OPEN, SlotStatus.PENDING) and mo.status is SlotStatus.GONE and slot == "sl":
+        why = order.reject_reason or order.status.value
+        alert = Alert("warning", "sl_gone", f"{m.key}: stop-loss {why} on the venue; placing it again")
+    return (mo.status, mo.order_id) != before, alert, False
+
+
+def apply_order_update(m: Monitor, order: Order, instrument: Instrument, params: TradingParams) -> Transition:
+    """An order update (status only: fills are counted from executions, never from here)."""
+    m = copy.deepcopy(m)
+    changed, alert, stale = observe_order(m, order)
+    if stale:
+        cancel = CancelOrder(m.key, None, CancelRequest(m.symbol, order_id=order.order_id))
+        return Transition(m, [cancel])
+    if not changed:
+        return Transition(m)
+    return finish_transition(m, instrument, params, Reason.ORDER_UPDATE, [alert] if alert else [], None)
+
+
+def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: TradingParams) -> list[Alert]:
+    order.failures += 1
+    slot = order.slot
+    if slot == "sl":
+        if order.failures >= params.sl_retry_attempts and m.close_intent != "emergency" and m.size > 0:
+            m.close_intent = "emergency"
+            m.entries_closed = True
+            return [
+                Alert(
+                    "critical",
+                    "sl_failed",
+                    f"{m.key}: stop-loss could not be placed after {order.failures} attempts ({error}); "
+                    "closing the position at market",
+                )
+            ]
+        return [Alert("warning", "sl_retry", f"{m.key}: stop-loss refused ({error}); retrying")]
+    if slot == "cl" and order.failures >= params.sl_retry_attempts:
+        return [Alert("critical", "close_failed", f"{m.key}: market close refused ({error})")]
+    if _is_entry(slot):
+        return [Alert("warning", "entry_refused", f"{m.key}: entry {slot} refused ({error})")]
+    if order.failures >= params.sl_retry_attempts:
+        return [Alert("warning", "order_refused", f"{m.key}: {slot.upper()} refused ({error}); giving up")]
+    return []
+
+
+def apply_results(
+    m: Monitor, results: list[ActionResult], instrument: Instrument, params: TradingParams
+) -> Transition:
+    """Take the venue's answers to our actions: order ids, refusals (retried), give-ups."""
+    m = copy.deepcopy(m)
+    alerts: list[Alert] = []
+    reason: Reason | None = None
+    for result in results:
+        action = result.action
+        order = m.orders.get(action.slot) if action.slot is not None else None
+        if order is None:
+            continue
+        if isinstance(action, PlaceOrder):
+            if action.request.link_id != order.link_id:
+                continue  # an answer about an earlier generation
+            if result.ok:
+                if result.ack is not None and result.ack.order_id:
+                    order.order_id = result.ack.order_id
+                if order.status is SlotStatus.PENDING:
+                    order.status = SlotStatus.OPEN
+                if order.slot == "sl":
+                    order.failures = 0
+            else:
+                if order.status is SlotStatus.PENDING:
+                    order.status = SlotStatus.GONE
+                alerts += _note_failure(m, order, result.error or Exception("refused"), params)
+                reason = stronger(reason, Reason.ORDER_UPDATE)
+        elif isinstance(action, AmendOrder):
+            if result.ok:
+                if order.slot == "sl":
+                    order.failures = 0
+                continue
+            if isinstance(result.error, OrderNotFound):
+                if order.status is SlotStatus.OPEN:
+                    order.status = SlotStatus.GONE
+            else:
+                order.qty, order.price, order.trigger_price = action.previous
+                alerts += _note_failure(m, order, result.error or Exception("refused"), params)
+            reason = stronger(reason, Reason.ORDER_UPDATE)
+        else:
+            if result.ok or isinstance(result.error, OrderNotFound):
+                if order.status is SlotStatus.CANCELLING:
+                    order.status = SlotStatus.GONE
+            elif order.status is SlotStatus.CANCELLING:
+                order.status = SlotStatus.OPEN
+                order.failures += 1
+            reason = stronger(reason, Reason.ORDER_UPDATE)
+    if any(a.severity == "critical" for a in alerts):
+        reason = stronger(reason, Reason.EMERGENCY)
+    if m.phase is Phase.CLOSED:
+        return Transition(m, sync_orders(m, instrument, params), reason, alerts)
+    return finish_transition(m, instrument, params, reason, alerts, None)
+
+
+def apply_price(m: Monitor, price: float, instrument: Instrument, params: TradingParams) -> Transition:
+    """A price tick: trails the stop after TP1 when the trailing stop is on."""
+    if (
+        not params.trailing_stop_after_tp1
+        or m.phase is not Phase.PROFIT_TAKING
+        or m.close_intent is not None
+        or m.size <= 0
+    ):
+        return Transition(m)
+    sign = m.side.sign
+    best = m.trail_best if m.trail_best is not None else price
+    best = max(best, price) if sign > 0 else min(best, price)
+    stop = instrument.round_price(
+        best * (1 - sign * params.trailing_stop_pct / 100.0), "down" if sign > 0 else "up"
+    )
+    min_step = best * params.trailing_stop_pct / 1000.0  # amend at most every tenth of the distance
+    if best == m.trail_best and (stop - m.sl_price) * sign < min_step:
+        return Transition(m)
+    m = copy.deepcopy(m)
+    m.trail_best = best
+    if (stop - m.sl_price) * sign < min_step:
+        return Transition(m)
+    m.sl_price = stop
+    return finish_transition(m, instrument, params, Reason.MONITORING_UPDATE, [], None)
+
+
+# --- operator decisions -------------------------------------------------------------------------
+
+
+def request_close(m: Monitor, intent: str, instrument: Instrument, params: TradingParams) -> Transition:
+    """Close the position at market (reduce-only) and cancel entries and TPs; the stop-loss stays
+    until the position is flat. ``intent`` is the ledger reason: manual, emergency or kill_switch."""
+    m = copy.deepcopy(m)
+    if m.phase is Phase.CLOSED:
+        return Transition(m)
+    m.close_intent = intent
+    m.entries_closed = True
+    alert = Alert("warning", "close_requested", f"{m.key}: closing at market ({intent})")
+    reason = Reason.EMERGENCY if intent in ("emergency", "kill_switch") else Reason.PHASE_CHANGE
+    return finish_transition(m, instrument, params, reason, [alert], None)
+
+
+def cancel_orders(m: Monitor, instrument: Instrument, params: TradingParams) -> Transition:
+    """Cancel the monitor's entries and take-profits. The stop-loss stays while a position is open
+    (the protection invariant); with no position the monitor ends."""
+    m = copy.deepcopy(m)
+    m.entries_closed = True
+    m.tps_enabled = False
+    return finish_transition(m, instrument, params, Reason.MONITORING_UPDATE, [], None, durable=True)
+
+
+def breakeven_now(m: Monitor, mark: float, instrument: Instrument, params: TradingParams) -> Transition:
+    """Move the stop to breakeven now; raises ValueError when there is no position or the price is
+    not beyond breakeven (the stop would trigger at once)."""
+    if m.size <= 0 or m.entry_qty <= 0:
+        raise ValueError(f"{m.key}: no open position")
+    be = breakeven_price(m.side, m.avg_entry, instrument, params)
+    if (mark - be) * m.side.sign <= 0:
+        raise ValueError(f"{m.key}: the price {mark:g} is not beyond breakeven {be:g}")
+    m = copy.deepcopy(m)
+    _move_to_breakeven(m, instrument, params)
+    alert = Alert("info", "breakeven", f"{m.key}: stop-loss moved to breakeven {m.sl_price:g}")
+    return finish_transition(m, instrument, params, Reason.BREAKEVEN_MOVED, [alert], None)
