@@ -1,0 +1,33 @@
+"""The keys of the engine's state in the store: one place, so every reader and writer agrees.
+
+The store knows no trading; it holds JSON values under string keys. The engine names them here:
+one key per monitor, one per recorded trade, and one for the price-alert book.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MONITOR_PREFIX = "monitor:"
+"""``monitor:<account>:<symbol>:<side>``: one TP/SL monitor."""
+
+LEDGER_PREFIX = "ledger:"
+"""``ledger:<index, 6 digits>``: one closed trade of the ledger, in the order they were recorded."""
+
+PRICE_ALERTS_KEY = "price_alerts"
+"""The operator's price-alert book."""
+
+
+def monitor_key(monitor_key_: str) -> str:
+    """The store key of the monitor keyed ``account:symbol:side``."""
+    return MONITOR_PREFIX + monitor_key_
+
+
+def ledger_key(index: int) -> str:
+    """The store key of the ledger's ``index``-th trade (zero-padded, so keys sort in order)."""
+    return f"{LEDGER_PREFIX}{index:06d}"
+
+
+def holds_trading(keys: Iterable[str]) -> bool:
+    """Whether a state holds any monitor or recorded trade (an empty state gets the demo trades)."""
+    return any(k.startswith((MONITOR_PREFIX, LEDGER_PREFIX)) for k in keys)
