@@ -151,42 +151,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    try:
-        from console.app import run_console
-    except ImportError:
-        print(
-            "opconsole: the Textual console is not built yet; run the engine with "
-            "`opconsole run --headless --clock virtual --duration 3600 --snapshot-out s.json`",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
+    from console.app import run_console
+
     return run_console(settings, settings.state_dir(args.state_dir))
 
 
 def cmd_sim_server(args: argparse.Namespace) -> int:
     _setup_logging(False)
-    try:
-        from engine.sim.server.rest import main as server_main
-    except ImportError:
-        return fail("sim-server", "the fake Bybit V5 server is not built yet", EXIT_FAILURE)
+    from engine.sim.server.command import main as server_main
+
     settings = _settings(args)
     return server_main(settings, args.host, args.port, settings.state_dir(args.state_dir))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    try:
-        from engine.bench import main as bench_main
-    except ImportError:
-        return fail("bench", "the benchmark is not built yet", EXIT_FAILURE)
-    return bench_main(_settings(args), args)
+    _settings(args)  # bad settings are still reported as such
+    return fail("bench", "not built yet", EXIT_FAILURE)
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    try:
-        from engine.soak import main as soak_main
-    except ImportError:
-        return fail("soak", "the soak run is not built yet", EXIT_FAILURE)
-    return soak_main(_settings(args), args)
+    _settings(args)
+    return fail("soak", "not built yet", EXIT_FAILURE)
 
 
 def cmd_export_trades(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from textual.screen import ModalScreen, Screen
 from textual.theme import Theme
 from textual.widgets import Tab, Tabs
 
-from console.engine_link import EngineLink, NotAvailable, Outcome
+from console.engine_link import EngineLink, Outcome
 from console.logging_queue import QueueLogHandler, attach, detach
 from console.screens.confirm import ConfirmScreen
 from console.screens.help import HelpScreen
@@ -45,10 +45,10 @@ from console.view_model import (
     account_rows,
     api_budget_per_minute,
     clock_text,
+    ledger_stats,
     order_rows,
     position_rows,
     total_api_calls,
-    trade_stats,
 )
 from console.widgets.alerts_pane import AlertsPane
 from console.widgets.cache_panel import CachePanel
@@ -58,9 +58,9 @@ from console.widgets.log_pane import LogPane
 from console.widgets.stats_panel import StatsPanel
 from console.widgets.status_bar import StatusBar
 from engine.core.clock import Clock, RealClock, parse_iso_utc
-from engine.core.settings import Settings, SettingsError, save_override
+from engine.core.settings import Settings
 from engine.dashboard.snapshot import DashboardSnapshot
-from engine.runtime.assembly import EngineRuntime, EngineState
+from engine.runtime.assembly import EngineNotStarted, EngineRuntime, EngineState
 from themes import ALL_THEMES, CONSOLE_VARIABLES, DEFAULT_THEME, next_theme
 
 log = logging.getLogger("opconsole.console")
@@ -266,7 +266,7 @@ class OperatorConsole(App[int]):
 
     def paint(self, snapshot: DashboardSnapshot) -> None:
         """Show a snapshot: every widget updates only what changed, in one batch."""
-        data: Mapping[str, Any] = snapshot.data
+        data = snapshot.data
         now = parse_iso_utc(data["time"])
         calls = total_api_calls(data.get("api_calls", {}))
         self._api_rate.add(now, calls)
@@ -286,7 +286,7 @@ class OperatorConsole(App[int]):
             self.query_one("#accounts", DiffTable).sync(account_rows(data))
             self.query_one("#positions", DiffTable).sync(position_rows(data))
             self.query_one("#orders", DiffTable).sync(order_rows(data))
-            self.query_one(StatsPanel).show(trade_stats(data.get("ledger", {}).get("trades", ())))
+            self.query_one(StatsPanel).show(ledger_stats(data["ledger"]))
             self.query_one(CachePanel).show(data, f"API calls: {calls:,} total · {api.removeprefix('API ')}")
             self.query_one(AlertsPane).show(data.get("alerts", ()))
         if state != self._shown_state:
@@ -343,7 +343,7 @@ class OperatorConsole(App[int]):
     async def _perform(self, action: Callable[[], Awaitable[Outcome]]) -> None:
         try:
             outcome = await action()
-        except NotAvailable as exc:
+        except EngineNotStarted as exc:
             outcome = Outcome(False, str(exc))
         except Exception as exc:  # an engine error must reach the operator, not kill the app
             log.exception("action failed")
@@ -358,19 +358,19 @@ class OperatorConsole(App[int]):
         self._in_background(self.link.flush, "flush")
 
     def action_ttl(self) -> None:
-        profile = self.link.profile_states(self.latest).get("cache_ttls", "pending")
+        profile = self.link.profile_states()["cache_ttls"]
         if profile not in ("optimized", "baseline"):
             profile = str(self.settings.get("profile.cache_ttls"))
         ttls = self.link.live_ttls() or {
             name: float(seconds) for name, seconds in self.settings.section(f"cache.ttl.{profile}").items()
         }
-        self.push_screen(TtlScreen(self.link, ttls, profile, self.state_dir, self.report))
+        self.push_screen(TtlScreen(self.link, ttls, profile, self.report))
 
     def action_rollback(self) -> None:
         self.push_screen(
             RollbackScreen(
                 self.link,
-                states=lambda: self.link.profile_states(self.latest),
+                states=self.link.profile_states,
                 report=self.report,
                 after_change=self._refresh_quietly,
             )
@@ -506,10 +506,9 @@ class OperatorConsole(App[int]):
         if theme.name == self._saved_theme:
             return
         self._saved_theme = theme.name
-        try:
-            save_override(self.state_dir, {"ui.theme": theme.name})
-        except (SettingsError, OSError) as exc:
-            log.warning("could not remember the theme: %s", exc)
+        outcome = self.link.remember({"ui.theme": theme.name})
+        if not outcome.ok:
+            log.warning("could not remember the theme: %s", outcome.message)
 
     # --- shutdown -----------------------------------------------------------------------------
 
@@ -531,8 +530,8 @@ class OperatorConsole(App[int]):
         try:
             outcome = await self.link.flush()
             log.info(outcome.message)
-        except NotAvailable:
-            pass
+        except EngineNotStarted:
+            pass  # nothing was opened, nothing to flush
         except Exception:
             log.exception("flushing the store at shutdown failed")
         try:

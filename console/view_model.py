@@ -4,6 +4,10 @@ The widgets stay thin: they receive rows of :class:`Cell` keyed by a stable row 
 paint them. Everything that decides what a cell says (badges, ladders, rates, derived statistics) lives
 here and is tested without Textual. A cell carries a *tone* (the name of a theme variable such as
 ``pnl-positive``), never a colour, so every colour still comes from the active theme.
+
+What a function reads is annotated with the snapshot's types (:mod:`engine.dashboard.schema`), so mypy
+checks the view model against what the engine produces. Figures the engine already computes (the
+ledger's counts and win rate) are read from the snapshot, never computed a second way here.
 """
 
 from __future__ import annotations
@@ -12,9 +16,19 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from engine.core.clock import parse_iso_utc
+from engine.dashboard.schema import (
+    AlertRow,
+    LedgerSection,
+    OrderRow,
+    PersistenceRow,
+    PositionRow,
+    Snapshot,
+    Totals,
+    TradeRow,
+)
+from engine.trading.ledger import tally
 
 POSITIVE = "pnl-positive"
 NEGATIVE = "pnl-negative"
@@ -162,7 +176,7 @@ def tp_ladder(filled: int, total: int) -> str:
     return "●" * filled + "○" * (total - filled) if total else "—"
 
 
-def position_key(row: Mapping[str, Any]) -> str:
+def position_key(row: PositionRow | OrderRow) -> str:
     """The monitor key ``account:symbol:side`` of a position or order row."""
     return f"{row['account']}:{row['symbol']}:{row['side']}"
 
@@ -183,7 +197,7 @@ POSITION_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _open_tp_orders(orders: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
+def _open_tp_orders(orders: Iterable[OrderRow]) -> dict[tuple[str, str], int]:
     counts: dict[tuple[str, str], int] = {}
     for order in orders:
         purpose = order.get("purpose") or ""
@@ -193,22 +207,25 @@ def _open_tp_orders(orders: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str]
     return counts
 
 
-def position_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
+def position_rows(snapshot: Snapshot) -> dict[str, Row]:
     """The positions table: one row per open position, keyed by its monitor key."""
     monitors = {m["key"]: m for m in snapshot.get("monitors", ())}
     open_tps = _open_tp_orders(snapshot.get("orders", ()))
     rows: dict[str, Row] = {}
     for pos in snapshot.get("positions", ()):
         key = position_key(pos)
-        monitor = monitors.get(key, {})
+        monitor = monitors.get(key)
         notional = (pos.get("entry_price") or 0.0) * (pos.get("size") or 0.0)
         upnl = pos.get("upnl")
         pct = (upnl / notional * 100.0) if notional and upnl is not None else None
-        filled = int(monitor.get("tps_filled") or 0)
+        filled = int(monitor.get("tps_filled") or 0) if monitor else 0
         ladder = tp_ladder(filled, filled + open_tps.get((pos["account"], pos["symbol"]), 0))
+        breakeven = bool(monitor and monitor.get("breakeven"))
         sl = fmt_num(monitor.get("sl_price")) if monitor else "—"
-        if monitor.get("breakeven"):
+        if breakeven:
             sl += " BE"
+        phase = str(monitor.get("phase") or "unmonitored") if monitor else "unmonitored"
+        urgency = str(monitor.get("urgency") or "—") if monitor else "—"
         tone = sign_tone(upnl)
         rows[key] = (
             Cell(pos["account"]),
@@ -220,9 +237,9 @@ def position_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
             Cell(fmt_money(upnl, signed=True), tone, right=True),
             Cell(fmt_pct(pct, signed=True), tone, right=True),
             Cell(ladder),
-            Cell(sl, ATTENTION if monitor.get("breakeven") else None, right=True),
-            Cell(str(monitor.get("phase") or "unmonitored").lower(), None if monitor else ATTENTION),
-            Cell(str(monitor.get("urgency") or "—")),
+            Cell(sl, ATTENTION if breakeven else None, right=True),
+            Cell(phase.lower(), None if monitor else ATTENTION),
+            Cell(urgency),
         )
     return rows
 
@@ -239,14 +256,14 @@ ORDER_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _order_key(order: Mapping[str, Any]) -> str:
+def _order_key(order: OrderRow) -> str:
     if order.get("link_id"):
         return f"{order['account']}:{order['link_id']}"
     parts = (order["account"], order["symbol"], order["side"], order.get("order_type"), order.get("qty"))
     return ":".join(str(p) for p in (*parts, order.get("price"), order.get("trigger_price")))
 
 
-def order_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
+def order_rows(snapshot: Snapshot) -> dict[str, Row]:
     """The orders table, keyed by account and orderLinkId (or the order's terms when it has none)."""
     rows: dict[str, Row] = {}
     for order in snapshot.get("orders", ()):
@@ -283,7 +300,7 @@ ACCOUNT_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def account_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
+def account_rows(snapshot: Snapshot) -> dict[str, Row]:
     """The accounts panel: main and mirror."""
     rows: dict[str, Row] = {}
     for name, acct in snapshot.get("accounts", {}).items():
@@ -301,14 +318,19 @@ def account_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
 # --- statistics --------------------------------------------------------------------------------
 
 
+def _ratio_pct(value: float | None) -> float | None:
+    """The snapshot's rates (hit rates, the win rate) are 0..1 ratios; the panels show percentages."""
+    return None if value is None else value * 100.0
+
+
 @dataclass(frozen=True, slots=True)
 class TradeStats:
-    """The statistics panel's figures, derived from the ledger's closed trades."""
+    """The statistics panel's figures: the ledger's totals, and what the panel derives from the trades."""
 
     trades: int
     wins: int
     losses: int
-    win_rate: float | None
+    win_rate: float | None  # percent
     pnl: float
     fees: float
     profit_factor: float | None
@@ -317,16 +339,25 @@ class TradeStats:
     cumulative: tuple[float, ...]
 
 
-def trade_stats(trades: Sequence[Mapping[str, Any]]) -> TradeStats:
+def ledger_stats(ledger: LedgerSection) -> TradeStats:
+    """The statistics panel's figures from the snapshot's ``ledger`` section: its totals as the engine
+    computed them (the same win rate as the snapshot's ``stats``), the rest from its trades."""
+    return trade_stats(ledger.get("trades", ()), ledger.get("totals"))
+
+
+def trade_stats(trades: Sequence[TradeRow], totals: Totals | None = None) -> TradeStats:
     """Win rate, profit factor, max drawdown of cumulative PnL, the current streak, the PnL curve.
 
-    Trades are taken in closing order; a trade with pnl exactly 0 (a breakeven stop) is neither a win
-    nor a loss and breaks a streak.
+    The counts, win rate, PnL and fees are ``totals`` (the ledger's, from the snapshot); without them
+    they are computed from ``trades`` by the ledger's own definition
+    (:func:`~engine.trading.ledger.tally`: a trade with a net PnL of exactly 0 is neither a win nor a
+    loss, and it counts as a trade in the win rate). Trades are taken in closing order; a breakeven
+    trade breaks a streak.
     """
     ordered = sorted(trades, key=lambda t: str(t.get("closed_at") or ""))
     pnls = [float(t.get("pnl") or 0.0) for t in ordered]
-    wins = sum(1 for p in pnls if p > 0)
-    losses = sum(1 for p in pnls if p < 0)
+    if totals is None:
+        totals = tally(pnls, (float(t.get("fees") or 0.0) for t in ordered))
     gross_win = sum(p for p in pnls if p > 0)
     gross_loss = -sum(p for p in pnls if p < 0)
     cumulative: list[float] = []
@@ -341,14 +372,13 @@ def trade_stats(trades: Sequence[Mapping[str, Any]]) -> TradeStats:
         if p == 0 or (streak > 0 and p < 0) or (streak < 0 and p > 0):
             break
         streak += 1 if p > 0 else -1
-    decided = wins + losses
     return TradeStats(
-        trades=len(pnls),
-        wins=wins,
-        losses=losses,
-        win_rate=wins / decided * 100.0 if decided else None,
-        pnl=round(sum(pnls), 4),
-        fees=round(sum(float(t.get("fees") or 0.0) for t in ordered), 4),
+        trades=totals["count"],
+        wins=totals["wins"],
+        losses=totals["losses"],
+        win_rate=_ratio_pct(totals["win_rate"]),
+        pnl=totals["pnl"],
+        fees=totals["fees"],
         profit_factor=(gross_win / gross_loss) if gross_loss else None,
         max_drawdown=round(drawdown, 4),
         streak=streak,
@@ -393,23 +423,18 @@ CACHE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _ratio_pct(value: float | None) -> float | None:
-    """The snapshot's hit rates are 0..1 ratios; the panel shows percentages."""
-    return None if value is None else value * 100.0
-
-
-def cache_metrics_on(snapshot: Mapping[str, Any]) -> bool:
+def cache_metrics_on(snapshot: Snapshot) -> bool:
     """False when the cache_metrics toggle is rolled back to the baseline (nothing is counted)."""
     return snapshot.get("profile", {}).get("cache_metrics") != "baseline"
 
 
-def cache_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
+def cache_rows(snapshot: Snapshot) -> dict[str, Row]:
     """One row per cache category: TTL, hits, misses, hit rate, mean load time, oldest entry age."""
     rows: dict[str, Row] = {}
     metrics_on = cache_metrics_on(snapshot)
     for name, cat in snapshot.get("cache", {}).get("categories", {}).items():
         ttl = cat.get("ttl")
-        age = cat.get("age", cat.get("oldest_age_s"))
+        age = cat.get("oldest_age_s")
         if metrics_on:
             hits, misses = str(cat.get("hits", 0)), str(cat.get("misses", 0))
             rate = fmt_pct(_ratio_pct(cat.get("hit_rate")))
@@ -428,7 +453,7 @@ def cache_rows(snapshot: Mapping[str, Any]) -> dict[str, Row]:
     return rows
 
 
-def cache_summary(snapshot: Mapping[str, Any]) -> str:
+def cache_summary(snapshot: Snapshot) -> str:
     """The line above the cache table: overall hit rate, or why there is none."""
     if not cache_metrics_on(snapshot):
         return "metrics off (rollback)"
@@ -438,7 +463,7 @@ def cache_summary(snapshot: Mapping[str, Any]) -> str:
     return f"hit rate {fmt_pct(_ratio_pct(cache.get('hit_rate')))}"
 
 
-def persistence_summary(persistence: Mapping[str, Any], now_iso: str) -> str:
+def persistence_summary(persistence: PersistenceRow, now_iso: str) -> str:
     """``smart · 12 writes/h · 3 pending · flushed 20s ago`` from the snapshot's persistence section."""
     if not persistence:
         return "persistence: not reported"
@@ -449,10 +474,10 @@ def persistence_summary(persistence: Mapping[str, Any], now_iso: str) -> str:
     parts.append(f"{persistence.get('pending', 0)} pending")
     last = persistence.get("last_flush")
     if last:
-        try:
-            age = parse_iso_utc(now_iso) - (parse_iso_utc(last) if isinstance(last, str) else float(last))
+        try:  # the snapshot has every time as ISO 8601 UTC; show a malformed one as it came
+            age = parse_iso_utc(now_iso) - parse_iso_utc(last)
             parts.append(f"flushed {fmt_age(max(0.0, age))} ago")
-        except (TypeError, ValueError):
+        except ValueError:
             parts.append(f"flushed {last}")
     else:
         parts.append("never flushed")
@@ -464,7 +489,7 @@ def persistence_summary(persistence: Mapping[str, Any], now_iso: str) -> str:
 SEVERITY_TONES = {"critical": "state-degraded", "error": "state-degraded", "warning": ATTENTION}
 
 
-def alert_lines(alerts: Iterable[Mapping[str, Any]], limit: int = 50) -> list[tuple[str, str | None]]:
+def alert_lines(alerts: Iterable[AlertRow], limit: int = 50) -> list[tuple[str, str | None]]:
     """Alerts, latest first: (``HH:MM:SS SEVERITY type: message``, tone)."""
     ordered = sorted(alerts, key=lambda a: str(a.get("time") or ""), reverse=True)[:limit]
     lines = []

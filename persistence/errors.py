@@ -17,3 +17,7 @@ class UnsupportedSnapshot(PersistenceError):
 
 class StoreFailed(PersistenceError):
     """A disk write or fsync failed; the store halts instead of silently dropping writes."""
+
+
+class StoreNotStarted(PersistenceError):
+    """A save, flush or timer ran before :meth:`Store.start` (or after :meth:`Store.close`)."""

@@ -24,7 +24,7 @@ from typing import Any
 
 from persistence.codec import JournalRecord, Op, canonical, encode_record, encode_snapshot
 from persistence.durable import IoCost, JournalAppender, rotate_journal, write_snapshot
-from persistence.errors import StoreFailed
+from persistence.errors import StoreFailed, StoreNotStarted
 from persistence.layout import DIR_MODE, StateFiles
 from persistence.lock import StateLock
 from persistence.metrics import StoreMetrics
@@ -298,8 +298,7 @@ class Store:
         change = _Change(key, op, value, reason.value, since=earlier.since if earlier else now)
         self._pending[key] = change
         if not self._policy.commits_now(critical):
-            assert self._pending_signal is not None
-            self._pending_signal.set()
+            self._signal().set()
             return None
         await self._submit(_Kind.COMMIT)
         if critical:
@@ -318,9 +317,8 @@ class Store:
     ) -> Any:
         if check_failed and self._failed is not None:
             raise StoreFailed(f"the state store stopped after a failed write: {self._failed!r}")
-        assert self._queue is not None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Command(kind, future, policy))
+        self._commands().put_nowait(_Command(kind, future, policy))
         return await future
 
     async def _run_flush_timer(self) -> None:
@@ -329,12 +327,12 @@ class Store:
         The deadline follows the oldest pending change rather than the timer's own wake-ups, so a
         commit that finishes late (or a critical save that drained the batch) never stretches it.
         """
-        assert self._pending_signal is not None
+        pending = self._signal()
         while self._failed is None:
-            await self._pending_signal.wait()
+            await pending.wait()
             oldest = self._oldest_pending_since()
             if oldest is None:
-                self._pending_signal.clear()
+                pending.clear()
                 continue
             delay = oldest + self._flush_interval_s - self._clock.now()
             if delay > 0:
@@ -345,6 +343,18 @@ class Store:
             except StoreFailed:
                 return
 
+    def _commands(self) -> asyncio.Queue[_Command]:
+        """The writer's command queue, created by :meth:`start`."""
+        if self._queue is None:
+            raise StoreNotStarted("Store.start() has not run")
+        return self._queue
+
+    def _signal(self) -> asyncio.Event:
+        """Set when a change is pending for the flush timer, created by :meth:`start`."""
+        if self._pending_signal is None:
+            raise StoreNotStarted("Store.start() has not run")
+        return self._pending_signal
+
     def _oldest_pending_since(self) -> float | None:
         # Keys keep their first insertion position and their first ``since``, so the first is oldest.
         first = next(iter(self._pending.values()), None)
@@ -353,9 +363,9 @@ class Store:
     # ----------------------------------------------------------------- internals (the writer task)
 
     async def _run_writer(self) -> None:
-        assert self._queue is not None
+        queue = self._commands()
         while True:
-            command = await self._queue.get()
+            command = await queue.get()
             if command.kind is _Kind.STOP:
                 _resolve(command.future, None)
                 return

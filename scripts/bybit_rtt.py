@@ -19,7 +19,7 @@ from pybit.unified_trading import HTTP
 
 from engine.core.clock import RealClock
 from engine.sim.exchange import SimExchange
-from engine.sim.server.rest import BybitServer
+from engine.sim.server.app import BybitServer
 from engine.venue.bybit.keys import ApiKeys
 from engine.venue.bybit.venue import BybitVenue
 

@@ -41,7 +41,9 @@ from engine.core.clock import VirtualClock, parse_iso_utc
 from engine.core.models import OrderRequest, OrderType, Side, TriggerDirection
 from engine.core.settings import load_settings
 from engine.dashboard.cache import CATEGORIES
+from engine.dashboard.snapshot import Dashboard
 from engine.runtime.assembly import EngineRuntime
+from engine.sim.exchange import SimExchange
 from engine.sim.instruments import CATALOG
 
 T = TypeVar("T")
@@ -86,9 +88,16 @@ async def drive(clock: VirtualClock, coro: Coroutine[Any, Any, T]) -> T:
     return task.result()
 
 
+def sim_exchange(runtime: EngineRuntime) -> SimExchange:
+    """The embedded simulator the benchmark trades on (its settings select ``venue.kind = sim``)."""
+    if runtime.exchange is None:
+        raise SystemExit("the benchmark needs the embedded simulator (venue.kind = sim)")
+    return runtime.exchange
+
+
 def open_positions(runtime: EngineRuntime, count: int, rng: random.Random) -> list[tuple[str, str, Side]]:
     """``count`` positions alternating over main and mirror, one per (account, symbol), each protected."""
-    exchange = runtime.exchange
+    exchange = sim_exchange(runtime)
     symbols = list(runtime.settings.get("sim.symbols"))
     slots = [(account, symbol) for symbol in symbols for account in runtime.accounts][:count]
     if len(slots) < count:
@@ -127,6 +136,7 @@ def open_positions(runtime: EngineRuntime, count: int, rng: random.Random) -> li
 
 async def refresh_loop(
     runtime: EngineRuntime,
+    dashboard: Dashboard,
     refreshes: int,
     period_s: float,
     fill_every_s: float,
@@ -137,8 +147,7 @@ async def refresh_loop(
     """The console's refresh timer, plus a small fill on one position every ``fill_every_s``; with
     ``cold`` the cache is emptied before each refresh (every piece read from the venues)."""
     clock = runtime.clock
-    dashboard = runtime.dashboard
-    assert dashboard is not None
+    exchange = sim_exchange(runtime)
     virtual_ms: list[float] = []
     cpu_ms: list[float] = []
     next_fill = clock.now() + fill_every_s
@@ -153,9 +162,9 @@ async def refresh_loop(
         virtual_ms.append((clock.now() - started) * 1000.0)
         if clock.now() >= next_fill:  # the TP/SL engine adding to a position: an execution event
             account, symbol, side = opened[rng.randrange(len(opened))]
-            instrument = runtime.exchange.instruments[symbol]
-            qty = instrument.round_qty(FILL_USDT / runtime.exchange.ticker(symbol).last, "up")
-            runtime.exchange.place(account, OrderRequest(symbol, side, OrderType.MARKET, qty))
+            instrument = exchange.instruments[symbol]
+            qty = instrument.round_qty(FILL_USDT / exchange.ticker(symbol).last, "up")
+            exchange.place(account, OrderRequest(symbol, side, OrderType.MARKET, qty))
             next_fill += fill_every_s
         await clock.sleep(max(0.0, started + period_s - clock.now()))
     return virtual_ms, cpu_ms
@@ -174,7 +183,7 @@ async def run_profile(profile: str, args: argparse.Namespace, state_dir: Path, c
     )
     clock = VirtualClock(start=parse_iso_utc(settings.get("sim.epoch")))
     runtime = EngineRuntime(settings, state_dir, clock)
-    await runtime.start()
+    engine = await runtime.start()
     try:
         if profile == "baseline":
             await runtime.profile.rollback_all()
@@ -182,16 +191,16 @@ async def run_profile(profile: str, args: argparse.Namespace, state_dir: Path, c
         rng = random.Random(args.seed)
         opened = open_positions(runtime, args.positions, rng)
         await clock.drive(until=clock.now() + 1.0)  # fills delivered, one price tick
-        assert runtime.cache is not None
-        runtime.cache.reset_metrics()
+        engine.cache.reset_metrics()
         started = clock.now()
         period_s = 1.0 / float(settings.get("ui.refresh_hz"))
         refreshes = args.cold_refreshes if cold else args.refreshes
         virtual_ms, cpu_ms = await drive(
-            clock, refresh_loop(runtime, refreshes, period_s, args.fill_every, opened, rng, cold)
+            clock,
+            refresh_loop(runtime, engine.dashboard, refreshes, period_s, args.fill_every, opened, rng, cold),
         )
         elapsed = clock.now() - started
-        metrics = runtime.cache.metrics()
+        metrics = engine.cache.metrics()
         reads = sum(metrics["categories"][c]["loads"] for c in VENUE_CATEGORIES)
     finally:
         await runtime.stop()

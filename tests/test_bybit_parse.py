@@ -50,7 +50,8 @@ from engine.venue.bybit.parse import (
 )
 from engine.venue.bybit.retry import RetryPolicy, rate_limit_wait
 from engine.venue.bybit.stream import ExecutionDedup
-from engine.venue.bybit.venue import batch_results, map_exception, resolve_endpoints
+from engine.venue.bybit.transport import map_exception
+from engine.venue.bybit.venue import batch_results, resolve_endpoints
 from engine.venue.bybit.wire import (
     amend_params,
     cancel_params,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,15 @@ from engine.core.models import (
 )
 from engine.core.settings import load_settings
 from engine.sim.exchange import SimExchange
-from engine.sim.server.rest import BybitServer, serve, serving
+from engine.sim.server.app import BybitServer
+from engine.sim.server.command import serve, serving
 from engine.venue.base import Endpoint
 from engine.venue.bybit.keys import MASK, ApiKeys, install_redaction
 from engine.venue.bybit.retry import RetryPolicy
-from engine.venue.bybit.stream import StreamOptions
-from engine.venue.bybit.venue import SERVER_TIME, BybitVenue, IpGuard
+from engine.venue.bybit.stream import StreamOptions, _ManagedWebSocket
+from engine.venue.bybit.transport import IpGuard
+from engine.venue.bybit.venue import BybitVenue
+from engine.venue.bybit.wire import SERVER_TIME, wallet_json
 from engine.venue.errors import AuthError, IpBanned, OrderNotFound, QtyTooSmall, TransientError
 
 KEY, SECRET = "MAINKEY0123456789", "MAINSECRET0123456789abcdef"
@@ -416,13 +421,91 @@ async def test_a_bad_message_never_kills_the_stream(
 ) -> None:
     events = venue.stream()
     await next_event(events, is_status(True, "connected"))
-    with caplog.at_level(logging.ERROR, logger="engine.venue.bybit.stream"):
+    with caplog.at_level(logging.ERROR, logger="opconsole.venue.bybit.stream"):
         await server.push_raw("main", "execution", [{"symbol": "BTCUSDT", "side": "Sideways"}])
         ack = await venue.place(OrderRequest("BTCUSDT", Side.BUY, OrderType.MARKET, 0.01, link_id="after"))
         fill = await next_event(events, lambda e: isinstance(e, Execution))
     assert isinstance(fill, Execution) and fill.order_id == ack.order_id
     assert "bad stream message" in caplog.text
     assert venue.stream_state is not None and venue.stream_state.reconnects == 0
+
+
+class _SubscriptionRace:
+    """Forces the ordering that lost the first push: pybit sends a subscription, the server answers
+    with the topic's first message at once, and pybit's reader thread handles that message before the
+    subscribing thread has registered the topic's callback (pybit does that only after sending).
+
+    Patched onto the venue's WebSocket class: registering the callback of a ``topic`` in ``late``
+    blocks until the reader has handled a message of that topic (``before_register`` runs first, to
+    make the server send one). The gate only reorders what pybit does anyway; it adds no message.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, late: Callable[[str], bool]) -> None:
+        self.handled: dict[str, threading.Event] = {}
+        self._guard = threading.Lock()
+        self.before_register: Callable[[str], None] = lambda topic: None
+        race = self
+        handle = _ManagedWebSocket._process_normal_message
+        register = _ManagedWebSocket._set_callback
+
+        def handle_and_note(ws: _ManagedWebSocket, message: dict[str, Any]) -> None:
+            handle(ws, message)
+            race.event(str(message.get("topic", ""))).set()
+
+        def register_late(ws: _ManagedWebSocket, topic: str, callback: Callable[..., None]) -> None:
+            if late(topic):
+                race.before_register(topic)
+                if not race.event(topic).wait(WAIT_S):
+                    raise AssertionError(f"no {topic} message arrived before its callback: no race forced")
+            register(ws, topic, callback)
+
+        monkeypatch.setattr(_ManagedWebSocket, "_process_normal_message", handle_and_note)
+        monkeypatch.setattr(_ManagedWebSocket, "_set_callback", register_late)
+
+    def event(self, topic: str) -> threading.Event:
+        with self._guard:
+            return self.handled.setdefault(topic, threading.Event())
+
+
+async def test_a_ticker_snapshot_that_beats_its_callback_still_gives_the_mark(
+    server: BybitServer, exchange: SimExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The price never moves: the snapshot sent on subscribe is the only ticker message there is.
+    race = _SubscriptionRace(monkeypatch, late=lambda topic: topic == "tickers.BTCUSDT")
+    v = make_venue(server, ticker_symbols=["BTCUSDT"])
+    try:
+        events = v.stream()
+        ticker = await next_event(events, lambda e: isinstance(e, Ticker) and e.symbol == "BTCUSDT")
+        assert isinstance(ticker, Ticker) and ticker.mark == exchange.ticker("BTCUSDT").mark
+        assert race.event("tickers.BTCUSDT").is_set()
+    finally:
+        await v.close()
+
+
+async def test_a_private_push_that_beats_its_callback_is_delivered(
+    server: BybitServer, exchange: SimExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    race = _SubscriptionRace(monkeypatch, late=lambda topic: topic == "wallet")
+    loop = asyncio.get_running_loop()
+    pushed = replace(exchange.wallet("main"), equity=123_456.0)
+
+    def push_wallet(topic: str) -> None:
+        # A push reaches only connections the server knows are subscribed, and the subscription may
+        # still be on its way: push (on the loop) until the reader thread has handled one.
+        for _ in range(int(WAIT_S / 0.05)):
+            push = server.push_raw("main", "wallet", [wallet_json(pushed)])
+            asyncio.run_coroutine_threadsafe(push, loop).result(WAIT_S)
+            if race.event(topic).wait(0.05):
+                return
+
+    race.before_register = push_wallet
+    v = make_venue(server)
+    try:
+        events = v.stream()
+        wallet = await next_event(events, lambda e: isinstance(e, Wallet))
+        assert isinstance(wallet, Wallet) and wallet.equity == 123_456.0
+    finally:
+        await v.close()
 
 
 # --- the sim-server command ---------------------------------------------------------------------

@@ -1,43 +1,18 @@
 """DashboardCache: hits, misses and TTL expiry on the virtual clock, single-flight loads, freshness
-on trading events, TTL retuning, and metrics that count nothing when switched off."""
+on trading events and TTL retuning (its metrics: test_cache_metrics.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cache_builders import BASELINE, OPTIMIZED, counting_loader, make_cache
 
 from engine.core.clock import VirtualClock
 from engine.core.models import Execution, Order, OrderStatus, OrderType, Side, StreamStatus, Ticker, Wallet
 from engine.core.profile import Mode
-from engine.dashboard.cache import CATEGORIES, SHARED, DashboardCache, account_key, market_key
-
-BASELINE = dict(zip(CATEGORIES, (30.0, 10.0, 10.0, 60.0, 60.0, 600.0, 20.0), strict=True))
-OPTIMIZED = dict(zip(CATEGORIES, (60.0, 15.0, 15.0, 300.0, 180.0, 1800.0, 30.0), strict=True))
-
-
-def make_cache(clock: VirtualClock, mode: Mode = Mode.OPTIMIZED, metrics: bool = True) -> DashboardCache:
-    return DashboardCache(
-        clock,
-        {Mode.BASELINE: BASELINE, Mode.OPTIMIZED: OPTIMIZED},
-        mode=mode,
-        metrics=metrics,
-        hit_rate_window_s=60.0,
-        log_interval_s=10.0,
-    )
-
-
-def counting_loader(value: Any = "v") -> tuple[Callable[[], Any], list[int]]:
-    calls: list[int] = []
-
-    async def load() -> Any:
-        calls.append(1)
-        return value
-
-    return load, calls
+from engine.dashboard.cache import SHARED, account_key, market_key
 
 
 def execution(account: str = "main", symbol: str = "BTCUSDT") -> Execution:
@@ -288,38 +263,6 @@ async def test_switching_the_ttl_mode_keeps_a_tuned_value_of_each_mode() -> None
     assert cache.peek(("positions", "main")) is None  # may have missed events: not kept for longer
 
 
-async def test_metrics_off_counts_nothing_and_says_so() -> None:
-    clock = VirtualClock()
-    cache = make_cache(clock, metrics=False)
-    load, _ = counting_loader()
-    for _ in range(3):
-        await cache.get_or_load("positions", ("positions", "main"), load)
-    metrics = cache.metrics()
-    assert metrics["enabled"] is False and metrics["hit_rate"] is None
-    assert metrics["totals"]["hits"] == 0 and metrics["totals"]["loads"] == 0
-    row = metrics["categories"]["positions"]
-    assert (row["hits"], row["misses"], row["hit_rate"], row["mean_load_ms"]) == (0, 0, None, None)
-    assert row["ttl"] == OPTIMIZED["positions"] and row["entries"] == 1
-    cache.set_metrics(True)
-    await cache.get_or_load("positions", ("positions", "main"), load)
-    assert cache.metrics()["categories"]["positions"]["hits"] == 1
-    assert cache.metrics()["enabled"] is True
-
-
-async def test_the_rolling_hit_rate_forgets_lookups_older_than_the_window() -> None:
-    clock = VirtualClock()
-    cache = make_cache(clock)
-    load, _ = counting_loader()
-    await cache.get_or_load("ai_insights", ("ai_insights", SHARED), load)  # a miss at t=0
-    clock.advance(100.0)
-    for _ in range(3):
-        await cache.get_or_load("ai_insights", ("ai_insights", SHARED), load)  # hits at t=100
-    metrics = cache.metrics()
-    assert metrics["hit_rate"] == 1.0  # the t=0 miss is out of the 60 s window
-    assert metrics["totals"]["hit_rate"] == 0.75  # but not out of the totals
-    assert metrics["sparkline"][-1] == 1.0 and 0.0 in metrics["sparkline"]
-
-
 async def test_get_many_loads_all_missing_keys_with_one_call() -> None:
     clock = VirtualClock()
     cache = make_cache(clock)
@@ -351,17 +294,3 @@ async def test_keys_are_tuples_of_their_category() -> None:
         await cache.get_or_load("positions", ("orders", "main"), load)
     with pytest.raises(ValueError):
         await cache.get_or_load("positions", "positions:main", load)  # type: ignore[arg-type]
-
-
-async def test_a_log_line_every_interval_while_metrics_are_on(caplog: pytest.LogCaptureFixture) -> None:
-    clock = VirtualClock()
-    cache = make_cache(clock)
-    task = asyncio.ensure_future(cache.run_metrics_log())
-    with caplog.at_level(logging.INFO, logger="opconsole.cache"):
-        await clock.drive(until=25.0)
-        cache.set_metrics(False)
-        await clock.drive(until=55.0)
-    task.cancel()
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cache hit rate")]
-    assert len(lines) == 2  # at 10 s and 20 s; nothing once metrics are off
-    assert "positions=" in lines[0]

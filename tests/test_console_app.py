@@ -1,7 +1,7 @@
 """Pilot tests of the console: every key does what the footer says, on the seeded simulator.
 
 The engine runs on the app's loop with a virtual clock that is not driven, so nothing moves unless a
-test moves it. Keys whose engine API is not in the runtime yet must say so, not pretend.
+test moves it.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ def _progress(app: OperatorConsole) -> tuple[Any, ...]:
     """What moves while the engine is still working: venue calls, store writes, monitors."""
     runtime = app.runtime
     calls = sum(venue.calls.total for venue in runtime.venues.values())
-    store = getattr(runtime, "store", None)
+    store = runtime.store
     seq = store.metrics()["seq"] if store is not None else None
-    manager = getattr(runtime, "tpsl", None)
+    manager = runtime.tpsl
     monitors = sorted(manager.monitors) if manager is not None else None
     return calls, seq, monitors, app.link.engine_state()
 

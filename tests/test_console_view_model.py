@@ -16,6 +16,7 @@ from console.view_model import (
     RateTracker,
     cache_rows,
     cache_summary,
+    ledger_stats,
     order_rows,
     position_rows,
     profile_badge,
@@ -24,8 +25,9 @@ from console.view_model import (
     trade_stats,
     venue_badge,
 )
-from engine.core.models import Side
+from engine.core.models import Side, Trade
 from engine.trading.approaches import Approach
+from engine.trading.ledger import Ledger
 from persistence.store import FlushResult
 from themes import ALL_THEMES, CONSOLE_VARIABLE_NAMES, next_theme
 
@@ -189,6 +191,20 @@ def test_trade_stats_from_the_ledger() -> None:
     assert streak_text(-1) == "1 loss" and streak_text(-3) == "3 losses" and streak_text(0) == "—"
     empty = trade_stats([])
     assert empty.win_rate is None and empty.profit_factor is None and empty.cumulative == ()
+
+
+def test_the_statistics_panel_shows_the_win_rate_of_the_snapshot() -> None:
+    def closed(i: int, pnl: float) -> Trade:
+        return Trade(
+            "main", "BTCUSDT", Side.BUY, "fast", "tp", 100.0, 100.0 + pnl, 1.0, pnl, 0.1, i, i + 60.0
+        )
+
+    section = Ledger([closed(0, 5.0), closed(1, 0.0), closed(2, -2.0)]).snapshot()  # one breakeven
+    stats = ledger_stats(section)
+    assert (stats.trades, stats.wins, stats.losses) == (3, 1, 1)
+    assert stats.win_rate == pytest.approx(section["totals"]["win_rate"] * 100.0)  # the snapshot's
+    assert stats.win_rate == pytest.approx(100.0 / 3, abs=0.01)  # 1 of 3 trades won (not 1 of 2 decided)
+    assert trade_stats(section["trades"]).win_rate == stats.win_rate  # the same rule without the totals
 
 
 def test_rate_tracker_uses_engine_time_and_tolerates_a_frozen_clock() -> None:

@@ -6,27 +6,31 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from engine.alerts.bus import AlertBus
+from engine.alerts.price import PriceAlertManager
 from engine.commands.headless import HeadlessOptions, run_engine
 from engine.core.clock import VirtualClock, parse_iso_utc
 from engine.core.models import OrderRequest, OrderType, Side, Trade, TriggerDirection
 from engine.core.profile import TOGGLES, Profile
 from engine.core.settings import Settings, load_settings
 from engine.dashboard.cache import CATEGORIES
-from engine.dashboard.snapshot import SNAPSHOT_KEYS, Dashboard, DashboardSnapshot
+from engine.dashboard.schema import SNAPSHOT_KEYS, Snapshot
+from engine.dashboard.snapshot import Dashboard, DashboardSnapshot, DashboardSources
 from engine.runtime.assembly import EngineRuntime, EngineState
 from engine.sim.exchange import SimExchange
 from engine.sim.venue import SimVenue
 from engine.trading.ledger import Ledger
+from engine.trading.manager import TpslManager
 from engine.venue.base import Endpoint, Venue
+from persistence.store import Store
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
 
@@ -35,18 +39,91 @@ def make_settings(state_dir: Path) -> Settings:
     return load_settings(state_dir=state_dir).with_values({"sim.demo_trades": 0, "sim.symbols": SYMBOLS})
 
 
+class FakeTpsl:
+    """The slice of the TpslManager the dashboard reads (its monitors, ledger and stream health):
+    nothing managed until :meth:`manage` is called."""
+
+    def __init__(self) -> None:
+        self.monitors: dict[str, SimpleNamespace] = {}
+        self.ledger = Ledger()
+        self.streams: dict[str, Any] = {}
+        self.sl_price = 0.0
+
+    def manage(self, sl_price: float) -> None:
+        """One monitored BTC position with its stop at ``sl_price``, one closed trade, one stream."""
+        self.monitors = {
+            "main:BTCUSDT:Buy": SimpleNamespace(account="main", symbol="BTCUSDT", sl_price=sl_price)
+        }
+        trade = Trade("main", "ETHUSDT", Side.BUY, "fast", "tp", 100.0, 110.0, 1.0, 9.9, 0.1, 0.0, 60.0)
+        self.ledger = Ledger([trade])
+        self.streams = {"main": {"push": True, "connected": True, "last_event_age_s": 0.5}}
+        self.sl_price = sl_price
+
+    def snapshot_monitors(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "key": key,
+                "account": "main",
+                "symbol": "BTCUSDT",
+                "side": "Buy",
+                "approach": "fast",
+                "phase": "MONITORING",
+                "avg_entry": 95000.0,
+                "size": 0.01,
+                "tps_filled": 0,
+                "sl_price": self.sl_price,
+                "breakeven": False,
+                "urgency": None,
+            }
+            for key in self.monitors
+        ]
+
+    def snapshot_streams(self) -> dict[str, Any]:
+        return self.streams
+
+
+class FakeStore:
+    """A store that has written nothing (the persistence section of a bare simulator)."""
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
+
+
+class NoPriceAlerts:
+    """An empty price-alert book."""
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return []
+
+
 @dataclass
 class SimHost:
-    """The dashboard over a bare simulator, without the TP/SL engine (so only the dashboard reads)."""
+    """The dashboard over a bare simulator, without the TP/SL engine (so only the dashboard reads):
+    stand-ins for the manager, the store and the price alerts, and a real alert bus."""
 
     settings: Settings
     clock: VirtualClock
     exchange: SimExchange
     venues: dict[str, Venue]
     profile: Profile
+    alerts: AlertBus
+    tpsl: FakeTpsl = field(default_factory=FakeTpsl)
     state: EngineState = EngineState.RUNNING
     venue_label: str = "sim"
     dashboard: Dashboard | None = None
+
+    def sources(self) -> DashboardSources:
+        return DashboardSources(
+            settings=self.settings,
+            clock=self.clock,
+            venues=self.venues,
+            manager=cast(TpslManager, self.tpsl),
+            store=cast(Store, FakeStore()),
+            price_alerts=cast(PriceAlertManager, NoPriceAlerts()),
+            alerts=self.alerts,
+            engine_state=lambda: self.state.value,
+            venue_label=self.venue_label,
+        )
 
 
 @pytest.fixture
@@ -55,8 +132,9 @@ async def sim(tmp_path: Path) -> AsyncIterator[SimHost]:
     clock = VirtualClock(start=parse_iso_utc(settings.get("sim.epoch")))
     exchange = SimExchange.from_settings(settings, clock, tmp_path)
     venues: dict[str, Venue] = {name: SimVenue(exchange, name) for name in ("main", "mirror")}
-    host = SimHost(settings, clock, exchange, venues, Profile.from_settings(settings, tmp_path))
-    host.dashboard = dashboard = await Dashboard.create(host, host.profile)
+    profile = Profile.from_settings(settings, tmp_path)
+    host = SimHost(settings, clock, exchange, venues, profile, AlertBus(clock))
+    host.dashboard = dashboard = await Dashboard.create(host.sources(), host.profile)
     tasks = [asyncio.ensure_future(exchange.run())]
     tasks += [asyncio.ensure_future(dashboard.follow(venue)) for venue in venues.values()]
     await clock.drive(until=clock.now())  # the feeds subscribe
@@ -167,6 +245,10 @@ async def test_the_snapshot_keys_the_console_and_the_benchmark_rely_on(sim: SimH
     assert set(data["api_calls"]) == {"main", "mirror"}
 
 
+def test_the_snapshot_keys_are_the_keys_of_its_type() -> None:
+    assert tuple(Snapshot.__annotations__) == SNAPSHOT_KEYS
+
+
 async def test_the_snapshot_is_immutable(sim: SimHost) -> None:
     snap = await snapshot(sim)
     with pytest.raises(TypeError):
@@ -234,7 +316,7 @@ async def test_profile_switches_both_ways_in_the_middle_of_a_run(engine: EngineR
     during = await snapshot(engine)
     assert during["profile"]["cache_ttls"] == "baseline" and during["profile"]["cache_metrics"] == "baseline"
     assert during["profile"]["smart_persistence"] == "baseline"
-    assert during["profile"]["api_batching"] == "pending"  # read live by the dashboard; no batcher yet
+    assert during["profile"]["api_batching"] == "pending"  # the dashboard reads it live: nothing registers
     assert during["cache"]["enabled"] is False and during["cache"]["hit_rate"] is None
     assert during["cache"]["categories"]["positions"]["ttl"] == 10.0
     assert during["persistence"]["policy"] == "simple"
@@ -265,52 +347,12 @@ async def test_headless_snapshot_out_is_this_snapshot(tmp_path: Path) -> None:
     assert data["cache"]["enabled"] is True and set(data["market"]) == set(SYMBOLS)
 
 
-class FakeTpsl:
-    """The slice of the TpslManager the dashboard reads (its monitors, ledger and alerts)."""
-
-    def __init__(self, sl_price: float) -> None:
-        self.monitors = {
-            "main:BTCUSDT:Buy": SimpleNamespace(account="main", symbol="BTCUSDT", sl_price=sl_price)
-        }
-        trade = Trade("main", "ETHUSDT", Side.BUY, "fast", "tp", 100.0, 110.0, 1.0, 9.9, 0.1, 0.0, 60.0)
-        self.ledger = Ledger([trade])
-        self.alerts = deque(
-            [
-                {"time": "t1", "severity": "info", "type": "a", "message": "first"},
-                {"time": "t2", "severity": "warning", "type": "b", "message": "second"},
-            ]
-        )
-        self.sl_price = sl_price
-
-    def snapshot_monitors(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "key": "main:BTCUSDT:Buy",
-                "account": "main",
-                "symbol": "BTCUSDT",
-                "side": "Buy",
-                "approach": "fast",
-                "phase": "MONITORING",
-                "avg_entry": 95000.0,
-                "size": 0.01,
-                "tps_filled": 0,
-                "sl_price": self.sl_price,
-                "breakeven": False,
-                "urgency": None,
-            }
-        ]
-
-    def snapshot_ledger(self) -> dict[str, Any]:
-        return self.ledger.snapshot()
-
-    def snapshot_streams(self) -> dict[str, Any]:
-        return {"main": {"push": True, "connected": True, "last_event_age_s": 0.5}}
-
-
 async def test_monitors_ledger_stats_and_alerts_come_from_the_tpsl_manager(sim: SimHost) -> None:
     await open_position(sim, "main", "BTCUSDT", 0.01, stop=False)
     sl_price = sim.exchange.ticker("BTCUSDT").last * 0.98
-    sim.tpsl = FakeTpsl(sl_price)  # type: ignore[attr-defined]
+    sim.tpsl.manage(sl_price)
+    sim.alerts.raise_alert("info", "a", "first")
+    sim.alerts.raise_alert("warning", "b", "second")
     snap = await snapshot(sim)
     [position] = snap["positions"]
     assert (position["phase"], position["tps_filled"], position["sl_price"]) == ("MONITORING", 0, sl_price)

@@ -1,4 +1,6 @@
-"""The core never needs the UI: engine and persistence import without textual or rich."""
+"""The layers hold: the core never needs the UI, the store knows no trading, the engine's
+subpackages import only downwards, and the TP/SL decisions stay pure (the import-linter contracts in
+pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -57,3 +59,16 @@ def test_engine_never_reads_wall_time_or_sleeps_outside_the_clock() -> None:
             if needle in text:
                 offenders.append(f"{path.relative_to(ROOT)}: {needle}")
     assert offenders == []
+
+
+def test_import_linter_contracts_hold() -> None:
+    # In a child process: import-linter sets up its own logging, which must not leak into other tests.
+    code = (
+        "import sys\n"
+        "from importlinter.cli import lint_imports\n"
+        f"sys.exit(lint_imports(config_filename={str(ROOT / 'pyproject.toml')!r}, no_cache=True))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,11 +1,13 @@
-"""The trade ledger: totals, chunked persistence, idempotent recording, snapshot and CSV."""
+"""The trade ledger: totals, the win rate's breakeven rule, chunked persistence, idempotent recording,
+snapshot and CSV."""
 
 from __future__ import annotations
 
 import json
 
 from engine.core.models import Side, Trade
-from engine.trading.ledger import CHUNK, Ledger, chunk_key
+from engine.core.state_keys import ledger_key as chunk_key
+from engine.trading.ledger import CHUNK, Ledger, tally
 
 
 def trade(i: int, pnl: float, reason: str = "tp") -> Trade:
@@ -40,6 +42,15 @@ def test_totals() -> None:
         "fees": 2.0,
     }
     assert Ledger().totals()["win_rate"] is None
+
+
+def test_a_breakeven_trade_is_neither_win_nor_loss_but_counts_in_the_win_rate() -> None:
+    ledger = Ledger([trade(0, 5.0), trade(1, 0.0)])
+    totals = ledger.totals()
+    assert (totals["count"], totals["wins"], totals["losses"]) == (2, 1, 0)
+    assert totals["win_rate"] == 0.5  # wins / every closed trade; wins / decided trades would be 1.0
+    assert ledger.snapshot()["totals"] == totals
+    assert tally([5.0, 0.0], [0.5, 0.5]) == totals  # the console's figures use the same definition
 
 
 def test_recording_the_same_monitor_twice_counts_once() -> None:

@@ -132,7 +132,7 @@ async def test_headless_scenario_run_lists_monitors_and_ledger(tmp_path: Path) -
 
 def test_demo_trades_only_where_the_market_is_the_simulator() -> None:
     from engine.core.settings import load_settings
-    from engine.runtime.trading_setup import market_is_simulated
+    from engine.runtime.assembly import market_is_simulated
 
     base = load_settings()
     assert market_is_simulated(base)

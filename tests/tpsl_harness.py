@@ -23,10 +23,11 @@ from typing import Any
 
 import pytest
 
+from engine.alerts.bus import AlertBus
 from engine.core.clock import Clock, RealClock, VirtualClock
 from engine.core.models import Order, Position, Side, Ticker, VenueEvent, Wallet
 from engine.sim.exchange import SimExchange
-from engine.sim.server.rest import BybitServer
+from engine.sim.server.app import BybitServer
 from engine.sim.venue import SimVenue
 from engine.trading.approaches import Approach, TradeRequest
 from engine.trading.manager import TpslManager
@@ -35,7 +36,8 @@ from engine.venue.base import Venue
 from engine.venue.bybit.keys import ApiKeys
 from engine.venue.bybit.retry import RetryPolicy
 from engine.venue.bybit.stream import StreamOptions
-from engine.venue.bybit.venue import BybitVenue, IpGuard
+from engine.venue.bybit.transport import IpGuard
+from engine.venue.bybit.venue import BybitVenue
 from persistence.reasons import Reason
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -143,13 +145,15 @@ class Harness:
         self.params = params or TradingParams()
         self.push_streams = push_streams
         self.alerts: list[tuple[str, str, str]] = []
+        bus = AlertBus(self.clock)
+        bus.subscribe(lambda alert: self.alerts.append((alert.severity, alert.type, alert.message)))
         self.manager = TpslManager(
             venues={"main": self.venue},
             store=self.store,
             clock=self.clock,
             params=self.params,
             timing=MonitorTiming(),
-            on_alert=lambda sev, typ, msg: self.alerts.append((sev, typ, msg)),
+            alerts=bus,
             push_streams=push_streams,
         )
         self.task: asyncio.Task[None] | None = None

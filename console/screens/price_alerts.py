@@ -18,7 +18,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label
 
-from console.engine_link import EngineLink, NotAvailable, Outcome
+from console.engine_link import EngineLink, Outcome
+from engine.runtime.assembly import EngineNotStarted
 
 log = logging.getLogger("opconsole.console")
 
@@ -75,7 +76,7 @@ class PriceAlertsScreen(ModalScreen[None]):
         """Refill the table from the engine (a handful of rows: no need to diff)."""
         try:
             rows: Sequence[Mapping[str, Any]] = self._link.price_alerts()
-        except NotAvailable as exc:
+        except EngineNotStarted as exc:
             self.show_errors([str(exc)])
             rows = []
         self.rows = list(rows)
@@ -127,7 +128,7 @@ class PriceAlertsScreen(ModalScreen[None]):
     async def _guarded(action: Callable[[], Awaitable[Outcome]]) -> Outcome:
         try:
             return await action()
-        except NotAvailable as exc:
+        except EngineNotStarted as exc:
             return Outcome(False, str(exc))
         except Exception as exc:  # an engine error must reach the operator, not close the screen
             log.exception("price alert action failed")

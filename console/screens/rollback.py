@@ -16,7 +16,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
-from console.engine_link import EngineLink, NotAvailable, Outcome
+from console.engine_link import EngineLink, Outcome
 from engine.core.profile import TOGGLES
 
 TOGGLE_HELP = {
@@ -85,11 +85,7 @@ class RollbackScreen(ModalScreen[None]):
         return TOGGLES[table.cursor_row]
 
     async def _run(self, action: Callable[[], Awaitable[Outcome]]) -> None:
-        try:
-            outcome = await action()
-        except NotAvailable as exc:
-            outcome = Outcome(False, str(exc))
-        self._report(outcome)
+        self._report(await action())
         await self._after_change()
         self.show_states()
 

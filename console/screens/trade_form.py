@@ -18,8 +18,9 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from console.engine_link import EngineLink, NotAvailable, Outcome
+from console.engine_link import EngineLink, Outcome
 from engine.core.models import Side
+from engine.runtime.assembly import EngineNotStarted
 from engine.trading.approaches import Approach, TradeRequest
 
 NUMBER_FIELDS = ("margin", "leverage", "sl")
@@ -195,8 +196,8 @@ class TradeFormScreen(ModalScreen[None]):
         request, problems = parse_trade_form(self.form_values())
         if request is not None:
             try:
-                problems = await self._link.validate_trade(request, self._snapshot_now())
-            except NotAvailable:
+                problems = self._link.validate_trade(request, self._snapshot_now())
+            except EngineNotStarted:
                 problems = []  # the engine validates when the trade is sent
         self.show_problems(problems)
         return problems
@@ -213,15 +214,15 @@ class TradeFormScreen(ModalScreen[None]):
             self.show_problems(problems)
             return
         try:
-            problems = await self._link.validate_trade(request, self._snapshot_now())
-        except NotAvailable:
+            problems = self._link.validate_trade(request, self._snapshot_now())
+        except EngineNotStarted:
             problems = []
         if problems:
             self.show_problems(problems)
             return
         try:
             outcome = await self._link.open_trade(request)
-        except NotAvailable as exc:
+        except EngineNotStarted as exc:
             outcome = Outcome(False, str(exc))
         self._report(outcome)
         if outcome.ok:

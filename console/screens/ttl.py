@@ -4,7 +4,6 @@ records it in the settings override file, so it survives a restart."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import ClassVar
 
 from textual import on
@@ -14,8 +13,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label
 
-from console.engine_link import EngineLink, NotAvailable, Outcome
-from engine.core.settings import SettingsError, save_override
+from console.engine_link import EngineLink, Outcome
 
 MAX_TTL_S = 86_400.0
 
@@ -59,14 +57,12 @@ class TtlScreen(ModalScreen[None]):
         link: EngineLink,
         ttls: dict[str, float],
         profile: str,
-        state_dir: Path,
         report: Callable[[Outcome], None],
     ) -> None:
         super().__init__(classes="dialog")
         self._link = link
         self.ttls = dict(ttls)
         self._profile = profile
-        self._state_dir = state_dir
         self._report = report
 
     def compose(self) -> ComposeResult:
@@ -115,30 +111,12 @@ class TtlScreen(ModalScreen[None]):
         self.query_one("#ttls", DataTable).focus()
 
     async def apply(self, category: str, seconds: float) -> None:
-        """Set the live TTL (when the cache exists) and record it in the override file."""
-        try:
-            outcome = await self._link.set_ttl(category, seconds)
-            live = True
-        except NotAvailable:
-            outcome, live = None, False
-        dotted = f"cache.ttl.{self._profile}.{category}"
-        try:
-            save_override(self._state_dir, {dotted: float(seconds)})
-        except (SettingsError, OSError) as exc:
-            self._report(Outcome(False, f"could not save {dotted}: {exc}"))
-            return
-        self.ttls[category] = seconds
-        self.query_one("#ttls", DataTable).update_cell(category, "ttl", f"{seconds:g}s")
-        if live and outcome is not None:
-            self._report(Outcome(True, f"{outcome.message}; saved to overrides"))
-        else:
-            self._report(
-                Outcome(
-                    True,
-                    f"{dotted} = {seconds:g}s saved; live TTL tuning is not available yet, "
-                    "it applies at the next start",
-                )
-            )
+        """Set the live TTL and record it in the override file (the link does both)."""
+        outcome = await self._link.tune_ttl(self._profile, category, seconds)
+        if outcome.ok:
+            self.ttls[category] = seconds
+            self.query_one("#ttls", DataTable).update_cell(category, "ttl", f"{seconds:g}s")
+        self._report(outcome)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -11,6 +10,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from console.view_model import alert_lines
+from engine.alerts.model import AlertRow
 
 
 class AlertsPane(VerticalScroll):
@@ -24,7 +24,7 @@ class AlertsPane(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static("no alerts", id="alerts-text")
 
-    def show(self, alerts: Iterable[Mapping[str, Any]]) -> None:
+    def show(self, alerts: Iterable[AlertRow]) -> None:
         lines = alert_lines(alerts)
         if lines == self._shown:
             return

@@ -8,8 +8,6 @@ instead of showing zeros that look like a broken cache.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -23,6 +21,7 @@ from console.view_model import (
     persistence_summary,
 )
 from console.widgets.diff_table import DiffTable
+from engine.dashboard.schema import Snapshot
 
 HIT_RATE_POINTS = 120  # samples behind the sparkline (one per refresh: a minute at 2 Hz)
 
@@ -42,7 +41,7 @@ class CachePanel(Vertical):
         yield Label("", id="cache-persistence")
         yield Label("", id="cache-api")
 
-    def show(self, snapshot: Mapping[str, Any], api_rate: str) -> None:
+    def show(self, snapshot: Snapshot, api_rate: str) -> None:
         summary = cache_summary(snapshot)
         label = self.query_one("#cache-summary", Label)
         label.update(summary)
@@ -56,6 +55,6 @@ class CachePanel(Vertical):
             series = self._hit_rates
         self.query_one("#cache-spark", Sparkline).data = [float(v) for v in series]
         self.query_one("#cache-table", DiffTable).sync(cache_rows(snapshot))
-        persistence = persistence_summary(snapshot.get("persistence", {}), snapshot["time"])
+        persistence = persistence_summary(snapshot["persistence"], snapshot["time"])
         self.query_one("#cache-persistence", Label).update(persistence)
         self.query_one("#cache-api", Label).update(api_rate)

@@ -1,15 +1,15 @@
 """The alert bus: every alert of the engine goes through one place.
 
 It stamps the alert with the engine clock, logs it at its severity, keeps the latest ones for the
-snapshot, and hands it to each subscribed sink (the console, tests, later Telegram and webhooks). A
-sink that raises is logged and skipped: delivering an alert must never break trading.
+snapshot, and hands it to each subscribed sink (the console, a delivery channel, a test). A sink that
+raises is logged and skipped: delivering an alert must never break trading.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from engine.alerts.model import Alert, AlertRow, Severity
@@ -62,6 +62,10 @@ class AlertBus:
     def recent(self) -> list[Alert]:
         """The remembered alerts, oldest first."""
         return list(self._recent)
+
+    def __iter__(self) -> Iterator[AlertRow]:
+        """The remembered alerts as snapshot rows, oldest first (``[row["type"] for row in bus]``)."""
+        return (row_of(alert) for alert in list(self._recent))
 
     def snapshot(self, limit: int) -> list[AlertRow]:
         """The latest ``limit`` alerts as the snapshot's ``alerts[]`` rows, newest first."""

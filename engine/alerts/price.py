@@ -6,31 +6,32 @@ the last price reaches its level; it then fires once and stays in the book as tr
 sees what fired and when.
 
 :class:`PriceAlertManager` is the thin async shell: it loads the book from the store's recovered state,
-watches the tickers the TP/SL manager hands on, raises an alert on every fire, and saves the book —
-at once and durably for the operator's own adds and deletes, coalesced for the fire bookkeeping.
+watches the tickers the TP/SL manager hands on, raises an alert on the bus for every fire, and saves
+the book — at once and durably for the operator's own adds and deletes, coalesced for the fire
+bookkeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, cast
 
+from engine.alerts.bus import AlertBus
+from engine.alerts.model import Severity
 from engine.core.clock import Clock, iso_utc
 from engine.core.models import Ticker, VenueEvent
+from engine.core.state_keys import PRICE_ALERTS_KEY
 from engine.venue.base import Venue
 from engine.venue.errors import VenueError
 from persistence.reasons import Reason
 
-log = logging.getLogger("opconsole.price_alerts")
+log = logging.getLogger("opconsole.alerts.price")
 
-STORE_KEY = "price_alerts"
 CONDITIONS = ("above", "below")
 Condition = Literal["above", "below"]
-RaiseAlert = Callable[[str, str, str], None]
-"""``raise_alert(severity, type, message)``, as :meth:`engine.trading.manager.TpslManager.raise_alert`."""
 
 
 class PriceAlertRejected(Exception):
@@ -208,12 +209,16 @@ def fire_message(alert: PriceAlert, last: float) -> str:
 
 
 class AlertStore(Protocol):
-    """What the manager needs from :class:`persistence.store.Store`."""
+    """What the price-alert manager needs from :class:`persistence.store.Store`."""
 
     @property
-    def state(self) -> Mapping[str, Any]: ...
+    def state(self) -> Mapping[str, Any]:
+        """The recovered state, by store key."""
+        ...
 
-    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> Any: ...
+    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> Any:
+        """Store ``value`` under ``key``; durable on return when ``reason`` is critical or ``force``."""
+        ...
 
 
 class PriceAlertManager:
@@ -225,12 +230,12 @@ class PriceAlertManager:
         store: AlertStore,
         clock: Clock,
         venues: Mapping[str, Venue],
-        raise_alert: RaiseAlert,
+        alerts: AlertBus,
     ) -> None:
         self.store = store
         self.clock = clock
         self.venues = dict(venues)
-        self.raise_alert = raise_alert
+        self.alerts = alerts
         self.book = PriceAlertBook()
         self.last: dict[str, float] = {}
         self._lock = asyncio.Lock()
@@ -238,7 +243,7 @@ class PriceAlertManager:
 
     def load(self) -> None:
         """Take the book from the store's recovered state."""
-        self.book = PriceAlertBook.from_json(self.store.state.get(STORE_KEY))
+        self.book = PriceAlertBook.from_json(self.store.state.get(PRICE_ALERTS_KEY))
 
     # --- operator actions ---------------------------------------------------------------------
     async def add(self, symbol: str, condition: str, price: float, note: str = "") -> PriceAlert:
@@ -291,7 +296,7 @@ class PriceAlertManager:
         self.last[symbol] = last
         fired = self.book.on_price(symbol, last, self.clock.now())
         for alert in fired:
-            self.raise_alert("warning", "price_alert", fire_message(alert, last))
+            self.alerts.raise_alert(Severity.WARNING, "price_alert", fire_message(alert, last))
         if fired:
             self._dirty.set()
         return fired
@@ -310,7 +315,7 @@ class PriceAlertManager:
                 await self._save(force=False)
 
     async def _save(self, *, force: bool) -> None:
-        await self.store.save(STORE_KEY, self.book.to_json(), reason=Reason.PRICE_ALERT, force=force)
+        await self.store.save(PRICE_ALERTS_KEY, self.book.to_json(), reason=Reason.PRICE_ALERT, force=force)
 
     # --- snapshot -----------------------------------------------------------------------------
     def snapshot(self) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.commands.headless import write_atomic
 from engine.core.errors import BadInput
+from engine.core.files import write_atomic
 from engine.trading.ledger import Ledger
 from persistence.recovery import read_state
 

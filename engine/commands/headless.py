@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core.clock import Clock, VirtualClock
 from engine.core.errors import BadInput
+from engine.core.files import write_atomic
 from engine.core.settings import Settings
 from engine.runtime.assembly import EngineRuntime, make_clock
 from engine.runtime.scenario import Scenario, load_scenario
@@ -39,14 +39,6 @@ class HeadlessOptions:
     snapshot_out: Path | None = None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 async def run_engine(
     settings: Settings, state_dir: Path, options: HeadlessOptions, scenario: Scenario | None = None
 ) -> EngineRuntime:
@@ -54,16 +46,16 @@ async def run_engine(
     clock = make_clock(options.clock, settings, state_dir)
     runtime = EngineRuntime(settings, state_dir, clock)
     runtime.scenario = scenario
-    await runtime.start()
+    if isinstance(clock, VirtualClock) and options.duration_s is None:
+        raise BadInput("run", "--clock virtual needs --duration (simulated seconds)")
+    engine = await runtime.start()
     try:
-        if isinstance(clock, VirtualClock):
-            assert options.duration_s is not None
+        if isinstance(clock, VirtualClock) and options.duration_s is not None:
             await clock.drive(until=clock.now() + options.duration_s)
         else:
             await _wait_real(clock, options.duration_s)
         if options.snapshot_out is not None:
-            assert runtime.dashboard is not None  # built by start()
-            snapshot = await runtime.dashboard.snapshot()
+            snapshot = await engine.dashboard.snapshot()
             write_atomic(options.snapshot_out, snapshot.to_json() + "\n")
             log.info("snapshot written to %s", options.snapshot_out)
     finally:

@@ -468,7 +468,10 @@ class Monitor:
         values["side"] = Side(values["side"])
         values["phase"] = Phase(values["phase"])
         orders = values.pop("orders", {})
-        assert isinstance(orders, dict)
+        if not isinstance(orders, dict):
+            raise ValueError(
+                f"monitor {values.get('key')!r}: orders must be a mapping, not {type(orders).__name__}"
+            )
         monitor = cls(**values)
         monitor.orders = {slot: ManagedOrder.from_dict(o) for slot, o in orders.items()}
         return monitor

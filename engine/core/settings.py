@@ -23,6 +23,7 @@ import tomli_w
 
 from engine.core.clock import parse_iso_utc
 from engine.core.errors import BadInput
+from engine.core.files import write_atomic
 
 OVERRIDE_FILE = "settings.override.toml"
 ENV_CONFIG = "OPCONSOLE_CONFIG"
@@ -340,12 +341,5 @@ def save_override(state_dir: Path, values: Mapping[str, Any]) -> Path:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".toml.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        tomli_w.dump(current, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, tomli_w.dumps(current))
     return path

@@ -1,7 +1,7 @@
 """The keys of the engine's state in the store: one place, so every reader and writer agrees.
 
 The store knows no trading; it holds JSON values under string keys. The engine names them here:
-one key per monitor, one per recorded trade, and one for the price-alert book.
+one key per monitor, one per chunk of recorded trades, and one for the price-alert book.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ MONITOR_PREFIX = "monitor:"
 """``monitor:<account>:<symbol>:<side>``: one TP/SL monitor."""
 
 LEDGER_PREFIX = "ledger:"
-"""``ledger:<index, 6 digits>``: one closed trade of the ledger, in the order they were recorded."""
+"""``ledger:<index, 6 digits>``: one chunk of the ledger's closed trades, in the order recorded."""
 
 PRICE_ALERTS_KEY = "price_alerts"
 """The operator's price-alert book."""
@@ -24,7 +24,7 @@ def monitor_key(monitor_key_: str) -> str:
 
 
 def ledger_key(index: int) -> str:
-    """The store key of the ledger's ``index``-th trade (zero-padded, so keys sort in order)."""
+    """The store key of the ledger's ``index``-th chunk (zero-padded, so keys sort in order)."""
     return f"{LEDGER_PREFIX}{index:06d}"
 
 

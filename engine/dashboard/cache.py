@@ -20,19 +20,18 @@ Freshness (the ``cache_ttls`` toggle, optimized): trading events invalidate what
 tickers / wallet updates are written through, so the longer optimized TTLs never show stale trading
 data. The baseline has no invalidation at all, as the original bot.
 
-Metrics (the ``cache_metrics`` toggle): per-category hits, misses, loads, load errors, mean and max
-load time, entries, oldest entry age and TTL, totals, and a rolling hit rate over a window with a
-short history for a sparkline. When metrics are off nothing is counted, and :meth:`metrics` says
-``enabled: false``.
+Metrics (the ``cache_metrics`` toggle) are counted apart, by
+:class:`~engine.dashboard.cache_metrics.CacheMetrics` (:attr:`DashboardCache.meter`): the cache reports
+its lookups, loads, invalidations and write-throughs to it, and :meth:`DashboardCache.metrics` is the
+snapshot's ``cache`` section.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cachetools import TLRUCache
@@ -41,6 +40,8 @@ from engine.core.clock import Clock
 from engine.core.models import Execution, Order, Position, StreamStatus, Ticker, VenueEvent, Wallet
 from engine.core.profile import Mode, Profile, parse_mode
 from engine.core.settings import Settings
+from engine.dashboard.cache_metrics import CacheMetrics
+from engine.dashboard.schema import CacheSection
 
 log = logging.getLogger("opconsole.cache")
 
@@ -95,88 +96,6 @@ class _Entry:
     stored_at: float
 
 
-@dataclass(slots=True)
-class CategoryCounters:
-    """What the metrics count for one category while ``cache_metrics`` is on."""
-
-    hits: int = 0
-    misses: int = 0
-    coalesced: int = 0
-    loads: int = 0
-    load_errors: int = 0
-    load_ms_total: float = 0.0
-    load_ms_max: float = 0.0
-    invalidations: int = 0
-    writes: int = 0
-
-    @property
-    def hit_rate(self) -> float | None:
-        lookups = self.hits + self.misses
-        return self.hits / lookups if lookups else None
-
-    @property
-    def mean_load_ms(self) -> float | None:
-        return self.load_ms_total / self.loads if self.loads else None
-
-
-def hit_rate(hits: int, misses: int) -> float | None:
-    """hits / lookups, or None before the first lookup."""
-    return hits / (hits + misses) if hits + misses else None
-
-
-@dataclass(slots=True)
-class RollingHitRate:
-    """Hits and misses in fixed time buckets: the rate over a window and a per-bucket history.
-
-    Buckets keep memory bounded whatever the lookup rate (a few hundred integers).
-    """
-
-    window_s: float
-    bucket_s: float = 5.0
-    history: int = 60
-    _buckets: deque[list[float]] = field(default_factory=deque)
-
-    def record(self, now: float, hit: bool) -> None:
-        """Count one lookup at ``now``."""
-        start = now - now % self.bucket_s
-        if not self._buckets or self._buckets[-1][0] != start:
-            self._buckets.append([start, 0, 0])
-            keep = max(self.history, int(self.window_s // self.bucket_s) + 1)
-            while len(self._buckets) > keep:
-                self._buckets.popleft()
-        self._buckets[-1][1 if hit else 2] += 1
-
-    def rate(self, now: float) -> float | None:
-        """The hit rate over the last ``window_s`` seconds (None when there was no lookup)."""
-        hits = misses = 0
-        for start, h, m in self._buckets:
-            if start + self.bucket_s > now - self.window_s:
-                hits += int(h)
-                misses += int(m)
-        return hit_rate(hits, misses)
-
-    def series(self, now: float) -> list[float]:
-        """One hit rate per bucket over the last ``history`` buckets, oldest first, for a sparkline.
-
-        A bucket without lookups repeats the previous rate so the line does not fall to zero when the
-        dashboard is idle; buckets before the first lookup are left out.
-        """
-        first = now - now % self.bucket_s - (self.history - 1) * self.bucket_s
-        by_start = {b[0]: b for b in self._buckets}
-        series: list[float] = []
-        for i in range(self.history):
-            bucket = by_start.get(first + i * self.bucket_s)
-            rate = hit_rate(int(bucket[1]), int(bucket[2])) if bucket else None
-            if rate is not None:
-                series.append(rate)
-            elif series:
-                series.append(series[-1])
-        return series
-
-    def clear(self) -> None:
-        self._buckets.clear()
-
-
 class DashboardCache:
     """Per-category TTL caches with single-flight loads, event freshness and optional metrics."""
 
@@ -192,7 +111,6 @@ class DashboardCache:
     ) -> None:
         """``ttls`` maps each ``cache_ttls`` mode (optimized, baseline) to its TTL per category."""
         self.clock = clock
-        self.log_interval_s = log_interval_s
         self._profile_ttls = {parse_mode(m): _checked_table(table) for m, table in ttls.items()}
         self._mode = parse_mode(mode)
         if set(self._profile_ttls) != set(Mode):
@@ -208,9 +126,10 @@ class DashboardCache:
         self._category_epoch: dict[str, int] = dict.fromkeys(CATEGORIES, 0)
         self._account_epoch: dict[tuple[str, Any], int] = {}
         self._key_epoch: dict[CacheKey, int] = {}
-        self._metrics_on = metrics
-        self._counters = {c: CategoryCounters() for c in CATEGORIES}
-        self._rolling = RollingHitRate(window_s=hit_rate_window_s)
+        # The counters behind metrics() and the periodic log line (the ``cache_metrics`` toggle).
+        self.meter = CacheMetrics(
+            clock, CATEGORIES, enabled=metrics, window_s=hit_rate_window_s, log_interval_s=log_interval_s
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock, profile: Profile) -> DashboardCache:
@@ -273,20 +192,14 @@ class DashboardCache:
         for key, entry in list(store.items()):
             store[key] = entry
 
-    @property
-    def metrics_enabled(self) -> bool:
-        return self._metrics_on
-
     def set_metrics(self, enabled: bool) -> None:
-        """Turn metrics on (counting starts from zero) or off (nothing is counted)."""
-        if enabled and not self._metrics_on:
-            self.reset_metrics()
-        self._metrics_on = enabled
+        """Turn metrics on (counting starts from zero) or off (nothing is counted): the
+        ``cache_metrics`` toggle's apply callback."""
+        self.meter.set_enabled(enabled)
 
     def reset_metrics(self) -> None:
-        """Forget every count."""
-        self._counters = {c: CategoryCounters() for c in CATEGORIES}
-        self._rolling.clear()
+        """Forget every count (a measurement starting from a known point)."""
+        self.meter.reset()
 
     # --- reads -------------------------------------------------------------------------------
     def peek(self, key: CacheKey) -> Any | None:
@@ -302,12 +215,12 @@ class DashboardCache:
         """
         _check_key(category, key)
         entry = self._stores[category].get(key)
-        self._count_lookup(category, entry is not None)
+        self.meter.lookup(category, entry is not None)
         if entry is not None:
             return entry.value
         future = self._inflight.get(key)
         if future is not None:
-            self._count(category, "coalesced")
+            self.meter.count(category, "coalesced")
         else:
 
             async def load_one() -> dict[CacheKey, Any]:
@@ -334,11 +247,11 @@ class DashboardCache:
         for key in dict.fromkeys(keys):
             _check_key(category, key)
             entry = store.get(key)
-            self._count_lookup(category, entry is not None)
+            self.meter.lookup(category, entry is not None)
             if entry is not None:
                 values[key] = entry.value
             elif key in self._inflight:
-                self._count(category, "coalesced")
+                self.meter.count(category, "coalesced")
                 waits[key] = self._inflight[key]
             else:
                 to_load.append(key)
@@ -385,7 +298,7 @@ class DashboardCache:
         try:
             values = await run()
         except BaseException as exc:
-            self._record_load(category, started, failed=True)
+            self.meter.load(category, started, failed=True)
             for future in futures.values():
                 if isinstance(exc, asyncio.CancelledError):
                     future.cancel()
@@ -398,7 +311,7 @@ class DashboardCache:
             for key, future in futures.items():
                 if self._inflight.get(key) is future:
                     del self._inflight[key]
-        self._record_load(category, started, failed=False)
+        self.meter.load(category, started, failed=False)
         stored_at = self.clock.monotonic()
         for key, future in futures.items():
             if key not in values:
@@ -414,7 +327,7 @@ class DashboardCache:
         category = _category_of(key)
         self._key_epoch[key] = self._key_epoch.get(key, 0) + 1
         self._stores[category][key] = _Entry(value, self.clock.monotonic())
-        self._count(category, "writes")
+        self.meter.count(category, "writes")
 
     def invalidate(self, category: str, account: Any | None = None) -> int:
         """Drop a category's entries (of one account, or all); returns how many were dropped."""
@@ -431,7 +344,7 @@ class DashboardCache:
             for key in doomed:
                 store.pop(key, None)
             dropped = len(doomed)
-        self._count(category, "invalidations", dropped)
+        self.meter.count(category, "invalidations", dropped)
         return dropped
 
     def on_event(self, event: VenueEvent) -> None:
@@ -468,32 +381,7 @@ class DashboardCache:
     def _expires_at(self, key: CacheKey, entry: _Entry, now: float) -> float:
         return entry.stored_at + self._ttl[key[0]]
 
-    # --- metrics -----------------------------------------------------------------------------
-    def _count_lookup(self, category: str, hit: bool) -> None:
-        if not self._metrics_on:
-            return
-        counters = self._counters[category]
-        if hit:
-            counters.hits += 1
-        else:
-            counters.misses += 1
-        self._rolling.record(self.clock.monotonic(), hit)
-
-    def _count(self, category: str, name: str, n: int = 1) -> None:
-        if self._metrics_on:
-            counters = self._counters[category]
-            setattr(counters, name, getattr(counters, name) + n)
-
-    def _record_load(self, category: str, started: float, failed: bool) -> None:
-        if not self._metrics_on:
-            return
-        elapsed_ms = (self.clock.monotonic() - started) * 1000.0
-        counters = self._counters[category]
-        counters.loads += 1
-        counters.load_errors += int(failed)
-        counters.load_ms_total += elapsed_ms
-        counters.load_ms_max = max(counters.load_ms_max, elapsed_ms)
-
+    # --- state the metrics report ------------------------------------------------------------
     def entries(self, category: str) -> int:
         """Live (unexpired) entries of a category."""
         return len(self._stores[_checked_category(category)])
@@ -504,81 +392,19 @@ class DashboardCache:
         stamps = [entry.stored_at for entry in store.values()]
         return self.clock.monotonic() - min(stamps) if stamps else None
 
-    def hit_rate(self) -> float | None:
-        """The rolling hit rate over the window (None when off or before any lookup)."""
-        return self._rolling.rate(self.clock.monotonic()) if self._metrics_on else None
-
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> CacheSection:
         """The snapshot's ``cache`` section (JSON-ready)."""
-        now = self.clock.monotonic()
-        on = self._metrics_on
-        categories: dict[str, Any] = {}
-        for category in CATEGORIES:
-            c = self._counters[category]
-            row: dict[str, Any] = {"ttl": self._ttl[category], "entries": self.entries(category)}
-            if on:
-                age = self.oldest_age_s(category)
-                row |= {
-                    "hits": c.hits,
-                    "misses": c.misses,
-                    "hit_rate": _rounded(c.hit_rate),
-                    "mean_load_ms": _rounded(c.mean_load_ms, 3),
-                    "max_load_ms": round(c.load_ms_max, 3),
-                    "loads": c.loads,
-                    "load_errors": c.load_errors,
-                    "coalesced": c.coalesced,
-                    "invalidations": c.invalidations,
-                    "writes": c.writes,
-                    "oldest_age_s": _rounded(age, 3),
-                }
-            else:
-                row |= {"hits": 0, "misses": 0, "hit_rate": None, "mean_load_ms": None}
-            categories[category] = row
-        hits = sum(c.hits for c in self._counters.values()) if on else 0
-        misses = sum(c.misses for c in self._counters.values()) if on else 0
-        loads = sum(c.loads for c in self._counters.values()) if on else 0
-        return {
-            "enabled": on,
-            "hit_rate": _rounded(self._rolling.rate(now)) if on else None,
-            "window_s": self._rolling.window_s,
-            "sparkline": [round(r, 4) for r in self._rolling.series(now)] if on else [],
-            "ttl_profile": self._mode.value,
-            "invalidation": self.invalidation,
-            "totals": {
-                "hits": hits,
-                "misses": misses,
-                "loads": loads,
-                "load_errors": sum(c.load_errors for c in self._counters.values()) if on else 0,
-                "hit_rate": _rounded(hit_rate(hits, misses)),
-            },
-            "categories": categories,
-        }
-
-    def summary_line(self) -> str:
-        """One log line: the rolling and per-category hit rates."""
-        parts = [f"{c}={_pct(self._counters[c].hit_rate)}" for c in CATEGORIES]
-        return f"cache hit rate {_pct(self.hit_rate())} over {self._rolling.window_s:g}s; " + " ".join(parts)
+        return self.meter.section(self)
 
     async def run_metrics_log(self) -> None:
-        """Log :meth:`summary_line` every ``log_interval_s`` while metrics are on (a background task)."""
-        while True:
-            await self.clock.sleep(self.log_interval_s)
-            if self._metrics_on:
-                log.info(self.summary_line())
+        """Log the hit rates every ``log_interval_s`` while metrics are on (a background task)."""
+        await self.meter.run_log()
 
     async def close(self) -> None:
         """Cancel the loads still in flight (at engine stop)."""
         for task in list(self._load_tasks):
             task.cancel()
         await asyncio.gather(*self._load_tasks, return_exceptions=True)
-
-
-def _pct(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate * 100:.1f}%"
-
-
-def _rounded(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def _checked_table(table: Mapping[str, float]) -> dict[str, float]:

@@ -16,9 +16,10 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from engine.core.models import Order, Position, Side, Ticker, Wallet
+from engine.dashboard.schema import InsightRow
 
 HOUR_S = 3600.0
 
@@ -36,8 +37,15 @@ class Insight:
     value: float | None
     message: str
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def as_dict(self) -> InsightRow:
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "account": self.account,
+            "symbol": self.symbol,
+            "value": self.value,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,14 +198,16 @@ def _stop_note(
     sigmas: Mapping[str, float | None],
     thresholds: Thresholds,
 ) -> Insight:
-    assert position.side is not None
-    where = f"{position.account} {position.symbol} {position.side.value}"
+    side = position.side
+    if side is None:  # risk_notes passes open positions only, and an open position has a side
+        raise ValueError(f"no stop note for {position.account} {position.symbol}: the position is flat")
+    where = f"{position.account} {position.symbol} {side.value}"
     stop = stops.get((position.account, position.symbol))
     if stop is None:
         return Insight(
             "no_stop", "critical", position.account, position.symbol, None, f"{where}: no stop-loss"
         )
-    distance = adverse_distance(position.side, position.mark_price, stop)
+    distance = adverse_distance(side, position.mark_price, stop)
     sigma = sigmas.get(position.symbol)
     if sigma is None:
         return Insight(
@@ -255,7 +265,7 @@ class InsightsProvider:
         orders: Sequence[Order],
         wallets: Mapping[str, Wallet],
         known_stops: Mapping[tuple[str, str], float] | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[InsightRow]:
         """The snapshot's ``insights`` list for this state.
 
         ``known_stops`` ((account, symbol) -> SL price, from the TP/SL monitors) take precedence over

@@ -2,8 +2,8 @@
 :class:`~engine.dashboard.cache.DashboardCache`.
 
 The console renders it, ``run --headless --snapshot-out`` writes it, the benchmark measures how long
-it takes to build. Its keys are pinned in ``shared/CONTRACTS.md``; sections whose subsystem is not
-built yet are present and empty, so scripts can rely on every key.
+it takes to build. Its keys are pinned in ``shared/CONTRACTS.md`` and typed in
+:mod:`engine.dashboard.schema`; every key is present in every snapshot, so scripts can rely on it.
 
 How a snapshot is read depends on the profile, so both behaviours can be compared live:
 
@@ -15,21 +15,22 @@ How a snapshot is read depends on the profile, so both behaviours can be compare
   full-dashboard entry is checked, and a hit there returns the older composed view.
 
 Sections held in this process (monitors, ledger, persistence, API counters, alerts, cache metrics,
-profile) are read fresh at every snapshot; only venue data goes through the cache.
+profile) are read fresh at every snapshot; only venue data, the ledger's statistics and the insights
+go through the cache.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar, cast
 
+from engine.alerts.bus import AlertBus
+from engine.alerts.price import PriceAlertManager
 from engine.core.clock import Clock, iso_utc
 from engine.core.link_ids import purpose_of
 from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet
@@ -37,61 +38,87 @@ from engine.core.profile import Mode, Profile
 from engine.core.settings import Settings
 from engine.dashboard.cache import CATEGORIES, SHARED, CacheKey, DashboardCache, account_key, market_key
 from engine.dashboard.insights import InsightsProvider
+from engine.dashboard.schema import (
+    SNAPSHOT_KEYS,
+    AccountRow,
+    InsightRow,
+    MarketRow,
+    MonitorRow,
+    OrderRow,
+    PersistenceRow,
+    PositionRow,
+    PriceAlertRow,
+    Snapshot,
+    StreamRow,
+    Totals,
+    VenuePositionRow,
+)
+from engine.trading.manager import TpslManager
 from engine.venue.base import Venue
+from persistence.store import Store
 
-log = logging.getLogger("opconsole.dashboard")
 T = TypeVar("T")
 
-SNAPSHOT_KEYS = (
-    "time",
-    "venue",
-    "engine_state",
-    "profile",
-    "accounts",
-    "positions",
-    "orders",
-    "monitors",
-    "ledger",
-    "stats",
-    "market",
-    "insights",
-    "cache",
-    "persistence",
-    "api_calls",
-    "alerts",
-    "streams",
-    "price_alerts",
-)
 CACHE_CATEGORIES = CATEGORIES
 """The cache categories the snapshot's ``cache`` section lists."""
+ALERTS_SHOWN = 50
+"""The latest alerts a snapshot carries (the console's alerts pane shows as many)."""
+FULL_KEY: CacheKey = ("full_dashboard", SHARED)
+INSIGHTS_KEY: CacheKey = ("ai_insights", SHARED)
+STATS_KEY: CacheKey = ("stats", SHARED)
+PERSISTENCE_TIMES = ("last_flush", "last_compaction")
+"""The store's metrics that are epoch times; the contract has every time as ISO 8601 UTC."""
 _MONEY_DECIMALS = 4
 
 
 @dataclass(frozen=True, slots=True)
 class DashboardSnapshot:
-    """An immutable snapshot; ``data`` is a read-only mapping with exactly :data:`SNAPSHOT_KEYS`."""
+    """An immutable snapshot: ``data`` is the :class:`~engine.dashboard.schema.Snapshot`, frozen
+    (read-only mappings, tuples for lists), with exactly :data:`SNAPSHOT_KEYS`."""
 
-    data: Mapping[str, Any]
+    data: Snapshot
 
     def to_json(self, indent: int | None = 2) -> str:
         """Canonical JSON (sorted keys) so identical states give byte-identical files."""
         return json.dumps(self.data, indent=indent, sort_keys=True, default=_frozen_default)
 
     def __getitem__(self, key: str) -> Any:
-        return self.data[key]
+        """A section by name (for scripts and tests; typed code reads ``data``)."""
+        sections: Mapping[str, Any] = self.data
+        return sections[key]
 
 
-def _frozen_default(value: Any) -> Any:
+def _frozen_default(value: object) -> object:
     if isinstance(value, MappingProxyType):
         return dict(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _freeze(value: object) -> object:
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def freeze(data: Snapshot) -> DashboardSnapshot:
+    """Wrap a snapshot as an immutable :class:`DashboardSnapshot` (a deep, read-only copy)."""
+    missing = [k for k in SNAPSHOT_KEYS if k not in data]
+    if missing:  # only reachable from untyped callers; mypy sees to the rest
+        raise ValueError(f"snapshot lacks keys: {', '.join(missing)}")
+    # The frozen copy has the snapshot's shape; only the container types became read-only ones.
+    return DashboardSnapshot(cast(Snapshot, _freeze(data)))
+
+
+# --- the rows (pure) -------------------------------------------------------------------------------
 
 
 def _money(value: float) -> float:
     return round(value, _MONEY_DECIMALS)
 
 
-def account_row(wallet: Wallet, positions: int, orders: int) -> dict[str, Any]:
+def account_row(wallet: Wallet, positions: int, orders: int) -> AccountRow:
     """The ``accounts.<name>`` entry."""
     return {
         "equity": _money(wallet.equity),
@@ -102,8 +129,9 @@ def account_row(wallet: Wallet, positions: int, orders: int) -> dict[str, Any]:
     }
 
 
-def position_row(position: Position, instrument: Instrument | None) -> dict[str, Any]:
-    """One ``positions[]`` entry, prices rounded to the instrument's tick and sizes to its step."""
+def position_row(position: Position, instrument: Instrument | None) -> VenuePositionRow:
+    """The venue's part of a ``positions[]`` entry, prices rounded to the instrument's tick and sizes
+    to its step."""
     tick = instrument.round_price if instrument else (lambda p: p)
     step = instrument.round_qty if instrument else (lambda q: q)
     return {
@@ -117,7 +145,29 @@ def position_row(position: Position, instrument: Instrument | None) -> dict[str,
     }
 
 
-def order_row(order: Order, purpose: str | None) -> dict[str, Any]:
+def with_monitor(row: VenuePositionRow, monitor: MonitorRow | None) -> PositionRow:
+    """A position row with its monitor's phase, TPs filled, SL, breakeven flag and urgency (None
+    for a position no monitor manages)."""
+    if monitor is None:
+        return {
+            **row,
+            "phase": None,
+            "tps_filled": None,
+            "sl_price": None,
+            "breakeven": None,
+            "urgency": None,
+        }
+    return {
+        **row,
+        "phase": monitor["phase"],
+        "tps_filled": monitor["tps_filled"],
+        "sl_price": monitor["sl_price"],
+        "breakeven": monitor["breakeven"],
+        "urgency": monitor["urgency"],
+    }
+
+
+def order_row(order: Order, purpose: str | None) -> OrderRow:
     """One ``orders[]`` entry; ``purpose`` is None for orders that are not ours."""
     return {
         "account": order.account,
@@ -134,36 +184,19 @@ def order_row(order: Order, purpose: str | None) -> dict[str, Any]:
     }
 
 
-def market_row(ticker: Ticker) -> dict[str, Any]:
+def market_row(ticker: Ticker) -> MarketRow:
     """The ``market.<symbol>`` entry."""
     return {"last": ticker.last, "mark": ticker.mark}
 
 
-def empty_ledger() -> dict[str, Any]:
-    """The ``ledger`` section before any trade closed."""
-    return {"trades": [], "totals": {"count": 0, "wins": 0, "losses": 0, "pnl": 0.0, "fees": 0.0}}
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def freeze(data: dict[str, Any]) -> DashboardSnapshot:
-    """Wrap a plain snapshot dict as an immutable :class:`DashboardSnapshot`."""
-    missing = [k for k in SNAPSHOT_KEYS if k not in data]
-    if missing:
-        raise ValueError(f"snapshot lacks keys: {', '.join(missing)}")
-    return DashboardSnapshot(_freeze(data))
-
-
-ALERTS_SHOWN = 50
-FULL_KEY: CacheKey = ("full_dashboard", SHARED)
-INSIGHTS_KEY: CacheKey = ("ai_insights", SHARED)
-STATS_KEY: CacheKey = ("stats", SHARED)
+def persistence_row(metrics: Mapping[str, Any]) -> PersistenceRow:
+    """The store's metrics with its epoch times as ISO 8601 UTC strings, as the contract has all times."""
+    row = dict(metrics)
+    for key in PERSISTENCE_TIMES:
+        if isinstance(row.get(key), int | float):
+            row[key] = iso_utc(row[key])
+    # Store.metrics() is an untyped mapping (the store knows nothing of the engine's schema).
+    return cast(PersistenceRow, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +206,9 @@ class AccountView:
     wallets: Mapping[str, Wallet]
     positions: tuple[Position, ...]
     orders: tuple[Order, ...]
-    accounts: Mapping[str, dict[str, Any]]
-    position_rows: tuple[dict[str, Any], ...]
-    order_rows: tuple[dict[str, Any], ...]
+    accounts: Mapping[str, AccountRow]
+    position_rows: tuple[VenuePositionRow, ...]
+    order_rows: tuple[OrderRow, ...]
 
     @property
     def symbols(self) -> set[str]:
@@ -213,10 +246,11 @@ def account_view(
     )
 
 
-def with_monitor(row: Mapping[str, Any], monitor: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A position row with its monitor's phase, TPs filled, SL, breakeven flag and urgency (or None)."""
-    fields = ("phase", "tps_filled", "sl_price", "breakeven", "urgency")
-    return dict(row) | {f: (monitor or {}).get(f) for f in fields}
+def _as_account_view(value: object) -> AccountView:
+    """The full_dashboard entry, checked: the cache holds ``Any``, and only an AccountView belongs there."""
+    if not isinstance(value, AccountView):
+        raise TypeError(f"the full_dashboard cache entry holds a {type(value).__name__}, not an AccountView")
+    return value
 
 
 async def _run(concurrent: bool, *steps: Awaitable[Any]) -> list[Any]:
@@ -229,49 +263,55 @@ async def _run(concurrent: bool, *steps: Awaitable[Any]) -> list[Any]:
     return [await step for step in steps]
 
 
-class DashboardHost(Protocol):
-    """What the dashboard reads from the engine (an :class:`~engine.runtime.assembly.EngineRuntime`).
+# --- the dashboard ---------------------------------------------------------------------------------
 
-    Components built by other parts of the engine are read when the host has them: ``tpsl`` (the
-    TP/SL manager: monitors, ledger, alerts, engine state), ``store`` (persistence metrics) and
-    ``alerts`` (an alert bus with ``snapshot()``).
+
+@dataclass(frozen=True, slots=True)
+class DashboardSources:
+    """The parts of the engine a snapshot is read from, built once by the runtime.
+
+    Typed components rather than the runtime itself, so the dashboard depends on what it reads and
+    a test can hand it stand-ins.
     """
 
     settings: Settings
     clock: Clock
-    venues: dict[str, Venue]
-
-    @property
-    def state(self) -> Enum:
-        """An :class:`~engine.runtime.assembly.EngineState`."""
-        ...
-
-    @property
-    def venue_label(self) -> str: ...
+    venues: Mapping[str, Venue]
+    """The accounts' venues, by account name; the first one also serves market data."""
+    manager: TpslManager
+    """Monitors (``snapshot_monitors``, ``.monitors``), the ledger (``.ledger``) and stream health."""
+    store: Store
+    """Persistence metrics (``metrics()``)."""
+    price_alerts: PriceAlertManager
+    """The operator's price alerts (``snapshot()``)."""
+    alerts: AlertBus
+    """The latest alerts (``snapshot(limit)``)."""
+    engine_state: Callable[[], str]
+    """The runtime's state value (``running``, ``reconciling``, ``paused``, ``degraded``)."""
+    venue_label: str
+    """``sim`` or the Bybit network."""
 
 
 class Dashboard:
-    """Builds :class:`DashboardSnapshot` s of an engine through its :class:`DashboardCache`.
-
-    See :class:`DashboardHost` for what it reads from the engine.
-    """
+    """Builds :class:`DashboardSnapshot` s of an engine (its :class:`DashboardSources`) through its
+    :class:`DashboardCache`."""
 
     def __init__(
-        self, host: DashboardHost, cache: DashboardCache, profile: Profile, insights: InsightsProvider
+        self, sources: DashboardSources, cache: DashboardCache, profile: Profile, insights: InsightsProvider
     ) -> None:
-        self.host = host
+        self.sources = sources
         self.cache = cache
         self.profile = profile
         self.insights = insights
-        self._configured_symbols: list[str] = list(host.settings.get("sim.symbols"))
+        self._configured_symbols: list[str] = list(sources.settings.get("sim.symbols"))
         self._instruments: dict[str, Instrument] = {}
         self._known_symbols: set[str] = set()
 
     @classmethod
-    async def create(cls, host: DashboardHost, profile: Profile) -> Dashboard:
+    async def create(cls, sources: DashboardSources, profile: Profile) -> Dashboard:
         """A dashboard with its cache, attached to the profile's ``cache_ttls`` and ``cache_metrics``."""
-        cache = DashboardCache.from_settings(host.settings, host.clock, profile)
-        dashboard = cls(host, cache, profile, InsightsProvider())
+        cache = DashboardCache.from_settings(sources.settings, sources.clock, profile)
+        dashboard = cls(sources, cache, profile, InsightsProvider())
         await profile.register("cache_ttls", cache.apply_ttl_mode)
         await profile.register("cache_metrics", lambda mode: cache.set_metrics(mode is Mode.OPTIMIZED))
         return dashboard
@@ -297,6 +337,7 @@ class Dashboard:
         view_job = self._view_early if self.cache.mode is Mode.OPTIMIZED else self._view_late
         view: AccountView
         market: dict[str, Ticker]
+        stats: Totals
         view, market, stats = await _run(
             batched, view_job(batched, symbols), self._market(batched, symbols), self._stats()
         )
@@ -306,67 +347,57 @@ class Dashboard:
             await self._ensure_instruments()
             market |= await self._market(batched, extra)
         self.insights.observe_equity(view.wallets.values())
-        insights = await self.cache.get_or_load(
+        insights: Sequence[InsightRow] = await self.cache.get_or_load(
             "ai_insights", INSIGHTS_KEY, lambda: self._compute_insights(view)
         )
         return freeze(self._compose(view, market, stats, insights))
 
     def _compose(
-        self, view: AccountView, market: Mapping[str, Ticker], stats: Any, insights: Any
-    ) -> dict[str, Any]:
-        host = self.host
-        tpsl = getattr(host, "tpsl", None)
-        monitors = tpsl.snapshot_monitors() if tpsl is not None else []
-        by_key = {m.get("key"): m for m in monitors}
+        self, view: AccountView, market: Mapping[str, Ticker], stats: Totals, insights: Sequence[InsightRow]
+    ) -> Snapshot:
+        sources = self.sources
+        manager = sources.manager
+        # The manager's rows are untyped dicts; these casts state the shape it documents.
+        monitors = cast(list[MonitorRow], manager.snapshot_monitors())
+        by_key = {m["key"]: m for m in monitors}
         positions = [
             with_monitor(row, by_key.get(f"{row['account']}:{row['symbol']}:{row['side']}"))
             for row in view.position_rows
         ]
         return {
-            "time": iso_utc(host.clock.now()),
-            "venue": host.venue_label,
-            "engine_state": self._engine_state(),
+            "time": iso_utc(sources.clock.now()),
+            "venue": sources.venue_label,
+            "engine_state": sources.engine_state(),
             "profile": self.profile.states(),
-            "accounts": {name: dict(row) for name, row in view.accounts.items()},
+            "accounts": view.accounts,
             "positions": positions,
-            "orders": [dict(row) for row in view.order_rows],
+            "orders": view.order_rows,
             "monitors": monitors,
-            "ledger": tpsl.snapshot_ledger() if tpsl is not None else empty_ledger(),
+            "ledger": manager.ledger.snapshot(),
             "stats": stats,
             "market": {s: market_row(market[s]) for s in sorted(market)},
-            "insights": list(insights),
+            "insights": insights,
             "cache": self.cache.metrics(),
-            "persistence": persistence_row(_call(host, "store", "metrics", {})),
-            "api_calls": {name: venue.calls.as_dict() for name, venue in host.venues.items()},
-            "alerts": self._alerts(),
-            "streams": tpsl.snapshot_streams() if tpsl is not None else {},
-            "price_alerts": _call(host, "price_alerts", "snapshot", []),
+            "persistence": persistence_row(sources.store.metrics()),
+            "api_calls": {name: venue.calls.as_dict() for name, venue in sources.venues.items()},
+            "alerts": sources.alerts.snapshot(ALERTS_SHOWN),
+            "streams": cast(dict[str, StreamRow], manager.snapshot_streams()),
+            "price_alerts": cast(list[PriceAlertRow], sources.price_alerts.snapshot()),
         }
-
-    def _engine_state(self) -> str:
-        """The runtime's state: degraded, else reconciling / paused / running as the manager says."""
-        return str(self.host.state.value)
-
-    def _alerts(self) -> list[dict[str, Any]]:
-        """The latest alerts, newest first: from the alert bus when there is one, else the TP/SL
-        manager's own list."""
-        bus = _call(self.host, "alerts", "snapshot", None)
-        if bus is not None:
-            return list(bus)
-        tpsl = getattr(self.host, "tpsl", None)
-        recent = list(getattr(tpsl, "alerts", ()))[-ALERTS_SHOWN:]
-        return [dict(alert) for alert in reversed(recent)]
 
     def _symbols(self) -> list[str]:
         """The symbols read one by one in the baseline: configured, held, and monitored."""
-        tpsl = getattr(self.host, "tpsl", None)
-        monitored = {m.symbol for m in getattr(tpsl, "monitors", {}).values()}
+        monitored = {m.symbol for m in self.sources.manager.monitors.values()}
         return sorted({*self._configured_symbols, *self._known_symbols, *monitored})
+
+    def _market_venue(self) -> Venue | None:
+        """The venue that serves instruments and tickers (market data is the same on every account)."""
+        return next(iter(self.sources.venues.values()), None)
 
     async def _ensure_instruments(self) -> None:
         missing = [s for s in self._symbols() if s not in self._instruments]
-        if missing and self.host.venues:
-            venue = next(iter(self.host.venues.values()))
+        venue = self._market_venue()
+        if missing and venue is not None:
             self._instruments |= await venue.instruments(missing)
 
     # --- the account view (full_dashboard) ---------------------------------------------------
@@ -375,8 +406,7 @@ class Dashboard:
         view = await self.cache.get_or_load(
             "full_dashboard", FULL_KEY, lambda: self._read_view(batched, symbols)
         )
-        assert isinstance(view, AccountView)
-        return view
+        return _as_account_view(view)
 
     async def _view_late(self, batched: bool, symbols: list[str]) -> AccountView:
         """Baseline (the original): every piece is fetched, then the full-dashboard entry is checked."""
@@ -385,12 +415,10 @@ class Dashboard:
         async def composed() -> AccountView:
             return fresh
 
-        view = await self.cache.get_or_load("full_dashboard", FULL_KEY, composed)
-        assert isinstance(view, AccountView)
-        return view
+        return _as_account_view(await self.cache.get_or_load("full_dashboard", FULL_KEY, composed))
 
     async def _read_view(self, batched: bool, symbols: list[str]) -> AccountView:
-        names = list(self.host.venues)
+        names = list(self.sources.venues)
         parts = await _run(batched, *(self._read_account(name, batched, symbols) for name in names))
         wallets = {name: part[0] for name, part in zip(names, parts, strict=True)}
         positions = {name: part[1] for name, part in zip(names, parts, strict=True)}
@@ -402,7 +430,7 @@ class Dashboard:
     async def _read_account(
         self, name: str, batched: bool, symbols: list[str]
     ) -> tuple[Wallet, list[Position], list[Order]]:
-        venue = self.host.venues[name]
+        venue = self.sources.venues[name]
         wallet, positions, orders = await _run(
             batched,
             self.cache.get_or_load("account_data", account_key(name), venue.wallet),
@@ -431,9 +459,9 @@ class Dashboard:
     # --- market, stats, insights -------------------------------------------------------------
     async def _market(self, batched: bool, symbols: Sequence[str]) -> dict[str, Ticker]:
         """Tickers of ``symbols``: one read for all the missing ones (optimized) or one per symbol."""
-        if not self.host.venues:
+        venue = self._market_venue()
+        if venue is None:
             return {}
-        venue = next(iter(self.host.venues.values()))
         if batched:
 
             async def load(keys: list[CacheKey]) -> dict[CacheKey, Ticker]:
@@ -454,18 +482,20 @@ class Dashboard:
             self.insights.observe(ticker)
         return tickers
 
-    async def _stats(self) -> Any:
-        async def load() -> dict[str, Any]:
-            tpsl = getattr(self.host, "tpsl", None)
-            return tpsl.ledger.totals() if tpsl is not None else {}
+    async def _stats(self) -> Totals:
+        """The ledger's statistics, through the ``stats`` cache entry (a fill drops it when optimized)."""
 
-        return await self.cache.get_or_load("stats", STATS_KEY, load)
+        async def load() -> Totals:
+            # The manager's ledger, read at load time: the manager replaces it when it loads the state.
+            return self.sources.manager.ledger.totals()
 
-    async def _compute_insights(self, view: AccountView) -> list[dict[str, object]]:
-        tpsl = getattr(self.host, "tpsl", None)
+        stats: Totals = await self.cache.get_or_load("stats", STATS_KEY, load)
+        return stats
+
+    async def _compute_insights(self, view: AccountView) -> list[InsightRow]:
         monitor_stops = {
             (m.account, m.symbol): m.sl_price
-            for m in getattr(tpsl, "monitors", {}).values()
+            for m in self.sources.manager.monitors.values()
             if m.sl_price and m.sl_price > 0
         }
         return self.insights.compute(view.positions, view.orders, view.wallets, monitor_stops)
@@ -473,31 +503,3 @@ class Dashboard:
     async def close(self) -> None:
         """Stop the loads in flight (engine stop)."""
         await self.cache.close()
-
-
-PERSISTENCE_TIMES = ("last_flush", "last_compaction")
-
-
-def persistence_row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The store's metrics with its epoch times as ISO 8601 UTC strings, as the contract has all times."""
-    row = dict(metrics)
-    for key in PERSISTENCE_TIMES:
-        if isinstance(row.get(key), int | float):
-            row[key] = iso_utc(row[key])
-    return row
-
-
-def _call(host: Any, attr: str, method: str, default: Any) -> Any:
-    """``host.<attr>.<method>()`` when the host has that component (built by another issue), else default."""
-    component = getattr(host, attr, None)
-    fn = getattr(component, method, None)
-    return fn() if callable(fn) else default
-
-
-async def build_snapshot(runtime: DashboardHost) -> DashboardSnapshot:
-    """One snapshot of ``runtime``: through its dashboard, or a one-off dashboard when it has none."""
-    dashboard = getattr(runtime, "dashboard", None)
-    if dashboard is None:
-        profile = getattr(runtime, "profile", None) or Profile.from_settings(runtime.settings, None)
-        dashboard = await Dashboard.create(runtime, profile)
-    return await dashboard.snapshot()

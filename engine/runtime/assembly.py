@@ -1,35 +1,49 @@
-"""The engine runtime: builds the engine from settings and owns its background tasks.
+"""The engine, assembled: the clock, the venues, the state store, the TP/SL manager, the alert bus,
+price alerts, the dashboard and the background tasks that drive them, built from settings in one
+place, so the headless runner, the console and the tests start and stop the engine the same way.
 
-One object wires the clock, the venues (the embedded simulated exchange or Bybit), and the engine's
-long-running tasks, so the headless runner, the console and the tests start and stop the engine the
-same way. A task that dies is logged with its traceback and turns the engine ``degraded``; it never
-takes the process down silently.
+:meth:`EngineRuntime.start` returns an :class:`Engine`: the started components, typed. The console
+reaches them only through its link, which holds that object. A background task that dies is logged
+with its traceback and turns the engine ``degraded``; it never takes the process down silently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from engine.alerts.bus import AlertBus
+from engine.alerts.model import Severity
 from engine.alerts.price import PriceAlertManager
 from engine.core.clock import Clock, RealClock, VirtualClock, parse_iso_utc
+from engine.core.errors import BadInput
 from engine.core.profile import Mode, Profile
 from engine.core.settings import Settings
 from engine.dashboard.cache import DashboardCache
-from engine.dashboard.snapshot import Dashboard
-from engine.runtime.scenario import Scenario
-from engine.runtime.trading_setup import Trading, open_state, start_trading
+from engine.dashboard.snapshot import Dashboard, DashboardSources
+from engine.runtime.scenario import Scenario, ScenarioTrade, demo_trades, run_trades, state_is_empty
 from engine.trading.ledger import Ledger
 from engine.trading.manager import TpslManager
+from engine.trading.operator import OperatorActions
+from engine.trading.params import MonitorTiming, TradingParams
 from engine.venue.base import Venue
+from persistence.errors import StateLocked
 from persistence.recovery import RecoveryReport
 from persistence.store import Store
 
-log = logging.getLogger("opconsole.engine")
+if TYPE_CHECKING:
+    from engine.sim.exchange import SimExchange
+
+log = logging.getLogger("opconsole.runtime")
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class EngineState(StrEnum):
@@ -39,6 +53,28 @@ class EngineState(StrEnum):
     RECONCILING = "reconciling"
     PAUSED = "paused"
     DEGRADED = "degraded"
+
+
+class EngineNotStarted(Exception):
+    """An operator action arrived before :meth:`EngineRuntime.start` finished (or after it failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """The components of a started engine: what the console's link and the commands call."""
+
+    store: Store
+    alerts: AlertBus
+    manager: TpslManager
+    actions: OperatorActions
+    price_alerts: PriceAlertManager
+    dashboard: Dashboard
+    profile: Profile
+
+    @property
+    def cache(self) -> DashboardCache:
+        """The dashboard's TTL cache."""
+        return self.dashboard.cache
 
 
 def make_clock(kind: str, settings: Settings, state_dir: Path | None = None) -> Clock:
@@ -60,41 +96,122 @@ def account_names(settings: Settings) -> list[str]:
     return ["main", "mirror"] if settings.get("mirror.enabled") else ["main"]
 
 
+def market_is_simulated(settings: Settings) -> bool:
+    """True when the market behind the venue is the simulator: the embedded one, or the fake Bybit
+    V5 server (``opconsole sim-server``) reached on loopback. Only then are demo trades opened and
+    order link ids made reproducible; a real Bybit endpoint is never on loopback."""
+    if settings.get("venue.kind") == "sim":
+        return True
+    host = urlsplit(settings.get("venue.base_url")).hostname
+    return host in LOOPBACK_HOSTS
+
+
+def open_store(settings: Settings, state_dir: Path, clock: Clock) -> Store:
+    """The state store with the persistence settings and the ``smart_persistence`` toggle's policy."""
+    policy = "smart" if settings.get("profile.smart_persistence") == "optimized" else "simple"
+    return Store(
+        state_dir,
+        clock=clock,
+        flush_interval_s=float(settings.get("persistence.flush_interval_s")),
+        compact_max_bytes=int(settings.get("persistence.compact_max_bytes")),
+        compact_max_records=int(settings.get("persistence.compact_max_records")),
+        policy=policy,
+    )
+
+
+async def open_state(settings: Settings, state_dir: Path, clock: Clock) -> tuple[Store, RecoveryReport]:
+    """Lock the state directory, recover the state, and start the store's writer.
+
+    The engine does this before anything else touches the state directory (the simulator saves its
+    market there too), so a second console on the same directory stops here, having changed nothing.
+    """
+    store = open_store(settings, state_dir, clock)
+    try:
+        recovery = store.load()
+    except StateLocked as exc:
+        raise BadInput(str(state_dir), str(exc)) from None
+    await store.start()
+    return store, recovery
+
+
+def recovery_alert(bus: AlertBus, recovery: RecoveryReport) -> None:
+    """Never a silent empty or partial state: the operator hears what recovery had to do."""
+    if recovery.critical or recovery.fell_back_to_prev or recovery.torn_tail_bytes:
+        severity = Severity.CRITICAL if recovery.critical else Severity.WARNING
+        bus.raise_alert(severity, "state_recovery", recovery.message)
+
+
 class EngineRuntime:
-    """The engine, assembled: clock, venues per account, and the tasks that drive them."""
+    """The engine, assembled: clock, venues per account, components, and the tasks that drive them."""
 
     def __init__(self, settings: Settings, state_dir: Path, clock: Clock) -> None:
         self.settings = settings
         self.state_dir = state_dir
         self.clock = clock
-        self._started = False
         self.accounts = account_names(settings)
         self.venues: dict[str, Venue] = {}
-        self.exchange: Any = None  # engine.sim.exchange.SimExchange when venue.kind = "sim"
+        self.exchange: SimExchange | None = None  # the embedded market when venue.kind = "sim"
+        self.scenario: Scenario | None = None  # trades to open (run --headless --scenario)
+        # The optimization toggles; each subsystem registers how it applies a switch.
+        self.profile = Profile.from_settings(settings, state_dir)
+        # Built first, so the venues' IP-ban guard and the store's recovery can raise alerts.
+        self.alerts = AlertBus(clock)
+        self.engine: Engine | None = None  # set when start() completed
+        self._start_failure: str | None = None
+        self._store: Store | None = None
+        self._dashboard: Dashboard | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._failures: list[str] = []
-        # The optimization toggles; subsystems register their apply callbacks as they are built.
-        self.profile = Profile.from_settings(settings, state_dir)
-        self.dashboard: Dashboard | None = None  # built in start(), with its cache
-        self.cache: DashboardCache | None = None
-        # Trading: the store, the TP/SL manager and operator actions, built in start().
-        self.scenario: Scenario | None = None  # trades to open (run --headless --scenario)
-        self.trading: Trading | None = None
-        self.tpsl: TpslManager | None = None
-        self.store: Store | None = None
-        self.price_alerts: PriceAlertManager | None = None  # built in start(), over the store
 
+    # --- the started components ---------------------------------------------------------------
+    def started(self) -> Engine:
+        """The started engine; raises :class:`EngineNotStarted` while it is still starting."""
+        if self.engine is None:
+            if self._start_failure is not None:
+                raise EngineNotStarted(f"the engine did not start: {self._start_failure}")
+            raise EngineNotStarted("the engine is still starting")
+        return self.engine
+
+    @property
+    def store(self) -> Store | None:
+        """The state store (open from the start of :meth:`start` until :meth:`stop`)."""
+        return self._store
+
+    @property
+    def tpsl(self) -> TpslManager | None:
+        """The TP/SL manager, once started."""
+        return self.engine.manager if self.engine is not None else None
+
+    @property
+    def dashboard(self) -> Dashboard | None:
+        """The cache-backed dashboard, once started."""
+        return self.engine.dashboard if self.engine is not None else None
+
+    @property
+    def cache(self) -> DashboardCache | None:
+        """The dashboard's TTL cache, once started."""
+        return self.engine.cache if self.engine is not None else None
+
+    @property
+    def price_alerts(self) -> PriceAlertManager | None:
+        """The operator's price alerts, once started."""
+        return self.engine.price_alerts if self.engine is not None else None
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The trade ledger, once started."""
+        return self.engine.manager.ledger if self.engine is not None else None
+
+    # --- state --------------------------------------------------------------------------------
     @property
     def state(self) -> EngineState:
         """Degraded if a task died; else what the TP/SL manager says (reconciling until the venue
         agrees with the store, paused, degraded while a stream is down, running)."""
         if self._failures:
             return EngineState.DEGRADED
-        if not self._started:
+        if self.engine is None:
             return EngineState.RECONCILING
-        if self.tpsl is not None:
-            return EngineState(self.tpsl.engine_state)
-        return EngineState.RUNNING
+        return EngineState(self.engine.manager.engine_state)
 
     @property
     def venue_label(self) -> str:
@@ -106,17 +223,19 @@ class EngineRuntime:
         """Names of background tasks that died (the engine is degraded while this is non-empty)."""
         return list(self._failures)
 
+    # --- start / stop -------------------------------------------------------------------------
     def build_venues(self) -> None:
         """Create one venue per account (the simulator's accounts are created on demand)."""
         if self.settings.get("venue.kind") == "sim":
             from engine.sim.exchange import SimExchange
             from engine.sim.venue import SimVenue
 
-            self.exchange = SimExchange.from_settings(self.settings, self.clock, self.state_dir)
+            exchange = SimExchange.from_settings(self.settings, self.clock, self.state_dir)
             balances = self.settings.section("sim.balances")
             for name in self.accounts:
-                self.exchange.ensure_account(name, balances.get(name))
-                self.venues[name] = SimVenue(self.exchange, name)
+                exchange.ensure_account(name, balances.get(name))
+                self.venues[name] = SimVenue(exchange, name)
+            self.exchange = exchange
         else:
             from engine.venue.bybit.venue import BybitVenue
 
@@ -125,82 +244,110 @@ class EngineRuntime:
                     self.settings, name, self.clock, on_critical=self.raise_critical
                 )
 
-    async def start(self) -> None:
-        """Lock and recover the state, build the venues, and start the background tasks.
+    async def start(self) -> Engine:
+        """Lock and recover the state, build the venues and the components, start the tasks.
 
-        If any step fails, what was started is stopped again (the state saved, the lock released)
-        before the error propagates.
+        The TP/SL manager reconciles in its own task, so the engine reports ``reconciling`` until the
+        venue agrees with the store. If any step fails, what was started is stopped again (the state
+        saved, the lock released) before the error propagates.
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store, recovery = await open_state(self.settings, self.state_dir, self.clock)
+        self._store, recovery = await open_state(self.settings, self.state_dir, self.clock)
         try:
             if not self.venues:
                 self.build_venues()
             if self.exchange is not None:
                 self.spawn("sim-exchange", self.exchange.run())
-            await self._start_dashboard()
-            await self._start_trading(recovery)
-        except BaseException:
+            engine = await self._assemble(self._store, recovery)
+        except BaseException as exc:
+            self._start_failure = str(exc) or type(exc).__name__
             await self.stop()
             raise
-        self._started = True
+        self.engine = engine
+        return engine
 
-    async def _start_dashboard(self) -> None:
-        """The cache-backed dashboard, its metrics log line, and its event feed."""
-        self.dashboard = await Dashboard.create(self, self.profile)
-        self.cache = self.dashboard.cache
-        self.spawn("cache-metrics-log", self.cache.run_metrics_log())
-
-    async def _start_trading(self, recovery: RecoveryReport) -> None:
-        """The TP/SL manager over the store; the manager reconciles in its own task."""
-        self.trading = await start_trading(
+    async def _assemble(self, store: Store, recovery: RecoveryReport) -> Engine:
+        """Build the components over the open store, wire their events, and spawn their tasks."""
+        recovery_alert(self.alerts, recovery)
+        manager = self._build_manager(store)
+        empty = state_is_empty(store.state)
+        manager.load()
+        price_alerts = PriceAlertManager(
+            store=store, clock=self.clock, venues=self.venues, alerts=self.alerts
+        )
+        price_alerts.load()
+        sources = DashboardSources(
             settings=self.settings,
-            state_dir=self.state_dir,
             clock=self.clock,
             venues=self.venues,
-            spawn=self.spawn,
-            scenario=self.scenario,
-            store=self.store,
-            recovery=recovery,
+            manager=manager,
+            store=store,
+            price_alerts=price_alerts,
+            alerts=self.alerts,
+            engine_state=lambda: self.state.value,
+            venue_label=self.venue_label,
         )
-        self.tpsl = self.trading.manager
-        if self.dashboard is not None:
-            dashboard = self.dashboard
-            # The manager consumes each venue's stream once and hands every event on to the cache.
-            self.tpsl.add_observer(lambda _account, event: dashboard.on_event(event))
-        store = self.store
-        assert store is not None  # opened by start() before trading
-        self._start_price_alerts(store, self.tpsl)
+        dashboard = await Dashboard.create(sources, self.profile)
+        self._dashboard = dashboard
+        # The manager consumes each venue's stream once and hands every event on.
+        manager.add_observer(lambda _account, event: dashboard.on_event(event))
+        manager.add_observer(price_alerts.on_event)
         await self.profile.register(
             "smart_persistence",
             lambda mode: store.set_policy("smart" if mode is Mode.OPTIMIZED else "simple"),
         )
-        manager = self.tpsl
         await self.profile.register(
             "push_streams", lambda mode: manager.set_push_streams(mode is Mode.OPTIMIZED)
         )
-
-    def _start_price_alerts(self, store: Store, manager: TpslManager) -> None:
-        """The operator's price alerts: recovered from the store, fed by the manager's tickers."""
-        alerts = PriceAlertManager(
-            store=store, clock=self.clock, venues=self.venues, raise_alert=manager.raise_alert
+        self.spawn("cache-metrics-log", dashboard.cache.run_metrics_log())
+        self.spawn("tpsl", manager.run())
+        self.spawn("price-alerts", price_alerts.run())
+        trades = self._trades_to_open(empty)
+        if trades:
+            self.spawn("scenario-trades", self._open_trades(manager, trades))
+        return Engine(
+            store=store,
+            alerts=self.alerts,
+            manager=manager,
+            actions=OperatorActions(manager),
+            price_alerts=price_alerts,
+            dashboard=dashboard,
+            profile=self.profile,
         )
-        alerts.load()
-        manager.add_observer(alerts.on_event)
-        self.spawn("price-alerts", alerts.run())
-        self.price_alerts = alerts
+
+    def _build_manager(self, store: Store) -> TpslManager:
+        simulated = market_is_simulated(self.settings)
+        seed = int(self.settings.get("sim.seed"))
+        # the instance tag: reproducible on the simulator, unique per installation on a real exchange
+        rng = random.Random(f"instance:{seed}") if simulated else random.SystemRandom()
+        return TpslManager(
+            venues=self.venues,
+            store=store,
+            clock=self.clock,
+            params=TradingParams.from_settings(self.settings),
+            timing=MonitorTiming.from_settings(self.settings),
+            alerts=self.alerts,
+            rng=rng,
+            push_streams=self.settings.get("profile.push_streams") == "optimized",
+        )
+
+    def _trades_to_open(self, state_was_empty: bool) -> list[ScenarioTrade]:
+        """The scenario's trades, or the seeded demo trades on a simulated market's first start."""
+        if self.scenario is not None:
+            return list(self.scenario.trades)
+        if market_is_simulated(self.settings) and state_was_empty:
+            count = int(self.settings.get("sim.demo_trades"))
+            return demo_trades(
+                count, list(self.settings.get("sim.symbols")), int(self.settings.get("sim.seed"))
+            )
+        return []
+
+    async def _open_trades(self, manager: TpslManager, trades: list[ScenarioTrade]) -> None:
+        await run_trades(manager, trades, self.clock)
 
     def raise_critical(self, message: str) -> None:
         """A critical alert from below the TP/SL manager (e.g. the venue's IP-ban guard)."""
-        if self.tpsl is not None:
-            self.tpsl.raise_alert("critical", "venue", message)
-        else:
-            log.critical("%s", message)
-
-    @property
-    def ledger(self) -> Ledger | None:
-        """The trade ledger (the dashboard's ``ledger`` section)."""
-        return self.tpsl.ledger if self.tpsl is not None else None
+        self.alerts.raise_alert(Severity.CRITICAL, "venue", message)
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a named background task whose death is logged and degrades the engine."""
@@ -223,11 +370,11 @@ class EngineRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
-        if self.dashboard is not None:
-            await self.dashboard.close()
+        if self._dashboard is not None:
+            await self._dashboard.close()
         for venue in self.venues.values():
             await venue.close()
-        if self.store is not None:
+        if self._store is not None:
             # Last, so everything the tasks saved on their way out is flushed; then the lock goes.
-            store, self.store = self.store, None
+            store, self._store = self._store, None
             await store.close()

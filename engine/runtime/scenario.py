@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.alerts.model import Severity
 from engine.core.clock import Clock
 from engine.core.errors import BadInput
 from engine.core.models import Side
+from engine.core.state_keys import holds_trading
 from engine.trading.approaches import Approach, TradeRejected, request_from_offsets
 from engine.trading.manager import TpslManager
 from engine.trading.params import TradingParams
@@ -222,11 +224,10 @@ async def open_scenario_trade(manager: TpslManager, trade: ScenarioTrade) -> boo
             sl_offset_pct=trade.sl_offset_pct,
         )
         await manager.open_trade(request)
-    except TradeRejected as exc:
-        manager.raise_alert("warning", "scenario_trade", f"{trade.symbol} {trade.side.value}: {exc}")
-        return False
-    except VenueError as exc:
-        manager.raise_alert("warning", "scenario_trade", f"{trade.symbol} {trade.side.value}: {exc}")
+    except (TradeRejected, VenueError) as exc:
+        manager.alerts.raise_alert(
+            Severity.WARNING, "scenario_trade", f"{trade.symbol} {trade.side.value}: {exc}"
+        )
         return False
     return True
 
@@ -248,4 +249,4 @@ async def run_trades(manager: TpslManager, trades: Sequence[ScenarioTrade], cloc
 
 def state_is_empty(state: Mapping[str, Any]) -> bool:
     """No monitor and no trade in the store: a first start (demo trades are welcome)."""
-    return not any(k.startswith(("monitor:", "ledger:")) for k in state)
+    return not holds_trading(state)

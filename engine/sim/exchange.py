@@ -133,8 +133,7 @@ class SimExchange:
         self._faults = FaultInjector()
         self.saved_at: float | None = None
         """Clock time of the last save (or of the save this market was loaded from)."""
-        if saved is not None:
-            assert state_path is not None
+        if saved is not None and state_path is not None:  # a saved market came from state_path
             self._restore(saved, state_path)
         for name, balance in balances.items():
             self.ensure_account(name, balance)

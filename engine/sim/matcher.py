@@ -54,7 +54,13 @@ from engine.sim.fills import (
 )
 from engine.sim.ids import IdFactory
 from engine.sim.ledger import ZERO, apply_fill, closable_qty, initial_margin, opening_qty
-from engine.sim.orders import WorkingOrder, check_price, check_qty, validate_request
+from engine.sim.orders import (
+    WorkingOrder,
+    check_price,
+    check_qty,
+    required_trigger_direction,
+    validate_request,
+)
 from engine.venue.errors import (
     DuplicateOrder,
     InsufficientBalance,
@@ -106,10 +112,8 @@ class Matcher:
         closes_only = request.reduce_only or request.close_on_trigger
         position = account.position(request.symbol)
         if request.trigger_price is not None:
-            assert request.trigger_direction is not None  # validate_request checked it
-            self._check_trigger(
-                request.symbol, request.trigger_direction, request.trigger_price, request.trigger_by
-            )
+            direction = required_trigger_direction(request)
+            self._check_trigger(request.symbol, direction, request.trigger_price, request.trigger_by)
             if not closes_only:
                 self._check_notional(instrument, qty, request.price or request.trigger_price)
             status = OrderStatus.UNTRIGGERED
@@ -244,9 +248,9 @@ class Matcher:
             if order.order_id not in account.orders:
                 continue  # finished earlier in this pass (e.g. a reduce-only swept by a fill)
             if order.status is OrderStatus.UNTRIGGERED:
-                assert order.trigger_direction is not None and order.trigger_price is not None
+                direction, trigger_price = order.trigger
                 watched = self._feed.reference(order.symbol, order.trigger_by)
-                if trigger_hit(order.trigger_direction, order.trigger_price, watched):
+                if trigger_hit(direction, trigger_price, watched):
                     self._trigger(account, order, events)
             elif order.is_resting_limit and order.price is not None:
                 qty = resting_fill_qty(
@@ -319,8 +323,7 @@ class Matcher:
             self._fill(account, order, order.remaining, price, is_maker=False, events=events)
             return
         order.status = OrderStatus.NEW
-        assert order.price is not None
-        if is_through(order.side, order.price, last):
+        if is_through(order.side, order.limit_price, last):
             self._take_if_marketable(account, order, events)
         elif order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
             self._finish(account, order, OrderStatus.CANCELLED, "EC_CancelForNoFullFill", events)
@@ -329,16 +332,14 @@ class Matcher:
 
     def _take_if_marketable(self, account: SimAccount, order: WorkingOrder, events: list[VenueEvent]) -> None:
         """A limit whose price the market is through fills at once as taker (a PostOnly is cancelled)."""
-        assert order.price is not None
+        limit = order.limit_price
         last = self._feed.last(order.symbol)
-        if not is_through(order.side, order.price, last):
+        if not is_through(order.side, limit, last):
             return
         if order.time_in_force is TimeInForce.POST_ONLY:
             self._finish(account, order, _cancelled_status(order), "EC_PostOnlyWillTakeLiquidity", events)
             return
-        price = taker_limit_price(
-            order.side, order.price, last, self.slippage_bps, self.instrument(order.symbol)
-        )
+        price = taker_limit_price(order.side, limit, last, self.slippage_bps, self.instrument(order.symbol))
         self._fill(account, order, order.remaining, price, is_maker=False, events=events)
 
     def _trigger(self, account: SimAccount, order: WorkingOrder, events: list[VenueEvent]) -> None:

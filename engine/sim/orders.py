@@ -28,6 +28,13 @@ from engine.venue.errors import InvalidRequest, QtyTooSmall
 _LINK_ID = re.compile(r"[A-Za-z0-9_\-]{1,36}")
 
 
+class OrderStateError(RuntimeError):
+    """A working order whose fields contradict its type or status: a limit order without a price, an
+    untriggered order without a trigger. Only a bug of the simulator or a hand-edited state file makes
+    one; the matcher raises this rather than guess.
+    """
+
+
 @dataclass(slots=True)
 class WorkingOrder:
     """The exchange's own record of an order, open or finished."""
@@ -60,6 +67,20 @@ class WorkingOrder:
     def closes_only(self) -> bool:
         """Reduce-only in effect (closeOnTrigger implies reduce-only, as on Bybit)."""
         return self.reduce_only or self.close_on_trigger
+
+    @property
+    def limit_price(self) -> float:
+        """The price of a limit order (:class:`OrderStateError` when it has none)."""
+        if self.price is None:
+            raise OrderStateError(f"order {self.order_id}: a {self.order_type.value} order without a price")
+        return self.price
+
+    @property
+    def trigger(self) -> tuple[TriggerDirection, float]:
+        """Direction and price of a conditional order (:class:`OrderStateError` when it lacks them)."""
+        if self.trigger_direction is None or self.trigger_price is None:
+            raise OrderStateError(f"order {self.order_id}: a {self.status.value} order without a trigger")
+        return self.trigger_direction, self.trigger_price
 
     @property
     def is_resting_limit(self) -> bool:
@@ -196,8 +217,14 @@ def validate_request(request: OrderRequest, instrument: Instrument) -> Decimal:
         check_price(request.price, instrument)
     if request.trigger_price is not None:
         check_price(request.trigger_price, instrument, "triggerPrice")
-        if request.trigger_direction is None:
-            raise InvalidRequest(f"{instrument.symbol}: a conditional order needs a triggerDirection", 10001)
+        required_trigger_direction(request)
     elif request.trigger_direction is not None or request.trigger_by is not None:
         raise InvalidRequest(f"{instrument.symbol}: triggerDirection / triggerBy need a triggerPrice", 10001)
     return qty
+
+
+def required_trigger_direction(request: OrderRequest) -> TriggerDirection:
+    """The triggerDirection a conditional order must carry (10001 without one)."""
+    if request.trigger_direction is None:
+        raise InvalidRequest(f"{request.symbol}: a conditional order needs a triggerDirection", 10001)
+    return request.trigger_direction

@@ -9,12 +9,12 @@ never a silently empty exchange. JSON only: nothing that runs code on load.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from engine.core.errors import BadInput
+from engine.core.files import write_atomic
 
 STATE_FORMAT = "opconsole-sim-exchange"
 STATE_VERSION = 1
@@ -33,28 +33,12 @@ class SimStateError(BadInput):
 
 
 def write_state(path: Path, state: Mapping[str, Any]) -> None:
-    """Write ``state`` as JSON: temporary file, fsync, rename over ``path``, fsync the directory.
+    """Write ``state`` as JSON through :func:`~engine.core.files.write_atomic` (mode 0600).
 
-    The file is created with mode 0600. A reader sees either the previous file or the new one.
+    A reader sees either the previous file or the new one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": STATE_FORMAT, "version": STATE_VERSION, **state}, separators=(",", ":"))
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, text)
 
 
 def read_state(path: Path) -> dict[str, Any]:

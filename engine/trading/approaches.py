@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from engine.core.models import Instrument, OrderType, Side, round_to_step
+from engine.core.models import Instrument, OrderType, Side
 from engine.trading.params import TradingParams
+from engine.trading.slots import snap_qty
 
 
 class Approach(StrEnum):
@@ -70,35 +71,6 @@ class TradePlan:
     tp_split: tuple[float, ...]
     sl_price: float
     total_qty: float
-
-
-def _q(value: float, instrument: Instrument) -> float:
-    """Snap a sum of quantities back onto the qty grid (float sums drift)."""
-    return round_to_step(value, instrument.qty_step, "nearest")
-
-
-def split_tp_quantities(
-    size: float,
-    split: tuple[float, ...] | list[float],
-    prices: tuple[float, ...] | list[float],
-    instrument: Instrument,
-    min_tp_notional: float,
-) -> list[float]:
-    """Quantities of the TPs for a position of ``size``: each share rounded down to qtyStep; a TP
-    (other than TP1) below minOrderQty or ``min_tp_notional`` folds into TP1; the rounding remainder
-    goes to the last TP that is kept, so the result sums exactly to ``size``."""
-    n = len(split)
-    if size <= 0 or n == 0:
-        return [0.0] * n
-    raw = [instrument.round_qty(size * part / 100.0) for part in split]
-    qty = list(raw)
-    for i in range(1, n):
-        if raw[i] < instrument.min_qty or raw[i] * prices[i] < min_tp_notional:
-            qty[0] = _q(qty[0] + raw[i], instrument)
-            qty[i] = 0.0
-    last = max(i for i in range(n) if i == 0 or qty[i] > 0)
-    qty[last] = _q(qty[last] + size - sum(qty), instrument)
-    return qty
 
 
 def breakeven_price(side: Side, avg_entry: float, instrument: Instrument, params: TradingParams) -> float:
@@ -233,9 +205,8 @@ def plan_trade(
 ) -> TradePlan:
     """Validate and plan a trade; raises :class:`TradeRejected` listing every problem."""
     errors = validate_request(request, instrument, mark, available, params)
-    if errors:
+    if errors or instrument is None:  # an unknown symbol (no instrument) is one of the errors
         raise TradeRejected(errors)
-    assert instrument is not None
     n_entries, split = _shape(request.approach, params)
     per_entry = instrument.round_qty(request.margin * request.leverage / mark / n_entries)
     entries = tuple(
@@ -253,5 +224,5 @@ def plan_trade(
         tp_prices=request.tp_prices,
         tp_split=split,
         sl_price=request.sl_price,
-        total_qty=_q(per_entry * n_entries, instrument),
+        total_qty=snap_qty(per_entry * n_entries, instrument),
     )

@@ -1,22 +1,37 @@
-"""The trade ledger: every closed trade, persisted, with the totals derived from it.
+"""The trade ledger: every closed trade, persisted, with the statistics derived from it.
 
-The ledger is stored in chunks of :data:`CHUNK` trades under ``ledger:<n>`` so recording a trade
-rewrites one small chunk, not the whole history. The statistics views (per day, per symbol, ...)
-are built on :meth:`Ledger.trades` later.
+The ledger is stored in chunks of :data:`CHUNK` trades under the store keys
+:func:`~engine.core.state_keys.ledger_key` ``(n)`` (``ledger:000000``, ``ledger:000001``, ...), so
+recording a trade rewrites one small chunk, not the whole history.
+
+Win rate, one definition (:func:`tally`), used by the snapshot's ``stats`` / ``ledger.totals`` and by
+the console's statistics panel, so the two never disagree. A trade is classified by its net PnL (fees
+and funding included), not by why it closed:
+
+- a win has a net PnL above zero, a loss one below zero;
+- a *breakeven* trade, net PnL exactly zero, is neither a win nor a loss, but it was taken and closed,
+  so it counts in the denominator: ``win_rate = wins / all closed trades``.
+
+Why every closed trade and not only the decided ones: the win rate answers "how often did a trade I
+took make money"; leaving scratches out would raise it for trades that earned nothing. It also keeps
+``wins + losses + breakeven == count``. A trade closed by the breakeven stop after a take-profit filled
+is a win: its net PnL is positive.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypedDict
 
 from engine.core.clock import iso_utc
 from engine.core.models import Trade
+from engine.core.state_keys import LEDGER_PREFIX, ledger_key
 
 CHUNK = 100
-KEY_PREFIX = "ledger:"
+"""Trades per stored chunk: small enough that recording a trade stays a small write."""
+
 CSV_FIELDS = (
     "account",
     "symbol",
@@ -32,11 +47,59 @@ CSV_FIELDS = (
     "closed_at",
     "tps_hit",
 )
+_MONEY_DECIMALS = 4
+_RATE_DECIMALS = 4
 
 
-def chunk_key(index: int) -> str:
-    """The store key of the ``index``-th chunk."""
-    return f"{KEY_PREFIX}{index:06d}"
+class TradeRow(TypedDict):
+    """One entry of the snapshot's ``ledger.trades[]`` (and one CSV line): times as ISO 8601 UTC."""
+
+    account: str
+    symbol: str
+    side: str
+    approach: str
+    reason: str
+    entry_price: float
+    exit_price: float
+    qty: float
+    pnl: float
+    fees: float
+    opened_at: str
+    closed_at: str
+    tps_hit: int
+
+
+class Totals(TypedDict):
+    """The snapshot's ``ledger.totals`` and ``stats``: see the module docstring for win and loss."""
+
+    count: int
+    wins: int
+    losses: int
+    win_rate: float | None  # wins / count, a 0..1 ratio (4 decimals); None before the first trade
+    pnl: float  # USDT, net of fees and funding
+    fees: float
+
+
+class LedgerSection(TypedDict):
+    """The snapshot's ``ledger`` section. Sequences, as the frozen snapshot holds tuples."""
+
+    trades: Sequence[TradeRow]
+    totals: Totals
+
+
+def tally(pnls: Sequence[float], fees: Iterable[float]) -> Totals:
+    """The statistics of closed trades given by their net PnLs and fees: the one definition of win,
+    loss and win rate (see the module docstring) for the ledger and for the console."""
+    wins = sum(1 for pnl in pnls if pnl > 0)
+    count = len(pnls)
+    return {
+        "count": count,
+        "wins": wins,
+        "losses": sum(1 for pnl in pnls if pnl < 0),
+        "win_rate": round(wins / count, _RATE_DECIMALS) if count else None,
+        "pnl": round(float(sum(pnls)), _MONEY_DECIMALS),
+        "fees": round(float(sum(fees)), _MONEY_DECIMALS),
+    }
 
 
 class Ledger:
@@ -48,9 +111,9 @@ class Ledger:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Ledger:
-        """Rebuild from the store's state (the ``ledger:<n>`` chunks in order)."""
+        """Rebuild from the store's state (the ledger's chunks, in key order)."""
         trades: list[Trade] = []
-        for key in sorted(k for k in state if k.startswith(KEY_PREFIX)):
+        for key in sorted(k for k in state if k.startswith(LEDGER_PREFIX)):
             trades += [Trade.from_dict(t) for t in state[key]["trades"]]
         return cls(trades)
 
@@ -70,28 +133,18 @@ class Ledger:
         self._trades.append(trade)
         index = (len(self._trades) - 1) // CHUNK
         part = self._trades[index * CHUNK : (index + 1) * CHUNK]
-        return chunk_key(index), {"trades": [t.to_dict() for t in part]}
+        return ledger_key(index), {"trades": [t.to_dict() for t in part]}
 
     def monitor_ids(self) -> set[str]:
         """Ids of every monitor that ever closed a trade (to tell our old orders from others')."""
         return set(self._monitor_ids)
 
-    def totals(self) -> dict[str, Any]:
-        """count, wins, losses, win_rate (None with no trade), pnl (net) and fees, in USDT."""
-        wins = sum(1 for t in self._trades if t.pnl > 0)
-        losses = sum(1 for t in self._trades if t.pnl < 0)
-        count = len(self._trades)
-        return {
-            "count": count,
-            "wins": wins,
-            "losses": losses,
-            "win_rate": round(wins / count, 4) if count else None,
-            "pnl": round(float(sum(t.pnl for t in self._trades)), 4),
-            "fees": round(float(sum(t.fees for t in self._trades)), 4),
-        }
+    def totals(self) -> Totals:
+        """count, wins, losses, win_rate, pnl (net) and fees of every closed trade (see :func:`tally`)."""
+        return tally([t.pnl for t in self._trades], (t.fees for t in self._trades))
 
     @staticmethod
-    def row(trade: Trade) -> dict[str, Any]:
+    def row(trade: Trade) -> TradeRow:
         """One trade as the snapshot shows it (times as ISO 8601 UTC)."""
         return {
             "account": trade.account,
@@ -102,15 +155,16 @@ class Ledger:
             "entry_price": trade.entry_price,
             "exit_price": trade.exit_price,
             "qty": trade.qty,
-            "pnl": round(trade.pnl, 4),
-            "fees": round(trade.fees, 4),
+            "pnl": round(trade.pnl, _MONEY_DECIMALS),
+            "fees": round(trade.fees, _MONEY_DECIMALS),
             "opened_at": iso_utc(trade.opened_at),
             "closed_at": iso_utc(trade.closed_at),
             "tps_hit": trade.tps_hit,
         }
 
-    def snapshot(self, limit: int | None = None) -> dict[str, Any]:
-        """The snapshot's ``ledger`` section: the trades (latest ``limit`` when given) and totals."""
+    def snapshot(self, limit: int | None = None) -> LedgerSection:
+        """The snapshot's ``ledger`` section: the trades (latest ``limit`` when given) and the totals
+        of every trade."""
         trades = self._trades if limit is None else self._trades[-limit:]
         return {"trades": [self.row(t) for t in trades], "totals": self.totals()}
 

@@ -15,13 +15,15 @@ and refuses new entries (fail closed).
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
-from engine.core.clock import Clock, iso_utc
+from engine.alerts.bus import AlertBus
+from engine.alerts.model import Alert, Severity
+from engine.core import state_keys
+from engine.core.clock import Clock
 from engine.core.link_ids import new_instance_tag, new_monitor_id
 from engine.core.models import (
     Execution,
@@ -36,9 +38,8 @@ from engine.core.models import (
     monitor_key,
 )
 from engine.trading.approaches import TradeRejected, TradeRequest, plan_trade
-from engine.trading.ledger import Ledger
+from engine.trading.ledger import Ledger, LedgerSection
 from engine.trading.monitor import (
-    Alert,
     Transition,
     apply_execution,
     apply_order_update,
@@ -54,28 +55,30 @@ from engine.venue.base import Venue
 from engine.venue.errors import RateLimited, VenueError
 from persistence.reasons import Reason
 
-log = logging.getLogger("opconsole.tpsl")
-
-MONITOR_PREFIX = "monitor:"
 ENGINE_KEY = "engine:tpsl"
+"""The manager's own state: the instance tag, the execution cursors and the paused accounts."""
 SEEN_EXEC_IDS = 20_000
 """Execution ids remembered per account by the shell (monitors keep their own as well)."""
 
-AlertHook = Callable[[str, str, str], None]
 EventObserver = Callable[[str, VenueEvent], None]
 """Called with (account, event) for every event the manager receives."""
-"""``on_alert(severity, type, message)``: severity is info, warning or critical."""
 
 
 class StateStore(Protocol):
-    """What the manager needs from :class:`persistence.store.Store`."""
+    """What the TP/SL manager needs from :class:`persistence.store.Store`."""
 
     @property
-    def state(self) -> Mapping[str, Any]: ...
+    def state(self) -> Mapping[str, Any]:
+        """The recovered state, by store key."""
+        ...
 
-    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> Any: ...
+    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> Any:
+        """Store ``value`` under ``key``; durable on return when ``reason`` is critical or ``force``."""
+        ...
 
-    async def delete(self, key: str, *, reason: Reason, force: bool = False) -> Any: ...
+    async def delete(self, key: str, *, reason: Reason, force: bool = False) -> Any:
+        """Remove ``key``, with the same durability rule as :meth:`save`."""
+        ...
 
 
 class TpslManager:
@@ -89,7 +92,7 @@ class TpslManager:
         clock: Clock,
         params: TradingParams,
         timing: MonitorTiming | None = None,
-        on_alert: AlertHook | None = None,
+        alerts: AlertBus,
         rng: random.Random | None = None,
         push_streams: bool = True,
     ) -> None:
@@ -98,13 +101,12 @@ class TpslManager:
         self.clock = clock
         self.params = params
         self.timing = timing or MonitorTiming()
-        self.on_alert = on_alert
+        self.alerts = alerts
         self.push_streams = push_streams
         self.monitors: dict[str, Monitor] = {}
         self.ledger = Ledger()
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, float] = {}
-        self.alerts: deque[dict[str, Any]] = deque(maxlen=200)
         self.tag = ""
         self._rng = rng or random.Random(0)
         self._locks = {a: asyncio.Lock() for a in self.venues}
@@ -137,6 +139,7 @@ class TpslManager:
 
     @property
     def ready(self) -> bool:
+        """Whether start-up reconciliation has succeeded for every account."""
         return all(self._ready.values())
 
     async def wait_ready(self) -> None:
@@ -144,6 +147,7 @@ class TpslManager:
         await self._ready_event.wait()
 
     def is_paused(self, account: str) -> bool:
+        """Whether new entries are paused on ``account`` (its positions stay protected)."""
         return account in self._paused
 
     def load(self) -> None:
@@ -152,7 +156,7 @@ class TpslManager:
             return
         state = self.store.state
         for key, value in state.items():
-            if key.startswith(MONITOR_PREFIX):
+            if key.startswith(state_keys.MONITOR_PREFIX):
                 monitor = Monitor.from_dict(value)
                 if monitor.account in self.venues and monitor.phase is not Phase.CLOSED:
                     self.monitors[monitor.key] = monitor
@@ -170,25 +174,6 @@ class TpslManager:
     def lock(self, account: str) -> asyncio.Lock:
         """The lock that serialises every change to ``account``'s monitors and orders."""
         return self._locks[account]
-
-    def raise_alert(self, severity: str, type_: str, message: str) -> None:
-        """Record an alert and hand it to the ``on_alert`` hook."""
-        self._alert(severity, type_, message)
-
-    def _alert(self, severity: str, type_: str, message: str) -> None:
-        now = iso_utc(self.clock.now())
-        self.alerts.append({"time": now, "severity": severity, "type": type_, "message": message})
-        level = {"critical": logging.CRITICAL, "warning": logging.WARNING}.get(severity, logging.INFO)
-        log.log(level, "%s", message)
-        if self.on_alert is not None:
-            try:
-                self.on_alert(severity, type_, message)
-            except Exception:  # an alert sink must never break trading
-                log.exception("alert hook failed")
-
-    def _raise(self, alerts: Sequence[Alert]) -> None:
-        for alert in alerts:
-            self._alert(alert.severity, alert.type, alert.message)
 
     # --- life cycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -265,7 +250,7 @@ class TpslManager:
                 await self.reconcile(account, full=True)
             except VenueError as exc:
                 message = f"{account}: cannot read the venue ({exc}); retrying"
-                self._alert("critical", "reconcile_failed", message)
+                self.alerts.raise_alert(Severity.CRITICAL, "reconcile_failed", message)
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -307,17 +292,18 @@ class TpslManager:
                 self._remember(account, exec_id)
             for exe in view.executions:
                 self._advance_cursor(account, exe)
-            self._raise(outcome.alerts)
+            self.alerts.publish_all(outcome.alerts)
             for transition in outcome.transitions:
                 if transition.reason or transition.actions or transition.trade or transition.durable:
                     await self._commit(account, transition)
             if outcome.orphan_cancels:
                 count = len(outcome.orphan_cancels)
-                self._alert("warning", "orphan_orders", f"{account}: cancelling {count} orphan order(s)")
+                message = f"{account}: cancelling {count} orphan order(s)"
+                self.alerts.raise_alert(Severity.WARNING, "orphan_orders", message)
                 await execute_actions(self.venues[account], outcome.orphan_cancels)
             if outcome.repairs and self._ready.get(account):
                 message = f"{account}: reconciliation repaired {outcome.repairs} difference(s)"
-                self._alert("warning", "drift", message)
+                self.alerts.raise_alert(Severity.WARNING, "drift", message)
             await self._save_engine()
             return outcome.repairs
 
@@ -334,7 +320,7 @@ class TpslManager:
                     last_full = self.clock.now()
             except VenueError as exc:
                 message = f"{account}: periodic reconciliation failed ({exc})"
-                self._alert("warning", "reconcile_failed", message)
+                self.alerts.raise_alert(Severity.WARNING, "reconcile_failed", message)
 
     # --- events -------------------------------------------------------------------------------
     def _remember(self, account: str, exec_id: str) -> bool:
@@ -361,7 +347,8 @@ class TpslManager:
                 async for event in venue.stream():
                     await self.dispatch(account, event)
             except VenueError as exc:
-                self._alert("warning", "stream_error", f"{account}: stream failed ({exc})")
+                message = f"{account}: stream failed ({exc})"
+                self.alerts.raise_alert(Severity.WARNING, "stream_error", message)
             self._connected[account] = False
             await self.clock.sleep(1.0)
 
@@ -478,7 +465,8 @@ class TpslManager:
             try:
                 await self.poll_executions(account)
             except VenueError as exc:
-                self._alert("warning", "poll_failed", f"{account}: execution poll failed ({exc})")
+                message = f"{account}: execution poll failed ({exc})"
+                self.alerts.raise_alert(Severity.WARNING, "poll_failed", message)
 
     # --- committing decisions -----------------------------------------------------------------
     async def _persist(self, transition: Transition) -> None:
@@ -491,29 +479,32 @@ class TpslManager:
             current = self.monitors.get(monitor.key)
             if current is not None and current.monitor_id == monitor.monitor_id:
                 del self.monitors[monitor.key]
-                await self.store.delete(MONITOR_PREFIX + monitor.key, reason=Reason.MONITOR_REMOVED)
+                await self.store.delete(state_keys.monitor_key(monitor.key), reason=Reason.MONITOR_REMOVED)
             return
         self.monitors[monitor.key] = monitor
         if transition.reason is not None or transition.durable:
             await self.store.save(
-                MONITOR_PREFIX + monitor.key,
+                state_keys.monitor_key(monitor.key),
                 monitor.to_dict(),
                 reason=transition.reason or Reason.MONITORING_UPDATE,
                 force=transition.durable,
             )
 
-    async def _commit(self, account: str, transition: Transition) -> None:
-        """Save a decision, send its actions, feed the answers back; bounded retries.
+    async def _commit(self, account: str, transition: Transition) -> list[Alert]:
+        """Save a decision, send its actions, feed the answers back; bounded retries. Returns the
+        alerts the decisions raised on the way (e.g. a refused entry, for :meth:`open_trade`).
 
         The caller holds the account's lock.
         """
         venue = self.venues[account]
         instrument = self.instruments[transition.monitor.symbol]
+        raised: list[Alert] = []
         for _ in range(self.params.sl_retry_attempts + 4):
             await self._persist(transition)
-            self._raise(transition.alerts)
+            self.alerts.publish_all(transition.alerts)
+            raised += transition.alerts
             if not transition.actions:
-                return
+                return raised
             results = await execute_actions(venue, transition.actions)
             transition = apply_results(transition.monitor, results, instrument, self.params)
             limited = [r.error for r in results if isinstance(r.error, RateLimited)]
@@ -521,10 +512,12 @@ class TpslManager:
                 reset = max((e.reset_at or 0.0) for e in limited if isinstance(e, RateLimited))
                 await self.clock.sleep(min(max(reset - self.clock.now(), 0.2), 5.0))
         await self._persist(transition)
-        self._raise(transition.alerts)
+        self.alerts.publish_all(transition.alerts)
+        raised += transition.alerts
         if transition.actions:
             message = f"{transition.monitor.key}: orders still refused; reconciliation retries"
-            self._alert("warning", "retries_exhausted", message)
+            self.alerts.raise_alert(Severity.WARNING, "retries_exhausted", message)
+        return raised
 
     async def transact(self, key: str, decide: Callable[[Monitor, Instrument], Transition]) -> Monitor | None:
         """Apply an operator decision to one monitor under its account's lock; returns the monitor
@@ -580,7 +573,8 @@ class TpslManager:
             mark = ticker.last if ticker is not None else 0.0
             instrument = self.instruments.get(request.symbol)
             plan = plan_trade(request, instrument, mark, wallet.available, self.params)
-            assert instrument is not None
+            if instrument is None:  # plan_trade refuses an unknown symbol; this narrows the type
+                raise RuntimeError(f"plan_trade accepted {request.symbol} with no instrument")
             try:
                 await venue.set_leverage(request.symbol, request.leverage)
             except VenueError as exc:
@@ -589,11 +583,10 @@ class TpslManager:
             self._seq += 1
             monitor_id = new_monitor_id(key, self.clock.now(), self._seq)
             monitor = new_monitor(plan, monitor_id, self.tag, self.clock.now())
-            before = len(self.alerts)
-            await self._commit(account, open_monitor(monitor, instrument, self.params))
+            raised = await self._commit(account, open_monitor(monitor, instrument, self.params))
             current = self.monitors.get(key)
             if current is None or current.monitor_id != monitor.monitor_id:
-                refused = [a["message"] for a in list(self.alerts)[before:] if a["type"] == "entry_refused"]
+                refused = [a.message for a in raised if a.type == "entry_refused"]
                 raise TradeRejected(refused or ["the venue refused the entry"])
             return current
 
@@ -640,6 +633,6 @@ class TpslManager:
             )
         return rows
 
-    def snapshot_ledger(self) -> dict[str, Any]:
+    def snapshot_ledger(self) -> LedgerSection:
         """The snapshot's ``ledger`` section."""
         return self.ledger.snapshot()

@@ -4,12 +4,11 @@ A transition is the monitor's new state, the order actions to send, the reason t
 alerts to raise and, when the position closed, the trade to record. Nothing here awaits or reads a
 clock, so every rule is unit-testable without a venue.
 
-The orders a monitor should have are *derived* from its state by :func:`desired_orders` (entries
-while building; a stop-loss covering the whole position; take-profits splitting the filled size;
-a market close when closing) and :func:`sync_orders` turns the difference with what it has into
-actions: place what is missing (the stop-loss first), amend what changed — never cancel-then-place,
-so coverage never drops — and cancel what is no longer wanted. The same diff serves the live path,
-retries and reconciliation after a restart.
+This module is the state machine: fills, order updates, the venue's answers and prices move a
+monitor through its phases (building, monitoring, profit taking, closed), and the operator's
+decisions (close, cancel, breakeven) do the same. Which orders a state calls for, and the actions
+that get there, is :mod:`engine.trading.order_diff`; every transition ends with that diff
+(:func:`finish_transition`).
 """
 
 from __future__ import annotations
@@ -17,32 +16,28 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from engine.core.link_ids import make_link_id, parse_link_id
+from engine.alerts.model import Alert, Severity
+from engine.core.link_ids import parse_link_id
 from engine.core.models import (
-    AmendRequest,
     CancelRequest,
     Execution,
     Instrument,
     ManagedOrder,
     Monitor,
     Order,
-    OrderRequest,
     OrderStatus,
-    OrderType,
     Phase,
     Position,
     RoundingMode,
     Side,
     SlotStatus,
-    TimeInForce,
     Trade,
-    TriggerBy,
-    TriggerDirection,
-    round_to_step,
 )
-from engine.trading.approaches import TradePlan, breakeven_price, split_tp_quantities
+from engine.trading.approaches import TradePlan, breakeven_price
+from engine.trading.order_diff import sync_orders
 from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, PlaceOrder
 from engine.trading.params import TradingParams
+from engine.trading.slots import is_entry, is_tp, qty_tolerance, slot_link_id, snap_qty
 from engine.venue.errors import OrderNotFound
 from persistence.reasons import Reason
 
@@ -74,15 +69,6 @@ def stronger(a: Reason | None, b: Reason | None) -> Reason | None:
     return a if rank.get(a, len(rank)) <= rank.get(b, len(rank)) else b
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """Something the operator should know; the manager hands it to its ``on_alert`` hook."""
-
-    severity: str  # info | warning | critical
-    type: str
-    message: str
-
-
 @dataclass(slots=True)
 class Transition:
     """The outcome of one decision."""
@@ -93,37 +79,6 @@ class Transition:
     alerts: list[Alert] = field(default_factory=list)
     trade: Trade | None = None
     durable: bool = False  # save with force=True even if the reason is not critical
-
-
-@dataclass(frozen=True, slots=True)
-class OrderSpec:
-    """What one slot's order should look like."""
-
-    side: Side
-    order_type: OrderType
-    qty: float
-    price: float | None = None
-    trigger_price: float | None = None
-
-
-def _eps(instrument: Instrument) -> float:
-    return instrument.qty_step / 2
-
-
-def _q(value: float, instrument: Instrument) -> float:
-    return round_to_step(value, instrument.qty_step, "nearest")
-
-
-def _link(m: Monitor, slot: str, generation: int) -> str:
-    return make_link_id(m.tag, m.monitor_id, slot, generation)
-
-
-def _is_entry(slot: str) -> bool:
-    return slot.startswith("e")
-
-
-def _is_tp(slot: str) -> bool:
-    return slot.startswith("tp")
 
 
 def _match_slot(m: Monitor, link_id: str, order_id: str) -> tuple[str, bool] | None:
@@ -172,7 +127,7 @@ def new_monitor(plan: TradePlan, monitor_id: str, tag: str, now: float) -> Monit
     for entry in plan.entries:
         monitor.orders[entry.slot] = ManagedOrder(
             slot=entry.slot,
-            link_id=_link(monitor, entry.slot, 0),
+            link_id=slot_link_id(monitor, entry.slot, 0),
             generation=0,
             side=request.side,
             order_type=entry.order_type,
@@ -203,10 +158,12 @@ def adopt_position(
 
     An existing stop order (reduce-only/close-on-trigger, loss side) becomes its stop-loss slot and
     is amended to cover the whole size; otherwise one is placed ``adopt_stop_loss_pct`` from the
-    entry (from the mark when the entry's stop would already have triggered).
+    entry (from the mark when the entry's stop would already have triggered). Raises ValueError for
+    a flat position (no side): there is nothing to adopt.
     """
-    assert position.side is not None
     side = position.side
+    if side is None:
+        raise ValueError(f"{position.account}:{position.symbol}: a flat position cannot be adopted")
     monitor = Monitor(
         monitor_id=monitor_id,
         account=position.account,
@@ -246,219 +203,12 @@ def adopt_position(
             stop = instrument.round_price(mark * (1 - side.sign * distance), rounding)
         monitor.sl_price = stop
     alert = Alert(
-        "warning",
+        Severity.WARNING,
         "position_adopted",
         f"{monitor.key}: adopted an unmonitored position of {position.size:g} at {position.entry_price:g}, "
         f"stop-loss {monitor.sl_price:g}",
     )
     return finish_transition(monitor, instrument, params, Reason.MONITOR_CREATED, [alert], None)
-
-
-# --- derived orders -----------------------------------------------------------------------------
-
-
-def _total_filled(order: ManagedOrder | None) -> float:
-    return order.total_filled if order is not None else 0.0
-
-
-def tp_order_qtys(m: Monitor, instrument: Instrument, params: TradingParams) -> dict[str, float]:
-    """The order quantity each open TP slot should have now (current generation), by slot.
-
-    Targets are the split of the filled entry size; TPs already finished keep what they took; the
-    open ones together cover exactly what is left of the position (a surplus goes to the last TP, a
-    shortfall is trimmed from the last ones), and an open TP left below minOrderQty folds into the
-    first open one.
-    """
-    n = len(m.tp_prices)
-    eps = _eps(instrument)
-    if n == 0 or m.size <= eps or not m.tps_enabled:
-        return {}
-    targets = split_tp_quantities(m.entry_qty, m.tp_split, m.tp_prices, instrument, params.min_tp_notional)
-    slots = [f"tp{i + 1}" for i in range(n)]
-    orders = [m.orders.get(s) for s in slots]
-    finished = {i: o for i, o in enumerate(orders) if o is not None and o.status is SlotStatus.FILLED}
-    locked = set(finished)
-    pending_locked = sum(max(0.0, o.qty - o.filled_qty) for o in finished.values())
-    need = _q(m.size - pending_locked, instrument)
-    open_idx = [i for i in range(n) if i not in locked]
-    if not open_idx or need <= eps:
-        return {}
-    done = {i: _total_filled(orders[i]) for i in open_idx}
-    rem = {i: max(0.0, _q(targets[i] - done[i], instrument)) for i in open_idx}
-    delta = _q(need - sum(rem.values()), instrument)
-    if delta > eps:
-        receivers = [i for i in open_idx if targets[i] > 0] or open_idx
-        rem[receivers[-1]] = _q(rem[receivers[-1]] + delta, instrument)
-    elif delta < -eps:
-        excess = -delta
-        for i in reversed(open_idx):
-            cut = min(rem[i], excess)
-            rem[i] = _q(rem[i] - cut, instrument)
-            excess = _q(excess - cut, instrument)
-            if excess <= eps:
-                break
-    first = next((i for i in open_idx if rem[i] > eps), None)
-    if first is None:
-        return {}
-    for i in open_idx:
-        if i != first and eps < rem[i] < instrument.min_qty:
-            rem[first] = _q(rem[first] + rem[i], instrument)
-            rem[i] = 0.0
-    result: dict[str, float] = {}
-    for i in open_idx:
-        if rem[i] > eps:
-            order = orders[i]
-            current = order.filled_qty if order is not None else 0.0
-            result[slots[i]] = _q(rem[i] + current, instrument)
-    return result
-
-
-def desired_orders(m: Monitor, instrument: Instrument, params: TradingParams) -> dict[str, OrderSpec]:
-    """The orders the monitor should have on the venue now, by slot."""
-    want: dict[str, OrderSpec] = {}
-    if m.phase is Phase.CLOSED:
-        return want
-    closing = m.close_intent is not None
-    if not closing and not m.entries_closed:
-        for slot, order in m.orders.items():
-            if _is_entry(slot) and order.status in (SlotStatus.NEW, SlotStatus.PENDING, SlotStatus.OPEN):
-                want[slot] = OrderSpec(m.side, order.order_type, order.qty, order.price)
-    if m.size > _eps(instrument):
-        exit_side = m.side.opposite
-        if m.close_intent != "emergency":
-            want["sl"] = OrderSpec(exit_side, OrderType.MARKET, m.size, trigger_price=m.sl_price)
-        if closing:
-            want["cl"] = OrderSpec(exit_side, OrderType.MARKET, m.size)
-        else:
-            for slot, qty in tp_order_qtys(m, instrument, params).items():
-                price = m.tp_prices[int(slot[2:]) - 1]
-                want[slot] = OrderSpec(exit_side, OrderType.LIMIT, qty, price=price)
-    return want
-
-
-def _consumed(order: ManagedOrder, instrument: Instrument) -> bool:
-    """A stop or close order that is finished and whose fills have all arrived."""
-    if order.status is SlotStatus.GONE:
-        return True
-    return order.status is SlotStatus.FILLED and order.filled_qty >= order.qty - _eps(instrument)
-
-
-def _roll_generations(m: Monitor, instrument: Instrument) -> None:
-    """Give the next generation (a fresh link id) to TP/SL/close slots whose order is gone."""
-    for slot, order in m.orders.items():
-        if _is_entry(slot):
-            continue
-        rolls = order.status is SlotStatus.GONE or (not _is_tp(slot) and _consumed(order, instrument))
-        if not rolls:
-            continue
-        order.prior_filled = _q(order.prior_filled + order.filled_qty, instrument)
-        order.filled_qty = 0.0
-        order.generation += 1
-        order.link_id = _link(m, slot, order.generation)
-        order.order_id = ""
-        order.status = SlotStatus.NEW
-
-
-def _slot_order(slots: set[str]) -> list[str]:
-    """Protection first: stop-loss, close, then entries, then TPs."""
-
-    def rank(slot: str) -> tuple[int, str]:
-        if slot == "sl":
-            return (0, slot)
-        if slot == "cl":
-            return (1, slot)
-        if _is_entry(slot):
-            return (2, slot)
-        return (3, f"{int(slot[2:]):03d}")
-
-    return sorted(slots, key=rank)
-
-
-def _place_request(m: Monitor, order: ManagedOrder, params: TradingParams) -> OrderRequest:
-    is_entry = _is_entry(order.slot)
-    if order.slot == "sl":
-        direction = TriggerDirection.FALL if m.side is Side.BUY else TriggerDirection.RISE
-        return OrderRequest(
-            symbol=m.symbol,
-            side=order.side,
-            order_type=OrderType.MARKET,
-            qty=order.qty,
-            trigger_price=order.trigger_price,
-            trigger_direction=direction,
-            trigger_by=TriggerBy(params.trigger_by),
-            reduce_only=True,
-            close_on_trigger=True,
-            link_id=order.link_id,
-        )
-    return OrderRequest(
-        symbol=m.symbol,
-        side=order.side,
-        order_type=order.order_type,
-        qty=order.qty,
-        price=order.price if order.order_type is OrderType.LIMIT else None,
-        reduce_only=not is_entry,
-        time_in_force=TimeInForce.GTC if order.order_type is OrderType.LIMIT else TimeInForce.IOC,
-        link_id=order.link_id,
-    )
-
-
-def _address(m: Monitor, order: ManagedOrder) -> dict[str, str]:
-    return {"order_id": order.order_id} if order.order_id else {"link_id": order.link_id}
-
-
-def _differs(a: float | None, b: float | None, step: float) -> bool:
-    if a is None or b is None:
-        return a is not b
-    return abs(a - b) > step / 2
-
-
-def sync_orders(m: Monitor, instrument: Instrument, params: TradingParams) -> list[Action]:
-    """Bring the monitor's orders to :func:`desired_orders` (mutates ``m``; returns the actions)."""
-    _roll_generations(m, instrument)
-    want = desired_orders(m, instrument, params)
-    eps = _eps(instrument)
-    actions: list[Action] = []
-    for slot in _slot_order(set(want) | set(m.orders)):
-        order = m.orders.get(slot)
-        spec = want.get(slot)
-        if spec is None:
-            if order is None:
-                continue
-            if slot == "sl" and m.size > eps and m.phase is not Phase.CLOSED:
-                continue  # never take a stop away from an open position (emergency keeps it)
-            if order.status is SlotStatus.NEW and _is_entry(slot):
-                order.status = SlotStatus.GONE
-            elif order.status in (SlotStatus.PENDING, SlotStatus.OPEN):
-                actions.append(CancelOrder(m.key, slot, CancelRequest(m.symbol, **_address(m, order))))
-                order.status = SlotStatus.CANCELLING
-            continue
-        if order is None:
-            order = ManagedOrder(slot, _link(m, slot, 0), 0, spec.side, spec.order_type, spec.qty)
-            m.orders[slot] = order
-        if order.failures >= params.sl_retry_attempts:
-            continue  # given up for now; reconciliation resets the count and retries
-        if order.status is SlotStatus.NEW:
-            order.side, order.order_type, order.qty = spec.side, spec.order_type, spec.qty
-            order.price, order.trigger_price = spec.price, spec.trigger_price
-            order.reduce_only = not _is_entry(slot)
-            actions.append(PlaceOrder(m.key, slot, _place_request(m, order, params)))
-            order.status = SlotStatus.PENDING
-        elif order.status is SlotStatus.OPEN and not _is_entry(slot) and slot != "cl":
-            qty_changed = _differs(order.qty, spec.qty, instrument.qty_step)
-            price_changed = _differs(order.price, spec.price, instrument.tick_size)
-            trigger_changed = _differs(order.trigger_price, spec.trigger_price, instrument.tick_size)
-            if qty_changed or price_changed or trigger_changed:
-                previous = (order.qty, order.price, order.trigger_price)
-                order.qty, order.price, order.trigger_price = spec.qty, spec.price, spec.trigger_price
-                request = AmendRequest(
-                    m.symbol,
-                    qty=spec.qty if qty_changed else None,
-                    price=spec.price if price_changed else None,
-                    trigger_price=spec.trigger_price if trigger_changed else None,
-                    **_address(m, order),
-                )
-                actions.append(AmendOrder(m.key, slot, request, previous))
-    return actions
 
 
 # --- phases and closing -------------------------------------------------------------------------
@@ -470,7 +220,7 @@ def _entries_live(m: Monitor) -> bool:
     return any(
         o.status in (SlotStatus.NEW, SlotStatus.PENDING, SlotStatus.OPEN)
         for s, o in m.orders.items()
-        if _is_entry(s)
+        if is_entry(s)
     )
 
 
@@ -478,8 +228,8 @@ def _settle_phase(m: Monitor, instrument: Instrument) -> Reason | None:
     """Phase changes that follow from the state (not from one particular fill)."""
     if m.phase is Phase.CLOSED:
         return None
-    if m.size <= _eps(instrument):
-        if m.entry_qty <= _eps(instrument) and not _entries_live(m):
+    if m.size <= qty_tolerance(instrument):
+        if m.entry_qty <= qty_tolerance(instrument) and not _entries_live(m):
             m.phase = Phase.CLOSED  # nothing ever filled and nothing is left to fill
             return Reason.MONITOR_REMOVED
         return None
@@ -515,9 +265,9 @@ def finish_transition(
 
 def exit_reason(m: Monitor, slot: str | None) -> str:
     """The ledger reason of the fill that flattened the position."""
-    if slot is None or _is_entry(slot):
+    if slot is None or is_entry(slot):
         return "manual"
-    if _is_tp(slot):
+    if is_tp(slot):
         return "tp"
     if slot == "sl":
         return "breakeven" if m.breakeven else "sl"
@@ -535,7 +285,7 @@ def close_trade(m: Monitor, reason: str, closed_at: float, instrument: Instrumen
         reason=reason,
         entry_price=instrument.round_price(m.avg_entry),
         exit_price=instrument.round_price(m.avg_exit),
-        qty=_q(m.entry_qty, instrument),
+        qty=snap_qty(m.entry_qty, instrument),
         pnl=round(m.gross_pnl - m.fees, 8),
         fees=round(m.fees, 8),
         opened_at=m.opened_at if m.opened_at is not None else m.created_at,
@@ -553,6 +303,10 @@ def _move_to_breakeven(m: Monitor, instrument: Instrument, params: TradingParams
         m.sl_price = be
         return True
     return False
+
+
+def _breakeven_alert(m: Monitor) -> Alert:
+    return Alert(Severity.INFO, "breakeven", f"{m.key}: stop-loss moved to breakeven {m.sl_price:g}")
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -573,54 +327,60 @@ def apply_fill(
     order = m.orders.get(slot) if slot else None
     if order is not None and match is not None:
         if match[1]:
-            order.filled_qty = _q(order.filled_qty + exe.qty, instrument)
-            if order.filled_qty >= order.qty - _eps(instrument):
+            order.filled_qty = snap_qty(order.filled_qty + exe.qty, instrument)
+            if order.filled_qty >= order.qty - qty_tolerance(instrument):
                 order.status = SlotStatus.FILLED
         else:
-            order.prior_filled = _q(order.prior_filled + exe.qty, instrument)
+            order.prior_filled = snap_qty(order.prior_filled + exe.qty, instrument)
     m.fees += exe.fee
     m.last_fill_at = exe.ts
     alerts: list[Alert] = []
     if exe.side is m.side:
-        m.size = _q(m.size + exe.qty, instrument)
-        m.entry_qty = _q(m.entry_qty + exe.qty, instrument)
+        m.size = snap_qty(m.size + exe.qty, instrument)
+        m.entry_qty = snap_qty(m.entry_qty + exe.qty, instrument)
         m.entry_cost += exe.price * exe.qty
         if m.opened_at is None:
             m.opened_at = exe.ts
-        if slot is None or not _is_entry(slot):
+        if slot is None or not is_entry(slot):
             alerts.append(
-                Alert("warning", "outside_fill", f"{m.key}: position grew by {exe.qty:g} outside the engine")
+                Alert(
+                    Severity.WARNING,
+                    "outside_fill",
+                    f"{m.key}: position grew by {exe.qty:g} outside the engine",
+                )
             )
         return Reason.LIMIT_FILL_PROGRESS, alerts, None
     qty = min(exe.qty, m.size)
     if qty <= 0:
         return Reason.ORDER_UPDATE, alerts, None
     avg = m.avg_entry
-    m.size = _q(m.size - qty, instrument)
-    m.exit_qty = _q(m.exit_qty + qty, instrument)
+    m.size = snap_qty(m.size - qty, instrument)
+    m.exit_qty = snap_qty(m.exit_qty + qty, instrument)
     m.exit_value += exe.price * qty
     m.gross_pnl += (exe.price - avg) * qty * m.side.sign
     reason: Reason = Reason.MONITORING_UPDATE
-    if slot is not None and _is_tp(slot):
+    if slot is not None and is_tp(slot):
         reason = Reason.TP_REBALANCED
         if order is not None and order.status is SlotStatus.FILLED:
             reason = Reason.TP_HIT
-            alerts.append(Alert("info", "tp_hit", f"{m.key}: {slot.upper()} filled at {exe.price:g}"))
-            if slot == "tp1" and m.phase is not Phase.PROFIT_TAKING and m.size > _eps(instrument):
+            alerts.append(Alert(Severity.INFO, "tp_hit", f"{m.key}: {slot.upper()} filled at {exe.price:g}"))
+            if slot == "tp1" and m.phase is not Phase.PROFIT_TAKING and m.size > qty_tolerance(instrument):
                 m.phase = Phase.PROFIT_TAKING
                 if params.cancel_entries_after_tp1:
                     m.entries_closed = True
                 if _move_to_breakeven(m, instrument, params):
-                    alerts.append(
-                        Alert("info", "breakeven", f"{m.key}: stop-loss moved to breakeven {m.sl_price:g}")
-                    )
+                    alerts.append(_breakeven_alert(m))
     elif slot == "sl":
         reason = Reason.SL_HIT
     elif slot is None:
         alerts.append(
-            Alert("warning", "manual_close", f"{m.key}: {qty:g} closed outside the engine at {exe.price:g}")
+            Alert(
+                Severity.WARNING,
+                "manual_close",
+                f"{m.key}: {qty:g} closed outside the engine at {exe.price:g}",
+            )
         )
-    if m.size <= _eps(instrument):
+    if m.size <= qty_tolerance(instrument):
         m.size = 0.0
         trade = close_trade(m, exit_reason(m, slot), exe.ts, instrument)
         return Reason.POSITION_CLOSED, alerts, trade
@@ -662,7 +422,7 @@ def observe_order(m: Monitor, order: Order) -> tuple[bool, Alert | None, bool]:
     alert = None
     if before[0] in (SlotStatus.OPEN, SlotStatus.PENDING) and mo.status is SlotStatus.GONE and slot == "sl":
         why = order.reject_reason or order.status.value
-        alert = Alert("warning", "sl_gone", f"{m.key}: stop-loss {why} on the venue; placing it again")
+        alert = Alert(Severity.WARNING, "sl_gone", f"{m.key}: stop-loss {why} on the venue; placing it again")
     return (mo.status, mo.order_id) != before, alert, False
 
 
@@ -687,19 +447,21 @@ def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: Tra
             m.entries_closed = True
             return [
                 Alert(
-                    "critical",
+                    Severity.CRITICAL,
                     "sl_failed",
                     f"{m.key}: stop-loss could not be placed after {order.failures} attempts ({error}); "
                     "closing the position at market",
                 )
             ]
-        return [Alert("warning", "sl_retry", f"{m.key}: stop-loss refused ({error}); retrying")]
+        return [Alert(Severity.WARNING, "sl_retry", f"{m.key}: stop-loss refused ({error}); retrying")]
     if slot == "cl" and order.failures >= params.sl_retry_attempts:
-        return [Alert("critical", "close_failed", f"{m.key}: market close refused ({error})")]
-    if _is_entry(slot):
-        return [Alert("warning", "entry_refused", f"{m.key}: entry {slot} refused ({error})")]
+        return [Alert(Severity.CRITICAL, "close_failed", f"{m.key}: market close refused ({error})")]
+    if is_entry(slot):
+        return [Alert(Severity.WARNING, "entry_refused", f"{m.key}: entry {slot} refused ({error})")]
     if order.failures >= params.sl_retry_attempts:
-        return [Alert("warning", "order_refused", f"{m.key}: {slot.upper()} refused ({error}); giving up")]
+        return [
+            Alert(Severity.WARNING, "order_refused", f"{m.key}: {slot.upper()} refused ({error}); giving up")
+        ]
     return []
 
 
@@ -750,7 +512,7 @@ def apply_results(
                 order.status = SlotStatus.OPEN
                 order.failures += 1
             reason = stronger(reason, Reason.ORDER_UPDATE)
-    if any(a.severity == "critical" for a in alerts):
+    if any(a.severity is Severity.CRITICAL for a in alerts):
         reason = stronger(reason, Reason.EMERGENCY)
     if m.phase is Phase.CLOSED:
         return Transition(m, sync_orders(m, instrument, params), reason, alerts)
@@ -794,7 +556,7 @@ def request_close(m: Monitor, intent: str, instrument: Instrument, params: Tradi
         return Transition(m)
     m.close_intent = intent
     m.entries_closed = True
-    alert = Alert("warning", "close_requested", f"{m.key}: closing at market ({intent})")
+    alert = Alert(Severity.WARNING, "close_requested", f"{m.key}: closing at market ({intent})")
     reason = Reason.EMERGENCY if intent in ("emergency", "kill_switch") else Reason.PHASE_CHANGE
     return finish_transition(m, instrument, params, reason, [alert], None)
 
@@ -818,5 +580,4 @@ def breakeven_now(m: Monitor, mark: float, instrument: Instrument, params: Tradi
         raise ValueError(f"{m.key}: the price {mark:g} is not beyond breakeven {be:g}")
     m = copy.deepcopy(m)
     _move_to_breakeven(m, instrument, params)
-    alert = Alert("info", "breakeven", f"{m.key}: stop-loss moved to breakeven {m.sl_price:g}")
-    return finish_transition(m, instrument, params, Reason.BREAKEVEN_MOVED, [alert], None)
+    return finish_transition(m, instrument, params, Reason.BREAKEVEN_MOVED, [_breakeven_alert(m)], None)

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from engine.alerts.model import Severity
 from engine.core.models import CancelRequest, Monitor, OrderRequest, OrderType, TimeInForce
 from engine.trading.approaches import TradeRequest
 from engine.trading.manager import TpslManager
@@ -65,8 +66,7 @@ class OperatorActions:
     async def breakeven_now(self, key: str) -> Monitor | None:
         """Move the stop-loss to breakeven now (refused when the price is not beyond breakeven)."""
         params = self.manager.params
-        monitor = self.manager.monitors.get(self._key(key))
-        assert monitor is not None
+        monitor = self.manager.monitors[self._key(key)]
         mark = self.manager.marks.get(monitor.symbol, 0.0)
         try:
             return await self.manager.transact(key, lambda m, inst: breakeven_now(m, mark, inst, params))
@@ -123,8 +123,8 @@ class OperatorActions:
         except VenueError as exc:
             report.errors.append(str(exc))
         closing = len(report.monitors_closing) + len(report.positions_closed)
-        manager.raise_alert(
-            "critical",
+        manager.alerts.raise_alert(
+            Severity.CRITICAL,
             "kill_switch",
             f"{account}: kill switch: closing {closing} position(s), cancelled {report.orders_cancelled} "
             "other order(s)",

@@ -1,8 +1,9 @@
 """Order actions the TP/SL decisions emit, and the one place that sends them to a venue.
 
 Decisions return lists of :class:`PlaceOrder` / :class:`AmendOrder` / :class:`CancelOrder`; the
-manager hands each list to :func:`execute_actions`, which is where the API batcher slots in later
-(it may coalesce the list into batch calls as long as it returns one result per action, in order).
+manager hands each list to :func:`execute_actions`. Being the one door to the venue, it is where
+actions may be coalesced into batch calls, as long as it returns one result per action, in order
+(the decisions match each answer to its action).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ActionResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the venue accepted the action."""
         return self.error is None
 
 

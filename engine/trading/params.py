@@ -7,9 +7,12 @@ Decisions are pure functions of (state, event, instrument, params); reading ``[t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.core.models import TriggerBy
-from engine.core.settings import Settings
+
+if TYPE_CHECKING:  # read once by the runtime; the decisions that take these records never see it
+    from engine.core.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ class TradingParams:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TradingParams:
+        """The ``[trading]`` section of ``settings``."""
         t = settings.section("trading")
         return cls(
             tp_split=tuple(float(p) for p in t["tp_split"]),
@@ -62,6 +66,7 @@ class MonitorTiming:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MonitorTiming:
+        """The ``[monitor]`` section of ``settings``."""
         m = settings.section("monitor")
         return cls(
             reconcile_positions_s=float(m["reconcile_positions_s"]),

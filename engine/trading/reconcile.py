@@ -24,6 +24,7 @@ import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from engine.alerts.model import Alert, Severity
 from engine.core.link_ids import parse_link_id
 from engine.core.models import (
     CancelRequest,
@@ -38,7 +39,6 @@ from engine.core.models import (
     Trade,
 )
 from engine.trading.monitor import (
-    Alert,
     Transition,
     adopt_position,
     apply_fill,
@@ -49,6 +49,7 @@ from engine.trading.monitor import (
 )
 from engine.trading.orders import CancelOrder
 from engine.trading.params import TradingParams
+from engine.trading.slots import is_entry, qty_tolerance
 from engine.venue.base import Venue
 from persistence.reasons import Reason
 
@@ -202,7 +203,7 @@ def reconcile_account(
                     _take_terms(mo, order)
                     seen.add((m.key, slot_name))
     for m in ms.values():
-        eps = instruments[m.symbol].qty_step / 2
+        eps = qty_tolerance(instruments[m.symbol])
         for slot_name, mo in m.orders.items():
             if not mo.status.live or (m.key, slot_name) in seen:
                 continue
@@ -211,9 +212,9 @@ def reconcile_account(
                 mo.status = SlotStatus.FILLED
             else:
                 mo.status = SlotStatus.GONE
-                if was is SlotStatus.OPEN and not slot_name.startswith("e"):
+                if was is SlotStatus.OPEN and not is_entry(slot_name):
                     out.repairs += 1
-                    severity = "warning" if slot_name == "sl" else "info"
+                    severity = Severity.WARNING if slot_name == "sl" else Severity.INFO
                     alerts[m.key].append(
                         Alert(severity, "order_missing", f"{m.key}: {slot_name.upper()} missing on the venue")
                     )
@@ -222,7 +223,7 @@ def reconcile_account(
         tags = sorted({link.tag for o in foreign if (link := parse_link_id(o.link_id)) is not None})
         out.alerts.append(
             Alert(
-                "critical",
+                Severity.CRITICAL,
                 "foreign_orders",
                 f"{account}: {len(foreign)} open order(s) carry our link-id prefix from another engine "
                 f"instance ({', '.join(tags)}): another process may be trading this account",
@@ -240,7 +241,7 @@ def reconcile_account(
             if m.phase is Phase.CLOSED:
                 continue
             instrument = instruments[m.symbol]
-            eps = instrument.qty_step / 2
+            eps = qty_tolerance(instrument)
             p = open_positions.get(m.symbol)
             venue_size = p.size if p is not None and p.side is m.side else 0.0
             if abs(venue_size - m.size) <= eps:
@@ -255,7 +256,7 @@ def reconcile_account(
                 reasons[m.key] = Reason.POSITION_CLOSED
                 alerts[m.key].append(
                     Alert(
-                        "warning",
+                        Severity.WARNING,
                         "closed_unexplained",
                         f"{m.key}: flat on the venue with no execution found; exit estimated at {mark:g}",
                     )
@@ -274,7 +275,9 @@ def reconcile_account(
             durable.add(m.key)
             reasons[m.key] = stronger(reasons[m.key], Reason.POSITION_UPDATE)
             alerts[m.key].append(
-                Alert("warning", "size_drift", f"{m.key}: size corrected to the venue's {venue_size:g}")
+                Alert(
+                    Severity.WARNING, "size_drift", f"{m.key}: size corrected to the venue's {venue_size:g}"
+                )
             )
         covered = {m.symbol for m in ms.values() if m.phase is not Phase.CLOSED}
         for p in open_positions.values():

@@ -1,9 +1,10 @@
 """The Venue contract: what the engine needs from an exchange account, whatever the exchange.
 
-One instance serves one account (``main``, ``mirror``). The simulated venue (``venue/sim.py``) and the
-Bybit venue (``venue/bybit.py``) both implement it, so the engine runs unchanged on either. Every
-implementation counts its calls per endpoint path in :attr:`Venue.calls`, using Bybit's V5 paths
-(``ENDPOINTS``) so the benchmark compares like with like.
+One instance serves one account (``main``, ``mirror``). The simulated venue
+(:class:`engine.sim.venue.SimVenue`) and the Bybit venue (:class:`engine.venue.bybit.venue.BybitVenue`)
+both implement it, so the engine runs unchanged on either. Every implementation counts its calls per
+endpoint path in :attr:`Venue.calls`, using Bybit's V5 paths (:class:`Endpoint`) so the benchmark
+compares like with like.
 """
 
 from __future__ import annotations

@@ -25,8 +25,10 @@ MASK = "***"
 
 _SETTINGS_PREFIX = {"main": "accounts.main", "mirror": "mirror"}
 
+# A logger's filters see only the records created on it (not its children's), so each one is named.
 _WATCHED_LOGGERS = (
-    "engine",
+    "opconsole.venue.bybit",
+    "opconsole.venue.bybit.stream",
     "pybit",
     "pybit._http_manager",
     "pybit._websocket_stream",

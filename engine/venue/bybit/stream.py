@@ -7,6 +7,11 @@ reconnect is off: one watchdog owns the connections. It declares a channel dead 
 not connected or when nothing (no message, no pong) arrived for ``stale_after_s``, reconnects with
 backoff, re-subscribes, and then backfills the executions since the last one it delivered, so no fill
 is lost in the gap — and an execution id seen before is never delivered twice.
+
+pybit registers a topic's callback only after it has sent the subscription, and Bybit answers a ticker
+subscription with a snapshot at once (later messages are deltas, sent only when a field changes), so
+the first push can beat the callback. Such pushes are held and replayed in order when the callback is
+registered (:class:`_ManagedWebSocket`): a quiet market would otherwise never give the engine a mark.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -33,10 +39,13 @@ from engine.venue.bybit.parse import (
     parse_ticker,
     parse_wallet,
 )
+from engine.venue.bybit.wire import PRIVATE_TOPICS
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("opconsole.venue.bybit.stream")
 
-PRIVATE_TOPICS = ("execution", "order", "position", "wallet")
+EARLY_PUSH_LIMIT = 1_000
+"""Pushes held per topic while its callback is not registered yet (a guard: that window is a few
+statements of pybit's ``subscribe``, so in practice it holds one snapshot, or a handful of events)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +95,24 @@ class ExecutionDedup:
 
 
 class _ManagedWebSocket(WebSocket):
-    """pybit's WebSocket, pointed at an explicit URL when one is given, reporting its liveness.
+    """pybit's WebSocket, pointed at an explicit URL when one is given, reporting its liveness, and
+    never losing a push that beats its topic's callback.
 
     pybit formats its module-level URL templates in ``_connect``; overriding ``_connect`` is the one
     place to substitute a URL without touching pybit's globals (two venues may point at different
     servers). ``_on_message`` / ``_on_pong`` / ``_on_close`` are pybit's hooks on its own thread.
+
+    pybit's ``subscribe`` sends the request and only then registers the topic's callback, on the
+    subscribing thread, while its reader thread handles whatever the server answers; a push whose topic
+    has no callback yet makes pybit raise (and close the connection), and merely skipping it, as this
+    class once did, still loses it. Bybit sends a ticker snapshot right after a subscription, and
+    nothing more until a field changes, so losing that snapshot leaves the symbol without a mark for
+    as long as the market is quiet. A
+    topic is therefore *pending* from the moment pybit checks it (``_check_callback_directory``, just
+    before the send) until its callback is registered (``_set_callback``); pushes of a pending topic
+    are held, and replayed through pybit's own handling, in arrival order, when the callback arrives.
+    One lock orders the reader's dispatch against that registration, so a later push can neither slip
+    in before the replay nor land in the hold after it has been emptied.
     """
 
     def __init__(
@@ -106,6 +128,10 @@ class _ManagedWebSocket(WebSocket):
         self._custom_url = url
         self._activity = on_activity
         self._closed_hook = on_closed
+        # Callbacks run under this lock: ours only hop the message onto the loop, they never block.
+        self._dispatch = threading.Lock()
+        self._early: dict[str, list[dict[str, Any]]] = {}
+        """Pending topic -> the pushes that arrived before its callback, oldest first."""
         super().__init__(channel_type, **kwargs)
 
     def __repr__(self) -> str:
@@ -136,16 +162,38 @@ class _ManagedWebSocket(WebSocket):
             return
         super()._process_subscription_message(message)
 
+    # --- pushes that beat their callback (see the class doc) -------------------------------------
+    def _check_callback_directory(self, topics: list[str]) -> None:
+        # pybit calls this in subscribe() before sending: from here on the topics' pushes are held.
+        super()._check_callback_directory(topics)
+        with self._dispatch:
+            for topic in topics:
+                self._early.setdefault(topic, [])
+
+    def _set_callback(self, topic: str, callback_function: Callable[[dict[str, Any]], None]) -> None:
+        with self._dispatch:
+            super()._set_callback(topic, callback_function)
+            held = self._early.pop(topic, [])
+            if held:
+                log.debug("%s: replaying %d push(es) that beat the callback", topic, len(held))
+            for message in held:
+                super()._process_normal_message(message)
+
     def _process_normal_message(self, message: dict[str, Any]) -> None:
-        # Same race for data: pybit registers a topic's callback after sending the subscription, so
-        # the first push can arrive before it. Keep pybit's local ticker state (later deltas build
-        # on the first snapshot) and let the next push reach the callback.
         topic = str(message.get("topic", ""))
-        if topic not in self.callback_directory:
-            if "tickers" in topic:
-                self._process_delta_ticker(message, topic)
-            return
-        super()._process_normal_message(message)
+        with self._dispatch:
+            if topic in self.callback_directory:
+                super()._process_normal_message(message)
+                return
+            held = self._early.get(topic)
+            if held is None:
+                # Not subscribed (or no longer): pybit itself would raise on it and close the socket.
+                log.debug("%s: push for a topic without a subscription dropped", topic)
+                return
+            if len(held) >= EARLY_PUSH_LIMIT:
+                log.warning("%s: more than %d pushes before its callback; dropped", topic, EARLY_PUSH_LIMIT)
+                return
+            held.append(message)
 
 
 class _Channel:

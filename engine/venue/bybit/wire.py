@@ -27,6 +27,12 @@ from engine.core.models import (
 
 CATEGORY = "linear"
 SETTLE_COIN = "USDT"
+SERVER_TIME = "/v5/market/time"
+"""Bybit's unsigned server-time endpoint (the venue measures its clock offset with it)."""
+PRIVATE_WS_PATH = "/v5/private"
+PUBLIC_WS_PATH = "/v5/public/linear"
+PRIVATE_TOPICS = ("execution", "order", "position", "wallet")
+"""The private stream's topics the engine uses (Bybit has more)."""
 MONEY_STEP = 0.00000001
 """Balances and PnL carry 8 decimals, as Bybit's wallet payloads do."""
 

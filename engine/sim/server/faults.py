@@ -1,0 +1,45 @@
+"""The fake V5 server's own fault switches: the failures only the wire has.
+
+The exchange's faults (error bursts, dropped subscriptions) live in :mod:`engine.sim.faults`, shared
+with the in-process venue; these are the ones a test flips on the server itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class ServerFaults:
+    """Faults only the wire has: added latency, HTTP 403 on every call, the reset time of injected 10006.
+
+    Error bursts go through the exchange's own injector
+    (:meth:`~engine.sim.server.app.BybitServer.error_burst`), which the in-process venue shares, and
+    stream drops through :meth:`~engine.sim.server.app.BybitServer.drop_streams`.
+    """
+
+    latency_s: float = 0.0
+    """Added to every REST response."""
+    slow_calls: int = 0
+    """The next this many REST calls are executed, then answered ``slow_s`` late (a response that
+    outlives the client's timeout: the call landed, the client does not know)."""
+    slow_s: float = 0.0
+    forbidden: bool = False
+    """Answer every REST call with HTTP 403, as Bybit does to a banned IP."""
+    streams_blocked: bool = False
+    """Refuse WebSocket upgrades (HTTP 503), so a dropped client stays away until this is cleared."""
+    rate_limit_reset_s: float = 1.0
+    """How far in the future an injected 10006 says the budget refills."""
+    drops: int = 0
+    """Private connections dropped so far (by a test or by the exchange ending a subscription)."""
+
+    def delay_next(self, calls: int, seconds: float) -> None:
+        """Answer the next ``calls`` REST calls ``seconds`` late (they execute at once)."""
+        self.slow_calls, self.slow_s = calls, seconds
+
+    def late_answer(self) -> float:
+        """How late to send the answer of the call just executed (uses up one delayed call)."""
+        if self.slow_calls <= 0:
+            return 0.0
+        self.slow_calls -= 1
+        return self.slow_s
