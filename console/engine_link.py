@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.alerts.price import PriceAlertRejected
+from engine.alerts.price import PriceAlertRejected, PriceAlertRow
 from engine.core.errors import BadInput
 from engine.core.profile import TOGGLES
 from engine.core.settings import SettingsError, save_override
@@ -209,9 +209,9 @@ class EngineLink:
 
     # --- price alerts -------------------------------------------------------------------------
 
-    def price_alerts(self) -> list[dict[str, Any]]:
+    def price_alerts(self) -> list[PriceAlertRow]:
         """Every price alert (armed and triggered), as the snapshot's ``price_alerts`` rows."""
-        return list(self._engine().price_alerts.snapshot())
+        return self._engine().price_alerts.snapshot()
 
     async def add_price_alert(self, text: str) -> Outcome:
         """Add the alert the operator typed (``BTCUSDT above 100000 [note]``); a refusal says why."""

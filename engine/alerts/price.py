@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, TypedDict, cast
 
 from engine.alerts.bus import AlertBus
 from engine.alerts.model import Severity
@@ -40,6 +40,19 @@ class PriceAlertRejected(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("; ".join(errors))
         self.errors = errors
+
+
+class PriceAlertRow(TypedDict):
+    """One ``price_alerts[]`` entry: fire when ``symbol``'s last price goes ``condition`` ``price``."""
+
+    id: int
+    symbol: str
+    condition: str  # "above" | "below"
+    price: float
+    note: str
+    created_at: str
+    triggered_at: str | None
+    armed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +101,7 @@ class PriceAlert:
             triggered_at=None if triggered is None else float(triggered),
         )
 
-    def snapshot_row(self) -> dict[str, Any]:
+    def snapshot_row(self) -> PriceAlertRow:
         """The snapshot's ``price_alerts[]`` entry (times as ISO strings)."""
         return {
             "id": self.id,
@@ -318,6 +331,6 @@ class PriceAlertManager:
         await self.store.save(PRICE_ALERTS_KEY, self.book.to_json(), reason=Reason.PRICE_ALERT, force=force)
 
     # --- snapshot -----------------------------------------------------------------------------
-    def snapshot(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[PriceAlertRow]:
         """The snapshot's ``price_alerts`` section, by id."""
         return [a.snapshot_row() for a in self.book.alerts.values()]

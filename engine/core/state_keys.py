@@ -1,12 +1,16 @@
 """The keys of the engine's state in the store: one place, so every reader and writer agrees.
 
 The store knows no trading; it holds JSON values under string keys. The engine names them here:
-one key per monitor, one per chunk of recorded trades, and one for the price-alert book.
+one for the TP/SL manager itself, one per monitor, one per chunk of recorded trades, and one for the
+price-alert book.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+MANAGER_KEY = "engine:tpsl"
+"""The TP/SL manager's own state: the instance tag, the execution cursors and the paused accounts."""
 
 MONITOR_PREFIX = "monitor:"
 """``monitor:<account>:<symbol>:<side>``: one TP/SL monitor."""

@@ -3,8 +3,10 @@
 The dashboard builds a :class:`Snapshot`, ``--snapshot-out`` writes it as JSON and the console's view
 model reads it, so mypy checks the reader against what the engine produces. Sections produced below
 the dashboard are typed where they are produced and only re-exported here: the alert rows by the
-alert bus (:mod:`engine.alerts.model`), the ledger's rows and totals by the ledger
-(:mod:`engine.trading.ledger`); the dashboard may import those layers, they may not import it.
+alert bus (:mod:`engine.alerts.model`), the price alerts (:mod:`engine.alerts.price`), the ledger's
+rows and totals by the ledger (:mod:`engine.trading.ledger`), the monitors and stream health by the
+TP/SL manager (:mod:`engine.trading.manager`); the dashboard may import those layers, they may not
+import it.
 
 A built snapshot is frozen (:class:`~engine.dashboard.snapshot.DashboardSnapshot`): its mappings are
 read-only proxies and its lists are tuples. That is why containers are typed ``Mapping`` and
@@ -17,7 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import NotRequired, TypedDict
 
 from engine.alerts.model import AlertRow
+from engine.alerts.price import PriceAlertRow
 from engine.trading.ledger import LedgerSection, Totals, TradeRow
+from engine.trading.manager import MonitorRow, StreamRow
 
 __all__ = [
     "SNAPSHOT_KEYS",
@@ -116,25 +120,6 @@ class OrderRow(TypedDict):
     status: str
 
 
-class MonitorRow(TypedDict):
-    """One ``monitors[]`` entry (the TP/SL manager's ``snapshot_monitors``), keyed ``account:symbol:side``."""
-
-    key: str
-    account: str
-    symbol: str
-    side: str
-    approach: str  # "fast" | "conservative" | "adopted"
-    phase: str  # "BUILDING" | "MONITORING" | "PROFIT_TAKING" | "CLOSED"
-    avg_entry: float
-    size: float
-    tps_filled: int
-    sl_price: float
-    breakeven: bool
-    urgency: str | None  # "critical" | "active" | "standard" | "inactive" | "idle"
-    monitor_id: str
-    close_intent: str | None
-
-
 class MarketRow(TypedDict):
     """``market.<symbol>``: the last traded and the mark price."""
 
@@ -221,27 +206,6 @@ class PersistenceRow(TypedDict):
     flush_interval_s: float
     failed: str | None
     recovery: Mapping[str, object] | None
-
-
-class StreamRow(TypedDict):
-    """``streams.<account>``: whether push streams are in use and connected, and the last event's age."""
-
-    push: bool
-    connected: bool
-    last_event_age_s: float | None
-
-
-class PriceAlertRow(TypedDict):
-    """One ``price_alerts[]`` entry: fire when ``symbol``'s last price goes ``condition`` ``price``."""
-
-    id: int
-    symbol: str
-    condition: str  # "above" | "below"
-    price: float
-    note: str
-    created_at: str
-    triggered_at: str | None
-    armed: bool
 
 
 class Snapshot(TypedDict):

@@ -47,9 +47,7 @@ from engine.dashboard.schema import (
     OrderRow,
     PersistenceRow,
     PositionRow,
-    PriceAlertRow,
     Snapshot,
-    StreamRow,
     Totals,
     VenuePositionRow,
 )
@@ -357,8 +355,7 @@ class Dashboard:
     ) -> Snapshot:
         sources = self.sources
         manager = sources.manager
-        # The manager's rows are untyped dicts; these casts state the shape it documents.
-        monitors = cast(list[MonitorRow], manager.snapshot_monitors())
+        monitors = manager.snapshot_monitors()
         by_key = {m["key"]: m for m in monitors}
         positions = [
             with_monitor(row, by_key.get(f"{row['account']}:{row['symbol']}:{row['side']}"))
@@ -381,8 +378,8 @@ class Dashboard:
             "persistence": persistence_row(sources.store.metrics()),
             "api_calls": {name: venue.calls.as_dict() for name, venue in sources.venues.items()},
             "alerts": sources.alerts.snapshot(ALERTS_SHOWN),
-            "streams": cast(dict[str, StreamRow], manager.snapshot_streams()),
-            "price_alerts": cast(list[PriceAlertRow], sources.price_alerts.snapshot()),
+            "streams": manager.snapshot_streams(),
+            "price_alerts": sources.price_alerts.snapshot(),
         }
 
     def _symbols(self) -> list[str]:

@@ -18,7 +18,7 @@ import asyncio
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from engine.alerts.bus import AlertBus
 from engine.alerts.model import Alert, Severity
@@ -55,13 +55,38 @@ from engine.venue.base import Venue
 from engine.venue.errors import RateLimited, VenueError
 from persistence.reasons import Reason
 
-ENGINE_KEY = "engine:tpsl"
-"""The manager's own state: the instance tag, the execution cursors and the paused accounts."""
 SEEN_EXEC_IDS = 20_000
 """Execution ids remembered per account by the shell (monitors keep their own as well)."""
 
 EventObserver = Callable[[str, VenueEvent], None]
 """Called with (account, event) for every event the manager receives."""
+
+
+class MonitorRow(TypedDict):
+    """One ``monitors[]`` entry (the TP/SL manager's ``snapshot_monitors``), keyed ``account:symbol:side``."""
+
+    key: str
+    account: str
+    symbol: str
+    side: str
+    approach: str  # "fast" | "conservative" | "adopted"
+    phase: str  # "BUILDING" | "MONITORING" | "PROFIT_TAKING" | "CLOSED"
+    avg_entry: float
+    size: float
+    tps_filled: int
+    sl_price: float
+    breakeven: bool
+    urgency: str | None  # "critical" | "active" | "standard" | "inactive" | "idle"
+    monitor_id: str
+    close_intent: str | None
+
+
+class StreamRow(TypedDict):
+    """``streams.<account>``: whether push streams are in use and connected, and the last event's age."""
+
+    push: bool
+    connected: bool
+    last_event_age_s: float | None
 
 
 class StateStore(Protocol):
@@ -161,7 +186,7 @@ class TpslManager:
                 if monitor.account in self.venues and monitor.phase is not Phase.CLOSED:
                     self.monitors[monitor.key] = monitor
         self.ledger = Ledger.from_state(state)
-        engine = state.get(ENGINE_KEY) or {}
+        engine = state.get(state_keys.MANAGER_KEY) or {}
         self.tag = engine.get("instance_tag") or new_instance_tag(self._rng)
         self._cursor = {a: float(t) for a, t in (engine.get("cursors") or {}).items()}
         self._paused = set(engine.get("paused") or []) & set(self.venues)
@@ -169,7 +194,7 @@ class TpslManager:
 
     async def _save_engine(self, reason: Reason = Reason.MONITORING_UPDATE, force: bool = False) -> None:
         value = {"instance_tag": self.tag, "cursors": self._cursor, "paused": sorted(self._paused)}
-        await self.store.save(ENGINE_KEY, value, reason=reason, force=force)
+        await self.store.save(state_keys.MANAGER_KEY, value, reason=reason, force=force)
 
     def lock(self, account: str) -> asyncio.Lock:
         """The lock that serialises every change to ``account``'s monitors and orders."""
@@ -591,7 +616,7 @@ class TpslManager:
             return current
 
     # --- snapshot -----------------------------------------------------------------------------
-    def snapshot_streams(self) -> dict[str, dict[str, Any]]:
+    def snapshot_streams(self) -> dict[str, StreamRow]:
         """Stream health per account (the snapshot's ``streams``): whether push streams are in use,
         connected, and how long ago the last event arrived."""
         now = self.clock.now()
@@ -606,9 +631,9 @@ class TpslManager:
             for account in self.venues
         }
 
-    def snapshot_monitors(self) -> list[dict[str, Any]]:
+    def snapshot_monitors(self) -> list[MonitorRow]:
         """The snapshot's ``monitors`` section (keys pinned in CONTRACTS.md), sorted by key."""
-        rows = []
+        rows: list[MonitorRow] = []
         for key in sorted(self.monitors):
             m = self.monitors[key]
             instrument = self.instruments.get(m.symbol)
