@@ -202,9 +202,36 @@ class Order:
         return self.trigger_price is not None
 
 
+class ExecType(StrEnum):
+    """Bybit's ``execType``: what an execution row is. Only some are fills of orders."""
+
+    TRADE = "Trade"
+    BLOCK_TRADE = "BlockTrade"
+    MOVE_POSITION = "MovePosition"
+    FUNDING = "Funding"
+    ADL = "AdlTrade"
+    BUST = "BustTrade"
+    SETTLE = "Settle"
+    DELIVERY = "Delivery"
+
+
+FORCED_EXIT_REASONS = {
+    ExecType.ADL.value: "adl",
+    ExecType.BUST.value: "liquidation",
+    ExecType.SETTLE.value: "delivery",
+    ExecType.DELIVERY.value: "delivery",
+}
+"""Executions the exchange makes itself to close (part of) a position, and the ledger reason of each."""
+
+POSITION_FILLS = frozenset({ExecType.TRADE.value, ExecType.BLOCK_TRADE.value, ExecType.MOVE_POSITION.value})
+"""Executions that change a position as a trade does (ours when the orderLinkId is ours)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Execution:
-    """One fill. Fills are authoritative: the engine decides from these, never from size changes."""
+    """One execution row. Fills are authoritative: the engine decides from these, never from size
+    changes. ``exec_type`` keeps Bybit's raw string, so a type this code does not know is kept, not
+    rejected; funding rows (``Funding``) are money, never a fill."""
 
     account: str
     exec_id: str
@@ -225,6 +252,22 @@ class Execution:
     @property
     def notional(self) -> float:
         return self.price * self.qty
+
+    @property
+    def is_funding(self) -> bool:
+        """A funding payment (``fee`` is what was paid; negative when received)."""
+        return self.exec_type == ExecType.FUNDING.value
+
+    @property
+    def is_position_fill(self) -> bool:
+        """A fill that moves the position like a trade (an order's fill, a block trade, a move)."""
+        return self.exec_type in POSITION_FILLS
+
+    @property
+    def forced_exit_reason(self) -> str | None:
+        """``adl``, ``liquidation`` or ``delivery`` when the exchange itself closed (part of) the
+        position with this execution, else None."""
+        return FORCED_EXIT_REASONS.get(self.exec_type)
 
 
 @dataclass(frozen=True, slots=True)
