@@ -337,6 +337,7 @@ class TradeStats:
     max_drawdown: float
     streak: int  # > 0 wins in a row, < 0 losses in a row
     cumulative: tuple[float, ...]
+    funding: float = 0.0  # paid (negative when received); already inside ``pnl``, shown apart
 
 
 def ledger_stats(ledger: LedgerSection) -> TradeStats:
@@ -357,7 +358,8 @@ def trade_stats(trades: Sequence[TradeRow], totals: Totals | None = None) -> Tra
     ordered = sorted(trades, key=lambda t: str(t.get("closed_at") or ""))
     pnls = [float(t.get("pnl") or 0.0) for t in ordered]
     if totals is None:
-        totals = tally(pnls, (float(t.get("fees") or 0.0) for t in ordered))
+        fees = (float(t.get("fees") or 0.0) for t in ordered)
+        totals = tally(pnls, fees, (float(t.get("funding") or 0.0) for t in ordered))
     gross_win = sum(p for p in pnls if p > 0)
     gross_loss = -sum(p for p in pnls if p < 0)
     cumulative: list[float] = []
@@ -383,6 +385,7 @@ def trade_stats(trades: Sequence[TradeRow], totals: Totals | None = None) -> Tra
         max_drawdown=round(drawdown, 4),
         streak=streak,
         cumulative=tuple(cumulative),
+        funding=totals.get("funding", 0.0),
     )
 
 
@@ -399,11 +402,15 @@ def streak_text(streak: int) -> str:
 def stats_lines(stats: TradeStats) -> list[tuple[str, str, str | None]]:
     """(label, value, tone) lines of the statistics panel."""
     pf = "—" if stats.profit_factor is None else f"{stats.profit_factor:.2f}"
+    # funding only once there is some: accounts that never held a position over a funding time
+    # (and the simulator, which charges none) keep the panel as it was
+    funding = [("Funding paid", fmt_money(stats.funding), None)] if stats.funding else []
     return [
         ("Trades", f"{stats.trades} ({stats.wins}W/{stats.losses}L)", None),
         ("Win rate", fmt_pct(stats.win_rate), None),
         ("Total PnL", fmt_money(stats.pnl, signed=True), sign_tone(stats.pnl)),
         ("Fees", fmt_money(stats.fees), None),
+        *funding,
         ("Profit factor", pf, None),
         ("Max drawdown", fmt_money(-stats.max_drawdown if stats.max_drawdown else 0.0), None),
         ("Streak", streak_text(stats.streak), sign_tone(stats.streak)),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bybit_rows import ADL_ROW, FUNDING_ROW, UNIFIED_IN_USDC, hedge_rows, instrument_row
 
 from engine.core.clock import RealClock
 from engine.core.models import (
@@ -46,7 +47,16 @@ from engine.venue.bybit.stream import StreamOptions, _ManagedWebSocket
 from engine.venue.bybit.transport import IpGuard
 from engine.venue.bybit.venue import BybitVenue
 from engine.venue.bybit.wire import SERVER_TIME, wallet_json
-from engine.venue.errors import AuthError, IpBanned, OrderNotFound, QtyTooSmall, TransientError
+from engine.venue.errors import (
+    HEDGE_MODE_FIX,
+    AuthError,
+    HedgeModeAccount,
+    IpBanned,
+    MalformedReply,
+    OrderNotFound,
+    QtyTooSmall,
+    TransientError,
+)
 
 KEY, SECRET = "MAINKEY0123456789", "MAINSECRET0123456789abcdef"
 MIRROR_KEY, MIRROR_SECRET = "MIRRORKEY01234567", "MIRRORSECRET0123456789ab"
@@ -273,6 +283,7 @@ async def test_a_create_that_landed_but_timed_out_is_not_duplicated(
 ) -> None:
     v = make_venue(server, timeout_s=0.3)
     try:
+        await v.instruments(["BTCUSDT"])  # read before the delay, so the delayed call is the create
         server.faults.delay_next(1, 0.6)  # the order executes, its answer comes too late
         ack = await v.place(buy_limit(90_000.0, "once"))
         [order] = exchange.open_orders("main")
@@ -421,12 +432,13 @@ async def test_a_bad_message_never_kills_the_stream(
 ) -> None:
     events = venue.stream()
     await next_event(events, is_status(True, "connected"))
-    with caplog.at_level(logging.ERROR, logger="opconsole.venue.bybit.stream"):
+    with caplog.at_level(logging.WARNING, logger="opconsole.venue.bybit"):
         await server.push_raw("main", "execution", [{"symbol": "BTCUSDT", "side": "Sideways"}])
         ack = await venue.place(OrderRequest("BTCUSDT", Side.BUY, OrderType.MARKET, 0.01, link_id="after"))
         fill = await next_event(events, lambda e: isinstance(e, Execution))
     assert isinstance(fill, Execution) and fill.order_id == ack.order_id
-    assert "bad stream message" in caplog.text
+    # The unreadable row is skipped with a warning naming the field (issue 11: rows, not messages).
+    assert "stream execution: row skipped: execId" in caplog.text
     assert venue.stream_state is not None and venue.stream_state.reconnects == 0
 
 
@@ -529,3 +541,87 @@ async def test_serve_runs_the_command_with_the_clients_keys(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert (tmp_path / "sim-exchange.json").exists()
+
+
+# --- Bybit's shapes the simulator does not make (issue 11), served by hand -----------------------------
+
+
+async def test_a_funding_row_does_not_fail_the_executions_page(
+    venue: BybitVenue, server: BybitServer
+) -> None:
+    since = RealClock().now() - 1.0
+    ack = await venue.place(OrderRequest("BTCUSDT", Side.BUY, OrderType.MARKET, 0.01, link_id="entry"))
+    now_ms = str(round(RealClock().now() * 1000))
+    funding = dict(FUNDING_ROW, execTime=now_ms)
+    unreadable = dict(FUNDING_ROW, execTime=now_ms, execId="")
+    server.add_raw_rows("main", Endpoint.EXECUTIONS, [funding, unreadable, dict(ADL_ROW, execTime=now_ms)])
+    fills = await venue.executions(since)
+    assert sorted(f.exec_type for f in fills) == ["AdlTrade", "Funding", "Trade"]
+    [paid] = [f for f in fills if f.is_funding]
+    assert paid.fee == 0.0350062 and paid.order_type is OrderType.UNKNOWN and paid.link_id == ""
+    [trade] = [f for f in fills if f.is_position_fill]
+    assert trade.order_id == ack.order_id
+
+
+async def test_funding_and_adl_arrive_on_the_stream(server: BybitServer, venue: BybitVenue) -> None:
+    events = venue.stream()
+    await next_event(events, is_status(True, "connected"))
+    # One message: a funding row (orderType "UNKNOWN"), an unreadable row, and an ADL exit.
+    await server.push_raw("main", "execution", [FUNDING_ROW, {"symbol": "BTCUSDT"}, ADL_ROW])
+    first = await next_event(events, lambda e: isinstance(e, Execution))
+    second = await next_event(events, lambda e: isinstance(e, Execution))
+    assert isinstance(first, Execution) and first.is_funding and first.fee == 0.0350062
+    assert isinstance(second, Execution) and second.forced_exit_reason == "adl"
+
+
+async def test_a_unified_wallet_funded_in_usdc_is_not_zero(venue: BybitVenue, server: BybitServer) -> None:
+    server.add_raw_rows("main", Endpoint.WALLET, [UNIFIED_IN_USDC])
+    wallet = await venue.wallet()
+    assert (wallet.equity, wallet.available) == (20512.44318322, 20400.1)
+
+
+async def test_a_hedge_mode_list_never_reads_the_empty_side(venue: BybitVenue, server: BybitServer) -> None:
+    server.add_raw_rows("main", Endpoint.POSITIONS, hedge_rows())
+    [short] = await venue.positions()
+    assert (short.side, short.size, short.position_idx, short.hedge_mode) == (Side.SELL, 0.5, 2, True)
+    assert [p.side for p in await venue.positions("BTCUSDT")] == [Side.SELL]
+
+
+async def test_an_order_refused_for_hedge_mode_is_typed(venue: BybitVenue, server: BybitServer) -> None:
+    server.error_burst("main", 1, 10001, "position idx not match position mode", [Endpoint.CREATE])
+    with pytest.raises(HedgeModeAccount) as info:
+        await venue.place(OrderRequest("BTCUSDT", Side.BUY, OrderType.MARKET, 0.01, link_id="h"))
+    assert HEDGE_MODE_FIX in str(info.value)
+
+
+async def test_an_instrument_with_a_zero_step_is_refused_and_never_traded(
+    venue: BybitVenue, server: BybitServer, exchange: SimExchange
+) -> None:
+    server.add_raw_rows("", Endpoint.INSTRUMENTS, [instrument_row(step="0")])
+    assert set(await venue.instruments()) == {"BTCUSDT", "ETHUSDT"}  # the others stay tradable
+    with pytest.raises(MalformedReply) as info:
+        await venue.instruments(["ZEROUSDT"])
+    assert info.value.endpoint == Endpoint.INSTRUMENTS and info.value.field.endswith("qtyStep")
+    with pytest.raises(MalformedReply):
+        await venue.place(OrderRequest("ZEROUSDT", Side.BUY, OrderType.MARKET, 0.0123, link_id="z"))
+    assert venue.calls.counts.get(Endpoint.CREATE, 0) == 0 and exchange.open_orders("main") == []
+
+
+async def test_an_order_is_sent_rounded_to_the_step(venue: BybitVenue, exchange: SimExchange) -> None:
+    # The venue never read the instrument: it reads it before the first order, not send 0.0100000001.
+    ack = await venue.place(buy_limit(90_000.0, "r", qty=0.0100000001))
+    [order] = exchange.open_orders("main")
+    assert order.order_id == ack.order_id and order.qty == 0.01
+
+
+@pytest.mark.parametrize("bad", ["NaN", "inf", "1e999", "lots"])
+async def test_a_reply_whose_numbers_do_not_parse_is_refused(
+    venue: BybitVenue, server: BybitServer, bad: str
+) -> None:
+    row = hedge_rows()[0]
+    row.update(positionIdx=0, markPrice=bad)
+    server.add_raw_rows("main", Endpoint.POSITIONS, [row])
+    with pytest.raises(MalformedReply) as info:
+        await venue.positions()
+    assert (info.value.endpoint, info.value.field, info.value.value) == (Endpoint.POSITIONS, "markPrice", bad)
+    assert "/v5/position/list" in str(info.value) and "markPrice" in str(info.value)

@@ -132,3 +132,33 @@ async def test_a_thread_job_that_never_finishes_slows_the_clock_once_but_never_f
     finally:
         release.set()
         await blocked
+
+
+async def test_drive_while_moves_virtual_time_until_the_awaitable_is_done() -> None:
+    """Work that sleeps on the clock after ``drive(until=...)`` returned (an exit snapshot's reads
+    with simulated latency) finishes, with the other sleepers woken in deadline order meanwhile."""
+    clock = VirtualClock(start=100.0)
+    woke: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            await clock.sleep(1.0)
+            woke.append(clock.now())
+
+    async def reads() -> str:
+        for _ in range(3):
+            await clock.sleep(0.4)  # one venue read's latency
+        return "snapshot"
+
+    background = asyncio.create_task(ticker())
+    await clock.drive(until=110.0)
+    assert await clock.drive_while(reads()) == "snapshot"
+    assert clock.now() == pytest.approx(111.2)
+    assert woke[-1] == 111.0  # the rest of the world kept its schedule meanwhile
+    background.cancel()
+
+
+async def test_drive_while_with_nothing_parked_waits_for_outside_work() -> None:
+    clock = VirtualClock(start=0.0)
+    assert await clock.drive_while(asyncio.to_thread(lambda: 42)) == 42
+    assert clock.now() == 0.0

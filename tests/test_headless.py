@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from engine.core.clock import VirtualClock
+from engine.core.settings import load_settings
+from engine.sim.exchange import SimExchange
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -105,3 +109,91 @@ def test_snapshot_times_are_iso_strings(tmp_path: Path) -> None:
     persistence = json.loads(out.read_text())["persistence"]
     assert {"policy", "writes", "fsyncs", "writes_per_hour", "pending", "last_flush"} <= set(persistence)
     assert persistence["last_flush"].endswith("Z") and persistence["last_flush"].startswith("2026-01-01T00:0")
+
+
+def test_a_virtual_run_with_realistic_latency_ends_and_writes_its_snapshot(tmp_path: Path) -> None:
+    """The exit snapshot's venue reads sleep on the virtual clock (30-120 ms each): they are driven
+    after the duration too, so the run ends (a hang fails on the timeout instead)."""
+    config = tmp_path / "settings.toml"
+    config.write_text('[sim]\nlatency = "realistic"\n')
+    out = tmp_path / "out.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "console", "run", "--headless", "--clock", "virtual", "--duration", "60",
+         "--snapshot-out", str(out), "--config", str(config), "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    snapshot = json.loads(out.read_text())
+    assert snapshot["time"].startswith("2026-01-01T00:01:00")  # the duration, plus the reads' latency
+    assert snapshot["monitors"], "the demo trades ran with simulated latency"
+
+
+def _stop_sent(state: Path) -> str | None:
+    """The link id of the stop-loss once the engine's journal holds it (written ahead of sending it,
+    after the market entry filled); None until then."""
+    try:
+        lines = (state / "journal.jsonl").read_bytes().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line being written
+        orders = (record.get("value") or {}).get("orders") if record["key"].startswith("monitor:") else None
+        if orders and orders.get("e1", {}).get("status") == "filled" and "sl" in orders:
+            return str(orders["sl"]["link_id"])
+    return None
+
+
+def test_a_killed_console_finds_the_exchange_as_the_engine_last_saw_it(tmp_path: Path) -> None:
+    """kill -9 between two saves of the simulated market (sim.save_interval_s is 60 s): the restart
+    finds the filled entry, the stop-loss the exchange acknowledged and the fee-paid balance, so the
+    engine keeps its monitor instead of booking a phantom ``manual`` trade."""
+    config = tmp_path / "settings.toml"
+    config.write_text("[sim]\ndemo_trades = 0\n[persistence]\nflush_interval_s = 0.1\n")
+    scenario = tmp_path / "trade.toml"
+    scenario.write_text('[[trade]]\nsymbol = "BTCUSDT"\nside = "Buy"\napproach = "fast"\nmargin = 100\n')
+    state = tmp_path / "state"
+    common = ["--config", str(config), "--state-dir", str(state)]
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "console", "run", "--headless", "--duration", "60",
+         "--scenario", str(scenario), *common],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while (stop := _stop_sent(state)) is None and time.monotonic() < deadline and engine.poll() is None:
+            time.sleep(0.05)
+        assert stop is not None, "the engine never sent its stop-loss"
+        # The exchange journals an order before it acknowledges it: once the stop is there, the
+        # engine has (or is about to have) its acknowledgement. Kill then; the bound only keeps a
+        # market that journals nothing from waiting forever (the checks below then fail).
+        sim_journal = state / "sim-exchange.journal.jsonl"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (
+            sim_journal.exists() and stop.encode() in sim_journal.read_bytes()
+        ):
+            time.sleep(0.05)
+    finally:
+        engine.kill()  # SIGKILL: no save, no goodbye
+        engine.wait(timeout=30)
+    assert engine.returncode == -9
+
+    out = tmp_path / "after.json"
+    restarted = opconsole("run", "--headless", "--clock", "virtual", "--duration", "5",
+                          "--snapshot-out", str(out), *common, cwd=tmp_path)  # fmt: skip
+    assert restarted.returncode == 0, restarted.stderr
+    snapshot = json.loads(out.read_text())
+    assert snapshot["ledger"]["trades"] == []  # no phantom trade
+    (monitor,) = snapshot["monitors"]
+    (position,) = [p for p in snapshot["positions"] if p["account"] == "main"]
+    assert (position["symbol"], position["side"], position["size"]) == ("BTCUSDT", "Buy", monitor["size"])
+    stops = [o for o in snapshot["orders"] if o["purpose"] == "sl"]
+    assert [o["link_id"] for o in stops] == [stop]
+
+    settings = load_settings(config, state)
+    exchange = SimExchange.from_settings(settings, VirtualClock(0.0), state)
+    assert stop in {o.link_id for o in exchange.open_orders("main")}
+    (entry,) = exchange.executions("main", since=0.0)
+    assert exchange.wallet("main").wallet_balance == round(settings.get("sim.balances.main") - entry.fee, 8)

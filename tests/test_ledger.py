@@ -40,6 +40,7 @@ def test_totals() -> None:
         "win_rate": 0.5,
         "pnl": 8.5,
         "fees": 2.0,
+        "funding": 0.0,  # added by issue 11 (funding shown apart)
     }
     assert Ledger().totals()["win_rate"] is None
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from tpsl_builders import BTC, P, fill, with_position
+from tpsl_builders import BTC, P, fill, opened, with_position
 
 from engine.core.link_ids import make_link_id
 from engine.core.models import Monitor, Order, OrderStatus, OrderType, Phase, Position, Side, SlotStatus
-from engine.trading.orders import AmendOrder, PlaceOrder
+from engine.trading.monitor import apply_execution
+from engine.trading.orders import AmendOrder, CancelOrder, PlaceOrder
 from engine.trading.reconcile import VenueView, reconcile_account
 
 NOW = 5000.0
@@ -34,8 +37,10 @@ def venue_orders(m: Monitor, skip: set[str] = frozenset(), **changes: float) -> 
     ]
 
 
-def position(size: float, side: Side | None = Side.BUY, entry: float = 100_000.0) -> Position:
-    return Position("main", "BTCUSDT", side, size, entry, 100_000.0, 0.0, 0.0, 10.0, ts=NOW)
+def position(
+    size: float, side: Side | None = Side.BUY, entry: float = 100_000.0, ts: float = NOW
+) -> Position:
+    return Position("main", "BTCUSDT", side, size, entry, 100_000.0, 0.0, 0.0, 10.0, ts=ts)
 
 
 def run(monitors: list[Monitor], view: VenueView):
@@ -63,9 +68,10 @@ def test_a_missed_tp1_fill_is_replayed_with_its_consequences() -> None:
     exe = fill(m, "tp1", 0.028, 101_000.0)
     out = run([m], VenueView([position(0.005)], venue_orders(m, skip={"tp1"}), [exe]))
     (t,) = out.transitions
-    assert t.monitor.phase is Phase.PROFIT_TAKING and t.monitor.breakeven
+    # "at breakeven" only once the venue accepts the move (issue 11 item 6): here it is asked for
+    assert t.monitor.phase is Phase.PROFIT_TAKING and t.monitor.breakeven_at is not None
     sl = [a for a in t.actions if isinstance(a, AmendOrder) and a.slot == "sl"]
-    assert sl and sl[0].request.qty == 0.005
+    assert sl and sl[0].request.qty == 0.005 and sl[0].request.trigger_price == t.monitor.breakeven_at
     assert out.applied_exec_ids == [exe.exec_id] and out.repairs == 1
 
 
@@ -81,7 +87,7 @@ def test_closed_while_down_with_the_real_exit() -> None:
 
 def test_flat_without_any_execution_closes_as_manual_at_the_mark() -> None:
     m = with_position()
-    view = VenueView([], venue_orders(m), [], marks={"BTCUSDT": 99_500.0})
+    view = VenueView([], venue_orders(m), [], marks={"BTCUSDT": 99_500.0}, history={"BTCUSDT": []})
     (t,) = run([m], view).transitions
     assert t.trade is not None and t.trade.reason == "manual" and t.trade.exit_price == 99_500.0
     assert any(a.type == "closed_unexplained" for a in t.alerts)
@@ -179,8 +185,105 @@ def test_an_existing_stop_is_adopted_and_stretched_to_the_whole_position() -> No
 
 def test_size_drift_is_taken_from_the_venue() -> None:
     m = with_position()
-    out = run([m], VenueView([position(0.050, entry=99_000.0)], venue_orders(m), []))
-    (t,) = out.transitions
+    view = VenueView([position(0.050, entry=99_000.0)], venue_orders(m), [], history={"BTCUSDT": []})
+    (t,) = run([m], view).transitions
     assert t.monitor.size == 0.050 and t.durable
     assert any(a.type == "size_drift" for a in t.alerts)
     assert [a.request.qty for a in t.actions if a.slot == "sl"] == [0.05]
+
+
+# --- reads that race fills, exits the executions must explain, adoption next to our own orders ---
+
+TPS = ("tp1", "tp2", "tp3", "tp4")
+
+
+def test_a_position_read_older_than_the_fill_that_closed_it_is_not_adopted() -> None:
+    """The stop filled after the positions read: the fill closes the monitor with its real exit, and
+    the stale read does not bring the position back as an adopted one; a read made after the
+    executions decides (flat: nothing; still open: adopted)."""
+    m = with_position()
+    exe = fill(m, "sl", 0.033, 96_990.0)
+    stale = VenueView([position(0.033, ts=exe.ts - 1.0)], venue_orders(m), [exe])
+    out = run([m], stale)
+    (t,) = out.transitions
+    assert t.trade is not None and t.trade.reason == "sl" and t.trade.exit_price == 96_990.0
+    assert out.recheck == {"BTCUSDT"}
+    flat = run([m], replace(stale, positions_after=[]))
+    assert [tr.monitor.approach for tr in flat.transitions] == ["conservative"] and not flat.wants_reads
+    still_open = run([m], replace(stale, positions_after=[position(0.01, ts=exe.ts + 1.0)]))
+    assert [tr.monitor.approach for tr in still_open.transitions] == ["adopted", "conservative"]
+
+
+def test_a_flat_read_that_a_newer_entry_fill_contradicts_is_read_again() -> None:
+    """An entry fills after a flat positions read: the monitor is not closed as manual on that read."""
+    t0 = opened()
+    e1 = fill(t0.monitor, "e1", t0.monitor.orders["e1"].qty, 100_000.0)
+    out = run([t0.monitor], VenueView([], venue_orders(t0.monitor), [e1]))
+    (t,) = out.transitions
+    assert t.trade is None and t.monitor.size == 0.033 and out.recheck == {"BTCUSDT"}
+
+
+def test_an_unexplained_close_looks_the_executions_up_before_estimating() -> None:
+    m = with_position()
+    view = VenueView([], venue_orders(m), [], marks={"BTCUSDT": 99_500.0})
+    out = run([m], view)
+    (t,) = out.transitions
+    assert t.trade is None and out.lookups == {"BTCUSDT": m.created_at}
+    exe = fill(m, "sl", 0.033, 96_990.0)  # older than the cursor, but in the history
+    (t,) = run([m], replace(view, history={"BTCUSDT": [exe]})).transitions
+    assert t.trade is not None and t.trade.reason == "sl" and t.trade.exit_price == 96_990.0
+    assert not t.trade.exit_estimated and not any(a.type == "closed_unexplained" for a in t.alerts)
+
+
+@pytest.mark.parametrize(("marks", "exit_price"), [({"BTCUSDT": 99_500.0}, 99_500.0), ({}, 100_000.0)])
+def test_an_exit_no_execution_explains_is_marked_estimated(
+    marks: dict[str, float], exit_price: float
+) -> None:
+    """Never a silent PnL: the trade says its exit is an estimate, and an alert says how it was priced."""
+    m = with_position()
+    (t,) = run([m], VenueView([], venue_orders(m), [], marks=marks, history={"BTCUSDT": []})).transitions
+    assert t.trade is not None and t.trade.exit_estimated and t.trade.exit_price == exit_price
+    (alert,) = [a for a in t.alerts if a.type == "closed_unexplained"]
+    assert "exit_estimated" in alert.message and ("unknown" in alert.message) is (not marks)
+
+
+def test_a_partial_exit_no_execution_explains_marks_the_later_trade_estimated() -> None:
+    m = with_position()
+    view = VenueView(
+        [position(0.020)], venue_orders(m), [], marks={"BTCUSDT": 99_000.0}, history={"BTCUSDT": []}
+    )
+    (t,) = run([m], view).transitions
+    assert t.monitor.size == 0.020 and t.monitor.exit_estimated
+    after = apply_execution(t.monitor, fill(t.monitor, "sl", 0.020, 97_000.0), BTC, P)
+    assert after.trade is not None and after.trade.reason == "sl" and after.trade.exit_estimated
+
+
+def test_round_trip_while_down_then_a_leftover_entry_opens_a_new_position() -> None:
+    """The TPs flattened the position, then e2 filled: the old trade closes with its real exits, the
+    new position is adopted with a stop of its own, committed before the old monitor's cancels."""
+    m = with_position()
+    exes = [fill(m, slot, m.orders[slot].qty, m.tp_prices[i]) for i, slot in enumerate(TPS)]
+    e2 = m.orders["e2"]
+    exes.append(fill(m, "e2", e2.qty, 99_000.0))
+    new = position(e2.qty, entry=99_000.0, ts=exes[-1].ts)
+    view = VenueView([new], venue_orders(m, skip=set(TPS) | {"e2"}), exes, positions_after=[new])
+    out = run([m], view)
+    adopted, old = out.transitions
+    assert adopted.monitor.approach == "adopted" and old.monitor.monitor_id == m.monitor_id
+    assert old.trade is not None and old.trade.reason == "tp" and old.trade.tps_hit == 4
+    (place,) = adopted.actions
+    assert isinstance(place, PlaceOrder) and place.slot == "sl" and place.request.qty == e2.qty
+    assert place.request.link_id.startswith(f"opc-t3st-{adopted.monitor.monitor_id}-sl-")
+    cancelled = {a.request.order_id for a in old.actions if isinstance(a, CancelOrder)}
+    assert cancelled == {m.orders["sl"].order_id, m.orders["e3"].order_id}
+
+
+def test_adoption_after_lost_state_never_takes_an_orphan_as_its_stop() -> None:
+    """No monitor (the state was lost): the old trade's orders are orphans of ours and are cancelled;
+    the position gets a new stop, not the orphan stop the same pass cancels."""
+    lost = with_position()
+    out = run([], VenueView([position(0.033)], venue_orders(lost), []))
+    (adopted,) = out.transitions
+    (place,) = adopted.actions
+    assert isinstance(place, PlaceOrder) and place.slot == "sl" and place.request.qty == 0.033
+    assert lost.orders["sl"].order_id in {c.request.order_id for c in out.orphan_cancels}

@@ -157,3 +157,62 @@ def test_from_settings_reads_sim_keys_and_the_state_dir(tmp_path: Path) -> None:
     again = SimExchange.from_settings(settings, VirtualClock(0.0), tmp_path)
     assert again.positions("main")[0].size == 0.01
     assert SimExchange.saved_time(tmp_path / "empty") is None
+
+
+def accounts_of(exchange: SimExchange) -> list[dict[str, object]]:
+    return exchange.to_state(0.0)["accounts"]  # type: ignore[no-any-return]
+
+
+def journal_lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines() if path.exists() else []
+
+
+def test_a_restart_without_a_save_finds_every_acknowledged_change(tmp_path: Path) -> None:
+    """A kill -9 between two saves: the journal has every order, fill and balance the exchange
+    acknowledged, and only what changed went into it (one small record per change, none per tick)."""
+    path = tmp_path / STATE_FILE
+    clock = VirtualClock(0.0)
+    first = make_exchange(clock, path)
+    journal = tmp_path / "sim-exchange.journal.jsonl"
+    assert journal_lines(journal) == []  # the new market was saved whole; the journal holds changes only
+    trade(first)  # an entry (filled at once), a resting TP, a stop: three records
+    assert len(journal_lines(journal)) == 3
+    clock.advance(1.0)
+    first.step()
+    quiet = journal.stat().st_size
+    run_steps(first, 600)  # the TP or the stop fills on the way
+    records = journal_lines(journal)
+    assert 4 <= len(records) <= 6 and all(len(line) < 4_000 for line in records)
+    assert journal.stat().st_size > quiet
+
+    # A restarted virtual clock starts no earlier than the last change (a fill), not the last save.
+    assert SimExchange.saved_time(tmp_path) == json.loads(records[-1])["ts"] > 0.0
+
+    restarted = make_exchange(VirtualClock(clock.now()), path)  # no save(): what a kill -9 leaves
+    assert journal_lines(journal) == []  # the restart saved what it replayed
+    assert accounts_of(restarted) == accounts_of(first)
+    assert restarted.executions("main", since=0.0) == first.executions("main", since=0.0)
+    assert restarted.wallet("main").wallet_balance == first.wallet("main").wallet_balance
+    request = OrderRequest("SOLUSDT", Side.BUY, OrderType.MARKET, 1.0)
+    assert restarted.place("main", request) == first.place("main", request)  # ids continue too
+
+
+def test_a_torn_last_record_is_dropped_and_damage_before_it_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE
+    clock = VirtualClock(0.0)
+    first = make_exchange(clock, path)
+    trade(first)
+    journal = tmp_path / "sim-exchange.journal.jsonl"
+    intact = journal.read_bytes()
+    expected = accounts_of(first)
+    journal.write_bytes(intact + b'{"key":"exchange","op":"set","reas')  # a write cut by a crash
+    assert accounts_of(make_exchange(VirtualClock(0.0), path)) == expected
+
+    second = make_exchange(VirtualClock(0.0), tmp_path / "b" / STATE_FILE)
+    trade(second)
+    lines = (tmp_path / "b" / "sim-exchange.journal.jsonl").read_bytes().splitlines(keepends=True)
+    damaged = lines[0] + lines[1].replace(b"order_action", b"order_acti0n") + lines[2]
+    (tmp_path / "b" / "sim-exchange.journal.jsonl").write_bytes(damaged)
+    with pytest.raises(SimStateError, match="corrupt simulated exchange journal"):
+        make_exchange(VirtualClock(0.0), tmp_path / "b" / STATE_FILE)
+    assert (tmp_path / "b" / "sim-exchange.journal.jsonl").read_bytes() == damaged  # left for the operator

@@ -101,9 +101,13 @@ async def test_tp1_cancels_unfilled_entries(market: Market) -> None:
 async def test_entries_kept_after_tp1_when_the_setting_is_off(market: Market) -> None:
     h = market.harness(TradingParams(cancel_entries_after_tp1=False))
     await h.start()
-    await h.manager.open_trade(h.request(**BIG))
+    # TP1 inside the breakeven band (< 100 130): the stop stays at 97 000 after TP1, so e2 can fill
+    # without the price crossing it (a stop at breakeven lies between TP1 and e2: the path reaches it
+    # first, and since the stop goes out first the exchange now matches it first)
+    await h.manager.open_trade(h.request(tps=(100_100.0, 102_000.0, 103_000.0, 104_000.0), **BIG))
     await h.settle()
-    await h.price(101_100.0)
+    await h.price(100_120.0)
+    assert monitor(h).phase is Phase.PROFIT_TAKING
     assert len(by_purpose(h)["entry"]) == 2
     await h.price(98_900.0)  # e2 fills after TP1: SL grows, the surplus goes to the last TP
     assert_protected(h)

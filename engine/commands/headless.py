@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from engine.core.clock import Clock, VirtualClock
 from engine.core.errors import BadInput
@@ -27,6 +29,8 @@ log = logging.getLogger("opconsole.headless")
 EXIT_OK = 0
 EXIT_ENGINE_FAILURE = 1
 EXIT_BAD_INPUT = 2
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +59,24 @@ async def run_engine(
         else:
             await _wait_real(clock, options.duration_s)
         if options.snapshot_out is not None:
-            snapshot = await engine.dashboard.snapshot()
+            snapshot = await _on_clock(clock, engine.dashboard.snapshot())
             write_atomic(options.snapshot_out, snapshot.to_json() + "\n")
             log.info("snapshot written to %s", options.snapshot_out)
     finally:
-        await runtime.stop()
+        await _on_clock(clock, runtime.stop())
     return runtime
+
+
+async def _on_clock(clock: Clock, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` after the run's duration: a virtual clock keeps being driven meanwhile.
+
+    The snapshot's venue reads (and anything the shutdown awaits) may sleep on the clock, e.g. the
+    simulated latency of ``sim.latency = "realistic"``; once ``drive(until=...)`` has returned,
+    nothing else would move virtual time, and the run would never end.
+    """
+    if isinstance(clock, VirtualClock):
+        return await clock.drive_while(awaitable)
+    return await awaitable
 
 
 async def _wait_real(clock: Clock, duration_s: float | None) -> None:

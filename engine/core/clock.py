@@ -19,6 +19,9 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 
+_OUTSIDE_WAIT_S = 0.01
+"""Real seconds :meth:`VirtualClock.drive_while` waits when no sleeper is parked on the clock."""
+
 
 @runtime_checkable
 class Clock(Protocol):
@@ -215,6 +218,32 @@ class VirtualClock:
             self._advance_to(deadline)
         self._now = max(self._now, until)
         await _settle(executor)
+
+    async def drive_while(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` while driving virtual time, however long in virtual time it takes.
+
+        Whenever the loop is idle and the awaitable has not finished, time jumps to the earliest
+        parked deadline, as in :meth:`drive`: work that sleeps on this clock after a run's
+        ``drive(until=...)`` has returned (a venue read with simulated latency while the exit
+        snapshot is built, say) would otherwise wait for a driver that is gone. When nothing sleeps
+        on the clock, the awaitable waits on something outside it (a socket, a thread), so it gets
+        a short real wait before the next look instead of a busy loop.
+        """
+        executor = self._attach(asyncio.get_running_loop())
+        task = asyncio.ensure_future(awaitable)
+        try:
+            while True:
+                await _settle(executor)
+                if task.done():
+                    return task.result()
+                deadline = self.next_deadline()
+                if deadline is None:
+                    await asyncio.wait({task}, timeout=_OUTSIDE_WAIT_S)
+                    continue
+                self._advance_to(deadline)
+        finally:
+            if not task.done():
+                task.cancel()
 
     def _advance_to(self, moment: float) -> None:
         self._now = max(self._now, moment)

@@ -9,6 +9,7 @@ owned and mutated by exactly one component (the simulator's book, a monitor).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import IntEnum, StrEnum
@@ -19,9 +20,13 @@ _ROUNDING = {"nearest": ROUND_HALF_EVEN, "down": ROUND_FLOOR, "up": ROUND_CEILIN
 
 
 def round_to_step(value: float, step: float, mode: RoundingMode = "nearest") -> float:
-    """Round ``value`` to a multiple of ``step`` ("down" and "up" are toward -inf / +inf)."""
-    if step <= 0:
-        return value
+    """Round ``value`` to a multiple of ``step`` ("down" and "up" are toward -inf / +inf).
+
+    A step that is not a positive finite number is refused (ValueError): rounding to it would leave
+    the value as it is, and an unrounded quantity must never reach an order.
+    """
+    if not math.isfinite(step) or step <= 0:
+        raise ValueError(f"cannot round to a step of {step!r}")
     d_step = Decimal(str(step))
     units = (Decimal(str(value)) / d_step).to_integral_value(rounding=_ROUNDING[mode])
     return float(units * d_step)
@@ -55,8 +60,12 @@ class Side(StrEnum):
 
 
 class OrderType(StrEnum):
+    """Bybit's orderType. ``UNKNOWN`` is Bybit's own spelling on rows no order made (funding, ADL,
+    liquidation executions), and stands for any value this code does not know: kept, not rejected."""
+
     MARKET = "Market"
     LIMIT = "Limit"
+    UNKNOWN = "UNKNOWN"
 
 
 class TimeInForce(StrEnum):
@@ -91,6 +100,9 @@ class OrderStatus(StrEnum):
     TRIGGERED = "Triggered"
     DEACTIVATED = "Deactivated"
     PARTIALLY_FILLED_CANCELED = "PartiallyFilledCanceled"
+    UNKNOWN = "UNKNOWN"
+    """A status this code does not know (kept, not rejected). Counted as open: taking an order that
+    may still work for gone would place a second one beside it; reconciliation sees it leave."""
 
     @property
     def is_open(self) -> bool:
@@ -99,7 +111,13 @@ class OrderStatus(StrEnum):
 
 
 _OPEN_STATUSES = frozenset(
-    {OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNTRIGGERED, OrderStatus.TRIGGERED}
+    {
+        OrderStatus.NEW,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.UNTRIGGERED,
+        OrderStatus.TRIGGERED,
+        OrderStatus.UNKNOWN,
+    }
 )
 
 
@@ -115,6 +133,13 @@ class Instrument:
     min_notional: float = 5.0
     max_leverage: float = 100.0
     min_leverage: float = 1.0
+
+    def __post_init__(self) -> None:
+        # A zero step would make every rounding a no-op: such an instrument cannot be traded.
+        for name in ("tick_size", "qty_step"):
+            step = getattr(self, name)
+            if not math.isfinite(step) or step <= 0:
+                raise ValueError(f"{self.symbol}: {name} must be a positive number, not {step!r}")
 
     def round_price(self, price: float, mode: RoundingMode = "nearest") -> float:
         return round_to_step(price, self.tick_size, mode)
@@ -134,10 +159,19 @@ class Ticker:
     ask: float
     ts: float
 
+    def trigger_reference(self, trigger_by: TriggerBy) -> float | None:
+        """The price a conditional order with ``trigger_by`` watches, None when it is not known.
+
+        A ticker carries no index price: the mark stands in for it (Bybit's mark follows the index,
+        and the simulator serves IndexPrice triggers by the mark as well)."""
+        price = self.last if trigger_by is TriggerBy.LAST_PRICE else self.mark
+        return price if price > 0 else None
+
 
 @dataclass(frozen=True, slots=True)
 class Wallet:
-    """One account's USDT balance view (UNIFIED account, USDT coin)."""
+    """One account's balance for USDT perpetuals: the USDT coin's row of a UNIFIED account, or the
+    account-level totals (in USD) when the money is in other coins or the row's fields are empty."""
 
     account: str
     equity: float
@@ -149,7 +183,11 @@ class Wallet:
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """A one-way (positionIdx 0) linear position. ``side`` is None when flat, as Bybit's ``""``."""
+    """A one-way (positionIdx 0) linear position. ``side`` is None when flat, as Bybit's ``""``.
+
+    A row with size 0 is never a position, in any mode. ``position_idx`` 1 / 2 (the Buy / Sell side)
+    comes from an account in hedge mode, which the engine refuses to trade (:attr:`hedge_mode`).
+    """
 
     account: str
     symbol: str
@@ -166,6 +204,11 @@ class Position:
     @property
     def is_open(self) -> bool:
         return self.side is not None and self.size > 0
+
+    @property
+    def hedge_mode(self) -> bool:
+        """The row is one side of a hedge-mode account (positionIdx 1 = Buy side, 2 = Sell side)."""
+        return self.position_idx in (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,7 +505,15 @@ class Monitor:
     exit_value: float = 0.0
     gross_pnl: float = 0.0
     fees: float = 0.0
+    funding: float = 0.0
+    """Funding paid while the position was open (negative when received); not a fill."""
+    position_entry: float = 0.0
+    """The average entry of what is held, as the exchange computes it: entries average in, exits
+    leave it as it is (0 when flat, or in state saved before it was kept)."""
     breakeven: bool = False
+    """The venue accepted the stop at (or beyond) breakeven."""
+    breakeven_at: float | None = None
+    """A breakeven stop price that waits for the price to pass it, or for the venue to accept it."""
     trail_best: float | None = None
     close_intent: str | None = None
     tps_enabled: bool = True
@@ -470,6 +521,8 @@ class Monitor:
     tag: str = ""
     opened_at: float | None = None
     last_fill_at: float | None = None
+    exit_estimated: bool = False
+    """Reconciliation booked part of the exit at an estimated price (no execution explained it)."""
     orders: dict[str, ManagedOrder] = field(default_factory=dict)
     exec_ids: list[str] = field(default_factory=list)
 
@@ -527,9 +580,11 @@ def monitor_key(account: str, symbol: str, side: Side) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Trade:
-    """A closed trade in the ledger. ``pnl`` is realised PnL net of ``fees`` (both USDT).
+    """A closed trade in the ledger. ``pnl`` is realised PnL net of ``fees`` and ``funding`` (USDT):
+    gross - fees - funding, where ``funding`` is what the position paid (negative when received).
 
-    ``reason`` is one of tp, sl, breakeven, manual, emergency, kill_switch.
+    ``reason`` is one of tp, sl, breakeven, manual, emergency, kill_switch, and adl, liquidation,
+    delivery when the exchange itself closed the position.
     """
 
     account: str
@@ -546,6 +601,9 @@ class Trade:
     closed_at: float
     tps_hit: int = 0
     monitor_id: str = ""
+    funding: float = 0.0
+    exit_estimated: bool = False
+    """Part of the exit is an estimate (no execution explained it): the PnL is not the venue's."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -563,6 +621,8 @@ class Trade:
             "closed_at": self.closed_at,
             "tps_hit": self.tps_hit,
             "monitor_id": self.monitor_id,
+            "funding": self.funding,
+            "exit_estimated": self.exit_estimated,
         }
 
     @classmethod

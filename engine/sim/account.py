@@ -33,6 +33,22 @@ class PositionState:
     realised: Decimal = ZERO
     updated: float = 0.0
 
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready record (Decimals as strings)."""
+        return {
+            "size": str(self.size),
+            "entry": str(self.entry),
+            "realised": str(self.realised),
+            "updated": self.updated,
+        }
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> PositionState:
+        """Inverse of :meth:`to_state`."""
+        return cls(
+            Decimal(data["size"]), Decimal(data["entry"]), Decimal(data["realised"]), float(data["updated"])
+        )
+
 
 @dataclass(slots=True)
 class SimAccount:
@@ -141,39 +157,27 @@ class SimAccount:
             "name": self.name,
             "balance": str(self.balance),
             "leverage": {s: str(v) for s, v in self.leverage.items()},
-            "positions": {
-                s: {
-                    "size": str(p.size),
-                    "entry": str(p.entry),
-                    "realised": str(p.realised),
-                    "updated": p.updated,
-                }
-                for s, p in self.positions.items()
-            },
+            "positions": {s: p.to_state() for s, p in self.positions.items()},
             "orders": [o.to_state() for o in self.orders.values()],
             "finished": [o.to_state() for o in self.finished],
-            "executions": [_execution_state(e) for e in self.executions],
+            "executions": [execution_to_state(e) for e in self.executions],
         }
 
     @classmethod
     def from_state(cls, data: Mapping[str, Any]) -> SimAccount:
         account = cls(name=data["name"], balance=Decimal(data["balance"]))
         account.leverage = {s: Decimal(v) for s, v in data["leverage"].items()}
-        account.positions = {
-            s: PositionState(
-                Decimal(p["size"]), Decimal(p["entry"]), Decimal(p["realised"]), float(p["updated"])
-            )
-            for s, p in data["positions"].items()
-        }
+        account.positions = {s: PositionState.from_state(p) for s, p in data["positions"].items()}
         for raw in data["orders"]:
             order = WorkingOrder.from_state(raw)
             account.orders[order.order_id] = order
         account.finished.extend(WorkingOrder.from_state(raw) for raw in data["finished"])
-        account.executions.extend(_execution_from_state(raw) for raw in data["executions"])
+        account.executions.extend(execution_from_state(raw) for raw in data["executions"])
         return account
 
 
-def _execution_state(e: Execution) -> dict[str, Any]:
+def execution_to_state(e: Execution) -> dict[str, Any]:
+    """An execution as a JSON-ready record."""
     return {
         "account": e.account,
         "exec_id": e.exec_id,
@@ -193,7 +197,8 @@ def _execution_state(e: Execution) -> dict[str, Any]:
     }
 
 
-def _execution_from_state(data: Mapping[str, Any]) -> Execution:
+def execution_from_state(data: Mapping[str, Any]) -> Execution:
+    """Inverse of :func:`execution_to_state`."""
     return Execution(
         account=data["account"],
         exec_id=data["exec_id"],

@@ -48,6 +48,15 @@ from engine.sim.feed import PriceFeed
 from engine.sim.fills import dec
 from engine.sim.ids import IdFactory
 from engine.sim.instruments import listings
+from engine.sim.journal import (
+    AccountImage,
+    SimJournal,
+    account_change,
+    apply_account_change,
+    image_of,
+    journal_path,
+    last_record_time,
+)
 from engine.sim.latency import LatencyModel
 from engine.sim.matcher import MAKER_FEE_RATE, TAKER_FEE_RATE, Matcher
 from engine.sim.ratelimit import RateLimiter, RateStatus
@@ -88,12 +97,14 @@ class SimExchange:
         taker_fee_rate: float = TAKER_FEE_RATE,
         maker_fee_rate: float = MAKER_FEE_RATE,
     ) -> None:
-        """Open a fresh market, or continue the one saved at ``state_path`` when that file exists.
+        """Open a fresh market, or continue the one saved at ``state_path`` when that file exists,
+        with the changes its journal (:mod:`engine.sim.journal`) holds since.
 
         A saved market keeps its own seed, prices, accounts and history (the exchange is the world);
         ``symbols`` and ``balances`` only add symbols and accounts it does not have yet. The other
         parameters (volatility, slippage, latency, intervals, fees) are configuration and apply as
-        given. Raises :class:`~engine.sim.state.SimStateError` when the file exists but is unusable,
+        given. With a ``state_path``, every change is journaled before it is acknowledged. Raises
+        :class:`~engine.sim.state.SimStateError` when the file or its journal exists but is unusable,
         and ValueError for an unknown symbol or latency profile.
         """
         if tick_interval_s <= 0 or save_interval_s <= 0:
@@ -132,11 +143,21 @@ class SimExchange:
         self._limits = RateLimiter()
         self._faults = FaultInjector()
         self.saved_at: float | None = None
-        """Clock time of the last save (or of the save this market was loaded from)."""
+        """Clock time of the last save (or of the last change this market was loaded from)."""
+        self._journal = SimJournal(journal_path(state_path)) if state_path is not None else None
+        self._images: dict[str, AccountImage] | None = None  # None: not journaling (yet)
         if saved is not None and state_path is not None:  # a saved market came from state_path
             self._restore(saved, state_path)
+        replayed = self._replay_journal(saved)
+        known = set(self._accounts)
         for name, balance in balances.items():
             self.ensure_account(name, balance)
+        if state_path is not None:
+            # The journal only holds changes: a market it cannot be replayed onto without this start's
+            # settings (new, continued from the journal, or with a new account) is written out first.
+            if saved is None or replayed or set(self._accounts) != known:
+                self.save()
+            self._images = {name: image_of(account) for name, account in self._accounts.items()}
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock, state_dir: Path) -> SimExchange:
@@ -162,10 +183,12 @@ class SimExchange:
         run its market backwards in time.
         """
         path = state_dir / STATE_FILE
-        if not path.exists():
-            return None
-        saved_at = read_state(path).get("saved_at")
-        return None if saved_at is None else float(saved_at)
+        saved_at = read_state(path).get("saved_at") if path.exists() else None
+        times = [float(saved_at)] if saved_at is not None else []
+        changed_at = last_record_time(journal_path(path))
+        if changed_at is not None:  # the journal's changes (fills included) are newer than the save
+            times.append(changed_at)
+        return max(times, default=None)
 
     # --- accounts ----------------------------------------------------------------------------
     @property
@@ -182,6 +205,7 @@ class SimExchange:
             return
         start = balance if balance is not None else self._default_balances.get(name, 0.0)
         self._accounts[name] = SimAccount(name=name, balance=dec(float(start)))
+        self._journal_changes("account_opened", [name])
 
     def _account(self, name: str) -> SimAccount:
         try:
@@ -244,18 +268,56 @@ class SimExchange:
             raise
 
     def _match_all(self) -> None:
+        changed: dict[str, list[VenueEvent]] = {}
         for account in self._accounts.values():
             events: list[VenueEvent] = []
             self._matcher.match(account, events)
-            self._publish(account, events)
+            if events:
+                changed[account.name] = events
+        # One journal record (one fsync) for every account the price move changed, then the pushes.
+        self._journal_changes("market", list(changed))
+        for name, events in changed.items():
+            self._push(self._accounts[name], events)
 
     def _publish(self, account: SimAccount, events: list[VenueEvent]) -> None:
-        """Push an action's events, closed by the account's wallet when anything changed."""
+        """Acknowledge an action: journal what it changed (on disk before anything else), then push
+        its events. The caller returns the action's reply after this, so that is durable too."""
         if not events:
             return
+        self._journal_changes("order_action", [account.name])
+        self._push(account, events)
+
+    def _push(self, account: SimAccount, events: list[VenueEvent]) -> None:
+        """Push events to the account's subscribers, closed by the account's wallet."""
         now = self.clock.now()
         events.append(account.wallet(self._feed.marks(), now))
         self._hub.publish(account.name, events, now)
+
+    def _journal_changes(self, reason: str, names: Sequence[str]) -> None:
+        """Append what changed in these accounts since the journal last wrote them (see
+        :mod:`engine.sim.journal`) as one record, and return once it is on disk.
+
+        A failed write is logged and the market goes on, as after a failed save: the images stay as
+        they were, so the next record that can be written carries these changes too.
+        """
+        if self._journal is None or self._images is None or not names:
+            return
+        changes: dict[str, Any] = {}
+        images: dict[str, AccountImage] = {}
+        for name in names:
+            before = self._images.get(name, AccountImage())
+            change, images[name] = account_change(self._accounts[name], before)
+            if change:
+                changes[name] = change
+        if not changes:
+            return
+        value = {"ids": self._ids.counter, "feed": self._feed.to_state(), "accounts": changes}
+        try:
+            self._journal.append(self.clock.now(), reason, value)
+        except OSError as exc:
+            log.error("cannot journal the simulated exchange to %s: %s", self._journal.path, exc)
+            return
+        self._images.update(images)
 
     # --- order entry (Bybit semantics; see engine.sim.matcher) --------------------------------
     def place(self, account: str, request: OrderRequest) -> OrderAck:
@@ -295,6 +357,29 @@ class SimExchange:
         acct = self._account(account)
         events: list[VenueEvent] = []
         self._matcher.set_leverage(acct, symbol, leverage, events)
+        self._publish(acct, events)
+
+    # --- the exchange's own executions (scripted by tests and scenarios) ---------------------
+    def settle_funding(self, symbol: str, rate: float) -> None:
+        """A funding time of ``symbol`` at ``rate``: every account holding it pays or receives
+        (``Funding`` executions, see :meth:`~engine.sim.matcher.Matcher.charge_funding`)."""
+        self._matcher.instrument(symbol)
+        for acct in self._accounts.values():
+            events: list[VenueEvent] = []
+            self._matcher.charge_funding(acct, symbol, rate, events)
+            self._publish(acct, events)
+
+    def force_close(
+        self, account: str, symbol: str, qty: float | None = None, exec_type: str = "BustTrade"
+    ) -> None:
+        """The exchange closes (part of) a position itself: ``AdlTrade``, ``BustTrade`` (liquidation)
+        or ``Delivery``; all of it when ``qty`` is None (see
+        :meth:`~engine.sim.matcher.Matcher.force_close`)."""
+        acct = self._account(account)
+        self._matcher.instrument(symbol)
+        events: list[VenueEvent] = []
+        amount = None if qty is None else dec(qty)
+        self._matcher.force_close(acct, symbol, amount, exec_type, events)
         self._publish(acct, events)
 
     # --- reads -------------------------------------------------------------------------------
@@ -397,7 +482,9 @@ class SimExchange:
 
     # --- persistence -------------------------------------------------------------------------
     def save(self) -> None:
-        """Write the whole market atomically to ``state_path`` (tmp + fsync + rename, mode 0600).
+        """Write the whole market atomically to ``state_path`` (tmp + fsync + rename, mode 0600),
+        then empty the journal, whose records it now holds (``journal_seq``: replay skips them even
+        if a crash comes between the two).
 
         Synchronous on purpose: the file is small (histories are bounded) and an off-loop write would
         let a virtual clock run ahead of the save, breaking determinism.
@@ -405,8 +492,11 @@ class SimExchange:
         if self.state_path is None:
             raise ValueError("this exchange has no state_path")
         now = self.clock.now()
-        write_state(self.state_path, self.to_state(now))
+        seq = self._journal.seq if self._journal is not None else 0
+        write_state(self.state_path, {**self.to_state(now), "journal_seq": seq})
         self.saved_at = now
+        if self._journal is not None:
+            self._journal.reset()
 
     def to_state(self, saved_at: float) -> dict[str, Any]:
         """The market as a JSON-ready dict (what :meth:`save` writes)."""
@@ -441,6 +531,34 @@ class SimExchange:
             len(self._accounts),
             self.saved_at,
         )
+
+    def _replay_journal(self, saved: Mapping[str, Any] | None) -> int:
+        """Apply the journal's records newer than the snapshot ``saved`` (or onto the fresh market
+        when there is none); returns how many there were."""
+        if self._journal is None:
+            return 0
+        records = self._journal.recover(int(saved.get("journal_seq", 0)) if saved is not None else 0)
+        try:
+            for record in records:
+                value = record.value
+                self._ids.counter = max(self._ids.counter, int(value["ids"]))
+                self._feed.load_state(value["feed"])
+                for name, change in value["accounts"].items():
+                    apply_account_change(self._accounts, name, change)
+                self.saved_at = record.ts
+        except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError) as exc:
+            self._accounts.clear()
+            raise SimStateError(
+                self._journal.path, f"corrupt simulated exchange journal: {type(exc).__name__}: {exc}"
+            ) from exc
+        if records:
+            log.info(
+                "simulated exchange replayed %d journal record(s) from %s (up to %s)",
+                len(records),
+                self._journal.path,
+                self.saved_at,
+            )
+        return len(records)
 
 
 __all__ = ["STATE_FILE", "SimExchange", "SimStateError"]

@@ -30,6 +30,7 @@ from decimal import Decimal
 from engine.core.models import (
     AmendRequest,
     CancelRequest,
+    ExecType,
     Execution,
     Instrument,
     OrderRequest,
@@ -48,6 +49,7 @@ from engine.sim.fills import (
     fee,
     is_through,
     market_fill_price,
+    money,
     resting_fill_qty,
     taker_limit_price,
     trigger_hit,
@@ -241,10 +243,83 @@ class Matcher:
             )
         events.append(account.position_view(symbol, self._feed.mark(symbol), self._now()))
 
+    # --- the exchange's own executions ----------------------------------------------------------
+    def force_close(
+        self, account: SimAccount, symbol: str, qty: Decimal | None, exec_type: str, events: list[VenueEvent]
+    ) -> None:
+        """The exchange closes (part of) a position itself, as Bybit's ADL (``AdlTrade``), liquidation
+        (``BustTrade``) or delivery (``Delivery``) do: a system order with no orderLinkId, taker, at
+        the mark, whose execution carries ``exec_type`` and the orderType ``UNKNOWN``. All of the
+        position when ``qty`` is None."""
+        position = account.position(symbol)
+        if position.size == 0:
+            raise QtyTooSmall(f"{symbol}: no position to close", 110017)
+        amount = abs(position.size) if qty is None else min(qty, abs(position.size))
+        now = self._now()
+        order = WorkingOrder(
+            order_id=self._ids.next("order"),
+            link_id="",
+            symbol=symbol,
+            side=Side.SELL if position.size > 0 else Side.BUY,
+            order_type=OrderType.UNKNOWN,
+            qty=amount,
+            price=None,
+            trigger_price=None,
+            trigger_direction=None,
+            trigger_by=None,
+            reduce_only=True,
+            close_on_trigger=False,
+            time_in_force=TimeInForce.IOC,
+            status=OrderStatus.NEW,
+            created=now,
+            updated=now,
+        )
+        account.orders[order.order_id] = order
+        mark = self._feed.mark(symbol)
+        self._fill(account, order, amount, mark, is_maker=False, events=events, exec_type=exec_type)
+
+    def charge_funding(self, account: SimAccount, symbol: str, rate: float, events: list[VenueEvent]) -> None:
+        """One funding settlement of ``account``'s position in ``symbol`` at ``rate``: a long pays
+        size x mark x rate (a short receives it; the opposite for a negative rate), as a ``Funding``
+        execution shaped like Bybit's (execQty the position size, execFee what was paid, negative
+        when received, orderType ``UNKNOWN``). Nothing happens without a position."""
+        position = account.position(symbol)
+        if position.size == 0:
+            return
+        mark = self._feed.mark(symbol)
+        paid = money(position.size * dec(mark) * dec(rate))
+        account.balance -= paid
+        position.realised -= paid  # Bybit's cumRealisedPnl counts funding as well
+        now = self._now()
+        execution = Execution(
+            account=account.name,
+            exec_id=self._ids.next("exec"),
+            order_id="",
+            link_id="",
+            symbol=symbol,
+            side=Side.BUY if position.size > 0 else Side.SELL,
+            price=mark,
+            qty=float(abs(position.size)),
+            fee=float(paid),
+            is_maker=False,
+            closed_size=0.0,
+            order_type=OrderType.UNKNOWN,
+            ts=now,
+            exec_type=ExecType.FUNDING.value,
+            fee_rate=rate,
+        )
+        account.executions.append(execution)
+        events += [execution, account.position_view(symbol, mark, now)]
+
     # --- market moves ------------------------------------------------------------------------
     def match(self, account: SimAccount, events: list[VenueEvent]) -> None:
-        """Trigger conditionals and fill resting limits of ``account`` at the current prices."""
-        for order in list(account.orders.values()):
+        """Trigger conditionals and fill resting limits of ``account`` at the current prices.
+
+        A move that crosses several orders' levels at once (a gap) executes them in the order the
+        path reached them: the level farthest from the price it arrived at first (ties in creation
+        order), as a market falling through a buy limit and then a stop fills the limit first.
+        """
+        for order in sorted(account.orders.values(), key=self._crossed_first):
             if order.order_id not in account.orders:
                 continue  # finished earlier in this pass (e.g. a reduce-only swept by a fill)
             if order.status is OrderStatus.UNTRIGGERED:
@@ -262,6 +337,16 @@ class Matcher:
                 )
                 if qty > 0:
                     self._fill(account, order, qty, order.price, is_maker=True, events=events)
+
+    def _crossed_first(self, order: WorkingOrder) -> float:
+        """Sort key of :meth:`match`: minus the distance from the order's level to the price it watches."""
+        if order.status is OrderStatus.UNTRIGGERED and order.trigger_price is not None:
+            level, watched = order.trigger_price, self._feed.reference(order.symbol, order.trigger_by)
+        elif order.is_resting_limit and order.price is not None:
+            level, watched = order.price, self._feed.last(order.symbol)
+        else:
+            return 0.0
+        return -abs(level - watched)
 
     # --- internals ---------------------------------------------------------------------------
     def _find(self, account: SimAccount, symbol: str, order_id: str, link_id: str) -> WorkingOrder:
@@ -371,6 +456,7 @@ class Matcher:
         *,
         is_maker: bool,
         events: list[VenueEvent],
+        exec_type: str = ExecType.TRADE.value,
     ) -> None:
         """Execute ``qty`` of ``order`` at ``price``: position, balance, fee, execution, events."""
         position = account.position(order.symbol)
@@ -404,6 +490,7 @@ class Matcher:
             closed_size=float(outcome.closed),
             order_type=order.order_type,
             ts=now,
+            exec_type=exec_type,
             fee_rate=float(rate),
         )
         account.executions.append(execution)

@@ -2,8 +2,9 @@
 
 The exchange is the world, not the engine: its file (``sim-exchange.json`` in the state directory)
 holds accounts, positions, orders, recent executions, prices and the generators' states, so a restart
-continues the same market. A file that cannot be read back is an error (:class:`SimStateError`),
-never a silently empty exchange. JSON only: nothing that runs code on load.
+continues the same market; ``journal_seq`` names the last record of :mod:`engine.sim.journal` it holds
+(the changes after it are replayed from the journal). A file that cannot be read back is an error
+(:class:`SimStateError`), never a silently empty exchange. JSON only: nothing that runs code on load.
 """
 
 from __future__ import annotations

@@ -71,6 +71,8 @@ class TradePlan:
     tp_split: tuple[float, ...]
     sl_price: float
     total_qty: float
+    warnings: tuple[str, ...] = ()
+    """What :func:`request_warnings` found: allowed, but probably not what the operator meant."""
 
 
 def breakeven_price(side: Side, avg_entry: float, instrument: Instrument, params: TradingParams) -> float:
@@ -196,6 +198,27 @@ def validate_request(
     return errors
 
 
+def request_warnings(
+    request: TradeRequest, instrument: Instrument, mark: float, params: TradingParams
+) -> list[str]:
+    """What a valid request allows but the operator probably did not mean, as readable sentences.
+
+    TP1 inside the breakeven band (between the market entry and breakeven = entry plus round-trip
+    fees plus the buffer): when TP1 fills, the stop cannot move to breakeven yet (the venue refuses
+    a stop beyond the price); it stays where it is until the price passes breakeven.
+    """
+    if not request.tp_prices or not mark > 0:
+        return []
+    tp1 = request.tp_prices[0]
+    be = breakeven_price(request.side, mark, instrument, params)
+    if (tp1 - be) * request.side.sign > 0:
+        return []
+    return [
+        f"TP1 {tp1:g} lies inside the breakeven band (breakeven {be:g} from the entry at {mark:g}): "
+        f"after TP1 the stop stays at {request.sl_price:g} until the price passes {be:g}"
+    ]
+
+
 def plan_trade(
     request: TradeRequest,
     instrument: Instrument | None,
@@ -203,7 +226,8 @@ def plan_trade(
     available: float,
     params: TradingParams,
 ) -> TradePlan:
-    """Validate and plan a trade; raises :class:`TradeRejected` listing every problem."""
+    """Validate and plan a trade; raises :class:`TradeRejected` listing every problem. The plan
+    carries the :func:`request_warnings` (they do not refuse it)."""
     errors = validate_request(request, instrument, mark, available, params)
     if errors or instrument is None:  # an unknown symbol (no instrument) is one of the errors
         raise TradeRejected(errors)
@@ -225,4 +249,5 @@ def plan_trade(
         tp_split=split,
         sl_price=request.sl_price,
         total_qty=snap_qty(per_entry * n_entries, instrument),
+        warnings=tuple(request_warnings(request, instrument, mark, params)),
     )

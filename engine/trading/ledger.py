@@ -43,9 +43,11 @@ CSV_FIELDS = (
     "qty",
     "pnl",
     "fees",
+    "funding",
     "opened_at",
     "closed_at",
     "tps_hit",
+    "exit_estimated",
 )
 _MONEY_DECIMALS = 4
 _RATE_DECIMALS = 4
@@ -64,9 +66,11 @@ class TradeRow(TypedDict):
     qty: float
     pnl: float
     fees: float
+    funding: float  # USDT the position paid in funding (negative when received); pnl is net of it
     opened_at: str
     closed_at: str
     tps_hit: int
+    exit_estimated: bool  # the exit price is an estimate (no execution explained it): so is the PnL
 
 
 class Totals(TypedDict):
@@ -78,6 +82,7 @@ class Totals(TypedDict):
     win_rate: float | None  # wins / count, a 0..1 ratio (4 decimals); None before the first trade
     pnl: float  # USDT, net of fees and funding
     fees: float
+    funding: float  # USDT paid in funding (negative when received), shown apart from the fees
 
 
 class LedgerSection(TypedDict):
@@ -87,9 +92,9 @@ class LedgerSection(TypedDict):
     totals: Totals
 
 
-def tally(pnls: Sequence[float], fees: Iterable[float]) -> Totals:
-    """The statistics of closed trades given by their net PnLs and fees: the one definition of win,
-    loss and win rate (see the module docstring) for the ledger and for the console."""
+def tally(pnls: Sequence[float], fees: Iterable[float], funding: Iterable[float] = ()) -> Totals:
+    """The statistics of closed trades given by their net PnLs, fees and funding: the one definition
+    of win, loss and win rate (see the module docstring) for the ledger and for the console."""
     wins = sum(1 for pnl in pnls if pnl > 0)
     count = len(pnls)
     return {
@@ -99,6 +104,7 @@ def tally(pnls: Sequence[float], fees: Iterable[float]) -> Totals:
         "win_rate": round(wins / count, _RATE_DECIMALS) if count else None,
         "pnl": round(float(sum(pnls)), _MONEY_DECIMALS),
         "fees": round(float(sum(fees)), _MONEY_DECIMALS),
+        "funding": round(float(sum(funding)), _MONEY_DECIMALS),
     }
 
 
@@ -140,8 +146,10 @@ class Ledger:
         return set(self._monitor_ids)
 
     def totals(self) -> Totals:
-        """count, wins, losses, win_rate, pnl (net) and fees of every closed trade (see :func:`tally`)."""
-        return tally([t.pnl for t in self._trades], (t.fees for t in self._trades))
+        """count, wins, losses, win_rate, pnl (net), fees and funding of every closed trade (see
+        :func:`tally`)."""
+        trades = self._trades
+        return tally([t.pnl for t in trades], (t.fees for t in trades), (t.funding for t in trades))
 
     @staticmethod
     def row(trade: Trade) -> TradeRow:
@@ -157,9 +165,11 @@ class Ledger:
             "qty": trade.qty,
             "pnl": round(trade.pnl, _MONEY_DECIMALS),
             "fees": round(trade.fees, _MONEY_DECIMALS),
+            "funding": round(trade.funding, _MONEY_DECIMALS),
             "opened_at": iso_utc(trade.opened_at),
             "closed_at": iso_utc(trade.closed_at),
             "tps_hit": trade.tps_hit,
+            "exit_estimated": trade.exit_estimated,
         }
 
     def snapshot(self, limit: int | None = None) -> LedgerSection:

@@ -47,12 +47,21 @@ from engine.trading.monitor import (
     apply_results,
     new_monitor,
     open_monitor,
+    wants_price,
 )
 from engine.trading.orders import execute_actions
 from engine.trading.params import MonitorTiming, TradingParams
-from engine.trading.reconcile import read_view, reconcile_account
+from engine.trading.reconcile import (
+    READ_ROUNDS,
+    ReconcileOutcome,
+    VenueView,
+    complete_view,
+    hedge_mode_alert,
+    read_view,
+    reconcile_account,
+)
 from engine.venue.base import Venue
-from engine.venue.errors import RateLimited, VenueError
+from engine.venue.errors import VenueError
 from persistence.reasons import Reason
 
 SEEN_EXEC_IDS = 20_000
@@ -132,6 +141,7 @@ class TpslManager:
         self.ledger = Ledger()
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, float] = {}
+        self.tickers: dict[str, Ticker] = {}
         self.tag = ""
         self._rng = rng or random.Random(0)
         self._locks = {a: asyncio.Lock() for a in self.venues}
@@ -143,6 +153,8 @@ class TpslManager:
         self._subscribed: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
         self._wake: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
         self._unknown_position: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
+        self._hedge_mode: dict[str, str] = {}
+        """Accounts refused for being in hedge mode (account -> the alert's message)."""
         self._paused: set[str] = set()
         self._loaded = False
         self._seq = 0
@@ -293,44 +305,83 @@ class TpslManager:
         self._seq += 1
         return new_monitor_id(f"{account}:{symbol}:{side_value}", self.clock.now(), self._seq)
 
+    def _refuse_hedge_mode(self, account: str, positions: Sequence[Position] | None) -> bool:
+        """Whether ``account`` is refused for hedge mode, judged on a positions read when there is
+        one: nothing is reconciled, adopted or cancelled there while it is (see
+        :func:`~engine.trading.reconcile.hedge_mode_alert`); the alert is raised once per refusal."""
+        if positions is None:
+            return account in self._hedge_mode
+        alert = hedge_mode_alert(account, positions)
+        if alert is None:
+            if self._hedge_mode.pop(account, None) is not None:
+                message = f"{account}: no hedge-mode position left"
+                self.alerts.raise_alert(Severity.INFO, "hedge_mode", message)
+            return False
+        if account not in self._hedge_mode:
+            self.alerts.publish(alert)
+        self._hedge_mode[account] = alert.message
+        return True
+
     async def reconcile(self, account: str, *, full: bool = True) -> int:
         """One reconciliation pass of ``account`` (positions too when ``full``); returns the number of
-        repairs. Raises VenueError when the venue cannot be read (nothing is changed then)."""
+        repairs. Raises VenueError when the venue cannot be read (nothing is changed then).
+
+        When the decision asks for more reads (a positions read older than a fill, a size no fill in
+        the window explains), they are made and the decision is taken again before anything is done.
+        """
         async with self._locks[account]:
-            view = await read_view(self.venues[account], self._since(account), with_positions=full)
-            missing = {p.symbol for p in view.positions or [] if p.is_open} - set(self.instruments)
-            if missing:
-                self.instruments.update(await self.venues[account].instruments(sorted(missing)))
+            venue = self.venues[account]
+            view = await read_view(venue, self._since(account), with_positions=full)
+            if self._refuse_hedge_mode(account, view.positions):
+                return 0
+            outcome = await self._decide_reconcile(account, view)
+            for _ in range(READ_ROUNDS):
+                if not outcome.wants_reads:
+                    break
+                view = await complete_view(venue, view, outcome)
+                outcome = await self._decide_reconcile(account, view)
             for symbol, mark in view.marks.items():
                 self.marks[symbol] = mark
-            outcome = reconcile_account(
-                account=account,
-                monitors=self.monitors,
-                view=view,
-                instruments=self.instruments,
-                params=self.params,
-                tag=self.tag,
-                new_monitor_id=lambda symbol: self._next_monitor_id(account, symbol),
-                now=self.clock.now(),
-            )
             for exec_id in outcome.applied_exec_ids:
                 self._remember(account, exec_id)
-            for exe in view.executions:
+            for exe in view.executions:  # not the looked-up history: it covers only some symbols
                 self._advance_cursor(account, exe)
             self.alerts.publish_all(outcome.alerts)
-            for transition in outcome.transitions:
-                if transition.reason or transition.actions or transition.trade or transition.durable:
-                    await self._commit(account, transition)
+            pending = [t for t in outcome.transitions if t.reason or t.actions or t.trade or t.durable]
+            # The trades the fills closed are in the ledger before any order goes out: an adoption
+            # on the same key replaces the closed monitor's record, and a crash must not lose both.
+            for transition in pending:
+                if transition.trade is not None:
+                    await self._persist(transition)
+            for transition in pending:  # in the outcome's order: adoptions (protection) first
+                await self._commit(account, transition)
             if outcome.orphan_cancels:
                 count = len(outcome.orphan_cancels)
                 message = f"{account}: cancelling {count} orphan order(s)"
                 self.alerts.raise_alert(Severity.WARNING, "orphan_orders", message)
-                await execute_actions(self.venues[account], outcome.orphan_cancels)
+                await execute_actions(self.venues[account], outcome.orphan_cancels, self.clock)
             if outcome.repairs and self._ready.get(account):
                 message = f"{account}: reconciliation repaired {outcome.repairs} difference(s)"
                 self.alerts.raise_alert(Severity.WARNING, "drift", message)
             await self._save_engine()
             return outcome.repairs
+
+    async def _decide_reconcile(self, account: str, view: VenueView) -> ReconcileOutcome:
+        """The pure reconciliation of ``account`` on ``view`` (instruments of new symbols loaded)."""
+        positions = [*(view.positions or []), *(view.positions_after or [])]
+        missing = {p.symbol for p in positions if p.is_open} - set(self.instruments)
+        if missing:
+            self.instruments.update(await self.venues[account].instruments(sorted(missing)))
+        return reconcile_account(
+            account=account,
+            monitors=self.monitors,
+            view=view,
+            instruments=self.instruments,
+            params=self.params,
+            tag=self.tag,
+            new_monitor_id=lambda symbol: self._next_monitor_id(account, symbol),
+            now=self.clock.now(),
+        )
 
     async def _reconcile_loop(self, account: str) -> None:
         last_full = self.clock.now()
@@ -429,14 +480,22 @@ class TpslManager:
             transition = apply_order_update(monitor, order, self.instruments[monitor.symbol], self.params)
             await self._commit(account, transition)
 
+    def trigger_price(self, symbol: str) -> float | None:
+        """The latest price the stops of ``symbol`` trigger on (``trading.trigger_by``), None before
+        the first ticker."""
+        ticker = self.tickers.get(symbol)
+        return ticker.trigger_reference(self.params.trigger_by) if ticker is not None else None
+
     async def on_ticker(self, ticker: Ticker) -> None:
-        """A price: remembered for the snapshot and validation; trails stops when that is on."""
+        """A price: remembered for the snapshot and validation; moves the stops that wait for the
+        price (a breakeven not reached yet, the trailing stop when that is on)."""
         self.marks[ticker.symbol] = ticker.mark
-        if not self.params.trailing_stop_after_tp1:
+        self.tickers[ticker.symbol] = ticker
+        price = ticker.trigger_reference(self.params.trigger_by)
+        if price is None:
             return
-        price = ticker.mark if self.params.trigger_by == "MarkPrice" else ticker.last
         for monitor in [m for m in self.monitors.values() if m.symbol == ticker.symbol]:
-            if monitor.phase is not Phase.PROFIT_TAKING:
+            if not wants_price(monitor, self.params):
                 continue
             async with self._locks[monitor.account]:
                 current = self.monitors.get(monitor.key)
@@ -530,12 +589,9 @@ class TpslManager:
             raised += transition.alerts
             if not transition.actions:
                 return raised
-            results = await execute_actions(venue, transition.actions)
+            # A rate-limited action waits for the reset inside execute_actions: not a refusal here.
+            results = await execute_actions(venue, transition.actions, self.clock)
             transition = apply_results(transition.monitor, results, instrument, self.params)
-            limited = [r.error for r in results if isinstance(r.error, RateLimited)]
-            if limited:
-                reset = max((e.reset_at or 0.0) for e in limited if isinstance(e, RateLimited))
-                await self.clock.sleep(min(max(reset - self.clock.now(), 0.2), 5.0))
         await self._persist(transition)
         self.alerts.publish_all(transition.alerts)
         raised += transition.alerts
@@ -578,6 +634,8 @@ class TpslManager:
             raise TradeRejected(["the engine is reconciling with the venue; no new entries yet"])
         if account in self._paused:
             raise TradeRejected([f"new entries are paused on {account}"])
+        if account in self._hedge_mode:
+            raise TradeRejected([self._hedge_mode[account]])
         venue = self.venues[account]
         async with self._locks[account]:
             if self._monitor_for(account, request.symbol) is not None:
@@ -613,6 +671,8 @@ class TpslManager:
             if current is None or current.monitor_id != monitor.monitor_id:
                 refused = [a.message for a in raised if a.type == "entry_refused"]
                 raise TradeRejected(refused or ["the venue refused the entry"])
+            for warning in plan.warnings:
+                self.alerts.raise_alert(Severity.WARNING, "trade_warning", f"{key}: {warning}")
             return current
 
     # --- snapshot -----------------------------------------------------------------------------

@@ -32,13 +32,15 @@ from engine.core.models import (
     Side,
     SlotStatus,
     Trade,
+    TriggerBy,
+    format_step,
 )
 from engine.trading.approaches import TradePlan, breakeven_price
 from engine.trading.order_diff import sync_orders
 from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, PlaceOrder
 from engine.trading.params import TradingParams
 from engine.trading.slots import is_entry, is_tp, qty_tolerance, slot_link_id, snap_qty
-from engine.venue.errors import OrderNotFound
+from engine.venue.errors import OrderNotFound, VenueError, is_trigger_already_reached
 from persistence.reasons import Reason
 
 EXEC_IDS_KEPT = 500
@@ -176,6 +178,7 @@ def adopt_position(
         size=position.size,
         entry_qty=position.size,
         entry_cost=position.entry_price * position.size,
+        position_entry=position.entry_price,
         tps_enabled=False,
         entries_closed=True,
         tag=tag,
@@ -263,8 +266,11 @@ def finish_transition(
     return Transition(m, actions, reason, alerts, trade, durable)
 
 
-def exit_reason(m: Monitor, slot: str | None) -> str:
-    """The ledger reason of the fill that flattened the position."""
+def exit_reason(m: Monitor, slot: str | None, forced: str | None = None) -> str:
+    """The ledger reason of the fill that flattened the position (``forced``: the exchange's own
+    exit, see :attr:`Execution.forced_exit_reason`)."""
+    if forced is not None:
+        return forced
     if slot is None or is_entry(slot):
         return "manual"
     if is_tp(slot):
@@ -275,7 +281,7 @@ def exit_reason(m: Monitor, slot: str | None) -> str:
 
 
 def close_trade(m: Monitor, reason: str, closed_at: float, instrument: Instrument) -> Trade:
-    """Mark the monitor closed and build its ledger entry (PnL net of all fees)."""
+    """Mark the monitor closed and build its ledger entry (PnL net of all fees and funding)."""
     m.phase = Phase.CLOSED
     return Trade(
         account=m.account,
@@ -286,42 +292,127 @@ def close_trade(m: Monitor, reason: str, closed_at: float, instrument: Instrumen
         entry_price=instrument.round_price(m.avg_entry),
         exit_price=instrument.round_price(m.avg_exit),
         qty=snap_qty(m.entry_qty, instrument),
-        pnl=round(m.gross_pnl - m.fees, 8),
+        pnl=round(m.gross_pnl - m.fees - m.funding, 8),
         fees=round(m.fees, 8),
         opened_at=m.opened_at if m.opened_at is not None else m.created_at,
         closed_at=closed_at,
         tps_hit=m.tps_filled(),
         monitor_id=m.monitor_id,
+        funding=round(m.funding, 8),
+        exit_estimated=m.exit_estimated,
     )
 
 
-def _move_to_breakeven(m: Monitor, instrument: Instrument, params: TradingParams) -> bool:
-    """Raise the stop to breakeven when that is an improvement; True when it moved."""
-    be = breakeven_price(m.side, m.avg_entry, instrument, params)
-    m.breakeven = True
-    if (be - m.sl_price) * m.side.sign > 0:
+def held_entry(m: Monitor) -> float:
+    """The average entry of what is held now, as the exchange computes it (state saved before the
+    monitor kept it falls back to the average of every entry)."""
+    return m.position_entry if m.position_entry > 0 else m.avg_entry
+
+
+def _book_entry(m: Monitor, qty: float, price: float, instrument: Instrument) -> None:
+    """An entry fill: the held position's entry becomes the quantity-weighted average."""
+    held = m.size if m.size > qty_tolerance(instrument) else 0.0
+    m.position_entry = (held_entry(m) * held + price * qty) / (held + qty) if held else price
+    m.size = snap_qty(m.size + qty, instrument)
+    m.entry_qty = snap_qty(m.entry_qty + qty, instrument)
+    m.entry_cost += price * qty
+
+
+def book_exit(m: Monitor, qty: float, price: float, instrument: Instrument) -> None:
+    """An exit of ``qty`` at ``price``: realised against the entry of what is held at that moment
+    (an exit leaves that entry as it is), the way the exchange realises it."""
+    entry = held_entry(m)
+    m.size = snap_qty(m.size - qty, instrument)
+    m.exit_qty = snap_qty(m.exit_qty + qty, instrument)
+    m.exit_value += price * qty
+    m.gross_pnl += (price - entry) * qty * m.side.sign
+    m.position_entry = entry if m.size > qty_tolerance(instrument) else 0.0
+
+
+def _beyond(m: Monitor, price: float, level: float) -> bool:
+    """Whether ``price`` is past ``level`` on the position's profit side."""
+    return (price - level) * m.side.sign > 0
+
+
+def _seek_breakeven(
+    m: Monitor, price: float | None, instrument: Instrument, params: TradingParams
+) -> list[Alert]:
+    """Aim the stop at breakeven (after TP1, or on the operator's word).
+
+    The stop moves now only when ``price`` (where it triggers) is beyond breakeven: the venue refuses
+    a stop on the wrong side of it (110092/110093), and the working stop protects the position
+    meanwhile. Otherwise the move waits in ``breakeven_at`` for :func:`apply_price`. ``breakeven``
+    turns true, with its alert, only once the venue accepted (:func:`_confirm_breakeven`).
+    """
+    be = breakeven_price(m.side, held_entry(m), instrument, params)
+    if not _beyond(m, be, m.sl_price):
+        m.breakeven, m.breakeven_at = True, None  # the stop already is at or beyond breakeven
+        return []
+    m.breakeven_at = be
+    if price is not None and _beyond(m, price, be):
         m.sl_price = be
-        return True
-    return False
+        return []
+    px = instrument.tick_size
+    where = "unknown" if price is None else format_step(price, px)
+    return [
+        Alert(
+            Severity.INFO,
+            "breakeven_waiting",
+            f"{m.key}: breakeven {format_step(be, px)} not reached (price {where}); the stop stays at "
+            f"{format_step(m.sl_price, px)} and moves once the price passes breakeven",
+        )
+    ]
 
 
-def _breakeven_alert(m: Monitor) -> Alert:
-    return Alert(Severity.INFO, "breakeven", f"{m.key}: stop-loss moved to breakeven {m.sl_price:g}")
+def _confirm_breakeven(m: Monitor, trigger: float | None, instrument: Instrument) -> list[Alert]:
+    """The venue accepted the stop at ``trigger``: at or beyond a pending breakeven, it is there."""
+    if m.breakeven_at is None or trigger is None:
+        return []
+    if (trigger - m.breakeven_at) * m.side.sign < -instrument.tick_size / 2:
+        return []
+    m.breakeven, m.breakeven_at = True, None
+    moved = format_step(trigger, instrument.tick_size)
+    return [Alert(Severity.INFO, "breakeven", f"{m.key}: stop-loss moved to breakeven {moved}")]
 
 
 # --- events -------------------------------------------------------------------------------------
 
 
+_FORCED_EXITS = {
+    "adl": "auto-deleveraging (ADL)",
+    "liquidation": "liquidation",
+    "delivery": "delivery settlement",
+}
+"""How an alert names each forced exit reason."""
+
+
 def apply_fill(
     m: Monitor, exe: Execution, instrument: Instrument, params: TradingParams
 ) -> tuple[Reason | None, list[Alert], Trade | None]:
-    """Account one execution into ``m`` in place (no order actions): (reason, alerts, trade)."""
+    """Account one execution into ``m`` in place (no order actions): (reason, alerts, trade).
+
+    Funding is money, not a fill: it is added to the monitor's ``funding``. The exchange's own exits
+    (ADL, liquidation, delivery) close what they closed, with a critical alert. An execution type
+    this code does not know changes nothing but raises a warning (reconciliation corrects sizes).
+    """
     if exe.exec_id in m.exec_ids or m.phase is Phase.CLOSED or belongs_elsewhere(m, exe.link_id):
         return None, [], None
     if exe.ts < m.created_at and not exe.link_id:
         return None, [], None  # a fill from before this monitor existed (e.g. before adoption)
     m.exec_ids.append(exe.exec_id)
     del m.exec_ids[:-EXEC_IDS_KEPT]
+    if exe.is_funding:
+        m.funding += exe.fee
+        return Reason.MONITORING_UPDATE, [], None
+    forced = exe.forced_exit_reason
+    if forced is None and not exe.is_position_fill:
+        unknown = Alert(
+            Severity.WARNING,
+            "unknown_execution",
+            f"{m.key}: execution {exe.exec_id} of unknown type {exe.exec_type!r} ignored "
+            "(reconciliation corrects the size if it moved)",
+        )
+        return Reason.MONITORING_UPDATE, [unknown], None
     match = _match_slot(m, exe.link_id, exe.order_id)
     slot = match[0] if match else None
     order = m.orders.get(slot) if slot else None
@@ -336,9 +427,7 @@ def apply_fill(
     m.last_fill_at = exe.ts
     alerts: list[Alert] = []
     if exe.side is m.side:
-        m.size = snap_qty(m.size + exe.qty, instrument)
-        m.entry_qty = snap_qty(m.entry_qty + exe.qty, instrument)
-        m.entry_cost += exe.price * exe.qty
+        _book_entry(m, exe.qty, exe.price, instrument)
         if m.opened_at is None:
             m.opened_at = exe.ts
         if slot is None or not is_entry(slot):
@@ -353,13 +442,19 @@ def apply_fill(
     qty = min(exe.qty, m.size)
     if qty <= 0:
         return Reason.ORDER_UPDATE, alerts, None
-    avg = m.avg_entry
-    m.size = snap_qty(m.size - qty, instrument)
-    m.exit_qty = snap_qty(m.exit_qty + qty, instrument)
-    m.exit_value += exe.price * qty
-    m.gross_pnl += (exe.price - avg) * qty * m.side.sign
+    book_exit(m, qty, exe.price, instrument)
     reason: Reason = Reason.MONITORING_UPDATE
-    if slot is not None and is_tp(slot):
+    if forced is not None:
+        reason = Reason.EMERGENCY
+        alerts.append(
+            Alert(
+                Severity.CRITICAL,
+                forced,
+                f"{m.key}: the exchange closed {qty:g} by {_FORCED_EXITS.get(forced, forced)} "
+                f"at {exe.price:g} ({exe.exec_type})",
+            )
+        )
+    elif slot is not None and is_tp(slot):
         reason = Reason.TP_REBALANCED
         if order is not None and order.status is SlotStatus.FILLED:
             reason = Reason.TP_HIT
@@ -368,8 +463,7 @@ def apply_fill(
                 m.phase = Phase.PROFIT_TAKING
                 if params.cancel_entries_after_tp1:
                     m.entries_closed = True
-                if _move_to_breakeven(m, instrument, params):
-                    alerts.append(_breakeven_alert(m))
+                alerts += _seek_breakeven(m, exe.price, instrument, params)
     elif slot == "sl":
         reason = Reason.SL_HIT
     elif slot is None:
@@ -382,7 +476,17 @@ def apply_fill(
         )
     if m.size <= qty_tolerance(instrument):
         m.size = 0.0
-        trade = close_trade(m, exit_reason(m, slot), exe.ts, instrument)
+        trade = close_trade(m, exit_reason(m, slot, forced), exe.ts, instrument)
+        if forced is None and slot == "sl":
+            stop = "breakeven stop" if trade.reason == "breakeven" else "stop-loss"
+            alerts.append(
+                Alert(
+                    Severity.WARNING,
+                    "sl_hit",
+                    f"{m.key}: SL hit: {stop} filled at {format_step(exe.price, instrument.tick_size)}; "
+                    f"trade PnL {trade.pnl:+.2f} USDT",
+                )
+            )
         return Reason.POSITION_CLOSED, alerts, trade
     return reason, alerts, None
 
@@ -465,6 +569,35 @@ def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: Tra
     return []
 
 
+def _stop_move_refused(order: ManagedOrder, action: AmendOrder, error: VenueError | None) -> bool:
+    """The venue refused to move a working stop because its trigger is already reached: the move,
+    not the stop, failed (invariant 1: the stop that works stays; this is no placement failure)."""
+    return (
+        order.slot == "sl"
+        and action.request.trigger_price is not None
+        and action.previous[2] is not None
+        and is_trigger_already_reached(error)
+    )
+
+
+def _keep_the_stop(
+    m: Monitor, order: ManagedOrder, action: AmendOrder, error: VenueError | None, instrument: Instrument
+) -> Alert:
+    """Go back to the stop the venue still has; a pending breakeven waits for the price again."""
+    order.qty, order.price, order.trigger_price = action.previous
+    kept = action.previous[2]
+    if kept is not None:
+        m.sl_price = kept
+    later = " and moves to breakeven once the price passes it" if m.breakeven_at is not None else ""
+    asked = format_step(action.request.trigger_price or 0.0, instrument.tick_size)
+    return Alert(
+        Severity.WARNING,
+        "sl_move_refused",
+        f"{m.key}: the venue refused to move the stop-loss to {asked} ({error}); "
+        f"it stays at {format_step(m.sl_price, instrument.tick_size)}{later}",
+    )
+
+
 def apply_results(
     m: Monitor, results: list[ActionResult], instrument: Instrument, params: TradingParams
 ) -> Transition:
@@ -487,6 +620,10 @@ def apply_results(
                     order.status = SlotStatus.OPEN
                 if order.slot == "sl":
                     order.failures = 0
+                    confirmed = _confirm_breakeven(m, action.request.trigger_price, instrument)
+                    if confirmed:
+                        alerts += confirmed
+                        reason = stronger(reason, Reason.BREAKEVEN_MOVED)
             else:
                 if order.status is SlotStatus.PENDING:
                     order.status = SlotStatus.GONE
@@ -496,10 +633,16 @@ def apply_results(
             if result.ok:
                 if order.slot == "sl":
                     order.failures = 0
+                    confirmed = _confirm_breakeven(m, action.request.trigger_price, instrument)
+                    if confirmed:
+                        alerts += confirmed
+                        reason = stronger(reason, Reason.BREAKEVEN_MOVED)
                 continue
             if isinstance(result.error, OrderNotFound):
                 if order.status is SlotStatus.OPEN:
                     order.status = SlotStatus.GONE
+            elif _stop_move_refused(order, action, result.error):
+                alerts.append(_keep_the_stop(m, order, action, result.error, instrument))
             else:
                 order.qty, order.price, order.trigger_price = action.previous
                 alerts += _note_failure(m, order, result.error or Exception("refused"), params)
@@ -519,27 +662,38 @@ def apply_results(
     return finish_transition(m, instrument, params, reason, alerts, None)
 
 
+def wants_price(m: Monitor, params: TradingParams) -> bool:
+    """Whether a price tick can move this monitor's stop: a breakeven waiting for the price, or the
+    trailing stop after TP1 (the shell hands only these to :func:`apply_price`)."""
+    if m.phase is Phase.CLOSED or m.close_intent is not None or m.size <= 0:
+        return False
+    trailing = params.trailing_stop_after_tp1 and m.phase is Phase.PROFIT_TAKING
+    return trailing or m.breakeven_at is not None
+
+
 def apply_price(m: Monitor, price: float, instrument: Instrument, params: TradingParams) -> Transition:
-    """A price tick: trails the stop after TP1 when the trailing stop is on."""
-    if (
-        not params.trailing_stop_after_tp1
-        or m.phase is not Phase.PROFIT_TAKING
-        or m.close_intent is not None
-        or m.size <= 0
-    ):
+    """A tick of the price the stop triggers on: a waiting breakeven goes out once the price is
+    beyond it, and the trailing stop after TP1 (when on) follows the best price."""
+    if not wants_price(m, params):
         return Transition(m)
     sign = m.side.sign
-    best = m.trail_best if m.trail_best is not None else price
-    best = max(best, price) if sign > 0 else min(best, price)
-    stop = instrument.round_price(
-        best * (1 - sign * params.trailing_stop_pct / 100.0), "down" if sign > 0 else "up"
-    )
-    min_step = best * params.trailing_stop_pct / 1000.0  # amend at most every tenth of the distance
-    if best == m.trail_best and (stop - m.sl_price) * sign < min_step:
+    stop = m.sl_price
+    if m.breakeven_at is not None and _beyond(m, price, m.breakeven_at) and _beyond(m, m.breakeven_at, stop):
+        stop = m.breakeven_at
+    best = m.trail_best
+    if params.trailing_stop_after_tp1 and m.phase is Phase.PROFIT_TAKING:
+        best = price if best is None else (max(best, price) if sign > 0 else min(best, price))
+        trailed = instrument.round_price(
+            best * (1 - sign * params.trailing_stop_pct / 100.0), "down" if sign > 0 else "up"
+        )
+        min_step = best * params.trailing_stop_pct / 1000.0  # amend at most every tenth of the distance
+        if (trailed - stop) * sign >= min_step:
+            stop = trailed
+    if best == m.trail_best and stop == m.sl_price:
         return Transition(m)
     m = copy.deepcopy(m)
     m.trail_best = best
-    if (stop - m.sl_price) * sign < min_step:
+    if stop == m.sl_price:
         return Transition(m)
     m.sl_price = stop
     return finish_transition(m, instrument, params, Reason.MONITORING_UPDATE, [], None)
@@ -570,14 +724,29 @@ def cancel_orders(m: Monitor, instrument: Instrument, params: TradingParams) -> 
     return finish_transition(m, instrument, params, Reason.MONITORING_UPDATE, [], None, durable=True)
 
 
-def breakeven_now(m: Monitor, mark: float, instrument: Instrument, params: TradingParams) -> Transition:
-    """Move the stop to breakeven now; raises ValueError when there is no position or the price is
-    not beyond breakeven (the stop would trigger at once)."""
+def breakeven_now(
+    m: Monitor, price: float | None, instrument: Instrument, params: TradingParams
+) -> Transition:
+    """Move the stop to breakeven now. ``price`` is the one the stop triggers on
+    (``trading.trigger_by``), None when not known yet. Raises ValueError when there is no position,
+    the price is unknown, or it is not beyond breakeven (the venue would refuse the stop: it would
+    trigger at once). The breakeven alert comes when the venue accepted the move."""
     if m.size <= 0 or m.entry_qty <= 0:
         raise ValueError(f"{m.key}: no open position")
-    be = breakeven_price(m.side, m.avg_entry, instrument, params)
-    if (mark - be) * m.side.sign <= 0:
-        raise ValueError(f"{m.key}: the price {mark:g} is not beyond breakeven {be:g}")
+    trigger = TriggerBy(params.trigger_by).value
+    if price is None:
+        raise ValueError(f"{m.key}: cannot move to breakeven: the {trigger} of {m.symbol} is not known yet")
+    be = breakeven_price(m.side, held_entry(m), instrument, params)
+    if not _beyond(m, price, be):
+        px = instrument.tick_size
+        raise ValueError(
+            f"{m.key}: the {trigger} {format_step(price, px)} is not beyond breakeven {format_step(be, px)}"
+        )
     m = copy.deepcopy(m)
-    _move_to_breakeven(m, instrument, params)
-    return finish_transition(m, instrument, params, Reason.BREAKEVEN_MOVED, [_breakeven_alert(m)], None)
+    alerts = _seek_breakeven(m, price, instrument, params)
+    if m.breakeven and m.breakeven_at is None:
+        px = instrument.tick_size
+        stop, level = format_step(m.sl_price, px), format_step(be, px)
+        note = f"{m.key}: the stop-loss {stop} already is at or beyond breakeven {level}"
+        alerts.append(Alert(Severity.INFO, "breakeven", note))
+    return finish_transition(m, instrument, params, Reason.BREAKEVEN_MOVED, alerts, None)

@@ -64,12 +64,13 @@ class OperatorActions:
         return await self.manager.transact(self._key(key), lambda m, inst: cancel_orders(m, inst, params))
 
     async def breakeven_now(self, key: str) -> Monitor | None:
-        """Move the stop-loss to breakeven now (refused when the price is not beyond breakeven)."""
+        """Move the stop-loss to breakeven now. Checked against the price the stop triggers on
+        (``trading.trigger_by``): refused while that price is unknown or not beyond breakeven."""
         params = self.manager.params
         monitor = self.manager.monitors[self._key(key)]
-        mark = self.manager.marks.get(monitor.symbol, 0.0)
+        price = self.manager.trigger_price(monitor.symbol)
         try:
-            return await self.manager.transact(key, lambda m, inst: breakeven_now(m, mark, inst, params))
+            return await self.manager.transact(key, lambda m, inst: breakeven_now(m, price, inst, params))
         except ValueError as exc:
             raise ActionRefused(str(exc)) from None
 
@@ -104,7 +105,7 @@ class OperatorActions:
                 ours = {o.order_id for m in mine for o in m.orders.values() if o.order_id}
                 others = [o for o in await venue.open_orders() if o.order_id not in ours]
                 cancels = [_cancel(o.symbol, o.order_id) for o in others]
-                results = await execute_actions(venue, cancels)
+                results = await execute_actions(venue, cancels, manager.clock)
                 report.orders_cancelled = sum(1 for r in results if r.ok)
                 monitored = {m.symbol for m in mine}
                 for position in await venue.positions():

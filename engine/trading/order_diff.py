@@ -3,10 +3,11 @@
 The orders a monitor should have are *derived* from its state by :func:`desired_orders` (entries
 while building; a stop-loss covering the whole position; take-profits splitting the filled size;
 a market close when closing) and :func:`sync_orders` turns the difference with what it has into
-actions: place what is missing (the stop-loss first), amend what changed — never cancel-then-place,
-so coverage never drops — and cancel what is no longer wanted. The same diff serves the live path,
-retries and reconciliation after a restart; it is apart from the state machine so that any other
-owner of orders (a follower account's, for one) derives its actions the same way.
+actions: place what is missing (the stop-loss first; limit entries only once the market entry has
+filled, so that the stop its fill calls for goes out before them), amend what changed — never
+cancel-then-place, so coverage never drops — and cancel what is no longer wanted. The same diff
+serves the live path, retries and reconciliation after a restart; it is apart from the state machine
+so that any other owner of orders (a follower account's, for one) derives its actions the same way.
 """
 
 from __future__ import annotations
@@ -91,6 +92,22 @@ def _roll_generations(m: Monitor, instrument: Instrument) -> None:
         order.status = SlotStatus.NEW
 
 
+def _market_entry_in_flight(m: Monitor, instrument: Instrument) -> bool:
+    """A market entry is out (or about to be) and no entry fill is accounted yet.
+
+    Limit entries wait for it: its fill calls for the stop-loss, which must be the first order after
+    it (invariant 1). Sent together, the limit entries' round trips would delay the stop.
+    """
+    if m.entry_qty > qty_tolerance(instrument):
+        return False
+    return any(
+        is_entry(slot)
+        and order.order_type is OrderType.MARKET
+        and order.status in (SlotStatus.NEW, SlotStatus.PENDING, SlotStatus.OPEN, SlotStatus.FILLED)
+        for slot, order in m.orders.items()
+    )
+
+
 def _slot_order(slots: set[str]) -> list[str]:
     """Protection first: stop-loss, close, then entries, then TPs."""
 
@@ -172,6 +189,12 @@ def sync_orders(m: Monitor, instrument: Instrument, params: TradingParams) -> li
         if order.failures >= params.sl_retry_attempts:
             continue  # given up for now; reconciliation resets the count and retries
         if order.status is SlotStatus.NEW:
+            if (
+                is_entry(slot)
+                and order.order_type is OrderType.LIMIT
+                and _market_entry_in_flight(m, instrument)
+            ):
+                continue  # placed once the market entry's fill (and so the stop) is in
             order.side, order.order_type, order.qty = spec.side, spec.order_type, spec.qty
             order.price, order.trigger_price = spec.price, spec.trigger_price
             order.reduce_only = not is_entry(slot)

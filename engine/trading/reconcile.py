@@ -10,19 +10,29 @@ the orphan orders to cancel and the alerts to raise:
   gone and re-placed (a stop-loss missing on the venue comes back at once); our orders belonging to
   no live monitor, or to an older generation of a slot, are cancelled;
 - orders with our prefix but another instance tag raise an alert: another process is trading;
-- (with positions) a monitored position that is flat on the venue with no execution to explain it
-  is closed as ``manual`` at the mark; a size that drifted is taken from the venue; a position with
-  no monitor is adopted and protected.
+- (with positions) a size that disagrees with the monitor is first explained from executions: a
+  positions read older than a fill in the view is read again (:attr:`ReconcileOutcome.recheck`), a
+  size still unexplained gets its symbol's executions looked up further back than the cursor
+  (:attr:`ReconcileOutcome.lookups`). Only then is an exit estimated (at the mark; the monitor and
+  its trade are marked ``exit_estimated``, with an alert) or a size taken from the venue;
+- (with positions) a position with no monitor is adopted only when the read it comes from is newer
+  than every fill of its symbol in the view (a stop that filled after the read must not bring back
+  the position it closed). It is protected by a stop of its own or by a stop order that is not ours:
+  an order of ours belongs to a monitor (live, closing, or orphaned and cancelled by this very pass).
 
-:func:`read_view` is the async part: the reads, in an order that cannot miss a fill (positions and
-orders first, executions last).
+The outcome lists the transitions in the order to carry them out: adoptions first (protect first),
+then the known monitors (whose closing cancels their leftovers), and the orphan cancels last.
+
+A decision that wants another read says so instead of guessing; :func:`read_view` makes the reads
+(positions and orders first, executions last, so no fill is lost between two answers) and
+:func:`complete_view` the reads a decision asked for; the caller decides again on the completed view.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from engine.alerts.model import Alert, Severity
 from engine.core.link_ids import parse_link_id
@@ -42,8 +52,10 @@ from engine.trading.monitor import (
     Transition,
     adopt_position,
     apply_fill,
+    book_exit,
     close_trade,
     finish_transition,
+    held_entry,
     observe_order,
     stronger,
 )
@@ -51,31 +63,62 @@ from engine.trading.orders import CancelOrder
 from engine.trading.params import TradingParams
 from engine.trading.slots import is_entry, qty_tolerance
 from engine.venue.base import Venue
+from engine.venue.errors import HEDGE_MODE_FIX
 from persistence.reasons import Reason
 
 STREAM_GRACE_S = 5.0
 """A fill younger than this that reconciliation applies first is not counted as drift."""
 
+READ_ROUNDS = 3
+"""How many times one pass completes its view (:func:`complete_view`): positions read after the
+executions, then the executions of the symbols still unexplained, and once more for what those
+positions reflect; a decision never asks for the same read twice, so this bounds it."""
+
 
 @dataclass(frozen=True, slots=True)
 class VenueView:
-    """What the venue says about one account. ``positions`` is None for an orders-only pass."""
+    """What the venue says about one account. ``positions`` is None for an orders-only pass.
+
+    ``positions_after`` is a positions read made after the executions read (asked for by
+    :attr:`ReconcileOutcome.recheck`): when present, positions are judged on it. ``history`` holds
+    per symbol the executions looked up from further back (:attr:`ReconcileOutcome.lookups`).
+    """
 
     positions: list[Position] | None
     open_orders: list[Order]
     executions: list[Execution]
     marks: Mapping[str, float] = field(default_factory=dict)
+    positions_after: list[Position] | None = None
+    history: Mapping[str, list[Execution]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class ReconcileOutcome:
-    """Transitions per monitor (adopted ones included), orphan cancels, alerts, and a drift count."""
+    """Transitions in the order to commit them (adoptions first), orphan cancels (sent last),
+    alerts, a drift count, and the reads the decision still wants.
+
+    ``recheck``: symbols whose positions read may be older than a fill in the view; read positions
+    again, after the executions, and decide again (their positions are left alone meanwhile).
+    ``lookups``: symbol -> since, for sizes the executions do not explain; look up the symbol's
+    executions from ``since`` (and its price) and decide again.
+    """
 
     transitions: list[Transition] = field(default_factory=list)
     orphan_cancels: list[CancelOrder] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     repairs: int = 0
     applied_exec_ids: list[str] = field(default_factory=list)
+    recheck: set[str] = field(default_factory=set)
+    lookups: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def wants_reads(self) -> bool:
+        """Whether the decision asked for more reads (see :func:`complete_view`)."""
+        return bool(self.recheck or self.lookups)
+
+
+def _marks(positions: list[Position] | None) -> dict[str, float]:
+    return {p.symbol: p.mark_price for p in positions or [] if p.is_open}
 
 
 async def read_view(venue: Venue, since: float, *, with_positions: bool) -> VenueView:
@@ -84,16 +127,34 @@ async def read_view(venue: Venue, since: float, *, with_positions: bool) -> Venu
     positions = await venue.positions() if with_positions else None
     orders = await venue.open_orders()
     executions = await venue.executions(since)
-    marks: dict[str, float] = {}
-    if positions:
-        marks = {p.symbol: p.mark_price for p in positions if p.is_open}
-    return VenueView(positions, orders, executions, marks)
+    return VenueView(positions, orders, executions, _marks(positions))
 
 
-def _is_stop_for(order: Order, position: Position) -> bool:
-    """An order that protects ``position`` as a stop-loss would (any author)."""
+async def complete_view(venue: Venue, view: VenueView, outcome: ReconcileOutcome) -> VenueView:
+    """Make the reads ``outcome`` asked for: positions again (read after the view's executions, so
+    they reflect every fill in it), then the executions and prices of the symbols to look up (read
+    after those positions, so they hold every fill the positions reflect)."""
+    positions_after = view.positions_after
+    marks = dict(view.marks)
+    if outcome.recheck and positions_after is None:
+        positions_after = await venue.positions()
+        marks.update(_marks(positions_after))
+    history = dict(view.history)
+    if outcome.lookups:
+        for symbol, since in sorted(outcome.lookups.items()):
+            history[symbol] = await venue.executions(since, symbol)
+        tickers = await venue.tickers(sorted(outcome.lookups))
+        marks.update({s: t.mark for s, t in tickers.items() if t.mark > 0})
+    return replace(view, positions_after=positions_after, history=history, marks=marks)
+
+
+def _is_stop_for(order: Order, position: Position, tag: str) -> bool:
+    """An order that protects ``position`` as a stop-loss would, and that no monitor of ours owns
+    (an order with our tag is a monitor's, or an orphan this pass cancels: never adopted)."""
+    parsed = parse_link_id(order.link_id)
     return (
-        order.symbol == position.symbol
+        (parsed is None or parsed.tag != tag)
+        and order.symbol == position.symbol
         and position.side is not None
         and order.side is position.side.opposite
         and order.trigger_price is not None
@@ -149,8 +210,10 @@ def reconcile_account(
     def live_for(symbol: str) -> Monitor | None:
         return next((m for m in ms.values() if m.symbol == symbol and m.phase is not Phase.CLOSED), None)
 
-    # 1. fills we have not seen yet
-    for exe in sorted(view.executions, key=lambda e: e.ts):
+    # 1. fills we have not seen yet (looked-up ones too: a monitor skips those it has counted)
+    fills = {e.exec_id: e for rows in view.history.values() for e in rows}
+    fills.update((e.exec_id, e) for e in view.executions)
+    for exe in sorted(fills.values(), key=lambda e: e.ts):
         parsed = parse_link_id(exe.link_id)
         target = by_id.get(parsed.monitor_id) if parsed is not None and parsed.tag == tag else None
         if parsed is None or parsed.tag != tag:
@@ -230,13 +293,23 @@ def reconcile_account(
             )
         )
 
-    # 3. positions: closes we could not explain, drift, and adoption
+    # 3. positions: sizes the fills do not explain, then adoption
     adopted: list[Transition] = []
     if view.positions is not None:
-        open_positions = {p.symbol: p for p in view.positions if p.is_open}
+        fresh = view.positions_after is not None  # read after the executions: reflects all of them
+        current = view.positions_after if view.positions_after is not None else view.positions
+        open_positions = {p.symbol: p for p in current if p.is_open}
         last_fill: dict[str, float] = {}
-        for exe in view.executions:
-            last_fill[exe.symbol] = max(last_fill.get(exe.symbol, exe.ts), exe.ts)
+        for exe in fills.values():
+            if not exe.is_funding:  # funding moves money, not the position
+                last_fill[exe.symbol] = max(last_fill.get(exe.symbol, exe.ts), exe.ts)
+
+        def stale(symbol: str, p: Position | None) -> bool:
+            """The read may predate a fill of the view (for a flat read, any fill of the symbol)."""
+            if fresh or symbol not in last_fill:
+                return False
+            return p is None or last_fill[symbol] >= p.ts
+
         for m in ms.values():
             if m.phase is Phase.CLOSED:
                 continue
@@ -246,19 +319,24 @@ def reconcile_account(
             venue_size = p.size if p is not None and p.side is m.side else 0.0
             if abs(venue_size - m.size) <= eps:
                 continue
-            if p is not None and last_fill.get(m.symbol, float("-inf")) >= p.ts:
-                continue  # fills raced the read: judge on the next pass
+            if stale(m.symbol, p):
+                out.recheck.add(m.symbol)  # fills raced the read: judge on a read made after them
+                continue
+            if m.symbol not in view.history:
+                out.lookups[m.symbol] = min(out.lookups.get(m.symbol, m.created_at), m.created_at)
+                continue  # a fill older than the cursor may explain it
             out.repairs += 1
-            mark = view.marks.get(m.symbol) or (p.mark_price if p is not None else 0.0) or m.avg_entry
+            mark = view.marks.get(m.symbol) or (p.mark_price if p is not None else 0.0)
             if venue_size <= eps and m.size > eps:
-                _synthetic_exit(m, m.size, mark, instrument)
+                price = _synthetic_exit(m, m.size, mark, instrument)
                 trades[m.key] = close_trade(m, "manual", now, instrument)
                 reasons[m.key] = Reason.POSITION_CLOSED
                 alerts[m.key].append(
                     Alert(
                         Severity.WARNING,
                         "closed_unexplained",
-                        f"{m.key}: flat on the venue with no execution found; exit estimated at {mark:g}",
+                        f"{m.key}: flat on the venue and no execution explains it; "
+                        + _estimate_note(price, mark),
                     )
                 )
                 continue
@@ -270,20 +348,27 @@ def reconcile_account(
                 m.size = venue_size
                 if m.opened_at is None:
                     m.opened_at = now
+                note = ""
             else:
-                _synthetic_exit(m, m.size - venue_size, mark, instrument)
+                price = _synthetic_exit(m, m.size - venue_size, mark, instrument)
+                note = "; the missing exit " + _estimate_note(price, mark)
             durable.add(m.key)
             reasons[m.key] = stronger(reasons[m.key], Reason.POSITION_UPDATE)
             alerts[m.key].append(
                 Alert(
-                    Severity.WARNING, "size_drift", f"{m.key}: size corrected to the venue's {venue_size:g}"
+                    Severity.WARNING,
+                    "size_drift",
+                    f"{m.key}: size corrected to the venue's {venue_size:g}{note}",
                 )
             )
         covered = {m.symbol for m in ms.values() if m.phase is not Phase.CLOSED}
         for p in open_positions.values():
             if p.symbol in covered or p.symbol not in instruments or p.side is None:
                 continue
-            stop = next((o for o in view.open_orders if _is_stop_for(o, p) and o.qty > 0), None)
+            if stale(p.symbol, p):
+                out.recheck.add(p.symbol)  # a newer fill may have closed it (e.g. a stop after the read)
+                continue
+            stop = next((o for o in view.open_orders if _is_stop_for(o, p, tag) and o.qty > 0), None)
             out.repairs += 1
             adopted.append(
                 adopt_position(
@@ -298,14 +383,16 @@ def reconcile_account(
                 )
             )
 
-    # 4. give up-counts restart (the periodic pass is the retry), then derive the order actions
+    # 4. give up-counts restart (the periodic pass is the retry), then derive the order actions;
+    # adoptions go first: a new position's stop is on the venue before a closed monitor on the
+    # same symbol cancels its leftovers (its old stop among them)
+    out.transitions += adopted
     for key, m in ms.items():
         for mo in m.orders.values():
             mo.failures = 0
         t = finish_transition(m, instruments[m.symbol], params, reasons[key], alerts[key], trades.get(key))
         t.durable = key in durable
         out.transitions.append(t)
-    out.transitions += adopted
     return out
 
 
@@ -320,10 +407,42 @@ def _take_terms(slot: ManagedOrder, order: Order) -> bool:
     return changed
 
 
-def _synthetic_exit(m: Monitor, qty: float, price: float, instrument: Instrument) -> None:
-    """Account an exit the executions do not show (estimated at ``price``, no fee known)."""
-    avg = m.avg_entry
-    m.size = instrument.round_qty(m.size - qty, "nearest")
-    m.exit_qty = instrument.round_qty(m.exit_qty + qty, "nearest")
-    m.exit_value += price * qty
-    m.gross_pnl += (price - avg) * qty * m.side.sign
+def _synthetic_exit(m: Monitor, qty: float, mark: float, instrument: Instrument) -> float:
+    """Book an exit no execution shows, at ``mark`` (at the held entry when no price is known), no
+    fee known; the monitor (and so its trade) is marked ``exit_estimated``. Returns the price used."""
+    price = mark if mark > 0 else held_entry(m)
+    book_exit(m, qty, price, instrument)
+    m.exit_estimated = True
+    return price
+
+
+def _estimate_note(price: float, mark: float) -> str:
+    """How an estimated exit was priced, for the alert (the ledger's PnL is then no venue figure)."""
+    if mark > 0:
+        return f"exit estimated at the mark {price:g} (trade marked exit_estimated)"
+    return f"exit price unknown, booked at the entry {price:g} (trade marked exit_estimated, PnL unknown)"
+
+
+def hedge_mode_alert(account: str, positions: Sequence[Position]) -> Alert | None:
+    """The refusal of an account in hedge mode (positions by ``positionIdx`` 1 / 2), or None.
+
+    The engine's orders are one-way (``positionIdx`` 0), which Bybit refuses on such an account, so it
+    can neither protect nor adopt those positions: it leaves them and their orders on the exchange
+    alone (an adoption would only pile refused stops and emergency closes on them), takes no new
+    entry there, and says so. The empty row Bybit lists for the unused side is never a position.
+    """
+    hedged = sorted(
+        (p for p in positions if p.hedge_mode and p.is_open and p.side is not None),
+        key=lambda p: (p.symbol, p.position_idx),
+    )
+    if not hedged:
+        return None
+    held = ", ".join(f"{p.symbol} {p.side.value if p.side else ''} {p.size:g}" for p in hedged)
+    return Alert(
+        Severity.CRITICAL,
+        "hedge_mode",
+        f"{account}: the account is in hedge mode; the engine does not trade it: no new entries, and "
+        f"its {len(hedged)} position(s) ({held}) are NOT protected by the engine, their orders on the "
+        f"exchange are left alone. Fix: {HEDGE_MODE_FIX} (Bybit allows it once the symbol has no "
+        "position or order).",
+    )

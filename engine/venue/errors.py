@@ -67,6 +67,43 @@ class DuplicateOrder(VenueError):
     """110072: an order with this orderLinkId already exists (a retry that had already landed)."""
 
 
+class MalformedReply(VenueError):
+    """A reply the engine cannot trust: a number that does not parse or is not finite ("NaN", "inf",
+    ``1e999``), an instrument whose tickSize or qtyStep is 0. Nothing is acted on from it; the loops
+    treat it like any venue error. ``endpoint`` is empty until the venue names it (:meth:`at`)."""
+
+    def __init__(self, endpoint: str, field: str, value: object, why: str = "") -> None:
+        self.endpoint = endpoint
+        self.field = field
+        self.value = value
+        self.why = why
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        where = f"{endpoint}: " if endpoint else ""
+        super().__init__(f"{where}malformed reply: {field} = {shown}" + (f" ({why})" if why else ""))
+
+    def at(self, endpoint: str) -> MalformedReply:
+        """The same error, naming the endpoint (or stream topic) whose reply it was."""
+        return MalformedReply(endpoint, self.field, self.value, self.why)
+
+
+HEDGE_MODE_FIX = (
+    "switch the account to one-way mode: Bybit → Derivatives → Position mode, "
+    "or /v5/position/switch-mode mode=0"
+)
+"""What the operator does about a hedge-mode account (every hedge-mode message names it)."""
+
+
+class HedgeModeAccount(InvalidRequest):
+    """The account is in hedge mode (positions by ``positionIdx`` 1 / 2), which the engine does not
+    trade: its orders are one-way (``positionIdx`` 0), which Bybit refuses there with 10001
+    "position idx not match position mode"."""
+
+    def __init__(self, message: str = "the account is in hedge mode", code: int = 10001) -> None:
+        text = message if HEDGE_MODE_FIX in message else f"{message}; {HEDGE_MODE_FIX}"
+        super().__init__(text, code)
+
+
 _BY_CODE: dict[int, type[VenueError]] = {
     10000: TransientError,
     10001: InvalidRequest,
@@ -87,8 +124,26 @@ _BY_CODE: dict[int, type[VenueError]] = {
 }
 
 
+_HEDGE_MODE_MESSAGE = "position idx not match position mode"
+"""Bybit's wording (10001) for a one-way order sent to a hedge-mode account."""
+
+
+TRIGGER_ALREADY_REACHED = frozenset({110092, 110093})
+"""retCodes of a conditional whose trigger price is already reached (110092 rising, 110093 falling):
+the price it watches is on the wrong side, so it would fire at once."""
+
+
+def is_trigger_already_reached(error: VenueError | None) -> bool:
+    """Whether ``error`` refused a trigger price for being on the wrong side of the watched price.
+
+    The request was fine otherwise: a stop moved there waits until the price allows it."""
+    return error is not None and error.code in TRIGGER_ALREADY_REACHED
+
+
 def error_from_code(code: int, message: str, reset_at: float | None = None) -> VenueError:
     """Build the typed error for a Bybit retCode; unknown codes become a plain :class:`VenueError`."""
+    if code == 10001 and _HEDGE_MODE_MESSAGE in message.lower():
+        return HedgeModeAccount(message, code)
     cls = _BY_CODE.get(code, VenueError)
     if cls is RateLimited:
         return RateLimited(message, code, reset_at=reset_at)

@@ -114,6 +114,11 @@ class BybitServer:
         """Send a hand-made private message to the account's subscribers (a test's malformed payload)."""
         await self.streams.push_raw(account, topic, data)
 
+    def add_raw_rows(self, account: str, endpoint: str, rows: list[Any]) -> None:
+        """Serve hand-made rows in ``endpoint``'s REST list (account "" for public endpoints; see
+        :attr:`RestApi.raw_rows`): Bybit shapes the simulator does not make."""
+        self.rest.raw_rows.setdefault((account, endpoint), []).extend(rows)
+
     def connections(self, account: str | None = None) -> int:
         """Open private connections (of one account, or all)."""
         return self.streams.connections(account)

@@ -77,6 +77,11 @@ class RestApi:
         self.faults = faults
         self.requests = 0
         """REST calls received (refused ones included)."""
+        self.raw_rows: dict[tuple[str, str], list[JsonDict]] = {}
+        """Hand-made rows by (account, endpoint path), put at the head of that list's first page
+        (account "" for the public endpoints); for the wallet, they replace the account's entry.
+        A test's way to serve Bybit's shapes the simulator does not make (funding rows, hedge-mode
+        positions, a wallet funded in USDC, an instrument with a zero step)."""
         self._keys = keys
         # method, path -> (handler, whether the call is signed); the server time needs no handler.
         self._routes: dict[tuple[str, str], tuple[Handler | None, bool]] = {
@@ -234,8 +239,19 @@ class RestApi:
             return [symbol]
         return sorted(self.exchange.instruments)
 
+    def _raw(self, account: str, path: str, params: Mapping[str, Any]) -> list[JsonDict]:
+        """The hand-made rows of ``path`` for the first page of a list (see :attr:`raw_rows`)."""
+        if params.get("cursor") not in (None, "", "0"):
+            return []
+        symbol = params.get("symbol") or None
+        rows = self.raw_rows.get((account, path), [])
+        return [r for r in rows if symbol is None or not isinstance(r, dict) or r.get("symbol") == symbol]
+
     async def _instruments(self, account: str, params: Mapping[str, Any]) -> JsonDict:
-        items = [instrument_json(self.exchange.instruments[s]) for s in self._symbols(params)]
+        raw = self._raw("", Endpoint.INSTRUMENTS, params)
+        names = {r.get("symbol") for r in raw if isinstance(r, dict)}
+        symbols = [s for s in self._symbols(params) if s not in names] if names else self._symbols(params)
+        items = raw + [instrument_json(self.exchange.instruments[s]) for s in symbols]
         return {"category": CATEGORY, "list": items, "nextPageCursor": ""}
 
     async def _tickers(self, account: str, params: Mapping[str, Any]) -> JsonDict:
@@ -243,12 +259,13 @@ class RestApi:
             ticker_json(self.exchange.ticker(s), self.exchange.instruments.get(s))
             for s in self._symbols(params)
         ]
-        return {"category": CATEGORY, "list": items}
+        return {"category": CATEGORY, "list": self._raw("", Endpoint.TICKERS, params) + items}
 
     async def _wallet(self, account: str, params: Mapping[str, Any]) -> JsonDict:
         if params.get("accountType") != "UNIFIED":
             raise _Reject(10001, "accountType only support UNIFIED.")
-        return {"list": [wallet_json(self.exchange.wallet(account))]}
+        raw = self._raw(account, Endpoint.WALLET, {})
+        return {"list": raw or [wallet_json(self.exchange.wallet(account))]}
 
     @staticmethod
     def _require_scope(params: Mapping[str, Any]) -> str | None:
@@ -263,6 +280,7 @@ class RestApi:
         positions = self.exchange.positions(account, symbol)
         page, cursor = _page(positions, params, default=20, maximum=200)
         items = [position_json(p, self.exchange.instruments.get(p.symbol)) for p in page]
+        items = self._raw(account, Endpoint.POSITIONS, params) + items
         return {"category": CATEGORY, "list": items, "nextPageCursor": cursor}
 
     async def _open_orders(self, account: str, params: Mapping[str, Any]) -> JsonDict:
@@ -279,6 +297,8 @@ class RestApi:
             orders = self.exchange.open_orders(account, symbol)
         page, cursor = _page(orders, params, default=20, maximum=50)
         items = [order_json(o, self.exchange.instruments.get(o.symbol)) for o in page]
+        if not order_id and not link_id:
+            items = self._raw(account, Endpoint.OPEN_ORDERS, params) + items
         return {"category": CATEGORY, "list": items, "nextPageCursor": cursor}
 
     async def _executions(self, account: str, params: Mapping[str, Any]) -> JsonDict:
@@ -289,6 +309,7 @@ class RestApi:
         newest_first = sorted((f for f in fills if f.ts <= until), key=lambda f: f.ts, reverse=True)
         page, cursor = _page(newest_first, params, default=50, maximum=100)
         items = [execution_json(f, self.exchange.instruments.get(f.symbol)) for f in page]
+        items = self._raw(account, Endpoint.EXECUTIONS, params) + items
         return {"category": CATEGORY, "list": items, "nextPageCursor": cursor}
 
     async def _create(self, account: str, params: Mapping[str, Any]) -> JsonDict:

@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +36,12 @@ from engine.venue.bybit.parse import (
     parse_execution,
     parse_order,
     parse_position,
+    parse_rows,
     parse_ticker,
     parse_wallet,
 )
 from engine.venue.bybit.wire import PRIVATE_TOPICS
+from engine.venue.errors import MalformedReply
 
 log = logging.getLogger("opconsole.venue.bybit.stream")
 
@@ -458,17 +460,39 @@ class BybitStream:
 
     # --- parsing (on the loop) ---------------------------------------------------------------------
     def _on_private(self, message: dict[str, Any]) -> None:
-        topic = message.get("topic", "")
-        ts = ms_to_s(message.get("creationTime"), default=self._clock.now())
+        """Each item of a private message on its own: one that cannot be read (no execId, a number
+        that does not parse) is logged and dropped, and the message's other items still count. The
+        REST reads behind the stream (backfill, polls, reconciliation) report a malformed reply
+        loudly; the stream cannot refuse one."""
+        topic = str(message.get("topic", ""))
+        try:
+            ts = ms_to_s(message.get("creationTime"), default=self._clock.now())
+        except MalformedReply:
+            ts = self._clock.now()
+        if topic not in PRIVATE_TOPICS:
+            return
         for item in message.get("data", []):
-            if topic == "execution":
-                self._deliver_execution(parse_execution(self.account, item))
-            elif topic == "order":
-                self._put(parse_order(self.account, item))
-            elif topic == "position":
-                self._put(parse_position(self.account, item))
-            elif topic == "wallet":
-                self._put(parse_wallet(self.account, item, ts))
+            try:
+                events = parse_rows(
+                    f"stream {topic}", [item], lambda row: self._parse_private(topic, row, ts)
+                )
+            except MalformedReply as exc:
+                log.error("%s: bad stream message item dropped: %s", self.account, exc)
+                continue
+            for event in events:
+                if isinstance(event, Execution):
+                    self._deliver_execution(event)
+                else:
+                    self._put(event)
+
+    def _parse_private(self, topic: str, item: Mapping[str, Any], ts: float) -> VenueEvent:
+        if topic == "execution":
+            return parse_execution(self.account, item)
+        if topic == "order":
+            return parse_order(self.account, item)
+        if topic == "position":
+            return parse_position(self.account, item)
+        return parse_wallet(self.account, item, ts)
 
     def _on_public(self, message: dict[str, Any]) -> None:
         data = message.get("data")

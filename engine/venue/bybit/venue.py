@@ -10,6 +10,7 @@ live in :mod:`~engine.venue.bybit.stream`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,12 +34,15 @@ from engine.venue.base import MAX_BATCH, BatchResult, Endpoint, Venue
 from engine.venue.bybit.keys import REDACTOR, ApiKeys, install_redaction, load_keys
 from engine.venue.bybit.limits import RateBudget
 from engine.venue.bybit.parse import (
+    UnreadableRow,
     parse_execution,
     parse_instrument,
     parse_order,
     parse_position,
+    parse_rows,
     parse_ticker,
     parse_wallet,
+    reading,
 )
 from engine.venue.bybit.retry import RetryPolicy
 from engine.venue.bybit.stream import BybitStream, StreamEndpoints, StreamOptions
@@ -54,7 +58,16 @@ from engine.venue.bybit.wire import (
     fmt,
     order_params,
 )
-from engine.venue.errors import DuplicateOrder, RateLimited, VenueError, error_from_code
+from engine.venue.errors import (
+    DuplicateOrder,
+    InvalidRequest,
+    MalformedReply,
+    RateLimited,
+    VenueError,
+    error_from_code,
+)
+
+log = logging.getLogger("opconsole.venue.bybit")
 
 LEVERAGE_NOT_MODIFIED = 110043
 
@@ -142,6 +155,7 @@ class BybitVenue(Venue):
         self._stream_options = stream_options or StreamOptions()
         self._ticker_symbols = set(ticker_symbols)
         self._instruments: dict[str, Instrument] = {}
+        self._refused: dict[str, MalformedReply] = {}
         self._stream: BybitStream | None = None
         self._stream_lock = asyncio.Lock()
 
@@ -196,14 +210,44 @@ class BybitVenue(Venue):
 
     # --- reads ---------------------------------------------------------------------------------
     async def instruments(self, symbols: Sequence[str] | None = None) -> dict[str, Instrument]:
+        """Trading filters; an instrument whose filters cannot be trusted (a tickSize or qtyStep of 0,
+        a number that does not parse) is refused: asked for by name, it raises :class:`MalformedReply`;
+        in a listing of all of them, it is left out with an error log, so one bad listing never stops
+        the others."""
         items = await self._transport.paged(
             Endpoint.INSTRUMENTS, "get_instruments_info", {"category": CATEGORY, "limit": 1000}
         )
         for item in items:
-            instrument = parse_instrument(item)
+            symbol = str(item.get("symbol") or "") if isinstance(item, dict) else ""
+            try:
+                with reading(Endpoint.INSTRUMENTS):
+                    instrument = parse_instrument(item)
+            except UnreadableRow as exc:
+                log.warning("%s: row skipped: %s", Endpoint.INSTRUMENTS, exc)
+                continue
+            except MalformedReply as exc:
+                if symbol not in self._refused:
+                    log.error("%s: instrument %s refused: %s", self.account, symbol, exc)
+                self._refused[symbol] = exc
+                self._instruments.pop(symbol, None)
+                continue
+            self._refused.pop(instrument.symbol, None)
             self._instruments[instrument.symbol] = instrument
         wanted = set(symbols) if symbols is not None else set(self._instruments)
+        refused = sorted(wanted & set(self._refused))
+        if symbols is not None and refused:
+            raise self._refused[refused[0]]
         return {s: i for s, i in self._instruments.items() if s in wanted}
+
+    async def _instrument(self, symbol: str) -> Instrument:
+        """The symbol's filters for an order's wire format, read once: no order leaves with a
+        quantity or price that is not rounded to the instrument's steps."""
+        instrument = self._instruments.get(symbol)
+        if instrument is None:
+            instrument = (await self.instruments([symbol])).get(symbol)
+        if instrument is None:
+            raise InvalidRequest(f"params error: symbol invalid: {symbol}", 10001)
+        return instrument
 
     async def tickers(self, symbols: Sequence[str] | None = None) -> dict[str, Ticker]:
         params: dict[str, Any] = {"category": CATEGORY}
@@ -211,40 +255,49 @@ class BybitVenue(Venue):
             params["symbol"] = symbols[0]
         reply = await self._transport.call(Endpoint.TICKERS, "get_tickers", params)
         wanted = set(symbols) if symbols is not None else None
-        out: dict[str, Ticker] = {}
-        for item in reply.result.get("list", []):
-            if wanted is None or item["symbol"] in wanted:
-                out[item["symbol"]] = parse_ticker(item, reply.time)
-        return out
+        with reading(Endpoint.TICKERS):
+            ts = reply.time
+        rows = [
+            item
+            for item in reply.result.get("list", [])
+            if wanted is None or (isinstance(item, dict) and item.get("symbol") in wanted)
+        ]
+        tickers = parse_rows(Endpoint.TICKERS, rows, lambda item: parse_ticker(item, ts))
+        return {t.symbol: t for t in tickers}
 
     async def wallet(self) -> Wallet:
         reply = await self._transport.call(Endpoint.WALLET, "get_wallet_balance", {"accountType": "UNIFIED"})
         accounts = reply.result.get("list", [])
-        if not accounts:
-            return Wallet(self.account, 0.0, 0.0, 0.0, 0.0, reply.time)
-        return parse_wallet(self.account, accounts[0], reply.time, SETTLE_COIN)
+        with reading(Endpoint.WALLET):
+            if not accounts:
+                return Wallet(self.account, 0.0, 0.0, 0.0, 0.0, reply.time)
+            return parse_wallet(self.account, accounts[0], reply.time, SETTLE_COIN)
 
     async def positions(self, symbol: str | None = None) -> list[Position]:
         params: dict[str, Any] = {"category": CATEGORY, "limit": 200}
         params.update({"symbol": symbol} if symbol else {"settleCoin": SETTLE_COIN})
         items = await self._transport.paged(Endpoint.POSITIONS, "get_positions", params)
-        parsed = (parse_position(self.account, item) for item in items)
+        parsed = parse_rows(Endpoint.POSITIONS, items, lambda item: parse_position(self.account, item))
+        # A size-0 row is never a position: a flat symbol, or (hedge mode) the unused side.
         return [p for p in parsed if p.is_open]
 
     async def open_orders(self, symbol: str | None = None) -> list[Order]:
         params: dict[str, Any] = {"category": CATEGORY, "openOnly": 0, "limit": 50}
         params.update({"symbol": symbol} if symbol else {"settleCoin": SETTLE_COIN})
         items = await self._transport.paged(Endpoint.OPEN_ORDERS, "get_open_orders", params)
-        return [parse_order(self.account, item) for item in items]
+        return parse_rows(Endpoint.OPEN_ORDERS, items, lambda item: parse_order(self.account, item))
 
     async def executions(self, since: float, symbol: str | None = None) -> list[Execution]:
         params: dict[str, Any] = {"category": CATEGORY, "startTime": round(since * 1000), "limit": 100}
         if symbol:
             params["symbol"] = symbol
         items = await self._transport.paged(Endpoint.EXECUTIONS, "get_executions", params)
-        fills = [parse_execution(self.account, item) for item in items]
-        # Bybit lists newest first; the contract is oldest first.
-        return sorted((f for f in fills if f.ts >= since), key=lambda f: f.ts)
+        # Funding, ADL, liquidation... rows are executions too: all are read, none fails the page.
+        fills = parse_rows(Endpoint.EXECUTIONS, items, lambda item: parse_execution(self.account, item))
+        # Bybit lists newest first; the contract is oldest first. Reversed before the (stable) sort,
+        # so fills of the same millisecond keep their order too (TPs that flattened a position
+        # before an entry reopened it must not be read the other way round).
+        return sorted((f for f in reversed(fills) if f.ts >= since), key=lambda f: f.ts)
 
     # --- order actions -------------------------------------------------------------------------
     async def set_leverage(self, symbol: str, leverage: float) -> None:
@@ -257,7 +310,7 @@ class BybitVenue(Venue):
                 raise
 
     async def place(self, request: OrderRequest) -> OrderAck:
-        params = order_params(request, self._instruments.get(request.symbol))
+        params = order_params(request, await self._instrument(request.symbol))
         try:
             reply = await self._transport.call(
                 Endpoint.CREATE, "place_order", params, idempotent=bool(request.link_id)
@@ -267,7 +320,7 @@ class BybitVenue(Venue):
         return _ack(reply.result)
 
     async def amend(self, request: AmendRequest) -> OrderAck:
-        params = amend_params(request, self._instruments.get(request.symbol))
+        params = amend_params(request, await self._instrument(request.symbol))
         reply = await self._transport.call(Endpoint.AMEND, "amend_order", params)
         return _ack(reply.result)
 
@@ -282,7 +335,7 @@ class BybitVenue(Venue):
         return [_ack(item) for item in reply.result.get("list", [])]
 
     async def place_batch(self, requests: Sequence[OrderRequest]) -> list[BatchResult]:
-        items = [batch_item(order_params(r, self._instruments.get(r.symbol))) for r in requests]
+        items = [batch_item(order_params(r, await self._instrument(r.symbol))) for r in requests]
 
         async def landed(index: int) -> OrderAck:
             return await self._ack_by_link(requests[index].symbol, requests[index].link_id)
@@ -296,7 +349,7 @@ class BybitVenue(Venue):
         )
 
     async def amend_batch(self, requests: Sequence[AmendRequest]) -> list[BatchResult]:
-        items = [batch_item(amend_params(r, self._instruments.get(r.symbol))) for r in requests]
+        items = [batch_item(amend_params(r, await self._instrument(r.symbol))) for r in requests]
         return await self._batch(Endpoint.AMEND_BATCH, "amend_batch_order", items)
 
     async def cancel_batch(self, requests: Sequence[CancelRequest]) -> list[BatchResult]:
@@ -371,7 +424,13 @@ class BybitVenue(Venue):
     async def _ensure_stream(self) -> BybitStream:
         async with self._stream_lock:
             if self._stream is None:
-                held = {p.symbol for p in await self.positions()}
+                try:
+                    held = {p.symbol for p in await self.positions()}
+                except VenueError as exc:
+                    # The fills must stream even when the positions cannot be read: the held
+                    # symbols only add ticker subscriptions, which the engine asks for anyway.
+                    log.warning("%s: positions unreadable at stream start (%s)", self.account, exc)
+                    held = set()
                 stream = BybitStream(
                     self.account,
                     self._keys,

@@ -24,6 +24,7 @@ from engine.core.models import (
     Wallet,
     format_step,
 )
+from engine.venue.errors import InvalidRequest
 
 CATEGORY = "linear"
 SETTLE_COIN = "USDT"
@@ -70,7 +71,11 @@ def _steps(instrument: Instrument | None) -> tuple[float | None, float | None]:
 
 
 def order_params(request: OrderRequest, instrument: Instrument | None = None) -> JsonDict:
-    """``/v5/order/create`` parameters (also one item of create-batch) for one-way mode."""
+    """``/v5/order/create`` parameters (also one item of create-batch) for one-way mode.
+
+    An order of a type read back as UNKNOWN is refused here (InvalidRequest), never sent."""
+    if request.order_type is OrderType.UNKNOWN:
+        raise InvalidRequest(f"{request.symbol}: an order of unknown type is never sent", 10001)
     tick, step = _steps(instrument)
     params: JsonDict = {
         "category": CATEGORY,

@@ -1,0 +1,237 @@
+"""The simulated exchange's journal: whatever the exchange acknowledges is on disk first.
+
+The market lives in two files of the state directory, as the engine's own state does
+(:mod:`persistence`): the snapshot ``sim-exchange.json`` (:mod:`engine.sim.state`), rewritten every
+``sim.save_interval_s`` and on exit, and this journal, ``sim-exchange.journal.jsonl``, appended and
+fsync'd *before* the exchange acknowledges a change: before an order action returns its reply, and
+before a fill, trigger or cancel is pushed to the account's stream. A restart replays the records
+newer than the snapshot, so it finds the accounts exactly as the engine last saw them, even after a
+``kill -9``; without it the market rolled back up to a save interval behind the engine's journal, and
+the restarted engine booked phantom trades.
+
+Cheap by construction: a record holds only what changed. Per changed account: its balance and
+leverage, the positions and open orders that differ from what the journal last wrote, and the new
+tail of its executions and finished orders; plus the id counter and the symbols' prices (a few
+numbers). One record (one write, one fsync) per acknowledged request and per price tick that changed
+an account; ticks that change no account write nothing, and the random generators' states (the bulky
+part) wait for the next snapshot. The write is synchronous, like the snapshot's: the record and the
+acknowledgement are one step, and a virtual clock cannot run ahead of a write it cannot see.
+
+The line format is the store's (:mod:`persistence.codec`: seq, ts, reason, CRC) and so is the torn-tail
+rule (:func:`persistence.recovery.scan_journal`): a half-written last line was never acknowledged and
+is dropped; damage before the last line is an error (:class:`SimStateError`), never a silently older
+market. A record is one change set (key :data:`RECORD_KEY`), not a line per key, so a torn write can
+never leave half of an action applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine.core.files import PRIVATE_MODE, fsync_dir
+from engine.core.models import Execution
+from engine.sim.account import PositionState, SimAccount, execution_from_state, execution_to_state
+from engine.sim.orders import WorkingOrder
+from engine.sim.state import SimStateError
+from persistence.codec import JournalRecord, Op, encode_record
+from persistence.recovery import scan_journal
+
+log = logging.getLogger("opconsole.sim")
+
+JOURNAL_SUFFIX = ".journal.jsonl"
+"""The journal sits beside the snapshot: ``sim-exchange.json`` -> ``sim-exchange.journal.jsonl``."""
+RECORD_KEY = "exchange"
+"""The key of every record: its value is one change set of the whole exchange."""
+
+T = TypeVar("T")
+
+
+def journal_path(state_path: Path) -> Path:
+    """The journal of the snapshot at ``state_path``."""
+    return state_path.with_name(state_path.stem + JOURNAL_SUFFIX)
+
+
+# --- change sets (pure) ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AccountImage:
+    """What the journal last wrote of one account: the parts the next record is diffed against."""
+
+    balance: str = ""
+    leverage: dict[str, str] = field(default_factory=dict)
+    positions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_execution: Execution | None = None
+    last_finished: WorkingOrder | None = None
+
+
+def image_of(account: SimAccount) -> AccountImage:
+    """The account as a record would write it (histories by their last item)."""
+    return AccountImage(
+        balance=str(account.balance),
+        leverage={s: str(v) for s, v in account.leverage.items()},
+        positions={s: p.to_state() for s, p in account.positions.items()},
+        orders={o.order_id: o.to_state() for o in account.orders.values()},
+        last_execution=account.executions[-1] if account.executions else None,
+        last_finished=account.finished[-1] if account.finished else None,
+    )
+
+
+def _appended(items: deque[T], last: T | None) -> list[T]:
+    """The items of a bounded history appended after ``last`` (all, when ``last`` is None or gone)."""
+    if last is None:
+        return list(items)
+    newer: list[T] = []
+    for item in reversed(items):
+        if item is last:
+            newer.reverse()
+            return newer
+        newer.append(item)
+    return list(items)
+
+
+def account_change(account: SimAccount, before: AccountImage) -> tuple[dict[str, Any], AccountImage]:
+    """What changed in ``account`` since ``before`` (an empty dict when nothing did), and its image
+    now. Against an empty :class:`AccountImage` the change is the whole account."""
+    now = image_of(account)
+    change: dict[str, Any] = {}
+    if now.balance != before.balance:
+        change["balance"] = now.balance
+    if now.leverage != before.leverage:
+        change["leverage"] = now.leverage
+    positions = {s: p for s, p in now.positions.items() if before.positions.get(s) != p}
+    if positions:
+        change["positions"] = positions
+    # New orders come in creation order (the order they are matched in); changed ones keep their place.
+    orders = {i: o for i, o in now.orders.items() if before.orders.get(i) != o}
+    if orders:
+        change["orders"] = orders
+    closed = [i for i in before.orders if i not in now.orders]
+    if closed:
+        change["closed"] = closed
+    finished = _appended(account.finished, before.last_finished)
+    if finished:
+        change["finished"] = [o.to_state() for o in finished]
+    executions = _appended(account.executions, before.last_execution)
+    if executions:
+        change["executions"] = [execution_to_state(e) for e in executions]
+    return change, now
+
+
+def apply_account_change(accounts: dict[str, SimAccount], name: str, change: Mapping[str, Any]) -> None:
+    """Replay one account's change onto ``accounts`` (opening the account when it is new)."""
+    account = accounts.get(name)
+    if account is None:
+        account = accounts[name] = SimAccount(name=name, balance=Decimal(change["balance"]))
+    if "balance" in change:
+        account.balance = Decimal(change["balance"])
+    if "leverage" in change:
+        account.leverage = {s: Decimal(v) for s, v in change["leverage"].items()}
+    for symbol, raw in change.get("positions", {}).items():
+        account.positions[symbol] = PositionState.from_state(raw)
+    for order_id in change.get("closed", []):
+        account.orders.pop(order_id, None)
+    for order_id, raw in change.get("orders", {}).items():
+        account.orders[order_id] = WorkingOrder.from_state(raw)
+    account.finished.extend(WorkingOrder.from_state(raw) for raw in change.get("finished", []))
+    account.executions.extend(execution_from_state(raw) for raw in change.get("executions", []))
+
+
+# --- the file --------------------------------------------------------------------------------
+
+
+class SimJournal:
+    """The append-only journal file; :attr:`seq` is the last record's sequence number."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seq = 0
+
+    def recover(self, after_seq: int) -> list[JournalRecord]:
+        """The records newer than the snapshot's ``after_seq``, oldest first.
+
+        A torn last line (a write a crash interrupted, never acknowledged) is cut off the file;
+        damage before it raises :class:`SimStateError` and leaves the file as it is.
+        """
+        self.seq = after_seq
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise SimStateError(
+                self.path, f"cannot read the simulated exchange's journal: {exc.strerror}"
+            ) from exc
+        scan = scan_journal(data)
+        if scan.damaged:
+            if not scan.torn_tail_only:
+                raise SimStateError(
+                    self.path,
+                    f"corrupt simulated exchange journal ({scan.problem}; {scan.dropped_lines} lines "
+                    "after it); move the file away to continue from the last snapshot",
+                )
+            log.warning(
+                "simulated exchange journal %s: dropped a torn last record (%d bytes: %s); it was never "
+                "acknowledged",
+                self.path,
+                scan.total_bytes - scan.valid_bytes,
+                scan.problem,
+            )
+            _truncate(self.path, scan.valid_bytes)
+        if scan.records:
+            self.seq = max(after_seq, scan.records[-1].seq)
+        return [r for r in scan.records if r.seq > after_seq]
+
+    def append(self, ts: float, reason: str, value: Any) -> None:
+        """Append one record and return once it is on disk (write + fsync). On an OSError the file is
+        cut back to where it was, so a failed write never leaves a torn line under later records."""
+        record = JournalRecord(self.seq + 1, ts, reason, RECORD_KEY, Op.SET, value)
+        data = encode_record(record)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_MODE)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(self.path.parent)
+        self.seq = record.seq
+
+    def reset(self) -> None:
+        """Empty the file once a snapshot holds every record (the sequence keeps counting)."""
+        if self.path.exists():
+            _truncate(self.path, 0)
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def last_record_time(path: Path) -> float | None:
+    """The time of the journal's last intact record (None without one)."""
+    try:
+        records = scan_journal(path.read_bytes()).records
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SimStateError(path, f"cannot read the simulated exchange's journal: {exc.strerror}") from exc
+    return records[-1].ts if records else None
