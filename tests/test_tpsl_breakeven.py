@@ -7,6 +7,8 @@ Pure decisions first, then the same over the simulated exchange and the fake V5 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from tpsl_builders import BTC, P, ack_all, fill, opened, with_position
 from tpsl_harness import SYMBOL, Harness, Market, assert_protected, on_both_venues, stop_orders
@@ -178,7 +180,7 @@ async def test_breakeven_now_is_checked_against_the_last_price_the_stop_triggers
     ops = OperatorActions(h.manager)
     h.exchange.set_price(SYMBOL, 100_100.0, mark=100_600.0)  # the mark is beyond breakeven, the last not
     await h.settle()
-    with pytest.raises(ActionRefused, match="LastPrice 100100.0 is not beyond breakeven 100130.1"):
+    with pytest.raises(ActionRefused, match=re.escape("LastPrice 100100.0 is not beyond breakeven 100130.1")):
         await ops.breakeven_now(KEY)
     assert not h.manager.monitors[KEY].breakeven
     (stop,) = stop_orders(h.open_orders())
