@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.core.errors import BadInput
+from engine.core.errors import BadInput, EngineFailure
 from engine.core.settings import Settings, load_settings
 
 EXIT_OK = 0
@@ -57,6 +57,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {text}")
+    return value
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="settings file (default: lookup order)")
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (default: persistence.dir)")
@@ -93,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("sim-server", help="fake Bybit V5 server over the simulator")
     _add_config_args(server)
     server.add_argument("--host", default="127.0.0.1")
-    server.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    server.add_argument("--port", type=_port, default=0, help="0 picks a free port (printed)")
 
     bench = sub.add_parser("bench", help="A/B benchmark of the optimized and baseline profiles")
     _add_config_args(bench)
@@ -115,7 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(getattr(args, "config", None), getattr(args, "state_dir", None))
+    return _checked(load_settings(getattr(args, "config", None), getattr(args, "state_dir", None)))
+
+
+def _checked(settings: Settings) -> Settings:
+    """``settings`` after the checks core cannot make (see :mod:`engine.runtime.settings_check`)."""
+    from engine.runtime.settings_check import check_settings  # light: the sim's catalog, no engine
+
+    return check_settings(settings)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -127,7 +144,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = load_settings(args.file, args.state_dir)
+    settings = _checked(load_settings(args.file, args.state_dir))
     print("# effective settings, from: " + " <- ".join(settings.sources))
     print(settings.to_toml(), end="")
     return EXIT_OK
@@ -199,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except BadInput as exc:
         return fail(exc.where, exc.what)
+    except EngineFailure as exc:
+        return fail(exc.where, exc.what, EXIT_FAILURE)
     except KeyboardInterrupt:
         return EXIT_OK
 

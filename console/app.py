@@ -37,6 +37,7 @@ from console.screens.price_alerts import PriceAlertsScreen
 from console.screens.rollback import RollbackScreen
 from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
+from console.terminal import ConsoleDriver
 from console.view_model import (
     ACCOUNT_COLUMNS,
     ORDER_COLUMNS,
@@ -58,9 +59,10 @@ from console.widgets.log_pane import LogPane
 from console.widgets.stats_panel import StatsPanel
 from console.widgets.status_bar import StatusBar
 from engine.core.clock import Clock, RealClock, parse_iso_utc
+from engine.core.errors import BadInput
 from engine.core.settings import Settings
 from engine.dashboard.snapshot import DashboardSnapshot
-from engine.runtime.assembly import EngineNotStarted, EngineRuntime, EngineState
+from engine.runtime.assembly import EngineNotStarted, EngineRuntime, EngineState, check_state_free
 from themes import ALL_THEMES, CONSOLE_VARIABLES, DEFAULT_THEME, next_theme
 
 log = logging.getLogger("opconsole.console")
@@ -158,6 +160,7 @@ class OperatorConsole(App[int]):
         self._shown_state: str | None = None
         self._saved_theme: str | None = None
         self.exit_text = ""  # what the terminal shows after the console exits
+        self.bad_input: BadInput | None = None  # why the engine refused to start, if it did
         for theme in ALL_THEMES:
             self.register_theme(theme)
 
@@ -217,6 +220,11 @@ class OperatorConsole(App[int]):
         try:
             await self.runtime.start()
             log.info("engine started on %s", self.runtime.venue_label)
+        except BadInput as exc:
+            # e.g. the state directory was locked between the check in run_console and now: the
+            # console refuses like the command line does, it does not linger on a dead engine
+            self.bad_input = exc
+            self.exit(2)
         except Exception as exc:
             log.critical("the engine could not start: %s", exc, exc_info=exc)
             self.notify(f"The engine could not start: {exc}", severity="error", timeout=15)
@@ -521,7 +529,12 @@ class OperatorConsole(App[int]):
         log.info("shutting down (%s)", reason)
         await self._stop_engine()
         self.exit_text = exit_message(open_positions)
-        self.exit(0, message=self.exit_text)
+        # After a hang-up there is no terminal to print on (Textual would fail writing to it).
+        self.exit(0, message=None if self._terminal_gone(reason) else self.exit_text)
+
+    def _terminal_gone(self, reason: str) -> bool:
+        driver = getattr(self, "_driver", None)
+        return reason == signal.SIGHUP.name or (isinstance(driver, ConsoleDriver) and driver.terminal_lost)
 
     async def _stop_engine(self) -> None:
         if self._engine_stopped:
@@ -584,7 +597,14 @@ def _runner(app: App[Any], action: str) -> Callable[[], Awaitable[None]]:
 
 
 def run_console(settings: Settings, state_dir: Path) -> int:
-    """Run the console until the operator quits (or SIGHUP / SIGTERM); returns the exit code."""
+    """Run the console until the operator quits (or SIGHUP / SIGTERM); returns the exit code.
+
+    A state directory in use by another process is refused (``BadInput``) before the UI opens.
+    """
+    check_state_free(state_dir)
     app = OperatorConsole(settings, state_dir, handle_signals=True)
+    app.driver_class = ConsoleDriver  # exits even after the terminal went away
     result = app.run()
+    if app.bad_input is not None:
+        raise app.bad_input
     return int(app.return_code or 0) if result is None else int(result)

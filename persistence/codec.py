@@ -76,12 +76,14 @@ def _unseal(data: bytes, what: str) -> dict[str, Any]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptData(f"{what} is not valid JSON ({exc})") from None
+    except RecursionError:  # a crafted file nested thousands deep
+        raise CorruptData(f"{what} is nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("crc"), int):
         raise CorruptData(f"{what} has no checksum")
     crc = doc.pop("crc")
     try:
         actual = zlib.crc32(canonical(doc).encode())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise CorruptData(f"{what} holds values that are not canonical JSON") from None
     if actual != crc:
         raise CorruptData(f"{what} checksum mismatch")
@@ -141,4 +143,6 @@ def decode_snapshot(data: bytes) -> Snapshot:
     seq, ts, state = doc.get("seq"), doc.get("ts"), doc.get("state")
     if not (isinstance(seq, int) and seq >= 0 and isinstance(ts, int | float) and isinstance(state, dict)):
         raise CorruptData("snapshot lacks seq, ts or state")
+    if isinstance(ts, bool) or not math.isfinite(ts):
+        raise CorruptData("snapshot has a bad ts")
     return Snapshot(seq=seq, ts=float(ts), state=state)

@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from persistence.errors import StateLocked
+from persistence.errors import StateLocked, StateUnusable
 from persistence.layout import FILE_MODE
 
 
@@ -28,10 +28,16 @@ class StateLock:
         return self._fd is not None
 
     def acquire(self) -> None:
-        """Take the lock or raise :class:`StateLocked` naming the holder."""
+        """Take the lock or raise :class:`StateLocked` naming the holder (``StateUnusable`` when the
+        lock file cannot be opened at all)."""
         if self._fd is not None:
             return
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except IsADirectoryError:
+            raise StateUnusable(self._path, "is a directory, not the lock file") from None
+        except OSError as exc:  # a read-only directory, a lock file of another user...
+            raise StateUnusable(self._path, f"cannot open the lock file: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from persistence.codec import CorruptData, JournalRecord, Snapshot, decode_record, decode_snapshot
-from persistence.layout import DIR_MODE, STATE_FILES, TEMP_FILES, StateFiles
+from persistence.errors import StateUnusable, UnsupportedSnapshot
+from persistence.layout import DIR_MODE, STATE_FILES, TEMP_FILES, StateFiles, check_files
 
 
 @dataclass(slots=True)
@@ -126,14 +127,26 @@ class SnapshotRead:
 
 def read_snapshot(path: Path) -> SnapshotRead:
     """Read and verify a snapshot file (``UnsupportedSnapshot`` propagates: never overwrite newer data)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = _read_bytes(path)
+    if data is None:
         return SnapshotRead(None, "missing")
     try:
         return SnapshotRead(decode_snapshot(data), None)
     except CorruptData as exc:
         return SnapshotRead(None, str(exc))
+    except UnsupportedSnapshot as exc:
+        raise UnsupportedSnapshot(str(exc), path) from None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, None when it does not exist; ``StateUnusable`` when it cannot be read (a
+    permission, an I/O error): that is not damage to quarantine, the operator must look."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateUnusable(path, f"cannot be read: {exc.strerror}") from None
 
 
 @dataclass(slots=True)
@@ -152,14 +165,17 @@ class RecoveryPlan:
 
 
 def _read_journal(path: Path) -> JournalScan:
-    try:
-        return scan_journal(path.read_bytes())
-    except FileNotFoundError:
-        return JournalScan()
+    data = _read_bytes(path)
+    return JournalScan() if data is None else scan_journal(data)
 
 
 def plan_recovery(files: StateFiles) -> RecoveryPlan:
-    """Decide how to recover ``files.root`` without changing anything on disk."""
+    """Decide how to recover ``files.root`` without changing anything on disk.
+
+    Raises ``StateUnusable`` when a file is in the way (a directory where a file belongs) or cannot be
+    read, and ``UnsupportedSnapshot`` for a newer format: the operator's to fix, never quarantined.
+    """
+    check_files(files)
     report = RecoveryReport()
     remove = [files.root / name for name in TEMP_FILES if (files.root / name).exists()]
     report.stale_tmp_removed = [path.name for path in remove]
@@ -285,13 +301,7 @@ def carry_out(plan: RecoveryPlan, files: StateFiles, now: float) -> RecoveryRepo
     """Perform the plan's repairs (synchronously: this runs once, at start-up, before the loop works)."""
     report = plan.report
     if plan.quarantine_move or plan.quarantine_copy:
-        target = files.quarantine_dir(now)
-        target.mkdir(mode=DIR_MODE)
-        for path in plan.quarantine_copy:
-            shutil.copy2(path, target / path.name)
-        for path in plan.quarantine_move:
-            os.replace(path, target / path.name)
-        _fsync_dir(target)
+        target = _quarantine(files, now, copy=plan.quarantine_copy, move=plan.quarantine_move)
         report.quarantine_dir = str(target)
         report.notes.append(f"damaged files kept in {target.name}/")
     if plan.truncate_journal_to is not None and files.journal.exists():
@@ -303,6 +313,25 @@ def carry_out(plan: RecoveryPlan, files: StateFiles, now: float) -> RecoveryRepo
         path.unlink(missing_ok=True)
     _fsync_dir(files.root)
     return report
+
+
+def _quarantine(files: StateFiles, now: float, *, copy: list[Path], move: list[Path]) -> Path:
+    target = files.quarantine_dir(now)
+    target.mkdir(mode=DIR_MODE)
+    for path in copy:
+        shutil.copy2(path, target / path.name)
+    for path in move:
+        os.replace(path, target / path.name)
+    _fsync_dir(target)
+    return target
+
+
+def quarantine_copy(files: StateFiles, now: float) -> Path:
+    """Copy the state files as they are into a new ``quarantine-<time>/`` (returned): what the
+    engine keeps before it drops records it cannot decode (their checksums were fine, their shape
+    was not), so the operator still has them."""
+    present = [files.root / name for name in STATE_FILES if (files.root / name).is_file()]
+    return _quarantine(files, now, copy=present, move=[])
 
 
 def _fsync_dir(path: Path) -> None:

@@ -7,6 +7,17 @@ commit takes every pending change with it (group commit), so a critical save als
 non-critical changes made before it durable. Non-critical changes wait, coalesced per key, for the
 flush timer, which sleeps on the injected time source. The journal is compacted into a new snapshot
 past a size or record bound.
+
+When the disk cannot be written (full, read-only, an I/O error) the store does not halt and drops
+nothing: the changes it could not write stay in memory, in the order they were made (``_disk`` and
+``_seq`` already hold them), every later change is kept too, and the store retries on its time source
+with a backoff (:data:`RETRY_FIRST_S` doubling to :data:`RETRY_MAX_S`). The first write that succeeds
+again is a whole snapshot (a failed append may have left a torn record in the journal, which is then
+moved aside), so the unwritten changes reach the disk first and in order. While the disk is out,
+invariant 3 (a critical change is durable before the caller acts on the next event) cannot hold: a
+critical save keeps the change and raises :class:`StoreFailed` ("not durable"), and the caller decides
+what to do without durability (the TP/SL manager keeps protecting open positions and refuses new
+entries). Health listeners (:meth:`Store.add_health_listener`) hear the failure and the recovery.
 """
 
 from __future__ import annotations
@@ -22,10 +33,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import aiofiles.os
+
 from persistence.codec import JournalRecord, Op, canonical, encode_record, encode_snapshot
 from persistence.durable import IoCost, JournalAppender, rotate_journal, write_snapshot
 from persistence.errors import StoreFailed, StoreNotStarted
-from persistence.layout import DIR_MODE, StateFiles
+from persistence.layout import StateFiles, check_writable, create_root, tighten_root
 from persistence.lock import StateLock
 from persistence.metrics import StoreMetrics
 from persistence.policy import SavePolicy, policy_named
@@ -36,6 +49,13 @@ from persistence.timesource import TimeSource
 logger = logging.getLogger("opconsole.persistence")
 
 MARK_KEY = ""  # the key of lifecycle markers (startup, shutdown): they change no state
+RETRY_FIRST_S = 1.0
+"""The first retry after a failed write, on the store's time source; each failed retry doubles it."""
+RETRY_MAX_S = 60.0
+"""The longest wait between two retries of a disk that cannot be written."""
+
+HealthListener = Callable[[BaseException | None], None]
+"""Called with the write error when the disk stops taking writes, and with None once it takes them again."""
 
 
 @dataclass(slots=True)
@@ -118,7 +138,11 @@ class Store:
         self._pending_signal: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
-        self._failed: BaseException | None = None
+        self._failed: BaseException | None = None  # the last write error, while writes keep failing
+        self._failed_since: float | None = None
+        self._needs_full = False  # a write failed: the next one is a whole snapshot (see the module doc)
+        self._retry: asyncio.Task[None] | None = None
+        self._listeners: list[HealthListener] = []
         self._closed = False
 
     # ----------------------------------------------------------------- read side
@@ -143,8 +167,12 @@ class Store:
 
     @property
     def failed(self) -> bool:
-        """True once a disk write failed: the store refuses further writes."""
+        """True while the disk cannot be written: changes are kept in memory and the write retried."""
         return self._failed is not None
+
+    def add_health_listener(self, listener: HealthListener) -> None:
+        """Call ``listener(error)`` when writes start failing and ``listener(None)`` when they work again."""
+        self._listeners.append(listener)
 
     def metrics(self) -> dict[str, Any]:
         """Counters for the console and the benchmark (times on the store's time source)."""
@@ -160,6 +188,7 @@ class Store:
             journal_records=self._journal_records,
             flush_interval_s=self._flush_interval_s,
             failed=None if self._failed is None else repr(self._failed),
+            failed_since=self._failed_since,
             recovery=None if self._report is None else self._report.as_dict(),
         )
         return data
@@ -167,13 +196,16 @@ class Store:
     # ----------------------------------------------------------------- life cycle
 
     def load(self) -> RecoveryReport:
-        """Take the directory's lock and recover the state; raises ``StateLocked`` if it is in use."""
+        """Take the directory's lock and recover the state; raises ``StateLocked`` if it is in use,
+        ``StateUnusable`` / ``UnsupportedSnapshot`` when the directory cannot be used as it is."""
         if self._report is not None:
             raise RuntimeError("Store.load() already ran")
-        self._files.root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        create_root(self._files)
         self._lock.acquire()
         try:
-            plan = plan_recovery(self._files)
+            check_writable(self._files)
+            plan = plan_recovery(self._files)  # reads only: a refusal has changed nothing
+            tighten_root(self._files)
             report = carry_out(plan, self._files, self._clock.now())
         except BaseException:
             self._lock.release()
@@ -211,16 +243,23 @@ class Store:
         if self._closed:
             return
         try:
-            if self._writer is not None and self._failed is None:
+            if self._writer is not None:
+                # While the disk is out this is the last attempt to write what is kept in memory.
                 with contextlib.suppress(StoreFailed):  # already logged by the writer
                     await self._mark(Reason.SHUTDOWN)
-            if self._timer is not None:
-                self._timer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._timer
+                if self._failed is not None:
+                    logger.critical(
+                        "persistence in %s closes with changes it could not write (%s)",
+                        self._files.root,
+                        self._failed,
+                    )
+            for task in (self._timer, self._retry):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self._writer is not None:
-                with contextlib.suppress(StoreFailed):
-                    await self._submit(_Kind.STOP, check_failed=False)
+                await self._submit(_Kind.STOP)
                 await self._writer
             await self._appender.close()
         finally:
@@ -234,7 +273,9 @@ class Store:
 
         Returns once the change is as durable as the policy requires: for a critical reason (or
         ``force``) it is on disk and the journal seq that holds it is returned; a non-critical save
-        under the smart policy returns None at once and is written by the next flush.
+        under the smart policy returns None at once and is written by the next flush. When the disk
+        cannot be written, a save that had to be durable raises :class:`StoreFailed`; the change is
+        kept all the same and written, in order, when the disk takes writes again.
         """
         reason = Reason(reason)
         self._check_writable(key)
@@ -250,7 +291,10 @@ class Store:
         return await self._record(key, Op.DELETE, None, reason, critical=force or reason.critical)
 
     async def flush(self) -> FlushResult:
-        """Write every pending change now (one append + one fsync, or one snapshot under simple)."""
+        """Write every pending change now (one append + one fsync, or one snapshot under simple).
+
+        While the disk is out this is an immediate retry; it raises :class:`StoreFailed` if it fails.
+        """
         self._check_writable()
         result: FlushResult = await self._submit(_Kind.COMMIT)
         return result
@@ -277,6 +321,9 @@ class Store:
             self._policy = target
             return
         self._check_writable()
+        if self._failed is not None:  # nothing can be written now; the next write is a snapshot anyway
+            self._policy = target
+            return
         await self._submit(_Kind.SET_POLICY, policy=target)
 
     # ----------------------------------------------------------------- internals (caller side)
@@ -288,8 +335,12 @@ class Store:
             raise RuntimeError("the store is closed")
         if self._writer is None:
             raise RuntimeError("Store.start() has not run")
-        if self._failed is not None:
-            raise StoreFailed(f"the state store stopped after a failed write: {self._failed!r}")
+
+    def _not_durable(self) -> StoreFailed:
+        return StoreFailed(
+            f"not durable: the state directory {self._files.root} cannot be written ({self._failed}); "
+            "the change is kept in memory and written when the disk allows"
+        )
 
     async def _record(self, key: str, op: Op, value: Any, reason: Reason, *, critical: bool) -> int | None:
         now = self._clock.now()
@@ -300,6 +351,8 @@ class Store:
         if not self._policy.commits_now(critical):
             self._signal().set()
             return None
+        if self._failed is not None:  # kept in ``_pending``; the retry writes it (no disk hammering)
+            raise self._not_durable()
         await self._submit(_Kind.COMMIT)
         if critical:
             delay = self._clock.now() - now
@@ -312,11 +365,7 @@ class Store:
         self._marks.append(_Change(MARK_KEY, Op.MARK, marker, reason.value, since=self._clock.now()))
         await self._submit(_Kind.COMMIT)
 
-    async def _submit(
-        self, kind: _Kind, *, policy: SavePolicy | None = None, check_failed: bool = True
-    ) -> Any:
-        if check_failed and self._failed is not None:
-            raise StoreFailed(f"the state store stopped after a failed write: {self._failed!r}")
+    async def _submit(self, kind: _Kind, *, policy: SavePolicy | None = None) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._commands().put_nowait(_Command(kind, future, policy))
         return await future
@@ -328,20 +377,18 @@ class Store:
         commit that finishes late (or a critical save that drained the batch) never stretches it.
         """
         pending = self._signal()
-        while self._failed is None:
+        while True:
             await pending.wait()
             oldest = self._oldest_pending_since()
-            if oldest is None:
+            if oldest is None or self._failed is not None:  # while the disk is out, the retry writes
                 pending.clear()
                 continue
             delay = oldest + self._flush_interval_s - self._clock.now()
             if delay > 0:
                 await self._clock.sleep(delay)
                 continue  # look again: a critical save may have taken the batch meanwhile
-            try:
+            with contextlib.suppress(StoreFailed):  # the writer logged it and retries
                 await self._submit(_Kind.COMMIT)
-            except StoreFailed:
-                return
 
     def _commands(self) -> asyncio.Queue[_Command]:
         """The writer's command queue, created by :meth:`start`."""
@@ -369,18 +416,64 @@ class Store:
             if command.kind is _Kind.STOP:
                 _resolve(command.future, None)
                 return
-            if self._failed is not None:
-                _reject(command.future, StoreFailed(f"the state store stopped: {self._failed!r}"))
-                continue
             try:
                 result = await self._execute(command)
+                if command.kind is not _Kind.BARRIER:
+                    self._write_succeeded()
                 _resolve(command.future, result)
                 if not self._policy.full_writes and self._over_bounds():
                     await self._compact()
-            except Exception as exc:  # the disk failed: halt rather than drop writes
-                self._failed = exc
-                logger.critical("persistence write failed in %s; halting", self._files.root, exc_info=exc)
-                _reject(command.future, StoreFailed(f"state write failed: {exc!r}"))
+            except Exception as exc:  # the disk failed: keep everything in memory and retry
+                self._write_failed(exc)
+                _reject(command.future, self._not_durable())
+
+    def _write_failed(self, exc: BaseException) -> None:
+        self._needs_full = True
+        if self._failed is not None:
+            self._failed = exc
+            logger.warning("persistence write in %s failed again: %s", self._files.root, exc)
+            return
+        self._failed = exc
+        self._failed_since = self._clock.now()
+        logger.critical(
+            "persistence write failed in %s; changes are kept in memory and the write retried",
+            self._files.root,
+            exc_info=exc,
+        )
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._run_retry(), name="persistence-retry")
+        self._tell_listeners(exc)
+
+    def _write_succeeded(self) -> None:
+        if self._failed is None:
+            return
+        since = self._failed_since if self._failed_since is not None else self._clock.now()
+        logger.warning(
+            "persistence writes resumed in %s after %.0f s; the kept changes are on disk",
+            self._files.root,
+            self._clock.now() - since,
+        )
+        self._failed = None
+        self._failed_since = None
+        self._tell_listeners(None)
+
+    def _tell_listeners(self, error: BaseException | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(error)
+            except Exception:  # a listener must never stop the writer
+                logger.exception("persistence health listener %r failed", listener)
+
+    async def _run_retry(self) -> None:
+        """While writes fail, retry a commit (a whole snapshot) with a backoff on the time source."""
+        delay = RETRY_FIRST_S
+        while self._failed is not None:
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            if self._failed is None:  # a flush got through meanwhile
+                return
+            with contextlib.suppress(StoreFailed):
+                await self._submit(_Kind.COMMIT)
 
     async def _execute(self, command: _Command) -> FlushResult:
         if command.kind is _Kind.COMPACT:
@@ -403,7 +496,7 @@ class Store:
         self._marks.clear()
         if self._pending_signal is not None:
             self._pending_signal.clear()
-        if not changes:
+        if not changes and not self._needs_full:
             return FlushResult(records=0, bytes=0, full_write=False, seq=self._seq)
         now = self._clock.now()
         records = []
@@ -415,7 +508,7 @@ class Store:
             records.append(record)
         oldest = min((c.since for c in changes if c.op is not Op.MARK), default=now)
         self._metrics.max_pending_age_s = max(self._metrics.max_pending_age_s, now - oldest)
-        full = self._policy.full_writes
+        full = self._policy.full_writes or self._needs_full
         if full:
             cost = await self._write_full(now)
         else:
@@ -443,11 +536,14 @@ class Store:
         """Snapshot ``_disk`` (the state at ``_seq``), then move the journal it covers aside."""
         data = encode_snapshot(self._disk, seq=self._seq, ts=now)
         cost = await write_snapshot(self._files, data, self._trace)
-        if self._journal_bytes > 0:
+        # After a failed write the journal may end in a torn record of changes the snapshot now holds.
+        torn = self._needs_full and await aiofiles.os.path.exists(self._files.journal)
+        if self._journal_bytes > 0 or torn:
             cost += await rotate_journal(self._files, self._appender)
             self._journal_bytes = 0
             self._journal_records = 0
             self._note("compaction:journal_rotated")
+        self._needs_full = False
         return cost
 
     def _note(self, step: str) -> None:

@@ -26,6 +26,12 @@ yet, at their time relative to its start; what opened is read from the engine's 
 ledger), a refusal from the segment's log. The hour ends with a clean segment, then clean *drain*
 segments (no new trade) let open trades close, each ending in a clean exit.
 
+A kill comes at a seeded random moment of the remaining time: when the process is seen (from the
+market's saved time) past it, with a wall-clock backstop at the speed measured so far. Every other
+kill then waits for the exchange's next acknowledged change (an order action or a fill, journaled
+before it is acknowledged), so some kills land right after an entry fill, a TP fill or a stop move,
+the moments that matter.
+
 Usage::
 
     .venv/bin/python scripts/volatile_hour.py [--minutes 60] [--seed 7] [--kills 6] [--trades 24] [--json]
@@ -36,6 +42,7 @@ Exit code 0 when every check holds, 1 otherwise (2 for bad arguments).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -47,7 +54,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -56,15 +63,18 @@ from typing import Any
 import tomli_w
 
 from engine.core.clock import VirtualClock, iso_utc
+from engine.core.errors import BadInput
 from engine.core.link_ids import parse_link_id
-from engine.core.models import Execution, Monitor, Order, Position, Side, Trade
+from engine.core.models import Execution, Monitor, Order, Phase, Position, Side, Trade
 from engine.core.settings import Settings, load_settings
 from engine.core.state_keys import MONITOR_PREFIX
 from engine.runtime.assembly import make_clock
+from engine.sim.account import EXECUTION_HISTORY
 from engine.sim.exchange import STATE_FILE, SimExchange
 from engine.sim.fills import dec, money
-from engine.sim.journal import journal_path
+from engine.sim.journal import journal_path, last_record_time
 from engine.sim.ledger import ZERO, apply_fill
+from engine.sim.state import read_state as read_sim_state
 from engine.trading.ledger import Ledger
 from persistence.recovery import read_state
 
@@ -91,8 +101,15 @@ SEGMENT_TIMEOUT_S = 300.0
 """Wall seconds one engine process may take before it counts as hung (and is killed)."""
 STARTED_MARKER = "persistence recovery in"
 """The engine's first log line once its state directory is locked: the process is up."""
+ACK_WAIT_SIM_S = 60.0
+"""Simulated seconds (at the measured speed) an ``after_ack`` kill waits for the exchange's next
+acknowledgement at most: a quiet market still gets its kill."""
 INITIAL_RATE = 2000.0
-"""Simulated seconds per wall second assumed before the first kill measured it (high: kill early)."""
+"""Simulated seconds per wall second assumed until a segment measured more."""
+STARTUP_ALLOWANCE_S = 0.3
+BACKSTOP_FACTOR = 2.0
+"""A kill comes when the market is seen past its simulated moment, or at the latest this many times
+the wall time that moment should take (plus the start-up allowance): a slow engine still gets it."""
 
 _ALERT_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) opconsole\.alerts: (?P<message>.*)$")
 # The scenario runner's refusal: "<symbol> <side>: <why>" (engine.runtime.scenario.open_scenario_trade).
@@ -130,30 +147,39 @@ class PlannedTrade:
         }
 
 
-def plan_trades(count: int, minutes: float, seed: int, symbols: Sequence[str] = SYMBOLS) -> list[PlannedTrade]:
-    """``count`` seeded trades spread over the first 85 % of the run (the rest lets them work), both
-    approaches and sides, round the symbols, one symbol's trades at least
-    :data:`MIN_SAME_SYMBOL_GAP_S` apart when the symbols allow it."""
+def plan_trades(
+    count: int, minutes: float, seed: int, symbols: Sequence[str] = SYMBOLS
+) -> list[PlannedTrade]:
+    """``count`` seeded trades in bursts of one to three (a few seconds apart, on different symbols:
+    several trades opened at once also meet the exchange's rate limit), the bursts spread over the
+    first 85 % of the run (the rest lets them work); both approaches and sides, round the symbols, one
+    symbol's trades at least :data:`MIN_SAME_SYMBOL_GAP_S` apart when the symbols allow it."""
     rng = random.Random(f"volatile-hour:{seed}")
+    sizes: list[int] = []
+    while sum(sizes) < count:
+        sizes.append(min(rng.randint(1, 3), count - sum(sizes)))
     span = max(0.0, minutes * 60.0 * 0.85 - FIRST_TRADE_S)
-    step = span / count if count else 0.0
+    step = span / len(sizes) if sizes else 0.0
     last_use: dict[str, float] = {}
-    trades = []
-    for i in range(count):
-        offset = FIRST_TRADE_S + step * i + rng.uniform(0.0, step * 0.5)
-        free = [s for s in symbols if offset - last_use.get(s, -1e9) >= MIN_SAME_SYMBOL_GAP_S]
-        symbol = rng.choice(free) if free else min(symbols, key=lambda s: last_use.get(s, -1e9))
-        last_use[symbol] = offset
-        trades.append(
-            PlannedTrade(
-                index=i,
-                offset_s=round(offset, 3),
-                symbol=symbol,
-                side=rng.choice([Side.BUY, Side.SELL]),
-                approach="conservative" if i % 2 == 0 else "fast",
-                margin=rng.choice(MARGINS),
+    trades: list[PlannedTrade] = []
+    for burst, size in enumerate(sizes):
+        start = FIRST_TRADE_S + step * burst + rng.uniform(0.0, step * 0.5)
+        for k in range(size):
+            offset = start + k * rng.uniform(0.5, 3.0)
+            free = [s for s in symbols if offset - last_use.get(s, -1e9) >= MIN_SAME_SYMBOL_GAP_S]
+            symbol = rng.choice(free) if free else min(symbols, key=lambda s: last_use.get(s, -1e9))
+            last_use[symbol] = offset
+            i = len(trades)
+            trades.append(
+                PlannedTrade(
+                    index=i,
+                    offset_s=round(offset, 3),
+                    symbol=symbol,
+                    side=rng.choice([Side.BUY, Side.SELL]),
+                    approach="conservative" if i % 2 == 0 else "fast",
+                    margin=rng.choice(MARGINS),
+                )
             )
-        )
     return trades
 
 
@@ -225,6 +251,8 @@ class ExchangeView:
     orders: list[Order]
     executions: list[Execution]
     qty_steps: dict[str, float]
+    history_full: bool = False
+    """An account holds as many executions as the exchange keeps: the oldest may be gone."""
 
 
 def read_exchange(state_dir: Path) -> ExchangeView:
@@ -245,9 +273,11 @@ def read_exchange(state_dir: Path) -> ExchangeView:
         )
         positions = [p for a in exchange.accounts for p in exchange.positions(a) if p.is_open]
         orders = [o for a in exchange.accounts for o in exchange.open_orders(a)]
-        executions = [e for a in exchange.accounts for e in exchange.executions(a, since=0.0)]
+        per_account = [exchange.executions(a, since=0.0) for a in exchange.accounts]
         steps = {s: i.qty_step for s, i in exchange.instruments.items()}
-    return ExchangeView(saved, positions, orders, executions, steps)
+    full = any(len(rows) >= EXECUTION_HISTORY for rows in per_account)
+    executions = [e for rows in per_account for e in rows]
+    return ExchangeView(saved, positions, orders, executions, steps, full)
 
 
 @dataclass(slots=True)
@@ -343,7 +373,7 @@ def round_trips(executions: Iterable[Execution]) -> list[RoundTrip]:
 class StopGap:
     """An open position that no reduce-only stop of ours covers in full, at one check."""
 
-    check: str  # kill | clean | final
+    check: str  # kill (after a SIGKILL) | clean (after a clean exit)
     segment: int
     account: str
     symbol: str
@@ -355,11 +385,9 @@ class StopGap:
     since_fill_s: float | None
 
 
-def stop_gaps(
-    view: ExchangeView, check: str, segment: int, tolerance: dict[str, float] | None = None
-) -> list[StopGap]:
+def stop_gaps(view: ExchangeView, check: str, segment: int) -> list[StopGap]:
     """Open positions of ``view`` without a reduce-only conditional order of ours on the closing side
-    whose remaining quantity covers the whole position."""
+    whose remaining quantity covers the whole position (to half a qty step)."""
     gaps = []
     for p in view.positions:
         if p.side is None:
@@ -376,13 +404,15 @@ def stop_gaps(
             and parse_link_id(o.link_id) is not None
         ]
         covered = max((o.remaining_qty for o in stops), default=0.0)
-        step = (tolerance or view.qty_steps).get(p.symbol, 0.0)
+        step = view.qty_steps.get(p.symbol, 0.0)
         if covered + step / 2 >= p.size:
             continue
         fills = [
             e
             for e in view.executions
-            if e.account == p.account and e.symbol == p.symbol and (e.is_position_fill or e.forced_exit_reason)
+            if e.account == p.account
+            and e.symbol == p.symbol
+            and (e.is_position_fill or e.forced_exit_reason)
         ]
         last = fills[-1] if fills else None
         entry_window = last is not None and last.side is p.side and last.closed_size == 0
@@ -461,15 +491,15 @@ def alert_lines(log_text: str, segment: int) -> list[AlertLine]:
     return found
 
 
-def refusals(alerts: Iterable[AlertLine]) -> Counter[tuple[str, str]]:
-    """How many scenario trades the engine refused, per (symbol, side), from warning alerts shaped as
-    the scenario runner raises them."""
-    counts: Counter[tuple[str, str]] = Counter()
+def refusals(alerts: Iterable[AlertLine]) -> dict[tuple[str, str], list[str]]:
+    """The scenario trades the engine refused, per (symbol, side), with why, from the warning alerts
+    the scenario runner raises (``<symbol> <side>: <why>``)."""
+    found: dict[tuple[str, str], list[str]] = {}
     for alert in alerts:
         match = _REFUSAL.match(alert.message) if alert.level == "WARNING" else None
         if match and match["symbol"] in SYMBOLS:
-            counts[(match["symbol"], match["side"])] += 1
-    return counts
+            found.setdefault((match["symbol"], match["side"]), []).append(match["why"])
+    return found
 
 
 # --- running the engine ------------------------------------------------------------------------
@@ -486,10 +516,34 @@ class Segment:
     sim_s: float
     trades_given: int
     killed: bool
+    kill_mode: str | None  # moment | after_ack (see KillPlan), None without a kill
     exit_code: int | None
     hung: bool
     wall_s: float
     log: str
+
+
+@dataclass(frozen=True, slots=True)
+class KillPlan:
+    """When to SIGKILL an engine process: as soon as its simulated market is seen saved at or after
+    ``sim_at``, or ``after_s`` wall seconds after it is up, whichever comes first (the wall delay is
+    a backstop estimated from the speed measured so far). With ``at_ack``, the kill then waits for
+    the simulated exchange's next acknowledged change (a journal append: an order action or a fill),
+    so it lands in the middle of a trade's life."""
+
+    after_s: float
+    sim_at: float
+    at_ack: bool
+    ack_wait_s: float = 0.0
+    """Wall seconds to wait for the acknowledgement at most."""
+    jitter_s: float = 0.0
+    """Without ``at_ack``: wall seconds to wait after the moment, so a kill does not always come
+    right after the save that showed it."""
+
+    @property
+    def mode(self) -> str:
+        """``after_ack`` or ``moment``, as the report names it."""
+        return "after_ack" if self.at_ack else "moment"
 
 
 @dataclass(slots=True)
@@ -505,30 +559,105 @@ class Outcome:
 
 
 def run_engine(
-    command: Sequence[str], log_path: Path, kill_after_s: float | None, timeout_s: float
+    command: Sequence[str], log_path: Path, kill: KillPlan | None, state_dir: Path, timeout_s: float
 ) -> Outcome:
-    """Run one engine process with its output in ``log_path``; SIGKILL it ``kill_after_s`` wall
-    seconds after it logged that it is up (when it has not ended by then), or after ``timeout_s``."""
+    """Run one engine process with its output in ``log_path``; SIGKILL it as ``kill`` says (when it
+    has not ended by then), or after ``timeout_s`` (hung)."""
     started = time.monotonic()
+    deadline = started + timeout_s
+    sent_kill = False
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             list(command), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-        up = _wait_until_up(proc, log_path, started + timeout_s)
-        deadline = started + timeout_s
-        if kill_after_s is not None:
-            deadline = min(deadline, up + kill_after_s)
+        up = _wait_until_up(proc, log_path, deadline)
+        if kill is not None:
+            _wait_for_kill_moment(proc, kill, state_dir, min(deadline, up + kill.after_s))
+            if kill.at_ack:
+                wait_until = min(deadline, time.monotonic() + kill.ack_wait_s)
+                _wait_for_append(proc, journal_path(state_dir / STATE_FILE), wait_until)
+            else:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=kill.jitter_s)
+            if proc.poll() is None and time.monotonic() < deadline:
+                os.kill(proc.pid, signal.SIGKILL)
+                sent_kill = True
         try:
-            code: int | None = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            killed = hung = False
+            code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code = None
-            killed = True
-            hung = kill_after_s is None or time.monotonic() - started >= timeout_s
+            code = proc.wait()
+            hung = True
+        else:
+            hung = False
     ended = time.monotonic()
-    return Outcome(killed and not hung, code, hung, ended - started, ended - up)
+    killed = sent_kill and code == -signal.SIGKILL
+    return Outcome(killed, None if killed or hung else code, hung, ended - started, ended - up)
+
+
+class MarketTime:
+    """How far a running engine's simulated market got: :meth:`SimExchange.saved_time`'s rule (the
+    later of the snapshot's save and the journal's last record), each file re-read only when it
+    changed, so watching costs the engine next to nothing."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.snapshot = state_dir / STATE_FILE
+        self.journal = journal_path(self.snapshot)
+        self._seen: dict[Path, tuple[tuple[int, int, int], float | None]] = {}
+
+    def now(self) -> float | None:
+        """The market's saved time (None before anything was saved)."""
+        times = [self._read(self.snapshot, _saved_at), self._read(self.journal, last_record_time)]
+        return max((t for t in times if t is not None), default=None)
+
+    def _read(self, path: Path, reader: Callable[[Path], float | None]) -> float | None:
+        try:
+            stat = path.stat()
+            key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if path in self._seen and self._seen[path][0] == key:
+                return self._seen[path][1]
+            value = reader(path)
+        except (BadInput, OSError):  # a file being replaced: look again next time
+            return None
+        self._seen[path] = (key, value)
+        return value
+
+
+def _saved_at(path: Path) -> float | None:
+    saved = read_sim_state(path).get("saved_at")
+    return None if saved is None else float(saved)
+
+
+def _wait_for_kill_moment(
+    proc: subprocess.Popen[bytes], kill: KillPlan, state_dir: Path, wall_moment: float
+) -> None:
+    """Return at ``wall_moment``, once the simulated market was saved at or after ``kill.sim_at``,
+    or when the process ended."""
+    market = MarketTime(state_dir)
+    while proc.poll() is None and time.monotonic() < wall_moment:
+        saved = market.now()
+        if saved is not None and saved >= kill.sim_at:
+            return
+        time.sleep(0.001)
+
+
+def _wait_for_append(proc: subprocess.Popen[bytes], journal: Path, deadline: float) -> None:
+    """Return as soon as ``journal`` grows (a save empties it: the emptied file is the new base), the
+    process ends, or the deadline passed."""
+    base = _size(journal)
+    while proc.poll() is None and time.monotonic() < deadline:
+        size = _size(journal)
+        if size > base:
+            return
+        base = min(base, size)
+        time.sleep(0.0005)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _wait_until_up(proc: subprocess.Popen[bytes], log_path: Path, deadline: float) -> float:
@@ -573,10 +702,10 @@ class Plan:
                 chosen = max(candidates, key=lambda t: t.offset_s)
                 self.opened[chosen.index] = opening.monitor_id
 
-    def note_refusals(self, counts: Counter[tuple[str, str]], given: Sequence[PlannedTrade]) -> None:
+    def note_refusals(self, found: dict[tuple[str, str], list[str]], given: Sequence[PlannedTrade]) -> None:
         """Mark as refused, earliest first, as many given-but-unopened trades per (symbol, side) as the
-        segment's log shows refusals for."""
-        for (symbol, side), n in counts.items():
+        segment's log shows refusals for, with the engine's reason."""
+        for (symbol, side), reasons in found.items():
             waiting = [
                 t
                 for t in given
@@ -584,13 +713,13 @@ class Plan:
                 and t.index not in self.opened
                 and t.index not in self.refused
             ]
-            for t in waiting[:n]:
-                self.refused[t.index] = "refused by the engine (see the segment's log)"
+            for t, why in zip(waiting, reasons, strict=False):
+                self.refused[t.index] = f"refused: {why}"
 
 
 @dataclass(slots=True)
 class Run:
-    """Everything one run measured; :meth:`report` turns it into the figures."""
+    """Everything one run measured; :func:`report` turns it into the figures."""
 
     args: dict[str, Any]
     state_dir: Path
@@ -645,13 +774,15 @@ class VolatileHour:
         """Run the hour with its kills, then drain, then return the measurements."""
         wall_start = time.monotonic()
         kills_left = self.args.kills
-        while True:
+        # Each segment is killed (one kill fewer) or runs to the end of the hour; the bound only
+        # guards against an engine whose clean exit would not reach it.
+        for _ in range(self.args.kills + 2):
             start = self.sim_now()
             remaining = self.hour_end - start
             if remaining <= 1.0:
                 break
-            kill_after = self._kill_delay(remaining, kills_left) if kills_left else None
-            segment = self._segment("hour", start, remaining, kill_after)
+            kill = self._kill_plan(start, remaining, kills_left) if kills_left else None
+            segment = self._segment("hour", start, remaining, kill)
             if segment.killed:
                 kills_left -= 1
             elif segment.hung or segment.exit_code != 0:
@@ -668,32 +799,49 @@ class VolatileHour:
         self.run.sim_end = self.sim_now()
         return self.run
 
-    def _kill_delay(self, remaining_s: float, kills_left: int) -> float:
-        """Wall seconds after start-up for the next kill: a seeded share of this kill's part of the
-        remaining simulated time, at the speed measured so far."""
-        target_sim = self.rng.uniform(0.25, 1.0) * remaining_s / (kills_left + 1)
-        return target_sim / self.rate
+    def _kill_plan(self, start: float, remaining_s: float, kills_left: int) -> KillPlan:
+        """The next kill: at a seeded share (half to one and a half) of this kill's part of the
+        remaining simulated time, so the kills spread over the hour; the wall-clock backstop allows
+        for the start-up and for the speed measured so far. Every other kill then waits for the
+        exchange's next acknowledgement (see :class:`KillPlan`)."""
+        target_sim = self.rng.uniform(0.5, 1.5) * remaining_s / (kills_left + 1)
+        backstop = STARTUP_ALLOWANCE_S + BACKSTOP_FACTOR * target_sim / self.rate
+        at_ack = kills_left % 2 == 0
+        jitter = self.rng.uniform(0.0, ACK_WAIT_SIM_S) / self.rate
+        return KillPlan(backstop, start + target_sim, at_ack, ACK_WAIT_SIM_S / self.rate, jitter)
 
     def _flat(self) -> bool:
-        view = read_exchange(self.state_dir)
-        return not view.positions and not read_engine(self.state_dir).monitors
+        """No position on the exchange and no open monitor in the engine: nothing left to drain."""
+        monitors = read_engine(self.state_dir).monitors
+        return not read_exchange(self.state_dir).positions and all(m.phase is Phase.CLOSED for m in monitors)
 
-    def _segment(self, kind: str, start: float, duration_s: float, kill_after: float | None) -> Segment:
+    def _segment(self, kind: str, start: float, duration_s: float, kill: KillPlan | None) -> Segment:
         """One engine process: give it its trades, run (and maybe kill) it, then check the state."""
         index = len(self.run.segments)
         plan = self.run.plan
-        given = [t for t in plan.pending() if self.epoch + t.offset_s < start + duration_s] if kind == "hour" else []
+        given = (
+            [t for t in plan.pending() if self.epoch + t.offset_s < start + duration_s]
+            if kind == "hour"
+            else []
+        )
         scenario = None
         if given:
             scenario = self.work / f"scenario-{index:02d}.toml"
-            doc = {"seed": self.args.seed, "trade": [t.scenario_entry(self.epoch + t.offset_s - start) for t in given]}
+            doc = {
+                "seed": self.args.seed,
+                "trade": [t.scenario_entry(self.epoch + t.offset_s - start) for t in given],
+            }
             scenario.write_text(tomli_w.dumps(doc), encoding="utf-8")
             plan.given.update(t.index for t in given)
         log_path = self.work / f"segment-{index:02d}.log"
-        outcome = run_engine(self.command(duration_s, scenario), log_path, kill_after, self.args.segment_timeout)
+        outcome = run_engine(
+            self.command(duration_s, scenario), log_path, kill, self.state_dir, self.args.segment_timeout
+        )
         end = self.sim_now()
-        if outcome.killed and end > start and outcome.running_wall_s > 0:
-            self.rate = (end - start) / outcome.running_wall_s
+        if outcome.running_wall_s > 0:
+            # The saved time lags the kill (the market is saved every minute and on changes), so each
+            # measure is a lower bound of the speed: keep the highest, and kill early rather than never.
+            self.rate = max(self.rate, (end - start) / outcome.running_wall_s)
         engine = read_engine(self.state_dir)
         plan.attribute(engine, self.epoch)
         alerts = alert_lines(log_path.read_text(encoding="utf-8", errors="replace"), index)
@@ -711,6 +859,7 @@ class VolatileHour:
             sim_s=round(end - start, 3),
             trades_given=len(given),
             killed=outcome.killed,
+            kill_mode=kill.mode if outcome.killed and kill is not None else None,
             exit_code=outcome.exit_code,
             hung=outcome.hung,
             wall_s=round(outcome.wall_s, 3),
@@ -733,18 +882,26 @@ def report(run: Run) -> dict[str, Any]:
     mismatches = comparison.mismatches()
     phantoms = [t for t in comparison.ledger_only if is_phantom(t)]
     emergencies = [t for t in engine.trades if t.reason == "emergency"]
-    emergency_monitors = [m.key for m in engine.monitors if m.close_intent == "emergency"]
+    emergency_monitors = [
+        m.key for m in engine.monitors if m.close_intent == "emergency" and m.phase is not Phase.CLOSED
+    ]
     critical = [a for a in run.alerts if a.level == "CRITICAL"]
-    final_gaps = stop_gaps(exchange, "final", len(run.segments))
-    gaps = [*run.gaps, *final_gaps]
-    kill_gaps = [g for g in gaps if g.check == "kill"]
-    clean_gaps = [g for g in gaps if g.check != "kill"]
+    # The last segment's check is the one at the end (the state has not changed since).
+    kill_gaps = [g for g in run.gaps if g.check == "kill"]
+    clean_gaps = [g for g in run.gaps if g.check != "kill"]
     bad_segments = [s for s in run.segments if s.hung or (not s.killed and s.exit_code != 0)]
     kills = sum(1 for s in run.segments if s.killed)
     reasons = Counter(t.reason for t in engine.trades)
     plan = run.plan
+    # Opened (a monitor was saved) but neither in the ledger nor open at the end: the trade is gone.
+    kept = {t.monitor_id for t in engine.trades} | {m.monitor_id for m in engine.monitors}
+    vanished = [t for t in plan.trades if t.index in plan.opened and plan.opened[t.index] not in kept]
     checks = {
         "trades_happened": (len(closed) > 0 and len(engine.trades) > 0, f"{len(closed)} round trips"),
+        "exchange_history_complete": (
+            not exchange.history_full,
+            f"the exchange kept {len(exchange.executions)} executions (at most {EXECUTION_HISTORY} each)",
+        ),
         "kills_done": (kills == run.args["kills"], f"{kills} of {run.args['kills']}"),
         "engine_exits_cleanly": (not bad_segments, f"{len(bad_segments)} failed or hung segment(s)"),
         "every_round_trip_in_ledger": (
@@ -755,7 +912,10 @@ def report(run: Run) -> dict[str, Any]:
             not comparison.ledger_only,
             f"{len(comparison.ledger_only)} ledger trade(s) the exchange never had",
         ),
-        "pnl_matches": (not mismatches, f"{len(comparison.matched) - len(mismatches)} of {len(comparison.matched)}"),
+        "pnl_matches": (
+            not mismatches,
+            f"{len(comparison.matched) - len(mismatches)} of {len(comparison.matched)}",
+        ),
         "no_emergency_closes": (
             not emergencies and not emergency_monitors,
             f"{len(emergencies)} trade(s), {len(emergency_monitors)} open",
@@ -784,6 +944,9 @@ def report(run: Run) -> dict[str, Any]:
             for t in plan.trades
             if t.index in plan.refused
         ],
+        "vanished_trades": [
+            asdict(t) | {"side": t.side.value, "monitor_id": plan.opened[t.index]} for t in vanished
+        ],
         "exchange_round_trips": len(closed),
         "exchange_open_positions": len(exchange.positions),
         "ledger_trades": len(engine.trades),
@@ -802,8 +965,8 @@ def report(run: Run) -> dict[str, Any]:
         "emergency_trades": [trade_row(t) for t in emergencies],
         "emergency_open_monitors": emergency_monitors,
         "critical_alerts": [asdict(a) for a in critical],
-        "stop_checks": run.stop_checks + 1,
-        "positions_checked": run.positions_checked + len(exchange.positions),
+        "stop_checks": run.stop_checks,
+        "positions_checked": run.positions_checked,
         "gaps_at_kill": [asdict(g) for g in kill_gaps],
         "gaps_after_clean_exit": [asdict(g) for g in clean_gaps],
         "segment_runs": [asdict(s) for s in run.segments],
@@ -821,11 +984,12 @@ def render(figures: dict[str, Any]) -> str:
         ("simulated minutes", figures["simulated_minutes"]),
         ("wall seconds", figures["wall_s"]),
         ("planned / opened trades", f"{figures['planned_trades']} / {figures['opened_trades']}"),
+        ("opened, then gone", len(figures["vanished_trades"])),
         ("exchange round trips", figures["exchange_round_trips"]),
         ("ledger trades", figures["ledger_trades"]),
         ("ledger reasons", ", ".join(f"{k} {v}" for k, v in figures["ledger_reasons"].items()) or "-"),
         ("trades with TP1", figures["tp1_trades"]),
-        ("ledger PnL = exchange PnL", f"{figures['pnl_matched']} of {figures['pnl_compared']}"),
+        ("ledger PnL = exchange PnL", f"{figures['pnl_matched']} of {figures['ledger_trades']}"),
         ("missing from ledger", len(figures["missing_from_ledger"])),
         ("ledger-only trades", len(figures["ledger_only"])),
         ("phantom trades", len(figures["phantom_trades"])),
@@ -848,9 +1012,13 @@ def render(figures: dict[str, Any]) -> str:
             f"exchange {mismatch['exchange']['pnl']} (diff {mismatch['diff']})"
         )
     for trip in figures["missing_from_ledger"]:
-        lines.append(f"  missing from ledger: {trip['symbol']} {trip['side']} pnl {trip['pnl']} {trip['opened_at']}")
+        lines.append(
+            f"  missing from ledger: {trip['symbol']} {trip['side']} pnl {trip['pnl']} {trip['opened_at']}"
+        )
     for t in figures["ledger_only"]:
-        lines.append(f"  ledger only: {t['symbol']} {t['side']} {t['reason']} pnl {t['pnl']} {t['opened_at']}")
+        lines.append(
+            f"  ledger only: {t['symbol']} {t['side']} {t['reason']} pnl {t['pnl']} {t['opened_at']}"
+        )
     for gap in figures["gaps_after_clean_exit"] + figures["gaps_at_kill"]:
         lines.append(
             f"  no stop ({gap['check']}, segment {gap['segment']}): {gap['symbol']} {gap['side']} "

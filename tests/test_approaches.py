@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import replace
+
 import pytest
 
 from engine.core.models import Instrument, OrderType, Side
@@ -121,3 +125,71 @@ def test_offsets_are_signed_in_the_trades_favour() -> None:
     assert r.entry_prices == (None, 100_500.0, 101_000.0)
     assert r.tp_prices == (99_000.0, 98_000.0, 97_000.0, 96_000.0)
     assert r.sl_price == 102_000.0
+
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # NaN compares false with everything: every TP/SL check let it through before.
+        ({"tp_prices": (101_000.0, 102_000.0, 103_000.0, NAN)}, "TP4 must be a finite number, got nan"),
+        ({"tp_prices": (INF, INF, INF, INF)}, "TP1 must be a finite number, got inf"),
+        ({"sl_price": -INF}, "SL must be a finite number, got -inf"),
+        ({"margin": INF}, "margin must be a finite number, got inf"),
+        ({"leverage": NAN}, "leverage must be a finite number, got nan"),
+        ({"entry_prices": (None, NAN, 98_000.0)}, "entry 2 must be a finite number, got nan"),
+        ({"margin": "100"}, "margin must be a finite number, got '100'"),
+    ],
+)
+def test_non_finite_numbers_are_refused_with_a_reason(changes, message) -> None:
+    assert message in validate_request(req(**changes), BTC, 100_000.0, 10_000.0, P)
+    with pytest.raises(TradeRejected, match=message):
+        plan_trade(req(**changes), BTC, 100_000.0, 10_000.0, P)
+
+
+def test_a_short_with_infinite_sl_is_refused() -> None:
+    # (+inf - entry) * -1 is -inf: the short's loss-side check alone accepted an infinite SL.
+    tps = (99_000.0, 98_000.0, 97_000.0, 96_000.0)
+    short = req(side=Side.SELL, entry_prices=(None, 101_000.0, 102_000.0), tp_prices=tps, sl_price=103_000.0)
+    assert validate_request(short, BTC, 100_000.0, 10_000.0, P) == []
+    infinite = replace(short, sl_price=INF)
+    assert validate_request(infinite, BTC, 100_000.0, 10_000.0, P) == ["SL must be a finite number, got inf"]
+
+
+def test_no_market_price_when_the_mark_is_not_finite() -> None:
+    assert validate_request(req(), BTC, NAN, 10_000.0, P) == ["no market price for BTCUSDT"]
+    assert validate_request(req(), BTC, INF, 10_000.0, P) == ["no market price for BTCUSDT"]
+
+
+@pytest.mark.parametrize(
+    ("where", "offsets"),
+    [
+        ("tp_offsets_pct[0]", {"tp_offsets_pct": [NAN, 2.0, 3.0, 4.0]}),
+        ("sl_offset_pct", {"sl_offset_pct": -INF}),
+        ("entry_offsets_pct[2]", {"entry_offsets_pct": [0.0, -0.5, NAN]}),
+        ("mark", {"mark": NAN}),
+    ],
+)
+def test_request_from_offsets_refuses_non_finite_numbers(where, offsets) -> None:
+    kwargs = dict(
+        account="main",
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        approach=Approach.CONSERVATIVE,
+        margin=100.0,
+        leverage=10.0,
+        mark=100_000.0,
+        instrument=BTC,
+        entry_offsets_pct=[0.0, -0.5, -1.0],
+        tp_offsets_pct=[1.0, 2.0, 3.0, 4.0],
+        sl_offset_pct=-2.0,
+    )
+    with pytest.raises(TradeRejected, match=rf"^{re.escape(where)} must be a finite"):
+        request_from_offsets(**{**kwargs, **offsets})
+
+
+def test_a_price_over_a_hundred_times_the_mark_is_a_typo() -> None:
+    errors = validate_request(req(tp_prices=(*TPS[:3], 1e308)), BTC, 100_000.0, 10_000.0, P)
+    assert errors == ["TP4 1e+308 is over 100 times the mark 100000"]

@@ -56,6 +56,7 @@ from engine.venue.errors import (
     OrderNotFound,
     QtyTooSmall,
     TransientError,
+    VenueError,
 )
 
 KEY, SECRET = "MAINKEY0123456789", "MAINSECRET0123456789abcdef"
@@ -625,3 +626,31 @@ async def test_a_reply_whose_numbers_do_not_parse_is_refused(
         await venue.positions()
     assert (info.value.endpoint, info.value.field, info.value.value) == (Endpoint.POSITIONS, "markPrice", bad)
     assert "/v5/position/list" in str(info.value) and "markPrice" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda body: {k: v for k, v in body.items() if k != "result"}, "result"),
+        (lambda body: dict(body, retCode="abc"), "retCode"),
+        (lambda body: dict(body, retCode=None), "retCode"),
+        (lambda body: dict(body, result={**body["result"], "list": "not a list"}), "result.list"),
+        (lambda body: dict(body, result={**body["result"], "list": [1, 2]}), "result.list"),
+    ],
+    ids=["no-result", "retCode-abc", "retCode-null", "list-is-a-string", "list-of-numbers"],
+)
+async def test_a_malformed_envelope_is_a_typed_venue_error(
+    venue: BybitVenue, server: BybitServer, edit: Callable[[dict[str, Any]], Any], field: str
+) -> None:
+    """Issue 12 item 2: a reply whose envelope is wrong (over the real pybit client) is a
+    MalformedReply naming the endpoint and the field, never a KeyError or TypeError; the next
+    well-formed reply is read as usual."""
+    server.faults.mangle_next(Endpoint.POSITIONS, edit)
+    with pytest.raises(MalformedReply) as info:
+        await venue.positions()
+    assert isinstance(info.value, VenueError)
+    assert (info.value.endpoint, info.value.field) == (Endpoint.POSITIONS, field)
+    await venue.positions()  # the glitch is over
+    server.faults.mangle_next(Endpoint.POSITIONS, lambda body: [body])  # pybit itself trips on it
+    with pytest.raises(VenueError):
+        await venue.positions()

@@ -269,6 +269,14 @@ def test_trade_form_parsing() -> None:
     bad, errors = parse_trade_form({**values, "margin": "lots", "tps": "", "sl": ""})
     assert bad is None
     assert errors == ["margin: not a number: 'lots'", "SL: required", "TPs: at least one take-profit price"]
+    # float() reads nan, inf and 1e999: the form refuses them before the engine sees a request.
+    odd, errors = parse_trade_form({**values, "margin": "nan", "leverage": "1e999", "tps": "98000 inf"})
+    assert odd is None
+    assert errors == [
+        "margin: must be a finite number, got 'nan'",
+        "leverage: must be a finite number, got '1e999'",
+        "TPs: every price must be a finite number, got inf",
+    ]
 
 
 def test_flush_result_in_words() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import zlib
 from pathlib import Path
 from typing import Any
@@ -220,26 +222,40 @@ STEPS = [
 async def test_a_crash_at_any_compaction_step_loses_nothing(
     state_dir: Path, clock: VirtualClock, step: str
 ) -> None:
-    """The trace hook raises at ``step``, which halts the writer there as a crash would."""
+    """The trace hook copies the directory at ``step`` (what a crash there leaves) and fails the write.
+
+    The copy recovers every acknowledged change; the store itself keeps the changes it could not
+    write and writes them later (a failed write no longer halts it), so nothing is lost either way.
+    """
     compactions = 0
+    image = state_dir.parent / "crashed"
+    acked: dict[str, Any] = {}
+    acked_at_crash: dict[str, Any] = {}
 
     def crash_on_second_compaction(name: str) -> None:
         nonlocal compactions
         compactions += name == "compaction:start"
-        if name == step and compactions >= 2:  # the second one: a prev snapshot and journal.prev exist
+        # the second compaction: a prev snapshot and journal.prev exist; once
+        if name == step and compactions >= 2 and not image.exists():
+            shutil.copytree(state_dir, image)
+            acked_at_crash.update(acked)
             raise OSError(5, f"simulated crash at {name}")
 
     store = Store(state_dir, clock=clock, compact_max_records=4, trace=crash_on_second_compaction)
     store.load()
     await store.start()
-    acked: dict[str, Any] = {}
-    with pytest.raises(StoreFailed):
-        for n in range(100):
-            await store.save(f"k{n}", {"n": n}, reason=Reason.TP_HIT)
-            acked[f"k{n}"] = {"n": n}
-    await store.close()  # a failed store still releases its lock
-    again, report = await reopen(state_dir, clock)
+    saved = {f"k{n}": {"n": n} for n in range(100)}
+    for key, value in saved.items():
+        with contextlib.suppress(StoreFailed):  # not durable at once, kept and written later
+            await store.save(key, value, reason=Reason.TP_HIT)
+            acked[key] = value
+    assert image.exists()
+    await store.close()
+    crashed, report = await reopen(image, clock)
     assert not report.critical, report.message
-    assert dict(again.state) == acked
-    await again.close()
-    await assert_clean_restart(state_dir, clock, acked)
+    recovered = dict(crashed.state)
+    assert acked_at_crash.items() <= recovered.items()
+    assert recovered == {f"k{n}": {"n": n} for n in range(len(recovered))}  # a prefix of the saves
+    await crashed.close()
+    await assert_clean_restart(image, clock, recovered)
+    await assert_clean_restart(state_dir, clock, saved)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -17,7 +18,8 @@ from typing import Any
 import pytest
 
 from engine.core.clock import VirtualClock
-from persistence import Reason, StateLocked, Store, StoreFailed
+from persistence import Reason, StateLocked, Store, StoreFailed, durable
+from persistence import store as store_module
 from persistence.codec import decode_snapshot
 from persistence.durable import JournalAppender
 from persistence.layout import StateFiles
@@ -268,21 +270,60 @@ async def test_store_must_be_loaded_and_started(tmp_path: Path, clock: VirtualCl
         Store(tmp_path / "other", clock=clock, policy="clever")
 
 
-async def test_a_failed_write_halts_the_store_loudly(
-    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+async def test_a_full_disk_keeps_changes_in_order_and_recovers_by_itself(
+    tmp_path: Path,
+    open_store: OpenStore,
+    clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Issue 12 item 1: a failed write no longer halts the store. The change that could not be
+    written and every later one are kept in memory; the store retries on its clock with a backoff
+    and, once the disk takes writes again, writes them all (a snapshot first: the failed append may
+    have left a torn journal tail); its health listeners hear the failure and the recovery."""
+    state_dir = tmp_path / "state"
     store = await open_store()
+    await store.save("k", 0, reason=Reason.SL_HIT)
+    health: list[BaseException | None] = []
+    store.add_health_listener(health.append)
+    full = True
+    real_append = JournalAppender.append
+    real_snapshot = durable.write_snapshot
 
-    async def broken_append(self: JournalAppender, data: bytes) -> Any:
-        raise OSError(28, "No space left on device")
+    async def append(self: JournalAppender, data: bytes) -> Any:
+        if full:
+            await real_append(self, data[: len(data) // 2])  # a torn record, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await real_append(self, data)
 
-    monkeypatch.setattr(JournalAppender, "append", broken_append)
-    with caplog.at_level(logging.CRITICAL, logger="opconsole.persistence"), pytest.raises(StoreFailed):
+    async def snapshot(*args: Any, **kwargs: Any) -> Any:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await real_snapshot(*args, **kwargs)
+
+    monkeypatch.setattr(JournalAppender, "append", append)
+    monkeypatch.setattr(store_module, "write_snapshot", snapshot)
+    with (
+        caplog.at_level(logging.CRITICAL, logger="opconsole.persistence"),
+        pytest.raises(StoreFailed, match="not durable"),
+    ):
         await store.save("k", 1, reason=Reason.SL_HIT)
-    assert any("halting" in record.getMessage() for record in caplog.records)
-    assert store.failed and store.metrics()["failed"]
-    with pytest.raises(StoreFailed):
-        await store.save("k", 2, reason=Reason.POSITION_UPDATE)
+    assert any("kept in memory" in record.getMessage() for record in caplog.records)
+    assert store.failed and store.metrics()["failed"] and len(health) == 1
+    assert store.state["k"] == 1
+    await store.save("other", 2, reason=Reason.POSITION_UPDATE)  # not critical: kept, no error
+    with pytest.raises(StoreFailed):  # critical: kept, not durable
+        await store.delete("k", reason=Reason.MONITOR_REMOVED)
+    await store.save("k", 3, reason=Reason.MONITORING_UPDATE)
+    await clock.drive(clock.now() + 10.0)  # retries (1 s, 2 s, 4 s) fail: still failed
+    assert store.failed and len(health) == 1
+    full = False
+    await clock.drive(clock.now() + 10.0)  # the next retry gets through
+    assert not store.failed and health[-1] is None
+    assert on_disk(state_dir) == {"k": 3, "other": 2}
+    await store.save("k", 4, reason=Reason.TP_HIT)  # appends again, after the torn tail was moved aside
+    assert on_disk(state_dir) == {"k": 4, "other": 2}
+    assert plan_recovery(StateFiles(state_dir)).report.torn_tail_bytes == 0
 
 
 async def test_metrics_have_the_documented_keys(open_store: OpenStore) -> None:

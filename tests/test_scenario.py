@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -58,6 +60,11 @@ def test_the_issue_example_parses_with_defaults_for_fast() -> None:
         ("entry_offsets_pct = [0.0, 0.5, -1.0]", "trade[0].entry_offsets_pct"),
         ("entry_offsets_pct = [0.0]", "trade[0].entry_offsets_pct"),
         ("colour = 1", "trade[0].colour"),
+        # TOML reads nan/inf; a NaN offset once reached the scenario task and killed it.
+        ("tp_offsets_pct = [1.0, 2.0, 3.0, nan]", "trade[0].tp_offsets_pct[3]"),
+        ("sl_offset_pct = -inf", "trade[0].sl_offset_pct"),
+        ("margin = inf", "trade[0].margin"),
+        ("leverage = nan", "trade[0].leverage"),
     ],
 )
 def test_bad_values_name_the_file_and_key(tmp_path: Path, patch: str, where: str) -> None:
@@ -142,3 +149,49 @@ def test_demo_trades_only_where_the_market_is_the_simulator() -> None:
         assert market_is_simulated(base.with_values({**bybit, "venue.base_url": url}))
     for url in ("https://api-testnet.bybit.com", "https://127.0.0.1.example.com"):
         assert not market_is_simulated(base.with_values({**bybit, "venue.base_url": url}))
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        ("trade = [1, 2]\n", "must be an array of tables ([[trade]])"),
+        ('trade = [{symbol = "BTCUSDT"}, "x"]\n', "must be an array of tables ([[trade]])"),
+    ],
+)
+def test_trade_that_is_not_tables_is_one_bad_input(tmp_path: Path, content: str, what: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(content)
+    with pytest.raises(BadInput) as err:
+        load_scenario(path, P)
+    assert (err.value.where, err.value.what) == (f"{path}: trade", what)
+
+
+def test_scenario_that_is_not_utf8_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_bytes(b"seed = 7\n# caf\xe9\n")
+    with pytest.raises(BadInput, match="not UTF-8"):
+        load_scenario(path, P)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "console",
+            "run",
+            "--headless",
+            "--clock",
+            "virtual",
+            "--duration",
+            "1",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--scenario",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"opconsole: {path}: not UTF-8 text (byte 14)"
+    assert "Traceback" not in result.stderr

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from engine.core import settings as settings_module
+from engine.core.errors import BadInput
 from engine.core.settings import (
     OVERRIDE_FILE,
+    Settings,
     SettingsError,
     find_config,
     load_settings,
     packaged_defaults_path,
     save_override,
 )
+from engine.venue.bybit.keys import load_keys
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -115,6 +121,26 @@ def test_override_refuses_bad_values_and_writes_nothing(tmp_path: Path) -> None:
         ),
         ('[sim]\nepoch = "yesterday"\n', "bad.toml: sim.epoch: must be an ISO 8601 time"),
         ("[venue\nkind = 1\n", "bad.toml: not valid TOML"),
+        # Absurd numbers: every number has a range, and NaN/infinities are refused everywhere.
+        ("[sim.balances]\nmain = inf\n", "bad.toml: sim.balances.main: must be a finite number, got inf"),
+        ("[sim]\nvolatility = nan\n", "bad.toml: sim.volatility: must be a finite number, got nan"),
+        ("[sim]\nslippage_bps = 1e308\n", "bad.toml: sim.slippage_bps: must be <= 1000, got 1e+308"),
+        ("[sim]\ntick_interval_s = 1e-300\n", "bad.toml: sim.tick_interval_s: must be >= 0.01, got 1e-300"),
+        (
+            "[monitor.intervals]\nidle = 1e-300\n",
+            "bad.toml: monitor.intervals.idle: must be >= 0.01, got 1e-300",
+        ),
+        (
+            "[sim]\ndemo_trades = 9223372036854775807\n",
+            "bad.toml: sim.demo_trades: must be <= 100, got 9223372036854775807",
+        ),
+        ("[trading]\ntp_split = [nan, 50.0, 50.0]\n", "bad.toml: trading.tp_split: must be a finite number"),
+        ("[trading]\nmax_leverage = 100000\n", "bad.toml: trading.max_leverage: must be <= 200, got 100000"),
+        ("[ui]\nrefresh_hz = -inf\n", "bad.toml: ui.refresh_hz: must be a finite number, got -inf"),
+        (
+            '[sim]\nsymbols = ["BTCUSDT", "FOOUSDT"]\n',
+            "sim.symbols: no simulated listing for FOOUSDT; the simulator lists BTCUSDT, ETHUSDT",
+        ),
     ],
 )
 def test_cli_reports_each_bad_value_in_one_line_with_exit_2(
@@ -159,3 +185,150 @@ def test_cli_bad_options_are_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "must be > 0" in result.stderr
+
+
+def test_every_number_of_the_schema_has_a_range() -> None:
+    """A new numeric key without a range would accept 1e308 (or 1e-300 for an interval)."""
+    numeric = [
+        (key, value)
+        for key, value in load_settings().items()
+        if not isinstance(value, bool) and isinstance(value, int | float)
+    ]
+    assert len(numeric) > 50
+    without = [
+        key for key, _ in numeric if not isinstance(settings_module._rule_for(key), settings_module._Range)
+    ]
+    assert without == []
+    outside = [key for key, value in numeric if settings_module._check_value(key, value) is not None]
+    assert outside == []  # the documented defaults lie within their own ranges
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sim_symbols_are_checked_only_when_the_simulator_is_the_venue(tmp_path: Path) -> None:
+    # With venue.kind = "bybit" the key lists real symbols to watch: the sim's catalog does not apply.
+    config = tmp_path / "bybit.toml"
+    config.write_text('[venue]\nkind = "bybit"\n[sim]\nsymbols = ["PEPEUSDT"]\n')
+    result = run_cli("check-config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config.write_text('[sim]\nsymbols = ["PEPEUSDT"]\n')
+    state = tmp_path / "state"
+    result = run_cli(
+        "run",
+        "--headless",
+        "--config",
+        str(config),
+        "--state-dir",
+        str(state),
+        "--clock",
+        "virtual",
+        "--duration",
+        "1",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("opconsole: sim.symbols: no simulated listing for PEPEUSDT;")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not state.exists()  # refused before anything was written
+    # sim-server's market is always the simulator, whatever venue.kind says.
+    config.write_text('[venue]\nkind = "bybit"\n[sim]\nsymbols = ["PEPEUSDT"]\n')
+    keys = {"BYBIT_API_KEY": "SIMSERVERKEY0001", "BYBIT_API_SECRET": "SIMSERVERSECRET0001"}
+    server = run_cli(
+        "sim-server",
+        "--config",
+        str(config),
+        "--state-dir",
+        str(state),
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+        env={**os.environ, **keys},
+    )
+    assert server.returncode == 2, server.stderr
+    assert server.stderr.startswith("opconsole: sim.symbols: no simulated listing for PEPEUSDT;")
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("where", ["config", "override"])
+def test_a_settings_file_that_is_not_utf8_is_one_line(tmp_path: Path, where: str) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    bad = tmp_path / "latin1.toml" if where == "config" else state / OVERRIDE_FILE
+    bad.write_bytes(b'[ui]\ntheme = "caf\xe9"\n')
+    before = sorted(p.name for p in state.iterdir())
+    args = [str(bad)] if where == "config" else ["--state-dir", str(state)]
+    result = run_cli("check-config", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"opconsole: {bad}: not UTF-8 text (byte 17)\n"
+    assert sorted(p.name for p in state.iterdir()) == before
+
+
+PASTED_KEY = "aB3dE5gH7jK9mN1pQr"
+PASTED_SECRET = "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Jh1Gf0EdCbAz9"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("accounts.main.api_key_env", PASTED_KEY),
+        ("accounts.main.api_secret_env", PASTED_SECRET),
+        ("mirror.api_key_env", PASTED_KEY),
+        ("alerts.telegram.token_env", "123456789:AAH-pasted_bot_token_here"),
+    ],
+)
+def test_a_pasted_secret_is_never_echoed(tmp_path: Path, key: str, value: str) -> None:
+    section, leaf = key.rsplit(".", 1)
+    config = tmp_path / "keys.toml"
+    config.write_text(f'[{section}]\n{leaf} = "{value}"\n')
+    result = run_cli("check-config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"opconsole: {config}: {key}: does not look like an environment variable name (a pasted key?)\n"
+    )
+    assert value not in result.stdout + result.stderr
+    with pytest.raises(SettingsError) as err:
+        load_settings().with_values({key: value})
+    assert value not in str(err.value)
+
+
+def test_a_secret_name_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    config = tmp_path / "keys.toml"
+    config.write_text("[accounts.main]\napi_key_env = 918273645546372819\n")
+    result = run_cli("check-config", str(config), cwd=tmp_path)
+    assert result.returncode == 2 and "918273645546372819" not in result.stderr
+    assert "accounts.main.api_key_env: must be a string" in result.stderr
+
+
+def test_check_config_masks_a_secret_name_that_is_not_a_name() -> None:
+    # Loading refuses such a value; the printer masks it anyway (a Settings built in code).
+    settings = Settings({"accounts": {"main": {"api_key_env": PASTED_KEY, "key_file": ""}}})
+    printed = settings.to_toml()
+    assert PASTED_KEY not in printed and 'api_key_env = "***"' in printed
+    assert 'api_key_env = "BYBIT_API_KEY"' in load_settings().to_toml()  # a real name is shown
+
+
+def test_a_key_file_that_is_not_utf8_names_the_file_never_its_content(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys.toml"
+    key_file.write_bytes(b'api_key = "k\xe9y0123456789"\napi_secret = "s3cr3t\xff0123456789"\n')
+    key_file.chmod(0o600)
+    settings = load_settings().with_values({"accounts.main.key_file": str(key_file)})
+    with pytest.raises(BadInput) as err:
+        load_keys(settings, "main", {})
+    assert (err.value.where, err.value.what) == (
+        "accounts.main.key_file",
+        f"key file {key_file} is not UTF-8 text",
+    )
+
+
+def test_load_keys_never_echoes_a_secret_name_that_is_not_a_name() -> None:
+    # Settings built in code skip the file checks: load_keys refuses on its own, without the value.
+    data = load_settings().data
+    pasted = Settings({**data, "accounts": {"main": {**data["accounts"]["main"], "api_key_env": PASTED_KEY}}})
+    with pytest.raises(BadInput) as err:
+        load_keys(pasted, "main", {})
+    assert PASTED_KEY not in str(err.value)
+    assert err.value.where == "accounts.main.api_key_env"

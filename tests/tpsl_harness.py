@@ -73,6 +73,7 @@ class MemoryStore:
         self.durable_writes = 0
         self.crash_at = crash_at
         self.crashed = False
+        self.health_listeners: list[Callable[[BaseException | None], None]] = []
 
     @property
     def state(self) -> dict[str, Any]:
@@ -100,6 +101,9 @@ class MemoryStore:
         self._state.pop(key, None)
         self.reasons.append((key, Reason(reason)))
         self._written(reason, force)
+
+    def add_health_listener(self, listener: Callable[[BaseException | None], None]) -> None:
+        self.health_listeners.append(listener)
 
     def crash_copy(self) -> MemoryStore:
         """A store holding only what was durable."""

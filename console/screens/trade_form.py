@@ -8,6 +8,7 @@ when the trade is sent.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -29,19 +30,29 @@ LIST_FIELDS = ("entries", "tps")
 
 def _number(name: str, text: str, errors: list[str]) -> float | None:
     try:
-        return float(text.strip().replace(",", ""))
+        value = float(text.strip().replace(",", ""))
     except ValueError:
         errors.append(f"{name}: not a number: {text.strip()!r}" if text.strip() else f"{name}: required")
         return None
+    # float() reads "nan", "inf" and "1e999" (= inf): numbers no trade can use.
+    if not math.isfinite(value):
+        errors.append(f"{name}: must be a finite number, got {text.strip()!r}")
+        return None
+    return value
 
 
 def _numbers(name: str, text: str, errors: list[str]) -> tuple[float, ...] | None:
     parts = [p for p in text.replace(";", " ").replace(",", " ").split() if p]
     try:
-        return tuple(float(p) for p in parts)
+        values = tuple(float(p) for p in parts)
     except ValueError:
         errors.append(f"{name}: a list of prices separated by spaces or commas, got {text.strip()!r}")
         return None
+    bad = [p for p, v in zip(parts, values, strict=True) if not math.isfinite(v)]
+    if bad:
+        errors.append(f"{name}: every price must be a finite number, got {', '.join(bad)}")
+        return None
+    return values
 
 
 def parse_trade_form(values: Mapping[str, Any]) -> tuple[TradeRequest | None, list[str]]:

@@ -22,10 +22,11 @@ from typing import Any, Literal, Protocol, TypedDict, cast
 from engine.alerts.bus import AlertBus
 from engine.alerts.model import Severity
 from engine.core.clock import Clock, iso_utc
-from engine.core.models import Ticker, VenueEvent
+from engine.core.models import RecordError, Ticker, VenueEvent, checked_record
 from engine.core.state_keys import PRICE_ALERTS_KEY
 from engine.venue.base import Venue
 from engine.venue.errors import VenueError
+from persistence.errors import StoreFailed
 from persistence.reasons import Reason
 
 log = logging.getLogger("opconsole.alerts.price")
@@ -86,7 +87,9 @@ class PriceAlert:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PriceAlert:
-        """The inverse of :meth:`to_dict`."""
+        """The inverse of :meth:`to_dict`; :class:`~engine.core.models.RecordError` (a ValueError)
+        when the stored shape is wrong (a price that is not a finite number, a missing field)."""
+        data = checked_record(cls, data)
         condition = str(data["condition"])
         if condition not in CONDITIONS:
             raise ValueError(f"unknown price alert condition {condition!r}")
@@ -210,6 +213,10 @@ class PriceAlertBook:
         """The inverse of :meth:`to_json`; None (nothing saved yet) is an empty book."""
         if not value:
             return cls()
+        if not isinstance(value, Mapping) or not isinstance(value.get("alerts", []), list):
+            raise RecordError("the price-alert book must be {'next_id': n, 'alerts': [...]}")
+        if not isinstance(value.get("next_id", 1), int) or isinstance(value.get("next_id"), bool):
+            raise RecordError("the price-alert book's next_id must be an integer")
         alerts = [PriceAlert.from_dict(a) for a in value.get("alerts", ())]
         next_id = max([int(value.get("next_id", 1)), *(a.id + 1 for a in alerts)])
         return cls({a.id: a for a in sorted(alerts, key=lambda a: a.id)}, next_id)
@@ -328,7 +335,11 @@ class PriceAlertManager:
                 await self._save(force=False)
 
     async def _save(self, *, force: bool) -> None:
-        await self.store.save(PRICE_ALERTS_KEY, self.book.to_json(), reason=Reason.PRICE_ALERT, force=force)
+        try:
+            book = self.book.to_json()
+            await self.store.save(PRICE_ALERTS_KEY, book, reason=Reason.PRICE_ALERT, force=force)
+        except StoreFailed as exc:  # kept by the store and written when the disk is back (it alerts)
+            log.warning("price alerts not durable yet: %s", exc)
 
     # --- snapshot -----------------------------------------------------------------------------
     def snapshot(self) -> list[PriceAlertRow]:

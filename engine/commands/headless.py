@@ -1,8 +1,9 @@
 """``opconsole run --headless``: the engine without the UI, for scripts, CI and benchmarks.
 
 With ``--clock virtual`` the run lasts ``--duration`` simulated seconds and goes as fast as the CPU
-allows; with the real clock it lasts that many wall seconds, or until SIGINT / SIGTERM. Either way
-the engine is stopped cleanly (state saved) and the snapshot JSON is written on exit.
+allows; with the real clock it lasts that many wall seconds. Either clock stops early, and cleanly,
+on SIGHUP, SIGINT or SIGTERM (as the console does). Either way the engine is stopped cleanly (state
+saved, the store's shutdown recorded) and the snapshot JSON is written on exit.
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from engine.core.clock import Clock, VirtualClock
-from engine.core.errors import BadInput
-from engine.core.files import write_atomic
+from engine.core.errors import BadInput, EngineFailure
+from engine.core.files import check_output, write_output
 from engine.core.settings import Settings
-from engine.runtime.assembly import EngineRuntime, make_clock
+from engine.runtime.assembly import Engine, EngineRuntime, make_clock
 from engine.runtime.scenario import Scenario, load_scenario
 from engine.trading.params import TradingParams
+from engine.venue.errors import VenueError
 
 log = logging.getLogger("opconsole.headless")
 
@@ -31,6 +33,9 @@ EXIT_ENGINE_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 T = TypeVar("T")
+
+# The signals that end a run cleanly: a closed terminal (HUP), Ctrl-C (INT), a service manager (TERM).
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +57,78 @@ async def run_engine(
     runtime.scenario = scenario
     if isinstance(clock, VirtualClock) and options.duration_s is None:
         raise BadInput("run", "--clock virtual needs --duration (simulated seconds)")
-    engine = await runtime.start()
-    try:
-        if isinstance(clock, VirtualClock) and options.duration_s is not None:
-            await clock.drive(until=clock.now() + options.duration_s)
-        else:
-            await _wait_real(clock, options.duration_s)
-        if options.snapshot_out is not None:
-            snapshot = await _on_clock(clock, engine.dashboard.snapshot())
-            write_atomic(options.snapshot_out, snapshot.to_json() + "\n")
-            log.info("snapshot written to %s", options.snapshot_out)
-    finally:
-        await _on_clock(clock, runtime.stop())
+    stop = asyncio.Event()
+    # Installed before the start and kept until the engine stopped: a stop signal at any moment
+    # ends the run through the same clean shutdown, never by the signal's default action.
+    with _stop_signals(stop):
+        engine = await runtime.start()
+        try:
+            await _run_until(clock, options.duration_s, stop)
+            if options.snapshot_out is not None:
+                await _write_snapshot(runtime, engine, options.snapshot_out)
+        finally:
+            await _on_clock(clock, runtime.stop())
     return runtime
+
+
+@contextlib.contextmanager
+def _stop_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Turn SIGHUP / SIGINT / SIGTERM into ``stop.set()`` for the block."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, _on_stop_signal, stop, sig)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _on_stop_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("%s received: stopping", sig.name)
+    stop.set()
+
+
+async def _run_until(clock: Clock, duration_s: float | None, stop: asyncio.Event) -> None:
+    """Run for the duration (driving a virtual clock) or until ``stop`` is set, whichever is first."""
+    if not (isinstance(clock, VirtualClock) and duration_s is not None):
+        await _wait_real(clock, duration_s, stop)
+        return
+    driving = asyncio.ensure_future(clock.drive(until=clock.now() + duration_s))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({driving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (driving, stopped):
+            task.cancel()
+        await asyncio.gather(driving, stopped, return_exceptions=True)
+    error = None if driving.cancelled() else driving.exception()
+    if error is not None:
+        raise error
+
+
+async def _write_snapshot(runtime: EngineRuntime, engine: Engine, target: Path) -> None:
+    """Write the exit snapshot; when the venue cannot be read, write what the engine knows.
+
+    A venue that is down or refuses the keys must not cost the operator the rest of the picture
+    (engine state, monitors, ledger, alerts): that snapshot is written, with a critical alert in
+    it saying why its venue sections are empty, and the run ends with :class:`EngineFailure`.
+    """
+    problem: str | None = None
+    try:
+        snapshot = await _on_clock(runtime.clock, engine.dashboard.snapshot())
+    except VenueError as exc:
+        problem = f"the venue could not be read ({exc}); the snapshot holds only what the engine knows"
+        runtime.raise_critical(f"exit snapshot: {problem}")
+        snapshot = engine.dashboard.engine_snapshot()
+    write_output(target, snapshot.to_json() + "\n")
+    log.info("snapshot written to %s", target)
+    if problem is not None:
+        raise EngineFailure(str(target), problem)
 
 
 async def _on_clock(clock: Clock, awaitable: Awaitable[T]) -> T:
@@ -79,13 +143,8 @@ async def _on_clock(clock: Clock, awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-async def _wait_real(clock: Clock, duration_s: float | None) -> None:
-    """Wait for the duration, or until SIGINT / SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+async def _wait_real(clock: Clock, duration_s: float | None, stop: asyncio.Event) -> None:
+    """Wait for the duration, or until ``stop`` is set (a stop signal)."""
     if duration_s is None:
         await stop.wait()
     else:
@@ -97,6 +156,8 @@ def run_headless(settings: Settings, state_dir: Path, options: HeadlessOptions) 
     """Run the engine headless; returns the process exit code."""
     if options.clock == "virtual" and options.duration_s is None:
         raise BadInput("run", "--clock virtual needs --duration (simulated seconds)")
+    if options.snapshot_out is not None:
+        check_output(options.snapshot_out)  # refused before the run, not after it
     if options.scenario is not None and not options.scenario.is_file():
         raise BadInput(str(options.scenario), "no such scenario file")
     scenario = None

@@ -14,3 +14,16 @@ class BadInput(Exception):
         super().__init__(f"{where}: {what}")
         self.where = where
         self.what = what
+
+
+class EngineFailure(Exception):
+    """The engine could not do all it was asked (e.g. read the venue for the exit snapshot).
+
+    The command line prints it as ``opconsole: <where>: <what>`` and exits with 1; what could be done
+    was done (the state saved, the snapshot written with what is known).
+    """
+
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"{where}: {what}")
+        self.where = where
+        self.what = what

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.core.errors import BadInput
+
 PRIVATE_MODE = 0o600
 
 
@@ -20,7 +22,7 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int = PRIVATE_MODE) -> 
     """Replace ``path`` with ``data`` atomically and durably (see the module docstring)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -32,6 +34,36 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int = PRIVATE_MODE) -> 
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def check_output(path: Path) -> None:
+    """Refuse (``BadInput``) an output file the operator named that could not be written: a
+    directory, a path under a file, or a directory this process may not write in. Missing parent
+    directories are fine (:func:`write_atomic` creates them)."""
+    if path.is_dir():
+        raise BadInput(str(path), "is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(str(path), f"{parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(str(path), f"cannot write in {parent}: permission denied")
+
+
+def write_output(path: Path, data: str | bytes) -> None:
+    """:func:`write_atomic` for an output file the operator named (a snapshot, an export): what
+    cannot be written there is ``BadInput`` naming the file, never a traceback."""
+    check_output(path)
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise BadInput(str(path), f"cannot write: {exc.strerror or exc}") from None
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary file :func:`write_atomic` writes beside ``path`` before renaming it."""
+    return path.with_name(f".{path.name}.tmp")
 
 
 def fsync_dir(path: Path) -> None:

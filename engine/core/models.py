@@ -10,7 +10,7 @@ owned and mutated by exactly one component (the simulator's book, a monitor).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import IntEnum, StrEnum
 from typing import Any, Literal
@@ -426,6 +426,60 @@ class SlotStatus(StrEnum):
         return self in (SlotStatus.PENDING, SlotStatus.OPEN, SlotStatus.CANCELLING)
 
 
+class RecordError(ValueError):
+    """A stored record (monitor, order slot, trade) that does not have the shape its class needs."""
+
+
+def _field_problem(annotation: str, value: Any) -> str | None:
+    """Why ``value`` does not fit a field annotated ``annotation`` (the string form), or None."""
+    kind, _, rest = annotation.partition(" | ")
+    if value is None:
+        return None if rest == "None" else "must not be null"
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, got {value!r}"
+        return None if math.isfinite(value) else f"must be finite, got {value!r}"
+    if kind == "int":
+        return (
+            None
+            if isinstance(value, int) and not isinstance(value, bool)
+            else f"must be an integer, got {value!r}"
+        )
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if kind == "str":
+        return None if isinstance(value, str) else f"must be a string, got {value!r}"
+    if kind.startswith("list["):
+        if not isinstance(value, list):
+            return f"must be a list, got {type(value).__name__}"
+        return next(filter(None, (_field_problem(kind[5:-1], v) for v in value)), None)
+    return None  # enums and nested records are converted (and checked) by their own constructor
+
+
+def checked_record(cls: Any, data: Any) -> dict[str, Any]:
+    """A copy of ``data`` whose keys are ``cls``'s dataclass fields, each of its annotated type
+    (finite numbers); raises :class:`RecordError` naming the field. A checksum only proves a record
+    was written whole: a crafted or damaged one must fail here, at decoding, not later in a decision."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{cls.__name__} record must be an object, got {type(data).__name__}")
+    known = {f.name: str(f.type) for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise RecordError(f"{cls.__name__} record has unknown field(s) {', '.join(unknown)}")
+    missing = sorted(
+        f.name
+        for f in fields(cls)
+        if f.name not in data and f.default is MISSING and f.default_factory is MISSING
+    )
+    if missing:
+        raise RecordError(f"{cls.__name__} record lacks {', '.join(missing)}")
+    for name, value in data.items():
+        problem = _field_problem(known[name], value)
+        if problem:
+            raise RecordError(f"{cls.__name__}.{name} {problem}")
+    return dict(data)
+
+
 @dataclass(slots=True)
 class ManagedOrder:
     """One of a monitor's orders (slot ``e1``.., ``tp1``.., ``sl`` or ``cl``) in its current generation.
@@ -473,7 +527,8 @@ class ManagedOrder:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ManagedOrder:
-        values = dict(data)
+        """Decode a stored slot; :class:`RecordError` (a ValueError) when its shape is wrong."""
+        values = checked_record(cls, data)
         values["side"] = Side(values["side"])
         values["order_type"] = OrderType(values["order_type"])
         values["status"] = SlotStatus(values["status"])
@@ -560,7 +615,9 @@ class Monitor:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Monitor:
-        values = dict(data)
+        """Decode a stored monitor; :class:`RecordError` (a ValueError) when its shape is wrong (a
+        ``size`` that is a string would otherwise pass here and fail in a TP/SL decision)."""
+        values = checked_record(cls, data)
         values["side"] = Side(values["side"])
         values["phase"] = Phase(values["phase"])
         orders = values.pop("orders", {})
@@ -627,6 +684,7 @@ class Trade:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trade:
-        values = dict(data)
+        """Decode a stored trade; :class:`RecordError` (a ValueError) when its shape is wrong."""
+        values = checked_record(cls, data)
         values["side"] = Side(values["side"])
         return cls(**values)

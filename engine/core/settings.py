@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import math
 import os
 import re
 import tomllib
@@ -27,6 +28,8 @@ from engine.core.files import write_atomic
 
 OVERRIDE_FILE = "settings.override.toml"
 ENV_CONFIG = "OPCONSOLE_CONFIG"
+MASK = "***"
+"""What ``check-config`` prints in place of a value that must not be shown."""
 
 
 class SettingsError(BadInput):
@@ -50,6 +53,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(str(path), "is a directory, not a settings file") from None
     except PermissionError:
         raise SettingsError(str(path), "permission denied") from None
+    except UnicodeDecodeError as exc:
+        # tomllib decodes the bytes itself: a Latin-1 file would otherwise end in a traceback.
+        raise SettingsError(str(path), f"not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(str(path), f"not valid TOML: {exc}") from None
 
@@ -59,12 +65,35 @@ def _read_toml(path: Path) -> dict[str, Any]:
 Rule = Callable[[Any], str | None]
 
 
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be > 0, got {value}"
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """A number within ``low``..``high`` (both inclusive); every number of the schema has one.
+
+    When ``low`` is above zero a value of zero or less is told "must be > 0" (what the operator
+    most likely got wrong), one between zero and ``low`` gets the exact bound.
+    """
+
+    low: float
+    high: float
+
+    def __call__(self, value: Any) -> str | None:
+        if value < self.low:
+            bound = "> 0" if self.low > 0 >= value else f">= {self.low:g}"
+            return f"must be {bound}, got {value}"
+        if value > self.high:
+            return f"must be <= {self.high:g}, got {value}"
+        return None
 
 
-def _non_negative(value: Any) -> str | None:
-    return None if value >= 0 else f"must be >= 0, got {value}"
+def _between(low: float, high: float) -> Rule:
+    return _Range(low, high)
+
+
+DAY_S = 86_400.0
+MIN_INTERVAL_S = 0.01
+"""The shortest interval or TTL: anything shorter is a typo, and a loop every 1e-300 s never lets
+virtual time advance (a virtual run hangs)."""
+MAX_INT64 = 2**63 - 1
 
 
 def _one_of(*choices: str) -> Rule:
@@ -108,41 +137,90 @@ def _symbols(value: Any) -> str | None:
     return f"not linear USDT symbols: {', '.join(bad)}" if bad else None
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def looks_like_env_name(value: str) -> bool:
+    """Whether ``value`` reads as the NAME of an environment variable rather than a pasted secret.
+
+    Letters, digits and underscores, not starting with a digit, and one case throughout
+    (``BYBIT_API_KEY``, ``my_key``): Bybit keys and secrets mix upper- and lower-case letters with
+    digits, and a Telegram token holds a colon, so a pasted secret fails this.
+    """
+    return bool(_ENV_NAME.fullmatch(value)) and value in (value.upper(), value.lower())
+
+
+def _env_name(value: Any) -> str | None:
+    # Never echo the value: it may be the secret itself.
+    if value == "" or looks_like_env_name(value):
+        return None
+    return "does not look like an environment variable name (a pasted key?)"
+
+
+SECRET_NAME_KEYS = ("accounts.*.*_env", "mirror.*_env", "alerts.*.*_env")
+"""Settings whose value names a secret's environment variable: their values are never printed."""
+
+
+def names_secret(key: str) -> bool:
+    """Whether the dotted ``key`` names an environment variable holding a secret."""
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in SECRET_NAME_KEYS)
+
+
 def _url_or_empty(value: Any) -> str | None:
     if value == "" or re.match(r"^(https?|wss?)://", value):
         return None
     return f"must be empty or an http(s)/ws(s) URL, got {value!r}"
 
 
-# Patterns are fnmatch-style over dotted keys; the first matching rule applies.
+# Patterns are fnmatch-style over dotted keys; the first matching rule applies. Every number has a
+# range here (a test checks that each numeric key of settings.toml has one); NaN and infinities are
+# refused for every number before any rule runs (see _coerce).
 _RULES: list[tuple[str, Rule]] = [
+    *((pattern, _env_name) for pattern in SECRET_NAME_KEYS),
     ("venue.kind", _one_of("sim", "bybit")),
     ("venue.network", _one_of("mainnet", "testnet", "demo")),
     ("venue.base_url", _url_or_empty),
     ("venue.ws_url", _url_or_empty),
-    ("venue.max_retries", _non_negative),
+    ("venue.threads", _between(1, 256)),
+    ("venue.timeout_s", _between(0.1, 300.0)),
+    ("venue.recv_window_ms", _between(1, 60_000)),
+    ("venue.max_retries", _between(0, 100)),
+    ("venue.ws_*_s", _between(0.1, 3_600.0)),
     ("mirror.sizing", _one_of("balance_ratio", "fixed_ratio")),
+    ("mirror.ratio", _between(1e-6, 1_000.0)),
     ("profile.*", _one_of("optimized", "baseline")),
+    ("persistence.compact_max_bytes", _between(1_024, 2**40)),
+    ("persistence.compact_max_records", _between(1, 100_000_000)),
     ("trading.default_approach", _one_of("fast", "conservative")),
     ("trading.trigger_by", _one_of("LastPrice", "MarkPrice", "IndexPrice")),
     ("trading.tp_split", _tp_split),
-    ("trading.*_fee_rate", _non_negative),
-    ("trading.*_pct", _non_negative),
-    ("trading.min_tp_notional", _non_negative),
-    ("trading.sl_retry_attempts", _non_negative),
+    ("trading.*_leverage", _between(1, 200)),
+    ("trading.entries", _between(1, 20)),
+    ("trading.*_fee_rate", _between(0.0, 0.1)),
+    ("trading.*_pct", _between(0.0, 100.0)),
+    ("trading.min_tp_notional", _between(0.0, 1e9)),
+    ("trading.sl_retry_attempts", _between(0, 100)),
+    ("monitor.urgency.*_pct", _between(1e-6, 100.0)),
     ("sim.latency", _one_of("none", "realistic")),
     ("sim.epoch", _iso_time),
     ("sim.symbols", _symbols),
-    ("sim.seed", _non_negative),
-    ("sim.demo_trades", _non_negative),
-    ("sim.volatility", _non_negative),
-    ("sim.slippage_bps", _non_negative),
+    ("sim.seed", _between(0, MAX_INT64)),
+    ("sim.demo_trades", _between(0, 100)),
+    ("sim.volatility", _between(0.0, 100.0)),
+    ("sim.slippage_bps", _between(0.0, 1_000.0)),
+    ("sim.balances.*", _between(1e-6, 1e12)),
     ("alerts.daily_summary_utc", _hh_mm),
     ("alerts.telegram.base_url", _url_or_empty),
     ("alerts.webhook.url", _url_or_empty),
-    ("monitor.urgency.*", _positive),
-    # Everything numeric that is left (TTLs, intervals, sizes, rates, balances) must be > 0.
-    ("*", _positive),
+    ("alerts.history", _between(1, 1_000_000)),
+    ("ui.refresh_hz", _between(0.01, 100.0)),
+    ("ui.log_max_lines", _between(1, 10_000_000)),
+    # Intervals, periods, TTLs and windows: above zero, at least MIN_INTERVAL_S, at most a week.
+    ("*_s", _between(MIN_INTERVAL_S, 7 * DAY_S)),
+    ("cache.ttl.*", _between(MIN_INTERVAL_S, 7 * DAY_S)),
+    ("monitor.intervals.*", _between(MIN_INTERVAL_S, 7 * DAY_S)),
+    # Strings without a format of their own (paths, names, chat ids): anything goes.
+    ("*", lambda value: None),
 ]
 
 
@@ -168,6 +246,9 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"must be a number, got {value!r}")
+        # TOML reads nan and inf; an infinite balance puts "Infinity" (not JSON) into the snapshot.
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
         return float(value)
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -188,10 +269,8 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
 
 def _check_value(key: str, value: Any) -> str | None:
     rule = _rule_for(key)
-    if isinstance(value, bool) or (isinstance(value, str) and rule in (_positive, _non_negative)):
-        return None
-    if isinstance(value, list) and rule in (_positive, _non_negative):
-        return None
+    if isinstance(rule, _Range) and (isinstance(value, bool) or not isinstance(value, int | float)):
+        return None  # the type check has run: a range only speaks to numbers
     return rule(value)
 
 
@@ -212,7 +291,9 @@ def _merge(
         try:
             coerced = _coerce(key, expected, value)
         except ValueError as exc:
-            raise SettingsError(f"{source}: {key}", str(exc)) from None
+            # The value of a secret's name may be the secret itself: never echo it.
+            what = "must be a string, the name of an environment variable" if names_secret(key) else str(exc)
+            raise SettingsError(f"{source}: {key}", what) from None
         # Check the value as written (so the message says "got -5", not "got -5.0").
         problem = _check_value(key, value if isinstance(coerced, float) else coerced)
         if problem:
@@ -270,13 +351,75 @@ class Settings:
         return Settings(data, (*self.sources, source))
 
     def to_toml(self) -> str:
-        """The effective settings as TOML (what ``check-config`` prints)."""
-        return tomli_w.dumps(dict(self.data))
+        """The effective settings as TOML (what ``check-config`` prints); a secret's name that does
+        not look like one (a pasted key) is masked, never printed."""
+        data = copy.deepcopy(dict(self.data))
+        for key, value in _walk(self.data):
+            if names_secret(key) and isinstance(value, str) and _env_name(value) is not None:
+                *parents, leaf = key.split(".")
+                node = data
+                for part in parents:
+                    node = node[part]
+                node[leaf] = MASK
+        return tomli_w.dumps(data)
 
     def state_dir(self, cli_state_dir: str | os.PathLike[str] | None = None) -> Path:
-        """The state directory: ``--state-dir`` when given, else ``persistence.dir``."""
-        raw = cli_state_dir if cli_state_dir is not None else self.get("persistence.dir")
-        return Path(os.path.expanduser(str(raw)))
+        """The state directory: ``--state-dir`` when given, else ``persistence.dir``.
+
+        Raises :class:`BadInput` naming the option or key when the path cannot be a state directory
+        (empty, a NUL byte, over the system's path limits, an existing file).
+        """
+        if cli_state_dir is not None:
+            raw, where = str(cli_state_dir), "--state-dir"
+        else:
+            raw, where = (
+                str(self.get("persistence.dir")),
+                f"{self.sources[-1] if self.sources else 'settings'}: persistence.dir",
+            )
+        problem = state_dir_problem(raw)
+        if problem:
+            raise BadInput(where, problem)
+        return Path(os.path.expanduser(raw))
+
+
+# The longest name the store puts inside the state directory, with its slash: the directory's own
+# path must leave room for it under PATH_MAX.
+_STATE_FILE_ROOM = len("/sim-exchange.journal.jsonl") + 16
+
+
+def _path_limit(name: str, fallback: int) -> int:
+    try:
+        return int(os.pathconf("/", name))
+    except (OSError, ValueError):
+        return fallback
+
+
+def state_dir_problem(raw: str) -> str | None:
+    """Why ``raw`` cannot name a state directory, or None (pure apart from the limits and a stat)."""
+    if not raw.strip():
+        return "is empty"
+    if "\0" in raw:
+        return "contains a NUL byte"
+    path = Path(os.path.expanduser(raw))
+    try:
+        encoded = os.fsencode(path.absolute())
+    except UnicodeEncodeError:
+        return "cannot be encoded as a file name"
+    name_max, path_max = _path_limit("PC_NAME_MAX", 255), _path_limit("PC_PATH_MAX", 4096)
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > name_max:
+        return f"a path component is {longest} bytes long, over the limit of {name_max} (NAME_MAX)"
+    if len(encoded) + _STATE_FILE_ROOM > path_max:
+        return (
+            f"the path is {len(encoded)} bytes long; with the state files in it, it exceeds the limit "
+            f"of {path_max} bytes (PATH_MAX)"
+        )
+    try:
+        if path.exists() and not path.is_dir():
+            return f"{path} is a file, not a directory"
+    except OSError as exc:
+        return f"cannot be examined: {exc.strerror}"
+    return None
 
 
 _SCHEMA_CACHE: dict[str, Any] = {}

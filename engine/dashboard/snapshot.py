@@ -350,6 +350,17 @@ class Dashboard:
         )
         return freeze(self._compose(view, market, stats, insights))
 
+    def engine_snapshot(self) -> DashboardSnapshot:
+        """What the engine knows by itself, without reading the venue (when it cannot be read).
+
+        Every key is present: the engine state, profile, monitors, ledger and its totals,
+        persistence, API counters, alerts, streams and price alerts are this process's own; the
+        venue's sections (accounts, positions, orders, market, insights) are empty, since nothing
+        the venue says is known, rather than an older answer passed off as current.
+        """
+        nothing = account_view({}, {}, {}, self._instruments)
+        return freeze(self._compose(nothing, {}, self.sources.manager.ledger.totals(), []))
+
     def _compose(
         self, view: AccountView, market: Mapping[str, Ticker], stats: Totals, insights: Sequence[InsightRow]
     ) -> Snapshot:

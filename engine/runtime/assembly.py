@@ -3,8 +3,13 @@ price alerts, the dashboard and the background tasks that drive them, built from
 place, so the headless runner, the console and the tests start and stop the engine the same way.
 
 :meth:`EngineRuntime.start` returns an :class:`Engine`: the started components, typed. The console
-reaches them only through its link, which holds that object. A background task that dies is logged
-with its traceback and turns the engine ``degraded``; it never takes the process down silently.
+reaches them only through its link, which holds that object.
+
+No background task dies for good: each one runs under a supervisor (:meth:`EngineRuntime.spawn`)
+that restarts it when it raises, after a backoff on the engine clock (:data:`RESTART_FIRST_S`
+doubling to :data:`RESTART_MAX_S`), logs the traceback and says so in a warning alert (critical from
+the :data:`CRITICAL_AFTER`-th failure in a row). The engine is ``degraded`` while a task is down. A task
+that ends by itself or is cancelled is not restarted.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,14 +33,17 @@ from engine.core.profile import Mode, Profile
 from engine.core.settings import Settings
 from engine.dashboard.cache import DashboardCache
 from engine.dashboard.snapshot import Dashboard, DashboardSources
+from engine.runtime.repair import drop_undecodable
 from engine.runtime.scenario import Scenario, ScenarioTrade, demo_trades, run_trades, state_is_empty
 from engine.trading.ledger import Ledger
 from engine.trading.manager import TpslManager
 from engine.trading.operator import OperatorActions
 from engine.trading.params import MonitorTiming, TradingParams
 from engine.venue.base import Venue
-from persistence.errors import StateLocked
-from persistence.recovery import RecoveryReport
+from persistence.errors import PersistenceError, StateUnusable, UnsupportedSnapshot
+from persistence.layout import StateFiles, check_writable
+from persistence.lock import StateLock
+from persistence.recovery import RecoveryReport, plan_recovery
 from persistence.store import Store
 
 if TYPE_CHECKING:
@@ -44,6 +52,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("opconsole.runtime")
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+RESTART_FIRST_S = 1.0
+"""The wait before a failed background task is restarted; doubled after each failure in a row."""
+RESTART_MAX_S = 60.0
+"""The longest wait before a restart; a task that ran this long before failing starts the count over."""
+CRITICAL_AFTER = 3
+"""Failures in a row of one task from which its restart alert is critical rather than a warning."""
+
+TaskFactory = Callable[[], Coroutine[Any, Any, None]]
+"""Makes a fresh run of a background task (a coroutine can be awaited only once)."""
 
 
 class EngineState(StrEnum):
@@ -128,10 +146,46 @@ async def open_state(settings: Settings, state_dir: Path, clock: Clock) -> tuple
     store = open_store(settings, state_dir, clock)
     try:
         recovery = store.load()
-    except StateLocked as exc:
-        raise BadInput(str(state_dir), str(exc)) from None
+    except PersistenceError as exc:
+        raise state_refusal(exc, state_dir) from None
     await store.start()
     return store, recovery
+
+
+def state_refusal(exc: PersistenceError, state_dir: Path) -> BadInput:
+    """The one-line refusal for a state directory the store cannot open as it is (in use by another
+    process, a file in the way, read-only, written by a newer version): the path and what is wrong."""
+    if isinstance(exc, StateUnusable):
+        return BadInput(exc.path, exc.what)
+    if isinstance(exc, UnsupportedSnapshot) and exc.path is not None:
+        return BadInput(exc.path, str(exc))
+    return BadInput(str(state_dir), str(exc))
+
+
+def check_state_free(state_dir: Path) -> None:
+    """Refuse (``BadInput``) when another process holds ``state_dir``'s lock; change nothing.
+
+    The console calls this before its UI opens, so a second console on a directory in use stops
+    with one line instead of showing an engine that never starts. The lock is only probed: the
+    store takes it for good in :func:`open_state` (which refuses the same way if a race lost it).
+    """
+    if not state_dir.is_dir():
+        return  # nobody holds a directory that does not exist yet
+    files = StateFiles(state_dir)
+    lock = StateLock(files.lock)
+    try:
+        lock.acquire()
+        try:
+            # What the store's load would refuse (a file in the way, read-only, a newer snapshot),
+            # refused here too, read-only, so the console never opens on a directory it cannot use.
+            check_writable(files)
+            plan_recovery(files)
+        finally:
+            lock.release()
+    except PersistenceError as exc:
+        raise state_refusal(exc, state_dir) from None
+    except OSError:
+        return  # anything else is reported by the engine's own start
 
 
 def recovery_alert(bus: AlertBus, recovery: RecoveryReport) -> None:
@@ -161,7 +215,9 @@ class EngineRuntime:
         self._store: Store | None = None
         self._dashboard: Dashboard | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._failures: list[str] = []
+        self._down: set[str] = set()  # tasks that failed and wait for their restart
+        self.restarts: dict[str, int] = {}
+        """Restarts of each background task since the start."""
 
     # --- the started components ---------------------------------------------------------------
     def started(self) -> Engine:
@@ -205,9 +261,10 @@ class EngineRuntime:
     # --- state --------------------------------------------------------------------------------
     @property
     def state(self) -> EngineState:
-        """Degraded if a task died; else what the TP/SL manager says (reconciling until the venue
-        agrees with the store, paused, degraded while a stream is down, running)."""
-        if self._failures:
+        """Degraded while a task is down (waiting for its restart); else what the TP/SL manager says
+        (reconciling until the venue agrees with the store, paused, degraded while a stream is down
+        or the state cannot be written, running)."""
+        if self._down:
             return EngineState.DEGRADED
         if self.engine is None:
             return EngineState.RECONCILING
@@ -220,8 +277,9 @@ class EngineRuntime:
 
     @property
     def failures(self) -> list[str]:
-        """Names of background tasks that died (the engine is degraded while this is non-empty)."""
-        return list(self._failures)
+        """Names of background tasks that are down now, waiting for their restart (the engine is
+        degraded while this is non-empty)."""
+        return sorted(self._down)
 
     # --- start / stop -------------------------------------------------------------------------
     def build_venues(self) -> None:
@@ -235,6 +293,7 @@ class EngineRuntime:
             for name in self.accounts:
                 exchange.ensure_account(name, balances.get(name))
                 self.venues[name] = SimVenue(exchange, name)
+            exchange.on_alert = self.raise_sim_alert
             self.exchange = exchange
         else:
             from engine.venue.bybit.venue import BybitVenue
@@ -251,13 +310,20 @@ class EngineRuntime:
         venue agrees with the store. If any step fails, what was started is stopped again (the state
         saved, the lock released) before the error propagates.
         """
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.get("venue.kind") == "sim" and not self.venues:
+            from engine.sim.exchange import STATE_FILE
+            from engine.sim.journal import check_state_files
+
+            # Read-only, before the store writes its startup mark: a market that cannot be continued
+            # is refused with the whole directory left as it was.
+            check_state_files(self.state_dir / STATE_FILE)
+        # The store creates the directory (mode 0700) once it knows the path is usable.
         self._store, recovery = await open_state(self.settings, self.state_dir, self.clock)
         try:
             if not self.venues:
                 self.build_venues()
             if self.exchange is not None:
-                self.spawn("sim-exchange", self.exchange.run())
+                self.spawn("sim-exchange", self.exchange.run)
             engine = await self._assemble(self._store, recovery)
         except BaseException as exc:
             self._start_failure = str(exc) or type(exc).__name__
@@ -271,6 +337,9 @@ class EngineRuntime:
         recovery_alert(self.alerts, recovery)
         manager = self._build_manager(store)
         empty = state_is_empty(store.state)
+        # Before anything decodes the state: a record of the wrong shape is quarantined and dropped
+        # (reconciliation rebuilds its monitor from the exchange), never a crash in a task later.
+        await drop_undecodable(store, self.alerts, self.clock.now())
         manager.load()
         price_alerts = PriceAlertManager(
             store=store, clock=self.clock, venues=self.venues, alerts=self.alerts
@@ -299,12 +368,13 @@ class EngineRuntime:
         await self.profile.register(
             "push_streams", lambda mode: manager.set_push_streams(mode is Mode.OPTIMIZED)
         )
-        self.spawn("cache-metrics-log", dashboard.cache.run_metrics_log())
-        self.spawn("tpsl", manager.run())
-        self.spawn("price-alerts", price_alerts.run())
+        self.spawn("cache-metrics-log", dashboard.cache.run_metrics_log)
+        self.spawn("tpsl", manager.run)
+        self.spawn("price-alerts", price_alerts.run)
         trades = self._trades_to_open(empty)
         if trades:
-            self.spawn("scenario-trades", self._open_trades(manager, trades))
+            # Not restarted: a second run would open the scenario's trades again.
+            self.spawn("scenario-trades", lambda: self._open_trades(manager, trades), restart=False)
         return Engine(
             store=store,
             alerts=self.alerts,
@@ -349,20 +419,45 @@ class EngineRuntime:
         """A critical alert from below the TP/SL manager (e.g. the venue's IP-ban guard)."""
         self.alerts.raise_alert(Severity.CRITICAL, "venue", message)
 
-    def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``coro`` as a named background task whose death is logged and degrades the engine."""
-        task = asyncio.create_task(coro, name=name)
+    def raise_sim_alert(self, severity: str, message: str) -> None:
+        """An alert from the embedded simulated exchange (it cannot save its market, or can again)."""
+        self.alerts.raise_alert(severity, "sim_exchange", message)
+
+    def spawn(self, name: str, factory: TaskFactory, *, restart: bool = True) -> asyncio.Task[None]:
+        """Run ``factory()`` as the named background task ``name``, under the supervisor: restarted
+        when it raises (see the module doc), unless ``restart`` is False (then it stays down, and the
+        engine degraded, after an alert)."""
+        task = asyncio.create_task(self._supervise(name, factory, restart), name=name)
         self._tasks[name] = task
-        task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.critical("engine task %s died: %s", task.get_name(), exc, exc_info=exc)
-            self._failures.append(task.get_name())
+    async def _supervise(self, name: str, factory: TaskFactory, restart: bool) -> None:
+        delay = RESTART_FIRST_S
+        in_a_row = 0
+        while True:
+            started = self.clock.now()
+            try:
+                await factory()
+                return  # ended by itself: nothing to restart
+            except Exception as exc:  # CancelledError is not one: a cancelled task stays cancelled
+                if self.clock.now() - started >= RESTART_MAX_S:  # it had been running well: start over
+                    delay, in_a_row = RESTART_FIRST_S, 0
+                in_a_row += 1
+                self._down.add(name)
+                log.error("engine task %s failed: %s", name, exc, exc_info=exc)
+                severity = (
+                    Severity.CRITICAL if in_a_row >= CRITICAL_AFTER or not restart else Severity.WARNING
+                )
+                what = f"engine task {name} failed ({type(exc).__name__}: {exc})"
+                if not restart:
+                    self.alerts.raise_alert(severity, "task_failed", f"{what}; not restarted")
+                    return
+                message = f"{what}; restarting in {delay:g} s (failure {in_a_row} in a row)"
+                self.alerts.raise_alert(severity, "task_restarted", message)
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX_S)
+            self._down.discard(name)
+            self.restarts[name] = self.restarts.get(name, 0) + 1
 
     async def stop(self) -> None:
         """Cancel the tasks (the simulator saves its state when cancelled) and close the venues."""

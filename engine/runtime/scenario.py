@@ -22,6 +22,7 @@ an empty state so a newcomer sees a living dashboard at once.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,9 @@ class Scenario:
 def _number(where: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadInput(where, f"must be a number, got {value!r}")
+    # TOML reads nan and inf: no trade can use them (a NaN offset becomes a NaN price).
+    if not math.isfinite(value):
+        raise BadInput(where, f"must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -154,7 +158,7 @@ def parse_scenario(data: Mapping[str, Any], where: str, params: TradingParams) -
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise BadInput(f"{where}: seed", "must be an integer")
     raw_trades = data.get("trade", [])
-    if not isinstance(raw_trades, list):
+    if not isinstance(raw_trades, list) or not all(isinstance(t, dict) for t in raw_trades):
         raise BadInput(f"{where}: trade", "must be an array of tables ([[trade]])")
     trades = [parse_trade(t, f"{where}: trade[{i}]", params) for i, t in enumerate(raw_trades)]
     return Scenario(seed, tuple(sorted(trades, key=lambda t: t.at)))
@@ -166,6 +170,8 @@ def load_scenario(path: Path, params: TradingParams) -> Scenario:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise BadInput(str(path), exc.strerror or str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(str(path), f"not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(str(path), f"not valid TOML: {exc}") from None
     return parse_scenario(data, str(path), params)

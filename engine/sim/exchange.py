@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ from engine.sim.faults import FaultInjector
 from engine.sim.feed import PriceFeed
 from engine.sim.fills import dec
 from engine.sim.ids import IdFactory
-from engine.sim.instruments import listings
+from engine.sim.instruments import check_symbols, listings
 from engine.sim.journal import (
     AccountImage,
     SimJournal,
@@ -60,6 +60,7 @@ from engine.sim.journal import (
 from engine.sim.latency import LatencyModel
 from engine.sim.matcher import MAKER_FEE_RATE, TAKER_FEE_RATE, Matcher
 from engine.sim.ratelimit import RateLimiter, RateStatus
+from engine.sim.save_health import SaveHealth, SaveReport
 from engine.sim.state import (
     SimStateError,
     read_state,
@@ -144,6 +145,10 @@ class SimExchange:
         self._faults = FaultInjector()
         self.saved_at: float | None = None
         """Clock time of the last save (or of the last change this market was loaded from)."""
+        self.on_alert: Callable[[str, str], None] | None = None
+        """Called with (severity, message) when saving the market fails, still fails, works again
+        (the engine wires its alert bus here); without it those are logged."""
+        self._save_health = SaveHealth()
         self._journal = SimJournal(journal_path(state_path)) if state_path is not None else None
         self._images: dict[str, AccountImage] | None = None  # None: not journaling (yet)
         if saved is not None and state_path is not None:  # a saved market came from state_path
@@ -161,7 +166,11 @@ class SimExchange:
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock, state_dir: Path) -> SimExchange:
-        """The exchange the ``sim.*`` settings describe, continuing ``state_dir/sim-exchange.json``."""
+        """The exchange the ``sim.*`` settings describe, continuing ``state_dir/sim-exchange.json``.
+
+        Raises :class:`~engine.core.errors.BadInput` for a ``sim.symbols`` entry it does not list.
+        """
+        check_symbols(list(settings.get("sim.symbols")))
         return cls(
             clock=clock,
             seed=int(settings.get("sim.seed")),
@@ -258,7 +267,7 @@ class SimExchange:
                     try:
                         self.save()
                     except OSError as exc:  # the market keeps running; the next save may succeed
-                        log.error("cannot save the simulated exchange to %s: %s", self.state_path, exc)
+                        self._write_failed(self.state_path, exc)
         except asyncio.CancelledError:
             if self.state_path is not None:
                 try:
@@ -266,6 +275,25 @@ class SimExchange:
                 except OSError as exc:  # still stop; the previous save is intact (atomic writes)
                     log.error("cannot save the simulated exchange to %s: %s", self.state_path, exc)
             raise
+
+    def _write_failed(self, path: Path, exc: OSError) -> None:
+        """A save or journal write failed: report it once, then as a periodic reminder (SaveHealth)."""
+        report = self._save_health.failed(self.clock.now(), f"{path}: {exc.strerror or exc}")
+        if report is None:
+            log.debug("cannot write the simulated exchange to %s: %s", path, exc)
+        else:
+            self._report(report, logging.ERROR)
+
+    def _write_worked(self) -> None:
+        report = self._save_health.succeeded(self.clock.now())
+        if report is not None:
+            self._report(report, logging.INFO)
+
+    def _report(self, report: SaveReport, level: int) -> None:
+        if self.on_alert is not None:
+            self.on_alert(report.severity, report.message)  # the alert bus logs it too
+        else:
+            log.log(level, "%s", report.message)
 
     def _match_all(self) -> None:
         changed: dict[str, list[VenueEvent]] = {}
@@ -315,8 +343,9 @@ class SimExchange:
         try:
             self._journal.append(self.clock.now(), reason, value)
         except OSError as exc:
-            log.error("cannot journal the simulated exchange to %s: %s", self._journal.path, exc)
+            self._write_failed(self._journal.path, exc)
             return
+        self._write_worked()
         self._images.update(images)
 
     # --- order entry (Bybit semantics; see engine.sim.matcher) --------------------------------
@@ -495,6 +524,7 @@ class SimExchange:
         seq = self._journal.seq if self._journal is not None else 0
         write_state(self.state_path, {**self.to_state(now), "journal_seq": seq})
         self.saved_at = now
+        self._write_worked()
         if self._journal is not None:
             self._journal.reset()
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from engine.core.errors import BadInput
 from engine.core.models import Instrument
 
 
@@ -58,11 +59,29 @@ CATALOG: Mapping[str, Listing] = MappingProxyType(
 """Every symbol the simulator can list, by name."""
 
 
+def unlisted_problem(symbols: Sequence[str]) -> str | None:
+    """Why the simulator cannot list ``symbols`` (the unknown ones, and what it does list), or None."""
+    unknown = [s for s in symbols if s not in CATALOG]
+    if not unknown:
+        return None
+    return f"no simulated listing for {', '.join(unknown)}; the simulator lists {', '.join(CATALOG)}"
+
+
+def check_symbols(symbols: Sequence[str], where: str = "sim.symbols") -> None:
+    """Refuse, as bad input naming the setting, symbols the simulator does not list.
+
+    Called where a simulator is built from settings and by ``check-config`` when the venue is the
+    simulator: core cannot know the catalog (it must not import the simulator), and with
+    ``venue.kind = "bybit"`` the same key lists real symbols to watch, which the catalog need not hold.
+    """
+    problem = unlisted_problem(symbols)
+    if problem:
+        raise BadInput(where, problem)
+
+
 def listings(symbols: Sequence[str]) -> dict[str, Listing]:
     """The catalog entries of ``symbols`` in the given order; raises ValueError naming unknown ones."""
-    unknown = [s for s in symbols if s not in CATALOG]
-    if unknown:
-        raise ValueError(
-            f"no simulated listing for {', '.join(unknown)}; the simulator lists {', '.join(CATALOG)}"
-        )
+    problem = unlisted_problem(symbols)
+    if problem:
+        raise ValueError(problem)
     return {s: CATALOG[s] for s in dict.fromkeys(symbols)}

@@ -35,11 +35,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.core.files import PRIVATE_MODE, fsync_dir
+from engine.core.files import PRIVATE_MODE, fsync_dir, temp_path
 from engine.core.models import Execution
 from engine.sim.account import PositionState, SimAccount, execution_from_state, execution_to_state
 from engine.sim.orders import WorkingOrder
-from engine.sim.state import SimStateError
+from engine.sim.state import IN_THE_WAY, SimStateError, read_state, values_problem
 from persistence.codec import JournalRecord, Op, encode_record
 from persistence.recovery import scan_journal
 
@@ -166,11 +166,14 @@ class SimJournal:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return []
+        except IsADirectoryError:
+            raise SimStateError(self.path, IN_THE_WAY) from None
         except OSError as exc:
             raise SimStateError(
                 self.path, f"cannot read the simulated exchange's journal: {exc.strerror}"
             ) from exc
         scan = scan_journal(data)
+        _check_records(self.path, scan.records)
         if scan.damaged:
             if not scan.torn_tail_only:
                 raise SimStateError(
@@ -232,6 +235,51 @@ def last_record_time(path: Path) -> float | None:
         records = scan_journal(path.read_bytes()).records
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise SimStateError(path, IN_THE_WAY) from None
     except OSError as exc:
         raise SimStateError(path, f"cannot read the simulated exchange's journal: {exc.strerror}") from exc
+    _check_records(path, records)
     return records[-1].ts if records else None
+
+
+def check_state_files(state_path: Path) -> None:
+    """Read and check the saved market and its journal without changing anything (the engine does
+    it before it opens its own state, so a refusal leaves the whole directory as it was): raises
+    :class:`SimStateError` for a file that cannot be used, a directory in the way of one included."""
+    for path in (state_path, journal_path(state_path), temp_path(state_path)):
+        if path.is_dir():
+            raise SimStateError(path, IN_THE_WAY)
+    if state_path.exists():
+        read_state(state_path)
+    last_record_time(journal_path(state_path))
+
+
+def change_set_problem(value: Any) -> str | None:
+    """What is wrong with the shape of one record's change set, or None (pure): a checksum only
+    proves the line was written whole, not that what was written can be replayed."""
+    if not isinstance(value, dict):
+        return "the change set is not an object"
+    if not isinstance(value.get("ids"), int) or isinstance(value.get("ids"), bool):
+        return "ids is not an integer"
+    if not isinstance(value.get("feed"), dict) or not all(
+        isinstance(v, dict) for v in value["feed"].values()
+    ):
+        return "feed is not an object of objects"
+    accounts = value.get("accounts")
+    if not isinstance(accounts, dict) or not all(isinstance(v, dict) for v in accounts.values()):
+        return "accounts is not an object of objects"
+    for change in accounts.values():
+        for key, kind in (("positions", dict), ("orders", dict), ("leverage", dict), ("closed", list),
+                          ("finished", list), ("executions", list)):  # fmt: skip
+            if key in change and not isinstance(change[key], kind):
+                return f"{key} is not {'an object' if kind is dict else 'a list'}"
+    return values_problem(value)
+
+
+def _check_records(path: Path, records: list[JournalRecord]) -> None:
+    """Refuse (:class:`SimStateError`) a record whose time or change set is absurd."""
+    for record in records:
+        problem = values_problem(record.ts, "ts") or change_set_problem(record.value)
+        if problem:
+            raise SimStateError(path, f"corrupt simulated exchange journal: record {record.seq}: {problem}")

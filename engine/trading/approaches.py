@@ -11,6 +11,7 @@ when there is one) and turned into a :class:`TradePlan` that the TP/SL manager e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -102,7 +103,21 @@ def request_from_offsets(
     sl_offset_pct: float,
 ) -> TradeRequest:
     """Build a request from offsets relative to the mark (the scenario file's notation); the first
-    entry is always at market whatever its offset."""
+    entry is always at market whatever its offset.
+
+    Raises :class:`TradeRejected` when the mark or an offset is not a finite number (a NaN offset
+    would become a NaN price that no check below can refuse).
+    """
+    numbers = {"mark": mark, "sl_offset_pct": sl_offset_pct}
+    numbers |= {f"entry_offsets_pct[{i}]": v for i, v in enumerate(entry_offsets_pct)}
+    numbers |= {f"tp_offsets_pct[{i}]": v for i, v in enumerate(tp_offsets_pct)}
+    problems = [
+        f"{name} must be a finite number, got {value!r}"
+        for name, value in numbers.items()
+        if not _finite(value)
+    ]
+    if problems:
+        raise TradeRejected(problems)
     entries: list[float | None] = [None]
     entries += [offset_price(side, mark, off, instrument) for off in entry_offsets_pct[1:]]
     return TradeRequest(
@@ -116,6 +131,43 @@ def request_from_offsets(
         tp_prices=tuple(offset_price(side, mark, off, instrument) for off in tp_offsets_pct),
         sl_price=offset_price(side, mark, sl_offset_pct, instrument),
     )
+
+
+def _finite(value: object) -> bool:
+    """A real, finite number (not a bool, a string, NaN or an infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _named_prices(request: TradeRequest) -> list[tuple[str, float]]:
+    """Every price of ``request`` with the name a message gives it (the market entry has none)."""
+    prices = [(f"entry {i + 1}", p) for i, p in enumerate(request.entry_prices) if p is not None]
+    prices += [(f"TP{i + 1}", p) for i, p in enumerate(request.tp_prices)]
+    prices.append(("SL", request.sl_price))
+    return prices
+
+
+def _non_finite(request: TradeRequest) -> list[str]:
+    """One sentence per number of ``request`` that is not a finite number.
+
+    Checked before anything else: NaN compares false with everything, so every later check
+    (``tp > entry``, ``sl < entry``) would let it through, and an infinity passes half of them.
+    """
+    numbers = [("margin", request.margin), ("leverage", request.leverage), *_named_prices(request)]
+    return [f"{name} must be a finite number, got {value!r}" for name, value in numbers if not _finite(value)]
+
+
+MAX_PRICE_FACTOR = 100.0
+"""A price more than this many times the mark is a typo (an extra digit, ``1e308``), never a plan:
+the venue would refuse it after the leverage call had gone out."""
+
+
+def _far_from_mark(request: TradeRequest, mark: float) -> list[str]:
+    """One sentence per price of ``request`` absurdly far above the mark."""
+    return [
+        f"{name} {price:g} is over {MAX_PRICE_FACTOR:g} times the mark {mark:g}"
+        for name, price in _named_prices(request)
+        if price > mark * MAX_PRICE_FACTOR
+    ]
 
 
 def _shape(approach: Approach, params: TradingParams) -> tuple[int, tuple[float, ...]]:
@@ -142,6 +194,11 @@ def validate_request(
     if request.approach not in (Approach.FAST, Approach.CONSERVATIVE):
         errors.append(f"approach must be fast or conservative, got {request.approach!r}")
         return errors
+    errors = _non_finite(request)
+    if errors:
+        return errors
+    if not _finite(available):
+        available = 0.0  # an unreadable balance can pay for nothing
     if not request.margin > 0:
         errors.append(f"margin must be > 0 USDT, got {request.margin:g}")
     max_lev = min(instrument.max_leverage, params.max_leverage)
@@ -149,9 +206,10 @@ def validate_request(
         errors.append(
             f"leverage must be within {instrument.min_leverage:g}..{max_lev:g}, got {request.leverage:g}"
         )
-    if not mark > 0:
+    if not (_finite(mark) and mark > 0):
         errors.append(f"no market price for {request.symbol}")
         return errors
+    errors += _far_from_mark(request, mark)
     n_entries, split = _shape(request.approach, params)
     sign = request.side.sign
     if len(request.entry_prices) != n_entries:
@@ -194,7 +252,9 @@ def validate_request(
         errors.append(f"the position would exceed the maximum order qty {instrument.max_qty:g}")
     needed = request.margin + request.margin * request.leverage * params.taker_fee_rate
     if needed > available:
-        errors.append(f"not enough available balance: need {needed:.2f} USDT, have {available:.2f}")
+        # ``g`` past a trillion: a fat-fingered margin of 1e300 must not print 300 digits.
+        need = f"{needed:.2f}" if needed < 1e12 else f"{needed:.3g}"
+        errors.append(f"not enough available balance: need {need} USDT, have {available:.2f}")
     return errors
 
 

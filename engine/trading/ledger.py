@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 from engine.core.clock import iso_utc
-from engine.core.models import Trade
+from engine.core.models import RecordError, Trade
 from engine.core.state_keys import LEDGER_PREFIX, ledger_key
 
 CHUNK = 100
@@ -108,6 +108,18 @@ def tally(pnls: Sequence[float], fees: Iterable[float], funding: Iterable[float]
     }
 
 
+def chunk_trades(key: str, value: Any) -> list[Trade]:
+    """The trades of the stored chunk ``key``; :class:`RecordError` naming it when it is not
+    ``{"trades": [trade, ...]}`` or a trade in it cannot be decoded."""
+    trades = value.get("trades") if isinstance(value, dict) else None
+    if not isinstance(trades, list):
+        raise RecordError(f"{key}: a ledger chunk must be {{'trades': [...]}}")
+    try:
+        return [Trade.from_dict(t) for t in trades]
+    except (ValueError, TypeError) as exc:
+        raise RecordError(f"{key}: {exc}") from None
+
+
 class Ledger:
     """Closed trades in the order they closed."""
 
@@ -117,11 +129,20 @@ class Ledger:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Ledger:
-        """Rebuild from the store's state (the ledger's chunks, in key order)."""
+        """Rebuild from the store's state (the ledger's chunks, in key order); raises
+        :class:`~engine.core.models.RecordError` (a ValueError) naming the chunk whose shape is
+        wrong (see :func:`chunk_trades`)."""
         trades: list[Trade] = []
         for key in sorted(k for k in state if k.startswith(LEDGER_PREFIX)):
-            trades += [Trade.from_dict(t) for t in state[key]["trades"]]
+            trades += chunk_trades(key, state[key])
         return cls(trades)
+
+    def chunks(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every chunk as (store key, value): what rewrites the whole ledger after a repair."""
+        return [
+            (ledger_key(index), {"trades": [t.to_dict() for t in self._trades[start : start + CHUNK]]})
+            for index, start in enumerate(range(0, len(self._trades), CHUNK))
+        ]
 
     @property
     def trades(self) -> list[Trade]:

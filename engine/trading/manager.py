@@ -10,11 +10,18 @@ Fills come from executions only: the private stream, and ``executions(since)`` p
 net (always when streams are off or down), de-duplicated by exec id. Start-up reconciliation runs
 before anything else; until it has succeeded for every account the engine reports ``reconciling``
 and refuses new entries (fail closed).
+
+When the store cannot write (a full disk, a read-only directory) a critical save is not durable and
+invariant 3 cannot hold; protection wins over durability. The manager treats "not durable" as "keep
+protecting, stop entries": decisions still go out (stops placed and resized from live executions),
+the store keeps them in memory and writes them when the disk is back, new entries are refused, and a
+critical alert says so; the store's recovery (its health listener) lifts the refusal with an info alert.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -62,7 +69,10 @@ from engine.trading.reconcile import (
 )
 from engine.venue.base import Venue
 from engine.venue.errors import VenueError
+from persistence.errors import StoreFailed
 from persistence.reasons import Reason
+
+log = logging.getLogger("opconsole.trading")
 
 SEEN_EXEC_IDS = 20_000
 """Execution ids remembered per account by the shell (monitors keep their own as well)."""
@@ -114,6 +124,10 @@ class StateStore(Protocol):
         """Remove ``key``, with the same durability rule as :meth:`save`."""
         ...
 
+    def add_health_listener(self, listener: Callable[[BaseException | None], None]) -> None:
+        """Call ``listener(error)`` when writes start failing, ``listener(None)`` when they work again."""
+        ...
+
 
 class TpslManager:
     """Every monitored position of every account, driven by venue events."""
@@ -161,6 +175,9 @@ class TpslManager:
         self._observers: list[EventObserver] = []
         self._stream_tasks: dict[str, asyncio.Task[None]] = {}
         self._last_event: dict[str, float] = {}
+        self._store_error: str | None = None
+        """Why the store cannot write, while it cannot (new entries are refused meanwhile)."""
+        store.add_health_listener(self.on_store_health)
 
     # --- state --------------------------------------------------------------------------------
     @property
@@ -168,6 +185,8 @@ class TpslManager:
         """``reconciling`` until every account reconciled, then ``paused`` / ``degraded`` / ``running``."""
         if not all(self._ready.values()):
             return "reconciling"
+        if self._store_error is not None:
+            return "degraded"
         if self._paused and self._paused >= set(self.venues):
             return "paused"
         if self.push_streams and not all(self._connected.values()):
@@ -206,7 +225,40 @@ class TpslManager:
 
     async def _save_engine(self, reason: Reason = Reason.MONITORING_UPDATE, force: bool = False) -> None:
         value = {"instance_tag": self.tag, "cursors": self._cursor, "paused": sorted(self._paused)}
-        await self.store.save(state_keys.MANAGER_KEY, value, reason=reason, force=force)
+        await self._save(state_keys.MANAGER_KEY, value, reason=reason, force=force)
+
+    async def _save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> None:
+        """Save through the store; a change that is not durable (the disk is out) is kept by the
+        store and written later, and the decision goes on: protection wins (see the module doc)."""
+        try:
+            await self.store.save(key, value, reason=reason, force=force)
+        except StoreFailed as exc:
+            self.on_store_health(exc)
+
+    async def _delete(self, key: str, *, reason: Reason) -> None:
+        """Delete through the store, with the same rule as :meth:`_save`."""
+        try:
+            await self.store.delete(key, reason=reason)
+        except StoreFailed as exc:
+            self.on_store_health(exc)
+
+    def on_store_health(self, error: BaseException | None) -> None:
+        """The store's health listener: refuse new entries (and say why, once) while it cannot write;
+        allow them again when it writes again."""
+        if error is not None:
+            if self._store_error is None:
+                self._store_error = str(error)
+                message = (
+                    f"the engine state cannot be written ({error}); open positions stay protected "
+                    "(stops are placed and resized from live executions, decisions are kept in memory "
+                    "and written when the disk is back); new entries are refused; retrying the write"
+                )
+                self.alerts.raise_alert(Severity.CRITICAL, "store_failed", message)
+            return
+        if self._store_error is not None:
+            self._store_error = None
+            message = "the engine state is written again (kept decisions are on disk); new entries allowed"
+            self.alerts.raise_alert(Severity.INFO, "store_recovered", message)
 
     def lock(self, account: str) -> asyncio.Lock:
         """The lock that serialises every change to ``account``'s monitors and orders."""
@@ -215,8 +267,13 @@ class TpslManager:
     # --- life cycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         """Load, subscribe, reconcile every account (retrying while the venue cannot be read), then
-        keep the streams, the execution polls and the periodic reconciliation going until cancelled."""
+        keep the streams, the execution polls and the periodic reconciliation going until cancelled.
+
+        Safe to run again after it failed (the runtime's supervisor does): the monitors in memory are
+        kept, and every account is reconciled with the venue again, with new entries refused until
+        then, before the loops restart (a fill missed while it was down is found there)."""
         self.load()
+        self._ready = dict.fromkeys(self.venues, False)
         await self._save_engine(Reason.STARTUP)
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -425,6 +482,10 @@ class TpslManager:
             except VenueError as exc:
                 message = f"{account}: stream failed ({exc})"
                 self.alerts.raise_alert(Severity.WARNING, "stream_error", message)
+            except Exception as exc:  # not gathered by run(): no supervisor would see it die
+                log.exception("%s: stream loop failed", account)
+                message = f"{account}: stream loop failed ({type(exc).__name__}: {exc}); reconnecting"
+                self.alerts.raise_alert(Severity.WARNING, "stream_error", message)
             self._connected[account] = False
             await self.clock.sleep(1.0)
 
@@ -558,25 +619,28 @@ class TpslManager:
         if transition.trade is not None:
             chunk = self.ledger.record(transition.trade)
             if chunk is not None:
-                await self.store.save(chunk[0], chunk[1], reason=Reason.TRADE_RECORDED)
+                await self._save(chunk[0], chunk[1], reason=Reason.TRADE_RECORDED)
         if monitor.phase is Phase.CLOSED:
             current = self.monitors.get(monitor.key)
             if current is not None and current.monitor_id == monitor.monitor_id:
                 del self.monitors[monitor.key]
-                await self.store.delete(state_keys.monitor_key(monitor.key), reason=Reason.MONITOR_REMOVED)
+                await self._delete(state_keys.monitor_key(monitor.key), reason=Reason.MONITOR_REMOVED)
             return
         self.monitors[monitor.key] = monitor
         if transition.reason is not None or transition.durable:
-            await self.store.save(
+            await self._save(
                 state_keys.monitor_key(monitor.key),
                 monitor.to_dict(),
                 reason=transition.reason or Reason.MONITORING_UPDATE,
                 force=transition.durable,
             )
 
-    async def _commit(self, account: str, transition: Transition) -> list[Alert]:
+    async def _commit(self, account: str, transition: Transition, *, opening: bool = False) -> list[Alert]:
         """Save a decision, send its actions, feed the answers back; bounded retries. Returns the
         alerts the decisions raised on the way (e.g. a refused entry, for :meth:`open_trade`).
+
+        ``opening``: the decision opens a new trade; if its write-ahead did not reach the disk, the
+        monitor is dropped and nothing is sent (no new exposure without durability).
 
         The caller holds the account's lock.
         """
@@ -585,6 +649,9 @@ class TpslManager:
         raised: list[Alert] = []
         for _ in range(self.params.sl_retry_attempts + 4):
             await self._persist(transition)
+            if opening and self._store_error is not None:
+                return await self._drop_entry(transition.monitor)
+            opening = False
             self.alerts.publish_all(transition.alerts)
             raised += transition.alerts
             if not transition.actions:
@@ -599,6 +666,15 @@ class TpslManager:
             message = f"{transition.monitor.key}: orders still refused; reconciliation retries"
             self.alerts.raise_alert(Severity.WARNING, "retries_exhausted", message)
         return raised
+
+    async def _drop_entry(self, monitor: Monitor) -> list[Alert]:
+        """Forget a monitor whose entry was never sent (the store could not write its creation)."""
+        if self.monitors.get(monitor.key) is monitor:
+            del self.monitors[monitor.key]
+        await self._delete(state_keys.monitor_key(monitor.key), reason=Reason.MONITOR_REMOVED)
+        message = f"{monitor.key}: the engine state cannot be written ({self._store_error}); entry not sent"
+        alert = self.alerts.raise_alert(Severity.WARNING, "entry_refused", message)
+        return [alert]
 
     async def transact(self, key: str, decide: Callable[[Monitor, Instrument], Transition]) -> Monitor | None:
         """Apply an operator decision to one monitor under its account's lock; returns the monitor
@@ -634,6 +710,9 @@ class TpslManager:
             raise TradeRejected(["the engine is reconciling with the venue; no new entries yet"])
         if account in self._paused:
             raise TradeRejected([f"new entries are paused on {account}"])
+        if self._store_error is not None:
+            reason = f"the engine state cannot be written ({self._store_error}); no new entries until it can"
+            raise TradeRejected([reason])
         if account in self._hedge_mode:
             raise TradeRejected([self._hedge_mode[account]])
         venue = self.venues[account]
@@ -666,7 +745,7 @@ class TpslManager:
             self._seq += 1
             monitor_id = new_monitor_id(key, self.clock.now(), self._seq)
             monitor = new_monitor(plan, monitor_id, self.tag, self.clock.now())
-            raised = await self._commit(account, open_monitor(monitor, instrument, self.params))
+            raised = await self._commit(account, open_monitor(monitor, instrument, self.params), opening=True)
             current = self.monitors.get(key)
             if current is None or current.monitor_id != monitor.monitor_id:
                 refused = [a.message for a in raised if a.type == "entry_refused"]

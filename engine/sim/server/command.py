@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -17,19 +18,47 @@ from engine.core.clock import RealClock
 from engine.core.errors import BadInput
 from engine.core.settings import Settings
 from engine.sim.exchange import SimExchange
+from engine.sim.instruments import check_symbols
 from engine.sim.server.app import BybitServer
 from engine.sim.server.auth import account_names
 from engine.venue.bybit.keys import settings_prefix
+from persistence.errors import StateLocked
+from persistence.layout import StateFiles
+from persistence.lock import StateLock
 
 
 @contextlib.asynccontextmanager
 async def serving(server: BybitServer, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Run ``server`` for the block (on a free port by default) and yield its base URL."""
-    url = await server.start(host, port)
+    """Run ``server`` for the block (on a free port by default) and yield its base URL.
+
+    An address it cannot listen on (port in use, unknown host, no permission) is ``BadInput``.
+    """
+    try:
+        url = await server.start(host, port)
+    except OSError as exc:  # socket.gaierror (a bad host) is an OSError too
+        await server.stop()
+        raise BadInput(f"{host}:{port}", f"cannot listen there: {exc.strerror or exc}") from None
     try:
         yield url
     finally:
         await server.stop()
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse (``BadInput``) an address the server could not listen on, before anything is loaded.
+
+    Binding a throw-away socket the way aiohttp binds (``SO_REUSEADDR``) finds a port in use, a
+    host that does not resolve or is not ours, and a privileged port, without touching the state
+    directory; :func:`serving` still reports a bind that fails later (a race) the same way.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _name, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:  # socket.gaierror (a bad host) is an OSError too
+        raise BadInput(f"{host}:{port}", f"cannot listen there: {exc.strerror or exc}") from None
 
 
 def keys_from_env(settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
@@ -51,6 +80,18 @@ def keys_from_env(settings: Settings, env: Mapping[str, str] | None = None) -> d
     return keys
 
 
+def lock_state_dir(state_dir: Path) -> StateLock:
+    """Create ``state_dir`` if needed and take its lock (the engine's lock file), or refuse with
+    ``BadInput`` naming the holder: a server and an engine on one directory are exclusive."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = StateLock(StateFiles(state_dir).lock)
+    try:
+        lock.acquire()
+    except StateLocked as exc:
+        raise BadInput(str(state_dir), str(exc)) from None
+    return lock
+
+
 async def serve(
     settings: Settings,
     host: str,
@@ -62,25 +103,32 @@ async def serve(
     """Run the fake V5 server over a simulated exchange until cancelled (``opconsole sim-server``).
 
     The market continues from ``state_dir`` and is saved there on the way out; ``ready`` is called
-    once the server listens.
+    once the server listens. The server holds ``state_dir``'s lock (the engine's lock file) while it
+    runs, so a server and an engine never write one directory's market at the same time: the second
+    one is refused with ``BadInput`` before it reads or writes anything.
     """
     keys = keys_from_env(settings)
-    clock = RealClock()
-    exchange = SimExchange.from_settings(settings, clock, state_dir)
-    balances = settings.section("sim.balances")
-    for _secret, account in keys.values():
-        exchange.ensure_account(account, balances.get(account))
-    server = BybitServer(exchange, keys, clock)
-    running = asyncio.create_task(exchange.run(), name="sim-exchange")
+    check_address(host, port)
+    check_symbols(list(settings.get("sim.symbols")))  # the server's market is the simulator's, always
+    lock = lock_state_dir(state_dir)
     try:
+        clock = RealClock()
+        exchange = SimExchange.from_settings(settings, clock, state_dir)
+        balances = settings.section("sim.balances")
+        for _secret, account in keys.values():
+            exchange.ensure_account(account, balances.get(account))
+        server = BybitServer(exchange, keys, clock)
         async with serving(server, host, port):
-            if ready is not None:
-                ready(server)
-            await asyncio.Event().wait()
+            running = asyncio.create_task(exchange.run(), name="sim-exchange")
+            try:
+                if ready is not None:
+                    ready(server)
+                await asyncio.Event().wait()
+            finally:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        exchange.save()
+        lock.release()
 
 
 def main(settings: Settings, host: str, port: int, state_dir: Path) -> int:
@@ -95,7 +143,6 @@ def main(settings: Settings, host: str, port: int, state_dir: Path) -> int:
             flush=True,
         )
 
-    state_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings, host, port, state_dir, ready=announce))
     return 0

@@ -6,7 +6,13 @@ with the in-process venue; these are the ones a test flips on the server itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ReplyEdit = Callable[[dict[str, Any]], Any]
+"""Takes a reply's JSON envelope and returns the envelope to send instead (any JSON value)."""
 
 
 @dataclass(slots=True)
@@ -32,6 +38,20 @@ class ServerFaults:
     """How far in the future an injected 10006 says the budget refills."""
     drops: int = 0
     """Private connections dropped so far (by a test or by the exchange ending a subscription)."""
+    edits: dict[str, list[ReplyEdit]] = field(default_factory=dict)
+    """By REST path: edits for the next replies of that path, one per reply (a malformed reply)."""
+
+    def mangle_next(self, path: str, *edits: ReplyEdit) -> None:
+        """Send the next replies of ``path`` through ``edits``, one each: a reply with no ``result``,
+        a ``retCode`` that is not a number, a ``list`` that is not a list…"""
+        self.edits.setdefault(path, []).extend(edits)
+
+    def mangled(self, path: str, body: str) -> str:
+        """``body`` (a JSON reply of ``path``), through the next edit waiting for that path if any."""
+        waiting = self.edits.get(path)
+        if not waiting:
+            return body
+        return json.dumps(waiting.pop(0)(json.loads(body)), separators=(",", ":"))
 
     def delay_next(self, calls: int, seconds: float) -> None:
         """Answer the next ``calls`` REST calls ``seconds`` late (they execute at once)."""

@@ -115,6 +115,8 @@ class RestApi:
         if latency > 0:
             await self.clock.sleep(latency)
         response = await self._answer(request)
+        if isinstance(response.text, str) and self.faults.edits.get(request.path):
+            response.text = self.faults.mangled(request.path, response.text)
         late = self.faults.late_answer()
         if late > 0:
             await self.clock.sleep(late)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.core.errors import BadInput
-from engine.core.settings import Settings
+from engine.core.settings import Settings, looks_like_env_name
 
 MASK = "***"
 
@@ -66,13 +66,22 @@ def read_key_file(path: Path, where: str) -> ApiKeys:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise BadInput(where, f"key file {path} does not exist") from None
+    except OSError as exc:
+        raise BadInput(where, f"key file {path} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):  # a directory (or a device) would fail below with a traceback
+        raise BadInput(where, f"key file {path} is not a regular file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise BadInput(where, f"key file {path} must be readable by its owner only (chmod 600)")
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
+    except UnicodeDecodeError:
+        # Name the file, never its bytes: they are (part of) a secret.
+        raise BadInput(where, f"key file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError:
         raise BadInput(where, f"key file {path} is not valid TOML") from None
+    except OSError as exc:
+        raise BadInput(where, f"key file {path} cannot be read: {exc.strerror or exc}") from None
     key, secret = data.get("api_key"), data.get("api_secret")
     if not isinstance(key, str) or not isinstance(secret, str) or not key or not secret:
         raise BadInput(where, f"key file {path} needs string values api_key and api_secret")
@@ -88,6 +97,16 @@ def load_keys(settings: Settings, account: str, env: Mapping[str, str] | None = 
         return read_key_file(Path(os.path.expanduser(key_file)), f"{prefix}.key_file")
     key_env = settings.get(f"{prefix}.api_key_env")
     secret_env = settings.get(f"{prefix}.api_secret_env")
+    # Settings refuse these already; a value that slipped past (built in code) is still never echoed.
+    for name, value in (("api_key_env", key_env), ("api_secret_env", secret_env)):
+        if not value:
+            raise BadInput(
+                f"{prefix}.{name}", f"is empty: name an environment variable or set {prefix}.key_file"
+            )
+        if not looks_like_env_name(value):
+            raise BadInput(
+                f"{prefix}.{name}", "does not look like an environment variable name (a pasted key?)"
+            )
     missing = [name for name in (key_env, secret_env) if not env.get(name)]
     if missing:
         raise BadInput(

@@ -41,7 +41,7 @@ from engine.venue.bybit.parse import (
     parse_wallet,
 )
 from engine.venue.bybit.wire import PRIVATE_TOPICS
-from engine.venue.errors import MalformedReply
+from engine.venue.errors import MalformedReply, TransientError
 
 log = logging.getLogger("opconsole.venue.bybit.stream")
 
@@ -340,7 +340,11 @@ class BybitStream:
         # Bounded: pybit waits for a connection without limit in places (subscribe spins until
         # connected), and a stream must never hang on one attempt.
         bound = self._options.connect_timeout_s
-        channel.ws = await self._clock.wait_for(self._run_blocking(self._new_socket, channel), bound)
+        try:
+            channel.ws = await self._clock.wait_for(self._run_blocking(self._new_socket, channel), bound)
+        except Exception as exc:  # pybit's and websocket's own types: a typed venue error leaves here
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise TransientError(f"{channel.name} stream of {self.account}: cannot connect ({why})") from exc
 
     async def _teardown(self, channel: _Channel) -> None:
         ws, channel.ws = channel.ws, None

@@ -43,6 +43,7 @@ from engine.venue.errors import (
     AuthError,
     DuplicateOrder,
     IpBanned,
+    MalformedReply,
     RateLimited,
     RequestExpired,
     TransientError,
@@ -148,6 +149,25 @@ def tune_connection_pool(session: requests.Session, size: int) -> None:
 # --- errors -------------------------------------------------------------------------------------
 
 
+def checked_result(endpoint: str, body: Any) -> dict[str, Any]:
+    """The ``result`` object of a V5 reply pybit accepted; :class:`MalformedReply` naming
+    ``endpoint`` and the field when the envelope is not one (no ``result`` object, a ``list`` that is
+    not a list of objects), so no KeyError or TypeError ever leaves the venue."""
+    if not isinstance(body, dict):
+        raise MalformedReply(endpoint, "body", body, "not a JSON object")
+    code = body.get("retCode", body.get("ret_code"))
+    if code != 0 or isinstance(code, bool):
+        raise MalformedReply(endpoint, "retCode", code, "not 0 in an accepted reply")
+    result = body.get("result")
+    if not isinstance(result, dict):
+        raise MalformedReply(endpoint, "result", result, "missing or not an object")
+    if "list" in result:
+        items = result["list"]
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise MalformedReply(endpoint, "result.list", items, "not a list of objects")
+    return result
+
+
 def map_exception(exc: BaseException) -> tuple[VenueError, Any]:
     """pybit / requests exceptions as typed venue errors, with the response headers when there are.
 
@@ -155,6 +175,8 @@ def map_exception(exc: BaseException) -> tuple[VenueError, Any]:
     """
     if isinstance(exc, InvalidRequestError):
         headers = exc.resp_headers or {}
+        if not isinstance(exc.status_code, int):  # pybit takes any truthy retCode for an error
+            return MalformedReply("", "retCode", exc.status_code, "not an integer"), headers
         reset_at = None
         if exc.status_code == 10006 and headers.get(HEADER_RESET):
             reset_at = int(headers[HEADER_RESET]) / 1000.0
@@ -304,8 +326,11 @@ class BybitTransport:
             if isinstance(outcome, _Answered):
                 self.last_rtt_ms = outcome.elapsed_ms
                 self.budget.update(endpoint, outcome.headers, self.clock.now())
-                return Reply(outcome.body, retried=bool(transient or waits), result=outcome.body["result"])
+                result = checked_result(endpoint, outcome.body)
+                return Reply(outcome.body, retried=bool(transient or waits), result=result)
             error, headers = map_exception(outcome)
+            if isinstance(error, MalformedReply):
+                error = error.at(endpoint)
             self.budget.update(endpoint, headers, self.clock.now())
             if isinstance(error, IpBanned):
                 self._ip_banned(error)
