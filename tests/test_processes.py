@@ -85,6 +85,19 @@ def test_sim_server_on_a_locked_state_dir_is_refused_and_changes_nothing(tmp_pat
     assert contents(state) == before
 
 
+def test_sim_server_whose_lock_file_is_a_directory_is_one_line(tmp_path: Path) -> None:
+    state = seeded_state(tmp_path)
+    StateFiles(state).lock.unlink(missing_ok=True)
+    StateFiles(state).lock.mkdir()
+    before = contents(state)
+    result = opconsole("sim-server", "--state-dir", str(state), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"opconsole: {StateFiles(state).lock}: ")
+    assert contents(state) == before
+
+
 def test_an_engine_on_a_sim_servers_state_dir_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "state"
     server = subprocess.Popen(

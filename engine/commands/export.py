@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.core.errors import BadInput
+from engine.core.errors import BadInput, state_refusal
 from engine.core.files import check_output, write_output
-from engine.runtime.assembly import state_refusal
 from engine.trading.ledger import Ledger
 from persistence.errors import PersistenceError
 from persistence.recovery import read_state

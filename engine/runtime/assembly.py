@@ -28,7 +28,7 @@ from engine.alerts.bus import AlertBus
 from engine.alerts.model import Severity
 from engine.alerts.price import PriceAlertManager
 from engine.core.clock import Clock, RealClock, VirtualClock, parse_iso_utc
-from engine.core.errors import BadInput
+from engine.core.errors import state_refusal
 from engine.core.profile import Mode, Profile
 from engine.core.settings import Settings
 from engine.dashboard.cache import DashboardCache
@@ -40,7 +40,7 @@ from engine.trading.manager import TpslManager
 from engine.trading.operator import OperatorActions
 from engine.trading.params import MonitorTiming, TradingParams
 from engine.venue.base import Venue
-from persistence.errors import PersistenceError, StateUnusable, UnsupportedSnapshot
+from persistence.errors import PersistenceError
 from persistence.layout import StateFiles, check_writable
 from persistence.lock import StateLock
 from persistence.recovery import RecoveryReport, plan_recovery
@@ -150,16 +150,6 @@ async def open_state(settings: Settings, state_dir: Path, clock: Clock) -> tuple
         raise state_refusal(exc, state_dir) from None
     await store.start()
     return store, recovery
-
-
-def state_refusal(exc: PersistenceError, state_dir: Path) -> BadInput:
-    """The one-line refusal for a state directory the store cannot open as it is (in use by another
-    process, a file in the way, read-only, written by a newer version): the path and what is wrong."""
-    if isinstance(exc, StateUnusable):
-        return BadInput(exc.path, exc.what)
-    if isinstance(exc, UnsupportedSnapshot) and exc.path is not None:
-        return BadInput(exc.path, str(exc))
-    return BadInput(str(state_dir), str(exc))
 
 
 def check_state_free(state_dir: Path) -> None:

@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from engine.core.clock import RealClock
-from engine.core.errors import BadInput
+from engine.core.errors import BadInput, state_refusal
 from engine.core.settings import Settings
 from engine.sim.exchange import SimExchange
 from engine.sim.instruments import check_symbols
 from engine.sim.server.app import BybitServer
 from engine.sim.server.auth import account_names
 from engine.venue.bybit.keys import settings_prefix
-from persistence.errors import StateLocked
+from persistence.errors import PersistenceError
 from persistence.layout import StateFiles
 from persistence.lock import StateLock
 
@@ -87,8 +87,8 @@ def lock_state_dir(state_dir: Path) -> StateLock:
     lock = StateLock(StateFiles(state_dir).lock)
     try:
         lock.acquire()
-    except StateLocked as exc:
-        raise BadInput(str(state_dir), str(exc)) from None
+    except PersistenceError as exc:
+        raise state_refusal(exc, state_dir) from None
     return lock
 
 
