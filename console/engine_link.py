@@ -24,6 +24,7 @@ from engine.dashboard.snapshot import DashboardSnapshot
 from engine.runtime.assembly import Engine, EngineRuntime
 from engine.trading.approaches import TradeRejected, TradeRequest, validate_request
 from engine.trading.operator import ActionRefused, KillReport
+from persistence.errors import StoreFailed
 from persistence.store import FlushResult
 
 log = logging.getLogger("opconsole.console")
@@ -75,7 +76,10 @@ class EngineLink:
 
     async def flush(self) -> Outcome:
         """Flush the store now and say what was written."""
-        written = await self._engine().store.flush()
+        try:
+            written = await self._engine().store.flush()
+        except StoreFailed as exc:  # the disk is out: the store keeps the changes and retries
+            return Outcome(False, f"store not flushed: {exc}")
         return Outcome(True, f"store flushed: {describe_flush(written)}")
 
     def remember(self, values: Mapping[str, Any]) -> Outcome:
