@@ -790,7 +790,10 @@ class VolatileHour:
         for plan_trade in self.run.plan.pending():
             self.run.plan.refused.setdefault(plan_trade.index, "never opened during the hour")
         for _ in range(MAX_DRAIN_SEGMENTS):
-            if self._flat():
+            last = self.run.segments[-1] if self.run.segments else None
+            # A kill may land after the hour's last second: the run still ends with a clean exit.
+            ended_clean = last is not None and not last.killed and not last.hung
+            if ended_clean and self._flat():
                 break
             segment = self._segment("drain", self.sim_now(), DRAIN_SEGMENT_S, None)
             if segment.hung or segment.exit_code != 0:
@@ -904,6 +907,10 @@ def report(run: Run) -> dict[str, Any]:
         ),
         "kills_done": (kills == run.args["kills"], f"{kills} of {run.args['kills']}"),
         "engine_exits_cleanly": (not bad_segments, f"{len(bad_segments)} failed or hung segment(s)"),
+        "ends_with_clean_exit": (
+            bool(run.segments) and not run.segments[-1].killed and run.segments[-1].exit_code == 0,
+            "the last segment exited by itself" if run.segments else "no segment",
+        ),
         "every_round_trip_in_ledger": (
             not comparison.exchange_only,
             f"{len(comparison.exchange_only)} round trip(s) missing from the ledger",
