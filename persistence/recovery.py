@@ -348,3 +348,22 @@ def read_state(root: Path) -> tuple[dict[str, Any], RecoveryReport]:
     console that owns the directory."""
     plan = plan_recovery(StateFiles(root))
     return plan.state, plan.report
+
+
+def last_write_time(root: Path) -> float | None:
+    """The time (on the writer's clock) of the newest record in ``root``: the snapshot or the last
+    journal record; None when there is none or the files cannot be read (recovery reports that).
+
+    A virtual clock restarted on this state starts no earlier, so the engine's own records never
+    go backwards in time after a restart. Read-only.
+    """
+    files = StateFiles(root)
+    try:
+        journal = _read_journal(files.journal)
+        snapshot = read_snapshot(files.snapshot)
+    except (OSError, StateUnusable, UnsupportedSnapshot):
+        return None
+    times = [record.ts for record in journal.records]
+    if snapshot.snapshot is not None:
+        times.append(snapshot.snapshot.ts)
+    return max(times, default=None)

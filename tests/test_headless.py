@@ -197,3 +197,24 @@ def test_a_killed_console_finds_the_exchange_as_the_engine_last_saw_it(tmp_path:
     assert stop in {o.link_id for o in exchange.open_orders("main")}
     (entry,) = exchange.executions("main", since=0.0)
     assert exchange.wallet("main").wallet_balance == round(settings.get("sim.balances.main") - entry.fee, 8)
+
+
+async def test_a_virtual_restart_starts_no_earlier_than_the_engines_last_record(tmp_path: Path) -> None:
+    # The market may have been saved (and journaled) before the engine's own last record; a clock
+    # restarted behind that record would let an execution cursor run ahead of time.
+    from engine.core.clock import parse_iso_utc
+    from engine.runtime.assembly import make_clock
+    from persistence.reasons import Reason
+    from persistence.store import Store
+
+    settings = load_settings(None, None)
+    epoch = parse_iso_utc(settings.get("sim.epoch"))
+    state = tmp_path / "state"
+    written_at = epoch + 3600.0
+    store = Store(state, clock=VirtualClock(start=written_at))
+    store.load()
+    await store.start()
+    await store.save("engine:tpsl", {"tag": "abcd"}, reason=Reason.MONITOR_CREATED, force=True)
+    await store.close()
+    assert SimExchange.saved_time(state) is None  # no market saved: only the engine's records
+    assert make_clock("virtual", settings, state).now() >= written_at

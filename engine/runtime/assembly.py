@@ -43,7 +43,7 @@ from engine.venue.base import Venue
 from persistence.errors import PersistenceError
 from persistence.layout import StateFiles, check_writable
 from persistence.lock import StateLock
-from persistence.recovery import RecoveryReport, plan_recovery
+from persistence.recovery import RecoveryReport, last_write_time, plan_recovery
 from persistence.store import Store
 
 if TYPE_CHECKING:
@@ -97,15 +97,18 @@ class Engine:
 
 def make_clock(kind: str, settings: Settings, state_dir: Path | None = None) -> Clock:
     """``real`` wall time, or a ``virtual`` clock starting at ``sim.epoch`` — or, when the state
-    directory holds a simulated market saved later than that, where that market stopped, so a
-    restarted simulation never runs backwards."""
+    directory holds a simulated market or engine records written later than that, at the latest of
+    them, so a restarted simulation never runs backwards (the market may have been saved before the
+    engine's last record: an execution cursor must never be ahead of the clock)."""
     if kind != "virtual":
         return RealClock()
     start = parse_iso_utc(settings.get("sim.epoch"))
-    if state_dir is not None and settings.get("venue.kind") == "sim":
-        from engine.sim.exchange import SimExchange
+    if state_dir is not None:
+        start = max(start, last_write_time(state_dir) or start)
+        if settings.get("venue.kind") == "sim":
+            from engine.sim.exchange import SimExchange
 
-        start = max(start, SimExchange.saved_time(state_dir) or start)
+            start = max(start, SimExchange.saved_time(state_dir) or start)
     return VirtualClock(start=start)
 
 
