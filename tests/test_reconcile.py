@@ -287,3 +287,18 @@ def test_adoption_after_lost_state_never_takes_an_orphan_as_its_stop() -> None:
     (place,) = adopted.actions
     assert isinstance(place, PlaceOrder) and place.slot == "sl" and place.request.qty == 0.033
     assert lost.orders["sl"].order_id in {c.request.order_id for c in out.orphan_cancels}
+
+
+def test_an_entry_saved_but_never_sent_before_a_restart_is_said_not_silently_dropped() -> None:
+    from tpsl_builders import request
+
+    from engine.trading.approaches import Approach, plan_trade
+    from engine.trading.monitor import new_monitor, open_monitor
+
+    plan = plan_trade(request(Approach.FAST), BTC, 100_000.0, 10_000.0, P)
+    m = open_monitor(new_monitor(plan, "0a0b0c0d", "t3st", 1000.0), BTC, P).monitor
+    assert m.orders["e1"].status is SlotStatus.PENDING  # on disk, then the engine was killed
+    out = run([m], VenueView(positions=[], open_orders=[], executions=[]))
+    raised = [*out.alerts, *(a for t in out.transitions for a in t.alerts)]
+    alerts = [a for a in raised if a.type == "entry_not_sent"]
+    assert len(alerts) == 1 and "e1" in alerts[0].message and alerts[0].severity == "warning"

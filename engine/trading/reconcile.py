@@ -275,6 +275,16 @@ def reconcile_account(
                 mo.status = SlotStatus.FILLED
             else:
                 mo.status = SlotStatus.GONE
+                if was is SlotStatus.PENDING and is_entry(slot_name):
+                    # saved as about to be sent, then the engine stopped: the operator asked for it
+                    alerts[m.key].append(
+                        Alert(
+                            Severity.WARNING,
+                            "entry_not_sent",
+                            f"{m.key}: entry {slot_name} was not sent before the engine stopped; "
+                            "it is not on the venue (open the trade again if still wanted)",
+                        )
+                    )
                 if was is SlotStatus.OPEN and not is_entry(slot_name):
                     out.repairs += 1
                     severity = Severity.WARNING if slot_name == "sl" else Severity.INFO
