@@ -237,7 +237,8 @@ async def test_sl_refused_closes_at_market_with_a_critical_alert(market: Market)
     await h.start()
     await h.manager.open_trade(h.request(Approach.FAST, **BIG))
     # the entry is filled; every create of the next two rounds (SL first, then TP1) is refused
-    refusal = InvalidRequest("expect Falling, but trigger_price >= current", 110093)
+    # a refusal retrying could cure; a trigger already passed (110092/110093) is a stop-out instead
+    refusal = InvalidRequest("params error", 10001)
     h.exchange.inject_errors("main", 4, refusal, endpoints=[Endpoint.CREATE])
     await h.settle()
     assert not h.position().is_open
@@ -245,6 +246,24 @@ async def test_sl_refused_closes_at_market_with_a_critical_alert(market: Market)
     (trade,) = h.manager.ledger.trades
     assert trade.reason == "emergency"
     assert ("critical", "sl_failed") in {(sev, kind) for sev, kind, _ in h.alerts}
+    await h.stop()
+
+
+@on_both_venues
+async def test_a_stop_whose_level_is_passed_closes_at_market_as_a_stop_out(market: Market) -> None:
+    h = market.harness()
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.FAST, **BIG))
+    # the venue refuses the stop because the price it watches is already through it
+    refusal = InvalidRequest("expect Falling, but trigger_price >= current", 110093)
+    h.exchange.inject_errors("main", 1, refusal, endpoints=[Endpoint.CREATE])
+    await h.settle()
+    assert not h.position().is_open
+    assert h.open_orders() == []
+    (trade,) = h.manager.ledger.trades
+    assert trade.reason == "sl"
+    assert not any(sev == "critical" for sev, _, _ in h.alerts)
+    assert any(kind == "sl_passed" for _, kind, _ in h.alerts)
     await h.stop()
 
 

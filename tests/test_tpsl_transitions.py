@@ -209,7 +209,8 @@ def test_sl_refused_repeatedly_closes_at_market() -> None:
     params = TradingParams(sl_retry_attempts=2)
     t = opened(params=params)
     t = apply_execution(t.monitor, fill(t.monitor, "e1", 0.033, 100_000.0), BTC, params)
-    refusal = InvalidRequest("expect Falling", 110093)
+    # a refusal that retrying could cure (a trigger already passed is the next test's case)
+    refusal = InvalidRequest("params error: qty", 10001)
     for attempt in range(2):
         results = [
             ActionResult(
@@ -228,6 +229,27 @@ def test_sl_refused_repeatedly_closes_at_market() -> None:
     assert close.request.order_type is OrderType.MARKET and close.request.reduce_only
     assert close.request.qty == 0.033
     assert ("PlaceOrder", "sl") not in kinds(t)
+
+
+def test_a_stop_whose_level_is_already_passed_closes_at_market_as_a_stop_out() -> None:
+    t = opened()
+    t = apply_execution(t.monitor, fill(t.monitor, "e1", 0.033, 100_000.0), BTC, P)
+    refusal = InvalidRequest("expect Falling, but trigger_price[97000] >= current[96900]", 110093)
+    results = [
+        ActionResult(a, error=refusal) if a.slot == "sl" else ActionResult(a, ack=OrderAck("o", ""))
+        for a in t.actions
+    ]
+    after = apply_results(t.monitor, results, BTC, P)
+    # no instant retries of a level the venue cannot take, no emergency: the stop-out, at market
+    assert after.monitor.close_intent == "sl" and after.monitor.orders["sl"].failures == 1
+    assert [a.type for a in after.alerts if a.severity == "critical"] == []
+    assert any(a.type == "sl_passed" for a in after.alerts)
+    (close,) = [a for a in after.actions if a.slot == "cl"]
+    assert close.request.order_type is OrderType.MARKET and close.request.reduce_only
+    assert close.request.qty == 0.033
+    assert ("PlaceOrder", "sl") not in kinds(after)
+    done = apply_execution(after.monitor, fill(after.monitor, "cl", 0.033, 96_900.0), BTC, P)
+    assert done.trade is not None and done.trade.reason == "sl"
 
 
 def test_amend_of_a_vanished_order_places_a_new_generation() -> None:

@@ -545,6 +545,19 @@ def apply_order_update(m: Monitor, order: Order, instrument: Instrument, params:
 def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: TradingParams) -> list[Alert]:
     order.failures += 1
     slot = order.slot
+    if slot == "sl" and _stop_level_passed(m, error):
+        # The price is already through the stop: the venue refuses it because it would fire at
+        # once. Close at market now, as the stop would have; retrying the same level cannot work.
+        m.close_intent = "breakeven" if m.breakeven else "sl"
+        m.entries_closed = True
+        return [
+            Alert(
+                Severity.WARNING,
+                "sl_passed",
+                f"{m.key}: the price is already through the stop-loss {m.sl_price:g} ({error}); "
+                "closing at market as the stop would have",
+            )
+        ]
     if slot == "sl":
         if order.failures >= params.sl_retry_attempts and m.close_intent != "emergency" and m.size > 0:
             m.close_intent = "emergency"
@@ -567,6 +580,17 @@ def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: Tra
             Alert(Severity.WARNING, "order_refused", f"{m.key}: {slot.upper()} refused ({error}); giving up")
         ]
     return []
+
+
+def _stop_level_passed(m: Monitor, error: Exception) -> bool:
+    """A stop refused only because the price it watches is already beyond its level (110092/110093)
+    on a position that is not being closed already."""
+    return (
+        isinstance(error, VenueError)
+        and is_trigger_already_reached(error)
+        and m.close_intent is None
+        and m.size > 0
+    )
 
 
 def _stop_move_refused(order: ManagedOrder, action: AmendOrder, error: VenueError | None) -> bool:

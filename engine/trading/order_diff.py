@@ -46,6 +46,11 @@ class OrderSpec:
     trigger_price: float | None = None
 
 
+STOPLESS_INTENTS = frozenset({"emergency", "sl", "breakeven"})
+"""Close intents under which no stop is wanted: it cannot be placed (an emergency), or its level is
+already passed and the market close does what the stop would have done."""
+
+
 def desired_orders(m: Monitor, instrument: Instrument, params: TradingParams) -> dict[str, OrderSpec]:
     """The orders the monitor should have on the venue now, by slot."""
     want: dict[str, OrderSpec] = {}
@@ -58,7 +63,7 @@ def desired_orders(m: Monitor, instrument: Instrument, params: TradingParams) ->
                 want[slot] = OrderSpec(m.side, order.order_type, order.qty, order.price)
     if m.size > qty_tolerance(instrument):
         exit_side = m.side.opposite
-        if m.close_intent != "emergency":
+        if m.close_intent not in STOPLESS_INTENTS:
             want["sl"] = OrderSpec(exit_side, OrderType.MARKET, m.size, trigger_price=m.sl_price)
         if closing:
             want["cl"] = OrderSpec(exit_side, OrderType.MARKET, m.size)
