@@ -42,7 +42,9 @@ def _private_opener(path: str, flags: int) -> int:
     return os.open(path, flags, FILE_MODE)
 
 
-def _fsync_dir_sync(path: Path) -> None:
+def fsync_dir_sync(path: Path) -> None:
+    """Make a rename (or a new file) in directory ``path`` durable; every writer of the project
+    uses this one."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -51,7 +53,7 @@ def _fsync_dir_sync(path: Path) -> None:
 
 
 _fsync = aiofiles.os.wrap(os.fsync)
-fsync_dir = aiofiles.os.wrap(_fsync_dir_sync)
+fsync_dir = aiofiles.os.wrap(fsync_dir_sync)
 
 
 class JournalAppender:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from persistence.codec import CorruptData, JournalRecord, Snapshot, decode_record, decode_snapshot
+from persistence.durable import fsync_dir_sync
 from persistence.errors import StateUnusable, UnsupportedSnapshot
 from persistence.layout import DIR_MODE, STATE_FILES, TEMP_FILES, StateFiles, check_files
 
@@ -311,7 +312,7 @@ def carry_out(plan: RecoveryPlan, files: StateFiles, now: float) -> RecoveryRepo
             os.fsync(handle.fileno())
     for path in plan.remove:
         path.unlink(missing_ok=True)
-    _fsync_dir(files.root)
+    fsync_dir_sync(files.root)
     return report
 
 
@@ -322,7 +323,7 @@ def _quarantine(files: StateFiles, now: float, *, copy: list[Path], move: list[P
         shutil.copy2(path, target / path.name)
     for path in move:
         os.replace(path, target / path.name)
-    _fsync_dir(target)
+    fsync_dir_sync(target)
     return target
 
 
@@ -332,14 +333,6 @@ def quarantine_copy(files: StateFiles, now: float) -> Path:
     was not), so the operator still has them."""
     present = [files.root / name for name in STATE_FILES if (files.root / name).is_file()]
     return _quarantine(files, now, copy=present, move=[])
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_state(root: Path) -> tuple[dict[str, Any], RecoveryReport]:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from engine.core.errors import BadInput
+from persistence.durable import fsync_dir_sync
 
 PRIVATE_MODE = 0o600
 
@@ -33,7 +34,7 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int = PRIVATE_MODE) -> 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_dir_sync(path.parent)
 
 
 def check_output(path: Path) -> None:
@@ -64,12 +65,3 @@ def write_output(path: Path, data: str | bytes) -> None:
 def temp_path(path: Path) -> Path:
     """The temporary file :func:`write_atomic` writes beside ``path`` before renaming it."""
     return path.with_name(f".{path.name}.tmp")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

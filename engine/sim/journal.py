@@ -35,12 +35,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.core.files import PRIVATE_MODE, fsync_dir, temp_path
+from engine.core.files import PRIVATE_MODE, temp_path
 from engine.core.models import Execution
 from engine.sim.account import PositionState, SimAccount, execution_from_state, execution_to_state
 from engine.sim.orders import WorkingOrder
 from engine.sim.state import IN_THE_WAY, SimStateError, read_state, values_problem
 from persistence.codec import JournalRecord, Op, encode_record
+from persistence.durable import fsync_dir_sync
 from persistence.recovery import scan_journal
 
 log = logging.getLogger("opconsole.sim")
@@ -213,7 +214,7 @@ class SimJournal:
         finally:
             os.close(fd)
         if created:
-            fsync_dir(self.path.parent)
+            fsync_dir_sync(self.path.parent)
         self.seq = record.seq
 
     def reset(self) -> None:

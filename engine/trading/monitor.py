@@ -582,6 +582,21 @@ def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: Tra
     return []
 
 
+def _stop_accepted(
+    m: Monitor,
+    order: ManagedOrder,
+    action: PlaceOrder | AmendOrder,
+    instrument: Instrument,
+    alerts: list[Alert],
+) -> Reason | None:
+    """The venue took a stop (placed or amended): its failures reset, and a breakeven move counts
+    only now (``alerts`` gains the breakeven alert); the save reason it implies, if any."""
+    order.failures = 0
+    confirmed = _confirm_breakeven(m, action.request.trigger_price, instrument)
+    alerts += confirmed
+    return Reason.BREAKEVEN_MOVED if confirmed else None
+
+
 def _stop_level_passed(m: Monitor, error: Exception) -> bool:
     """A stop refused only because the price it watches is already beyond its level (110092/110093)
     on a position that is not being closed already."""
@@ -643,11 +658,7 @@ def apply_results(
                 if order.status is SlotStatus.PENDING:
                     order.status = SlotStatus.OPEN
                 if order.slot == "sl":
-                    order.failures = 0
-                    confirmed = _confirm_breakeven(m, action.request.trigger_price, instrument)
-                    if confirmed:
-                        alerts += confirmed
-                        reason = stronger(reason, Reason.BREAKEVEN_MOVED)
+                    reason = stronger(reason, _stop_accepted(m, order, action, instrument, alerts))
             else:
                 if order.status is SlotStatus.PENDING:
                     order.status = SlotStatus.GONE
@@ -656,11 +667,7 @@ def apply_results(
         elif isinstance(action, AmendOrder):
             if result.ok:
                 if order.slot == "sl":
-                    order.failures = 0
-                    confirmed = _confirm_breakeven(m, action.request.trigger_price, instrument)
-                    if confirmed:
-                        alerts += confirmed
-                        reason = stronger(reason, Reason.BREAKEVEN_MOVED)
+                    reason = stronger(reason, _stop_accepted(m, order, action, instrument, alerts))
                 continue
             if isinstance(result.error, OrderNotFound):
                 if order.status is SlotStatus.OPEN:
