@@ -113,6 +113,7 @@ class Store:
         compact_max_records: int = 20000,
         policy: str = "smart",
         trace: Callable[[str], None] | None = None,
+        flush_timer: bool = True,
     ) -> None:
         if flush_interval_s <= 0 or compact_max_bytes <= 0 or compact_max_records <= 0:
             raise ValueError("flush_interval_s and the compaction bounds must be positive")
@@ -123,6 +124,7 @@ class Store:
         self._max_records = compact_max_records
         self._policy = policy_named(policy)
         self._trace = trace
+        self._own_timer = flush_timer
         self._lock = StateLock(self._files.lock)
         self._appender = JournalAppender(self._files.journal)
         self._state: dict[str, Any] = {}
@@ -233,7 +235,8 @@ class Store:
         self._queue = asyncio.Queue()
         self._pending_signal = asyncio.Event()
         self._writer = asyncio.create_task(self._run_writer(), name="persistence-writer")
-        self._timer = asyncio.create_task(self._run_flush_timer(), name="persistence-flush-timer")
+        if self._own_timer:  # else the owner's scheduler calls flush_pending()
+            self._timer = asyncio.create_task(self._run_flush_timer(), name="persistence-flush-timer")
         if self._report.needs_snapshot:
             await self._submit(_Kind.COMPACT)
         await self._mark(Reason.STARTUP)
@@ -298,6 +301,16 @@ class Store:
         self._check_writable()
         result: FlushResult = await self._submit(_Kind.COMMIT)
         return result
+
+    async def flush_pending(self) -> bool:
+        """Write the coalesced changes if there are any (a scheduler's periodic job, in place of the
+        store's own flush timer: ``flush_timer=False``). Nothing is done while the disk is out: the
+        store's retry writes then. Returns whether a flush was made."""
+        if not self._pending or self._failed is not None:
+            return False
+        with contextlib.suppress(StoreFailed):  # the writer logged it and retries
+            await self.flush()
+        return True
 
     async def compact(self) -> FlushResult:
         """Write a new snapshot of what is on disk now and start an empty journal."""

@@ -11,6 +11,7 @@ from cache_builders import OPTIMIZED, counting_loader, make_cache
 
 from engine.core.clock import VirtualClock
 from engine.dashboard.cache import SHARED
+from engine.scheduler.jobs import Scheduler
 
 
 async def test_metrics_off_counts_nothing_and_says_so() -> None:
@@ -48,7 +49,9 @@ async def test_the_rolling_hit_rate_forgets_lookups_older_than_the_window() -> N
 async def test_a_log_line_every_interval_while_metrics_are_on(caplog: pytest.LogCaptureFixture) -> None:
     clock = VirtualClock()
     cache = make_cache(clock)
-    task = asyncio.ensure_future(cache.run_metrics_log())
+    scheduler = Scheduler(clock)  # the engine runs the log as a job every log_interval_s
+    scheduler.add("cache-metrics-log", cache.log_metrics, cache.meter.log_interval_s)
+    task = asyncio.ensure_future(scheduler.run())
     with caplog.at_level(logging.INFO, logger="opconsole.cache"):
         await clock.drive(until=25.0)
         cache.set_metrics(False)

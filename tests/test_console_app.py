@@ -91,6 +91,9 @@ def _snapshot(marks: dict[str, float], time: str = "2026-01-01T00:00:00.000Z") -
             "alerts": [],
             "streams": {},
             "price_alerts": [],
+            "scheduler": {},
+            "monitoring": {},
+            "api_budget": {},
         }
     )
 

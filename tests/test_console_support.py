@@ -20,8 +20,9 @@ def make_console(tmp_path: Path, **values: Any) -> OperatorConsole:
     assert Path.cwd() == tmp_path
     state_dir = Path("state")
     settings = load_settings(None, state_dir)
-    if values:
-        settings = settings.with_values(values, source="test")
+    # The clock never moves, so a rate window never refills: a budget that cannot run dry here.
+    unmetered = {"venue.rate_orders_per_s": 100_000, "venue.rate_reads_per_s": 100_000}
+    settings = settings.with_values({**unmetered, "venue.rate_ip_per_5s": 100_000, **values}, source="test")
     clock = VirtualClock(start=parse_iso_utc(settings.get("sim.epoch")))
     return OperatorConsole(settings, state_dir, clock=clock, auto_refresh=False)
 

@@ -25,6 +25,7 @@ from engine.dashboard.cache import CATEGORIES
 from engine.dashboard.schema import SNAPSHOT_KEYS, Snapshot
 from engine.dashboard.snapshot import Dashboard, DashboardSnapshot, DashboardSources
 from engine.runtime.assembly import EngineRuntime, EngineState
+from engine.scheduler.jobs import Scheduler
 from engine.sim.exchange import SimExchange
 from engine.sim.venue import SimVenue
 from engine.trading.ledger import Ledger
@@ -80,6 +81,13 @@ class FakeTpsl:
 
     def snapshot_streams(self) -> dict[str, Any]:
         return self.streams
+
+    def snapshot_monitoring(self) -> dict[str, Any]:
+        return {"adaptive": True, "batching": True, "tiers": {}, "checks": {}, "intervals": {}}
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return Scheduler(VirtualClock())  # no jobs: the bare simulator runs none of the engine's
 
 
 class FakeStore:
@@ -316,7 +324,9 @@ async def test_profile_switches_both_ways_in_the_middle_of_a_run(engine: EngineR
     during = await snapshot(engine)
     assert during["profile"]["cache_ttls"] == "baseline" and during["profile"]["cache_metrics"] == "baseline"
     assert during["profile"]["smart_persistence"] == "baseline"
-    assert during["profile"]["api_batching"] == "pending"  # the dashboard reads it live: nothing registers
+    assert during["profile"]["api_batching"] == "baseline"  # the TP/SL manager applies both
+    assert during["profile"]["adaptive_intervals"] == "baseline"
+    assert during["monitoring"]["adaptive"] is False and during["monitoring"]["batching"] is False
     assert during["cache"]["enabled"] is False and during["cache"]["hit_rate"] is None
     assert during["cache"]["categories"]["positions"]["ttl"] == 10.0
     assert during["persistence"]["policy"] == "simple"
@@ -332,6 +342,7 @@ async def test_profile_switches_both_ways_in_the_middle_of_a_run(engine: EngineR
     assert after["cache"]["categories"]["positions"]["ttl"] == 15.0
     assert after["cache"]["totals"]["hits"] + after["cache"]["totals"]["misses"] > 0  # counting again
     assert after["persistence"]["policy"] == "smart"
+    assert after["monitoring"]["adaptive"] is True and after["monitoring"]["batching"] is True
     assert [(p["account"], p["symbol"]) for p in after["positions"]] == [
         ("main", "BTCUSDT"),
         ("mirror", "ETHUSDT"),

@@ -258,6 +258,7 @@ class PriceAlertManager:
         self.alerts = alerts
         self.book = PriceAlertBook()
         self.last: dict[str, float] = {}
+        self._priced_at: dict[str, float] = {}
         self._lock = asyncio.Lock()
         self._dirty = asyncio.Event()
 
@@ -307,13 +308,14 @@ class PriceAlertManager:
     def on_event(self, _account: str, event: VenueEvent) -> None:
         """A venue event (a :class:`~engine.trading.manager.TpslManager` observer): tickers may fire alerts.
 
-        The alert is raised at once; the book's bookkeeping is saved by :meth:`run`."""
+        The alert is raised at once; the book's bookkeeping is saved by :meth:`tick`."""
         if isinstance(event, Ticker):
             self.on_price(event.symbol, event.last)
 
     def on_price(self, symbol: str, last: float) -> list[PriceAlert]:
         """Fire what ``last`` reaches: raise one alert each and mark the book for saving."""
         self.last[symbol] = last
+        self._priced_at[symbol] = self.clock.now()
         fired = self.book.on_price(symbol, last, self.clock.now())
         for alert in fired:
             self.alerts.raise_alert(Severity.WARNING, "price_alert", fire_message(alert, last))
@@ -321,18 +323,40 @@ class PriceAlertManager:
             self._dirty.set()
         return fired
 
-    async def run(self) -> None:
-        """Save the book after fires (coalesced, non-critical) until cancelled; a last save on the way out."""
+    async def tick(self, stale_after_s: float) -> None:
+        """The price-alert job: :meth:`check` the prices no stream brought, then save the book if
+        alerts fired since the last save (coalesced, non-critical)."""
+        await self.check(stale_after_s)
+        await self.save_fired()
+
+    async def save_fired(self) -> None:
+        """Save the book if alerts fired since the last save (also at engine stop)."""
+        if not self._dirty.is_set():
+            return
+        async with self._lock:
+            self._dirty.clear()
+            await self._save(force=False)
+
+    async def check(self, stale_after_s: float) -> int:
+        """The price-alert job: armed alerts whose symbol no stream has priced for ``stale_after_s``
+        (streams off or down) are checked on one tickers read; returns how many symbols were read."""
+        now = self.clock.now()
+        stale = sorted(
+            s
+            for s in self.book.armed_symbols()
+            if now - self._priced_at.get(s, float("-inf")) >= stale_after_s
+        )
+        venue = next(iter(self.venues.values()), None)
+        if not stale or venue is None:
+            return 0
         try:
-            while True:
-                await self._dirty.wait()
-                async with self._lock:
-                    self._dirty.clear()
-                    await self._save(force=False)
-        finally:
-            if self._dirty.is_set():
-                self._dirty.clear()
-                await self._save(force=False)
+            tickers = await venue.tickers(stale)
+        except VenueError as exc:
+            log.warning("price alerts: cannot read prices (%s)", exc)
+            return 0
+        for symbol, ticker in tickers.items():
+            self.on_price(symbol, ticker.last)
+        return len(tickers)
 
     async def _save(self, *, force: bool) -> None:
         try:

@@ -49,6 +49,11 @@ class Clock(Protocol):
         ...
 
 
+async def yield_to_loop() -> None:
+    """Let every other ready task run once; no time passes on any clock."""
+    await asyncio.sleep(0)
+
+
 def now_ms(clock: Clock) -> int:
     """The clock's time in integer milliseconds, as Bybit timestamps are."""
     return round(clock.now() * 1000)

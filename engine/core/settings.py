@@ -1,7 +1,8 @@
 """Settings: the packaged ``settings.toml`` is both the documented defaults and the schema.
 
 A user file needs only the keys it changes. Every key it sets must exist in the defaults and have the
-same type; values are then checked against :data:`_RULES` (ranges, enums, formats). A problem is one
+same type; values are then checked against :data:`_RULES` (ranges, enums, formats) and the tables
+whose values must rise against :data:`_ORDERED`. A problem is one
 :class:`SettingsError` naming the file and the dotted key, which the CLI prints as one line before
 exiting with 2. Values the operator changes from the console are written with tomli-w to an override
 file in the state directory and layered on top at the next start.
@@ -17,6 +18,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,7 @@ _RULES: list[tuple[str, Rule]] = [
     ("venue.recv_window_ms", _between(1, 60_000)),
     ("venue.max_retries", _between(0, 100)),
     ("venue.ws_*_s", _between(0.1, 3_600.0)),
+    ("venue.rate_*", _between(1, 100_000)),
     ("mirror.sizing", _one_of("balance_ratio", "fixed_ratio")),
     ("mirror.ratio", _between(1e-6, 1_000.0)),
     ("profile.*", _one_of("optimized", "baseline")),
@@ -201,9 +204,11 @@ _RULES: list[tuple[str, Rule]] = [
     ("trading.min_tp_notional", _between(0.0, 1e9)),
     ("trading.sl_retry_attempts", _between(0, 100)),
     ("monitor.urgency.*_pct", _between(1e-6, 100.0)),
+    ("monitor.stream_stretch", _between(1.0, 100.0)),
     ("sim.latency", _one_of("none", "realistic")),
     ("sim.epoch", _iso_time),
     ("sim.symbols", _symbols),
+    ("sim.synthetic_symbols", _between(0, 10_000)),  # engine.sim.instruments.MAX_SYNTHETIC
     ("sim.seed", _between(0, MAX_INT64)),
     ("sim.demo_trades", _between(0, 100)),
     ("sim.volatility", _between(0.0, 100.0)),
@@ -222,6 +227,28 @@ _RULES: list[tuple[str, Rule]] = [
     # Strings without a format of their own (paths, names, chat ids): anything goes.
     ("*", lambda value: None),
 ]
+
+
+# Rules across keys: the values of each table's keys must rise in the order listed (``strict``: each
+# above the one before, else at least equal). Each key alone has its range above.
+_ORDERED: list[tuple[str, tuple[str, ...], bool]] = [
+    ("monitor.urgency", ("critical_pct", "active_pct", "standard_pct", "inactive_pct"), True),
+    ("monitor.intervals", ("critical", "active", "standard", "inactive", "idle"), False),
+]
+
+
+def _check_order(data: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`SettingsError` for the first :data:`_ORDERED` table whose values do not rise."""
+    for table, names, strict in _ORDERED:
+        node: Any = data
+        for part in table.split("."):
+            node = node[part]
+        values = [node[name] for name in names]
+        if any(low >= high if strict else low > high for low, high in pairwise(values)):
+            rule = (" < " if strict else " <= ").join(names)
+            got = ", ".join(f"{value:g}" for value in values)
+            verb = "increase" if strict else "not decrease"
+            raise SettingsError(f"{source}: {table}", f"must {verb}: {rule}, got {got}")
 
 
 def _rule_for(key: str) -> Rule:
@@ -348,6 +375,7 @@ class Settings:
             node[leaf] = value
         data = copy.deepcopy(dict(self.data))
         _merge(data, layer, _schema(), source)
+        _check_order(data, source)
         return Settings(data, (*self.sources, source))
 
     def to_toml(self) -> str:
@@ -457,12 +485,14 @@ def load_settings(
     user = find_config(config, env)
     if user is not None and user.resolve() != defaults_path.resolve():
         _merge(data, _read_toml(user), _schema(), str(user))
+        _check_order(data, str(user))
         sources.append(str(user))
     settings = Settings(data, tuple(sources))
     if apply_override:
         override = settings.state_dir(state_dir) / OVERRIDE_FILE
         if override.is_file():
             _merge(data, _read_toml(override), _schema(), str(override))
+            _check_order(data, str(override))
             settings = Settings(data, (*sources, str(override)))
     return settings
 

@@ -396,9 +396,9 @@ class DashboardCache:
         """The snapshot's ``cache`` section (JSON-ready)."""
         return self.meter.section(self)
 
-    async def run_metrics_log(self) -> None:
-        """Log the hit rates every ``log_interval_s`` while metrics are on (a background task)."""
-        await self.meter.run_log()
+    async def log_metrics(self) -> None:
+        """Log the hit rates while metrics are on (a scheduler job every ``log_interval_s``)."""
+        await self.meter.log_once()
 
     async def close(self) -> None:
         """Cancel the loads still in flight (at engine stop)."""

@@ -252,12 +252,10 @@ class CacheMetrics:
         parts = [f"{c}={_pct(self._counters[c].hit_rate)}" for c in self.categories]
         return f"cache hit rate {_pct(self.hit_rate())} over {self._rolling.window_s:g}s; " + " ".join(parts)
 
-    async def run_log(self) -> None:
-        """Log :meth:`summary_line` every ``log_interval_s`` while metrics are on (a background task)."""
-        while True:
-            await self.clock.sleep(self.log_interval_s)
-            if self._enabled:
-                log.info(self.summary_line())
+    async def log_once(self) -> None:
+        """Log :meth:`summary_line` while metrics are on (a scheduler job every ``log_interval_s``)."""
+        if self._enabled:
+            log.info(self.summary_line())
 
 
 def _pct(rate: float | None) -> str:

@@ -20,20 +20,25 @@ from typing import NotRequired, TypedDict
 
 from engine.alerts.model import AlertRow
 from engine.alerts.price import PriceAlertRow
+from engine.scheduler.jobs import JobRow
 from engine.trading.ledger import LedgerSection, Totals, TradeRow
-from engine.trading.manager import MonitorRow, StreamRow
+from engine.trading.manager import MonitoringRow, MonitorRow, StreamRow
+from engine.venue.budget import BudgetRow
 
 __all__ = [
     "SNAPSHOT_KEYS",
     "AccountRow",
     "AlertRow",
+    "BudgetRow",
     "CacheCategoryRow",
     "CacheSection",
     "CacheTotals",
     "InsightRow",
+    "JobRow",
     "LedgerSection",
     "MarketRow",
     "MonitorRow",
+    "MonitoringRow",
     "OrderRow",
     "PersistenceRow",
     "PositionRow",
@@ -64,6 +69,9 @@ SNAPSHOT_KEYS = (
     "alerts",
     "streams",
     "price_alerts",
+    "scheduler",
+    "monitoring",
+    "api_budget",
 )
 """The snapshot's top-level keys, in the order the contract lists them (the keys of :class:`Snapshot`;
 a test holds the two together). Scripts rely on every one being present."""
@@ -229,3 +237,6 @@ class Snapshot(TypedDict):
     alerts: Sequence[AlertRow]
     streams: Mapping[str, StreamRow]
     price_alerts: Sequence[PriceAlertRow]
+    scheduler: Mapping[str, JobRow]  # job name -> its statistics
+    monitoring: MonitoringRow
+    api_budget: Mapping[str, BudgetRow]  # account -> what its rate budget allows now

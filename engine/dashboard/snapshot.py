@@ -53,6 +53,8 @@ from engine.dashboard.schema import (
 )
 from engine.trading.manager import TpslManager
 from engine.venue.base import Venue
+from engine.venue.gateway import VenueGateway
+from engine.venue.priority import Priority, call_priority
 from persistence.store import Store
 
 T = TypeVar("T")
@@ -329,6 +331,10 @@ class Dashboard:
     # --- the snapshot ------------------------------------------------------------------------
     async def snapshot(self) -> DashboardSnapshot:
         """Build the snapshot through the cache (see the module docstring for the two behaviours)."""
+        with call_priority(Priority.DASHBOARD):  # short of budget, the engine's calls go first
+            return await self._snapshot()
+
+    async def _snapshot(self) -> DashboardSnapshot:
         batched = self.profile.is_optimized("api_batching")
         await self._ensure_instruments()
         symbols = self._symbols()
@@ -391,6 +397,13 @@ class Dashboard:
             "alerts": sources.alerts.snapshot(ALERTS_SHOWN),
             "streams": manager.snapshot_streams(),
             "price_alerts": sources.price_alerts.snapshot(),
+            "scheduler": manager.scheduler.stats(),
+            "monitoring": manager.snapshot_monitoring(),
+            "api_budget": {
+                name: venue.budget.row()
+                for name, venue in sources.venues.items()
+                if isinstance(venue, VenueGateway)
+            },
         }
 
     def _symbols(self) -> list[str]:

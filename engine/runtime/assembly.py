@@ -15,6 +15,7 @@ that ends by itself or is cancelled is not restarted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine
@@ -35,11 +36,15 @@ from engine.dashboard.cache import DashboardCache
 from engine.dashboard.snapshot import Dashboard, DashboardSources
 from engine.runtime.repair import drop_undecodable
 from engine.runtime.scenario import Scenario, ScenarioTrade, demo_trades, run_trades, state_is_empty
+from engine.scheduler.jobs import Scheduler
+from engine.scheduler.urgency import UrgencyParams
 from engine.trading.ledger import Ledger
 from engine.trading.manager import TpslManager
 from engine.trading.operator import OperatorActions
 from engine.trading.params import MonitorTiming, TradingParams
 from engine.venue.base import Venue
+from engine.venue.budget import CallBudget, shared_ip_window
+from engine.venue.gateway import VenueGateway
 from persistence.errors import PersistenceError
 from persistence.layout import StateFiles, check_writable
 from persistence.lock import StateLock
@@ -59,6 +64,8 @@ RESTART_MAX_S = 60.0
 """The longest wait before a restart; a task that ran this long before failing starts the count over."""
 CRITICAL_AFTER = 3
 """Failures in a row of one task from which its restart alert is critical rather than a warning."""
+PRICE_ALERT_CHECK_S = 5.0
+"""How often price alerts are checked on a read when no stream brought their symbol's price."""
 
 TaskFactory = Callable[[], Coroutine[Any, Any, None]]
 """Makes a fresh run of a background task (a coroutine can be awaited only once)."""
@@ -127,8 +134,9 @@ def market_is_simulated(settings: Settings) -> bool:
     return host in LOOPBACK_HOSTS
 
 
-def open_store(settings: Settings, state_dir: Path, clock: Clock) -> Store:
-    """The state store with the persistence settings and the ``smart_persistence`` toggle's policy."""
+def open_store(settings: Settings, state_dir: Path, clock: Clock, *, flush_timer: bool = True) -> Store:
+    """The state store with the persistence settings and the ``smart_persistence`` toggle's policy;
+    ``flush_timer=False`` when the engine's scheduler flushes it (``store.flush_pending``)."""
     policy = "smart" if settings.get("profile.smart_persistence") == "optimized" else "simple"
     return Store(
         state_dir,
@@ -137,16 +145,19 @@ def open_store(settings: Settings, state_dir: Path, clock: Clock) -> Store:
         compact_max_bytes=int(settings.get("persistence.compact_max_bytes")),
         compact_max_records=int(settings.get("persistence.compact_max_records")),
         policy=policy,
+        flush_timer=flush_timer,
     )
 
 
-async def open_state(settings: Settings, state_dir: Path, clock: Clock) -> tuple[Store, RecoveryReport]:
+async def open_state(
+    settings: Settings, state_dir: Path, clock: Clock, *, flush_timer: bool = True
+) -> tuple[Store, RecoveryReport]:
     """Lock the state directory, recover the state, and start the store's writer.
 
     The engine does this before anything else touches the state directory (the simulator saves its
     market there too), so a second console on the same directory stops here, having changed nothing.
     """
-    store = open_store(settings, state_dir, clock)
+    store = open_store(settings, state_dir, clock, flush_timer=flush_timer)
     try:
         recovery = store.load()
     except PersistenceError as exc:
@@ -197,6 +208,11 @@ class EngineRuntime:
         self.clock = clock
         self.accounts = account_names(settings)
         self.venues: dict[str, Venue] = {}
+        """Each account's venue as built (the simulator's or Bybit's)."""
+        self.gateways: dict[str, VenueGateway] = {}
+        """The same venues behind the engine's rate budget: the only way the engine reaches them."""
+        # All periodic engine work runs as jobs of this one scheduler, on the engine clock.
+        self.scheduler = Scheduler(clock, on_failure=self._job_failed)
         self.exchange: SimExchange | None = None  # the embedded market when venue.kind = "sim"
         self.scenario: Scenario | None = None  # trades to open (run --headless --scenario)
         # The optimization toggles; each subsystem registers how it applies a switch.
@@ -311,10 +327,12 @@ class EngineRuntime:
             # is refused with the whole directory left as it was.
             check_state_files(self.state_dir / STATE_FILE)
         # The store creates the directory (mode 0700) once it knows the path is usable.
-        self._store, recovery = await open_state(self.settings, self.state_dir, self.clock)
+        self._store, recovery = await open_state(self.settings, self.state_dir, self.clock, flush_timer=False)
         try:
+            self.spawn("scheduler", self.scheduler.run)
             if not self.venues:
                 self.build_venues()
+            self._build_gateways()
             if self.exchange is not None:
                 self.spawn("sim-exchange", self.exchange.run)
             engine = await self._assemble(self._store, recovery)
@@ -328,6 +346,9 @@ class EngineRuntime:
     async def _assemble(self, store: Store, recovery: RecoveryReport) -> Engine:
         """Build the components over the open store, wire their events, and spawn their tasks."""
         recovery_alert(self.alerts, recovery)
+        self.scheduler.add(
+            "store-flush", self._flush_store, float(self.settings.get("persistence.flush_interval_s"))
+        )
         manager = self._build_manager(store)
         empty = state_is_empty(store.state)
         # Before anything decodes the state: a record of the wrong shape is quarantined and dropped
@@ -335,13 +356,13 @@ class EngineRuntime:
         await drop_undecodable(store, self.alerts, self.clock.now())
         manager.load()
         price_alerts = PriceAlertManager(
-            store=store, clock=self.clock, venues=self.venues, alerts=self.alerts
+            store=store, clock=self.clock, venues=self.gateways, alerts=self.alerts
         )
         price_alerts.load()
         sources = DashboardSources(
             settings=self.settings,
             clock=self.clock,
-            venues=self.venues,
+            venues=self.gateways,
             manager=manager,
             store=store,
             price_alerts=price_alerts,
@@ -361,9 +382,17 @@ class EngineRuntime:
         await self.profile.register(
             "push_streams", lambda mode: manager.set_push_streams(mode is Mode.OPTIMIZED)
         )
-        self.spawn("cache-metrics-log", dashboard.cache.run_metrics_log)
+        await self.profile.register(
+            "adaptive_intervals", lambda mode: manager.set_adaptive(mode is Mode.OPTIMIZED)
+        )
+        await self.profile.register("api_batching", lambda mode: manager.set_batching(mode is Mode.OPTIMIZED))
+        self.scheduler.add(
+            "cache-metrics-log", dashboard.cache.log_metrics, float(self.settings.get("cache.log_interval_s"))
+        )
+        self.scheduler.add(
+            "price-alerts", lambda: price_alerts.tick(PRICE_ALERT_CHECK_S), PRICE_ALERT_CHECK_S
+        )
         self.spawn("tpsl", manager.run)
-        self.spawn("price-alerts", price_alerts.run)
         trades = self._trades_to_open(empty)
         if trades:
             # Not restarted: a second run would open the scenario's trades again.
@@ -378,13 +407,43 @@ class EngineRuntime:
             profile=self.profile,
         )
 
+    def _build_gateways(self) -> None:
+        """Put every venue behind its account's rate budget; the accounts share the IP's window."""
+        if self.settings.get("venue.kind") == "sim":
+            host = "sim"
+        else:
+            host = f"bybit:{self.settings.get('venue.network')}:{self.settings.get('venue.base_url')}"
+        ip = shared_ip_window(host, self.clock, int(self.settings.get("venue.rate_ip_per_5s")))
+        batching = self.settings.get("profile.api_batching") == "optimized"
+        for name, venue in self.venues.items():
+            if name not in self.gateways:
+                budget = CallBudget(
+                    self.clock,
+                    ip,
+                    orders_per_s=int(self.settings.get("venue.rate_orders_per_s")),
+                    reads_per_s=int(self.settings.get("venue.rate_reads_per_s")),
+                )
+                self.gateways[name] = VenueGateway(venue, budget, coalesce=batching)
+
+    async def _flush_store(self) -> None:
+        if self._store is not None:
+            await self._store.flush_pending()
+
+    def _job_failed(self, name: str, exc: BaseException, in_a_row: int) -> None:
+        """A scheduler job raised: it keeps its schedule; the operator hears of it."""
+        severity = Severity.CRITICAL if in_a_row >= CRITICAL_AFTER else Severity.WARNING
+        message = (
+            f"engine job {name} failed ({type(exc).__name__}: {exc}); {in_a_row} in a row, it runs again"
+        )
+        self.alerts.raise_alert(severity, "job_failed", message)
+
     def _build_manager(self, store: Store) -> TpslManager:
         simulated = market_is_simulated(self.settings)
         seed = int(self.settings.get("sim.seed"))
         # the instance tag: reproducible on the simulator, unique per installation on a real exchange
         rng = random.Random(f"instance:{seed}") if simulated else random.SystemRandom()
         return TpslManager(
-            venues=self.venues,
+            venues=self.gateways,
             store=store,
             clock=self.clock,
             params=TradingParams.from_settings(self.settings),
@@ -392,6 +451,10 @@ class EngineRuntime:
             alerts=self.alerts,
             rng=rng,
             push_streams=self.settings.get("profile.push_streams") == "optimized",
+            scheduler=self.scheduler,
+            urgency=UrgencyParams.from_settings(self.settings),
+            adaptive=self.settings.get("profile.adaptive_intervals") == "optimized",
+            batching=self.settings.get("profile.api_batching") == "optimized",
         )
 
     def _trades_to_open(self, state_was_empty: bool) -> list[ScenarioTrade]:
@@ -458,6 +521,9 @@ class EngineRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+        if self.engine is not None:
+            with contextlib.suppress(Exception):  # a full disk: the store keeps it and says so
+                await self.engine.price_alerts.save_fired()
         if self._dashboard is not None:
             await self._dashboard.close()
         for venue in self.venues.values():

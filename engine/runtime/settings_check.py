@@ -14,10 +14,11 @@ from engine.sim.instruments import check_symbols
 def check_settings(settings: Settings) -> Settings:
     """``settings``, once the simulator-dependent checks pass; raises :class:`BadInput` otherwise.
 
-    With the embedded simulator as the venue, every ``sim.symbols`` entry must be one it lists. With
-    ``venue.kind = "bybit"`` the same key lists real symbols to watch, which the catalog need not
-    hold (``sim-server``, whose market is always the simulator, checks them itself).
+    With the embedded simulator as the venue, every ``sim.symbols`` entry must be one it lists (a
+    synthetic one within ``sim.synthetic_symbols``). With ``venue.kind = "bybit"`` the same key
+    lists real symbols to watch, which the catalog need not hold (``sim-server``, whose market is
+    always the simulator, checks them itself).
     """
     if settings.get("venue.kind") == "sim":
-        check_symbols(list(settings.get("sim.symbols")))
+        check_symbols(list(settings.get("sim.symbols")), int(settings.get("sim.synthetic_symbols")))
     return settings

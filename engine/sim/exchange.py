@@ -13,9 +13,10 @@ Order entry and reads do not consume rate budget or injected faults by themselve
 plays the API (the venue, the fake server) calls :meth:`SimExchange.admit` (or :meth:`check_rate`,
 :meth:`admit_batch`) once per request first, as Bybit's gateway would.
 
-Everything is deterministic for a seed: one ``random.Random(seed)`` drives the price feed, a second
-one (seeded from the same seed) draws latencies, ids are derived from the seed and a counter, and
-time is the injected clock's.
+Everything is deterministic for a seed: one ``random.Random(seed)`` drives the price feed of the
+catalog's symbols, a second one (seeded from the same seed) the synthetic symbols' (so their number
+never shifts the others' paths), a third one draws latencies, ids are derived from the seed and a
+counter, and time is the injected clock's.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from engine.sim.faults import FaultInjector
 from engine.sim.feed import PriceFeed
 from engine.sim.fills import dec
 from engine.sim.ids import IdFactory
-from engine.sim.instruments import check_symbols, listings
+from engine.sim.instruments import check_symbols, listings, synthetic_symbols
 from engine.sim.journal import (
     AccountImage,
     SimJournal,
@@ -56,6 +57,7 @@ from engine.sim.journal import (
     image_of,
     journal_path,
     last_record_time,
+    touched_symbols,
 )
 from engine.sim.latency import LatencyModel
 from engine.sim.matcher import MAKER_FEE_RATE, TAKER_FEE_RATE, Matcher
@@ -69,6 +71,7 @@ from engine.sim.state import (
     write_state,
 )
 from engine.sim.streams import EventHub
+from engine.venue.base import Endpoint
 from engine.venue.errors import AuthError, VenueError
 
 if TYPE_CHECKING:
@@ -77,6 +80,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("opconsole.sim")
 
 STATE_FILE = "sim-exchange.json"
+
+
+BATCH_ITEM_ENDPOINT = {
+    Endpoint.CREATE_BATCH: Endpoint.CREATE,
+    Endpoint.AMEND_BATCH: Endpoint.AMEND,
+    Endpoint.CANCEL_BATCH: Endpoint.CANCEL,
+}
+"""The single endpoint each batch item stands for (where failures injected for it apply)."""
 
 
 class SimExchange:
@@ -97,16 +108,20 @@ class SimExchange:
         save_interval_s: float = 60.0,
         taker_fee_rate: float = TAKER_FEE_RATE,
         maker_fee_rate: float = MAKER_FEE_RATE,
+        synthetic: int = 0,
     ) -> None:
         """Open a fresh market, or continue the one saved at ``state_path`` when that file exists,
         with the changes its journal (:mod:`engine.sim.journal`) holds since.
 
-        A saved market keeps its own seed, prices, accounts and history (the exchange is the world);
-        ``symbols`` and ``balances`` only add symbols and accounts it does not have yet. The other
-        parameters (volatility, slippage, latency, intervals, fees) are configuration and apply as
-        given. With a ``state_path``, every change is journaled before it is acknowledged. Raises
-        :class:`~engine.sim.state.SimStateError` when the file or its journal exists but is unusable,
-        and ValueError for an unknown symbol or latency profile.
+        The market lists ``symbols`` and the first ``synthetic`` synthetic symbols
+        (:func:`~engine.sim.instruments.synthetic_symbols`). A saved market keeps its own seed,
+        prices, accounts and history (the exchange is the world), the symbols it listed included
+        (synthetic ones beyond a lowered ``synthetic`` too); ``symbols``, ``synthetic`` and
+        ``balances`` only add symbols and accounts it does not have yet. The other parameters
+        (volatility, slippage, latency, intervals, fees) are configuration and apply as given. With
+        a ``state_path``, every change is journaled before it is acknowledged. Raises
+        :class:`~engine.sim.state.SimStateError` when the file or its journal exists but is
+        unusable, and ValueError for an unknown symbol or latency profile.
         """
         if tick_interval_s <= 0 or save_interval_s <= 0:
             raise ValueError("tick_interval_s and save_interval_s must be > 0")
@@ -117,9 +132,10 @@ class SimExchange:
         saved = read_state(state_path) if state_path is not None and state_path.exists() else None
         self.seed = int(saved["seed"]) if saved is not None and "seed" in saved else seed
         saved_symbols = list(saved.get("feed", {})) if saved is not None else []
-        catalog = listings([*symbols, *saved_symbols])
+        catalog = listings([*symbols, *synthetic_symbols(synthetic), *saved_symbols])
         self.instruments: dict[str, Instrument] = {s: item.instrument for s, item in catalog.items()}
         self._rng = random.Random(self.seed)
+        self._synthetic_rng = random.Random(f"synthetic:{self.seed}")
         self._latency = LatencyModel(latency, random.Random(f"latency:{self.seed}"))
         self._ids = IdFactory(self.seed)
         self._feed = PriceFeed(
@@ -128,6 +144,7 @@ class SimExchange:
             self._rng,
             volatility=volatility,
             tick_interval_s=tick_interval_s,
+            synthetic_rng=self._synthetic_rng,
         )
         self._matcher = Matcher(
             instruments=self.instruments,
@@ -159,8 +176,11 @@ class SimExchange:
             self.ensure_account(name, balance)
         if state_path is not None:
             # The journal only holds changes: a market it cannot be replayed onto without this start's
-            # settings (new, continued from the journal, or with a new account) is written out first.
-            if saved is None or replayed or set(self._accounts) != known:
+            # settings (new, continued from the journal, with a new account or newly listed symbols,
+            # which a later start with fewer sim.symbols or sim.synthetic_symbols must still list)
+            # is written out first.
+            listed = set(self.instruments) != set(saved_symbols)
+            if saved is None or replayed or set(self._accounts) != known or listed:
                 self.save()
             self._images = {name: image_of(account) for name, account in self._accounts.items()}
 
@@ -168,9 +188,11 @@ class SimExchange:
     def from_settings(cls, settings: Settings, clock: Clock, state_dir: Path) -> SimExchange:
         """The exchange the ``sim.*`` settings describe, continuing ``state_dir/sim-exchange.json``.
 
-        Raises :class:`~engine.core.errors.BadInput` for a ``sim.symbols`` entry it does not list.
+        Raises :class:`~engine.core.errors.BadInput` for a ``sim.symbols`` entry it does not list
+        (a synthetic one above ``sim.synthetic_symbols`` included).
         """
-        check_symbols(list(settings.get("sim.symbols")))
+        synthetic = int(settings.get("sim.synthetic_symbols"))
+        check_symbols(list(settings.get("sim.symbols")), synthetic)
         return cls(
             clock=clock,
             seed=int(settings.get("sim.seed")),
@@ -182,6 +204,7 @@ class SimExchange:
             latency=str(settings.get("sim.latency")),
             state_path=state_dir / STATE_FILE,
             save_interval_s=float(settings.get("sim.save_interval_s")),
+            synthetic=synthetic,
         )
 
     @staticmethod
@@ -227,7 +250,7 @@ class SimExchange:
         """One feed tick: move every price, publish the tickers, then match every account."""
         self._feed.step()
         now = self.clock.now()
-        self._hub.broadcast([self._feed.ticker(s, now) for s in self._feed.symbols], now)
+        self._hub.broadcast(self._feed.tickers(now), now)
         self._match_all()
 
     def set_price(self, symbol: str, last: float, mark: float | None = None) -> None:
@@ -332,14 +355,19 @@ class SimExchange:
             return
         changes: dict[str, Any] = {}
         images: dict[str, AccountImage] = {}
+        symbols: set[str] = set()
         for name in names:
             before = self._images.get(name, AccountImage())
             change, images[name] = account_change(self._accounts[name], before)
             if change:
                 changes[name] = change
+                symbols |= touched_symbols(change, before)
         if not changes:
             return
-        value = {"ids": self._ids.counter, "feed": self._feed.to_state(), "accounts": changes}
+        # Only the touched symbols' prices: the whole feed is 100 bytes a symbol, too much for a record
+        # fsync'd per action with a thousand synthetic symbols listed.
+        feed = self._feed.to_state(symbols)
+        value = {"ids": self._ids.counter, "feed": feed, "accounts": changes}
         try:
             self._journal.append(self.clock.now(), reason, value)
         except OSError as exc:
@@ -479,6 +507,13 @@ class SimExchange:
         """Raise the next injected failure for this call, if one is pending."""
         self._faults.check(account, endpoint)
 
+    def check_item_fault(self, account: str, batch_endpoint: str) -> None:
+        """One item of a batch: a failure injected for the single endpoint it stands for (create,
+        amend, cancel) fails this item alone, as Bybit fails items inside an accepted batch."""
+        single = BATCH_ITEM_ENDPOINT.get(batch_endpoint)
+        if single is not None:
+            self._faults.check(account, single, named_only=True)
+
     def admit(self, account: str, endpoint: str, units: int = 1) -> None:
         """Gate one API request: unknown account (10003), injected fault, then rate limit."""
         self._account(account)
@@ -535,6 +570,7 @@ class SimExchange:
             "seed": self.seed,
             "ids": self._ids.counter,
             "rng": rng_state_to_json(self._rng.getstate()),
+            "synthetic_rng": rng_state_to_json(self._synthetic_rng.getstate()),
             "latency_rng": rng_state_to_json(self._latency.rng.getstate()),
             "feed": self._feed.to_state(),
             "accounts": [a.to_state() for a in self._accounts.values()],
@@ -544,6 +580,8 @@ class SimExchange:
         try:
             self._ids.counter = int(data["ids"])
             self._rng.setstate(rng_state_from_json(data["rng"]))
+            if "synthetic_rng" in data:  # absent in markets saved before synthetic symbols existed
+                self._synthetic_rng.setstate(rng_state_from_json(data["synthetic_rng"]))
             self._latency.rng.setstate(rng_state_from_json(data["latency_rng"]))
             self._feed.load_state(data["feed"])
             for raw in data["accounts"]:

@@ -31,13 +31,16 @@ class FaultInjector:
         scope = None if endpoints is None else frozenset(endpoints)
         self._faults.setdefault(account, []).append(_Fault(n, error, scope))
 
-    def check(self, account: str, endpoint: str) -> None:
-        """Raise the next pending failure that applies to this call, if any (a fresh copy each time)."""
+    def check(self, account: str, endpoint: str, *, named_only: bool = False) -> None:
+        """Raise the next pending failure that applies to this call, if any (a fresh copy each time).
+        ``named_only``: only a failure injected for ``endpoint`` by name applies (a batch item)."""
         pending = self._faults.get(account)
         if not pending:
             return
         for fault in pending:
-            if fault.endpoints is None or endpoint in fault.endpoints:
+            if (fault.endpoints is None and not named_only) or (
+                fault.endpoints is not None and endpoint in fault.endpoints
+            ):
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     pending.remove(fault)

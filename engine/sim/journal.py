@@ -11,11 +11,14 @@ the restarted engine booked phantom trades.
 
 Cheap by construction: a record holds only what changed. Per changed account: its balance and
 leverage, the positions and open orders that differ from what the journal last wrote, and the new
-tail of its executions and finished orders; plus the id counter and the symbols' prices (a few
-numbers). One record (one write, one fsync) per acknowledged request and per price tick that changed
-an account; ticks that change no account write nothing, and the random generators' states (the bulky
-part) wait for the next snapshot. The write is synchronous, like the snapshot's: the record and the
-acknowledgement are one step, and a virtual clock cannot run ahead of a write it cannot see.
+tail of its executions and finished orders; plus the id counter and the prices of the symbols the
+change touches (:func:`touched_symbols`: a few numbers, however many symbols the market lists; a
+symbol's last journaled price was current when its last change was made, so its orders and positions
+agree with it after a replay). One record (one write, one fsync) per acknowledged request and per
+price tick that changed an account; ticks that change no account write nothing, and the random
+generators' states (the bulky part) wait for the next snapshot. The write is synchronous, like the
+snapshot's: the record and the acknowledgement are one step, and a virtual clock cannot run ahead of
+a write it cannot see.
 
 The line format is the store's (:mod:`persistence.codec`: seq, ts, reason, CRC) and so is the torn-tail
 rule (:func:`persistence.recovery.scan_journal`): a half-written last line was never acknowledged and
@@ -125,6 +128,18 @@ def account_change(account: SimAccount, before: AccountImage) -> tuple[dict[str,
     if executions:
         change["executions"] = [execution_to_state(e) for e in executions]
     return change, now
+
+
+def touched_symbols(change: Mapping[str, Any], before: AccountImage) -> set[str]:
+    """The symbols an :func:`account_change` set touches: its positions, changed leverage, new,
+    changed and closed orders, finished orders and executions."""
+    symbols = set(change.get("positions", {}))
+    symbols.update(s for s, v in change.get("leverage", {}).items() if before.leverage.get(s) != v)
+    symbols.update(raw["symbol"] for raw in change.get("orders", {}).values())
+    symbols.update(before.orders[i]["symbol"] for i in change.get("closed", []) if i in before.orders)
+    for key in ("finished", "executions"):
+        symbols.update(raw["symbol"] for raw in change.get(key, []))
+    return symbols
 
 
 def apply_account_change(accounts: dict[str, SimAccount], name: str, change: Mapping[str, Any]) -> None:

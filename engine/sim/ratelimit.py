@@ -12,26 +12,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from engine.venue.base import Endpoint
+from engine.venue.budget import ORDER_ENDPOINTS
 from engine.venue.errors import RateLimited
 
 WINDOW_S = 1.0
 ORDER_BUDGET = 10
 READ_BUDGET = 50
-ORDER_ENDPOINTS = frozenset(
-    {
-        Endpoint.CREATE,
-        Endpoint.AMEND,
-        Endpoint.CANCEL,
-        Endpoint.CANCEL_ALL,
-        Endpoint.CREATE_BATCH,
-        Endpoint.AMEND_BATCH,
-        Endpoint.CANCEL_BATCH,
-        Endpoint.SET_LEVERAGE,
-    }
-)
-
-
 def budget_for(endpoint: str) -> int:
     """Units per window of an endpoint path."""
     return ORDER_BUDGET if endpoint in ORDER_ENDPOINTS else READ_BUDGET

@@ -137,6 +137,7 @@ class SimVenue(Venue):
                 results.append(BatchResult(error=RateLimited("Too many visits!", 10006, reset_at=reset_at)))
                 continue
             try:
+                self.exchange.check_item_fault(self.account, endpoint)
                 results.append(BatchResult(ack=action(self.account, item)))
             except VenueError as exc:
                 results.append(BatchResult(error=exc))

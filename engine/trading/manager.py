@@ -21,16 +21,18 @@ critical alert says so; the store's recovery (its health listener) lifts the ref
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
 from engine.alerts.bus import AlertBus
 from engine.alerts.model import Alert, Severity
 from engine.core import state_keys
-from engine.core.clock import Clock
+from engine.core.clock import Clock, yield_to_loop
 from engine.core.link_ids import new_instance_tag, new_monitor_id
 from engine.core.models import (
     Execution,
@@ -44,6 +46,8 @@ from engine.core.models import (
     VenueEvent,
     monitor_key,
 )
+from engine.scheduler.jobs import Scheduler
+from engine.scheduler.urgency import Tier, UrgencyParams, VolatilityTracker, check_interval, tier_for
 from engine.trading.approaches import TradeRejected, TradeRequest, plan_trade
 from engine.trading.ledger import Ledger, LedgerSection
 from engine.trading.monitor import (
@@ -56,7 +60,7 @@ from engine.trading.monitor import (
     open_monitor,
     wants_price,
 )
-from engine.trading.orders import execute_actions
+from engine.trading.orders import OrderSender
 from engine.trading.params import MonitorTiming, TradingParams
 from engine.trading.reconcile import (
     READ_ROUNDS,
@@ -68,7 +72,10 @@ from engine.trading.reconcile import (
     reconcile_account,
 )
 from engine.venue.base import Venue
+from engine.venue.budget import CallKind
 from engine.venue.errors import VenueError
+from engine.venue.gateway import VenueGateway
+from engine.venue.priority import Priority, call_priority
 from persistence.errors import StoreFailed
 from persistence.reasons import Reason
 
@@ -77,8 +84,44 @@ log = logging.getLogger("opconsole.trading")
 SEEN_EXEC_IDS = 20_000
 """Execution ids remembered per account by the shell (monitors keep their own as well)."""
 
+GATHER_TURNS = 3
+"""With ``api_batching`` on, how many turns of the event loop the stream consumer waits for more
+events of the same moment after a fill or an order update (a burst of TP fills -> one amend batch)."""
+
+STREAM_RECONNECT_S = 1.0
+"""The pause before a failed stream loop subscribes again."""
+
 EventObserver = Callable[[str, VenueEvent], None]
 """Called with (account, event) for every event the manager receives."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamEnd:
+    """Put in the stream queue by the pump when the stream ended: normally, or with ``error``."""
+
+    error: BaseException | None = None
+
+
+async def _pump(stream: AsyncIterator[VenueEvent], queue: asyncio.Queue[VenueEvent | _StreamEnd]) -> None:
+    try:
+        async for event in stream:
+            queue.put_nowait(event)
+    except Exception as exc:  # handed to the consumer, which reports it and reconnects
+        queue.put_nowait(_StreamEnd(exc))
+        return
+    queue.put_nowait(_StreamEnd())
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+def _order_room(venue: Venue) -> Callable[[], int] | None:
+    """How many order units the account's rate budget allows now (a gateway knows; else no plan)."""
+    if isinstance(venue, VenueGateway):
+        budget = venue.budget
+        return lambda: budget.left(CallKind.ORDERS)
+    return None
 
 
 class MonitorRow(TypedDict):
@@ -98,6 +141,16 @@ class MonitorRow(TypedDict):
     urgency: str | None  # "critical" | "active" | "standard" | "inactive" | "idle"
     monitor_id: str
     close_intent: str | None
+
+
+class MonitoringRow(TypedDict):
+    """``monitoring``: how the monitors are checked now, and how often they have been."""
+
+    adaptive: bool  # checks by urgency tier (else every baseline_interval_s)
+    batching: bool  # account-wide reads and batch order requests
+    tiers: dict[str, int]  # tier -> monitors in it now
+    checks: dict[str, int]  # tier (or "baseline") -> monitor checks made since the start
+    intervals: dict[str, float]  # tier -> seconds between checks now (main account)
 
 
 class StreamRow(TypedDict):
@@ -143,6 +196,10 @@ class TpslManager:
         alerts: AlertBus,
         rng: random.Random | None = None,
         push_streams: bool = True,
+        scheduler: Scheduler | None = None,
+        urgency: UrgencyParams | None = None,
+        adaptive: bool = True,
+        batching: bool = True,
     ) -> None:
         self.venues = dict(venues)
         self.store = store
@@ -151,6 +208,27 @@ class TpslManager:
         self.timing = timing or MonitorTiming()
         self.alerts = alerts
         self.push_streams = push_streams
+        # The engine's one scheduler (the runtime's); a manager built alone runs its own in run().
+        self._own_scheduler = scheduler is None
+        self.scheduler = scheduler or Scheduler(clock)
+        self.urgency = urgency or UrgencyParams.defaults()
+        self.adaptive = adaptive
+        """``adaptive_intervals``: each monitor checked at its urgency tier's interval, or every
+        ``baseline_interval_s`` one at a time as the original bot."""
+        self.batching = batching
+        """``api_batching``: one account-wide read per check cycle and batched order requests, or
+        one read per symbol per monitor and one request per action."""
+        self.volatility = VolatilityTracker()
+        self.tiers: dict[str, Tier] = {}
+        self._last_check: dict[str, float] = {}
+        self._last_full: dict[str, float] = {}
+        self._full_soon: set[str] = set()  # accounts with a position to adopt: a full pass next
+        self._next_check: dict[str, float] = {}
+        self.checks: dict[str, int] = {}
+        """Monitor checks made since the start, by tier (``baseline`` when adaptive intervals are off)."""
+        self._senders = {
+            a: OrderSender(v, clock, batching=batching, room=_order_room(v)) for a, v in self.venues.items()
+        }
         self.monitors: dict[str, Monitor] = {}
         self.ledger = Ledger()
         self.instruments: dict[str, Instrument] = {}
@@ -165,8 +243,6 @@ class TpslManager:
         self._ready_event = asyncio.Event()
         self._connected: dict[str, bool] = dict.fromkeys(self.venues, False)
         self._subscribed: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
-        self._wake: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
-        self._unknown_position: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
         self._hedge_mode: dict[str, str] = {}
         """Accounts refused for being in hedge mode (account -> the alert's message)."""
         self._paused: set[str] = set()
@@ -284,16 +360,228 @@ class TpslManager:
             for account in self.venues:
                 await self._reconcile_until_ready(account)
             self._ready_event.set()
-            for account in self.venues:
-                tasks.append(self._spawn(self._poll_loop(account), f"tpsl-poll-{account}"))
-                tasks.append(self._spawn(self._reconcile_loop(account), f"tpsl-reconcile-{account}"))
+            self._install_jobs()
+            if self._own_scheduler:
+                tasks.append(self._spawn(self.scheduler.run(), "tpsl-scheduler"))
+            else:
+                tasks.append(self._spawn(_forever(), "tpsl-jobs"))  # the jobs run on the runtime's scheduler
             await asyncio.gather(*tasks)
         finally:
+            self._remove_jobs()
             tasks += self._stream_tasks.values()
             self._stream_tasks.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- the periodic work: jobs of the engine's scheduler --------------------------------------
+    def _job_names(self, account: str) -> tuple[str, str, str]:
+        return f"fills:{account}", f"reconcile:{account}", f"check:{account}"
+
+    def _install_jobs(self) -> None:
+        """Per account: the execution poll (the net under the stream), the whole-account
+        reconciliation (adoption, orphans), and the monitor checks (see :meth:`run_checks`)."""
+        for account in self.venues:
+            fills, reconcile, check = self._job_names(account)
+            self.scheduler.add(
+                fills, functools.partial(self._fills_job, account), self._fills_interval(account)
+            )
+            self.scheduler.add(
+                reconcile, functools.partial(self._reconcile_job, account), self.timing.reconcile_orders_s
+            )
+            self.scheduler.add(
+                check, functools.partial(self._check_job, account), self._check_tick(account), align=True
+            )
+
+    async def _check_job(self, account: str) -> None:
+        await self.run_checks(account)
+
+    def _remove_jobs(self) -> None:
+        for account in self.venues:
+            for name in self._job_names(account):
+                if self.scheduler.has(name):
+                    self.scheduler.remove(name)
+
+    def _run_soon(self, job: str) -> None:
+        if self.scheduler.has(job):
+            self.scheduler.run_soon(job)
+
+    def _streaming(self, account: str) -> bool:
+        return self.push_streams and self._connected.get(account, False)
+
+    def _fills_interval(self, account: str) -> float:
+        """Polling for executions: the source of fills without a stream, a slow net with one."""
+        if self._streaming(account):
+            return self.timing.reconcile_orders_s
+        return self.timing.execution_poll_s
+
+    def _check_tick(self, account: str) -> float:
+        """How often the check job looks for due monitors: the shortest interval a monitor can have."""
+        if not self.adaptive:
+            return self.urgency.baseline_interval_s
+        return check_interval(Tier.CRITICAL, self.urgency, streaming=self._streaming(account))
+
+    def _retime(self, account: str) -> None:
+        """Stream health or a toggle changed: the account's jobs take their new intervals."""
+        fills, _, check = self._job_names(account)
+        if self.scheduler.has(fills):
+            self.scheduler.set_interval(fills, self._fills_interval(account))
+        if self.scheduler.has(check):
+            self.scheduler.set_interval(check, self._check_tick(account))
+        for key in [k for k, m in self.monitors.items() if m.account == account]:
+            self._schedule_check(key)
+
+    async def _fills_job(self, account: str) -> None:
+        try:
+            await self.poll_executions(account)
+        except VenueError as exc:
+            message = f"{account}: execution poll failed ({exc})"
+            self.alerts.raise_alert(Severity.WARNING, "poll_failed", message)
+
+    async def _reconcile_job(self, account: str) -> None:
+        """The whole-account pass (orphan orders, foreign orders) every ``reconcile_orders_s``; with
+        positions (adoption, unexplained sizes) every ``reconcile_positions_s``."""
+        now = self.clock.now()
+        full = account in self._full_soon
+        full |= now - self._last_full.get(account, float("-inf")) >= self.timing.reconcile_positions_s - 1e-9
+        self._full_soon.discard(account)
+        try:
+            await self.reconcile(account, full=full)
+            if full:
+                self._last_full[account] = now
+        except VenueError as exc:
+            message = f"{account}: periodic reconciliation failed ({exc})"
+            self.alerts.raise_alert(Severity.WARNING, "reconcile_failed", message)
+
+    # --- urgency and the monitor checks ----------------------------------------------------------
+    def monitor_interval(self, key: str) -> float:
+        """How often the monitor ``key`` is checked against the venue now."""
+        if not self.adaptive:
+            return self.urgency.baseline_interval_s
+        monitor = self.monitors.get(key)
+        streaming = monitor is not None and self._streaming(monitor.account)
+        return check_interval(self.tiers.get(key, Tier.ACTIVE), self.urgency, streaming=streaming)
+
+    def _update_tier(self, monitor: Monitor) -> None:
+        """Recompute the monitor's tier from the latest price, the symbol's volatility and its fills;
+        a monitor that became more urgent is checked sooner."""
+        tier = tier_for(
+            monitor,
+            self.trigger_price(monitor.symbol),
+            move_pct_per_min=self.volatility.move_pct_per_min(monitor.symbol),
+            now=self.clock.now(),
+            params=self.urgency,
+        )
+        if self.tiers.get(monitor.key) is not tier:
+            self.tiers[monitor.key] = tier
+            self._schedule_check(monitor.key)
+
+    def _forget_checks(self, key: str) -> None:
+        for table in (self.tiers, self._last_check, self._next_check):
+            table.pop(key, None)
+
+    def _schedule_check(self, key: str) -> None:
+        """The monitor's next check: its interval after the last one, never later than planned."""
+        last = self._last_check.get(key)
+        due = self.clock.now() if last is None else last + self.monitor_interval(key)
+        planned = self._next_check.get(key)
+        self._next_check[key] = due if planned is None or last is None else min(planned, due)
+
+    def due_checks(self, account: str) -> list[str]:
+        """Keys of ``account``'s monitors whose check is due (all of them without adaptive intervals)."""
+        now = self.clock.now() + 1e-9
+        keys = sorted(k for k, m in self.monitors.items() if m.account == account)
+        if not self.adaptive:
+            return keys
+        for key in keys:
+            if key not in self._next_check:
+                self._schedule_check(key)
+        return [k for k in keys if self._next_check[k] <= now]
+
+    async def run_checks(self, account: str) -> int:
+        """The check job: verify the due monitors' orders and positions against the venue, poll
+        their executions and (without a live stream) their prices — the safety net for a silent
+        stream. Batched: one account-wide read of each kind serves every due monitor; baseline: one
+        monitor at a time, one read per symbol, as the original bot. Returns the monitors checked."""
+        keys = self.due_checks(account)
+        if not keys:
+            return 0
+        with call_priority(Priority.CHECK):
+            try:
+                if self.batching:
+                    await self._check(account, keys)
+                else:
+                    for key in keys:
+                        await self._check(account, [key])
+            except VenueError as exc:
+                message = f"{account}: monitor check failed ({exc})"
+                self.alerts.raise_alert(Severity.WARNING, "check_failed", message)
+        return len(keys)
+
+    async def _check(self, account: str, keys: Sequence[str]) -> None:
+        monitors = [self.monitors[k] for k in keys if k in self.monitors]
+        if not monitors:
+            return
+        symbols = sorted({m.symbol for m in monitors})
+        one = symbols[0] if not self.batching else None
+        if not self._streaming(account):
+            await self._read_prices(account, symbols)
+        await self.reconcile(account, full=True, scope=frozenset(symbols), symbol=one)
+        now = self.clock.now()
+        for monitor in monitors:
+            tier = self.tiers.get(monitor.key, Tier.ACTIVE).value if self.adaptive else "baseline"
+            self.checks[tier] = self.checks.get(tier, 0) + 1
+            self._last_check[monitor.key] = now
+            self._next_check[monitor.key] = now + self.monitor_interval(monitor.key)
+
+    async def _read_prices(self, account: str, symbols: Sequence[str]) -> None:
+        """Prices for monitors without a live stream: one read for all, or one per symbol."""
+        venue = self.venues[account]
+        tickers = await venue.tickers(symbols)
+        for symbol in symbols:
+            ticker = tickers.get(symbol)
+            if ticker is not None:
+                self._notify(account, ticker)
+                await self.on_ticker(ticker)
+
+    async def set_adaptive(self, enabled: bool) -> None:
+        """The ``adaptive_intervals`` toggle, live: checks by urgency tier, or every monitor every
+        ``baseline_interval_s``. Each monitor's next check is planned again at once."""
+        self.adaptive = enabled
+        self._next_check.clear()
+        for account in self.venues:
+            self._retime(account)
+
+    async def set_batching(self, enabled: bool) -> None:
+        """The ``api_batching`` toggle, live: account-wide reads and batch order requests, or one
+        read per symbol per monitor and one request per action."""
+        self.batching = enabled
+        for sender in self._senders.values():
+            sender.batching = enabled
+        for venue in self.venues.values():
+            if isinstance(venue, VenueGateway):
+                venue.coalesce = enabled
+
+    def snapshot_monitoring(self) -> MonitoringRow:
+        """The snapshot's ``monitoring`` section."""
+        counts = {tier.value: 0 for tier in Tier}
+        for key in self.monitors:
+            counts[self.tiers.get(key, Tier.ACTIVE).value] += 1
+        streaming = self._streaming(next(iter(self.venues), ""))
+        return {
+            "adaptive": self.adaptive,
+            "batching": self.batching,
+            "tiers": counts,
+            "checks": dict(sorted(self.checks.items())),
+            "intervals": {
+                tier.value: (
+                    check_interval(tier, self.urgency, streaming=streaming)
+                    if self.adaptive
+                    else self.urgency.baseline_interval_s
+                )
+                for tier in Tier
+            },
+        }
 
     def _start_streams(self) -> None:
         for account in self.venues:
@@ -323,7 +611,8 @@ class TpslManager:
             for account in self.venues:
                 self._connected[account] = False
         for account in self.venues:
-            self._wake[account].set()
+            self._retime(account)
+            self._run_soon(self._job_names(account)[0])  # a poll now catches what the switch lost
 
     @staticmethod
     def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -349,6 +638,7 @@ class TpslManager:
                 delay = min(delay * 2, 30.0)
                 continue
             self._ready[account] = True
+            self._last_full[account] = self.clock.now()
             return
 
     # --- reconciliation -----------------------------------------------------------------------
@@ -379,30 +669,41 @@ class TpslManager:
         self._hedge_mode[account] = alert.message
         return True
 
-    async def reconcile(self, account: str, *, full: bool = True) -> int:
+    async def reconcile(
+        self,
+        account: str,
+        *,
+        full: bool = True,
+        scope: frozenset[str] | None = None,
+        symbol: str | None = None,
+    ) -> int:
         """One reconciliation pass of ``account`` (positions too when ``full``); returns the number of
         repairs. Raises VenueError when the venue cannot be read (nothing is changed then).
+
+        ``scope``: verify only these symbols' orders and positions (a monitor check; see
+        :func:`~engine.trading.reconcile.reconcile_account`). ``symbol``: read only that symbol (the
+        baseline's per-position reads); its executions then do not move the account's cursor.
 
         When the decision asks for more reads (a positions read older than a fill, a size no fill in
         the window explains), they are made and the decision is taken again before anything is done.
         """
         async with self._locks[account]:
             venue = self.venues[account]
-            view = await read_view(venue, self._since(account), with_positions=full)
+            view = await read_view(venue, self._since(account), with_positions=full, symbol=symbol)
             if self._refuse_hedge_mode(account, view.positions):
                 return 0
-            outcome = await self._decide_reconcile(account, view)
+            outcome = await self._decide_reconcile(account, view, scope)
             for _ in range(READ_ROUNDS):
                 if not outcome.wants_reads:
                     break
                 view = await complete_view(venue, view, outcome)
-                outcome = await self._decide_reconcile(account, view)
+                outcome = await self._decide_reconcile(account, view, scope)
             for symbol, mark in view.marks.items():
                 self.marks[symbol] = mark
             for exec_id in outcome.applied_exec_ids:
                 self._remember(account, exec_id)
-            for exe in view.executions:  # not the looked-up history: it covers only some symbols
-                self._advance_cursor(account, exe)
+            for exe in view.executions if symbol is None else ():  # one symbol's reads cover only it
+                self._advance_cursor(account, exe)  # (nor the looked-up history: only some symbols)
             self.alerts.publish_all(outcome.alerts)
             pending = [t for t in outcome.transitions if t.reason or t.actions or t.trade or t.durable]
             # The trades the fills closed are in the ledger before any order goes out: an adoption
@@ -410,20 +711,22 @@ class TpslManager:
             for transition in pending:
                 if transition.trade is not None:
                     await self._persist(transition)
-            for transition in pending:  # in the outcome's order: adoptions (protection) first
-                await self._commit(account, transition)
+            # in the outcome's order, adoptions (protection) first; the sender keeps that order
+            await self._commit_all(account, pending)
             if outcome.orphan_cancels:
                 count = len(outcome.orphan_cancels)
                 message = f"{account}: cancelling {count} orphan order(s)"
                 self.alerts.raise_alert(Severity.WARNING, "orphan_orders", message)
-                await execute_actions(self.venues[account], outcome.orphan_cancels, self.clock)
+                await self._senders[account].send(outcome.orphan_cancels)
             if outcome.repairs and self._ready.get(account):
                 message = f"{account}: reconciliation repaired {outcome.repairs} difference(s)"
                 self.alerts.raise_alert(Severity.WARNING, "drift", message)
             await self._save_engine()
             return outcome.repairs
 
-    async def _decide_reconcile(self, account: str, view: VenueView) -> ReconcileOutcome:
+    async def _decide_reconcile(
+        self, account: str, view: VenueView, scope: frozenset[str] | None = None
+    ) -> ReconcileOutcome:
         """The pure reconciliation of ``account`` on ``view`` (instruments of new symbols loaded)."""
         positions = [*(view.positions or []), *(view.positions_after or [])]
         missing = {p.symbol for p in positions if p.is_open} - set(self.instruments)
@@ -438,22 +741,8 @@ class TpslManager:
             tag=self.tag,
             new_monitor_id=lambda symbol: self._next_monitor_id(account, symbol),
             now=self.clock.now(),
+            scope=scope,
         )
-
-    async def _reconcile_loop(self, account: str) -> None:
-        last_full = self.clock.now()
-        unknown = self._unknown_position[account]
-        while True:
-            woken = await self._sleep_or_wake(unknown, self.timing.reconcile_orders_s)
-            unknown.clear()
-            full = woken or self.clock.now() - last_full >= self.timing.reconcile_positions_s - 1e-9
-            try:
-                await self.reconcile(account, full=full)
-                if full:
-                    last_full = self.clock.now()
-            except VenueError as exc:
-                message = f"{account}: periodic reconciliation failed ({exc})"
-                self.alerts.raise_alert(Severity.WARNING, "reconcile_failed", message)
 
     # --- events -------------------------------------------------------------------------------
     def _remember(self, account: str, exec_id: str) -> bool:
@@ -477,8 +766,7 @@ class TpslManager:
         venue = self.venues[account]
         while True:
             try:
-                async for event in venue.stream():
-                    await self.dispatch(account, event)
+                await self._consume(account, venue.stream())
             except VenueError as exc:
                 message = f"{account}: stream failed ({exc})"
                 self.alerts.raise_alert(Severity.WARNING, "stream_error", message)
@@ -486,8 +774,53 @@ class TpslManager:
                 log.exception("%s: stream loop failed", account)
                 message = f"{account}: stream loop failed ({type(exc).__name__}: {exc}); reconnecting"
                 self.alerts.raise_alert(Severity.WARNING, "stream_error", message)
-            self._connected[account] = False
-            await self.clock.sleep(1.0)
+            self._set_connected(account, False)
+            await self.clock.sleep(STREAM_RECONNECT_S)
+
+    async def _consume(self, account: str, stream: AsyncIterator[VenueEvent]) -> None:
+        """Hand the stream's events on until it ends (an error in it is raised here). A pump task
+        reads the stream into a queue, so events that arrived together are handed on together."""
+        queue: asyncio.Queue[VenueEvent | _StreamEnd] = asyncio.Queue()
+        pump = asyncio.create_task(_pump(stream, queue), name=f"tpsl-stream-pump-{account}")
+        try:
+            while True:
+                batch, end = await self._next_events(queue)
+                if batch:
+                    await self.dispatch_many(account, batch)
+                if end is not None:
+                    if end.error is not None:
+                        raise end.error
+                    return
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+    async def _next_events(
+        self, queue: asyncio.Queue[VenueEvent | _StreamEnd]
+    ) -> tuple[list[VenueEvent], _StreamEnd | None]:
+        """The next events to hand on: with ``api_batching``, every event that arrived together
+        (queued now, or landing while the loop turns over once more) so their actions share batch
+        requests; without it, one event at a time, as the original bot. No event is held back for
+        a timer: a fill that needs a stop moved is decided at once."""
+        batch: list[VenueEvent] = []
+        item = await queue.get()
+        turns = 0
+        while True:
+            if isinstance(item, _StreamEnd):
+                return batch, item
+            batch.append(item)
+            if not self.batching:
+                return batch, None
+            if not queue.empty():
+                item = queue.get_nowait()
+                continue
+            if turns >= GATHER_TURNS or not any(isinstance(e, Execution | Order) for e in batch):
+                return batch, None
+            turns += 1
+            await yield_to_loop()  # events delivered in the same moment are on their way
+            if queue.empty():
+                return batch, None
+            item = queue.get_nowait()
 
     def add_observer(self, observer: EventObserver) -> None:
         """Also hand every venue event (streamed or polled fills) to ``observer`` (e.g. the cache).
@@ -503,43 +836,78 @@ class TpslManager:
 
     async def dispatch(self, account: str, event: VenueEvent) -> None:
         """Handle one venue event of ``account``."""
-        self._last_event[account] = self.clock.now()
-        self._notify(account, event)
-        if isinstance(event, Execution):
-            await self.on_execution(account, event)
-        elif isinstance(event, Order):
-            await self.on_order(account, event)
-        elif isinstance(event, Ticker):
-            await self.on_ticker(event)
-        elif isinstance(event, Position):
-            self._on_position(account, event)
-        elif isinstance(event, StreamStatus):
-            self._connected[account] = event.connected
-            if event.connected:
-                self._subscribed[account].set()
-            if event.gap or not event.connected:
-                self._wake[account].set()  # catch up on what the gap may have lost
+        await self.dispatch_many(account, [event])
+
+    async def dispatch_many(self, account: str, events: Sequence[VenueEvent]) -> None:
+        """Handle venue events of ``account`` in order; fills and order updates that come together
+        are decided together (see :meth:`_decide`)."""
+        decisions: list[Execution | Order] = []
+        for event in events:
+            self._last_event[account] = self.clock.now()
+            self._notify(account, event)
+            if isinstance(event, Execution | Order):
+                decisions.append(event)
+                continue
+            await self._decide(account, decisions)
+            decisions = []
+            if isinstance(event, Ticker):
+                await self.on_ticker(event)
+            elif isinstance(event, Position):
+                self._on_position(account, event)
+            elif isinstance(event, StreamStatus):
+                self._set_connected(account, event.connected)
+                if event.connected:
+                    self._subscribed[account].set()
+                if event.gap or not event.connected:
+                    self._run_soon(self._job_names(account)[0])  # catch up on what the gap may have lost
+        await self._decide(account, decisions)
+
+    def _set_connected(self, account: str, connected: bool) -> None:
+        if self._connected.get(account) != connected:
+            self._connected[account] = connected
+            self._retime(account)  # checks stretch while the stream is healthy, tighten without it
+
+    async def _decide(self, account: str, events: Sequence[Execution | Order]) -> None:
+        """Fills and order updates, decided in rounds of at most one event per monitor (a monitor
+        sees each event after the answers to the previous one); every round's decisions are
+        committed together, so the actions of many monitors share batch requests."""
+        pending = list(events)
+        while pending:
+            round_: list[Execution | Order] = []
+            later: list[Execution | Order] = []
+            symbols: set[str] = set()
+            for event in pending:
+                (later if event.symbol in symbols else round_).append(event)
+                symbols.add(event.symbol)
+            await self._decide_round(account, round_)
+            pending = later
+
+    async def _decide_round(self, account: str, events: Sequence[Execution | Order]) -> None:
+        async with self._locks[account]:
+            transitions: list[Transition] = []
+            for event in events:
+                if isinstance(event, Execution):
+                    if not self._remember(account, event.exec_id):
+                        continue
+                    self._advance_cursor(account, event)
+                monitor = self._monitor_for(account, event.symbol)
+                if monitor is None:
+                    continue  # not ours to decide; reconciliation adopts unknown positions
+                instrument = self.instruments[monitor.symbol]
+                if isinstance(event, Execution):
+                    transitions.append(apply_execution(monitor, event, instrument, self.params))
+                else:
+                    transitions.append(apply_order_update(monitor, event, instrument, self.params))
+            if transitions:
+                await self._commit_all(account, transitions)
 
     async def on_execution(self, account: str, exe: Execution) -> None:
         """A fill (from the stream or a poll)."""
-        async with self._locks[account]:
-            if not self._remember(account, exe.exec_id):
-                return
-            self._advance_cursor(account, exe)
-            monitor = self._monitor_for(account, exe.symbol)
-            if monitor is None:
-                return  # not ours to decide; reconciliation adopts unknown positions
-            transition = apply_execution(monitor, exe, self.instruments[monitor.symbol], self.params)
-            await self._commit(account, transition)
+        await self._decide_round(account, [exe])
 
     async def on_order(self, account: str, order: Order) -> None:
         """An order update (status and ids only)."""
-        async with self._locks[account]:
-            monitor = self._monitor_for(account, order.symbol)
-            if monitor is None:
-                return
-            transition = apply_order_update(monitor, order, self.instruments[monitor.symbol], self.params)
-            await self._commit(account, transition)
+        await self._decide_round(account, [order])
 
     def trigger_price(self, symbol: str) -> float | None:
         """The latest price the stops of ``symbol`` trigger on (``trading.trigger_by``), None before
@@ -555,7 +923,9 @@ class TpslManager:
         price = ticker.trigger_reference(self.params.trigger_by)
         if price is None:
             return
+        self.volatility.observe(ticker.symbol, price, ticker.ts or self.clock.now())
         for monitor in [m for m in self.monitors.values() if m.symbol == ticker.symbol]:
+            self._update_tier(monitor)
             if not wants_price(monitor, self.params):
                 continue
             async with self._locks[monitor.account]:
@@ -569,11 +939,12 @@ class TpslManager:
     def _on_position(self, account: str, position: Position) -> None:
         monitor = self._monitor_for(account, position.symbol)
         if monitor is None and position.is_open and self._ready.get(account):
-            self._unknown_position[account].set()  # adopt and protect it now, not at the next full pass
+            self._full_soon.add(account)
+            self._run_soon(self._job_names(account)[1])  # adopt and protect it now, not at the next pass
             return
         size = position.size if monitor is not None and position.side is monitor.side else 0.0
         if monitor is not None and abs(size - monitor.size) > self.instruments[monitor.symbol].qty_step / 2:
-            self._wake[account].set()  # sizes disagree: the executions will tell why
+            self._run_soon(self._job_names(account)[0])  # sizes disagree: the executions will tell why
 
     async def poll_executions(self, account: str) -> int:
         """Fetch fills since the cursor and handle the ones not seen yet; returns how many were new."""
@@ -581,7 +952,7 @@ class TpslManager:
         fresh = [e for e in executions if e.exec_id not in self._seen[account]]
         for exe in fresh:
             self._notify(account, exe)
-            await self.on_execution(account, exe)
+        await self._decide(account, fresh)
         if fresh:
             await self._save_engine()
         return len(fresh)
@@ -598,21 +969,6 @@ class TpslManager:
             sleeper.cancel()
         return wake.is_set()
 
-    async def _poll_loop(self, account: str) -> None:
-        wake = self._wake[account]
-        while True:
-            streaming = self.push_streams and self._connected[account]
-            interval = self.timing.reconcile_orders_s if streaming else self.timing.execution_poll_s
-            woken = await self._sleep_or_wake(wake, interval)
-            wake.clear()
-            if streaming and not woken:
-                continue  # the stream is the source; the periodic reconciliation is the net
-            try:
-                await self.poll_executions(account)
-            except VenueError as exc:
-                message = f"{account}: execution poll failed ({exc})"
-                self.alerts.raise_alert(Severity.WARNING, "poll_failed", message)
-
     # --- committing decisions -----------------------------------------------------------------
     async def _persist(self, transition: Transition) -> None:
         monitor = transition.monitor
@@ -624,9 +980,11 @@ class TpslManager:
             current = self.monitors.get(monitor.key)
             if current is not None and current.monitor_id == monitor.monitor_id:
                 del self.monitors[monitor.key]
+                self._forget_checks(monitor.key)
                 await self._delete(state_keys.monitor_key(monitor.key), reason=Reason.MONITOR_REMOVED)
             return
         self.monitors[monitor.key] = monitor
+        self._update_tier(monitor)  # a fill or a moved order changes what is near
         if transition.reason is not None or transition.durable:
             await self._save(
                 state_keys.monitor_key(monitor.key),
@@ -644,27 +1002,48 @@ class TpslManager:
 
         The caller holds the account's lock.
         """
-        venue = self.venues[account]
-        instrument = self.instruments[transition.monitor.symbol]
-        raised: list[Alert] = []
-        for _ in range(self.params.sl_retry_attempts + 4):
+        if opening:
             await self._persist(transition)
-            if opening and self._store_error is not None:
+            if self._store_error is not None:
                 return await self._drop_entry(transition.monitor)
-            opening = False
+        return await self._commit_all(account, [transition], saved=opening)
+
+    async def _commit_all(
+        self, account: str, transitions: Sequence[Transition], *, saved: bool = False
+    ) -> list[Alert]:
+        """Commit decisions of different monitors together: save each (a critical save is on disk
+        before anything is sent), send all their actions through the account's order sender (batch
+        requests with ``api_batching``), hand each monitor the answers to its own actions, and go
+        round again with what the answers call for; bounded retries. The caller holds the lock.
+        ``saved``: the transitions are saved already (an opening's write-ahead)."""
+        sender = self._senders[account]
+        raised: list[Alert] = []
+        live = list(transitions)
+        for _ in range(self.params.sl_retry_attempts + 4):
+            for transition in live:
+                if not saved:
+                    await self._persist(transition)
+                self.alerts.publish_all(transition.alerts)
+                raised += transition.alerts
+            saved = False
+            live = [t for t in live if t.actions]
+            if not live:
+                return raised
+            # A rate-limited action waits for the reset inside the sender: not a refusal here.
+            results = await sender.send([action for t in live for action in t.actions])
+            answered: list[Transition] = []
+            for transition in live:
+                mine, results = results[: len(transition.actions)], results[len(transition.actions) :]
+                instrument = self.instruments[transition.monitor.symbol]
+                answered.append(apply_results(transition.monitor, mine, instrument, self.params))
+            live = answered
+        for transition in live:
+            await self._persist(transition)
             self.alerts.publish_all(transition.alerts)
             raised += transition.alerts
-            if not transition.actions:
-                return raised
-            # A rate-limited action waits for the reset inside execute_actions: not a refusal here.
-            results = await execute_actions(venue, transition.actions, self.clock)
-            transition = apply_results(transition.monitor, results, instrument, self.params)
-        await self._persist(transition)
-        self.alerts.publish_all(transition.alerts)
-        raised += transition.alerts
-        if transition.actions:
-            message = f"{transition.monitor.key}: orders still refused; reconciliation retries"
-            self.alerts.raise_alert(Severity.WARNING, "retries_exhausted", message)
+            if transition.actions:
+                message = f"{transition.monitor.key}: orders still refused; reconciliation retries"
+                self.alerts.raise_alert(Severity.WARNING, "retries_exhausted", message)
         return raised
 
     async def _drop_entry(self, monitor: Monitor) -> list[Alert]:
@@ -790,7 +1169,7 @@ class TpslManager:
                     "tps_filled": m.tps_filled(),
                     "sl_price": m.sl_price,
                     "breakeven": m.breakeven,
-                    "urgency": None,
+                    "urgency": self.tiers.get(key, Tier.ACTIVE).value,
                     "monitor_id": m.monitor_id,
                     "close_intent": m.close_intent,
                 }

@@ -1,9 +1,10 @@
 """Order actions the TP/SL decisions emit, and the one place that sends them to a venue.
 
 Decisions return lists of :class:`PlaceOrder` / :class:`AmendOrder` / :class:`CancelOrder`; the
-manager hands each list to :func:`execute_actions`. Being the one door to the venue, it is where
-actions may be coalesced into batch calls, as long as it returns one result per action, in order
-(the decisions match each answer to its action).
+manager hands them to its account's :class:`OrderSender` (reconciliation and the operator actions
+call :func:`execute_actions`, the sender's one-request-per-action path). Being the one door to the
+venue, it is where actions are coalesced into batch calls (``api_batching``), as long as it returns
+one result per action, in order (the decisions match each answer to its action).
 
 It is also where the account's rate limit is ridden out: an action refused with 10006 was not
 refused for what it asks, only for when, so it is sent again once the venue's budget has reset
@@ -12,16 +13,20 @@ refused for what it asks, only for when, so it is sent again once the venue's bu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.core.models import AmendRequest, CancelRequest, OrderAck, OrderRequest
-from engine.venue.base import Venue
-from engine.venue.errors import DuplicateOrder, RateLimited, VenueError
+from engine.venue.base import MAX_BATCH, BatchResult, Venue
+from engine.venue.errors import DuplicateOrder, RateLimited, TransientError, VenueError
+from engine.venue.priority import Priority, call_priority
 
 if TYPE_CHECKING:  # the decisions import this module, and they stay free of clocks at run time
     from engine.core.clock import Clock
+
+log = logging.getLogger("opconsole.trading")
 
 RATE_LIMIT_WAITS = 20
 """Budget resets one :func:`execute_actions` call waits for before it hands a 10006 on as a refusal.
@@ -32,6 +37,16 @@ RESET_FALLBACK_S = 1.0
 """The wait when a 10006 carries no reset time: one window of Bybit's per-second budget."""
 RESET_MARGIN_S = 0.001
 """Sent this long after the reset, so the request lands in the new window, never on its edge."""
+ROOM_POLL_S = 0.1
+"""With a rate budget to plan against, how long a round waits on the clock before it asks the budget
+again for room (a tenth of Bybit's one-second window)."""
+ROOM_WAIT_MAX_S = 2.0
+"""How long a round waits for room before it sends its most urgent item anyway (two windows: room that
+has not come back by then is spent by something else, and the venue's answer decides)."""
+BATCH_REFUSAL_CODES = frozenset({10005, 10017, 10020})
+"""retCodes that refuse the batch endpoint itself rather than its items: 10005 the key has no
+permission for the endpoint, 10017 route not found, 10020 "your account is not a unified margin
+account" (Bybit's batch endpoints serve unified trading accounts only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +94,31 @@ class ActionResult:
         return self.error is None
 
 
-async def execute_action(venue: Venue, action: Action) -> ActionResult:
-    """Send one action; a venue error is returned, never raised.
+def result_of(action: Action, ack: OrderAck | None, error: VenueError | None) -> ActionResult:
+    """The venue's answer to ``action`` (a single call's or one batch item's) as its result.
 
     A create refused as a duplicate link id means an earlier attempt already landed: that is the
     idempotency we want, reported as success (without an order id; reconciliation learns it).
     """
+    if error is None:
+        return ActionResult(action, ack=ack)
+    if isinstance(error, DuplicateOrder) and isinstance(action, PlaceOrder):
+        return ActionResult(action, ack=OrderAck(order_id="", link_id=action.request.link_id))
+    return ActionResult(action, error=error)
+
+
+async def execute_action(venue: Venue, action: Action) -> ActionResult:
+    """Send one action; a venue error is returned, never raised (see :func:`result_of`)."""
     try:
         if isinstance(action, PlaceOrder):
-            return ActionResult(action, ack=await venue.place(action.request))
-        if isinstance(action, AmendOrder):
-            return ActionResult(action, ack=await venue.amend(action.request))
-        return ActionResult(action, ack=await venue.cancel(action.request))
-    except DuplicateOrder as exc:
-        if isinstance(action, PlaceOrder):
-            return ActionResult(action, ack=OrderAck(order_id="", link_id=action.request.link_id))
-        return ActionResult(action, error=exc)
+            ack = await venue.place(action.request)
+        elif isinstance(action, AmendOrder):
+            ack = await venue.amend(action.request)
+        else:
+            ack = await venue.cancel(action.request)
     except VenueError as exc:
-        return ActionResult(action, error=exc)
+        return result_of(action, None, exc)
+    return result_of(action, ack, None)
 
 
 def protection_rank(action: Action) -> int:
@@ -121,30 +143,251 @@ def reset_wait(error: RateLimited, now: float) -> float:
     return max(0.0, error.reset_at - now) + RESET_MARGIN_S
 
 
-async def execute_actions(venue: Venue, actions: Sequence[Action], clock: Clock) -> list[ActionResult]:
-    """Send actions in the decisions' order (they put the stop-loss ahead of the rest); returns one
-    result per action, in the order given.
+def call_priority_of(actions: Sequence[Action]) -> Priority:
+    """The rate-budget priority of one request carrying ``actions``: a stop-loss or a market close
+    makes it protective."""
+    return Priority.PROTECT if any(protection_rank(a) < 2 for a in actions) else Priority.TRADE
 
-    A rate-limit refusal (10006) is not an answer: that action and every one after it (the budget
-    is spent for them too) wait on ``clock`` until the venue's reset time, then go again in
-    :func:`resend_order` (stop-losses first). Only after :data:`RATE_LIMIT_WAITS` resets does a
-    10006 reach the decisions as a refusal.
+
+def batch_may_have_caused(error: VenueError | None) -> bool:
+    """Whether a batch item's failure may be the batch's doing (the budget ran out inside it, a
+    transient fault), so the item alone may fare better."""
+    return isinstance(error, RateLimited | TransientError)
+
+
+def refuses_batch(error: VenueError) -> bool:
+    """Whether ``error``, raised by a whole batch call, means the account cannot use batch endpoints.
+
+    What Bybit answers then (its docs and client reports; our requests always carry a valid
+    ``category=linear``): HTTP 404 on ``/v5/order/*-batch`` ("cannot find path ... category value
+    does not match account mode", what non-unified accounts get, pybit #165), 10017 route not
+    found, 10020 not a unified account, 10005 no permission for the endpoint, and a 10001 that
+    complains about the category. Choosing is cheap either way, since the items go out as single
+    calls at once; a refusal remembered wrongly costs requests, a transient error remembered would
+    cost them for good, so only these count.
     """
-    results: dict[int, ActionResult] = {}
-    queue = list(range(len(actions)))
-    waits = 0
-    while queue:
-        deferred: list[int] = []
-        limited: RateLimited | None = None
-        for position, index in enumerate(queue):
-            result = await execute_action(venue, actions[index])
-            if isinstance(result.error, RateLimited) and waits < RATE_LIMIT_WAITS:
-                deferred, limited = queue[position:], result.error
+    if error.code in BATCH_REFUSAL_CODES:
+        return True
+    if error.code == 10001:
+        return "category" in error.message.lower()
+    # The Bybit transport reports HTTP errors other than 403 / 5xx as a plain "HTTP <status>: ...".
+    return error.code == 0 and error.message.startswith("HTTP 404")
+
+
+def batch_rounds(actions: Sequence[Action]) -> list[list[int]]:
+    """The rounds in which batched ``actions`` go (indexes into ``actions``).
+
+    Each monitor's actions (by ``key``, in the order given) split into runs of consecutive actions
+    of the same kind; round ``r`` holds run ``r`` of every monitor. A monitor's cancel is thus
+    answered before its replacement is sent, while different monitors share each round's requests.
+    """
+    runs: dict[str, list[list[int]]] = {}
+    for index, action in enumerate(actions):
+        mine = runs.setdefault(action.key, [])
+        if mine and type(actions[mine[-1][-1]]) is type(action):
+            mine[-1].append(index)
+        else:
+            mine.append([index])
+    depth = max((len(r) for r in runs.values()), default=0)
+    return [[i for r in runs.values() if n < len(r) for i in r[n]] for n in range(depth)]
+
+
+def plan_calls(actions: Sequence[Action], items: Sequence[int]) -> list[list[int]]:
+    """The requests that carry ``items`` (indexes into ``actions``), in the order to send them.
+
+    Items are taken stop-losses first, then market closes, then the rest (:func:`resend_order`),
+    grouped by kind into calls of at most :data:`MAX_BATCH`; the calls holding a stop-loss or a
+    close go first.
+    """
+    by_kind: dict[type, list[int]] = {}
+    for index in resend_order(actions, items):
+        by_kind.setdefault(type(actions[index]), []).append(index)
+    calls = [group[i : i + MAX_BATCH] for group in by_kind.values() for i in range(0, len(group), MAX_BATCH)]
+    return sorted(calls, key=lambda call: min(protection_rank(actions[i]) for i in call))
+
+
+class OrderSender:
+    """Sends order actions for one account: one request per action (baseline) or through the batch
+    endpoints.
+
+    ``batching`` is the ``api_batching`` toggle and may be flipped at any time: each send (and each
+    round of one) reads it. ``room``, when given, says how many order units the engine's rate budget
+    allows now; batched rounds are planned within it. ``batch_refused`` is set for good once the
+    venue refuses batch endpoints for this account (see :func:`refuses_batch`).
+    """
+
+    def __init__(
+        self,
+        venue: Venue,
+        clock: Clock,
+        *,
+        batching: bool = False,
+        room: Callable[[], int] | None = None,
+    ) -> None:
+        self.venue = venue
+        self.clock = clock
+        self.batching = batching
+        self.room = room
+        self.batch_refused = False
+
+    @property
+    def batches(self) -> bool:
+        """Whether the next request may be a batch."""
+        return self.batching and not self.batch_refused
+
+    async def send(self, actions: Sequence[Action]) -> list[ActionResult]:
+        """Send ``actions`` (of any monitors of this account); one result per action, in the order
+        given. A venue error is a result, never raised.
+
+        Without batching: one request per action in the order given, rate-limit waits as
+        :meth:`_singly`. With batching, round by round (:func:`batch_rounds`); a round's items go
+        in batch requests (:func:`plan_calls`) within the room the budget has; a kind with a single
+        item in a round goes through the single endpoint (one request either way, and its answer is
+        the item's own). An item that failed for what the batch may have caused (its budget, a
+        transient fault) is sent again alone, once, and that answer is final; an item refused for
+        what it asks (a bad price, a trigger already passed) is answered at once, so a stop-out or
+        an emergency close is never a round trip late.
+        """
+        if not self.batches:
+            return await self._singly(actions)
+        results: dict[int, ActionResult] = {}
+        for items in batch_rounds(actions):
+            if self.batches:
+                await self._round(actions, items, results)
+            else:  # refused (or switched off) during this send: the rest goes one by one
+                for index, result in zip(items, await self._singly(_pick(actions, items)), strict=True):
+                    results[index] = result
+        return [results[index] for index in range(len(actions))]
+
+    async def _singly(self, actions: Sequence[Action]) -> list[ActionResult]:
+        """One request per action, in the order given (the decisions put the stop-loss first).
+
+        A rate-limit refusal (10006) is not an answer: that action and every one after it (the
+        budget is spent for them too) wait on the clock until the venue's reset time, then go again
+        in :func:`resend_order` (stop-losses first). Only after :data:`RATE_LIMIT_WAITS` resets does
+        a 10006 reach the decisions as a refusal.
+        """
+        results: dict[int, ActionResult] = {}
+        queue = list(range(len(actions)))
+        waits = 0
+        while queue:
+            deferred: list[int] = []
+            limited: RateLimited | None = None
+            for position, index in enumerate(queue):
+                with call_priority(call_priority_of([actions[index]])):
+                    result = await execute_action(self.venue, actions[index])
+                if isinstance(result.error, RateLimited) and waits < RATE_LIMIT_WAITS:
+                    deferred, limited = queue[position:], result.error
+                    break
+                results[index] = result
+            if limited is None:
                 break
+            waits += 1
+            await self.clock.sleep(reset_wait(limited, self.clock.now()))
+            queue = resend_order(actions, deferred)
+        return [results[index] for index in range(len(actions))]
+
+    async def _round(
+        self, actions: Sequence[Action], items: list[int], results: dict[int, ActionResult]
+    ) -> None:
+        """Send one round's ``items`` and put their results in ``results``.
+
+        Calls go one after another, protective ones first (:func:`plan_calls`), each planned within
+        the budget's room. A whole call refused for the rate limit waits for the reset, then what is
+        left of the round is planned again (stop-losses first); refused as a batch endpoint, it and
+        the rest go as single calls, and the account remembers it; any other error sends its items
+        as single calls this time.
+        """
+        pending = list(items)
+        waits = 0
+        while pending:
+            take = resend_order(actions, pending)[: await self._room_for(len(pending))]
+            taken = set(take)
+            pending = [i for i in pending if i not in taken]
+            calls = plan_calls(actions, take)
+            while calls:
+                call = calls.pop(0)
+                if len(call) == 1 or not self.batches:  # a lone item, or refused by an earlier call
+                    await self._alone(actions, call, results)
+                    continue
+                try:
+                    answers = await self._batch(actions, call)
+                except RateLimited as exc:
+                    if waits >= RATE_LIMIT_WAITS:
+                        for index in call:
+                            results[index] = result_of(actions[index], None, exc)
+                        continue
+                    waits += 1
+                    pending += call + [i for c in calls for i in c]
+                    calls = []
+                    await self.clock.sleep(reset_wait(exc, self.clock.now()))
+                    continue
+                except VenueError as exc:
+                    if refuses_batch(exc):
+                        self.batch_refused = True
+                        log.warning(
+                            "%s: the venue refuses batch order requests (%s); single requests from now on",
+                            self.venue.account,
+                            exc,
+                        )
+                    await self._alone(actions, call, results)
+                    continue
+                failed = []
+                for index, answer in zip(call, answers, strict=True):
+                    results[index] = result_of(actions[index], answer.ack, answer.error)
+                    if not results[index].ok and batch_may_have_caused(results[index].error):
+                        failed.append(index)
+                await self._alone(actions, failed, results)  # a failed item, once more on its own
+
+    async def _batch(self, actions: Sequence[Action], call: list[int]) -> list[BatchResult]:
+        """One batch request for ``call`` (items of one kind); one answer per item, in order."""
+        chosen = _pick(actions, call)
+        with call_priority(call_priority_of(chosen)):
+            if isinstance(chosen[0], PlaceOrder):
+                answers = await self.venue.place_batch(
+                    [a.request for a in chosen if isinstance(a, PlaceOrder)]
+                )
+            elif isinstance(chosen[0], AmendOrder):
+                answers = await self.venue.amend_batch(
+                    [a.request for a in chosen if isinstance(a, AmendOrder)]
+                )
+            else:
+                answers = await self.venue.cancel_batch(
+                    [a.request for a in chosen if isinstance(a, CancelOrder)]
+                )
+        if len(answers) != len(call):  # a venue that broke its contract: trust none of its answers
+            raise VenueError(f"a batch of {len(call)} orders got {len(answers)} answers")
+        return answers
+
+    async def _alone(
+        self, actions: Sequence[Action], items: Sequence[int], results: dict[int, ActionResult]
+    ) -> None:
+        """Send ``items`` as single requests (stop-losses first); their answers are final."""
+        order = resend_order(actions, items)
+        for index, result in zip(order, await self._singly(_pick(actions, order)), strict=True):
             results[index] = result
-        if limited is None:
-            break
-        waits += 1
-        await clock.sleep(reset_wait(limited, clock.now()))
-        queue = resend_order(actions, deferred)
-    return [results[index] for index in range(len(actions))]
+
+    async def _room_for(self, wanted: int) -> int:
+        """How many of ``wanted`` items the next plan may hold: all without a budget; else what the
+        budget has room for, waiting on the clock (polling every :data:`ROOM_POLL_S`) while it has
+        none, and after :data:`ROOM_WAIT_MAX_S` one item anyway."""
+        if self.room is None:
+            return wanted
+        waited = 0.0
+        while (left := self.room()) <= 0:
+            if waited >= ROOM_WAIT_MAX_S:
+                return 1
+            await self.clock.sleep(ROOM_POLL_S)
+            waited += ROOM_POLL_S
+        return min(left, wanted)
+
+
+def _pick(actions: Sequence[Action], items: Sequence[int]) -> list[Action]:
+    return [actions[index] for index in items]
+
+
+async def execute_actions(venue: Venue, actions: Sequence[Action], clock: Clock) -> list[ActionResult]:
+    """Send actions one request each, in the decisions' order (they put the stop-loss ahead of the
+    rest); returns one result per action, in the order given. A 10006 waits for the venue's reset
+    and goes again, stop-losses first (:meth:`OrderSender.send` without batching)."""
+    return await OrderSender(venue, clock).send(actions)

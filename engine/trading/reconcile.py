@@ -121,12 +121,15 @@ def _marks(positions: list[Position] | None) -> dict[str, float]:
     return {p.symbol: p.mark_price for p in positions or [] if p.is_open}
 
 
-async def read_view(venue: Venue, since: float, *, with_positions: bool) -> VenueView:
+async def read_view(
+    venue: Venue, since: float, *, with_positions: bool, symbol: str | None = None
+) -> VenueView:
     """Read positions (optional), open orders, then executions since ``since`` (a fill that lands
-    between the reads is then in the executions, never lost between two answers)."""
-    positions = await venue.positions() if with_positions else None
-    orders = await venue.open_orders()
-    executions = await venue.executions(since)
+    between the reads is then in the executions, never lost between two answers): of the whole
+    account in one call each, or of one ``symbol`` (the baseline's per-position check)."""
+    positions = await venue.positions(symbol) if with_positions else None
+    orders = await venue.open_orders(symbol)
+    executions = await venue.executions(since, symbol)
     return VenueView(positions, orders, executions, _marks(positions))
 
 
@@ -193,9 +196,20 @@ def reconcile_account(
     tag: str,
     new_monitor_id: Callable[[str], str],
     now: float,
+    scope: frozenset[str] | None = None,
 ) -> ReconcileOutcome:
-    """Repair one account's monitors against the venue (see the module doc)."""
+    """Repair one account's monitors against the venue (see the module doc).
+
+    ``scope``: a monitor check verifies only the orders and positions of these symbols (the
+    monitors due); fills in the view are still applied to every monitor (the execution cursor moves
+    for all of them), while orders, positions and adoption outside the scope are left to the next
+    pass that covers them. None is the whole account.
+    """
     out = ReconcileOutcome()
+
+    def in_scope(symbol: str) -> bool:
+        return scope is None or symbol in scope
+
     ms = {
         k: copy.deepcopy(m)
         for k, m in monitors.items()
@@ -235,6 +249,8 @@ def reconcile_account(
     seen: set[tuple[str, str]] = set()
     foreign: list[Order] = []
     for order in view.open_orders:
+        if not in_scope(order.symbol):
+            continue
         parsed = parse_link_id(order.link_id)
         if parsed is not None and parsed.tag == tag:
             owner = by_id.get(parsed.monitor_id)
@@ -266,6 +282,8 @@ def reconcile_account(
                     _take_terms(mo, order)
                     seen.add((m.key, slot_name))
     for m in ms.values():
+        if not in_scope(m.symbol):
+            continue
         eps = qty_tolerance(instruments[m.symbol])
         for slot_name, mo in m.orders.items():
             if not mo.status.live or (m.key, slot_name) in seen:
@@ -308,7 +326,7 @@ def reconcile_account(
     if view.positions is not None:
         fresh = view.positions_after is not None  # read after the executions: reflects all of them
         current = view.positions_after if view.positions_after is not None else view.positions
-        open_positions = {p.symbol: p for p in current if p.is_open}
+        open_positions = {p.symbol: p for p in current if p.is_open and in_scope(p.symbol)}
         last_fill: dict[str, float] = {}
         for exe in fills.values():
             if not exe.is_funding:  # funding moves money, not the position
@@ -321,7 +339,7 @@ def reconcile_account(
             return p is None or last_fill[symbol] >= p.ts
 
         for m in ms.values():
-            if m.phase is Phase.CLOSED:
+            if m.phase is Phase.CLOSED or not in_scope(m.symbol):
                 continue
             instrument = instruments[m.symbol]
             eps = qty_tolerance(instrument)
@@ -372,7 +390,8 @@ def reconcile_account(
                 )
             )
         covered = {m.symbol for m in ms.values() if m.phase is not Phase.CLOSED}
-        for p in open_positions.values():
+        unmonitored = open_positions.values() if scope is None else ()  # adopted by whole-account passes
+        for p in unmonitored:
             if p.symbol in covered or p.symbol not in instruments or p.side is None:
                 continue
             if stale(p.symbol, p):
@@ -398,6 +417,8 @@ def reconcile_account(
     # same symbol cancels its leftovers (its old stop among them)
     out.transitions += adopted
     for key, m in ms.items():
+        if not in_scope(m.symbol) and reasons[key] is None and key not in trades:
+            continue  # outside the check and no fill of its own: nothing was decided for it
         for mo in m.orders.values():
             mo.failures = 0
         t = finish_transition(m, instruments[m.symbol], params, reasons[key], alerts[key], trades.get(key))

@@ -109,7 +109,8 @@ async def serve(
     """
     keys = keys_from_env(settings)
     check_address(host, port)
-    check_symbols(list(settings.get("sim.symbols")))  # the server's market is the simulator's, always
+    # The server's market is the simulator's, always.
+    check_symbols(list(settings.get("sim.symbols")), int(settings.get("sim.synthetic_symbols")))
     lock = lock_state_dir(state_dir)
     try:
         clock = RealClock()

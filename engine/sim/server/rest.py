@@ -253,8 +253,11 @@ class RestApi:
         raw = self._raw("", Endpoint.INSTRUMENTS, params)
         names = {r.get("symbol") for r in raw if isinstance(r, dict)}
         symbols = [s for s in self._symbols(params) if s not in names] if names else self._symbols(params)
-        items = raw + [instrument_json(self.exchange.instruments[s]) for s in symbols]
-        return {"category": CATEGORY, "list": items, "nextPageCursor": ""}
+        # Paged as Bybit pages it (limit 1-1000, default 500): with many synthetic symbols a client
+        # that reads one page only would miss listings.
+        page, cursor = _page(symbols, params, default=500, maximum=1000)
+        items = raw + [instrument_json(self.exchange.instruments[s]) for s in page]
+        return {"category": CATEGORY, "list": items, "nextPageCursor": cursor}
 
     async def _tickers(self, account: str, params: Mapping[str, Any]) -> JsonDict:
         items = [
@@ -337,7 +340,11 @@ class RestApi:
         return {"list": [_ack_json(a) for a in acks], "success": "1"}
 
     async def _batch(
-        self, account: str, params: Mapping[str, Any], apply: Callable[[Mapping[str, Any]], OrderAck]
+        self,
+        account: str,
+        params: Mapping[str, Any],
+        apply: Callable[[Mapping[str, Any]], OrderAck],
+        endpoint: str,
     ) -> tuple[JsonDict, JsonDict]:
         items = params.get("request")
         if not isinstance(items, list) or not items:
@@ -354,6 +361,7 @@ class RestApi:
                     raise RateLimited("Too many visits!")
                 if not isinstance(item, dict):
                     raise InvalidRequest("params error: each request item must be an object", 10001)
+                self.exchange.check_item_fault(account, endpoint)
                 ack = apply(item)
             except VenueError as exc:
                 results.append(
@@ -374,17 +382,26 @@ class RestApi:
 
     async def _create_batch(self, account: str, params: Mapping[str, Any]) -> tuple[JsonDict, JsonDict]:
         return await self._batch(
-            account, params, lambda p: self.exchange.place(account, parse_order_request(p))
+            account,
+            params,
+            lambda p: self.exchange.place(account, parse_order_request(p)),
+            Endpoint.CREATE_BATCH,
         )
 
     async def _amend_batch(self, account: str, params: Mapping[str, Any]) -> tuple[JsonDict, JsonDict]:
         return await self._batch(
-            account, params, lambda p: self.exchange.amend(account, parse_amend_request(p))
+            account,
+            params,
+            lambda p: self.exchange.amend(account, parse_amend_request(p)),
+            Endpoint.AMEND_BATCH,
         )
 
     async def _cancel_batch(self, account: str, params: Mapping[str, Any]) -> tuple[JsonDict, JsonDict]:
         return await self._batch(
-            account, params, lambda p: self.exchange.cancel(account, parse_cancel_request(p))
+            account,
+            params,
+            lambda p: self.exchange.cancel(account, parse_cancel_request(p)),
+            Endpoint.CANCEL_BATCH,
         )
 
     async def _set_leverage(self, account: str, params: Mapping[str, Any]) -> JsonDict:

@@ -1,0 +1,469 @@
+"""The engine's plan of venue calls per account: a rate budget that paces calls before the venue refuses.
+
+What Bybit V5 allows (https://bybit-exchange.github.io/docs/v5/rate-limit, checked for this module):
+
+- **Per UID, per endpoint, over a rolling one-second window.** For the linear category the order
+  endpoints (``/v5/order/create``, ``amend``, ``cancel``, ``cancel-all``, ``create-batch``,
+  ``amend-batch``, ``cancel-batch``, ``/v5/position/set-leverage``) allow 10/s each; the private reads
+  (``/v5/order/realtime``, ``/v5/execution/list``, ``/v5/position/list``,
+  ``/v5/account/wallet-balance``) 50/s each. Over the limit a call gets retCode 10006 "Too many
+  visits!", and the ``X-Bapi-Limit-Reset-Timestamp`` header says when the window refills.
+- **Batch endpoints are counted per order, not per request**: a batch of 5 orders consumes 5 of the
+  batch endpoint's own limit (which is not shared with the single-order endpoint); when the batch holds
+  more orders than are left, the first ones succeed and the rest fail with 10006 one by one.
+- **Per IP: 600 requests in any 5-second window**, across every account and endpoint behind the IP
+  (public market data included). Over it Bybit answers HTTP 403 "access too frequent" and the IP is
+  banned for at least 10 minutes (``engine.venue.bybit.transport.IpGuard`` stops every call then).
+  The public market endpoints (tickers, instruments) have no per-UID limit, only this one.
+
+The simulator (``engine.sim.ratelimit``) enforces the same per-account budgets: 10 units/s for each
+order endpoint, 50/s for each read, one unit per batch item.
+
+This budget is venue-neutral and plans per account and *kind* of call rather than per endpoint: one
+10/s window for all order calls together and one 50/s window for all reads (market data included, as
+the simulator counts it), which never plans more than any one endpoint allows and is simple to reason
+about (the engine's bursts are mostly one endpoint anyway: thirty amends after a wave of TP fills),
+plus the IP window shared by every account on the same host. A call waits on the injected clock until
+its units fit. When calls queue, the most urgent goes first (:mod:`engine.venue.priority`: stop-losses,
+then other orders, then checks, then the dashboard), oldest first within a priority, and a less urgent
+call never takes units that a more urgent waiter needs: behind a kind's first waiter that does not fit,
+no call of that kind passes, and the IP units it needs are kept from the other kind's less urgent calls.
+A batch larger than the order limit is granted once the window is empty, but the venue still admits
+only as many of its items per second as its limit (the rest come back 10006), so batches should not
+carry more than :meth:`CallBudget.limit` items.
+
+A request's units count from the moment it is sent until one window after its answer arrives
+(:meth:`CallBudget.claim`): the venue counts it somewhere in between, so a window that rolls from the
+answer can never overlap the venue's, whatever the round trip. One gateway call counts as one request
+even when the Bybit transport pages or retries inside it; the per-endpoint pacing on the
+``X-Bapi-Limit*`` headers in :mod:`engine.venue.bybit.limits` stays underneath as the last guard.
+
+Priority is arbitrated within one account; between accounts the IP window is first come, first served
+(it binds only with more than two busy accounts on one host). One budget lives on one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import logging
+import weakref
+from collections import Counter, deque
+from enum import StrEnum
+from types import TracebackType
+from typing import TypedDict
+from urllib.parse import urlsplit
+
+from engine.core.clock import Clock
+from engine.venue.base import Endpoint
+from engine.venue.priority import Priority, current_priority
+
+log = logging.getLogger("opconsole.venue.budget")
+
+WINDOW_S = 1.0
+"""Bybit's per-UID windows roll over one second."""
+
+ORDERS_PER_S = 10
+READS_PER_S = 50
+IP_LIMIT = 600
+IP_WINDOW_S = 5.0
+
+_EPSILON_S = 1e-9
+"""Time tolerance: a sleep on the clock to the moment a unit expires may land a rounding error short
+of it, and must still find the unit expired (or the budget would wake again and again at once)."""
+
+
+class CallKind(StrEnum):
+    """The budget a call spends from."""
+
+    ORDERS = "orders"
+    READS = "reads"
+
+
+ORDER_ENDPOINTS = frozenset(
+    {
+        Endpoint.CREATE,
+        Endpoint.AMEND,
+        Endpoint.CANCEL,
+        Endpoint.CANCEL_ALL,
+        Endpoint.CREATE_BATCH,
+        Endpoint.AMEND_BATCH,
+        Endpoint.CANCEL_BATCH,
+        Endpoint.SET_LEVERAGE,
+    }
+)
+"""The V5 paths that spend the order budget; every other path is a read."""
+
+
+def kind_of(endpoint: str) -> CallKind:
+    """Which budget a call to the V5 path ``endpoint`` spends."""
+    return CallKind.ORDERS if endpoint in ORDER_ENDPOINTS else CallKind.READS
+
+
+class WindowRow(TypedDict):
+    """One window as the snapshot shows it."""
+
+    limit: int
+    left: int
+    reset_in_s: float
+    """Seconds until the whole limit is available again (0 when nothing is spent)."""
+
+
+class BudgetRow(TypedDict):
+    """An account's budget as the snapshot shows it."""
+
+    orders: WindowRow
+    reads: WindowRow
+    ip: WindowRow
+
+
+class RollingWindow:
+    """Units spent over a rolling window of ``window_s`` seconds on ``clock``, at most ``limit``.
+
+    A unit is either *stamped* (it expires ``window_s`` after its stamp) or *in flight* (its request
+    has not been answered yet, so it cannot expire; :meth:`land` stamps it). Every stamp is "now", so
+    the stamped units stay in time order.
+    """
+
+    def __init__(self, clock: Clock, limit: int, window_s: float) -> None:
+        if limit < 1 or window_s <= 0:
+            raise ValueError(f"a window needs limit >= 1 and window_s > 0, got {limit} and {window_s}")
+        self.clock = clock
+        self.limit = limit
+        self.window_s = window_s
+        self._stamped: deque[tuple[float, int]] = deque()
+        self._stamped_units = 0  # their sum, kept so that a look at the window costs O(1)
+        self._in_flight = 0
+        self._blocked_until: float | None = None
+
+    def _roll(self) -> float:
+        """Drop the expired units and the lapsed block; returns now."""
+        now = self.clock.now()
+        while self._stamped and self._stamped[0][0] + self.window_s <= now + _EPSILON_S:
+            self._stamped_units -= self._stamped.popleft()[1]
+        if self._blocked_until is not None and self._blocked_until <= now + _EPSILON_S:
+            self._blocked_until = None
+        return now
+
+    def used(self) -> int:
+        """Units counted in the window now (the whole limit while the venue says it is spent)."""
+        self._roll()
+        spent = self._in_flight + self._stamped_units
+        return max(spent, self.limit) if self._blocked_until is not None else spent
+
+    def left(self) -> int:
+        """Units that fit now."""
+        return max(0, self.limit - self.used())
+
+    def fits(self, need: int) -> bool:
+        """Whether ``need`` more units fit now (``need`` is already capped at the limit)."""
+        return self.used() + need <= self.limit
+
+    def free_at(self, need: int) -> float | None:
+        """The moment ``need`` more units will fit as the window rolls (now if they fit now), or None
+        when that depends on requests still in flight, or on more than the limit."""
+        now = self._roll()
+        if need > self.limit:
+            return None
+        used = self._in_flight + self._stamped_units
+        moment = now
+        if used + need > self.limit:
+            for stamp, units in self._stamped:
+                used -= units
+                if used + need <= self.limit:
+                    moment = stamp + self.window_s
+                    break
+            else:
+                return None
+        return moment if self._blocked_until is None else max(moment, self._blocked_until)
+
+    def take(self, units: int, *, in_flight: bool) -> None:
+        """Spend ``units`` now: in flight until :meth:`land`, or stamped now."""
+        now = self._roll()
+        if in_flight:
+            self._in_flight += units
+        else:
+            self._stamp(now, units)
+
+    def land(self, units: int) -> None:
+        """The request holding ``units`` in flight was answered: they expire one window from now."""
+        now = self._roll()
+        self._in_flight = max(0, self._in_flight - units)
+        self._stamp(now, units)
+
+    def _stamp(self, now: float, units: int) -> None:
+        self._stamped.append((now, units))
+        self._stamped_units += units
+
+    def block(self, until: float) -> None:
+        """The venue refused a call for the rate limit: count the window as spent until ``until``."""
+        self._roll()
+        self._blocked_until = max(until, self._blocked_until or until)
+
+    def row(self) -> WindowRow:
+        """The window for the snapshot."""
+        now = self._roll()
+        full_at = now
+        if self._stamped:
+            full_at = self._stamped[-1][0] + self.window_s
+        if self._in_flight:
+            full_at = max(full_at, now + self.window_s)
+        if self._blocked_until is not None:
+            full_at = max(full_at, self._blocked_until)
+        return WindowRow(limit=self.limit, left=self.left(), reset_in_s=round(full_at - now, 3))
+
+
+class IpWindow(RollingWindow):
+    """The IP-wide limit, shared by every account behind the same host: ``limit`` per rolling
+    ``window_s`` (Bybit: 600 per 5 s). Every :class:`CallBudget` over it is told when units land, so a
+    waiter blocked by another account's requests in flight wakes when they are answered."""
+
+    def __init__(self, clock: Clock, limit: int = IP_LIMIT, window_s: float = IP_WINDOW_S) -> None:
+        super().__init__(clock, limit, window_s)
+        self._budgets: weakref.WeakSet[CallBudget] = weakref.WeakSet()
+
+    def attach(self, budget: CallBudget) -> None:
+        """Tell ``budget`` whenever units land here."""
+        self._budgets.add(budget)
+
+    def land(self, units: int) -> None:
+        super().land(units)
+        for budget in list(self._budgets):
+            budget._dispatch()
+
+
+_IP_WINDOWS: dict[tuple[str, int], IpWindow] = {}
+"""One IP window per host for the whole process (the limit is the IP's, whatever the account), and
+per clock: engines on clocks of their own (tests, virtual runs) do not share simulated time. A window
+keeps its clock alive, so a clock's id is never reused while its key is here."""
+
+
+def shared_ip_window(host: str, clock: Clock, limit: int = IP_LIMIT) -> IpWindow:
+    """The process's IP window for ``host`` (a host name or a URL) on ``clock``, created on first use
+    with ``limit`` per window, as :func:`engine.venue.bybit.transport.shared_ip_guard` shares the
+    IP-ban stop."""
+    key = (urlsplit(host).netloc or host, id(clock))
+    if key not in _IP_WINDOWS:
+        _IP_WINDOWS[key] = IpWindow(clock, limit)
+    return _IP_WINDOWS[key]
+
+
+class Claim:
+    """One request's units of a :class:`CallBudget`: ``async with budget.claim(...)`` waits until they
+    fit, holds them in flight while the block runs (the request), and lets them expire one window after
+    it ends (the answer). A caller that joins the request can :meth:`urge` it to its own priority."""
+
+    def __init__(
+        self, budget: CallBudget, kind: CallKind, units: int, priority: Priority, *, hold: bool
+    ) -> None:
+        if units < 1:
+            raise ValueError(f"a call spends at least one unit, got {units}")
+        self.budget = budget
+        self.kind = kind
+        self.units = units
+        self.priority = priority
+        self.hold = hold
+        self.granted = False
+        self.seq = 0
+        self.future: asyncio.Future[None] | None = None
+
+    def urge(self, priority: Priority) -> None:
+        """Raise the claim to ``priority`` if that is more urgent and it is still waiting."""
+        if not self.granted and priority < self.priority:
+            self.budget._reorder(self, priority)
+
+    async def wait(self) -> None:
+        """Wait until the units are granted (see :meth:`CallBudget.acquire`)."""
+        await self.budget._wait(self)
+
+    async def __aenter__(self) -> Claim:
+        await self.wait()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.budget._land(self)
+
+
+def _rank(claim: Claim) -> tuple[Priority, int]:
+    """A waiting claim's place: most urgent first, then oldest."""
+    return claim.priority, claim.seq
+
+
+class CallBudget:
+    """One account's plan of calls: a rolling window per :class:`CallKind` and the shared IP window.
+
+    See the module docstring for the limits and the order in which waiting calls are served.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        ip: IpWindow,
+        *,
+        orders_per_s: int = ORDERS_PER_S,
+        reads_per_s: int = READS_PER_S,
+    ) -> None:
+        self.clock = clock
+        self.ip = ip
+        self._windows = {
+            CallKind.ORDERS: RollingWindow(clock, orders_per_s, WINDOW_S),
+            CallKind.READS: RollingWindow(clock, reads_per_s, WINDOW_S),
+        }
+        # Waiting claims per kind, most urgent first, then oldest (:func:`_rank`).
+        self._queues: dict[CallKind, list[Claim]] = {kind: [] for kind in CallKind}
+        self._seq = itertools.count(1)
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_at: float | None = None
+        ip.attach(self)
+
+    # --- what callers use --------------------------------------------------------------------------
+    def limit(self, kind: CallKind) -> int:
+        """Units per window of ``kind`` (a batch larger than this waits for an empty window)."""
+        return self._windows[kind].limit
+
+    def left(self, kind: CallKind) -> int:
+        """Units of ``kind`` that may be spent now: the least of the kind's window and the IP window."""
+        return min(self._windows[kind].left(), self.ip.left())
+
+    def claim(self, kind: CallKind, units: int = 1, priority: Priority | None = None) -> Claim:
+        """A request's units, for ``async with``: waits like :meth:`acquire`, and counts the units from
+        the moment the request is sent until one window after the block ends (its answer)."""
+        urgency = current_priority() if priority is None else priority
+        return Claim(self, kind, units, urgency, hold=True)
+
+    async def acquire(self, kind: CallKind, units: int = 1, priority: Priority | None = None) -> None:
+        """Wait on the clock until ``units`` of ``kind`` fit, then spend them (they expire one window
+        from now).
+
+        Waiting callers are served most urgent first (then oldest), and a less urgent caller never takes
+        units a more urgent waiter needs. More units than the limit (a 20-item batch on a 10/s budget)
+        are granted when the window is empty. ``priority`` None means :func:`current_priority`.
+        """
+        await Claim(
+            self, kind, units, current_priority() if priority is None else priority, hold=False
+        ).wait()
+
+    def refused(self, kind: CallKind, reset_at: float | None) -> None:
+        """The venue answered 10006 anyway (another client on the account, a limit lower than planned):
+        count the kind's window as spent until ``reset_at``, or for one window when it is unknown."""
+        now = self.clock.now()
+        window = self._windows[kind]
+        until = reset_at if reset_at is not None and reset_at > now else now + window.window_s
+        log.warning("%s budget refused by the venue; paused for %.3fs", kind, until - now)
+        window.block(until)
+        self._dispatch()
+
+    def row(self) -> BudgetRow:
+        """The budget for the snapshot's ``api_calls`` section."""
+        return BudgetRow(
+            orders=self._windows[CallKind.ORDERS].row(),
+            reads=self._windows[CallKind.READS].row(),
+            ip=self.ip.row(),
+        )
+
+    @property
+    def waiting(self) -> dict[Priority, int]:
+        """How many calls wait, per priority."""
+        counts = Counter(claim.priority for queue in self._queues.values() for claim in queue)
+        return {priority: counts[priority] for priority in Priority}
+
+    # --- the queue ---------------------------------------------------------------------------------
+    async def _wait(self, claim: Claim) -> None:
+        claim.seq = next(self._seq)
+        claim.future = asyncio.get_running_loop().create_future()
+        bisect.insort(self._queues[claim.kind], claim, key=_rank)
+        self._dispatch()
+        try:
+            await claim.future
+        except asyncio.CancelledError:
+            if claim.granted:
+                # Granted in the same instant the caller was cancelled: the request is never sent,
+                # but its units are counted as if it had been answered now (the cautious side).
+                self._land(claim)
+            else:
+                self._queues[claim.kind].remove(claim)
+                self._dispatch()  # it no longer holds back the less urgent waiters behind it
+            raise
+
+    def _reorder(self, claim: Claim, priority: Priority) -> None:
+        """Move a waiting claim to its new, more urgent place in the queue."""
+        queue = self._queues[claim.kind]
+        if claim in queue:
+            queue.remove(claim)
+            claim.priority = priority
+            bisect.insort(queue, claim, key=_rank)
+            self._dispatch()
+        else:  # not queued yet (its request has not asked for the units): it will queue at this rank
+            claim.priority = priority
+
+    def _land(self, claim: Claim) -> None:
+        """The claim's request was answered (or never sent): its in-flight units start to expire."""
+        if not (claim.granted and claim.hold):
+            return
+        claim.hold = False
+        self._windows[claim.kind].land(claim.units)
+        self.ip.land(claim.units)  # dispatches every budget on the IP, this one included
+
+    def _dispatch(self) -> None:
+        """Grant the waiting claims that fit, most urgent first; then sleep until the next one may.
+
+        A kind's first claim that does not fit closes that kind (no less urgent claim of it passes),
+        and reserves its units of the IP window from the less urgent claims of the other kind.
+        """
+        reserved_ip = 0
+        heads: list[tuple[Claim, int]] = []  # each kind's blocked first claim, and the IP reserved ahead
+        open_kinds = [kind for kind, queue in self._queues.items() if queue]
+        while open_kinds:
+            kind = min(open_kinds, key=lambda k: _rank(self._queues[k][0]))
+            queue, window = self._queues[kind], self._windows[kind]
+            claim = queue[0]
+            need, ip_need = min(claim.units, window.limit), min(claim.units, self.ip.limit)
+            if window.fits(need) and self.ip.fits(reserved_ip + ip_need):
+                queue.pop(0)
+                self._grant(claim)
+                if not queue:
+                    open_kinds.remove(kind)
+                continue
+            heads.append((claim, reserved_ip))
+            reserved_ip += ip_need
+            open_kinds.remove(kind)
+        self._arm(self._next_wake(heads))
+
+    def _grant(self, claim: Claim) -> None:
+        self._windows[claim.kind].take(claim.units, in_flight=claim.hold)
+        self.ip.take(claim.units, in_flight=claim.hold)
+        claim.granted = True
+        if claim.future is not None and not claim.future.done():
+            claim.future.set_result(None)
+
+    def _next_wake(self, heads: list[tuple[Claim, int]]) -> float | None:
+        """When the first blocked claim of some kind will fit (the ones behind it wait for it anyway);
+        None when only answers to requests in flight can free units (:meth:`_land` dispatches then)."""
+        moments: list[float] = []
+        for claim, ip_ahead in heads:
+            window = self._windows[claim.kind]
+            own = window.free_at(min(claim.units, window.limit))
+            shared = self.ip.free_at(ip_ahead + min(claim.units, self.ip.limit))
+            if own is not None and shared is not None:
+                moments.append(max(own, shared))
+        return min(moments) if moments else None
+
+    def _arm(self, wake: float | None) -> None:
+        """Sleep until ``wake`` (one timer per budget), then dispatch again."""
+        if self._timer is not None and not self._timer.done():
+            if wake == self._timer_at:
+                return
+            self._timer.cancel()
+        self._timer, self._timer_at = None, wake
+        if wake is not None:
+            # A floor keeps a wake computed a rounding error in the past from spinning the loop.
+            delay = max(wake - self.clock.now(), _EPSILON_S * 1000)
+            self._timer = asyncio.get_running_loop().create_task(self._sleep_then_dispatch(delay))
+
+    async def _sleep_then_dispatch(self, delay: float) -> None:
+        await self.clock.sleep(delay)
+        self._timer = None
+        self._dispatch()

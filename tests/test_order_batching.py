@@ -1,0 +1,398 @@
+"""The batched order path (``api_batching``): actions of many monitors share the batch endpoints, each
+monitor's actions keep their order, failed items go again alone, a refusing account falls back to single
+calls for good, and the rate budget is planned stop-losses first."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pytest
+
+from engine.core.clock import VirtualClock
+from engine.core.models import AmendRequest, CancelRequest, OrderAck, OrderRequest, OrderType, Side
+from engine.sim import ratelimit
+from engine.sim.exchange import SimExchange
+from engine.sim.venue import SimVenue
+from engine.trading.orders import (
+    Action,
+    ActionResult,
+    AmendOrder,
+    CancelOrder,
+    OrderSender,
+    PlaceOrder,
+    batch_rounds,
+    execute_actions,
+    plan_calls,
+    refuses_batch,
+)
+from engine.venue.base import BatchResult, Endpoint
+from engine.venue.budget import CallBudget, CallKind, IpWindow
+from engine.venue.errors import (
+    AuthError,
+    OrderNotFound,
+    QtyTooSmall,
+    RateLimited,
+    TransientError,
+    VenueError,
+    error_from_code,
+)
+from engine.venue.gateway import VenueGateway
+from engine.venue.priority import Priority, current_priority
+
+T = TypeVar("T")
+ETH = "ETHUSDT"
+BATCHES = (Endpoint.CREATE_BATCH, Endpoint.AMEND_BATCH, Endpoint.CANCEL_BATCH)
+
+
+@dataclass
+class Request:
+    """One request the venue was sent: what it carried, when, and at which budget priority."""
+
+    endpoint: str
+    links: tuple[str, ...]
+    priority: Priority
+    sent_at: float
+    answered_at: float | None = None
+
+
+class RecordingVenue(SimVenue):
+    """A SimVenue that also logs each order request (items, times, priority) and the order in which
+    requests were sent and answered."""
+
+    def __init__(self, exchange: SimExchange) -> None:
+        super().__init__(exchange, "main")
+        self.log: list[Request] = []
+        self.events: list[tuple[str, str, tuple[str, ...]]] = []
+
+    async def _record(self, endpoint: str, links: Sequence[str], call: Awaitable[T]) -> T:
+        entry = Request(endpoint, tuple(links), current_priority(), self.exchange.clock.now())
+        self.log.append(entry)
+        self.events.append(("sent", endpoint, entry.links))
+        try:
+            return await call
+        finally:
+            entry.answered_at = self.exchange.clock.now()
+            self.events.append(("answered", endpoint, entry.links))
+
+    async def place(self, request: OrderRequest) -> OrderAck:
+        return await self._record(Endpoint.CREATE, [request.link_id], super().place(request))
+
+    async def amend(self, request: AmendRequest) -> OrderAck:
+        return await self._record(Endpoint.AMEND, [request.link_id], super().amend(request))
+
+    async def cancel(self, request: CancelRequest) -> OrderAck:
+        return await self._record(Endpoint.CANCEL, [request.link_id], super().cancel(request))
+
+    async def place_batch(self, requests: Sequence[OrderRequest]) -> list[BatchResult]:
+        links = [r.link_id for r in requests]
+        return await self._record(Endpoint.CREATE_BATCH, links, super().place_batch(requests))
+
+    async def amend_batch(self, requests: Sequence[AmendRequest]) -> list[BatchResult]:
+        links = [r.link_id for r in requests]
+        return await self._record(Endpoint.AMEND_BATCH, links, super().amend_batch(requests))
+
+    async def cancel_batch(self, requests: Sequence[CancelRequest]) -> list[BatchResult]:
+        links = [r.link_id for r in requests]
+        return await self._record(Endpoint.CANCEL_BATCH, links, super().cancel_batch(requests))
+
+    def sent(self, endpoint: str) -> list[Request]:
+        return [r for r in self.log if r.endpoint == endpoint]
+
+
+def make_venue(latency: str = "none") -> RecordingVenue:
+    clock = VirtualClock(start=10_000.0)
+    exchange = SimExchange(
+        clock=clock,
+        seed=7,
+        symbols=["BTCUSDT", ETH],
+        balances={"main": 1_000_000.0},
+        slippage_bps=0.0,
+        latency=latency,
+    )
+    exchange.set_price(ETH, 3000.0)
+    return RecordingVenue(exchange)
+
+
+def key(n: int) -> str:
+    return f"main:M{n:02d}:Buy"
+
+
+def limit(link: str, price: float = 2000.0, qty: float = 0.1) -> OrderRequest:
+    return OrderRequest(ETH, Side.BUY, OrderType.LIMIT, qty, price=price, link_id=link)
+
+
+def place(n: int, slot: str, price: float = 2000.0, qty: float = 0.1) -> PlaceOrder:
+    return PlaceOrder(key(n), slot, limit(f"m{n}-{slot}", price, qty))
+
+
+def resting(venue: RecordingVenue, link: str, price: float = 2000.0) -> str:
+    """An order already on the book (placed on the exchange directly: no request is counted)."""
+    return venue.exchange.place("main", limit(link, price)).link_id
+
+
+def amend(venue: RecordingVenue, n: int, slot: str = "tp1") -> AmendOrder:
+    link = resting(venue, f"m{n}-{slot}")
+    return AmendOrder(key(n), slot, AmendRequest(ETH, link_id=link, price=2500.0), (0.1, 2000.0, None))
+
+
+def cancel(venue: RecordingVenue, n: int, slot: str = "tp1") -> CancelOrder:
+    link = resting(venue, f"m{n}-old-{slot}")
+    return CancelOrder(key(n), slot, CancelRequest(ETH, link_id=link))
+
+
+async def send(venue: RecordingVenue, sender: OrderSender, actions: Sequence[Action]) -> list[ActionResult]:
+    clock = venue.exchange.clock
+    assert isinstance(clock, VirtualClock)
+    results = await clock.drive_while(sender.send(actions))
+    assert [r.action for r in results] == list(actions)  # one result per action, in the order given
+    return results
+
+
+def batching(venue: RecordingVenue, room: Callable[[], int] | None = None) -> OrderSender:
+    return OrderSender(venue, venue.exchange.clock, batching=True, room=room)
+
+
+def test_batch_rounds_split_each_monitors_actions_into_runs_of_one_kind() -> None:
+    venue = make_venue()
+    a_cancel, a_place, a_amend = cancel(venue, 1), place(1, "tp1"), amend(venue, 1, "tp2")
+    b_place, b_place2, c_cancel = place(2, "sl"), place(2, "tp1"), cancel(venue, 3)
+    actions: list[Action] = [a_cancel, b_place, a_place, c_cancel, b_place2, a_amend]
+    # A: [cancel] [place] [amend]; B: [place, place]; C: [cancel] -- round r is run r of each
+    assert batch_rounds(actions) == [[0, 1, 4, 3], [2], [5]]
+    assert batch_rounds([]) == []
+
+
+def test_calls_holding_a_stop_loss_or_a_close_go_first() -> None:
+    venue = make_venue()
+    tps = [place(n, "tp1") for n in range(21)]
+    actions: list[Action] = [*tps, place(21, "sl"), cancel(venue, 22, "cl")]
+    calls = plan_calls(actions, range(len(actions)))
+    # creates: the stop and 19 TPs, then the 2 TPs left; the close's cancel goes between them
+    assert [[actions[i].slot for i in call][:2] for call in calls] == [["sl", "tp1"], ["cl"], ["tp1", "tp1"]]
+    assert [len(call) for call in calls] == [20, 1, 2]
+
+
+async def test_thirty_amends_of_thirty_monitors_go_in_two_amend_batch_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An account whose order budget holds the thirty at once (Bybit raises it with the VIP level):
+    # the point here is the grouping, not the rate limit.
+    monkeypatch.setattr(ratelimit, "ORDER_BUDGET", 50)
+    venue = make_venue()
+    actions = [amend(venue, n) for n in range(30)]
+    results = await send(venue, batching(venue), actions)
+    assert venue.calls.counts == {Endpoint.AMEND_BATCH: 2}
+    assert [len(r.links) for r in venue.log] == [20, 10]
+    for action, result in zip(actions, results, strict=True):  # each answer went to its own monitor
+        assert result.ok and result.ack is not None, result
+        assert result.ack.link_id == action.request.link_id
+    assert {o.price for o in venue.exchange.open_orders("main", ETH)} == {2500.0}
+
+
+async def test_one_monitors_cancel_is_answered_before_its_place_is_sent() -> None:
+    venue = make_venue(latency="realistic")
+    # Two monitors replace a TP (cancel, then place); two others place their stops.
+    a_cancel, b_cancel = cancel(venue, 1), cancel(venue, 2)
+    actions: list[Action] = [
+        place(3, "sl"),
+        a_cancel,
+        place(1, "tp1"),
+        place(4, "sl"),
+        b_cancel,
+        place(2, "tp1"),
+    ]
+    results = await send(venue, batching(venue), actions)
+    assert all(r.ok for r in results), results
+    assert [(r.endpoint, r.links) for r in venue.log] == [
+        (Endpoint.CREATE_BATCH, ("m3-sl", "m4-sl")),  # the stops first
+        (Endpoint.CANCEL_BATCH, ("m1-old-tp1", "m2-old-tp1")),
+        (Endpoint.CREATE_BATCH, ("m1-tp1", "m2-tp1")),
+    ]
+    cancels_answered = venue.events.index(("answered", Endpoint.CANCEL_BATCH, venue.log[1].links))
+    places_sent = venue.events.index(("sent", Endpoint.CREATE_BATCH, venue.log[2].links))
+    assert cancels_answered < places_sent
+    assert [r.priority for r in venue.log] == [Priority.PROTECT, Priority.TRADE, Priority.TRADE]
+
+
+async def test_a_batch_item_refused_for_the_rate_limit_is_sent_again_alone() -> None:
+    venue = make_venue()
+    # Seven of the create-batch endpoint's ten units this second are spent: of four items, Bybit
+    # admits three and fails the fourth on its own with 10006 inside a retCode-0 reply.
+    venue.exchange.admit_batch("main", Endpoint.CREATE_BATCH, 7)
+    actions = [place(n, "tp1", price=2000.0 + n) for n in range(4)]
+    results = await send(venue, batching(venue), actions)
+    assert all(r.ok and r.ack is not None and r.ack.order_id for r in results), results
+    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 1, Endpoint.CREATE: 1}
+    assert [(r.endpoint, r.links) for r in venue.log][1:] == [(Endpoint.CREATE, ("m3-tp1",))]
+    links = sorted(o.link_id for o in venue.exchange.open_orders("main", ETH))
+    assert links == ["m0-tp1", "m1-tp1", "m2-tp1", "m3-tp1"]  # each order once
+
+
+async def test_an_item_refused_for_what_it_asks_is_answered_at_once_not_retried() -> None:
+    venue = make_venue()
+    duplicate = resting(venue, "m0-tp1")  # an earlier attempt landed: a refused duplicate is success
+    actions = [place(0, "tp1"), place(1, "tp1", qty=0.001), place(2, "tp1")]
+    results = await send(venue, batching(venue), actions)
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[0].ack == OrderAck(order_id="", link_id=duplicate)
+    assert isinstance(results[1].error, QtyTooSmall)
+    # too small stays too small: sending it again alone would only delay what the decision does next
+    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 1}
+
+
+async def test_an_action_alone_of_its_kind_in_a_round_goes_through_the_single_endpoint_once() -> None:
+    venue = make_venue()
+    lost = AmendOrder(key(2), "tp1", AmendRequest(ETH, link_id="gone"), (0.1, 2000.0, None))
+    results = await send(venue, batching(venue), [place(0, "sl"), place(1, "tp1"), lost])
+    assert [r.ok for r in results] == [True, True, False]
+    assert isinstance(results[2].error, OrderNotFound)
+    # one request either way; its answer is its own, so a refusal is final, not retried
+    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 1, Endpoint.AMEND: 1}
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        error_from_code(10020, "your account is not a unified margin account, please update your account"),
+        VenueError("HTTP 404: Http status code is not 200. (ErrCode: 404)"),
+        error_from_code(10017, "route not found"),
+    ],
+    ids=["10020-not-unified", "http-404", "10017-route"],
+)
+async def test_an_account_refused_batch_endpoints_falls_back_to_single_calls_and_remembers(
+    refusal: VenueError, caplog: pytest.LogCaptureFixture
+) -> None:
+    venue = make_venue()
+    venue.exchange.inject_errors("main", 10, refusal, endpoints=BATCHES)
+    sender = batching(venue)
+    places = [place(n, "tp1", price=2000.0 + n) for n in range(3)]
+    with caplog.at_level(logging.WARNING, logger="opconsole.trading"):
+        results = await send(venue, sender, places)
+        assert all(r.ok for r in results), results
+        assert sender.batch_refused
+        assert venue.calls.counts == {Endpoint.CREATE_BATCH: 1, Endpoint.CREATE: 3}
+        amends = [
+            AmendOrder(key(n), "tp1", AmendRequest(ETH, link_id=f"m{n}-tp1", qty=0.2), (0.1, 2000.0, None))
+            for n in range(3)
+        ]
+        results = await send(venue, sender, amends)
+    assert all(r.ok for r in results), results
+    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 1, Endpoint.CREATE: 3, Endpoint.AMEND: 3}
+    warnings = [r for r in caplog.records if r.name == "opconsole.trading" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+
+
+async def test_a_transient_batch_error_sends_those_items_singly_this_time_only() -> None:
+    venue = make_venue()
+    venue.exchange.inject_errors("main", 1, TransientError("HTTP 502: bad gateway"), endpoints=BATCHES)
+    sender = batching(venue)
+    results = await send(venue, sender, [place(n, "tp1", price=2000.0 + n) for n in range(3)])
+    assert all(r.ok for r in results), results
+    assert not sender.batch_refused
+    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 1, Endpoint.CREATE: 3}
+    await send(venue, sender, [place(n, "tp2", price=2100.0 + n) for n in range(3)])
+    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 2, Endpoint.CREATE: 3}
+
+
+def test_only_answers_that_refuse_the_endpoint_count_as_batch_refusals() -> None:
+    assert refuses_batch(AuthError("Permission denied, please check your API key permissions.", 10005))
+    assert refuses_batch(error_from_code(10001, "category only support option"))
+    for other in (
+        error_from_code(10001, "params error: at most 20 orders per batch"),
+        error_from_code(10006, "Too many visits!"),
+        TransientError("HTTP 502: bad gateway"),
+        error_from_code(10016, "internal server error"),
+        VenueError("HTTP 400: bad request"),
+    ):
+        assert not refuses_batch(other), other
+
+
+async def test_a_whole_batch_refused_for_the_rate_limit_waits_and_resends_stop_losses_first() -> None:
+    venue = make_venue()
+    clock = venue.exchange.clock
+    reset_at = clock.now() + 0.6
+    venue.exchange.inject_errors(
+        "main", 1, RateLimited("Too many visits!", 10006, reset_at=reset_at), endpoints=BATCHES
+    )
+    c1, c2 = cancel(venue, 5), cancel(venue, 6)
+    actions: list[Action] = [place(1, "tp1"), place(2, "tp1"), place(3, "sl"), place(4, "sl"), c1, c2]
+    results = await send(venue, batching(venue), actions)
+    assert all(r.ok for r in results), results  # a 10006 is not an answer
+    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 2, Endpoint.CANCEL_BATCH: 1}  # no single calls
+    refused, again, cancels = venue.log
+    assert refused.links == again.links == ("m3-sl", "m4-sl", "m1-tp1", "m2-tp1")
+    assert again.sent_at >= reset_at  # it waited on the clock for the venue's reset
+    assert cancels.endpoint == Endpoint.CANCEL_BATCH and cancels.sent_at >= again.sent_at
+
+
+class Room:
+    """A rate budget of ``limit`` order units per rolling second, spent by the items sent."""
+
+    def __init__(self, venue: RecordingVenue, limit: int) -> None:
+        self.venue = venue
+        self.limit = limit
+
+    def left_at(self, now: float, before: int | None = None) -> int:
+        sent = self.venue.log[:before]
+        return max(0, self.limit - sum(len(r.links) for r in sent if r.sent_at > now - 1.0))
+
+    def __call__(self) -> int:
+        return self.left_at(self.venue.exchange.clock.now())
+
+
+async def test_a_round_is_planned_within_the_budgets_room_stop_losses_first() -> None:
+    venue = make_venue()
+    room = Room(venue, 3)
+    actions = [place(n, "tp1", price=2000.0 + n) for n in range(8)] + [place(8, "sl"), place(9, "sl")]
+    results = await send(venue, batching(venue, room), actions)
+    assert all(r.ok for r in results), results
+    first = venue.log[0]
+    assert first.endpoint == Endpoint.CREATE_BATCH and first.priority == Priority.PROTECT
+    assert first.links[:2] == ("m8-sl", "m9-sl") and len(first.links) <= 3
+    for n, request in enumerate(venue.log):  # never more than the room it had when sent
+        assert len(request.links) <= room.left_at(request.sent_at, before=n), venue.log
+    assert sum(len(r.links) for r in venue.log) == 10  # nothing sent to be refused
+
+
+async def test_with_the_engines_budget_as_room_no_item_is_sent_to_be_refused() -> None:
+    venue = make_venue(latency="realistic")
+    clock = venue.exchange.clock
+    assert isinstance(clock, VirtualClock)
+    budget = CallBudget(clock, IpWindow(clock))
+    gateway = VenueGateway(venue, budget)
+    sender = OrderSender(gateway, clock, batching=True, room=lambda: budget.left(CallKind.ORDERS))
+    tps = [place(n, "tp1", price=2000.0 + n) for n in range(25)]
+    stops = [place(25 + n, "sl", price=1900.0 + n) for n in range(5)]
+    results = await clock.drive_while(sender.send([*tps, *stops]))
+    assert all(r.ok for r in results), results  # no 10006, in a batch item or whole
+    # ten order units a second: three batches of ten, the stops in the first
+    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 3}
+    assert [len(r.links) for r in venue.log] == [10, 10, 10]
+    assert set(venue.log[0].links) >= {s.request.link_id for s in stops}
+    assert venue.log[0].priority == Priority.PROTECT
+
+
+async def test_without_batching_one_request_per_action_as_execute_actions() -> None:
+    def actions_on(venue: RecordingVenue) -> list[Action]:
+        return [place(1, "sl"), amend(venue, 2), amend(venue, 3), cancel(venue, 4), place(5, "tp1")]
+
+    baseline = make_venue()
+    clock = baseline.exchange.clock
+    assert isinstance(clock, VirtualClock)
+    expected = await clock.drive_while(execute_actions(baseline, actions_on(baseline), clock))
+    assert all(r.ok for r in expected), expected
+    assert baseline.calls.counts == {Endpoint.CREATE: 2, Endpoint.AMEND: 2, Endpoint.CANCEL: 1}
+
+    off = make_venue()
+    results = await send(off, OrderSender(off, off.exchange.clock), actions_on(off))
+    switched = make_venue()
+    sender = batching(switched)
+    sender.batching = False  # the api_batching toggle flipped live
+    results_switched = await send(switched, sender, actions_on(switched))
+    for venue, answers in ((off, results), (switched, results_switched)):
+        assert venue.calls.counts == baseline.calls.counts
+        assert [(r.endpoint, r.links) for r in venue.log] == [(r.endpoint, r.links) for r in baseline.log]
+        assert [r.ok for r in answers] == [r.ok for r in expected]
