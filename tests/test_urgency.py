@@ -194,7 +194,7 @@ def test_an_open_position_whose_stop_is_being_replaced_still_counts_its_stop() -
 
 def test_check_interval_by_tier_streams_and_profile() -> None:
     assert [check_interval(t, PARAMS, streaming=False) for t in TIERS] == [1.0, 3.0, 10.0, 30.0, 60.0]
-    assert [check_interval(t, PARAMS, streaming=True) for t in TIERS] == [5.0, 15.0, 50.0, 150.0, 300.0]
+    assert [check_interval(t, PARAMS, streaming=True) for t in TIERS] == [10.0, 30.0, 100.0, 300.0, 600.0]
     for t in TIERS:  # the baseline checks every monitor alike, streams or not
         assert check_interval(t, PARAMS, streaming=True, adaptive=False) == 5.0
 

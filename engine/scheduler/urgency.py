@@ -93,7 +93,7 @@ class UrgencyParams:
     recent_fill_s: float = 60.0
     calm_move_pct: float = 0.1
     intervals: Mapping[Tier, float] = field(default_factory=lambda: _DEFAULT_INTERVALS)
-    stream_stretch: float = 5.0
+    stream_stretch: float = 10.0
     baseline_interval_s: float = 5.0
 
     @property

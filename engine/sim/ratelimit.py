@@ -18,6 +18,8 @@ from engine.venue.errors import RateLimited
 WINDOW_S = 1.0
 ORDER_BUDGET = 10
 READ_BUDGET = 50
+
+
 def budget_for(endpoint: str) -> int:
     """Units per window of an endpoint path."""
     return ORDER_BUDGET if endpoint in ORDER_ENDPOINTS else READ_BUDGET

@@ -387,7 +387,7 @@ class TpslManager:
                 fills, functools.partial(self._fills_job, account), self._fills_interval(account)
             )
             self.scheduler.add(
-                reconcile, functools.partial(self._reconcile_job, account), self.timing.reconcile_orders_s
+                reconcile, functools.partial(self._reconcile_job, account), self._reconcile_interval(account)
             )
             self.scheduler.add(
                 check, functools.partial(self._check_job, account), self._check_tick(account), align=True
@@ -410,10 +410,16 @@ class TpslManager:
         return self.push_streams and self._connected.get(account, False)
 
     def _fills_interval(self, account: str) -> float:
-        """Polling for executions: the source of fills without a stream, a slow net with one."""
+        """Polling for executions: the source of fills without a stream; with one, a slow net (the
+        stream's gaps wake it at once, and the reconciliation reads executions too)."""
         if self._streaming(account):
-            return self.timing.reconcile_orders_s
+            return self.timing.reconcile_positions_s * self.urgency.stream_stretch
         return self.timing.execution_poll_s
+
+    def _reconcile_interval(self, account: str) -> float:
+        """The whole-account pass (orphans, foreign orders, adoption): every ``reconcile_orders_s``,
+        stream or not; an orphan of ours or another process's order is never left for long."""
+        return self.timing.reconcile_orders_s
 
     def _check_tick(self, account: str) -> float:
         """How often the check job looks for due monitors: the shortest interval a monitor can have."""
@@ -423,9 +429,11 @@ class TpslManager:
 
     def _retime(self, account: str) -> None:
         """Stream health or a toggle changed: the account's jobs take their new intervals."""
-        fills, _, check = self._job_names(account)
+        fills, reconcile, check = self._job_names(account)
         if self.scheduler.has(fills):
             self.scheduler.set_interval(fills, self._fills_interval(account))
+        if self.scheduler.has(reconcile):
+            self.scheduler.set_interval(reconcile, self._reconcile_interval(account))
         if self.scheduler.has(check):
             self.scheduler.set_interval(check, self._check_tick(account))
         for key in [k for k, m in self.monitors.items() if m.account == account]:
