@@ -47,6 +47,7 @@ from typing import Any
 from engine.core.clock import Clock, VirtualClock
 from engine.core.link_ids import parse_link_id
 from engine.core.models import AmendRequest, CancelRequest, Execution, OrderAck, OrderRequest, Side
+from engine.core.profile import TOGGLES
 from engine.core.settings import load_settings
 from engine.runtime.assembly import EngineRuntime, make_clock
 from engine.runtime.scenario import Scenario, ScenarioTrade
@@ -55,14 +56,6 @@ from engine.trading.approaches import Approach
 from engine.venue.base import BatchResult
 
 PROFILES = ("optimized", "baseline")
-TOGGLES = (
-    "cache_ttls",
-    "cache_metrics",
-    "smart_persistence",
-    "adaptive_intervals",
-    "api_batching",
-    "push_streams",
-)
 VOLATILITY = 0.8
 """Annualised, the simulator's default: about 0.85 % per simulated hour, enough for several TP1s
 (0.4 % away) and stops (1.2 % away, or breakeven after TP1) within the hour with 15 positions (seed 7:

@@ -423,9 +423,11 @@ class TpslManager:
 
     def _check_tick(self, account: str) -> float:
         """How often the check job looks for due monitors: the shortest interval a monitor can have."""
-        if not self.adaptive:
-            return self.urgency.baseline_interval_s
-        return check_interval(Tier.CRITICAL, self.urgency, streaming=self._streaming(account))
+        return self._tier_interval(Tier.CRITICAL, account)
+
+    def _tier_interval(self, tier: Tier, account: str) -> float:
+        """Seconds between checks of ``account``'s monitors in ``tier``, as the toggles and streams stand."""
+        return check_interval(tier, self.urgency, streaming=self._streaming(account), adaptive=self.adaptive)
 
     def _retime(self, account: str) -> None:
         """Stream health or a toggle changed: the account's jobs take their new intervals."""
@@ -464,11 +466,9 @@ class TpslManager:
     # --- urgency and the monitor checks ----------------------------------------------------------
     def monitor_interval(self, key: str) -> float:
         """How often the monitor ``key`` is checked against the venue now."""
-        if not self.adaptive:
-            return self.urgency.baseline_interval_s
         monitor = self.monitors.get(key)
-        streaming = monitor is not None and self._streaming(monitor.account)
-        return check_interval(self.tiers.get(key, Tier.ACTIVE), self.urgency, streaming=streaming)
+        account = monitor.account if monitor is not None else ""
+        return self._tier_interval(self.tiers.get(key, Tier.ACTIVE), account)
 
     def _update_tier(self, monitor: Monitor) -> None:
         """Recompute the monitor's tier from the latest price, the symbol's volatility and its fills;
@@ -575,20 +575,13 @@ class TpslManager:
         counts = {tier.value: 0 for tier in Tier}
         for key in self.monitors:
             counts[self.tiers.get(key, Tier.ACTIVE).value] += 1
-        streaming = self._streaming(next(iter(self.venues), ""))
+        main = next(iter(self.venues), "")
         return {
             "adaptive": self.adaptive,
             "batching": self.batching,
             "tiers": counts,
             "checks": dict(sorted(self.checks.items())),
-            "intervals": {
-                tier.value: (
-                    check_interval(tier, self.urgency, streaming=streaming)
-                    if self.adaptive
-                    else self.urgency.baseline_interval_s
-                )
-                for tier in Tier
-            },
+            "intervals": {tier.value: self._tier_interval(tier, main) for tier in Tier},
         }
 
     def _start_streams(self) -> None:
