@@ -37,6 +37,7 @@ class Reason(StrEnum):
     ALERT = "alert"
     SETTINGS = "settings"
     PRICE_ALERT = "price_alert"
+    MIRROR_SYNC = "mirror_sync"  # the mirror follower's links and retry queue (queued actions force)
 
     @property
     def critical(self) -> bool:

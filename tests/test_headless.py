@@ -41,8 +41,14 @@ def test_same_seed_gives_byte_identical_snapshots(tmp_path: Path) -> None:
     assert set(snapshot["market"]) >= {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
     assert all(row["last"] > 0 and row["mark"] > 0 for row in snapshot["market"].values())
     assert set(snapshot["accounts"]) == {"main", "mirror"}
-    assert snapshot["accounts"]["mirror"]["equity"] == 5000.0
     assert snapshot["monitors"], "the seeded demo trades should be monitored"
+    # every demo trade on main is mirrored: a mirror monitor of its own, linked in the mirror section
+    main = {m["key"] for m in snapshot["monitors"] if m["account"] == "main"}
+    mirrored = {
+        m["key"].replace("mirror:", "main:", 1) for m in snapshot["monitors"] if m["account"] == "mirror"
+    }
+    assert main and mirrored == main
+    assert {link["main_key"] for link in snapshot["mirror"]["links"]} == main
 
 
 def test_a_restart_continues_the_same_market_and_state(tmp_path: Path) -> None:
@@ -186,10 +192,10 @@ def test_a_killed_console_finds_the_exchange_as_the_engine_last_saw_it(tmp_path:
     assert restarted.returncode == 0, restarted.stderr
     snapshot = json.loads(out.read_text())
     assert snapshot["ledger"]["trades"] == []  # no phantom trade
-    (monitor,) = snapshot["monitors"]
+    (monitor,) = [m for m in snapshot["monitors"] if m["account"] == "main"]  # (the mirror has its own)
     (position,) = [p for p in snapshot["positions"] if p["account"] == "main"]
     assert (position["symbol"], position["side"], position["size"]) == ("BTCUSDT", "Buy", monitor["size"])
-    stops = [o for o in snapshot["orders"] if o["purpose"] == "sl"]
+    stops = [o for o in snapshot["orders"] if o["purpose"] == "sl" and o["account"] == "main"]
     assert [o["link_id"] for o in stops] == [stop]
 
     settings = load_settings(config, state)

@@ -578,6 +578,8 @@ class Monitor:
     last_fill_at: float | None = None
     exit_estimated: bool = False
     """Reconciliation booked part of the exit at an estimated price (no execution explained it)."""
+    trim_to: float | None = None
+    """A size to reduce the position to at market (a mirror holding more than main x ratio)."""
     orders: dict[str, ManagedOrder] = field(default_factory=dict)
     exec_ids: list[str] = field(default_factory=list)
 

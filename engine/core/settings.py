@@ -191,6 +191,9 @@ _RULES: list[tuple[str, Rule]] = [
     ("venue.rate_*", _between(1, 100_000)),
     ("mirror.sizing", _one_of("balance_ratio", "fixed_ratio")),
     ("mirror.ratio", _between(1e-6, 1_000.0)),
+    ("mirror.sync_interval_s", _between(1.0, 86_400.0)),
+    ("mirror.max_failures", _between(1, 1_000)),
+    ("mirror.retry_*_s", _between(0.1, 86_400.0)),
     ("profile.*", _one_of("optimized", "baseline")),
     ("persistence.compact_max_bytes", _between(1_024, 2**40)),
     ("persistence.compact_max_records", _between(1, 100_000_000)),
@@ -234,6 +237,7 @@ _RULES: list[tuple[str, Rule]] = [
 _ORDERED: list[tuple[str, tuple[str, ...], bool]] = [
     ("monitor.urgency", ("critical_pct", "active_pct", "standard_pct", "inactive_pct"), True),
     ("monitor.intervals", ("critical", "active", "standard", "inactive", "idle"), False),
+    ("mirror", ("retry_first_s", "retry_max_s", "retry_slow_s"), False),
 ]
 
 

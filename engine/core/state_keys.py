@@ -1,8 +1,8 @@
 """The keys of the engine's state in the store: one place, so every reader and writer agrees.
 
 The store knows no trading; it holds JSON values under string keys. The engine names them here:
-one for the TP/SL manager itself, one per monitor, one per chunk of recorded trades, and one for the
-price-alert book.
+one for the TP/SL manager itself, one per monitor, one per chunk of recorded trades, one for the
+price-alert book and one for the mirror follower.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ LEDGER_PREFIX = "ledger:"
 
 PRICE_ALERTS_KEY = "price_alerts"
 """The operator's price-alert book."""
+
+MIRROR_KEY = "engine:mirror"
+"""The mirror follower's state: its links (main trade -> mirror trade) and its retry queue."""
 
 
 def monitor_key(monitor_key_: str) -> str:

@@ -5,7 +5,8 @@ model reads it, so mypy checks the reader against what the engine produces. Sect
 the dashboard are typed where they are produced and only re-exported here: the alert rows by the
 alert bus (:mod:`engine.alerts.model`), the price alerts (:mod:`engine.alerts.price`), the ledger's
 rows and totals by the ledger (:mod:`engine.trading.ledger`), the monitors and stream health by the
-TP/SL manager (:mod:`engine.trading.manager`); the dashboard may import those layers, they may not
+TP/SL manager (:mod:`engine.trading.manager`), the mirror's by its follower
+(:mod:`engine.mirror.follower`); the dashboard may import those layers, they may not
 import it.
 
 A built snapshot is frozen (:class:`~engine.dashboard.snapshot.DashboardSnapshot`): its mappings are
@@ -20,6 +21,7 @@ from typing import NotRequired, TypedDict
 
 from engine.alerts.model import AlertRow
 from engine.alerts.price import PriceAlertRow
+from engine.mirror.follower import MirrorSection
 from engine.scheduler.jobs import JobRow
 from engine.trading.ledger import LedgerSection, Totals, TradeRow
 from engine.trading.manager import MonitoringRow, MonitorRow, StreamRow
@@ -37,6 +39,7 @@ __all__ = [
     "JobRow",
     "LedgerSection",
     "MarketRow",
+    "MirrorSection",
     "MonitorRow",
     "MonitoringRow",
     "OrderRow",
@@ -72,6 +75,7 @@ SNAPSHOT_KEYS = (
     "scheduler",
     "monitoring",
     "api_budget",
+    "mirror",
 )
 """The snapshot's top-level keys, in the order the contract lists them (the keys of :class:`Snapshot`;
 a test holds the two together). Scripts rely on every one being present."""
@@ -85,6 +89,7 @@ class AccountRow(TypedDict):
     upnl: float
     positions: int
     orders: int
+    unreachable: NotRequired[str]  # why the account could not be read now (its figures are the last read)
 
 
 class VenuePositionRow(TypedDict):
@@ -240,3 +245,4 @@ class Snapshot(TypedDict):
     scheduler: Mapping[str, JobRow]  # job name -> its statistics
     monitoring: MonitoringRow
     api_budget: Mapping[str, BudgetRow]  # account -> what its rate budget allows now
+    mirror: MirrorSection  # the mirror's links, drift and retry queue ("enabled": false when off)

@@ -51,8 +51,10 @@ from engine.dashboard.schema import (
     Totals,
     VenuePositionRow,
 )
+from engine.mirror.follower import MirrorSection, disabled_section
 from engine.trading.manager import TpslManager
 from engine.venue.base import Venue
+from engine.venue.errors import VenueError
 from engine.venue.gateway import VenueGateway
 from engine.venue.priority import Priority, call_priority
 from persistence.store import Store
@@ -118,15 +120,18 @@ def _money(value: float) -> float:
     return round(value, _MONEY_DECIMALS)
 
 
-def account_row(wallet: Wallet, positions: int, orders: int) -> AccountRow:
-    """The ``accounts.<name>`` entry."""
-    return {
+def account_row(wallet: Wallet, positions: int, orders: int, unreachable: str | None = None) -> AccountRow:
+    """The ``accounts.<name>`` entry (``unreachable`` when these are the last figures read)."""
+    row: AccountRow = {
         "equity": _money(wallet.equity),
         "available": _money(wallet.available),
         "upnl": _money(wallet.upnl),
         "positions": positions,
         "orders": orders,
     }
+    if unreachable is not None:
+        row["unreachable"] = unreachable
+    return row
 
 
 def position_row(position: Position, instrument: Instrument | None) -> VenuePositionRow:
@@ -221,8 +226,10 @@ def account_view(
     positions: Mapping[str, Iterable[Position]],
     orders: Mapping[str, Iterable[Order]],
     instruments: Mapping[str, Instrument],
+    unreachable: Mapping[str, str] | None = None,
 ) -> AccountView:
-    """Compose the accounts, positions and orders sections from what was read (pure)."""
+    """Compose the accounts, positions and orders sections from what was read (pure);
+    ``unreachable``: accounts whose figures are their last read, and why."""
     open_by_account = {name: [p for p in positions.get(name, ()) if p.is_open] for name in wallets}
     orders_by_account = {name: list(orders.get(name, ())) for name in wallets}
     all_positions = sorted(
@@ -238,7 +245,12 @@ def account_view(
         positions=tuple(all_positions),
         orders=tuple(all_orders),
         accounts={
-            name: account_row(wallet, len(open_by_account[name]), len(orders_by_account[name]))
+            name: account_row(
+                wallet,
+                len(open_by_account[name]),
+                len(orders_by_account[name]),
+                (unreachable or {}).get(name),
+            )
             for name, wallet in wallets.items()
         },
         position_rows=tuple(position_row(p, instruments.get(p.symbol)) for p in all_positions),
@@ -290,6 +302,8 @@ class DashboardSources:
     """The runtime's state value (``running``, ``reconciling``, ``paused``, ``degraded``)."""
     venue_label: str
     """``sim`` or the Bybit network."""
+    mirror: Callable[[], MirrorSection] | None = None
+    """The mirror follower's section (``snapshot()``); None when mirror trading is off."""
 
 
 class Dashboard:
@@ -306,6 +320,8 @@ class Dashboard:
         self._configured_symbols: list[str] = list(sources.settings.get("sim.symbols"))
         self._instruments: dict[str, Instrument] = {}
         self._known_symbols: set[str] = set()
+        self._last_read: dict[str, tuple[Wallet, list[Position], list[Order]]] = {}
+        self._unreachable: dict[str, str] = {}  # account -> why its venue cannot be read now
 
     @classmethod
     async def create(cls, sources: DashboardSources, profile: Profile) -> Dashboard:
@@ -404,6 +420,11 @@ class Dashboard:
                 for name, venue in sources.venues.items()
                 if isinstance(venue, VenueGateway)
             },
+            "mirror": (
+                sources.mirror()
+                if sources.mirror is not None
+                else disabled_section(str(sources.settings.get("mirror.sizing")))
+            ),
         }
 
     def _symbols(self) -> list[str]:
@@ -440,13 +461,29 @@ class Dashboard:
 
     async def _read_view(self, batched: bool, symbols: list[str]) -> AccountView:
         names = list(self.sources.venues)
-        parts = await _run(batched, *(self._read_account(name, batched, symbols) for name in names))
+        parts = await _run(batched, *(self._read_or_last(name, batched, symbols) for name in names))
         wallets = {name: part[0] for name, part in zip(names, parts, strict=True)}
         positions = {name: part[1] for name, part in zip(names, parts, strict=True)}
         orders = {name: part[2] for name, part in zip(names, parts, strict=True)}
-        view = account_view(wallets, positions, orders, self._instruments)
+        view = account_view(wallets, positions, orders, self._instruments, self._unreachable)
         self._known_symbols |= view.symbols
         return view
+
+    async def _read_or_last(
+        self, name: str, batched: bool, symbols: list[str]
+    ) -> tuple[Wallet, list[Position], list[Order]]:
+        """One account's read; when its venue cannot be read (a mirror account's outage), its last
+        good read (nothing, if it was never read), marked ``unreachable``, so the other accounts stay
+        on screen and fresh."""
+        try:
+            part = await self._read_account(name, batched, symbols)
+        except VenueError as exc:
+            self._unreachable[name] = str(exc)
+            nothing = Wallet(name, 0.0, 0.0, 0.0, 0.0, self.sources.clock.now())
+            return self._last_read.get(name, (nothing, [], []))
+        self._unreachable.pop(name, None)
+        self._last_read[name] = part
+        return part
 
     async def _read_account(
         self, name: str, batched: bool, symbols: list[str]

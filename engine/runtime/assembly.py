@@ -34,6 +34,7 @@ from engine.core.profile import Mode, Profile
 from engine.core.settings import Settings
 from engine.dashboard.cache import DashboardCache
 from engine.dashboard.snapshot import Dashboard, DashboardSources
+from engine.mirror.follower import MirrorFollower, MirrorParams
 from engine.runtime.repair import drop_undecodable
 from engine.runtime.scenario import Scenario, ScenarioTrade, demo_trades, run_trades, state_is_empty
 from engine.scheduler.jobs import Scheduler
@@ -95,6 +96,8 @@ class Engine:
     price_alerts: PriceAlertManager
     dashboard: Dashboard
     profile: Profile
+    mirror: MirrorFollower | None = None
+    """The mirror follower (None when mirror trading is off)."""
 
     @property
     def cache(self) -> DashboardCache:
@@ -359,6 +362,7 @@ class EngineRuntime:
             store=store, clock=self.clock, venues=self.gateways, alerts=self.alerts
         )
         price_alerts.load()
+        follower = self._build_follower(store, manager)
         sources = DashboardSources(
             settings=self.settings,
             clock=self.clock,
@@ -369,6 +373,7 @@ class EngineRuntime:
             alerts=self.alerts,
             engine_state=lambda: self.state.value,
             venue_label=self.venue_label,
+            mirror=follower.snapshot if follower is not None else None,
         )
         dashboard = await Dashboard.create(sources, self.profile)
         self._dashboard = dashboard
@@ -401,10 +406,11 @@ class EngineRuntime:
             store=store,
             alerts=self.alerts,
             manager=manager,
-            actions=OperatorActions(manager),
+            actions=OperatorActions(manager, followers=[follower.follow] if follower else []),
             price_alerts=price_alerts,
             dashboard=dashboard,
             profile=self.profile,
+            mirror=follower,
         )
 
     def _build_gateways(self) -> None:
@@ -456,6 +462,22 @@ class EngineRuntime:
             adaptive=self.settings.get("profile.adaptive_intervals") == "optimized",
             batching=self.settings.get("profile.api_batching") == "optimized",
         )
+
+    def _build_follower(self, store: Store, manager: TpslManager) -> MirrorFollower | None:
+        """The mirror follower when mirror trading is on: it follows main's trades from now on."""
+        if "mirror" not in self.accounts:
+            return None
+        follower = MirrorFollower(
+            manager=manager,
+            venues=self.gateways,
+            store=store,
+            clock=self.clock,
+            scheduler=self.scheduler,
+            alerts=self.alerts,
+            params=MirrorParams.from_settings(self.settings),
+        )
+        follower.install()
+        return follower
 
     def _trades_to_open(self, state_was_empty: bool) -> list[ScenarioTrade]:
         """The scenario's trades, or the seeded demo trades on a simulated market's first start."""

@@ -526,6 +526,10 @@ class SimExchange:
         """Make the account's next ``n`` requests (to ``endpoints`` only, when given) fail with ``error``."""
         self._faults.inject(account, n, error, endpoints)
 
+    def clear_errors(self, account: str | None = None) -> None:
+        """Drop the injected failures still pending for ``account`` (all accounts when None)."""
+        self._faults.clear(account)
+
     def latency_s(self) -> float:
         """Seconds the next request should take (0 with the ``none`` profile)."""
         return self._latency.draw()

@@ -29,11 +29,16 @@ class Approach(StrEnum):
 
 
 class TradeRejected(Exception):
-    """A trade request that was refused before anything was sent; ``errors`` says why, one per line."""
+    """A trade request that was refused before anything was sent; ``errors`` says why, one per line.
 
-    def __init__(self, errors: list[str]) -> None:
+    ``transient``: the request itself was fine but the moment was not (the venue could not be read,
+    the engine was reconciling, the state could not be written); the same request may pass later.
+    """
+
+    def __init__(self, errors: list[str], *, transient: bool = False) -> None:
         super().__init__("; ".join(errors))
         self.errors = errors
+        self.transient = transient
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,9 @@ class TradeRequest:
     entry_prices: tuple[float | None, ...]
     tp_prices: tuple[float, ...]
     sl_price: float
+    qty: float | None = None
+    """The quantity of each entry, when it is given rather than derived from margin x leverage
+    (a mirror trade is sized from the main trade's quantity); ``margin`` must then match it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +161,8 @@ def _non_finite(request: TradeRequest) -> list[str]:
     (``tp > entry``, ``sl < entry``) would let it through, and an infinity passes half of them.
     """
     numbers = [("margin", request.margin), ("leverage", request.leverage), *_named_prices(request)]
+    if request.qty is not None:
+        numbers.append(("qty", request.qty))
     return [f"{name} must be a finite number, got {value!r}" for name, value in numbers if not _finite(value)]
 
 
@@ -175,6 +185,14 @@ def _shape(approach: Approach, params: TradingParams) -> tuple[int, tuple[float,
     if approach is Approach.FAST:
         return 1, (100.0,)
     return params.entries, params.tp_split
+
+
+def per_entry_qty(request: TradeRequest, instrument: Instrument, mark: float, n_entries: int) -> float:
+    """The quantity of each entry: the request's own, or margin x leverage at the mark split evenly,
+    rounded down to the qty step."""
+    if request.qty is not None:
+        return instrument.round_qty(request.qty)
+    return instrument.round_qty(request.margin * request.leverage / mark / n_entries)
 
 
 def validate_request(
@@ -238,7 +256,7 @@ def validate_request(
         errors.append(f"SL {request.sl_price:g} is not beyond the entries on the loss side")
     if errors or not request.margin > 0:
         return errors
-    per_entry = instrument.round_qty(request.margin * request.leverage / mark / n_entries)
+    per_entry = per_entry_qty(request, instrument, mark, n_entries)
     if per_entry < instrument.min_qty:
         errors.append(
             f"each entry would be {per_entry:g} {request.symbol}, below the minimum order qty "
@@ -292,7 +310,7 @@ def plan_trade(
     if errors or instrument is None:  # an unknown symbol (no instrument) is one of the errors
         raise TradeRejected(errors)
     n_entries, split = _shape(request.approach, params)
-    per_entry = instrument.round_qty(request.margin * request.leverage / mark / n_entries)
+    per_entry = per_entry_qty(request, instrument, mark, n_entries)
     entries = tuple(
         EntryOrder(
             slot=f"e{i + 1}",

@@ -25,7 +25,7 @@ import functools
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
@@ -93,6 +93,9 @@ STREAM_RECONNECT_S = 1.0
 
 EventObserver = Callable[[str, VenueEvent], None]
 """Called with (account, event) for every event the manager receives."""
+
+OpenListener = Callable[[Monitor, TradeRequest], Awaitable[None]]
+"""Called with (monitor, request) after a trade was opened (the mirror follows main's trades)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +252,7 @@ class TpslManager:
         self._loaded = False
         self._seq = 0
         self._observers: list[EventObserver] = []
+        self._open_listeners: list[OpenListener] = []
         self._stream_tasks: dict[str, asyncio.Task[None]] = {}
         self._last_event: dict[str, float] = {}
         self._store_error: str | None = None
@@ -277,6 +281,10 @@ class TpslManager:
     async def wait_ready(self) -> None:
         """Return once start-up reconciliation has succeeded for every account."""
         await self._ready_event.wait()
+
+    def is_ready(self, account: str) -> bool:
+        """Whether ``account`` has been reconciled with the venue since the start (its jobs run)."""
+        return self._ready.get(account, False)
 
     def is_paused(self, account: str) -> bool:
         """Whether new entries are paused on ``account`` (its positions stay protected)."""
@@ -353,18 +361,22 @@ class TpslManager:
         await self._save_engine(Reason.STARTUP)
         tasks: list[asyncio.Task[None]] = []
         try:
+            if self._own_scheduler:
+                tasks.append(self._spawn(self.scheduler.run(), "tpsl-scheduler"))
             if self.push_streams:
                 self._start_streams()
                 for account in self.venues:
                     await self._sleep_or_wake(self._subscribed[account], 5.0)
-            for account in self.venues:
-                await self._reconcile_until_ready(account)
+            # Each account starts on its own: one that cannot be read (a mirror account's outage)
+            # never holds back the protection and the entries of another.
+            starts = [self._spawn(self._start_account(a), f"tpsl-start-{a}") for a in self.venues]
+            tasks += starts  # cancelled on the way out if one of them failed
+            done, _ = await asyncio.wait(starts, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if (error := task.exception()) is not None:
+                    raise error
             self._ready_event.set()
-            self._install_jobs()
-            if self._own_scheduler:
-                tasks.append(self._spawn(self.scheduler.run(), "tpsl-scheduler"))
-            else:
-                tasks.append(self._spawn(_forever(), "tpsl-jobs"))  # the jobs run on the runtime's scheduler
+            tasks.append(self._spawn(_forever(), "tpsl-jobs"))  # the jobs run on the scheduler
             await asyncio.gather(*tasks)
         finally:
             self._remove_jobs()
@@ -378,20 +390,22 @@ class TpslManager:
     def _job_names(self, account: str) -> tuple[str, str, str]:
         return f"fills:{account}", f"reconcile:{account}", f"check:{account}"
 
-    def _install_jobs(self) -> None:
-        """Per account: the execution poll (the net under the stream), the whole-account
-        reconciliation (adoption, orphans), and the monitor checks (see :meth:`run_checks`)."""
-        for account in self.venues:
-            fills, reconcile, check = self._job_names(account)
-            self.scheduler.add(
-                fills, functools.partial(self._fills_job, account), self._fills_interval(account)
-            )
-            self.scheduler.add(
-                reconcile, functools.partial(self._reconcile_job, account), self._reconcile_interval(account)
-            )
-            self.scheduler.add(
-                check, functools.partial(self._check_job, account), self._check_tick(account), align=True
-            )
+    async def _start_account(self, account: str) -> None:
+        """Reconcile ``account`` with the venue (retrying while it cannot be read), then start its jobs."""
+        await self._reconcile_until_ready(account)
+        self._install_jobs(account)
+
+    def _install_jobs(self, account: str) -> None:
+        """The account's execution poll (the net under the stream), whole-account reconciliation
+        (adoption, orphans), and monitor checks (see :meth:`run_checks`)."""
+        fills, reconcile, check = self._job_names(account)
+        self.scheduler.add(fills, functools.partial(self._fills_job, account), self._fills_interval(account))
+        self.scheduler.add(
+            reconcile, functools.partial(self._reconcile_job, account), self._reconcile_interval(account)
+        )
+        self.scheduler.add(
+            check, functools.partial(self._check_job, account), self._check_tick(account), align=True
+        )
 
     async def _check_job(self, account: str) -> None:
         await self.run_checks(account)
@@ -1087,12 +1101,14 @@ class TpslManager:
         if account not in self.venues:
             raise TradeRejected([f"unknown account {account!r}"])
         if not self._ready.get(account):
-            raise TradeRejected(["the engine is reconciling with the venue; no new entries yet"])
+            raise TradeRejected(
+                [f"{account} is reconciling with the venue; no new entries yet"], transient=True
+            )
         if account in self._paused:
             raise TradeRejected([f"new entries are paused on {account}"])
         if self._store_error is not None:
             reason = f"the engine state cannot be written ({self._store_error}); no new entries until it can"
-            raise TradeRejected([reason])
+            raise TradeRejected([reason], transient=True)
         if account in self._hedge_mode:
             raise TradeRejected([self._hedge_mode[account]])
         venue = self.venues[account]
@@ -1108,7 +1124,7 @@ class TpslManager:
             except VenueError as exc:
                 if request.symbol not in self.instruments:
                     raise TradeRejected([f"unknown symbol {request.symbol!r}"]) from None
-                raise TradeRejected([f"cannot read the venue: {exc}"]) from None
+                raise TradeRejected([f"cannot read the venue: {exc}"], transient=True) from None
             if any(p.is_open for p in held):
                 raise TradeRejected([f"{request.symbol} already has an open position on {account}"])
             ticker = tickers.get(request.symbol)
@@ -1120,7 +1136,7 @@ class TpslManager:
             try:
                 await venue.set_leverage(request.symbol, request.leverage)
             except VenueError as exc:
-                raise TradeRejected([f"leverage refused: {exc}"]) from None
+                raise TradeRejected([f"leverage refused: {exc}"], transient=exc.retryable) from None
             key = monitor_key(account, request.symbol, request.side)
             self._seq += 1
             monitor_id = new_monitor_id(key, self.clock.now(), self._seq)
@@ -1132,7 +1148,13 @@ class TpslManager:
                 raise TradeRejected(refused or ["the venue refused the entry"])
             for warning in plan.warnings:
                 self.alerts.raise_alert(Severity.WARNING, "trade_warning", f"{key}: {warning}")
-            return current
+        for listener in self._open_listeners:
+            await listener(current, request)
+        return current
+
+    def add_open_listener(self, listener: OpenListener) -> None:
+        """Call ``listener(monitor, request)`` after each trade this manager opened (its entry sent)."""
+        self._open_listeners.append(listener)
 
     # --- snapshot -----------------------------------------------------------------------------
     def snapshot_streams(self) -> dict[str, StreamRow]:

@@ -217,7 +217,8 @@ def adopt_position(
 # --- phases and closing -------------------------------------------------------------------------
 
 
-def _entries_live(m: Monitor) -> bool:
+def entries_live(m: Monitor) -> bool:
+    """Whether the monitor still has entries working (or about to be sent)."""
     if m.entries_closed or m.close_intent is not None:
         return False
     return any(
@@ -232,11 +233,11 @@ def _settle_phase(m: Monitor, instrument: Instrument) -> Reason | None:
     if m.phase is Phase.CLOSED:
         return None
     if m.size <= qty_tolerance(instrument):
-        if m.entry_qty <= qty_tolerance(instrument) and not _entries_live(m):
+        if m.entry_qty <= qty_tolerance(instrument) and not entries_live(m):
             m.phase = Phase.CLOSED  # nothing ever filled and nothing is left to fill
             return Reason.MONITOR_REMOVED
         return None
-    if m.phase is Phase.BUILDING and not _entries_live(m):
+    if m.phase is Phase.BUILDING and not entries_live(m):
         m.phase = Phase.MONITORING
         return Reason.PHASE_CHANGE
     return None
@@ -253,6 +254,9 @@ def finish_transition(
 ) -> Transition:
     """Settle the phase, derive the order actions, and package the transition (mutates ``m``)."""
     actions: list[Action] = []
+    trimmed = m.trim_to is not None and m.size <= m.trim_to + qty_tolerance(instrument)
+    if trimmed or m.close_intent is not None:
+        m.trim_to = None  # trimmed (or closing anyway)
     for _ in range(3):
         reason = stronger(reason, _settle_phase(m, instrument))
         more = sync_orders(m, instrument, params)
@@ -753,6 +757,32 @@ def cancel_orders(m: Monitor, instrument: Instrument, params: TradingParams) -> 
     m.entries_closed = True
     m.tps_enabled = False
     return finish_transition(m, instrument, params, Reason.MONITORING_UPDATE, [], None, durable=True)
+
+
+def cancel_entries(m: Monitor, instrument: Instrument, params: TradingParams) -> Transition:
+    """Cancel the entries not filled yet (as after TP1); take-profits and the stop-loss stay."""
+    m = copy.deepcopy(m)
+    m.entries_closed = True
+    return finish_transition(m, instrument, params, Reason.MONITORING_UPDATE, [], None, durable=True)
+
+
+def request_trim(m: Monitor, target: float, instrument: Instrument, params: TradingParams) -> Transition:
+    """Reduce the position to ``target`` at market (reduce-only); take-profits and the stop-loss are
+    resized to what is left. Nothing to do when the position is not above it, or is closing.
+    Raises ValueError for a target that would leave nothing (that is a close, not a trim)."""
+    if target <= qty_tolerance(instrument):
+        raise ValueError(f"{m.key}: trimming to {target:g} would close the position; close it instead")
+    m = copy.deepcopy(m)
+    if m.phase is Phase.CLOSED or m.close_intent is not None or m.size - target <= qty_tolerance(instrument):
+        return Transition(m)
+    m.trim_to = snap_qty(target, instrument)
+    note = Alert(
+        Severity.WARNING,
+        "position_trim",
+        f"{m.key}: reducing {format_step(m.size, instrument.qty_step)} to "
+        f"{format_step(m.trim_to, instrument.qty_step)} at market",
+    )
+    return finish_transition(m, instrument, params, Reason.MONITORING_UPDATE, [note], None, durable=True)
 
 
 def breakeven_now(

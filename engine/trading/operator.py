@@ -9,7 +9,7 @@ A refused action raises :class:`ActionRefused` with a sentence the console can s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from engine.alerts.model import Severity
@@ -36,11 +36,21 @@ class KillReport:
     errors: list[str] = field(default_factory=list)
 
 
+Follower = Callable[[str, str, str], Awaitable[None]]
+"""``follower(verb, key, intent)``, called after the operator's ``close`` / ``cancel`` / ``breakeven``
+on the monitor ``key`` went through: how the mirror follows what the operator does on main."""
+
+
 class OperatorActions:
     """The operator's verbs over one :class:`TpslManager`."""
 
-    def __init__(self, manager: TpslManager) -> None:
+    def __init__(self, manager: TpslManager, followers: Sequence[Follower] = ()) -> None:
         self.manager = manager
+        self.followers = list(followers)
+
+    async def _followed(self, verb: str, key: str, intent: str = "manual") -> None:
+        for follower in self.followers:
+            await follower(verb, key, intent)
 
     def _key(self, key: str) -> str:
         if key not in self.manager.monitors:
@@ -54,14 +64,18 @@ class OperatorActions:
     async def close_position(self, key: str, intent: str = "manual") -> Monitor | None:
         """Close one monitored position at market (reduce-only); the trade is recorded as ``intent``."""
         params = self.manager.params
-        return await self.manager.transact(
+        monitor = await self.manager.transact(
             self._key(key), lambda m, inst: request_close(m, intent, inst, params)
         )
+        await self._followed("close", key, intent)
+        return monitor
 
     async def cancel_orders(self, key: str) -> Monitor | None:
         """Cancel a monitor's entries and take-profits (its stop-loss stays while a position is open)."""
         params = self.manager.params
-        return await self.manager.transact(self._key(key), lambda m, inst: cancel_orders(m, inst, params))
+        monitor = await self.manager.transact(self._key(key), lambda m, inst: cancel_orders(m, inst, params))
+        await self._followed("cancel", key)
+        return monitor
 
     async def breakeven_now(self, key: str) -> Monitor | None:
         """Move the stop-loss to breakeven now. Checked against the price the stop triggers on
@@ -70,9 +84,11 @@ class OperatorActions:
         monitor = self.manager.monitors[self._key(key)]
         price = self.manager.trigger_price(monitor.symbol)
         try:
-            return await self.manager.transact(key, lambda m, inst: breakeven_now(m, price, inst, params))
+            after = await self.manager.transact(key, lambda m, inst: breakeven_now(m, price, inst, params))
         except ValueError as exc:
             raise ActionRefused(str(exc)) from None
+        await self._followed("breakeven", key)
+        return after
 
     async def pause_entries(self, accounts: Sequence[str] | None = None) -> None:
         """Refuse new entries (all accounts when None); monitors keep protecting positions."""

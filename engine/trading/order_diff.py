@@ -2,10 +2,11 @@
 
 The orders a monitor should have are *derived* from its state by :func:`desired_orders` (entries
 while building; a stop-loss covering the whole position; take-profits splitting the filled size;
-a market close when closing) and :func:`sync_orders` turns the difference with what it has into
-actions: place what is missing (the stop-loss first; limit entries only once the market entry has
-filled, so that the stop its fill calls for goes out before them), amend what changed — never
-cancel-then-place, so coverage never drops — and cancel what is no longer wanted. The same diff
+a market close when closing, or a partial one down to ``trim_to``) and :func:`sync_orders` turns
+the difference with what it has into actions: place what is missing (the stop-loss first; limit
+entries only once the market entry has filled, so that the stop its fill calls for goes out before
+them), amend what changed — never cancel-then-place, so coverage never drops — and cancel what is no
+longer wanted. The same diff
 serves the live path, retries and reconciliation after a restart; it is apart from the state machine
 so that any other owner of orders (a follower account's, for one) derives its actions the same way.
 """
@@ -68,6 +69,8 @@ def desired_orders(m: Monitor, instrument: Instrument, params: TradingParams) ->
         if closing:
             want["cl"] = OrderSpec(exit_side, OrderType.MARKET, m.size)
         else:
+            if m.trim_to is not None and m.size - m.trim_to > qty_tolerance(instrument):
+                want["cl"] = OrderSpec(exit_side, OrderType.MARKET, snap_qty(m.size - m.trim_to, instrument))
             for slot, qty in tp_order_qtys(m, instrument, params).items():
                 price = m.tp_prices[tp_index(slot)]
                 want[slot] = OrderSpec(exit_side, OrderType.LIMIT, qty, price=price)

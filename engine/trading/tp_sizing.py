@@ -62,7 +62,10 @@ def tp_order_qtys(m: Monitor, instrument: Instrument, params: TradingParams) -> 
     finished = {i: o for i, o in enumerate(orders) if o is not None and o.status is SlotStatus.FILLED}
     locked = set(finished)
     pending_locked = sum(max(0.0, o.qty - o.filled_qty) for o in finished.values())
-    need = snap_qty(m.size - pending_locked, instrument)
+    # While a trim is under way the TPs cover what stays, so the market trim never finds the
+    # position already promised to them.
+    held = m.size if m.trim_to is None else min(m.size, m.trim_to)
+    need = snap_qty(held - pending_locked, instrument)
     open_idx = [i for i in range(n) if i not in locked]
     if not open_idx or need <= eps:
         return {}
