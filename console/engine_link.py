@@ -29,7 +29,7 @@ from persistence.store import FlushResult
 
 log = logging.getLogger("opconsole.console")
 
-__all__ = ["TOGGLES", "EngineLink", "Outcome", "describe_flush", "describe_kill"]
+__all__ = ["TOGGLES", "EngineLink", "Outcome", "describe_flush", "describe_kill", "describe_pause"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,15 @@ class EngineLink:
             return False
         manager = engine.manager
         return all(manager.is_paused(account) for account in manager.venues)
+
+    def paused_accounts(self) -> dict[str, bool]:
+        """Each account's pause state (account -> new entries paused), in the engine's order; empty
+        before the engine has started."""
+        engine = self.runtime.engine
+        if engine is None:
+            return {}
+        manager = engine.manager
+        return {account: manager.is_paused(account) for account in manager.venues}
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -202,14 +211,16 @@ class EngineLink:
         refused = await self._refusable("The kill switch", kill())
         return refused or Outcome(True, "kill switch: " + "; ".join(describe_kill(r) for r in reports))
 
-    async def set_paused(self, paused: bool) -> Outcome:
-        """Pause or resume new entries on every account (protection keeps running)."""
+    async def set_paused(self, paused: bool, accounts: Sequence[str] | None = None) -> Outcome:
+        """Pause or resume new entries on ``accounts`` (every account when None); protection keeps
+        running. The outcome names what changed and what the other accounts do now."""
         actions = self._engine().actions
+        targets = list(accounts) if accounts is not None else None
         if paused:
-            refused = await self._refusable("Pausing new entries", actions.pause_entries())
-            return refused or Outcome(True, "new entries paused (protection keeps running)")
-        refused = await self._refusable("Resuming new entries", actions.resume_entries())
-        return refused or Outcome(True, "new entries resumed")
+            refused = await self._refusable("Pausing new entries", actions.pause_entries(targets))
+        else:
+            refused = await self._refusable("Resuming new entries", actions.resume_entries(targets))
+        return refused or Outcome(True, describe_pause(paused, targets, self.paused_accounts()))
 
     # --- price alerts -------------------------------------------------------------------------
 
@@ -232,6 +243,24 @@ class EngineLink:
         except PriceAlertRejected as exc:
             return Outcome(False, f"price alert not deleted: {'; '.join(exc.errors)}")
         return Outcome(True, f"price alert #{alert.id} deleted: {alert.describe()}")
+
+
+def describe_pause(paused: bool, accounts: Sequence[str] | None, states: Mapping[str, bool]) -> str:
+    """A pause or resume in words: what it did, and what the other accounts do now (``states``:
+    account -> paused, after the change). Every account: the words ``p`` has always shown."""
+    if accounts is None or set(accounts) >= set(states):
+        return "new entries paused (protection keeps running)" if paused else "new entries resumed"
+    names = " and ".join(accounts)
+    if paused:
+        did = f"new entries paused on {names} (protection keeps running)"
+    else:
+        did = f"new entries resumed on {names}"
+    others = [
+        f"{name} {'stays paused' if flag else 'still takes entries'}"
+        for name, flag in states.items()
+        if name not in accounts
+    ]
+    return "; ".join([did, *others])
 
 
 def describe_kill(report: KillReport) -> str:

@@ -13,9 +13,11 @@ ledger's counts and win rate) are read from the snapshot, never computed a secon
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
 
 from engine.core.clock import parse_iso_utc
 from engine.dashboard.schema import (
@@ -28,12 +30,15 @@ from engine.dashboard.schema import (
     Totals,
     TradeRow,
 )
-from engine.trading.ledger import tally
+from engine.trading.ledger import MAIN_ACCOUNT, tally
 
 POSITIVE = "pnl-positive"
 NEGATIVE = "pnl-negative"
 MUTED = "muted-text"
 ATTENTION = "state-attention"
+HEALTHY = "state-running"
+ALARM = "state-degraded"
+MIRROR_ACCOUNT = "mirror"
 
 # Bybit's per-account request budgets for linear (what the simulator emulates): 50 reads and 10 order
 # actions a second. The header shows the calls of the last minute against that total.
@@ -63,11 +68,19 @@ def fmt_num(value: float | None) -> str:
     return f"{value:,.10g}"
 
 
-def fmt_money(value: float | None, signed: bool = False) -> str:
-    """USDT with two decimals (``+`` for gains when ``signed``)."""
+def fmt_money(value: float | None, signed: bool = False, short: bool = False) -> str:
+    """USDT with two decimals (``+`` for gains when ``signed``); ``short``: from 10,000 on, three
+    significant figures with k, M or B (``+12.3k``), for a column that has no room for every digit."""
     if value is None:
         return "—"
-    return f"{value:+,.2f}" if signed else f"{value:,.2f}"
+    sign = "+" if signed else ""
+    if short and abs(value) >= 10_000:
+        for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= scale:
+                scaled = value / scale
+                digits = 2 if abs(scaled) < 10 else 1 if abs(scaled) < 100 else 0
+                return f"{scaled:{sign},.{digits}f}{suffix}"
+    return f"{value:{sign},.2f}"
 
 
 def fmt_pct(value: float | None, signed: bool = False) -> str:
@@ -185,6 +198,7 @@ POSITION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("account", "Acct"),
     ("symbol", "Symbol"),
     ("side", "Side"),
+    ("mirror", "Mirror"),  # early, so the badge stays on screen at 80 columns
     ("size", "Size"),
     ("entry", "Entry"),
     ("mark", "Mark"),
@@ -208,8 +222,10 @@ def _open_tp_orders(orders: Iterable[OrderRow]) -> dict[tuple[str, str], int]:
 
 
 def position_rows(snapshot: Snapshot) -> dict[str, Row]:
-    """The positions table: one row per open position, keyed by its monitor key."""
+    """The positions table: one row per open position, keyed by its monitor key; the mirror column
+    holds :func:`mirror_badge` and a mirror account's rows have their account name in colour."""
     monitors = {m["key"]: m for m in snapshot.get("monitors", ())}
+    mirror = mirror_view(snapshot)
     open_tps = _open_tp_orders(snapshot.get("orders", ()))
     rows: dict[str, Row] = {}
     for pos in snapshot.get("positions", ()):
@@ -228,9 +244,10 @@ def position_rows(snapshot: Snapshot) -> dict[str, Row]:
         urgency = str(monitor.get("urgency") or "—") if monitor else "—"
         tone = sign_tone(upnl)
         rows[key] = (
-            Cell(pos["account"]),
+            Cell(pos["account"], "accent" if pos["account"] == MIRROR_ACCOUNT else None),
             Cell(pos["symbol"]),
             Cell(pos.get("side") or "—", POSITIVE if pos.get("side") == "Buy" else NEGATIVE),
+            mirror_badge(mirror, key),
             Cell(fmt_num(pos.get("size")), right=True),
             Cell(fmt_num(pos.get("entry_price")), right=True),
             Cell(fmt_num(pos.get("mark_price")), right=True),
@@ -242,6 +259,116 @@ def position_rows(snapshot: Snapshot) -> dict[str, Row]:
             Cell(urgency),
         )
     return rows
+
+
+# --- mirror -------------------------------------------------------------------------------------
+
+MIRROR_DRIFT_WORDS = {
+    "excess": "excess",
+    "deficit": "deficit",
+    "missing_stop": "no SL",
+    "orphan": "orphan",
+    "breakeven": "BE",
+    "entries": "entries",
+}
+"""The drift kinds as the positions table's badge spells them (a short column at 80x24)."""
+_MIRROR_STATES = {
+    "open": ("sync", HEALTHY),
+    "opening": ("opening", MUTED),
+    "closing": ("closing", MUTED),
+    "closed": ("closed", MUTED),
+    "closed_by_hand": ("by hand", ATTENTION),  # the operator closed the mirror leg: it no longer follows
+}
+_FINISHED = frozenset({"closed", "closed_by_hand"})
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorLink:
+    """One link of the snapshot's ``mirror.links[]``: a main trade and its mirror trade."""
+
+    main_key: str
+    mirror_key: str
+    state: str  # opening | open | closing | skipped | closed | closed_by_hand
+    drift: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorView:
+    """What the console shows of the snapshot's ``mirror`` section (absent or disabled: off)."""
+
+    enabled: bool = False
+    desync: bool = False
+    pending: int = 0
+    links: Mapping[str, MirrorLink] = field(default_factory=lambda: MappingProxyType({}))
+    """By monitor key: each link under its main key and under its mirror key."""
+
+
+MIRROR_OFF = MirrorView()
+
+
+def mirror_view(snapshot: Snapshot | Mapping[str, Any]) -> MirrorView:
+    """The snapshot's ``mirror`` section, read defensively: it is absent when mirroring is off.
+
+    When a key has several links (a closed one and the new trade's), the live one is shown.
+    """
+    section = snapshot.get("mirror")
+    if not isinstance(section, Mapping) or not section.get("enabled"):
+        return MIRROR_OFF
+    queue = section.get("queue")
+    queue = queue if isinstance(queue, Mapping) else {}
+    links: dict[str, MirrorLink] = {}
+    for row in section.get("links") or ():
+        if not isinstance(row, Mapping):
+            continue
+        link = MirrorLink(
+            main_key=str(row.get("main_key") or ""),
+            mirror_key=str(row.get("mirror_key") or ""),
+            state=str(row.get("state") or ""),
+            drift=tuple(str(kind) for kind in row.get("drift") or ()),
+            note=str(row.get("note") or ""),
+        )
+        for key in (link.main_key, link.mirror_key):
+            shown = links.get(key)
+            if key and (shown is None or shown.state in _FINISHED or link.state not in _FINISHED):
+                links[key] = link
+    return MirrorView(
+        enabled=True,
+        desync=bool(queue.get("desync")),
+        pending=int(queue.get("pending") or 0),
+        links=MappingProxyType(links),
+    )
+
+
+def mirror_badge(view: MirrorView, key: str) -> Cell:
+    """The positions table's mirror column for the position of monitor ``key``.
+
+    ``—`` when mirroring is off (or a mirror position no link explains); ``none`` for a main position
+    with no mirror trade; ``skipped`` when its mirror was too small to open; ``DESYNC`` (red) while
+    the mirror's action queue keeps failing; ``!<kind>`` (amber) for drift, naming the first kind and
+    counting the others (``!excess+1``); else the link's state (``sync`` once both legs are open).
+    """
+    link = view.links.get(key) if view.enabled else None
+    if link is None:
+        main_row = not key.startswith(f"{MIRROR_ACCOUNT}:")
+        return Cell("none" if view.enabled and main_row else "—", MUTED)
+    if link.state == "skipped":
+        return Cell("skipped", MUTED)
+    if view.desync and link.state not in _FINISHED:
+        return Cell("DESYNC", ALARM)
+    if link.drift:
+        first = MIRROR_DRIFT_WORDS.get(link.drift[0], link.drift[0])
+        more = f"+{len(link.drift) - 1}" if len(link.drift) > 1 else ""
+        return Cell(f"!{first}{more}", ATTENTION)
+    text, tone = _MIRROR_STATES.get(link.state, (link.state or "—", MUTED))
+    return Cell(text, tone)
+
+
+def mirror_header(view: MirrorView) -> str | None:
+    """The header's red badge while the mirror is out of sync (its actions keep failing), else None."""
+    if not (view.enabled and view.desync):
+        return None
+    return f" MIRROR DESYNC · {view.pending} pending " if view.pending else " MIRROR DESYNC "
 
 
 ORDER_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -297,22 +424,58 @@ ACCOUNT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("upnl", "uPnL"),
     ("positions", "Pos"),
     ("orders", "Ord"),
+    ("entries", "Entries"),
 )
 
 
-def account_rows(snapshot: Snapshot) -> dict[str, Row]:
-    """The accounts panel: main and mirror."""
+def account_rows(snapshot: Snapshot, paused: Collection[str] = ()) -> dict[str, Row]:
+    """The accounts panel: main and mirror, each saying whether it takes new entries (``paused``
+    names the accounts whose entries are paused; the engine reports it, the snapshot does not)."""
     rows: dict[str, Row] = {}
     for name, acct in snapshot.get("accounts", {}).items():
         rows[name] = (
-            Cell(name),
+            Cell(name, "accent" if name == MIRROR_ACCOUNT else None),
             Cell(fmt_money(acct.get("equity")), right=True),
             Cell(fmt_money(acct.get("available")), right=True),
             Cell(fmt_money(acct.get("upnl"), signed=True), sign_tone(acct.get("upnl")), right=True),
             Cell(str(acct.get("positions", 0)), right=True),
             Cell(str(acct.get("orders", 0)), right=True),
+            _entries_cell(name, acct, paused),
         )
     return rows
+
+
+def _entries_cell(name: str, acct: Mapping[str, Any], paused: Collection[str]) -> Cell:
+    """``down`` while the account cannot be read (its figures are the last read), else on / paused."""
+    if acct.get("unreachable"):
+        return Cell("down", ALARM)
+    return Cell("paused", ATTENTION) if name in paused else Cell("on")
+
+
+@dataclass(frozen=True, slots=True)
+class PauseChoice:
+    """One line of the pause dialog: which accounts it switches, their state now, what it does."""
+
+    label: str  # "main", "mirror" or "both"
+    accounts: tuple[str, ...]
+    now: str  # "paused", "taking entries", "mixed"
+    pause: bool  # True: choosing it pauses these accounts; False: it resumes them
+
+
+def pause_choices(paused: Mapping[str, bool]) -> list[PauseChoice]:
+    """The pause dialog's lines from each account's state (account -> paused): one per account,
+    then ``both`` when there are two. A line resumes what is paused; ``both`` pauses both unless
+    both are paused already (a mixed state is made uniform the safe way: paused)."""
+
+    def state(flags: Iterable[bool]) -> str:
+        values = set(flags)
+        return "mixed" if len(values) > 1 else ("paused" if values == {True} else "taking entries")
+
+    choices = [PauseChoice(name, (name,), state([flag]), not flag) for name, flag in paused.items()]
+    if len(paused) > 1:
+        every = all(paused.values())
+        choices.append(PauseChoice("both", tuple(paused), state(paused.values()), not every))
+    return choices
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -399,22 +562,79 @@ def streak_text(streak: int) -> str:
     return f"{n} {word}{plural}"
 
 
-def stats_lines(stats: TradeStats) -> list[tuple[str, str, str | None]]:
-    """(label, value, tone) lines of the statistics panel."""
+def stats_lines(
+    stats: TradeStats, funding_line: bool | None = None, short: bool = False
+) -> list[tuple[str, str, str | None]]:
+    """(label, value, tone) lines of the statistics panel; the funding line only when ``funding_line``
+    (by default: when this account paid or received some); ``short`` abbreviates large sums
+    (:func:`fmt_money`)."""
     pf = "—" if stats.profit_factor is None else f"{stats.profit_factor:.2f}"
     # funding only once there is some: accounts that never held a position over a funding time
     # (and the simulator, which charges none) keep the panel as it was
-    funding = [("Funding paid", fmt_money(stats.funding), None)] if stats.funding else []
+    shown = bool(stats.funding) if funding_line is None else funding_line
+    funding = [("Funding paid", fmt_money(stats.funding, short=short), None)] if shown else []
+    drawdown = -stats.max_drawdown if stats.max_drawdown else 0.0
     return [
-        ("Trades", f"{stats.trades} ({stats.wins}W/{stats.losses}L)", None),
+        # count and wins/losses on two lines: three accounts' figures side by side stay narrow
+        ("Trades", str(stats.trades), None),
+        ("Wins/losses", f"{stats.wins}/{stats.losses}", None),
         ("Win rate", fmt_pct(stats.win_rate), None),
-        ("Total PnL", fmt_money(stats.pnl, signed=True), sign_tone(stats.pnl)),
-        ("Fees", fmt_money(stats.fees), None),
+        ("Total PnL", fmt_money(stats.pnl, signed=True, short=short), sign_tone(stats.pnl)),
+        ("Fees", fmt_money(stats.fees, short=short), None),
         *funding,
         ("Profit factor", pf, None),
-        ("Max drawdown", fmt_money(-stats.max_drawdown if stats.max_drawdown else 0.0), None),
+        ("Max drawdown", fmt_money(drawdown, short=short), None),
         ("Streak", streak_text(stats.streak), sign_tone(stats.streak)),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class StatsView:
+    """The statistics panel: one column of figures per account and the combined one, and the curve of
+    cumulative PnL over every account."""
+
+    columns: tuple[tuple[str, TradeStats], ...]  # (heading, figures)
+    cumulative: tuple[float, ...]
+
+
+def stats_view(snapshot: Snapshot) -> StatsView:
+    """Main, mirror (only when the snapshot has a mirror account) and all together.
+
+    Each account's counts, win rate and PnL are the ledger's own (``ledger.by_account``, the same
+    tally as the combined ``ledger.totals``); the rest is derived from that account's trades. When
+    main is the only column and its figures are the combined ones, the panel shows one column.
+    """
+    ledger = snapshot.get("ledger")
+    trades: Sequence[TradeRow] = ledger.get("trades", ()) if ledger else ()
+    by_account: Mapping[str, Totals] = (ledger.get("by_account") if ledger else None) or {}
+    combined = ledger_stats(ledger) if ledger else trade_stats(())
+    names = [MAIN_ACCOUNT]
+    if MIRROR_ACCOUNT in snapshot.get("accounts", {}):
+        names.append(MIRROR_ACCOUNT)
+    columns = [
+        (name.capitalize(), trade_stats([t for t in trades if t["account"] == name], by_account.get(name)))
+        for name in names
+    ]
+    if len(columns) == 1 and columns[0][1] == combined:
+        return StatsView((("All", combined),), combined.cumulative)
+    return StatsView((*columns, ("All", combined)), combined.cumulative)
+
+
+StatsTable = tuple[tuple[str, ...], list[tuple[str, tuple[tuple[str, str | None], ...]]]]
+
+
+def stats_table(view: StatsView, short: bool = False) -> StatsTable:
+    """The panel's headings (none for a single column) and its (label, ((value, tone), ...)) lines:
+    the lines of :func:`stats_lines` side by side, with the funding line when any column has one
+    (``short``: large sums abbreviated, for a narrow panel)."""
+    funding = any(stats.funding for _, stats in view.columns)
+    per_column = [stats_lines(stats, funding, short) for _, stats in view.columns]
+    headings = tuple(name for name, _ in view.columns) if len(view.columns) > 1 else ()
+    lines = [
+        (cells[0][0], tuple((value, tone) for _, value, tone in cells))
+        for cells in zip(*per_column, strict=True)
+    ]
+    return headings, lines
 
 
 # --- cache efficiency --------------------------------------------------------------------------

@@ -34,7 +34,8 @@ the moments that matter.
 
 Usage::
 
-    .venv/bin/python scripts/volatile_hour.py [--minutes 60] [--seed 7] [--kills 6] [--trades 24] [--json]
+    .venv/bin/python scripts/volatile_hour.py [--minutes 60] [--seed 7] [--kills 6] [--trades 24]
+        [--mirror] [--json]
 
 Exit code 0 when every check holds, 1 otherwise (2 for bad arguments).
 """
@@ -183,11 +184,14 @@ def plan_trades(
     return trades
 
 
-def settings_document(seed: int, volatility: float, symbols: Sequence[str]) -> dict[str, Any]:
-    """The run's settings file: a volatile simulated market with realistic latency, no demo trades,
-    mirror trading off (one account, so every round trip is one of the plan's)."""
+def settings_document(
+    seed: int, volatility: float, symbols: Sequence[str], mirror: bool = False
+) -> dict[str, Any]:
+    """The run's settings file: a volatile simulated market with realistic latency, no demo trades;
+    mirror trading off unless ``mirror`` (then every trade has a twin on the mirror account, whose
+    round trips are checked the same way; the plan is matched on main)."""
     return {
-        "mirror": {"enabled": False},
+        "mirror": {"enabled": mirror},
         "sim": {
             "seed": seed,
             "symbols": list(symbols),
@@ -742,9 +746,8 @@ class VolatileHour:
         self.state_dir = state_dir
         self.work = state_dir.parent
         self.config = self.work / "settings.toml"
-        self.config.write_text(
-            tomli_w.dumps(settings_document(args.seed, args.volatility, SYMBOLS)), encoding="utf-8"
-        )
+        document = settings_document(args.seed, args.volatility, SYMBOLS, args.mirror)
+        self.config.write_text(tomli_w.dumps(document), encoding="utf-8")
         self.settings: Settings = load_settings(self.config, state_dir)
         self.epoch = make_clock("virtual", self.settings).now()
         self.hour_end = self.epoch + args.minutes * 60.0
@@ -1047,6 +1050,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--volatility", type=float, default=VOLATILITY, help="annualised")
     parser.add_argument("--segment-timeout", type=float, default=SEGMENT_TIMEOUT_S, help="wall s per process")
     parser.add_argument("--dir", type=Path, help="work directory (kept); default: a new temp dir")
+    parser.add_argument("--mirror", action="store_true", help="mirror every trade onto the second account")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.kills < 0 or args.trades < 0 or args.volatility <= 0:

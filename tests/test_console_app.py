@@ -28,6 +28,7 @@ from console.widgets.diff_table import DiffTable
 from console.widgets.log_pane import LogPane
 from engine.core.settings import OVERRIDE_FILE
 from engine.dashboard.snapshot import freeze
+from engine.mirror.follower import disabled_section
 
 
 def toasts(app: OperatorConsole) -> list[str]:
@@ -94,6 +95,7 @@ def _snapshot(marks: dict[str, float], time: str = "2026-01-01T00:00:00.000Z") -
             "scheduler": {},
             "monitoring": {},
             "api_budget": {},
+            "mirror": disabled_section("balance_ratio"),
         }
     )
 
@@ -473,7 +475,8 @@ async def test_q_flushes_stops_the_engine_and_says_positions_stay_protected(tmp_
     assert app.return_code == 0
     assert app._engine_stopped and not app.runtime._tasks
     assert app.exit_text == (
-        "opconsole stopped; store flushed. 1 open position stays protected by exchange-side stop-losses."
+        # the demo trade and its mirror
+        "opconsole stopped; store flushed. 2 open positions stay protected by exchange-side stop-losses."
     )
 
 

@@ -12,6 +12,7 @@ from console.screens.trade_form import parse_trade_form
 from console.screens.ttl import parse_ttl, ttl_step
 from console.view_model import (
     NEGATIVE,
+    POSITION_COLUMNS,
     POSITIVE,
     RateTracker,
     cache_rows,
@@ -147,12 +148,15 @@ SNAPSHOT = {
 def test_position_row_joins_its_monitor() -> None:
     rows = position_rows(SNAPSHOT)
     row = rows["main:BTCUSDT:Buy"]
-    texts = [cell.text for cell in row]
-    assert texts[6] == "+10.00" and row[6].tone == POSITIVE
-    assert texts[7] == "+1.0%"  # 10 USDT on a 1000 USDT notional
-    assert texts[8] == "●○○"  # one TP filled, two TP orders still working
-    assert texts[9] == "100,050 BE"
-    assert texts[10] == "profit_taking" and texts[11] == "active"
+    # by column key: issue 14 put the mirror badge column after the side
+    cells = dict(zip((key for key, _ in POSITION_COLUMNS), row, strict=True))
+    texts = {key: cell.text for key, cell in cells.items()}
+    assert texts["upnl"] == "+10.00" and cells["upnl"].tone == POSITIVE
+    assert texts["upnl_pct"] == "+1.0%"  # 10 USDT on a 1000 USDT notional
+    assert texts["tps"] == "●○○"  # one TP filled, two TP orders still working
+    assert texts["sl"] == "100,050 BE"
+    assert texts["phase"] == "profit_taking" and texts["urgency"] == "active"
+    assert texts["mirror"] == "—"  # the snapshot has no mirror section: mirroring is off
 
 
 def test_orders_without_link_id_get_distinct_keys() -> None:

@@ -370,6 +370,7 @@ async def test_monitors_ledger_stats_and_alerts_come_from_the_tpsl_manager(sim: 
     assert position["breakeven"] is False and position["urgency"] is None
     assert [m["key"] for m in snap["monitors"]] == ["main:BTCUSDT:Buy"]
     assert snap["ledger"]["totals"]["count"] == 1 and snap["stats"]["wins"] == 1
+    assert snap["ledger"]["by_account"] == {"main": snap["ledger"]["totals"]}  # one account traded
     assert [a["message"] for a in snap["alerts"]] == ["second", "first"]  # newest first
     assert snap["streams"] == {"main": {"push": True, "connected": True, "last_event_age_s": 0.5}}
     assert snap["engine_state"] == "running"

@@ -3,6 +3,8 @@ snapshot and CSV."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 from engine.core.models import Side, Trade
@@ -10,9 +12,9 @@ from engine.core.state_keys import ledger_key as chunk_key
 from engine.trading.ledger import CHUNK, Ledger, tally
 
 
-def trade(i: int, pnl: float, reason: str = "tp") -> Trade:
+def trade(i: int, pnl: float, reason: str = "tp", account: str = "main") -> Trade:
     return Trade(
-        account="main",
+        account=account,
         symbol="BTCUSDT",
         side=Side.BUY,
         approach="conservative",
@@ -43,6 +45,29 @@ def test_totals() -> None:
         "funding": 0.0,  # added by issue 11 (funding shown apart)
     }
     assert Ledger().totals()["win_rate"] is None
+
+
+def test_each_account_has_its_own_totals_and_they_add_up_to_the_combined_ones() -> None:
+    ledger = Ledger()
+    for i, (pnl, account) in enumerate([(10.0, "main"), (0.6, "mirror"), (-4.0, "main"), (-0.2, "mirror")]):
+        ledger.record(trade(i, pnl, account=account))
+    ledger.record(trade(9, 0.0, account="mirror"))
+    by_account = ledger.totals_by_account()
+    assert list(by_account) == ["main", "mirror"]
+    assert by_account["main"] == tally([10.0, -4.0], [0.5, 0.5])
+    assert by_account["mirror"] == tally([0.6, -0.2, 0.0], [0.5, 0.5, 0.5])
+    assert by_account["mirror"]["win_rate"] == round(1 / 3, 4)  # the same breakeven rule per account
+    combined = ledger.totals()  # the snapshot's totals (and stats) stay every account together
+    assert combined["count"] == sum(t["count"] for t in by_account.values()) == 5
+    assert combined["pnl"] == round(sum(t["pnl"] for t in by_account.values()), 4)
+    section = ledger.snapshot()
+    assert section["totals"] == combined and section["by_account"] == by_account
+
+
+def test_main_has_totals_before_any_trade_and_mirror_only_once_it_traded() -> None:
+    assert Ledger().snapshot()["by_account"] == {"main": tally([], [])}
+    only_mirror = Ledger([trade(0, 1.0, account="mirror")]).totals_by_account()
+    assert list(only_mirror) == ["main", "mirror"] and only_mirror["main"]["count"] == 0
 
 
 def test_a_breakeven_trade_is_neither_win_nor_loss_but_counts_in_the_win_rate() -> None:
@@ -102,3 +127,9 @@ def test_csv_export() -> None:
     lines = text.splitlines()
     assert lines[0].startswith("account,symbol,side,approach,reason")
     assert len(lines) == 3 and ",sl," in lines[2]
+
+
+def test_csv_export_names_each_trades_account() -> None:
+    text = Ledger([trade(0, 3.0), trade(1, 0.15, account="mirror")]).to_csv()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["account"], float(r["pnl"])) for r in rows] == [("main", 3.0), ("mirror", 0.15)]

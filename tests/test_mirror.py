@@ -106,7 +106,7 @@ async def running(
         await runtime.stop()
 
 
-def _conservative() -> TradeRequest:
+def conservative_request() -> TradeRequest:
     # 1,000 USDT x 10 at 100,000: three entries of 0.033 BTC on main
     return TradeRequest(
         "main",
@@ -137,7 +137,7 @@ def _by_hand(here: Running, account: str, side: Side, qty: float, reduce_only: b
 
 async def test_a_conservative_trade_is_mirrored_through_tp1_breakeven_and_close(tmp_path: Path) -> None:
     async with running(tmp_path) as here:
-        await here.engine.actions.open_trade(_conservative())
+        await here.engine.actions.open_trade(conservative_request())
         await here.run(5.0)
         # balance ratio: mirror equity 5,000 / main 10,000 -> 0.0165 per entry, rounded down
         assert here.size("main") == pytest.approx(0.033)
@@ -189,7 +189,7 @@ async def test_a_mirror_rejection_is_retried_and_then_succeeds(tmp_path: Path) -
 async def test_a_mirror_that_stays_down_raises_desync_while_main_trades_on(tmp_path: Path) -> None:
     async with running(tmp_path) as here:
         here.exchange.inject_errors("mirror", 1_000_000, TransientError("mirror unreachable"))
-        await here.engine.actions.open_trade(_conservative())
+        await here.engine.actions.open_trade(conservative_request())
         await here.run(120.0)
         (desync,) = here.alerts("mirror_desync")
         assert desync["severity"] == "critical"
@@ -269,7 +269,7 @@ async def test_a_stop_missing_on_the_mirror_is_placed_again(tmp_path: Path) -> N
 
 async def test_the_kill_switch_closes_both_accounts(tmp_path: Path) -> None:
     async with running(tmp_path) as here:
-        await here.engine.actions.open_trade(_conservative())
+        await here.engine.actions.open_trade(conservative_request())
         await here.run(5.0)
         assert here.size("mirror") > 0
         await here.engine.actions.kill_switch()
@@ -295,7 +295,7 @@ async def test_a_crash_in_a_mirrored_trade_is_reconciled_on_both_accounts(tmp_pa
     first_dir, crash_dir = tmp_path / "first", tmp_path / "crash"
     sizing = {"mirror.sizing": "fixed_ratio", "mirror.ratio": 1.0}
     async with running(first_dir, **sizing) as here:
-        await here.engine.actions.open_trade(_conservative())
+        await here.engine.actions.open_trade(conservative_request())
         await here.run(5.0)
         assert here.size("mirror") == pytest.approx(0.033)
         shutil.copytree(first_dir, crash_dir)
@@ -365,3 +365,32 @@ async def test_a_mirror_down_at_start_never_holds_back_mains_protection(tmp_path
         assert manager.monitors[MAIN_KEY].size == pytest.approx(0.1)
     finally:
         await runtime.stop()
+
+
+async def test_breakeven_now_and_cancel_on_main_are_done_on_the_mirror(tmp_path: Path) -> None:
+    async with running(tmp_path) as here:
+        await here.engine.actions.open_trade(conservative_request())
+        await here.run(5.0)
+        await here.price(100_600.0)  # beyond breakeven, short of TP1
+        await here.engine.actions.breakeven_now(MAIN_KEY)
+        await here.run(5.0)
+        manager = here.engine.manager
+        assert manager.monitors[MAIN_KEY].breakeven and manager.monitors[MIRROR_KEY].breakeven
+        await here.engine.actions.cancel_orders(MAIN_KEY)
+        await here.run(5.0)
+        for account in ("main", "mirror"):  # entries and TPs gone, the stop stays
+            orders = here.exchange.open_orders(account, SYMBOL)
+            assert [o.trigger_price is not None for o in orders] == [True], account
+
+
+async def test_a_trade_opened_by_hand_on_the_mirror_alone_is_protected_not_mirrored_back(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, **{"monitor.reconcile_positions_s": 10.0}) as here:
+        _by_hand(here, "mirror", Side.BUY, 0.02)
+        await here.run(30.0)
+        adopted = here.engine.manager.monitors[MIRROR_KEY]
+        assert adopted.approach == "adopted"
+        assert here.stop_qty("mirror") == pytest.approx(0.02)
+        assert here.size("main") == 0 and MAIN_KEY not in here.engine.manager.monitors
+        assert here.follower.links == {} and here.follower.tasks == []

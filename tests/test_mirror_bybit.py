@@ -9,14 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_mirror import conservative_request
 
 from engine.core.clock import RealClock
-from engine.core.models import Phase, Side
+from engine.core.models import Phase
 from engine.core.settings import load_settings
 from engine.runtime.assembly import EngineRuntime
 from engine.sim.exchange import SimExchange
 from engine.sim.server.app import BybitServer
-from engine.trading.approaches import Approach, TradeRequest
 
 SYMBOL = "BTCUSDT"
 KEYS = {
@@ -69,18 +69,7 @@ async def test_a_trade_is_mirrored_through_tp1_breakeven_and_close_over_pybit(
         engine = await runtime.start()
         manager = engine.manager
         await _until(lambda: manager.ready, "both accounts reconciled")
-        request = TradeRequest(
-            "main",
-            SYMBOL,
-            Side.BUY,
-            Approach.CONSERVATIVE,
-            1000.0,
-            10.0,
-            (None, 99_000.0, 98_000.0),
-            (101_000.0, 102_000.0, 103_000.0, 104_000.0),
-            97_000.0,
-        )
-        await engine.actions.open_trade(request)
+        await engine.actions.open_trade(conservative_request())  # 0.033 BTC x 3 on main
 
         def size(account: str) -> float:
             return sum(p.size for p in exchange.positions(account, SYMBOL) if p.is_open)

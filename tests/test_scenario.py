@@ -130,7 +130,7 @@ async def test_headless_scenario_run_lists_monitors_and_ledger(tmp_path: Path) -
             "breakeven",
             "urgency",
         } <= set(row)
-    assert set(snap["ledger"]) == {"trades", "totals"}
+    assert set(snap["ledger"]) == {"trades", "totals", "by_account"}  # by_account: 0.5.0
     assert snap["positions"], "the scenario trades should still be open after two minutes"
     protected = {(o["symbol"], o["account"]) for o in snap["orders"] if o["purpose"] == "sl"}
     for p in snap["positions"]:

@@ -21,7 +21,8 @@ def binding_lines(bindings: Iterable[Binding], key_display: Callable[[Binding], 
             continue
         key = key_display(binding)
         help_text = binding.tooltip or binding.description
-        lines.append(Content.assemble((f"  {key:<8}", "bold $accent"), help_text))
+        # a key list as long as the column (``escape,P``) still gets a space before its text
+        lines.append(Content.assemble((f"  {key:<7} ", "bold $accent"), help_text))
     return lines
 
 

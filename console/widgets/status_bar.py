@@ -1,4 +1,5 @@
-"""The header bar: venue and network, engine state, profile badge, stream health, API budget, clock.
+"""The header bar: venue and network, engine state, profile badge, a red MIRROR DESYNC badge while the
+mirror account is out of sync, stream health, API budget, clock.
 
 Each field is its own Label whose CSS classes pick the colours (``-mainnet``, ``-degraded`` …), so the
 theme decides what MAINNET looks like; the text says it too, for monochrome terminals.
@@ -20,6 +21,7 @@ class StatusBar(Horizontal):
         yield Label(" SIM ", id="sb-venue", classes="-network")
         yield Label(" starting ", id="sb-state", classes="-state-attention")
         yield Label(" PENDING ", id="sb-profile", classes="-pending")
+        yield Label("", id="sb-mirror", classes="-desync")  # shown only while the mirror is out of sync
         yield Label("streams —", id="sb-streams")
         yield Label("API —", id="sb-api")
         yield Label("", id="sb-clock")
@@ -33,13 +35,18 @@ class StatusBar(Horizontal):
         streams: str,
         api: str,
         clock: str,
+        mirror: str | None = None,
     ) -> None:
-        """Update every field (a Label repaints only when its text or classes change)."""
+        """Update every field (a Label repaints only when its text or classes change); ``mirror`` is
+        the desync badge's text, None to hide it."""
         text, tone = venue_badge(venue)
         self._set("#sb-venue", text, f"-{tone}")
         self._set("#sb-state", f" {engine_state.upper()} ", f"-{state_tone(engine_state)}")
         badge = profile_badge(profile)
         self._set("#sb-profile", f" {badge} ", f"-{badge.lower()}")
+        desync = self.query_one("#sb-mirror", Label)
+        desync.display = mirror is not None
+        self._set("#sb-mirror", mirror or "")
         self._set("#sb-streams", streams)
         self._set("#sb-api", api)
         self._set("#sb-clock", clock)

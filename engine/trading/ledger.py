@@ -16,6 +16,11 @@ Why every closed trade and not only the decided ones: the win rate answers "how 
 took make money"; leaving scratches out would raise it for trades that earned nothing. It also keeps
 ``wins + losses + breakeven == count``. A trade closed by the breakeven stop after a take-profit filled
 is a win: its net PnL is positive.
+
+Each account's figures are kept apart too (``ledger.by_account``, :meth:`Ledger.totals_by_account`):
+a mirror account trades smaller sizes on another balance, so its PnL and win rate mean something of
+their own, while ``totals`` (and ``stats``) stay the combined figures. They are the same
+:func:`tally` over that account's trades, so the accounts' counts and PnLs add up to the totals.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from engine.core.state_keys import LEDGER_PREFIX, ledger_key
 
 CHUNK = 100
 """Trades per stored chunk: small enough that recording a trade stays a small write."""
+MAIN_ACCOUNT = "main"
+"""The account that always has figures in ``ledger.by_account``, zero before its first trade."""
 
 CSV_FIELDS = (
     "account",
@@ -89,7 +96,8 @@ class LedgerSection(TypedDict):
     """The snapshot's ``ledger`` section. Sequences, as the frozen snapshot holds tuples."""
 
     trades: Sequence[TradeRow]
-    totals: Totals
+    totals: Totals  # every account together
+    by_account: Mapping[str, Totals]  # account -> its own totals: "main" always, every account with trades
 
 
 def tally(pnls: Sequence[float], fees: Iterable[float], funding: Iterable[float] = ()) -> Totals:
@@ -106,6 +114,10 @@ def tally(pnls: Sequence[float], fees: Iterable[float], funding: Iterable[float]
         "fees": round(float(sum(fees)), _MONEY_DECIMALS),
         "funding": round(float(sum(funding)), _MONEY_DECIMALS),
     }
+
+
+def _tally_trades(trades: Sequence[Trade]) -> Totals:
+    return tally([t.pnl for t in trades], (t.fees for t in trades), (t.funding for t in trades))
 
 
 def chunk_trades(key: str, value: Any) -> list[Trade]:
@@ -169,8 +181,17 @@ class Ledger:
     def totals(self) -> Totals:
         """count, wins, losses, win_rate, pnl (net), fees and funding of every closed trade (see
         :func:`tally`)."""
-        trades = self._trades
-        return tally([t.pnl for t in trades], (t.fees for t in trades), (t.funding for t in trades))
+        return _tally_trades(self._trades)
+
+    def totals_by_account(self) -> dict[str, Totals]:
+        """Each account's own totals (the same :func:`tally` over its trades): :data:`MAIN_ACCOUNT`
+        first and always, zero before its first trade, then every other account that closed a trade,
+        by name."""
+        by_account: dict[str, list[Trade]] = {MAIN_ACCOUNT: []}
+        for trade in self._trades:
+            by_account.setdefault(trade.account, []).append(trade)
+        names = [MAIN_ACCOUNT, *sorted(set(by_account) - {MAIN_ACCOUNT})]
+        return {name: _tally_trades(by_account[name]) for name in names}
 
     @staticmethod
     def row(trade: Trade) -> TradeRow:
@@ -194,10 +215,14 @@ class Ledger:
         }
 
     def snapshot(self, limit: int | None = None) -> LedgerSection:
-        """The snapshot's ``ledger`` section: the trades (latest ``limit`` when given) and the totals
-        of every trade."""
+        """The snapshot's ``ledger`` section: the trades (latest ``limit`` when given), the totals of
+        every trade, and each account's own totals."""
         trades = self._trades if limit is None else self._trades[-limit:]
-        return {"trades": [self.row(t) for t in trades], "totals": self.totals()}
+        return {
+            "trades": [self.row(t) for t in trades],
+            "totals": self.totals(),
+            "by_account": self.totals_by_account(),
+        }
 
     def to_csv(self) -> str:
         """The ledger as CSV (``opconsole export-trades``)."""
