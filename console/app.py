@@ -33,6 +33,7 @@ from console.engine_link import EngineLink, Outcome
 from console.logging_queue import QueueLogHandler, attach, detach
 from console.screens.confirm import ConfirmScreen
 from console.screens.help import HelpScreen
+from console.screens.pause import PauseScreen
 from console.screens.price_alerts import PriceAlertsScreen
 from console.screens.rollback import RollbackScreen
 from console.screens.trade_form import TradeFormScreen
@@ -46,9 +47,11 @@ from console.view_model import (
     account_rows,
     api_budget_per_minute,
     clock_text,
-    ledger_stats,
+    mirror_header,
+    mirror_view,
     order_rows,
     position_rows,
+    stats_view,
     total_api_calls,
 )
 from console.widgets.alerts_pane import AlertsPane
@@ -82,6 +85,7 @@ MAIN_SCREEN_ACTIONS = frozenset(
         "cancel_orders",
         "kill",
         "pause",
+        "pause_accounts",
         "alerts",
         "log",
         "filter_log",
@@ -121,6 +125,12 @@ class OperatorConsole(App[int]):
         Binding("x", "cancel_orders", "Cancel", tooltip="Cancel the selected position's monitor orders"),
         Binding("k", "kill", "Kill", tooltip="Kill switch: cancel everything, close every position"),
         Binding("p", "pause", "Pause", tooltip="Pause / resume new entries (protection keeps running)"),
+        Binding(
+            "P",
+            "pause_accounts",
+            "Acct…",  # 7 cells: the compact footer's nine columns fill the 80 columns exactly
+            tooltip="Pause / resume new entries per account: main, mirror or both (shows each one's state)",
+        ),
         Binding("a", "alerts", "Alerts", tooltip="Price alerts: list, add, delete"),
         Binding("l", "log", "Log", tooltip="Focus and enlarge the log pane (again: restore)"),
         Binding("slash", "filter_log", "Filter", key_display="/", tooltip="Filter the log pane"),
@@ -290,11 +300,13 @@ class OperatorConsole(App[int]):
                 streams=streams_text(data),
                 api=api,
                 clock=clock_text(data["time"]),
+                mirror=mirror_header(mirror_view(data)),
             )
-            self.query_one("#accounts", DiffTable).sync(account_rows(data))
+            paused = [name for name, flag in self.link.paused_accounts().items() if flag]
+            self.query_one("#accounts", DiffTable).sync(account_rows(data, paused))
             self.query_one("#positions", DiffTable).sync(position_rows(data))
             self.query_one("#orders", DiffTable).sync(order_rows(data))
-            self.query_one(StatsPanel).show(ledger_stats(data["ledger"]))
+            self.query_one(StatsPanel).show(stats_view(data))
             self.query_one(CachePanel).show(data, f"API calls: {calls:,} total · {api.removeprefix('API ')}")
             self.query_one(AlertsPane).show(data.get("alerts", ()))
         if state != self._shown_state:
@@ -453,6 +465,9 @@ class OperatorConsole(App[int]):
         paused = self.link.is_paused()
         self._in_background(lambda: self.link.set_paused(not paused), "pause")
 
+    def action_pause_accounts(self) -> None:
+        self.push_screen(PauseScreen(self.link, self.report, after_change=self._refresh_quietly))
+
     def action_alerts(self) -> None:
         self.push_screen(PriceAlertsScreen(self.link, self.report), lambda _: self._refresh_after_alerts())
 
@@ -482,6 +497,7 @@ class OperatorConsole(App[int]):
         sections = [
             ("Main screen", [b for b in _bindings(self.BINDINGS)]),
             ("Rollback panel (r)", list(_bindings(RollbackScreen.BINDINGS))),
+            ("Pause per account (P)", list(_bindings(PauseScreen.BINDINGS))),
             ("TTL screen (t)", list(_bindings(TtlScreen.BINDINGS))),
             ("Trade form (n)", list(_bindings(TradeFormScreen.BINDINGS))),
             ("Price alerts (a)", list(_bindings(PriceAlertsScreen.BINDINGS))),
