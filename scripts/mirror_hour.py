@@ -126,7 +126,7 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         "trades_closed": dict(Counter(t.account for t in trades)),
         "pnl": {a: round(sum(t.pnl for t in trades if t.account == a), 2) for a in ("main", "mirror")},
         "links": dict(Counter(link["state"] for link in snapshot["mirror"]["links"])),
-        "counts": snapshot["mirror"]["counts"],
+        "counts": dict(snapshot["mirror"]["counts"]),
         "mirror_alerts": {k: v for k, v in sorted(alerts.items()) if k.startswith("mirror")},
         "open_positions": {
             a: sum(1 for p in snapshot["positions"] if p["account"] == a) for a in ("main", "mirror")

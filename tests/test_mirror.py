@@ -206,7 +206,11 @@ async def test_a_mirror_that_stays_down_raises_desync_while_main_trades_on(tmp_p
         main = here.engine.manager.monitors[MAIN_KEY]
         assert main.phase is Phase.PROFIT_TAKING and main.breakeven
         assert here.size("mirror") == 0
-        # the mirror comes back after main took profit: the late open is skipped, not chased
+        # the open's next retry finds main past TP1 and drops it: the mirror is still down, though
+        await here.run(400.0)
+        assert here.link_state() == "skipped" and here.follower.tasks == []
+        assert here.follower.desync and not here.alerts("mirror_resynced")
+        # the mirror comes back: the drift check reads it again and says so
         here.exchange.clear_errors("mirror")
         await here.run(400.0)
         assert here.link_state() == "skipped"

@@ -369,13 +369,14 @@ class MirrorFollower:
                 held.add(task.main_key)
                 continue
             try:
-                await self._run(task)
+                reached = await self._run(task)
             except _Retry as exc:
                 self._failed(task, str(exc))
                 held.add(task.main_key)
             else:
                 self.tasks.remove(task)
-                self._succeeded()
+                if reached:
+                    self._succeeded()
             changed = True
         if changed:
             await self._save(force=True)
@@ -408,49 +409,52 @@ class MirrorFollower:
         self.failures_in_a_row = 0
         self.desync = False
 
-    async def _run(self, task: MirrorTask) -> None:
+    async def _run(self, task: MirrorTask) -> bool:
+        """Do ``task``; True when the mirror venue answered it (which ends a failure streak). A
+        forwarded action is handed to the mirror's monitor, whose own retries carry it: neutral."""
         link = self.links.get(task.main_key)
         if link is None or link.main_monitor_id != task.main_monitor_id:
-            return  # that trade is gone: nothing left to do
+            return False  # that trade is gone: nothing left to do
         try:
             if task.verb is Verb.OPEN:
-                await self._open(task, link)
-            else:
-                await self._forward(task, link)
+                return await self._open(task, link)
+            await self._forward(task, link)
+            return False
         except VenueError as exc:
             raise _Retry(str(exc)) from None
 
-    async def _open(self, task: MirrorTask, link: MirrorLink) -> None:
+    async def _open(self, task: MirrorTask, link: MirrorLink) -> bool:
+        """Open the mirror of ``link``, or settle why not; True when the mirror venue answered."""
         main = self.manager.monitors.get(link.main_key)
         if main is None or main.monitor_id != link.main_monitor_id:
             self._settle(link, LinkState.CLOSED, "main closed before the mirror opened")
             self.counts["missed"] += 1
-            return
+            return False
         if main.phase is Phase.PROFIT_TAKING or main.close_intent is not None:
             # Opening now would chase a trade main is already taking profit on (or closing).
             self._skip(link, "main had already taken profit or was closing when the mirror could open")
-            return
+            return False
         current = self.manager.monitors.get(link.mirror_key)
         if current is not None:
             ours = current.tag == self.manager.tag and current.approach == main.approach
             if ours and current.created_at >= main.created_at:
                 # opened before a restart cut the task short: that is this link's mirror
                 link.state, link.mirror_monitor_id = LinkState.OPEN, current.monitor_id
-                return
+                return False
             self._skip(link, f"the mirror already holds a {current.approach} position on {link.symbol}")
-            return
+            return False
         if self.manager.is_paused(MIRROR):
             self._skip(link, "new entries are paused on the mirror")
-            return
+            return False
         if task.request is None:
             self._skip(link, "the main trade's request was not kept")
-            return
+            return False
         request = request_from_dict(task.request)
         instrument = self.manager.instruments.get(link.symbol)
         first = main.orders.get("e1")
         if instrument is None or first is None:
             self._skip(link, f"main's entry of {link.symbol} is unknown")
-            return
+            return False
         main_wallet = await self.venues[MAIN].wallet()
         mirror_wallet = await self.venues[MIRROR].wallet()
         tickers = await self.venues[MIRROR].tickers([link.symbol])
@@ -464,18 +468,19 @@ class MirrorFollower:
             )
         except MirrorSkipped as exc:
             self._skip(link, str(exc))
-            return
+            return True
         try:
             opened = await self.manager.open_trade(copy)
         except TradeRejected as exc:
             if exc.transient:
                 raise _Retry(str(exc)) from None
             self._skip(link, str(exc))
-            return
+            return True
         link.state, link.ratio, link.mirror_monitor_id = LinkState.OPEN, ratio, opened.monitor_id
         link.qty_ratio = copy.qty / first.qty if copy.qty and first.qty > 0 else ratio
         link.note = ""
         log.info("mirrored %s as %s at ratio %.6g", link.main_key, link.mirror_key, ratio)
+        return True
 
     def _skip(self, link: MirrorLink, why: str) -> None:
         self._settle(link, LinkState.SKIPPED, why)
@@ -528,7 +533,7 @@ class MirrorFollower:
             for link in self.links.values()
             if link.state.checked or (link.state is not LinkState.OPENING and self._main_gone(link))
         ]
-        waiting = bool(self.tasks) and self.failures_in_a_row > 0
+        waiting = self.failures_in_a_row > 0
         if not links and not waiting:
             return
         try:
@@ -537,11 +542,13 @@ class MirrorFollower:
             # An outage: the queue's desync alert speaks for it; the next check catches up.
             log.warning("mirror drift check could not read the venues (%s)", exc)
             return
-        if waiting:
+        if waiting and self.tasks:
             now = self.clock.now()
             for task in self.tasks:
                 task.due_at = min(task.due_at, now)
             self.scheduler.run_soon(QUEUE_JOB)
+        elif waiting:
+            self._succeeded()  # the mirror reads again and no action of it is left failing
         await self._save()
 
     async def _check_all(self, links: Sequence[MirrorLink]) -> None:
