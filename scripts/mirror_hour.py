@@ -21,22 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from engine.core.clock import VirtualClock, parse_iso_utc  # noqa: E402
-from engine.core.models import Side  # noqa: E402
-from engine.core.settings import load_settings  # noqa: E402
-from engine.mirror.sizing import expected_size  # noqa: E402
-from engine.runtime.assembly import EngineRuntime  # noqa: E402
-from engine.runtime.scenario import ScenarioTrade, open_scenario_trade  # noqa: E402
-from engine.trading.approaches import Approach  # noqa: E402
-from engine.venue.errors import TransientError  # noqa: E402
+from engine.core.clock import VirtualClock, parse_iso_utc
+from engine.core.models import Side
+from engine.core.settings import load_settings
+from engine.mirror.sizing import expected_size
+from engine.runtime.assembly import EngineRuntime
+from engine.runtime.scenario import ScenarioTrade, open_scenario_trade
+from engine.trading.approaches import Approach
+from engine.venue.errors import TransientError
 
 
 def _trades(count: int, symbols: list[str], minutes: float) -> list[ScenarioTrade]:
@@ -97,7 +94,9 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
                 exchange.clear_errors("mirror")
                 in_outage = False
             # outside the outage, and after the follower has had one drift check to catch up
-            settled = not in_outage and not (outage[1] <= now < outage[1] + follower.params.sync_interval_s * 2)
+            settled = not in_outage and not (
+                outage[1] <= now < outage[1] + follower.params.sync_interval_s * 2
+            )
             if settled and not follower.tasks:
                 samples += 1
                 for link in follower.links.values():
@@ -110,8 +109,9 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
                     mirror = sum(p.size for p in exchange.positions("mirror", link.symbol) if p.side is side)
                     gap = abs(mirror - expected_size(main, ratio, instrument)) / instrument.qty_step
                     if gap > largest["steps"]:
-                        largest = {"steps": round(gap, 3), "symbol": link.symbol, "main": main, "mirror": mirror,
-                                   "at_min": round((now - start) / 60.0, 2)}  # fmt: skip
+                        at_min = round((now - start) / 60.0, 2)
+                        largest = {"steps": round(gap, 3), "symbol": link.symbol, "at_min": at_min}
+                        largest |= {"main": main, "mirror": mirror}
             await clock.drive(now + args.sample_s)
         snapshot = (await engine.dashboard.snapshot()).data
     finally:
@@ -120,9 +120,12 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     alerts = Counter(a["type"] for a in engine.alerts.snapshot(100_000))
     return {
         "workload": {
-            "trades": args.trades, "minutes": args.minutes, "seed": args.seed, "volatility": args.volatility,
+            "trades": args.trades,
+            "minutes": args.minutes,
+            "seed": args.seed,
+            "volatility": args.volatility,
             "outage_minutes": [args.outage_at, args.outage_at + args.outage_minutes],
-        },  # fmt: skip
+        },
         "trades_closed": dict(Counter(t.account for t in trades)),
         "pnl": {a: round(sum(t.pnl for t in trades if t.account == a), 2) for a in ("main", "mirror")},
         "links": dict(Counter(link["state"] for link in snapshot["mirror"]["links"])),
