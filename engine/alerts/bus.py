@@ -38,9 +38,9 @@ class AlertBus:
         """Hand every alert published from now on to ``sink``."""
         self._sinks.append(sink)
 
-    def raise_alert(self, severity: Severity | str, type_: str, message: str) -> Alert:
-        """Publish a new alert (``severity`` may be given as its string value)."""
-        return self.publish(Alert(Severity(severity), type_, message))
+    def raise_alert(self, severity: Severity | str, type_: str, message: str, key: str = "") -> Alert:
+        """Publish a new alert (``severity`` may be given as its string value) about ``key``."""
+        return self.publish(Alert(Severity(severity), type_, message, key=key))
 
     def publish(self, alert: Alert) -> Alert:
         """Stamp ``alert`` with the clock, log it, remember it and hand it to every sink."""
@@ -76,4 +76,10 @@ class AlertBus:
 def row_of(alert: Alert) -> AlertRow:
     """An alert as a snapshot row (its time as ISO 8601 UTC)."""
     when = iso_utc(alert.time) if alert.time is not None else ""
-    return {"time": when, "severity": str(alert.severity), "type": alert.type, "message": alert.message}
+    return {
+        "time": when,
+        "severity": str(alert.severity),
+        "type": alert.type,
+        "message": alert.message,
+        "key": alert.key,
+    }

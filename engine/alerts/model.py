@@ -25,13 +25,19 @@ class AlertRow(TypedDict):
     severity: str
     type: str
     message: str
+    key: str  # what the alert is about: a monitor key, an account, a symbol; "" for the engine
 
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One alert; ``time`` (epoch seconds on the engine clock) is set by the bus when published."""
+    """One alert; ``time`` (epoch seconds on the engine clock) is set by the bus when published.
+
+    ``key`` names what it is about (``main:BTCUSDT:Buy``, ``mirror``, ``BTCUSDT``; empty for the
+    engine as a whole): cooldown and de-duplication are per (type, key).
+    """
 
     severity: Severity
     type: str
     message: str
     time: float | None = None
+    key: str = ""
