@@ -38,7 +38,7 @@ from console.screens.price_alerts import PriceAlertsScreen
 from console.screens.rollback import RollbackScreen
 from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
-from console.terminal import ConsoleDriver
+from console.terminal import ConsoleDriver, TerminalLost
 from console.view_model import (
     ACCOUNT_COLUMNS,
     ORDER_COLUMNS,
@@ -92,6 +92,7 @@ MAIN_SCREEN_ACTIONS = frozenset(
     }
 )
 BLOCKED_STATES = (EngineState.PAUSED.value, EngineState.RECONCILING.value)
+TERMINAL_LOST = "terminal lost"  # the shutdown reason when the driver could not read the terminal
 
 
 def exit_message(open_positions: int) -> str:
@@ -165,6 +166,8 @@ class OperatorConsole(App[int]):
         self._refreshing = False
         self._stopping = False
         self._engine_stopped = False
+        self._engine_start: asyncio.Task[None] | None = None
+        self._engine_stop: asyncio.Task[None] | None = None
         self._last_error: str | None = None
         self._api_rate = RateTracker()
         self._shown_state: str | None = None
@@ -222,7 +225,9 @@ class OperatorConsole(App[int]):
         if self._handle_signals:
             self._install_signal_handlers()
         self.set_interval(self._period_s, self.drain_log, name="log-drain")
-        self.run_worker(self._start_engine(), name="engine-start", group="engine", exit_on_error=False)
+        # A task of the app's, not a Textual worker: Textual cancels its workers when the app exits,
+        # and a start cancelled half-way leaves the store open; a stop waits for the start instead.
+        self._engine_start = asyncio.create_task(self._start_engine(), name="engine-start")
         if self._self_refresh:
             self.run_worker(self._refresh_loop(), name="refresh", group="refresh", exclusive=True)
 
@@ -254,8 +259,9 @@ class OperatorConsole(App[int]):
 
     async def on_unmount(self) -> None:
         detach(self._log_handler)
-        self._remove_signal_handlers()
         await self._stop_engine()
+        # Only now: without its handler a SIGHUP or SIGTERM would kill the process mid-stop.
+        self._remove_signal_handlers()
 
     # --- refresh ------------------------------------------------------------------------------
 
@@ -550,12 +556,27 @@ class OperatorConsole(App[int]):
 
     def _terminal_gone(self, reason: str) -> bool:
         driver = getattr(self, "_driver", None)
-        return reason == signal.SIGHUP.name or (isinstance(driver, ConsoleDriver) and driver.terminal_lost)
+        return reason in (signal.SIGHUP.name, TERMINAL_LOST) or (
+            isinstance(driver, ConsoleDriver) and driver.terminal_lost
+        )
 
     async def _stop_engine(self) -> None:
-        if self._engine_stopped:
-            return
-        self._engine_stopped = True
+        """Flush the store and stop the engine, once; every caller waits for that one stop.
+
+        The stop is a task of its own that no caller's cancellation interrupts: when the app's
+        message loop ends, Textual cancels the app's workers (a shutdown under way among them), and
+        ``on_unmount`` then waits here for the same stop to finish, so the store always writes its
+        shutdown record and releases the state lock before the process exits.
+        """
+        if self._engine_stop is None:
+            self._engine_stop = asyncio.create_task(self._flush_and_stop(), name="engine-stop")
+        await asyncio.shield(self._engine_stop)
+
+    async def _flush_and_stop(self) -> None:
+        if self._engine_start is not None:
+            # Stopping while the engine starts: let the start end (started or failed) first; the
+            # runtime cannot stop a store it is still opening.
+            await asyncio.wait({self._engine_start})
         try:
             outcome = await self.link.flush()
             log.info(outcome.message)
@@ -567,6 +588,7 @@ class OperatorConsole(App[int]):
             await self.runtime.stop()
         except Exception:
             log.exception("stopping the engine failed")
+        self._engine_stopped = True
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -583,7 +605,15 @@ class OperatorConsole(App[int]):
                 loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        self.run_worker(self.shutdown(sig.name), name="shutdown", exit_on_error=False)
+        self._request_shutdown(sig.name)
+
+    def on_terminal_lost(self, event: TerminalLost) -> None:
+        """The driver could not read the terminal: shut down as on SIGHUP (which may come first)."""
+        log.warning("the terminal went away (%s)", event.problem)
+        self._request_shutdown(TERMINAL_LOST)
+
+    def _request_shutdown(self, reason: str) -> None:
+        self.run_worker(self.shutdown(reason), name="shutdown", exit_on_error=False)
 
 
 def streams_text(data: Mapping[str, Any]) -> str:

@@ -7,6 +7,17 @@ thread, blocks the main thread for good: the console has stopped its engine and 
 but the process never exits, and its asyncio signal handlers never run again. With the terminal
 wrapped in :class:`TerminalOutput`, a lost terminal swallows the writes instead, so the writer thread
 keeps draining its queue and the shutdown completes.
+
+Two more things happen when the terminal goes away, and the driver handles both:
+
+- The kernel sends SIGHUP *and SIGCONT* to the terminal's processes. Textual takes any SIGCONT for
+  the end of a Ctrl+Z suspension and starts application mode again: a second writer thread and a
+  second (non-daemon) input thread, the first ones orphaned, on a terminal that is gone. The driver
+  resumes only when it suspended itself.
+- The input thread's read may fail (EIO) before the app has handled SIGHUP. Textual would call
+  ``app.panic()``, which ends the app's message loop at once and cancels its workers, a shutdown under
+  way included. The driver posts :class:`TerminalLost` to the app instead (``post_message`` is
+  thread-safe), and the app shuts down as on SIGHUP, whichever of the two comes first.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from __future__ import annotations
 from typing import IO, TYPE_CHECKING, Any
 
 from textual.drivers.linux_driver import LinuxDriver
+from textual.message import Message
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -52,16 +64,52 @@ class TerminalOutput:
         return self._stream.isatty()
 
 
+class TerminalLost(Message):
+    """Posted to the app by the driver's input thread when the terminal could not be read any more."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__()
+        self.problem = problem  # the read's error, for the log
+
+
 class ConsoleDriver(LinuxDriver):
-    """Textual's Linux driver writing through a :class:`TerminalOutput`."""
+    """Textual's Linux driver writing through a :class:`TerminalOutput`, resuming only after its own
+    suspension, and reporting a terminal it cannot read as :class:`TerminalLost`."""
+
+    # A class attribute: LinuxDriver.__init__ installs the SIGCONT handler before our __init__ runs.
+    _suspended = False
 
     def __init__(self, app: App[Any], **options: Any) -> None:
         super().__init__(app, **options)
         # The driver writes to sys.__stderr__ (the terminal) through its writer thread.
         if self._file is not None:
             self._file = TerminalOutput(self._file)  # type: ignore[assignment]
+        self._input_lost = False
 
     @property
     def terminal_lost(self) -> bool:
-        """True once the terminal refused a write: there is nowhere left to print to."""
-        return isinstance(self._file, TerminalOutput) and self._file.lost
+        """True once the terminal refused a write or a read: there is nowhere left to print to."""
+        return self._input_lost or (isinstance(self._file, TerminalOutput) and self._file.lost)
+
+    def suspend_application_mode(self) -> None:
+        """Leave application mode (Ctrl+Z, ``App.suspend``); a later SIGCONT may resume it."""
+        self._suspended = True
+        super().suspend_application_mode()
+
+    def resume_application_mode(self) -> None:
+        """Enter application mode again after :meth:`suspend_application_mode`."""
+        self._suspended = False
+        super().resume_application_mode()
+
+    def _sigcont_application(self, *args: Any) -> None:
+        # A SIGCONT that does not end our own suspension (the kernel's, on a hang-up) changes nothing.
+        if self._suspended:
+            super()._sigcont_application(*args)
+
+    def run_input_thread(self) -> None:
+        """Textual's input loop; a read error ends it with :class:`TerminalLost` posted to the app."""
+        try:
+            super().run_input_thread()
+        except OSError as exc:
+            self._input_lost = True
+            self._app.post_message(TerminalLost(f"{type(exc).__name__}: {exc}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -87,6 +88,35 @@ async def test_real_clock_sleeps_for_real() -> None:
     assert clock.monotonic() >= before + 0.009
     with pytest.raises(TimeoutError):
         await clock.wait_for(asyncio.Event().wait(), 0.01)
+
+
+@pytest.mark.parametrize("clock", [RealClock(), VirtualClock(start=0.0)], ids=["real", "virtual"])
+async def test_a_loop_cancelled_as_its_wait_ends_stays_cancelled(clock: RealClock | VirtualClock) -> None:
+    """The scheduler's shape: wait for a wake-up with a bound, again and again. Cancelled in the same
+    loop step as the event fires (EngineRuntime.stop() while a job wakes it), the task must end, or
+    the stop awaits it forever (asyncio.wait_for of Python 3.11 swallowed that cancellation)."""
+    wake = asyncio.Event()
+    waiting = asyncio.Event()
+
+    async def loop() -> None:
+        while True:
+            wake.clear()
+            waiting.set()
+            with contextlib.suppress(TimeoutError):
+                await clock.wait_for(wake.wait(), 60.0)
+
+    task = asyncio.create_task(loop())
+    await waiting.wait()
+    await asyncio.sleep(0)  # the loop is parked in wait_for now
+    wake.set()
+    task.cancel()
+    for _ in range(100):  # loop steps, not time: a cancelled task ends within a few
+        if task.done():
+            break
+        await asyncio.sleep(0)
+    still_running = not task.done()
+    task.cancel()  # (cancels for good a task that swallowed the first cancellation)
+    assert not still_running and task.cancelled()
 
 
 def test_iso_round_trip() -> None:

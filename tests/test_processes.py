@@ -146,7 +146,8 @@ def test_sim_server_port_out_of_range_is_one_line(tmp_path: Path, port: str) -> 
     assert line.startswith("opconsole: sim-server: argument --port: ")
 
 
-def _journal_reasons(state: Path) -> list[str]:
+def journal_reasons(state: Path) -> list[str]:
+    """The reasons of the journal's records, oldest first (none before the store wrote one)."""
     path = StateFiles(state).journal
     if not path.exists():
         return []
@@ -174,9 +175,9 @@ def test_a_stop_signal_ends_a_headless_run_cleanly(tmp_path: Path, sig: signal.S
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while "startup" not in _journal_reasons(state) and time.monotonic() < deadline:
+        while "startup" not in journal_reasons(state) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert "startup" in _journal_reasons(state), "the engine did not start"
+        assert "startup" in journal_reasons(state), "the engine did not start"
         run.send_signal(sig)
         _, stderr = run.communicate(timeout=60)
     finally:
@@ -184,7 +185,7 @@ def test_a_stop_signal_ends_a_headless_run_cleanly(tmp_path: Path, sig: signal.S
             run.kill()
     assert run.returncode == 0, stderr
     assert "Traceback" not in stderr
-    assert _journal_reasons(state)[-1] == "shutdown"
+    assert journal_reasons(state)[-1] == "shutdown"
     assert json.loads(out.read_text())["engine_state"] in ("running", "reconciling")
 
 
@@ -203,11 +204,11 @@ def test_a_console_that_loses_its_terminal_stops_its_engine_and_exits(tmp_path: 
         drawn = 0
         deadline = time.monotonic() + 60
         # wait until the engine runs (its startup is on disk) and the UI has drawn a few frames
-        while time.monotonic() < deadline and ("startup" not in _journal_reasons(state) or drawn < 20_000):
+        while time.monotonic() < deadline and ("startup" not in journal_reasons(state) or drawn < 20_000):
             ready, _, _ = select.select([master], [], [], 0.1)
             if ready:
                 drawn += len(os.read(master, 65536))
-        assert "startup" in _journal_reasons(state), "the console's engine did not start"
+        assert "startup" in journal_reasons(state), "the console's engine did not start"
         os.close(master)  # the terminal goes away
         deadline = time.monotonic() + 60
         while status is None and time.monotonic() < deadline:
@@ -220,7 +221,7 @@ def test_a_console_that_loses_its_terminal_stops_its_engine_and_exits(tmp_path: 
             os.waitpid(pid, 0)
     assert status is not None, "the console lingered after losing its terminal"
     assert os.waitstatus_to_exitcode(status) == 0
-    assert _journal_reasons(state)[-1] == "shutdown"
+    assert journal_reasons(state)[-1] == "shutdown"
     lock = StateLock(StateFiles(state).lock)
     lock.acquire()  # released: another console can start here now
     lock.release()
@@ -257,7 +258,7 @@ def test_a_snapshot_when_the_venue_cannot_be_read_holds_what_the_engine_knows(tm
         a["severity"] == "critical" and a["message"].startswith("exit snapshot: the venue could not be read")
         for a in snapshot["alerts"]
     )
-    assert _journal_reasons(tmp_path / "state")[-1] == "shutdown"
+    assert journal_reasons(tmp_path / "state")[-1] == "shutdown"
 
 
 @pytest.mark.parametrize("command", ["snapshot-out", "export-trades"])

@@ -91,7 +91,12 @@ class RealClock:
         await asyncio.sleep(max(0.0, seconds))
 
     async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
-        return await asyncio.wait_for(awaitable, timeout)
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives in the same
+        # loop step as the awaited result (CPython gh-86296), so a loop like the scheduler's, cancelled
+        # by EngineRuntime.stop() just as its wake-up event fires, runs on and the stop never ends.
+        # asyncio.timeout only turns its own cancellation into TimeoutError.
+        async with asyncio.timeout(timeout):
+            return await awaitable
 
 
 class _TrackingExecutor(concurrent.futures.ThreadPoolExecutor):
