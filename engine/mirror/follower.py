@@ -286,7 +286,7 @@ class MirrorFollower:
             self.tasks = [MirrorTask.from_dict(t) for t in state.get("tasks") or []]
         except (TypeError, ValueError, KeyError) as exc:
             message = f"the mirror's saved links could not be read ({exc}); the drift check rebuilds nothing"
-            self.alerts.raise_alert(Severity.CRITICAL, "mirror_desync", message)
+            self.alerts.raise_alert(Severity.CRITICAL, "mirror_desync", message, key=MIRROR)
             self.links, self.tasks = {}, []
         self._seq = max([int(state.get("seq") or 0), *(t.task_id for t in self.tasks)])
         self.failures_in_a_row = int(state.get("failures_in_a_row") or 0)
@@ -395,17 +395,17 @@ class MirrorFollower:
                     f"(last: {task.verb} {task.main_key}: {error}); main trades on, retrying every "
                     f"{delay:g} s"
                 )
-                self.alerts.raise_alert(Severity.CRITICAL, "mirror_desync", message)
+                self.alerts.raise_alert(Severity.CRITICAL, "mirror_desync", message, key=MIRROR)
         else:
             delay = min(p.retry_first_s * 2 ** (task.attempts - 1), p.retry_max_s)
             message = f"mirror {task.verb} of {task.main_key} failed ({error}); retrying in {delay:g} s"
-            self.alerts.raise_alert(Severity.WARNING, "mirror_retry", message)
+            self.alerts.raise_alert(Severity.WARNING, "mirror_retry", message, key=task.main_key)
         task.due_at = self.clock.now() + delay
 
     def _succeeded(self) -> None:
         if self.desync:
             message = f"mirror back in sync after {self.failures_in_a_row} failed actions"
-            self.alerts.raise_alert(Severity.INFO, "mirror_resynced", message)
+            self.alerts.raise_alert(Severity.INFO, "mirror_resynced", message, key=MIRROR)
         self.failures_in_a_row = 0
         self.desync = False
 
@@ -485,7 +485,8 @@ class MirrorFollower:
     def _skip(self, link: MirrorLink, why: str) -> None:
         self._settle(link, LinkState.SKIPPED, why)
         self.counts["skipped"] += 1
-        self.alerts.raise_alert(Severity.WARNING, "mirror_skipped", f"{link.main_key} not mirrored: {why}")
+        message = f"{link.main_key} not mirrored: {why}"
+        self.alerts.raise_alert(Severity.WARNING, "mirror_skipped", message, key=link.main_key)
 
     def _mirror_monitor(self, link: MirrorLink) -> Monitor | None:
         monitor = self.manager.monitors.get(link.mirror_key)
@@ -605,7 +606,9 @@ class MirrorFollower:
         if new:
             self.counts["drift_events"] += len(new)
             detail = "; ".join(f"{d.kind.value}: {d.detail}" for d in new)
-            self.alerts.raise_alert(Severity.WARNING, "mirror_drift", f"{link.mirror_key}: {detail}")
+            self.alerts.raise_alert(
+                Severity.WARNING, "mirror_drift", f"{link.mirror_key}: {detail}", key=link.mirror_key
+            )
         repairs = to_repair(found, link.drift)
         link.drift = [d.kind.value for d in found]
         for drift in repairs:
@@ -622,7 +625,7 @@ class MirrorFollower:
         if reason in ("manual", None):
             self._settle(link, LinkState.CLOSED_BY_HAND, "closed outside the engine; not re-opened")
             message = f"{link.mirror_key} was closed outside the engine while main stays open; not re-opened"
-            self.alerts.raise_alert(Severity.WARNING, "mirror_closed_by_hand", message)
+            self.alerts.raise_alert(Severity.WARNING, "mirror_closed_by_hand", message, key=link.mirror_key)
         else:
             self._settle(link, LinkState.CLOSED, f"closed by its own orders ({reason}) while main stays open")
 
@@ -649,7 +652,7 @@ class MirrorFollower:
             return  # refused for now (the price is not beyond breakeven): seen again next check
         self.counts["repairs"] += 1
         message = f"{link.mirror_key}: repaired {kind.value} ({drift.detail})"
-        self.alerts.raise_alert(Severity.INFO, "mirror_repair", message)
+        self.alerts.raise_alert(Severity.INFO, "mirror_repair", message, key=link.mirror_key)
 
     # --- snapshot -----------------------------------------------------------------------------
     def snapshot(self) -> MirrorSection:

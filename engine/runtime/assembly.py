@@ -65,6 +65,10 @@ RESTART_MAX_S = 60.0
 """The longest wait before a restart; a task that ran this long before failing starts the count over."""
 CRITICAL_AFTER = 3
 """Failures in a row of one task from which its restart alert is critical rather than a warning."""
+RATE_WATCH_S = 30.0
+"""How often the rate budgets are looked at for refusals and waits (``rate_limit`` alerts)."""
+RATE_WAITS_NOTED = 10
+"""Requests held back by the engine's own budget within one look that make a ``rate_limit`` alert."""
 PRICE_ALERT_CHECK_S = 5.0
 """How often price alerts are checked on a read when no stream brought their symbol's price."""
 
@@ -228,6 +232,7 @@ class EngineRuntime:
         self._dashboard: Dashboard | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._down: set[str] = set()  # tasks that failed and wait for their restart
+        self._rate_seen: dict[str, tuple[int, int]] = {}  # account -> (refusals, waits) at the last look
         self.restarts: dict[str, int] = {}
         """Restarts of each background task since the start."""
 
@@ -397,6 +402,7 @@ class EngineRuntime:
         self.scheduler.add(
             "price-alerts", lambda: price_alerts.tick(PRICE_ALERT_CHECK_S), PRICE_ALERT_CHECK_S
         )
+        self.scheduler.add("rate-limit-watch", self._watch_rate_limits, RATE_WATCH_S)
         self.spawn("tpsl", manager.run)
         trades = self._trades_to_open(empty)
         if trades:
@@ -431,6 +437,28 @@ class EngineRuntime:
                 )
                 self.gateways[name] = VenueGateway(venue, budget, coalesce=batching)
 
+    async def _watch_rate_limits(self) -> None:
+        """``rate_limit``: the venue refused requests for its rate limit (10006), or requests had to
+        wait for the engine's own budget, since the last look; once per account and look."""
+        for name, gateway in self.gateways.items():
+            budget = gateway.budget
+            seen = self._rate_seen.get(name, (0, 0))
+            now = (budget.refusals, budget.waits)
+            self._rate_seen[name] = now
+            refused, waited = now[0] - seen[0], now[1] - seen[1]
+            if refused:
+                message = (
+                    f"{name}: the venue refused {refused} request(s) for its rate limit in the last "
+                    f"{RATE_WATCH_S:g} s; requests wait for the reset, stop-losses first"
+                )
+                self.alerts.raise_alert(Severity.WARNING, "rate_limit", message, key=name)
+            elif waited >= RATE_WAITS_NOTED:
+                message = (
+                    f"{name}: {waited} request(s) waited for the rate budget in the last {RATE_WATCH_S:g} s"
+                    " (near the venue's limit); stop-losses go first"
+                )
+                self.alerts.raise_alert(Severity.WARNING, "rate_limit", message, key=name)
+
     async def _flush_store(self) -> None:
         if self._store is not None:
             await self._store.flush_pending()
@@ -441,7 +469,7 @@ class EngineRuntime:
         message = (
             f"engine job {name} failed ({type(exc).__name__}: {exc}); {in_a_row} in a row, it runs again"
         )
-        self.alerts.raise_alert(severity, "job_failed", message)
+        self.alerts.raise_alert(severity, "job_failed", message, key=name)
 
     def _build_manager(self, store: Store) -> TpslManager:
         simulated = market_is_simulated(self.settings)
@@ -528,10 +556,10 @@ class EngineRuntime:
                 )
                 what = f"engine task {name} failed ({type(exc).__name__}: {exc})"
                 if not restart:
-                    self.alerts.raise_alert(severity, "task_failed", f"{what}; not restarted")
+                    self.alerts.raise_alert(severity, "task_failed", f"{what}; not restarted", key=name)
                     return
                 message = f"{what}; restarting in {delay:g} s (failure {in_a_row} in a row)"
-                self.alerts.raise_alert(severity, "task_restarted", message)
+                self.alerts.raise_alert(severity, "task_restarted", message, key=name)
             await self.clock.sleep(delay)
             delay = min(delay * 2, RESTART_MAX_S)
             self._down.discard(name)

@@ -232,7 +232,7 @@ async def open_scenario_trade(manager: TpslManager, trade: ScenarioTrade) -> boo
         await manager.open_trade(request)
     except (TradeRejected, VenueError) as exc:
         manager.alerts.raise_alert(
-            Severity.WARNING, "scenario_trade", f"{trade.symbol} {trade.side.value}: {exc}"
+            Severity.WARNING, "scenario_trade", f"{trade.symbol} {trade.side.value}: {exc}", key=trade.symbol
         )
         return False
     return True

@@ -43,6 +43,7 @@ from engine.core.models import (
     Position,
     StreamStatus,
     Ticker,
+    Trade,
     VenueEvent,
     monitor_key,
 )
@@ -125,6 +126,18 @@ def _order_room(venue: Venue) -> Callable[[], int] | None:
         budget = venue.budget
         return lambda: budget.left(CallKind.ORDERS)
     return None
+
+
+def closed_alert(key: str, trade: Trade) -> Alert:
+    """``position_closed``: the trade's summary (reason, net PnL, fees, funding, how long it was held)."""
+    held = max(0.0, trade.closed_at - trade.opened_at)
+    hours, rest = divmod(int(held), 3600)
+    duration = f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+    message = (
+        f"{key}: closed ({trade.reason}) net PnL {trade.pnl:+.2f} USDT, fees {trade.fees:.2f}, "
+        f"funding {trade.funding:+.2f}, held {duration}"
+    )
+    return Alert(Severity.INFO, "position_closed", message, key=key)
 
 
 class MonitorRow(TypedDict):
@@ -245,6 +258,7 @@ class TpslManager:
         self._ready: dict[str, bool] = dict.fromkeys(self.venues, False)
         self._ready_event = asyncio.Event()
         self._connected: dict[str, bool] = dict.fromkeys(self.venues, False)
+        self._ever_connected: set[str] = set()  # a first connection is no "stream back" news
         self._subscribed: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
         self._hedge_mode: dict[str, str] = {}
         """Accounts refused for being in hedge mode (account -> the alert's message)."""
@@ -460,7 +474,7 @@ class TpslManager:
             await self.poll_executions(account)
         except VenueError as exc:
             message = f"{account}: execution poll failed ({exc})"
-            self.alerts.raise_alert(Severity.WARNING, "poll_failed", message)
+            self.alerts.raise_alert(Severity.WARNING, "poll_failed", message, key=account)
 
     async def _reconcile_job(self, account: str) -> None:
         """The whole-account pass (orphan orders, foreign orders) every ``reconcile_orders_s``; with
@@ -475,7 +489,7 @@ class TpslManager:
                 self._last_full[account] = now
         except VenueError as exc:
             message = f"{account}: periodic reconciliation failed ({exc})"
-            self.alerts.raise_alert(Severity.WARNING, "reconcile_failed", message)
+            self.alerts.raise_alert(Severity.WARNING, "reconcile_failed", message, key=account)
 
     # --- urgency and the monitor checks ----------------------------------------------------------
     def monitor_interval(self, key: str) -> float:
@@ -537,7 +551,7 @@ class TpslManager:
                         await self._check(account, [key])
             except VenueError as exc:
                 message = f"{account}: monitor check failed ({exc})"
-                self.alerts.raise_alert(Severity.WARNING, "check_failed", message)
+                self.alerts.raise_alert(Severity.WARNING, "check_failed", message, key=account)
         return len(keys)
 
     async def _check(self, account: str, keys: Sequence[str]) -> None:
@@ -648,7 +662,7 @@ class TpslManager:
                 await self.reconcile(account, full=True)
             except VenueError as exc:
                 message = f"{account}: cannot read the venue ({exc}); retrying"
-                self.alerts.raise_alert(Severity.CRITICAL, "reconcile_failed", message)
+                self.alerts.raise_alert(Severity.CRITICAL, "reconcile_failed", message, key=account)
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -677,7 +691,7 @@ class TpslManager:
         if alert is None:
             if self._hedge_mode.pop(account, None) is not None:
                 message = f"{account}: no hedge-mode position left"
-                self.alerts.raise_alert(Severity.INFO, "hedge_mode", message)
+                self.alerts.raise_alert(Severity.INFO, "hedge_mode", message, key=account)
             return False
         if account not in self._hedge_mode:
             self.alerts.publish(alert)
@@ -731,11 +745,11 @@ class TpslManager:
             if outcome.orphan_cancels:
                 count = len(outcome.orphan_cancels)
                 message = f"{account}: cancelling {count} orphan order(s)"
-                self.alerts.raise_alert(Severity.WARNING, "orphan_orders", message)
+                self.alerts.raise_alert(Severity.WARNING, "orphan_orders", message, key=account)
                 await self._senders[account].send(outcome.orphan_cancels)
             if outcome.repairs and self._ready.get(account):
                 message = f"{account}: reconciliation repaired {outcome.repairs} difference(s)"
-                self.alerts.raise_alert(Severity.WARNING, "drift", message)
+                self.alerts.raise_alert(Severity.WARNING, "drift", message, key=account)
             await self._save_engine()
             return outcome.repairs
 
@@ -784,11 +798,11 @@ class TpslManager:
                 await self._consume(account, venue.stream())
             except VenueError as exc:
                 message = f"{account}: stream failed ({exc})"
-                self.alerts.raise_alert(Severity.WARNING, "stream_error", message)
+                self.alerts.raise_alert(Severity.WARNING, "stream_error", message, key=account)
             except Exception as exc:  # not gathered by run(): no supervisor would see it die
                 log.exception("%s: stream loop failed", account)
                 message = f"{account}: stream loop failed ({type(exc).__name__}: {exc}); reconnecting"
-                self.alerts.raise_alert(Severity.WARNING, "stream_error", message)
+                self.alerts.raise_alert(Severity.WARNING, "stream_error", message, key=account)
             self._set_connected(account, False)
             await self.clock.sleep(STREAM_RECONNECT_S)
 
@@ -881,6 +895,15 @@ class TpslManager:
         if self._connected.get(account) != connected:
             self._connected[account] = connected
             self._retime(account)  # checks stretch while the stream is healthy, tighten without it
+            if not connected:
+                poll = self._fills_interval(account)
+                message = f"{account}: private stream down; polling executions every {poll:g} s meanwhile"
+                self.alerts.raise_alert(Severity.WARNING, "stream_down", message, key=account)
+                return
+            if account in self._ever_connected:
+                message = f"{account}: private stream back"
+                self.alerts.raise_alert(Severity.INFO, "stream_up", message, key=account)
+            self._ever_connected.add(account)
 
     async def _decide(self, account: str, events: Sequence[Execution | Order]) -> None:
         """Fills and order updates, decided in rounds of at most one event per monitor (a monitor
@@ -991,6 +1014,7 @@ class TpslManager:
             chunk = self.ledger.record(transition.trade)
             if chunk is not None:
                 await self._save(chunk[0], chunk[1], reason=Reason.TRADE_RECORDED)
+                self.alerts.publish(closed_alert(monitor.key, transition.trade))
         if monitor.phase is Phase.CLOSED:
             current = self.monitors.get(monitor.key)
             if current is not None and current.monitor_id == monitor.monitor_id:
@@ -1058,7 +1082,9 @@ class TpslManager:
             raised += transition.alerts
             if transition.actions:
                 message = f"{transition.monitor.key}: orders still refused; reconciliation retries"
-                self.alerts.raise_alert(Severity.WARNING, "retries_exhausted", message)
+                self.alerts.raise_alert(
+                    Severity.WARNING, "retries_exhausted", message, key=transition.monitor.key
+                )
         return raised
 
     async def _drop_entry(self, monitor: Monitor) -> list[Alert]:
@@ -1067,7 +1093,7 @@ class TpslManager:
             del self.monitors[monitor.key]
         await self._delete(state_keys.monitor_key(monitor.key), reason=Reason.MONITOR_REMOVED)
         message = f"{monitor.key}: the engine state cannot be written ({self._store_error}); entry not sent"
-        alert = self.alerts.raise_alert(Severity.WARNING, "entry_refused", message)
+        alert = self.alerts.raise_alert(Severity.WARNING, "entry_refused", message, key=monitor.key)
         return [alert]
 
     async def transact(self, key: str, decide: Callable[[Monitor, Instrument], Transition]) -> Monitor | None:
@@ -1147,7 +1173,7 @@ class TpslManager:
                 refused = [a.message for a in raised if a.type == "entry_refused"]
                 raise TradeRejected(refused or ["the venue refused the entry"])
             for warning in plan.warnings:
-                self.alerts.raise_alert(Severity.WARNING, "trade_warning", f"{key}: {warning}")
+                self.alerts.raise_alert(Severity.WARNING, "trade_warning", f"{key}: {warning}", key=key)
         for listener in self._open_listeners:
             await listener(current, request)
         return current

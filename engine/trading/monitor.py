@@ -210,6 +210,7 @@ def adopt_position(
         "position_adopted",
         f"{monitor.key}: adopted an unmonitored position of {position.size:g} at {position.entry_price:g}, "
         f"stop-loss {monitor.sl_price:g}",
+        key=monitor.key,
     )
     return finish_transition(monitor, instrument, params, Reason.MONITOR_CREATED, [alert], None)
 
@@ -364,6 +365,7 @@ def _seek_breakeven(
             "breakeven_waiting",
             f"{m.key}: breakeven {format_step(be, px)} not reached (price {where}); the stop stays at "
             f"{format_step(m.sl_price, px)} and moves once the price passes breakeven",
+            key=m.key,
         )
     ]
 
@@ -376,7 +378,7 @@ def _confirm_breakeven(m: Monitor, trigger: float | None, instrument: Instrument
         return []
     m.breakeven, m.breakeven_at = True, None
     moved = format_step(trigger, instrument.tick_size)
-    return [Alert(Severity.INFO, "breakeven", f"{m.key}: stop-loss moved to breakeven {moved}")]
+    return [Alert(Severity.INFO, "breakeven", f"{m.key}: stop-loss moved to breakeven {moved}", key=m.key)]
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -415,6 +417,7 @@ def apply_fill(
             "unknown_execution",
             f"{m.key}: execution {exe.exec_id} of unknown type {exe.exec_type!r} ignored "
             "(reconciliation corrects the size if it moved)",
+            key=m.key,
         )
         return Reason.MONITORING_UPDATE, [unknown], None
     match = _match_slot(m, exe.link_id, exe.order_id)
@@ -434,12 +437,15 @@ def apply_fill(
         _book_entry(m, exe.qty, exe.price, instrument)
         if m.opened_at is None:
             m.opened_at = exe.ts
+        if slot is not None and is_entry(slot) and order is not None and order.status is SlotStatus.FILLED:
+            alerts.append(_entry_filled(m, slot, exe.price, instrument))
         if slot is None or not is_entry(slot):
             alerts.append(
                 Alert(
                     Severity.WARNING,
                     "outside_fill",
                     f"{m.key}: position grew by {exe.qty:g} outside the engine",
+                    key=m.key,
                 )
             )
         return Reason.LIMIT_FILL_PROGRESS, alerts, None
@@ -456,13 +462,19 @@ def apply_fill(
                 forced,
                 f"{m.key}: the exchange closed {qty:g} by {_FORCED_EXITS.get(forced, forced)} "
                 f"at {exe.price:g} ({exe.exec_type})",
+                key=m.key,
             )
         )
     elif slot is not None and is_tp(slot):
         reason = Reason.TP_REBALANCED
         if order is not None and order.status is SlotStatus.FILLED:
             reason = Reason.TP_HIT
-            alerts.append(Alert(Severity.INFO, "tp_hit", f"{m.key}: {slot.upper()} filled at {exe.price:g}"))
+            so_far = m.gross_pnl - m.fees - m.funding
+            message = (
+                f"{m.key}: {slot.upper()} filled at {format_step(exe.price, instrument.tick_size)}; "
+                f"realised so far {so_far:+.2f} USDT"
+            )
+            alerts.append(Alert(Severity.INFO, "tp_hit", message, key=m.key))
             if slot == "tp1" and m.phase is not Phase.PROFIT_TAKING and m.size > qty_tolerance(instrument):
                 m.phase = Phase.PROFIT_TAKING
                 if params.cancel_entries_after_tp1:
@@ -476,6 +488,7 @@ def apply_fill(
                 Severity.WARNING,
                 "manual_close",
                 f"{m.key}: {qty:g} closed outside the engine at {exe.price:g}",
+                key=m.key,
             )
         )
     if m.size <= qty_tolerance(instrument):
@@ -489,10 +502,22 @@ def apply_fill(
                     "sl_hit",
                     f"{m.key}: SL hit: {stop} filled at {format_step(exe.price, instrument.tick_size)}; "
                     f"trade PnL {trade.pnl:+.2f} USDT",
+                    key=m.key,
                 )
             )
         return Reason.POSITION_CLOSED, alerts, trade
     return reason, alerts, None
+
+
+def _entry_filled(m: Monitor, slot: str, price: float, instrument: Instrument) -> Alert:
+    """``entry n of m filled``: which entry, at what price, and the size now held."""
+    entries = sorted(s for s in m.orders if is_entry(s))
+    which = entries.index(slot) + 1 if slot in entries else 1
+    message = (
+        f"{m.key}: entry {which} of {len(entries)} filled at {format_step(price, instrument.tick_size)}; "
+        f"holding {format_step(m.size, instrument.qty_step)}"
+    )
+    return Alert(Severity.INFO, "entry_filled", message, key=m.key)
 
 
 def apply_execution(m: Monitor, exe: Execution, instrument: Instrument, params: TradingParams) -> Transition:
@@ -530,7 +555,9 @@ def observe_order(m: Monitor, order: Order) -> tuple[bool, Alert | None, bool]:
     alert = None
     if before[0] in (SlotStatus.OPEN, SlotStatus.PENDING) and mo.status is SlotStatus.GONE and slot == "sl":
         why = order.reject_reason or order.status.value
-        alert = Alert(Severity.WARNING, "sl_gone", f"{m.key}: stop-loss {why} on the venue; placing it again")
+        alert = Alert(
+            Severity.WARNING, "sl_gone", f"{m.key}: stop-loss {why} on the venue; placing it again", key=m.key
+        )
     return (mo.status, mo.order_id) != before, alert, False
 
 
@@ -560,6 +587,7 @@ def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: Tra
                 "sl_passed",
                 f"{m.key}: the price is already through the stop-loss {m.sl_price:g} ({error}); "
                 "closing at market as the stop would have",
+                key=m.key,
             )
         ]
     if slot == "sl":
@@ -572,16 +600,28 @@ def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: Tra
                     "sl_failed",
                     f"{m.key}: stop-loss could not be placed after {order.failures} attempts ({error}); "
                     "closing the position at market",
+                    key=m.key,
                 )
             ]
-        return [Alert(Severity.WARNING, "sl_retry", f"{m.key}: stop-loss refused ({error}); retrying")]
+        return [
+            Alert(Severity.WARNING, "sl_retry", f"{m.key}: stop-loss refused ({error}); retrying", key=m.key)
+        ]
     if slot == "cl" and order.failures >= params.sl_retry_attempts:
-        return [Alert(Severity.CRITICAL, "close_failed", f"{m.key}: market close refused ({error})")]
+        return [
+            Alert(Severity.CRITICAL, "close_failed", f"{m.key}: market close refused ({error})", key=m.key)
+        ]
     if is_entry(slot):
-        return [Alert(Severity.WARNING, "entry_refused", f"{m.key}: entry {slot} refused ({error})")]
+        return [
+            Alert(Severity.WARNING, "entry_refused", f"{m.key}: entry {slot} refused ({error})", key=m.key)
+        ]
     if order.failures >= params.sl_retry_attempts:
         return [
-            Alert(Severity.WARNING, "order_refused", f"{m.key}: {slot.upper()} refused ({error}); giving up")
+            Alert(
+                Severity.WARNING,
+                "order_refused",
+                f"{m.key}: {slot.upper()} refused ({error}); giving up",
+                key=m.key,
+            )
         ]
     return []
 
@@ -638,6 +678,7 @@ def _keep_the_stop(
         "sl_move_refused",
         f"{m.key}: the venue refused to move the stop-loss to {asked} ({error}); "
         f"it stays at {format_step(m.sl_price, instrument.tick_size)}{later}",
+        key=m.key,
     )
 
 
@@ -745,7 +786,7 @@ def request_close(m: Monitor, intent: str, instrument: Instrument, params: Tradi
         return Transition(m)
     m.close_intent = intent
     m.entries_closed = True
-    alert = Alert(Severity.WARNING, "close_requested", f"{m.key}: closing at market ({intent})")
+    alert = Alert(Severity.WARNING, "close_requested", f"{m.key}: closing at market ({intent})", key=m.key)
     reason = Reason.EMERGENCY if intent in ("emergency", "kill_switch") else Reason.PHASE_CHANGE
     return finish_transition(m, instrument, params, reason, [alert], None)
 
@@ -781,6 +822,7 @@ def request_trim(m: Monitor, target: float, instrument: Instrument, params: Trad
         "position_trim",
         f"{m.key}: reducing {format_step(m.size, instrument.qty_step)} to "
         f"{format_step(m.trim_to, instrument.qty_step)} at market",
+        key=m.key,
     )
     return finish_transition(m, instrument, params, Reason.MONITORING_UPDATE, [note], None, durable=True)
 

@@ -145,6 +145,7 @@ class OperatorActions:
             "kill_switch",
             f"{account}: kill switch: closing {closing} position(s), cancelled {report.orders_cancelled} "
             "other order(s)",
+            key=account,
         )
         return report
 

@@ -301,13 +301,19 @@ def reconcile_account(
                             "entry_not_sent",
                             f"{m.key}: entry {slot_name} was not sent before the engine stopped; "
                             "it is not on the venue (open the trade again if still wanted)",
+                            key=m.key,
                         )
                     )
                 if was is SlotStatus.OPEN and not is_entry(slot_name):
                     out.repairs += 1
                     severity = Severity.WARNING if slot_name == "sl" else Severity.INFO
                     alerts[m.key].append(
-                        Alert(severity, "order_missing", f"{m.key}: {slot_name.upper()} missing on the venue")
+                        Alert(
+                            severity,
+                            "order_missing",
+                            f"{m.key}: {slot_name.upper()} missing on the venue",
+                            key=m.key,
+                        )
                     )
             reasons[m.key] = stronger(reasons[m.key], Reason.ORDER_UPDATE)
     if foreign:
@@ -318,6 +324,7 @@ def reconcile_account(
                 "foreign_orders",
                 f"{account}: {len(foreign)} open order(s) carry our link-id prefix from another engine "
                 f"instance ({', '.join(tags)}): another process may be trading this account",
+                key=account,
             )
         )
 
@@ -365,6 +372,7 @@ def reconcile_account(
                         "closed_unexplained",
                         f"{m.key}: flat on the venue and no execution explains it; "
                         + _estimate_note(price, mark),
+                        key=m.key,
                     )
                 )
                 continue
@@ -387,6 +395,7 @@ def reconcile_account(
                     Severity.WARNING,
                     "size_drift",
                     f"{m.key}: size corrected to the venue's {venue_size:g}{note}",
+                    key=m.key,
                 )
             )
         covered = {m.symbol for m in ms.values() if m.phase is not Phase.CLOSED}
@@ -476,4 +485,5 @@ def hedge_mode_alert(account: str, positions: Sequence[Position]) -> Alert | Non
         f"its {len(hedged)} position(s) ({held}) are NOT protected by the engine, their orders on the "
         f"exchange are left alone. Fix: {HEDGE_MODE_FIX} (Bybit allows it once the symbol has no "
         "position or order).",
+        key=account,
     )

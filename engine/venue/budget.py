@@ -317,6 +317,10 @@ class CallBudget:
         self._seq = itertools.count(1)
         self._timer: asyncio.Task[None] | None = None
         self._timer_at: float | None = None
+        self.refusals = 0
+        """Requests the venue refused for its rate limit (10006) since the start."""
+        self.waits = 0
+        """Claims that had to wait for the budget since the start (pressure, not a refusal)."""
         ip.attach(self)
 
     # --- what callers use --------------------------------------------------------------------------
@@ -349,6 +353,7 @@ class CallBudget:
     def refused(self, kind: CallKind, reset_at: float | None) -> None:
         """The venue answered 10006 anyway (another client on the account, a limit lower than planned):
         count the kind's window as spent until ``reset_at``, or for one window when it is unknown."""
+        self.refusals += 1
         now = self.clock.now()
         window = self._windows[kind]
         until = reset_at if reset_at is not None and reset_at > now else now + window.window_s
@@ -376,6 +381,8 @@ class CallBudget:
         claim.future = asyncio.get_running_loop().create_future()
         bisect.insort(self._queues[claim.kind], claim, key=_rank)
         self._dispatch()
+        if not claim.granted:
+            self.waits += 1
         try:
             await claim.future
         except asyncio.CancelledError:
