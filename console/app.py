@@ -43,10 +43,12 @@ from console.view_model import (
     ACCOUNT_COLUMNS,
     ORDER_COLUMNS,
     POSITION_COLUMNS,
+    AlertNotices,
     RateTracker,
     account_rows,
     api_budget_per_minute,
     clock_text,
+    events_tab_label,
     mirror_header,
     mirror_view,
     order_rows,
@@ -61,6 +63,7 @@ from console.widgets.key_footer import KeyFooter
 from console.widgets.log_pane import LogPane
 from console.widgets.stats_panel import StatsPanel
 from console.widgets.status_bar import StatusBar
+from engine.alerts.model import AlertRow
 from engine.core.clock import Clock, RealClock, parse_iso_utc
 from engine.core.errors import BadInput
 from engine.core.settings import Settings
@@ -171,6 +174,8 @@ class OperatorConsole(App[int]):
         self._last_error: str | None = None
         self._api_rate = RateTracker()
         self._shown_state: str | None = None
+        self.notices = AlertNotices()  # which alerts were toasted, and how many arrived out of sight
+        self._bell = bool(settings.get("ui.bell_on_critical"))
         self._saved_theme: str | None = None
         self.exit_text = ""  # what the terminal shows after the console exits
         self.bad_input: BadInput | None = None  # why the engine refused to start, if it did
@@ -315,9 +320,22 @@ class OperatorConsole(App[int]):
             self.query_one(StatsPanel).show(stats_view(data))
             self.query_one(CachePanel).show(data, f"API calls: {calls:,} total · {api.removeprefix('API ')}")
             self.query_one(AlertsPane).show(data.get("alerts", ()))
+            self._notice(data.get("alerts", ()))
         if state != self._shown_state:
             self._shown_state = state
             self.refresh_bindings()  # close / kill are disabled while paused or reconciling
+
+    def _alerts_in_sight(self) -> bool:
+        return not self.screen.has_class("-compact") or self.query_one("#body").has_class("-show-events")
+
+    def _notice(self, alerts: Iterable[AlertRow]) -> None:
+        """Every new warning and critical alert is a toast (critical ones ring the bell when
+        ``ui.bell_on_critical``); the alerts tab counts what arrived out of sight."""
+        for notice in self.notices.take(alerts, in_sight=self._alerts_in_sight()):
+            self.notify(notice.text, severity=notice.severity, timeout=notice.timeout)  # type: ignore[arg-type]
+            if notice.critical and self._bell:
+                self.bell()
+        self.query_one("#tab-events", Tab).label = events_tab_label(self.notices.unseen)
 
     def drain_log(self) -> None:
         """Move queued log lines into the log pane: one write per tick."""
@@ -347,6 +365,9 @@ class OperatorConsole(App[int]):
         tabs = self.query_one("#sections", Tabs)
         if tabs.active != f"tab-{name}":
             tabs.active = f"tab-{name}"
+        if name == "events":
+            self.notices.seen_all()
+            self.query_one("#tab-events", Tab).label = events_tab_label(0)
 
     # --- actions ------------------------------------------------------------------------------
 

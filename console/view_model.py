@@ -726,3 +726,71 @@ def alert_lines(alerts: Iterable[AlertRow], limit: int = 50) -> list[tuple[str, 
         text = f"{when} {severity.upper():<8} {alert.get('type', '')}: {alert.get('message', '')}"
         lines.append((text, SEVERITY_TONES.get(severity)))
     return lines
+
+
+# --- alert notices -------------------------------------------------------------------------------
+
+NOTICE_SEVERITIES = ("warning", "critical")
+"""Alerts that become a toast (info ones stay in the alerts pane)."""
+NOTICES_REMEMBERED = 500
+"""Alerts remembered as already noticed (the snapshot carries the latest 50)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A toast for one new alert: its text, Textual's severity and how long it stays."""
+
+    text: str
+    severity: str  # "warning" | "error"
+    timeout: float
+    critical: bool
+
+
+class AlertNotices:
+    """Which alerts of a snapshot are new to the operator: the toasts to show, and how many arrived
+    while the alerts section was out of sight (the compact layout's tab count)."""
+
+    def __init__(self) -> None:
+        self._seen: deque[tuple[str, str, str, str]] = deque(maxlen=NOTICES_REMEMBERED)
+        self._seen_set: set[tuple[str, str, str, str]] = set()
+        self.unseen = 0
+
+    def take(self, alerts: Iterable[AlertRow], *, in_sight: bool) -> list[Notice]:
+        """The toasts for the alerts not noticed before, oldest first; counts them as unseen unless
+        the alerts section is ``in_sight``."""
+        fresh = []
+        for alert in sorted(alerts, key=lambda a: str(a.get("time") or "")):
+            ident = (
+                str(alert.get("time")),
+                str(alert.get("type")),
+                str(alert.get("key", "")),
+                str(alert.get("message")),
+            )
+            if ident in self._seen_set:
+                continue
+            if len(self._seen) == self._seen.maxlen:
+                self._seen_set.discard(self._seen[0])
+            self._seen.append(ident)
+            self._seen_set.add(ident)
+            fresh.append(alert)
+        self.unseen = 0 if in_sight else self.unseen + len(fresh)
+        notices = []
+        for alert in fresh:
+            severity = str(alert.get("severity") or "info")
+            if severity not in NOTICE_SEVERITIES:
+                continue
+            critical = severity == "critical"
+            text = f"{alert.get('type', '')}: {alert.get('message', '')}"
+            notices.append(
+                Notice(text, "error" if critical else "warning", 20.0 if critical else 8.0, critical)
+            )
+        return notices
+
+    def seen_all(self) -> None:
+        """The operator looked at the alerts section."""
+        self.unseen = 0
+
+
+def events_tab_label(unseen: int) -> str:
+    """The compact layout's alerts tab: its name, and how many alerts arrived out of sight."""
+    return f"Alerts + log ({unseen})" if unseen else "Alerts + log"
