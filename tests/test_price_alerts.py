@@ -11,6 +11,7 @@ from engine.alerts.price import (
     PriceAlert,
     PriceAlertBook,
     PriceAlertRejected,
+    fire_message,
     parse_alert_spec,
 )
 from engine.core.clock import VirtualClock, parse_iso_utc
@@ -65,7 +66,9 @@ def test_one_tick_can_fire_several_alerts() -> None:
         ("BTCUSDT", "below", 0.0, 100.0, "price must be above 0"),
         ("BTCUSDT", "below", -5.0, 100.0, "price must be above 0"),
         ("NOPEUSDT", "above", 105.0, None, "unknown symbol 'NOPEUSDT'"),
-        ("BTCUSDT", "sideways", 105.0, 100.0, "condition must be 'above' or 'below'"),
+        ("BTCUSDT", "sideways", 105.0, 100.0, "condition must be above, below, crosses or change"),
+        ("BTCUSDT", "crosses", 100.0, 100.0, "a 'crosses' alert needs another price"),
+        ("BTCUSDT", "change", 0.0, 100.0, "a change must be a percent above 0"),
     ],
 )
 def test_an_alert_that_could_never_fire_is_refused(
@@ -76,6 +79,36 @@ def test_an_alert_that_could_never_fire_is_refused(
         book.add(symbol, condition, price, last=last, now=T0)
     assert any(expected in e for e in refused.value.errors), refused.value.errors
     assert list(book.alerts) == [1] and book.next_id == 2  # nothing changed
+
+
+def test_crosses_fires_on_the_way_through_the_level_from_either_side() -> None:
+    book = PriceAlertBook()
+    up = book.add("BTCUSDT", "crosses", 110.0, last=100.0, now=T0)  # from below: fires going up
+    down = book.add("ETHUSDT", "crosses", 90.0, last=100.0, now=T0)  # from above: fires going down
+    assert book.on_price("BTCUSDT", 109.0, T0 + 1) == []
+    assert [a.id for a in book.on_price("BTCUSDT", 110.5, T0 + 2)] == [up.id]
+    assert book.on_price("ETHUSDT", 95.0, T0 + 1) == []
+    (fired,) = book.on_price("ETHUSDT", 89.0, T0 + 2)
+    assert fired.id == down.id
+    assert fire_message(fired, 89.0) == "ETHUSDT crossed 90 going below (last 89)"
+
+
+def test_change_fires_on_a_move_of_the_percent_within_the_window_either_way() -> None:
+    book = PriceAlertBook()
+    alert = book.add("BTCUSDT", "change", 2.0, last=100.0, now=T0, window_s=60.0)
+    book.on_price("BTCUSDT", 100.0, T0)
+    assert book.on_price("BTCUSDT", 101.5, T0 + 30) == []  # +1.5 % so far
+    assert book.on_price("BTCUSDT", 101.9, T0 + 70) == []  # the window slid: from 101.5, +0.4 %
+    (fired,) = book.on_price("BTCUSDT", 99.4, T0 + 100)  # 101.9 -> 99.4 within 60 s: -2.45 %
+    assert fired.id == alert.id and not fired.armed
+    message = fire_message(fired, 99.4, book.reference("BTCUSDT", T0 + 40))
+    assert message == "BTCUSDT moved -2.45% within 1m (101.9 -> 99.4)"
+
+
+def test_old_stored_alerts_without_the_new_fields_still_load() -> None:
+    stored = {"id": 1, "symbol": "BTCUSDT", "condition": "above", "price": 5.0, "created_at": T0}
+    alert = PriceAlert.from_dict(stored)
+    assert (alert.window_s, alert.from_side) == (0.0, "")
 
 
 def test_ids_increase_and_are_never_reused_after_a_delete() -> None:
@@ -105,6 +138,7 @@ def test_the_snapshot_row_has_iso_times_and_armed() -> None:
         "symbol": "BTCUSDT",
         "condition": "above",
         "price": 100000.0,
+        "window_s": 0.0,
         "note": "",
         "created_at": "2026-01-01T00:00:00.000Z",
         "triggered_at": "2026-01-01T00:00:01.500Z",
@@ -118,12 +152,18 @@ def test_parse_alert_spec() -> None:
         "above",
         100000.0,
         "breakout watch",
+        0.0,
     )
+    assert parse_alert_spec("ethusdt crosses 3500") == ("ETHUSDT", "crosses", 3500.0, "", 0.0)
+    assert parse_alert_spec("BTCUSDT change 2% 15m news") == ("BTCUSDT", "change", 2.0, "news", 900.0)
+    assert parse_alert_spec("BTCUSDT change 1.5 1h")[2:] == (1.5, "", 3600.0)
     for text, expected in [
-        ("", "write SYMBOL above|below PRICE"),
-        ("BTCUSDT above", "write SYMBOL above|below PRICE"),
-        ("BTCUSDT over 100", "condition must be 'above' or 'below'"),
+        ("", "write SYMBOL above|below|crosses PRICE"),
+        ("BTCUSDT above", "write SYMBOL above|below|crosses PRICE"),
+        ("BTCUSDT over 100", "condition must be above, below, crosses or change"),
         ("BTCUSDT above lots", "price: not a number: 'lots'"),
+        ("BTCUSDT change 2%", "a change alert needs a window"),
+        ("BTCUSDT change 2% soon", "window: not a number"),
     ]:
         with pytest.raises(PriceAlertRejected) as refused:
             parse_alert_spec(text)

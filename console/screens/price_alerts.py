@@ -1,7 +1,8 @@
 """The price-alerts screen: every alert (armed or triggered), a line to add one, and delete.
 
-Typing ``BTCUSDT above 100000`` and Enter adds an alert through the engine, which checks the symbol
-and that the level is on the right side of the current last price; a refusal is shown under the line.
+Typing ``BTCUSDT above 100000`` (or ``crosses``, or ``BTCUSDT change 2% 15m``) and Enter adds an
+alert through the engine, which checks the symbol and that the level is on the right side of the
+current last price; a refusal is shown under the line.
 ``d`` (or delete) on the table removes the selected alert.
 """
 
@@ -31,13 +32,14 @@ def alert_cells(row: Mapping[str, Any]) -> tuple[str, ...]:
     fired = str(row.get("triggered_at") or "")
     state = "armed" if row.get("armed") else f"fired {fired[:19].replace('T', ' ')}"
     note = f" ({row['note']})" if row.get("note") else ""
-    return (
-        str(row["id"]),
-        f"{row['symbol']}{note}",
-        str(row["condition"]),
-        f"{float(row['price']):g}",
-        state,
+    window = float(row.get("window_s") or 0.0)
+    condition = str(row["condition"])
+    price = (
+        f"{float(row['price']):g}% in {window / 60:g}m"
+        if condition == "change" and window
+        else f"{float(row['price']):g}"
     )
+    return (str(row["id"]), f"{row['symbol']}{note}", condition, price, state)
 
 
 class PriceAlertsScreen(ModalScreen[None]):
@@ -59,7 +61,7 @@ class PriceAlertsScreen(ModalScreen[None]):
             yield Label("Price alerts", id="dialog-title")
             yield DataTable(id="pa-table", cursor_type="row", zebra_stripes=False)
             yield Input(
-                placeholder="SYMBOL above|below PRICE [note], e.g. BTCUSDT above 100000", id="pa-input"
+                placeholder="SYMBOL above|below|crosses PRICE or SYMBOL change 2% 15m [note]", id="pa-input"
             )
             yield Label("", id="pa-errors")
             hint = "enter add · d delete selected · tab switch · esc close — saved at once"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, TypedDict, cast
@@ -31,8 +32,11 @@ from persistence.reasons import Reason
 
 log = logging.getLogger("opconsole.alerts.price")
 
-CONDITIONS = ("above", "below")
-Condition = Literal["above", "below"]
+CONDITIONS = ("above", "below", "crosses", "change")
+Condition = Literal["above", "below", "crosses", "change"]
+MAX_WINDOW_S = 86_400.0
+"""The longest window a ``change`` alert may watch (its prices are kept in memory that long)."""
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class PriceAlertRejected(Exception):
@@ -44,12 +48,14 @@ class PriceAlertRejected(Exception):
 
 
 class PriceAlertRow(TypedDict):
-    """One ``price_alerts[]`` entry: fire when ``symbol``'s last price goes ``condition`` ``price``."""
+    """One ``price_alerts[]`` entry: fire when ``symbol``'s last price goes ``condition`` ``price``
+    (for ``change``: moves by ``price`` percent within ``window_s`` seconds)."""
 
     id: int
     symbol: str
-    condition: str  # "above" | "below"
+    condition: str  # "above" | "below" | "crosses" | "change"
     price: float
+    window_s: float  # the ``change`` window (0 for the other conditions)
     note: str
     created_at: str
     triggered_at: str | None
@@ -58,7 +64,9 @@ class PriceAlertRow(TypedDict):
 
 @dataclass(frozen=True, slots=True)
 class PriceAlert:
-    """One alert: fire when ``symbol``'s last price goes ``condition`` (above / below) ``price``."""
+    """One alert on ``symbol``'s last price: ``above`` / ``below`` a level, ``crosses`` it (either
+    way, from the side the price was on when the alert was added: ``from_side``), or ``change``:
+    moves by ``price`` percent, up or down, within ``window_s`` seconds."""
 
     id: int
     symbol: str
@@ -67,6 +75,8 @@ class PriceAlert:
     created_at: float
     note: str = ""
     triggered_at: float | None = None
+    window_s: float = 0.0
+    from_side: str = ""  # "above" | "below" for ``crosses``
 
     @property
     def armed(self) -> bool:
@@ -74,11 +84,26 @@ class PriceAlert:
         return self.triggered_at is None
 
     def crossed(self, last: float) -> bool:
-        """Whether ``last`` is at or beyond this alert's level, on its side."""
-        return last >= self.price if self.condition == "above" else last <= self.price
+        """Whether ``last`` is at or beyond this alert's level, on the side it fires on (never for
+        ``change``, which :meth:`moved` decides)."""
+        side = {"above": "above", "below": "below", "crosses": _opposite(self.from_side)}.get(self.condition)
+        if side == "above":
+            return last >= self.price
+        if side == "below":
+            return last <= self.price
+        return False
+
+    def moved(self, last: float, reference: float | None) -> bool:
+        """``change``: whether ``last`` is ``price`` percent or more away from ``reference`` (the
+        first price of the window)."""
+        if self.condition != "change" or reference is None or not reference > 0:
+            return False
+        return abs(last / reference - 1.0) * 100.0 >= self.price - 1e-12
 
     def describe(self) -> str:
-        """``BTCUSDT above 100000``."""
+        """``BTCUSDT above 100000``, ``BTCUSDT change 2% in 15m``."""
+        if self.condition == "change":
+            return f"{self.symbol} change {self.price:g}% in {_duration(self.window_s)}"
         return f"{self.symbol} {self.condition} {self.price:g}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +127,8 @@ class PriceAlert:
             created_at=float(data["created_at"]),
             note=str(data.get("note", "")),
             triggered_at=None if triggered is None else float(triggered),
+            window_s=float(data.get("window_s", 0.0)),
+            from_side=str(data.get("from_side", "")),
         )
 
     def snapshot_row(self) -> PriceAlertRow:
@@ -111,6 +138,7 @@ class PriceAlert:
             "symbol": self.symbol,
             "condition": self.condition,
             "price": self.price,
+            "window_s": self.window_s,
             "note": self.note,
             "created_at": iso_utc(self.created_at),
             "triggered_at": None if self.triggered_at is None else iso_utc(self.triggered_at),
@@ -118,27 +146,55 @@ class PriceAlert:
         }
 
 
-def parse_alert_spec(text: str) -> tuple[str, Condition, float, str]:
-    """``"BTCUSDT above 100000 optional note"`` as (symbol, condition, price, note).
+def parse_alert_spec(text: str) -> tuple[str, Condition, float, str, float]:
+    """What the operator typed as (symbol, condition, price, note, window_s):
+    ``BTCUSDT above|below|crosses 100000 [note]`` or ``BTCUSDT change 2% 15m [note]`` (a move of 2 %
+    either way within 15 minutes; the window in s, m or h).
 
     Raises :class:`PriceAlertRejected` with a sentence saying what the text should look like.
     """
     parts = text.split()
-    usage = "write SYMBOL above|below PRICE [note], e.g. 'BTCUSDT above 100000'"
+    usage = (
+        "write SYMBOL above|below|crosses PRICE [note], e.g. 'BTCUSDT above 100000', "
+        "or SYMBOL change PCT% WINDOW [note], e.g. 'BTCUSDT change 2% 15m'"
+    )
     if len(parts) < 3:
         raise PriceAlertRejected([f"{usage}; got {text.strip()!r}" if text.strip() else usage])
-    symbol, condition, raw_price = parts[0].upper(), parts[1].lower(), parts[2].replace(",", "")
-    errors: list[str] = []
+    symbol, condition = parts[0].upper(), parts[1].lower()
     if condition not in CONDITIONS:
-        errors.append(f"condition must be 'above' or 'below', got {parts[1]!r}")
+        raise PriceAlertRejected([f"condition must be above, below, crosses or change, got {parts[1]!r}"])
+    if condition == "change":
+        if len(parts) < 4:
+            raise PriceAlertRejected([f"a change alert needs a window: {usage}"])
+        pct = _number(parts[2].rstrip("%"), "percent")
+        return symbol, "change", pct, " ".join(parts[4:]), _window(parts[3])
+    return symbol, cast(Condition, condition), _number(parts[2], "price"), " ".join(parts[3:]), 0.0
+
+
+def _number(raw: str, what: str) -> float:
     try:
-        price = float(raw_price)
+        return float(raw.replace(",", ""))
     except ValueError:
-        errors.append(f"price: not a number: {parts[2]!r}")
-        price = 0.0
-    if errors:
-        raise PriceAlertRejected(errors)
-    return symbol, cast(Condition, condition), price, " ".join(parts[3:])
+        raise PriceAlertRejected([f"{what}: not a number: {raw!r}"]) from None
+
+
+def _window(raw: str) -> float:
+    """``15m`` / ``1h`` / ``90s`` / ``90`` (seconds) as seconds."""
+    unit = raw[-1:].lower()
+    seconds = _number(raw[:-1], "window") * _UNITS[unit] if unit in _UNITS else _number(raw, "window")
+    return seconds
+
+
+def _duration(seconds: float) -> str:
+    """``15m``, ``1h``, ``90s``: the window as the operator would type it."""
+    for unit, size in (("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _opposite(side: str) -> str:
+    return {"above": "below", "below": "above"}.get(side, "")
 
 
 @dataclass(slots=True)
@@ -147,6 +203,9 @@ class PriceAlertBook:
 
     alerts: dict[int, PriceAlert] = field(default_factory=dict)
     next_id: int = 1
+    history: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+    """Recent (time, last) of the symbols a ``change`` alert watches: in memory only (a restart
+    starts its windows afresh)."""
 
     def add(
         self,
@@ -157,27 +216,46 @@ class PriceAlertBook:
         last: float | None,
         now: float,
         note: str = "",
+        window_s: float = 0.0,
     ) -> PriceAlert:
         """Add an armed alert; ``last`` is the symbol's current last price, None for an unknown symbol.
 
         An alert must be able to fire later: ``above`` needs a level above the current last, ``below``
-        one below it. Raises :class:`PriceAlertRejected` (the book unchanged) otherwise.
+        one below it, ``crosses`` one the price is not at; ``change`` a percent in (0, 100] and a
+        window of up to a day. Raises :class:`PriceAlertRejected` (the book unchanged) otherwise.
         """
         errors: list[str] = []
         if last is None:
             errors.append(f"unknown symbol {symbol!r}")
         if condition not in CONDITIONS:
-            errors.append(f"condition must be 'above' or 'below', got {condition!r}")
-        if not price > 0:
+            errors.append(f"condition must be above, below, crosses or change, got {condition!r}")
+        if condition == "change":
+            if not 0 < price <= 100:
+                errors.append(f"a change must be a percent above 0 and at most 100, got {price:g}")
+            if not 0 < window_s <= MAX_WINDOW_S:
+                errors.append(f"the window must be above 0 and at most 24h, got {window_s:g} s")
+        elif not price > 0:
             errors.append(f"price must be above 0, got {price:g}")
         if not errors and last is not None:
             if condition == "above" and not price > last:
                 errors.append(f"{symbol} is already at {last:g}: an 'above' alert needs a price above it")
             if condition == "below" and not price < last:
                 errors.append(f"{symbol} is already at {last:g}: a 'below' alert needs a price below it")
+            if condition == "crosses" and price == last:
+                errors.append(f"{symbol} is at {last:g} now: a 'crosses' alert needs another price")
         if errors:
             raise PriceAlertRejected(errors)
-        alert = PriceAlert(self.next_id, symbol, cast(Condition, condition), price, now, note)
+        side = "" if condition != "crosses" or last is None else ("below" if last < price else "above")
+        alert = PriceAlert(
+            self.next_id,
+            symbol,
+            cast(Condition, condition),
+            price,
+            now,
+            note,
+            window_s=window_s if condition == "change" else 0.0,
+            from_side=side,
+        )
         self.alerts[alert.id] = alert
         self.next_id += 1
         return alert
@@ -191,14 +269,29 @@ class PriceAlertBook:
 
     def on_price(self, symbol: str, last: float, now: float) -> list[PriceAlert]:
         """Fire the armed alerts of ``symbol`` that ``last`` reaches; each is kept, as triggered."""
-        fired = [
-            replace(a, triggered_at=now)
-            for a in self.alerts.values()
-            if a.symbol == symbol and a.armed and a.crossed(last)
-        ]
+        armed = [a for a in self.alerts.values() if a.symbol == symbol and a.armed]
+        windows = [a.window_s for a in armed if a.condition == "change"]
+        fired = [replace(a, triggered_at=now) for a in armed if a.crossed(last)]
+        if windows:
+            seen = self.history.setdefault(symbol, deque())
+            seen.append((now, last))
+            while seen and seen[0][0] < now - max(windows):
+                seen.popleft()
+            for a in armed:
+                if a.condition == "change" and a.moved(last, self.reference(symbol, now - a.window_s)):
+                    fired.append(replace(a, triggered_at=now))
+        else:
+            self.history.pop(symbol, None)
         for alert in fired:
             self.alerts[alert.id] = alert
         return fired
+
+    def reference(self, symbol: str, since: float) -> float | None:
+        """The first price of ``symbol`` seen at or after ``since`` (the start of a change window)."""
+        for ts, last in self.history.get(symbol, ()):
+            if ts >= since:
+                return last
+        return None
 
     def armed_symbols(self) -> set[str]:
         """The symbols that have an armed alert."""
@@ -222,9 +315,20 @@ class PriceAlertBook:
         return cls({a.id: a for a in sorted(alerts, key=lambda a: a.id)}, next_id)
 
 
-def fire_message(alert: PriceAlert, last: float) -> str:
-    """What the alert pane and the log say when ``alert`` fires."""
+def fire_message(alert: PriceAlert, last: float, reference: float | None = None) -> str:
+    """What the alert pane and the log say when ``alert`` fires (``reference``: where a ``change``
+    window started)."""
     note = f" — {alert.note}" if alert.note else ""
+    if alert.condition == "change" and reference:
+        move = (last / reference - 1.0) * 100.0
+        return (
+            f"{alert.symbol} moved {move:+.2f}% within {_duration(alert.window_s)} "
+            f"({reference:g} -> {last:g}){note}"
+        )
+    if alert.condition == "crosses":
+        return (
+            f"{alert.symbol} crossed {alert.price:g} going {_opposite(alert.from_side)} (last {last:g}){note}"
+        )
     return f"{alert.symbol} crossed {alert.condition} {alert.price:g} (last {last:g}){note}"
 
 
@@ -267,11 +371,16 @@ class PriceAlertManager:
         self.book = PriceAlertBook.from_json(self.store.state.get(PRICE_ALERTS_KEY))
 
     # --- operator actions ---------------------------------------------------------------------
-    async def add(self, symbol: str, condition: str, price: float, note: str = "") -> PriceAlert:
+    async def add(
+        self, symbol: str, condition: str, price: float, note: str = "", window_s: float = 0.0
+    ) -> PriceAlert:
         """Validate against a fresh last price and add an alert; durable before this returns."""
         last = await self._current_last(symbol)
         async with self._lock:
-            alert = self.book.add(symbol, condition, price, last=last, now=self.clock.now(), note=note)
+            now = self.clock.now()
+            alert = self.book.add(symbol, condition, price, last=last, now=now, note=note, window_s=window_s)
+            if alert.condition == "change" and last is not None:
+                self.book.on_price(symbol, last, now)  # the window starts at the price it was added at
             await self._save(force=True)
         log.info("price alert #%d added: %s", alert.id, alert.describe())
         return alert
@@ -316,9 +425,12 @@ class PriceAlertManager:
         """Fire what ``last`` reaches: raise one alert each and mark the book for saving."""
         self.last[symbol] = last
         self._priced_at[symbol] = self.clock.now()
-        fired = self.book.on_price(symbol, last, self.clock.now())
+        now = self.clock.now()
+        fired = self.book.on_price(symbol, last, now)
         for alert in fired:
-            self.alerts.raise_alert(Severity.WARNING, "price_alert", fire_message(alert, last))
+            reference = self.book.reference(symbol, now - alert.window_s) if alert.window_s else None
+            message = fire_message(alert, last, reference)
+            self.alerts.raise_alert(Severity.WARNING, "price_alert", message, key=symbol)
         if fired:
             self._dirty.set()
         return fired
