@@ -192,6 +192,8 @@ _RULES: list[tuple[str, Rule]] = [
     ("mirror.sizing", _one_of("balance_ratio", "fixed_ratio")),
     ("mirror.ratio", _between(1e-6, 1_000.0)),
     ("mirror.sync_interval_s", _between(1.0, 86_400.0)),
+    ("alerts.position.*_usdt", _between(0.0, 1e12)),
+    ("alerts.position.*_pct", _between(0.0, 100.0)),
     ("mirror.max_failures", _between(1, 1_000)),
     ("mirror.retry_*_s", _between(0.1, 86_400.0)),
     ("profile.*", _one_of("optimized", "baseline")),
