@@ -36,6 +36,7 @@ from console.screens.help import HelpScreen
 from console.screens.pause import PauseScreen
 from console.screens.price_alerts import PriceAlertsScreen
 from console.screens.rollback import RollbackScreen
+from console.screens.statistics import StatisticsScreen
 from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
 from console.terminal import ConsoleDriver, TerminalLost
@@ -90,6 +91,7 @@ MAIN_SCREEN_ACTIONS = frozenset(
         "pause",
         "pause_accounts",
         "alerts",
+        "statistics",
         "log",
         "filter_log",
     }
@@ -136,6 +138,7 @@ class OperatorConsole(App[int]):
             tooltip="Pause / resume new entries per account: main, mirror or both (shows each one's state)",
         ),
         Binding("a", "alerts", "Alerts", tooltip="Price alerts: list, add, delete"),
+        Binding("s", "statistics", "Stats", tooltip="Statistics: equity curve, daily PnL, figures"),
         Binding("l", "log", "Log", tooltip="Focus and enlarge the log pane (again: restore)"),
         Binding("slash", "filter_log", "Filter", key_display="/", tooltip="Filter the log pane"),
         Binding("ctrl+t", "next_theme", "Theme", tooltip="Switch to the next console theme"),
@@ -498,6 +501,13 @@ class OperatorConsole(App[int]):
     def action_alerts(self) -> None:
         self.push_screen(PriceAlertsScreen(self.link, self.report), lambda _: self._refresh_after_alerts())
 
+    def action_statistics(self) -> None:
+        self.push_screen(
+            StatisticsScreen(
+                self.link, lambda: None if self.latest is None else self.latest.data, self._in_background
+            )
+        )
+
     def _refresh_after_alerts(self) -> None:
         self.run_worker(self.refresh_dashboard(), name="refresh-after-alerts", exit_on_error=False)
 
@@ -528,6 +538,7 @@ class OperatorConsole(App[int]):
             ("TTL screen (t)", list(_bindings(TtlScreen.BINDINGS))),
             ("Trade form (n)", list(_bindings(TradeFormScreen.BINDINGS))),
             ("Price alerts (a)", list(_bindings(PriceAlertsScreen.BINDINGS))),
+            ("Statistics (s)", list(_bindings(StatisticsScreen.BINDINGS))),
             ("Anywhere", [Binding("ctrl+p", "command_palette", "Command palette: every action by name")]),
         ]
         self.push_screen(HelpScreen(sections))

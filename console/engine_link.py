@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.alerts.price import PriceAlertRejected, PriceAlertRow
+from engine.core.clock import iso_utc
 from engine.core.errors import BadInput
 from engine.core.profile import TOGGLES
 from engine.core.settings import SettingsError, save_override
@@ -243,6 +244,16 @@ class EngineLink:
         except PriceAlertRejected as exc:
             return Outcome(False, f"price alert not deleted: {'; '.join(exc.errors)}")
         return Outcome(True, f"price alert #{alert.id} deleted: {alert.describe()}")
+
+    # --- statistics ---------------------------------------------------------------------------
+
+    async def reset_statistics(self) -> Outcome:
+        """Start a new statistics period now (the ledger keeps every trade); durable when it returns."""
+        try:
+            start = await self._engine().dashboard.reset_statistics()
+        except StoreFailed as exc:  # the disk is out: the store keeps the change and retries
+            return Outcome(False, f"statistics reset not saved yet: {exc}")
+        return Outcome(True, f"statistics reset: a new period starts {iso_utc(start)}")
 
 
 def describe_pause(paused: bool, accounts: Sequence[str] | None, states: Mapping[str, bool]) -> str:

@@ -26,8 +26,10 @@ from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
 from console.widgets.diff_table import DiffTable
 from console.widgets.log_pane import LogPane
+from engine.alerts.delivery import disabled_section as disabled_delivery
 from engine.core.settings import OVERRIDE_FILE
 from engine.dashboard.snapshot import freeze
+from engine.dashboard.statistics import statistics
 from engine.mirror.follower import disabled_section
 
 
@@ -96,6 +98,8 @@ def _snapshot(marks: dict[str, float], time: str = "2026-01-01T00:00:00.000Z") -
             "monitoring": {},
             "api_budget": {},
             "mirror": disabled_section("balance_ratio"),
+            "alert_delivery": disabled_delivery(60.0),
+            "statistics": statistics(()),
         }
     )
 

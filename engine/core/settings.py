@@ -220,6 +220,10 @@ _RULES: list[tuple[str, Rule]] = [
     ("sim.slippage_bps", _between(0.0, 1_000.0)),
     ("sim.balances.*", _between(1e-6, 1e12)),
     ("alerts.daily_summary_utc", _hh_mm),
+    ("alerts.cooldown_s", _between(0.0, DAY_S)),
+    ("alerts.outbox_max", _between(1, 100_000)),
+    ("alerts.*.min_severity", _one_of("info", "warning", "critical")),
+    ("alerts.telegram.per_minute", _between(1, 30)),
     ("alerts.telegram.base_url", _url_or_empty),
     ("alerts.webhook.url", _url_or_empty),
     ("alerts.history", _between(1, 1_000_000)),
@@ -240,6 +244,7 @@ _ORDERED: list[tuple[str, tuple[str, ...], bool]] = [
     ("monitor.urgency", ("critical_pct", "active_pct", "standard_pct", "inactive_pct"), True),
     ("monitor.intervals", ("critical", "active", "standard", "inactive", "idle"), False),
     ("mirror", ("retry_first_s", "retry_max_s", "retry_slow_s"), False),
+    ("alerts", ("retry_first_s", "retry_max_s"), False),
 ]
 
 

@@ -24,6 +24,15 @@ PRICE_ALERTS_KEY = "price_alerts"
 MIRROR_KEY = "engine:mirror"
 """The mirror follower's state: its links (main trade -> mirror trade) and its retry queue."""
 
+ALERT_OUTBOX_KEY = "alerts:outbox"
+"""The alert outbox: alerts waiting for (or recently given to) Telegram and the webhook, per sink."""
+
+ALERT_SUMMARY_KEY = "alerts:summary"
+"""The daily summary's bookkeeping: ``{"last_day": "YYYY-MM-DD"}``, the UTC day last summarised."""
+
+STATS_PERIOD_KEY = "stats:period"
+"""The statistics' period: ``{"start": epoch seconds}`` of the last reset (absent: since the first trade)."""
+
 
 def monitor_key(monitor_key_: str) -> str:
     """The store key of the monitor keyed ``account:symbol:side``."""

@@ -4,7 +4,8 @@ The dashboard builds a :class:`Snapshot`, ``--snapshot-out`` writes it as JSON a
 model reads it, so mypy checks the reader against what the engine produces. Sections produced below
 the dashboard are typed where they are produced and only re-exported here: the alert rows by the
 alert bus (:mod:`engine.alerts.model`), the price alerts (:mod:`engine.alerts.price`), the ledger's
-rows and totals by the ledger (:mod:`engine.trading.ledger`), the monitors and stream health by the
+rows and totals by the ledger (:mod:`engine.trading.ledger`), the statistics views by
+:mod:`engine.dashboard.statistics`, the monitors and stream health by the
 TP/SL manager (:mod:`engine.trading.manager`), the mirror's by its follower
 (:mod:`engine.mirror.follower`); the dashboard may import those layers, they may not
 import it.
@@ -19,8 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NotRequired, TypedDict
 
+from engine.alerts.delivery import AlertDeliverySection
 from engine.alerts.model import AlertRow
 from engine.alerts.price import PriceAlertRow
+from engine.dashboard.statistics import StatisticsSection
 from engine.mirror.follower import MirrorSection
 from engine.scheduler.jobs import JobRow
 from engine.trading.ledger import LedgerSection, Totals, TradeRow
@@ -30,6 +33,7 @@ from engine.venue.budget import BudgetRow
 __all__ = [
     "SNAPSHOT_KEYS",
     "AccountRow",
+    "AlertDeliverySection",
     "AlertRow",
     "BudgetRow",
     "CacheCategoryRow",
@@ -47,6 +51,7 @@ __all__ = [
     "PositionRow",
     "PriceAlertRow",
     "Snapshot",
+    "StatisticsSection",
     "StreamRow",
     "Totals",
     "TradeRow",
@@ -76,6 +81,8 @@ SNAPSHOT_KEYS = (
     "monitoring",
     "api_budget",
     "mirror",
+    "statistics",
+    "alert_delivery",
 )
 """The snapshot's top-level keys, in the order the contract lists them (the keys of :class:`Snapshot`;
 a test holds the two together). Scripts rely on every one being present."""
@@ -246,3 +253,5 @@ class Snapshot(TypedDict):
     monitoring: MonitoringRow
     api_budget: Mapping[str, BudgetRow]  # account -> what its rate budget allows now
     mirror: MirrorSection  # the mirror's links, drift and retry queue ("enabled": false when off)
+    statistics: StatisticsSection  # the views over the ledger's trades of the current period
+    alert_delivery: AlertDeliverySection  # Telegram / webhook: per sink pending, delivered, failures

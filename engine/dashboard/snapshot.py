@@ -15,8 +15,8 @@ How a snapshot is read depends on the profile, so both behaviours can be compare
   full-dashboard entry is checked, and a hit there returns the older composed view.
 
 Sections held in this process (monitors, ledger, persistence, API counters, alerts, cache metrics,
-profile) are read fresh at every snapshot; only venue data, the ledger's statistics and the insights
-go through the cache.
+profile) are read fresh at every snapshot; only venue data, the ledger's statistics (``stats`` and
+the ``statistics`` views, one entry of the ``stats`` category) and the insights go through the cache.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
 from engine.alerts.bus import AlertBus
+from engine.alerts.delivery import AlertDeliverySection
+from engine.alerts.delivery import disabled_section as disabled_delivery
 from engine.alerts.price import PriceAlertManager
 from engine.core.clock import Clock, iso_utc
 from engine.core.link_ids import purpose_of
@@ -48,9 +50,12 @@ from engine.dashboard.schema import (
     PersistenceRow,
     PositionRow,
     Snapshot,
+    StatisticsSection,
     Totals,
     VenuePositionRow,
 )
+from engine.dashboard.statistics import statistics
+from engine.dashboard.stats_period import StatsPeriod
 from engine.mirror.follower import MirrorSection, disabled_section
 from engine.trading.manager import TpslManager
 from engine.venue.base import Venue
@@ -205,6 +210,15 @@ def persistence_row(metrics: Mapping[str, Any]) -> PersistenceRow:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerStats:
+    """The ``stats`` cache entry: the whole ledger's totals (``stats``) and the period's views
+    (``statistics``), computed together from one read of the ledger."""
+
+    totals: Totals
+    statistics: StatisticsSection
+
+
+@dataclass(frozen=True, slots=True)
 class AccountView:
     """What the venues said about the accounts (the full_dashboard entry): records and their rows."""
 
@@ -304,6 +318,10 @@ class DashboardSources:
     """``sim`` or the Bybit network."""
     mirror: Callable[[], MirrorSection] | None = None
     """The mirror follower's section (``snapshot()``); None when mirror trading is off."""
+    stats_period: StatsPeriod | None = None
+    """The statistics' period (its start, and the reset); None: the statistics cover every trade."""
+    alert_delivery: Callable[[], AlertDeliverySection] | None = None
+    """Alert delivery's section (``AlertDelivery.snapshot``); None when no sink is enabled."""
 
 
 class Dashboard:
@@ -357,7 +375,7 @@ class Dashboard:
         view_job = self._view_early if self.cache.mode is Mode.OPTIMIZED else self._view_late
         view: AccountView
         market: dict[str, Ticker]
-        stats: Totals
+        stats: LedgerStats
         view, market, stats = await _run(
             batched, view_job(batched, symbols), self._market(batched, symbols), self._stats()
         )
@@ -381,10 +399,14 @@ class Dashboard:
         the venue says is known, rather than an older answer passed off as current.
         """
         nothing = account_view({}, {}, {}, self._instruments)
-        return freeze(self._compose(nothing, {}, self.sources.manager.ledger.totals(), []))
+        return freeze(self._compose(nothing, {}, self._ledger_stats(), []))
 
     def _compose(
-        self, view: AccountView, market: Mapping[str, Ticker], stats: Totals, insights: Sequence[InsightRow]
+        self,
+        view: AccountView,
+        market: Mapping[str, Ticker],
+        stats: LedgerStats,
+        insights: Sequence[InsightRow],
     ) -> Snapshot:
         sources = self.sources
         manager = sources.manager
@@ -404,7 +426,7 @@ class Dashboard:
             "orders": view.order_rows,
             "monitors": monitors,
             "ledger": manager.ledger.snapshot(),
-            "stats": stats,
+            "stats": stats.totals,
             "market": {s: market_row(market[s]) for s in sorted(market)},
             "insights": insights,
             "cache": self.cache.metrics(),
@@ -424,6 +446,12 @@ class Dashboard:
                 sources.mirror()
                 if sources.mirror is not None
                 else disabled_section(str(sources.settings.get("mirror.sizing")))
+            ),
+            "statistics": stats.statistics,
+            "alert_delivery": (
+                sources.alert_delivery()
+                if sources.alert_delivery is not None
+                else disabled_delivery(float(sources.settings.get("alerts.cooldown_s")))
             ),
         }
 
@@ -540,15 +568,31 @@ class Dashboard:
             self.insights.observe(ticker)
         return tickers
 
-    async def _stats(self) -> Totals:
+    def _ledger_stats(self) -> LedgerStats:
+        # The manager's ledger, read when called: the manager replaces it when it loads the state.
+        ledger = self.sources.manager.ledger
+        period = self.sources.stats_period
+        start = period.start if period is not None else None
+        return LedgerStats(ledger.totals(), statistics(ledger.trades, start, self.sources.venues))
+
+    async def _stats(self) -> LedgerStats:
         """The ledger's statistics, through the ``stats`` cache entry (a fill drops it when optimized)."""
 
-        async def load() -> Totals:
-            # The manager's ledger, read at load time: the manager replaces it when it loads the state.
-            return self.sources.manager.ledger.totals()
+        async def load() -> LedgerStats:
+            return self._ledger_stats()
 
-        stats: Totals = await self.cache.get_or_load("stats", STATS_KEY, load)
+        stats: LedgerStats = await self.cache.get_or_load("stats", STATS_KEY, load)
         return stats
+
+    async def reset_statistics(self) -> float:
+        """Start a new statistics period now (the ledger is kept), durably; returns its start. The
+        ``stats`` entry is dropped so the next snapshot shows the new period, whatever the TTL."""
+        period = self.sources.stats_period
+        if period is None:
+            raise RuntimeError("this dashboard has no statistics period to reset")
+        start = await period.reset()
+        self.cache.invalidate("stats")
+        return start
 
     async def _compute_insights(self, view: AccountView) -> list[InsightRow]:
         monitor_stops = {

@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from engine.alerts.bus import AlertBus
+from engine.alerts.delivery import JOB_NAME as DELIVERY_JOB
+from engine.alerts.delivery import AlertDelivery, DeliveryParams, sinks_from_settings
 from engine.alerts.model import Severity
+from engine.alerts.position import PositionAlertParams, PositionAlerts
 from engine.alerts.price import PriceAlertManager
 from engine.core.clock import Clock, RealClock, VirtualClock, parse_iso_utc
 from engine.core.errors import state_refusal
@@ -34,7 +37,11 @@ from engine.core.profile import Mode, Profile
 from engine.core.settings import Settings
 from engine.dashboard.cache import DashboardCache
 from engine.dashboard.snapshot import Dashboard, DashboardSources
+from engine.dashboard.stats_period import StatsPeriod
 from engine.mirror.follower import MirrorFollower, MirrorParams
+from engine.runtime.daily_summary import CHECK_S as SUMMARY_CHECK_S
+from engine.runtime.daily_summary import JOB_NAME as SUMMARY_JOB
+from engine.runtime.daily_summary import DailySummary
 from engine.runtime.repair import drop_undecodable
 from engine.runtime.scenario import Scenario, ScenarioTrade, demo_trades, run_trades, state_is_empty
 from engine.scheduler.jobs import Scheduler
@@ -102,11 +109,23 @@ class Engine:
     profile: Profile
     mirror: MirrorFollower | None = None
     """The mirror follower (None when mirror trading is off)."""
+    delivery: AlertDelivery | None = None
+    """Alert delivery to Telegram / the webhook (None when no sink is enabled)."""
+    summary: DailySummary | None = None
+    """The daily summary; ``summary.publish_now()`` is the on-demand one (raised as an alert, and
+    its text returned)."""
 
     @property
     def cache(self) -> DashboardCache:
         """The dashboard's TTL cache."""
         return self.dashboard.cache
+
+
+async def _check_positions(position_alerts: PositionAlerts, manager: TpslManager) -> None:
+    """The position-alerts job: every monitor at the price its stop triggers on (or its mark)."""
+    symbols = {m.symbol for m in manager.monitors.values()}
+    prices = {s: p for s in symbols if (p := manager.trigger_price(s) or manager.marks.get(s)) is not None}
+    position_alerts.check(list(manager.monitors.values()), prices)
 
 
 def make_clock(kind: str, settings: Settings, state_dir: Path | None = None) -> Clock:
@@ -230,6 +249,7 @@ class EngineRuntime:
         self._start_failure: str | None = None
         self._store: Store | None = None
         self._dashboard: Dashboard | None = None
+        self._delivery: AlertDelivery | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._down: set[str] = set()  # tasks that failed and wait for their restart
         self._rate_seen: dict[str, tuple[int, int]] = {}  # account -> (refusals, waits) at the last look
@@ -363,11 +383,15 @@ class EngineRuntime:
         # (reconciliation rebuilds its monitor from the exchange), never a crash in a task later.
         await drop_undecodable(store, self.alerts, self.clock.now())
         manager.load()
+        delivery = self._build_delivery(store, manager.tag)
+        summary = self._build_summary(store, manager)
         price_alerts = PriceAlertManager(
             store=store, clock=self.clock, venues=self.gateways, alerts=self.alerts
         )
         price_alerts.load()
         follower = self._build_follower(store, manager)
+        stats_period = StatsPeriod(store, self.clock)
+        stats_period.load()
         sources = DashboardSources(
             settings=self.settings,
             clock=self.clock,
@@ -379,6 +403,8 @@ class EngineRuntime:
             engine_state=lambda: self.state.value,
             venue_label=self.venue_label,
             mirror=follower.snapshot if follower is not None else None,
+            alert_delivery=delivery.snapshot if delivery is not None else None,
+            stats_period=stats_period,
         )
         dashboard = await Dashboard.create(sources, self.profile)
         self._dashboard = dashboard
@@ -403,6 +429,10 @@ class EngineRuntime:
             "price-alerts", lambda: price_alerts.tick(PRICE_ALERT_CHECK_S), PRICE_ALERT_CHECK_S
         )
         self.scheduler.add("rate-limit-watch", self._watch_rate_limits, RATE_WATCH_S)
+        position_alerts = PositionAlerts(PositionAlertParams.from_settings(self.settings), self.alerts)
+        self.scheduler.add(
+            "position-alerts", lambda: _check_positions(position_alerts, manager), PRICE_ALERT_CHECK_S
+        )
         self.spawn("tpsl", manager.run)
         trades = self._trades_to_open(empty)
         if trades:
@@ -417,6 +447,8 @@ class EngineRuntime:
             dashboard=dashboard,
             profile=self.profile,
             mirror=follower,
+            delivery=delivery,
+            summary=summary,
         )
 
     def _build_gateways(self) -> None:
@@ -507,6 +539,44 @@ class EngineRuntime:
         follower.install()
         return follower
 
+    def _build_delivery(self, store: Store, instance_tag: str) -> AlertDelivery | None:
+        """Alert delivery when a sink is enabled: its outbox loaded, its job on the scheduler (and run
+        soon whenever an alert is queued), subscribed to the bus. An enabled sink that cannot work
+        (no token, no URL) is left out with a warning: trading never waits for a sink."""
+        sinks, problems = sinks_from_settings(self.settings)
+        for problem in problems:
+            self.alerts.raise_alert(Severity.WARNING, "alert_delivery_config", problem)
+        if not sinks:
+            return None
+        params = DeliveryParams.from_settings(self.settings)
+        delivery = AlertDelivery(
+            store=store,
+            clock=self.clock,
+            sinks=sinks,
+            prefix=instance_tag,
+            params=params,
+            on_queued=lambda: self.scheduler.run_soon(DELIVERY_JOB),
+        )
+        delivery.load()
+        self._delivery = delivery
+        self.scheduler.add(DELIVERY_JOB, delivery.run_once, params.interval_s)
+        delivery.install(self.alerts)
+        return delivery
+
+    def _build_summary(self, store: Store, manager: TpslManager) -> DailySummary:
+        """The daily summary at ``alerts.daily_summary_utc``, checked by a job every minute."""
+        summary = DailySummary(
+            manager=manager,
+            alerts=self.alerts,
+            store=store,
+            clock=self.clock,
+            at_utc=str(self.settings.get("alerts.daily_summary_utc")),
+            accounts=self.accounts,
+        )
+        summary.load()
+        self.scheduler.add(SUMMARY_JOB, summary.tick, SUMMARY_CHECK_S)
+        return summary
+
     def _trades_to_open(self, state_was_empty: bool) -> list[ScenarioTrade]:
         """The scenario's trades, or the seeded demo trades on a simulated market's first start."""
         if self.scenario is not None:
@@ -576,6 +646,9 @@ class EngineRuntime:
                 await self.engine.price_alerts.save_fired()
         if self._dashboard is not None:
             await self._dashboard.close()
+        if self._delivery is not None:  # before the store closes: the outbox's last save
+            delivery, self._delivery = self._delivery, None
+            await delivery.close()
         for venue in self.venues.values():
             await venue.close()
         if self._store is not None:

@@ -55,7 +55,10 @@ CSV_FIELDS = (
     "closed_at",
     "tps_hit",
     "exit_estimated",
+    "monitor_id",
 )
+"""Every field of a :class:`~engine.core.models.Trade`; the command line pins the order, so a new
+column goes at the end."""
 _MONEY_DECIMALS = 4
 _RATE_DECIMALS = 4
 
@@ -230,5 +233,6 @@ class Ledger:
         writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for trade in self._trades:
-            writer.writerow(self.row(trade))
+            # The snapshot's row, plus what only the export carries (the monitor that made the trade).
+            writer.writerow({**self.row(trade), "monitor_id": trade.monitor_id})
         return out.getvalue()
