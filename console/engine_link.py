@@ -255,6 +255,14 @@ class EngineLink:
             return Outcome(False, f"statistics reset not saved yet: {exc}")
         return Outcome(True, f"statistics reset: a new period starts {iso_utc(start)}")
 
+    async def daily_summary(self) -> Outcome:
+        """The daily summary now (trades, PnL, win rate, fees, funding, open risk): raised as an alert,
+        so it also reaches Telegram and the webhook; its text is the outcome's message."""
+        summary = self._engine().summary
+        if summary is None:
+            return Outcome(False, "the daily summary is not available")
+        return Outcome(True, summary.publish_now())
+
 
 def describe_pause(paused: bool, accounts: Sequence[str] | None, states: Mapping[str, bool]) -> str:
     """A pause or resume in words: what it did, and what the other accounts do now (``states``:

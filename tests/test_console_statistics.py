@@ -144,3 +144,20 @@ def test_the_chart_starts_at_zero_and_shows_the_sign() -> None:
     assert falling[0][0][0] == AXIS and falling[1][0] == ("█", NEGATIVE)
     assert fit([1.0, 2.0, 3.0, 4.0], 2, sampled=True) == [2.0, 4.0]
     assert fit([1.0, 2.0, 3.0, 4.0], 2, sampled=False) == [3.0, 4.0]
+
+
+async def test_d_on_the_statistics_screen_raises_the_daily_summary_now(tmp_path: Path) -> None:
+    app = make_console(tmp_path, **{"sim.demo_trades": 0})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await _with_trades(app)
+        await pilot.press("s")
+        await pilot.pause()
+        await pilot.press("d")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        engine = app.runtime.started()
+        (summary,) = [a for a in engine.alerts.snapshot(50) if a["type"] == "daily_summary"]
+        assert summary["key"] == "on_demand" and "open risk" in summary["message"].lower()
+        toasts = [n.message for n in app._notifications]
+        assert any(summary["message"] in text or text in summary["message"] for text in toasts)

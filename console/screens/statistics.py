@@ -160,6 +160,7 @@ class StatisticsScreen(ModalScreen[None]):
         Binding("3", "account('all')", "Show every account together"),
         Binding("tab", "next_account", "Next account"),
         Binding("R", "reset", "Reset the statistics: a new period starts (asks first; the ledger is kept)"),
+        Binding("d", "daily_summary", "The daily summary now (also sent to Telegram / the webhook)"),
         Binding("escape,s", "close", "Close"),
     ]
 
@@ -272,6 +273,9 @@ class StatisticsScreen(ModalScreen[None]):
             ),
             confirmed,
         )
+
+    def action_daily_summary(self) -> None:
+        self._perform(self._link.daily_summary, "daily-summary")
 
     def action_close(self) -> None:
         self.dismiss(None)
