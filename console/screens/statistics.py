@@ -196,7 +196,7 @@ class StatisticsScreen(ModalScreen[None]):
                 yield Label("By symbol", classes="stats-heading")
                 yield DiffTable(GROUP_COLUMNS, cursor=False, id="stats-symbol")
             yield Label(
-                "1 main · 2 mirror · 3 all · tab next · R reset · ↑↓ scroll · esc close", id="stats-hint"
+                "1 main · 2 mirror · 3 all · tab next · R reset · d summary · ↑↓ · esc", id="stats-hint"
             )
 
     def on_mount(self) -> None:
