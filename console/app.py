@@ -177,7 +177,8 @@ class OperatorConsole(App[int]):
         self._last_error: str | None = None
         self._api_rate = RateTracker()
         self._shown_state: str | None = None
-        self.notices = AlertNotices()  # which alerts were toasted, and how many arrived out of sight
+        # which alerts were toasted, and how many arrived out of sight
+        self.notices = AlertNotices(float(settings.get("alerts.cooldown_s")))
         self._bell = bool(settings.get("ui.bell_on_critical"))
         self._saved_theme: str | None = None
         self.exit_text = ""  # what the terminal shows after the console exits

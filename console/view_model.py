@@ -748,11 +748,17 @@ class Notice:
 
 class AlertNotices:
     """Which alerts of a snapshot are new to the operator: the toasts to show, and how many arrived
-    while the alerts section was out of sight (the compact layout's tab count)."""
+    while the alerts section was out of sight (the compact layout's tab count).
 
-    def __init__(self) -> None:
+    The same warning (type and key) is toasted at most once per ``cooldown_s`` (``alerts.cooldown_s``,
+    as for Telegram): a poll failing every 10 s during an outage is one toast, not a stream of them.
+    The alerts pane still lists every one; a critical alert is always toasted."""
+
+    def __init__(self, cooldown_s: float = 0.0) -> None:
+        self.cooldown_s = cooldown_s
         self._seen: deque[tuple[str, str, str, str]] = deque(maxlen=NOTICES_REMEMBERED)
         self._seen_set: set[tuple[str, str, str, str]] = set()
+        self._toasted: dict[tuple[str, str], float] = {}  # (type, key) -> when its last toast's alert came
         self.unseen = 0
 
     def take(self, alerts: Iterable[AlertRow], *, in_sight: bool) -> list[Notice]:
@@ -780,6 +786,12 @@ class AlertNotices:
             if severity not in NOTICE_SEVERITIES:
                 continue
             critical = severity == "critical"
+            when = parse_iso_utc(str(alert.get("time"))) if alert.get("time") else 0.0
+            family = (str(alert.get("type")), str(alert.get("key", "")))
+            last = self._toasted.get(family)
+            if not critical and last is not None and when - last < self.cooldown_s:
+                continue
+            self._toasted[family] = when
             text = f"{alert.get('type', '')}: {alert.get('message', '')}"
             notices.append(
                 Notice(text, "error" if critical else "warning", 20.0 if critical else 8.0, critical)

@@ -37,6 +37,24 @@ def test_each_new_warning_or_critical_alert_is_one_toast_and_info_is_not() -> No
     assert events_tab_label(3) == "Alerts + log (3)" and events_tab_label(0) == "Alerts + log"
 
 
+def test_a_repeated_warning_is_toasted_once_per_cooldown_and_a_critical_always() -> None:
+    notices = AlertNotices(cooldown_s=60.0)
+    rows = [
+        _row(f"2026-01-01T00:00:{second:02d}.000Z", "warning", "poll_failed", f"poll {second}", "mirror")
+        for second in (0, 10, 20)
+    ]
+    assert len(notices.take(rows, in_sight=True)) == 1  # the pane lists all three; one toast
+    later = _row("2026-01-01T00:01:05.000Z", "warning", "poll_failed", "poll 65", "mirror")
+    assert len(notices.take([*rows, later], in_sight=True)) == 1  # the cooldown has passed
+    other = _row("2026-01-01T00:01:06.000Z", "warning", "poll_failed", "main too", "main")
+    assert len(notices.take([other], in_sight=True)) == 1  # another key is another alert
+    critical = [
+        _row(f"2026-01-01T00:02:0{second}.000Z", "critical", "sl_failed", f"x{second}", "main:X:Buy")
+        for second in (1, 2)
+    ]
+    assert len(notices.take(critical, in_sight=True)) == 2
+
+
 async def test_the_compact_layout_toasts_counts_and_rings_for_a_critical_alert(tmp_path: Path) -> None:
     app = make_console(tmp_path, **{"ui.bell_on_critical": True})
     rings: list[bool] = []
