@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.theme import Theme
 from textual.widgets import Tab, Tabs
@@ -69,7 +69,7 @@ from engine.core.clock import Clock, RealClock, parse_iso_utc
 from engine.core.errors import BadInput
 from engine.core.settings import Settings
 from engine.dashboard.snapshot import DashboardSnapshot
-from engine.runtime.assembly import EngineNotStarted, EngineRuntime, EngineState, check_state_free
+from engine.runtime.assembly import EngineNotStarted, EngineRuntime, check_state_free
 from themes import ALL_THEMES, CONSOLE_VARIABLES, DEFAULT_THEME, next_theme
 
 log = logging.getLogger("opconsole.console")
@@ -77,6 +77,7 @@ log = logging.getLogger("opconsole.console")
 COMPACT_WIDTH = 120
 COMPACT_HEIGHT = 36
 SECTIONS = ("trading", "metrics", "events")
+SECTION_FOCUS = {"trading": "#positions", "metrics": "#metrics", "events": "#log"}  # focus per tab
 # Keys of the main screen; a modal screen on top owns the keyboard except for help, theme and quit.
 MAIN_SCREEN_ACTIONS = frozenset(
     {
@@ -96,7 +97,7 @@ MAIN_SCREEN_ACTIONS = frozenset(
         "filter_log",
     }
 )
-BLOCKED_STATES = (EngineState.PAUSED.value, EngineState.RECONCILING.value)
+SECTION_ACTIONS = ("section", "section_at")  # the compact layout's tab keys: `[`, `]`, 1, 2, 3
 TERMINAL_LOST = "terminal lost"  # the shutdown reason when the driver could not read the terminal
 
 
@@ -108,6 +109,10 @@ def exit_message(open_positions: int) -> str:
             f"{'s stay' if open_positions != 1 else ' stays'} protected by exchange-side stop-losses."
         )
     return "opconsole stopped; store flushed. No open positions."
+
+
+class QuitQuestion(ConfirmScreen):
+    """The question ``q`` asks with positions open (``ui.confirm_quit``); asked once at a time."""
 
 
 class OperatorConsole(App[int]):
@@ -144,6 +149,14 @@ class OperatorConsole(App[int]):
         Binding("ctrl+t", "next_theme", "Theme", tooltip="Switch to the next console theme"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="Help: every key"),
         Binding("q", "quit", "Quit", tooltip="Quit: flush the store; positions keep their stop-losses"),
+        # Compact layout only (check_action hides them otherwise); the pause and statistics screens'
+        # own 1/2/3 win there, as those screens are modal and the main screen's keys are off under them.
+        # "Prev" / "Next" (right under the tab bar): short enough for the compact footer's columns
+        Binding("left_square_bracket", "section(-1)", "Prev", tooltip="Compact layout: the previous tab"),
+        Binding("right_square_bracket", "section(1)", "Next", tooltip="Compact layout: the next tab"),
+        Binding("1", "section_at(0)", "Trading", show=False, tooltip="Compact layout: the Trading tab"),
+        Binding("2", "section_at(1)", "Metrics", show=False, tooltip="Compact layout: the Metrics tab"),
+        Binding("3", "section_at(2)", "Alerts", show=False, tooltip="Compact layout: the Alerts + log tab"),
     ]
 
     def __init__(
@@ -207,7 +220,8 @@ class OperatorConsole(App[int]):
                 orders = DiffTable(ORDER_COLUMNS, id="orders")
                 orders.border_title = "Orders"
                 yield orders
-            with Vertical(id="metrics"):
+            # scrolls when the compact layout's one tab cannot show the stats and every cache row
+            with VerticalScroll(id="metrics"):
                 yield StatsPanel(id="stats")
                 yield CachePanel(id="cache")
             with Horizontal(id="events"):
@@ -327,7 +341,7 @@ class OperatorConsole(App[int]):
             self._notice(data.get("alerts", ()))
         if state != self._shown_state:
             self._shown_state = state
-            self.refresh_bindings()  # close / kill are disabled while paused or reconciling
+            self.refresh_bindings()  # the footer's Pause entry follows the engine state
 
     def _alerts_in_sight(self) -> bool:
         return not self.screen.has_class("-compact") or self.query_one("#body").has_class("-show-events")
@@ -354,7 +368,9 @@ class OperatorConsole(App[int]):
 
     def _apply_size(self, width: int, height: int) -> None:
         compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
-        self.screen.set_class(compact, "-compact")
+        if compact != self.screen.has_class("-compact"):
+            self.screen.set_class(compact, "-compact")
+            self.refresh_bindings()  # `[` and `]` exist in the compact layout only
 
     @on(Tabs.TabActivated, "#sections")
     def _section_chosen(self, event: Tabs.TabActivated) -> None:
@@ -372,20 +388,43 @@ class OperatorConsole(App[int]):
         if name == "events":
             self.notices.seen_all()
             self.query_one("#tab-events", Tab).label = events_tab_label(0)
+        focused, shown = self.focused, self.query_one(f"#{name}")
+        hidden = focused is None or (focused is not tabs and shown not in focused.ancestors_with_self)
+        if self.screen.has_class("-compact") and hidden:
+            # the keyboard follows the tab: a table on a hidden tab would take the arrows unseen
+            self.query_one(SECTION_FOCUS[name]).focus()
+
+    def action_section(self, step: int) -> None:
+        """The previous (-1) or next (+1) tab of the compact layout, wrapping round."""
+        active = self.query_one("#sections", Tabs).active or "tab-trading"
+        index = SECTIONS.index(active.removeprefix("tab-"))
+        self.show_section(SECTIONS[(index + step) % len(SECTIONS)])
+
+    def action_section_at(self, index: int) -> None:
+        """Tab number ``index`` (0-based) of the compact layout."""
+        self.show_section(SECTIONS[index])
 
     # --- actions ------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Nothing is dimmed by the engine state: closing and the kill switch reduce risk, so they work
+        # while paused (pausing stops new entries only) and while reconciling (the engine queues the
+        # close behind the reconciliation pass on the account's lock and decides it on the reconciled
+        # monitor; a reduce-only market close cannot open exposure). Before the engine has started,
+        # the action says so (EngineNotStarted) rather than doing nothing.
         if action in MAIN_SCREEN_ACTIONS and isinstance(self.screen, ModalScreen):
             return False
-        if action in ("close_position", "kill") and self.link.engine_state() in BLOCKED_STATES:
-            return None  # shown dimmed: makes no sense while paused or reconciling
+        if action in SECTION_ACTIONS:
+            # the wide layout shows every section: no tabs to switch, so `[` and `]` are not offered;
+            # under a modal screen its own keys (the pause and statistics screens' 1/2/3) win
+            return self.screen.has_class("-compact") and not isinstance(self.screen, ModalScreen)
         return True
 
     def report(self, outcome: Outcome) -> None:
-        """Every action's outcome: a toast and a log line."""
+        """Every action's outcome: a toast and one log line (the subsystem's own, when it wrote one)."""
         if outcome.ok:
-            log.info("action: %s", outcome.message)
+            if not outcome.logged:
+                log.info("action: %s", outcome.message)
             self.notify(outcome.message, timeout=6)
         else:
             log.warning("action failed: %s", outcome.message)
@@ -464,7 +503,12 @@ class OperatorConsole(App[int]):
             if yes:
                 self._in_background(lambda: self.link.close_position(key), "close")
 
-        self.push_screen(ConfirmScreen("Close position", f"Close {key} at market (reduce-only)?"), confirmed)
+        words = position_words(self._latest_data(), key)
+        prompt = f"Close {words} at market (reduce-only)?"
+        self.push_screen(ConfirmScreen("Close position", prompt), confirmed)
+
+    def _latest_data(self) -> Mapping[str, Any]:
+        return {} if self.latest is None else self.latest.data
 
     def action_breakeven(self) -> None:
         key = self._selected_position()
@@ -473,8 +517,16 @@ class OperatorConsole(App[int]):
 
     def action_cancel_orders(self) -> None:
         key = self._selected_position()
-        if key is not None:
-            self._in_background(lambda: self.link.cancel_monitor_orders(key), "cancel")
+        if key is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._in_background(lambda: self.link.cancel_monitor_orders(key), "cancel")
+
+        words = position_words(self._latest_data(), key)
+        prompt = f"Cancel the entries and TPs of {words}? The stop-loss stays."
+        self.push_screen(ConfirmScreen("Cancel orders", prompt), confirmed)
 
     def action_kill(self) -> None:
         count = len(self.latest["positions"]) if self.latest is not None else 0
@@ -483,11 +535,13 @@ class OperatorConsole(App[int]):
             if yes:
                 self._in_background(self.link.kill_switch, "kill")
 
+        # y confirms (no typed word): the kill switch reduces risk and must be quick to reach under
+        # stress; the dialog says exactly what it does and that p resumes afterwards.
         self.push_screen(
             ConfirmScreen(
                 "KILL SWITCH",
-                f"Cancel every order and close all {count} open position(s) at market, on every account.",
-                require="KILL",
+                f"Pause new entries, cancel every order and close all {count} open position(s) at "
+                "market (reduce-only), on every account? Afterwards p resumes new entries.",
             ),
             confirmed,
         )
@@ -545,7 +599,18 @@ class OperatorConsole(App[int]):
         self.push_screen(HelpScreen(sections))
 
     async def action_quit(self) -> None:
-        await self.shutdown("quit")
+        open_positions = len(self.latest["positions"]) if self.latest is not None else 0
+        if not open_positions or not bool(self.settings.get("ui.confirm_quit")):
+            await self.shutdown("quit")
+            return
+        if isinstance(self.screen, QuitQuestion):
+            return  # asked once: the question is on screen already
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._request_shutdown("quit")
+
+        self.push_screen(QuitQuestion("Quit", quit_question(open_positions)), confirmed)
 
     # --- command palette ----------------------------------------------------------------------
 
@@ -647,6 +712,30 @@ class OperatorConsole(App[int]):
 
     def _request_shutdown(self, reason: str) -> None:
         self.run_worker(self.shutdown(reason), name="shutdown", exit_on_error=False)
+
+
+def quit_question(open_positions: int) -> str:
+    """What ``q`` asks when positions are open: they stay protected once the console is gone."""
+    which = "position stays" if open_positions == 1 else "positions stay"
+    return (
+        f"Quit opconsole? {open_positions} open {which} protected by exchange-side stop-losses "
+        "(the engine stops managing them until it runs again)."
+    )
+
+
+def position_words(data: Mapping[str, Any], key: str) -> str:
+    """A monitor key in a trader's words: ``BUY 0.033 BTCUSDT on main`` (size from the snapshot)."""
+    account, symbol, side = [*key.split(":"), "", "", ""][:3]
+    size = next(
+        (
+            p.get("size")
+            for p in data.get("positions", ())
+            if (p.get("account"), p.get("symbol"), p.get("side")) == (account, symbol, side)
+        ),
+        None,
+    )
+    amount = "" if size is None else f" {size:,.10g}"
+    return f"{side.upper()}{amount} {symbol} on {account}"
 
 
 def streams_text(data: Mapping[str, Any]) -> str:

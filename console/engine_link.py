@@ -39,6 +39,9 @@ class Outcome:
 
     ok: bool
     message: str
+    # True when the subsystem that did the work already wrote its own log line for it: the console
+    # then only toasts, so every action reaches the log once
+    logged: bool = False
 
 
 class EngineLink:
@@ -112,17 +115,21 @@ class EngineLink:
             changed = await self.runtime.profile.set(toggle, value)
         except ValueError as exc:
             return Outcome(False, f"profile: {exc}")
-        return Outcome(True, f"profile: {toggle} -> {value}" + ("" if changed else " (already)"))
+        # the profile logs a toggle that switched; one already there logged nothing
+        message = f"profile: {toggle} -> {value}" + ("" if changed else " (already)")
+        return Outcome(True, message, logged=changed)
 
     async def rollback_all(self) -> Outcome:
         """Every toggle to its baseline behaviour."""
         changed = await self.runtime.profile.rollback_all()
-        return Outcome(True, f"profile: every toggle at baseline ({_count_changed(changed)})")
+        message = f"profile: every toggle at baseline ({_count_changed(changed)})"
+        return Outcome(True, message, logged=bool(changed))  # the profile logged each toggle
 
     async def restore_all(self) -> Outcome:
         """Every toggle to its optimized behaviour."""
         changed = await self.runtime.profile.restore_all()
-        return Outcome(True, f"profile: every toggle optimized ({_count_changed(changed)})")
+        message = f"profile: every toggle optimized ({_count_changed(changed)})"
+        return Outcome(True, message, logged=bool(changed))  # the profile logged each toggle
 
     # --- cache --------------------------------------------------------------------------------
 
@@ -142,7 +149,7 @@ class EngineLink:
         if engine is None:
             return Outcome(True, f"{dotted} = {seconds:g}s saved; it applies when the engine has started")
         engine.cache.set_ttl(category, seconds)
-        return Outcome(True, f"cache: {category} TTL {seconds:g}s (live); saved to overrides")
+        return Outcome(True, f"cache: {category} TTL {seconds:g}s (live); saved to overrides", logged=True)
 
     # --- trading ----------------------------------------------------------------------------
 
@@ -210,7 +217,9 @@ class EngineLink:
             reports.extend(await self._engine().actions.kill_switch())
 
         refused = await self._refusable("The kill switch", kill())
-        return refused or Outcome(True, "kill switch: " + "; ".join(describe_kill(r) for r in reports))
+        # the kill switch pauses every account it killed: say so, and how to take entries again
+        done = "; ".join(describe_kill(r) for r in reports)
+        return refused or Outcome(True, f"kill switch: {done}; entries paused; p resumes")
 
     async def set_paused(self, paused: bool, accounts: Sequence[str] | None = None) -> Outcome:
         """Pause or resume new entries on ``accounts`` (every account when None); protection keeps
@@ -235,7 +244,7 @@ class EngineLink:
             alert = await self._engine().price_alerts.add_spec(text)
         except PriceAlertRejected as exc:
             return Outcome(False, f"price alert refused: {'; '.join(exc.errors)}")
-        return Outcome(True, f"price alert #{alert.id} added: {alert.describe()}")
+        return Outcome(True, f"price alert #{alert.id} added: {alert.describe()}", logged=True)
 
     async def delete_price_alert(self, alert_id: int) -> Outcome:
         """Delete price alert ``alert_id``."""
@@ -243,7 +252,7 @@ class EngineLink:
             alert = await self._engine().price_alerts.delete(alert_id)
         except PriceAlertRejected as exc:
             return Outcome(False, f"price alert not deleted: {'; '.join(exc.errors)}")
-        return Outcome(True, f"price alert #{alert.id} deleted: {alert.describe()}")
+        return Outcome(True, f"price alert #{alert.id} deleted: {alert.describe()}", logged=True)
 
     # --- statistics ---------------------------------------------------------------------------
 
@@ -253,7 +262,7 @@ class EngineLink:
             start = await self._engine().dashboard.reset_statistics()
         except StoreFailed as exc:  # the disk is out: the store keeps the change and retries
             return Outcome(False, f"statistics reset not saved yet: {exc}")
-        return Outcome(True, f"statistics reset: a new period starts {iso_utc(start)}")
+        return Outcome(True, f"statistics reset: a new period starts {iso_utc(start)}", logged=True)
 
     async def daily_summary(self) -> Outcome:
         """The daily summary now (trades, PnL, win rate, fees, funding, open risk): raised as an alert,

@@ -8,14 +8,66 @@ repaint per tick, however chatty the engine is).
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
+import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%H:%M:%S"
+OWN_LOGGER = "opconsole"  # our loggers' prefix: their multi-line records (tracebacks) stay whole
+FOLD_WIDTH = 160  # a folded third-party message is cut to this many characters, note included
+_TAG = re.compile(r"<[^>]*>")
+
+
+def readable(line: str) -> str:
+    """``line`` without markup tags or runs of blanks (``<b>403</b>  Forbidden`` reads ``403 Forbidden``)."""
+    return " ".join(_TAG.sub(" ", line).split())
+
+
+def fold_message(text: str, width: int = FOLD_WIDTH) -> str:
+    """A multi-line message as one line: its first line with something to read (an HTML page's
+    ``<!DOCTYPE html>`` and ``<head>`` carry nothing), cut to ``width`` with ``…``, and a
+    ``(+N lines)`` note for the lines left out. A one-line message comes back as it was."""
+    lines = text.splitlines()
+    if len(lines) <= 1:
+        return text
+    head = next((found for found in map(readable, lines) if any(c.isalnum() for c in found)), "")
+    note = f" (+{len(lines) - 1} lines)"
+    room = max(width - len(note), 1)
+    if len(head) > room:
+        head = head[: room - 1] + "…"
+    return head + note
+
+
+def is_own(logger_name: str) -> bool:
+    """Whether a record comes from one of the console's or the engine's own loggers."""
+    return logger_name == OWN_LOGGER or logger_name.startswith(OWN_LOGGER + ".")
+
+
+def folded_record(record: logging.LogRecord, width: int = FOLD_WIDTH) -> logging.LogRecord:
+    """``record`` as the log pane shows it: a third-party record whose message (with its traceback)
+    spans several lines becomes a copy with that message folded to one line (:func:`fold_message`);
+    our own records and one-line messages are returned unchanged. The original is never modified,
+    so any other handler (a log file, stderr) still writes it whole."""
+    if is_own(record.name):
+        return record
+    text = record.getMessage()
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        text = f"{text}\n{record.exc_text}"
+    if record.stack_info:
+        text = f"{text}\n{record.stack_info}"
+    if "\n" not in text.strip("\n"):
+        return record
+    folded = copy.copy(record)
+    folded.msg, folded.args = fold_message(text.strip("\n"), width), None
+    folded.exc_info, folded.exc_text, folded.stack_info = None, None, None
+    return folded
 
 
 class ClockFormatter(logging.Formatter):
@@ -47,7 +99,7 @@ class QueueLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            line = self.format(folded_record(record))
         except Exception:
             self.handleError(record)
             return

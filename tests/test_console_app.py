@@ -263,7 +263,7 @@ async def test_x_cancels_entries_and_tps_but_keeps_the_stop_loss(tmp_path: Path)
         await settle(app, pilot)
         key = await _select_first_position(app, pilot)
         account, symbol, _ = key.split(":")
-        await pilot.press("x")
+        await pilot.press("x", "y")  # x asks first (issue 16 item 11)
         await _after_action(app, pilot)
         assert f"{key}: entries and TPs cancelled (SL kept)" in toasts(app)
         assert app.latest is not None
@@ -313,18 +313,17 @@ async def test_position_keys_need_a_selected_position(tmp_path: Path) -> None:
         assert not isinstance(app.screen, ConfirmScreen)
 
 
-async def test_kill_switch_needs_the_typed_word(tmp_path: Path) -> None:
+async def test_kill_switch_asks_and_y_confirms(tmp_path: Path) -> None:
+    # Issue 16 item 5/11: the kill switch asks a y/n question like every confirmation (it used to
+    # want the typed word KILL); it reduces risk and must be quick to reach under stress.
     app = make_console(tmp_path)
     async with app.run_test(notifications=True) as pilot:
         await settle(app, pilot)
         await pilot.press("k")
         assert isinstance(app.screen, ConfirmScreen)
-        yes = app.screen.query_one("#yes")
-        await pilot.press(*"kil")
-        assert yes.disabled
         await pilot.press("escape")
         assert not isinstance(app.screen, ConfirmScreen)
-        await pilot.press("k", *"KILL", "enter")
+        await pilot.press("k", "y")
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert any(t.startswith("kill switch: main: closing 1 position(s)") for t in toasts(app))
@@ -333,7 +332,9 @@ async def test_kill_switch_needs_the_typed_word(tmp_path: Path) -> None:
         assert app.query_one("#positions", DiffTable).row_keys == []
 
 
-async def test_p_pauses_entries_which_disables_close_and_kill(tmp_path: Path) -> None:
+async def test_p_pauses_entries_and_close_and_kill_stay_available(tmp_path: Path) -> None:
+    # Issue 16 item 5: pausing stops new entries only; closing and the kill switch reduce risk, so
+    # they are never dimmed (they used to be, which made p then k do nothing).
     app = make_console(tmp_path)
     async with app.run_test(notifications=True) as pilot:
         await settle(app, pilot)
@@ -343,10 +344,11 @@ async def test_p_pauses_entries_which_disables_close_and_kill(tmp_path: Path) ->
         assert app.link.is_paused() and app.link.engine_state() == "paused"
         assert str(app.query_one("#sb-state").content) == " PAUSED "
         assert "new entries paused (protection keeps running)" in toasts(app)
-        assert app.check_action("kill", ()) is None and app.check_action("close_position", ()) is None
+        assert app.check_action("kill", ()) is True and app.check_action("close_position", ()) is True
         assert app.check_action("breakeven", ()) is True
         await pilot.press("k")
-        assert not isinstance(app.screen, ConfirmScreen)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
         await pilot.press("p")
         await _after_action(app, pilot)
         assert not app.link.is_paused() and app.check_action("kill", ()) is True
@@ -362,7 +364,7 @@ async def test_a_adds_lists_and_deletes_price_alerts(tmp_path: Path) -> None:
         assert isinstance(app.screen, PriceAlertsScreen)
         screen = app.screen
         field = screen.query_one("#pa-input", Input)
-        assert field.has_focus  # nothing to list yet: ready to type
+        assert field.has_focus  # always opens ready to type
         # An "above" level under the current price could never fire: refused inline, nothing added.
         await pilot.press(*f"BTCUSDT above {last * 0.9:.1f}", "enter")
         await pilot.pause()
@@ -387,9 +389,10 @@ async def test_a_adds_lists_and_deletes_price_alerts(tmp_path: Path) -> None:
         added = f"price alert #1 added: BTCUSDT above {float(level):g}"
         assert added in toasts(app) and added in log_text(app)
         assert app.runtime.store is not None and "price_alerts" in app.runtime.store.state
-        # Delete it from the table.
+        # Delete it from the table: it asks first (issue 16 item 6).
         table.focus()
-        await pilot.press("d")
+        await pilot.press("d", "y")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert screen.rows == [] and table.row_count == 0
         assert f"price alert #1 deleted: BTCUSDT above {float(level):g}" in toasts(app)
@@ -474,7 +477,8 @@ async def test_q_flushes_stops_the_engine_and_says_positions_stay_protected(tmp_
     app = make_console(tmp_path)
     async with app.run_test() as pilot:
         await settle(app, pilot)
-        await pilot.press("q")
+        await pilot.press("q", "y")  # with positions open, q asks once (issue 16 item 11)
+        await app.workers.wait_for_complete()
         await pilot.pause()
     assert app.return_code == 0
     assert app._engine_stopped and not app.runtime._tasks

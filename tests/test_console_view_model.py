@@ -223,7 +223,8 @@ def test_rate_tracker_uses_engine_time_and_tolerates_a_frozen_clock() -> None:
 
 def test_log_queue_drains_in_order_and_filters() -> None:
     handler = QueueLogHandler(lambda: 1_767_225_600.0)  # 2026-01-01T00:00:00Z
-    logger = logging.getLogger("test.console.queue")
+    # one of our own loggers: its multi-line records stay whole (a third party's fold to one line)
+    logger = logging.getLogger("opconsole.test.queue")
     logger.propagate = False
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -233,7 +234,7 @@ def test_log_queue_drains_in_order_and_filters() -> None:
     finally:
         logger.removeHandler(handler)
     lines = handler.drain()
-    assert lines[0] == "00:00:00 INFO    test.console.queue: first"
+    assert lines[0] == "00:00:00 INFO    opconsole.test.queue: first"
     assert lines[1].endswith("second") and lines[2] == "with a second line"
     assert handler.drain() == []
     buffer = LogBuffer(max_lines=2)

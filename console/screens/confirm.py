@@ -1,4 +1,4 @@
-"""A confirmation dialog for destructive actions; the kill switch also asks for a typed word."""
+"""A confirmation dialog for destructive actions: `y` confirms, `n` / `esc` cancel (or a typed word)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+YES_LABEL = "Yes (y)"
+NO_LABEL = "No (n / esc)"
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Ask a yes/no question; with ``require``, Yes stays disabled until that word is typed."""
 
+    # y confirms, n or esc cancels: the buttons name their keys so the operator never has to guess.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "answer(False)", "Cancel"),
-        Binding("n", "answer(False)", "No", show=False),
+        Binding("y", "confirm", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "Cancel", key_display="esc"),
     ]
 
     def __init__(self, title: str, prompt: str, *, require: str | None = None) -> None:
@@ -33,14 +38,20 @@ class ConfirmScreen(ModalScreen[bool]):
             if self._require:
                 yield Input(placeholder=f"type {self._require} to confirm", id="confirm-word")
             with Horizontal(id="dialog-buttons"):
-                yield Button("No", id="no", variant="primary")
-                yield Button("Yes", id="yes", variant="error", disabled=bool(self._require))
+                yield Button(NO_LABEL, id="no", variant="primary")
+                yield Button(
+                    YES_LABEL if not self._require else f"Yes (type {self._require})",
+                    id="yes",
+                    variant="error",
+                    disabled=bool(self._require),
+                )
 
     def on_mount(self) -> None:
         target = "#confirm-word" if self._require else "#no"
         self.query_one(target).focus()
 
-    def key_y(self) -> None:
+    def action_confirm(self) -> None:
+        """``y``: yes, unless a typed word is required (then only the word confirms)."""
         if not self._require:
             self.dismiss(True)
 

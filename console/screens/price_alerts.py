@@ -2,8 +2,9 @@
 
 Typing ``BTCUSDT above 100000`` (or ``crosses``, or ``BTCUSDT change 2% 15m``) and Enter adds an
 alert through the engine, which checks the symbol and that the level is on the right side of the
-current last price; a refusal is shown under the line.
-``d`` (or delete) on the table removes the selected alert.
+current last price; a refusal is shown under the line. The dialog opens on the input line, so
+typing never deletes anything: ``d`` (or delete) works only on the list (tab to it), and asks first,
+naming the alert.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label
 
 from console.engine_link import EngineLink, Outcome
+from console.screens.confirm import ConfirmScreen
 from engine.runtime.assembly import EngineNotStarted
 
 log = logging.getLogger("opconsole.console")
@@ -42,11 +44,27 @@ def alert_cells(row: Mapping[str, Any]) -> tuple[str, ...]:
     return (str(row["id"]), f"{row['symbol']}{note}", condition, price, state)
 
 
+def alert_words(row: Mapping[str, Any]) -> str:
+    """One alert in words for a question: ``#3: BTCUSDT above 100,000`` (``change 2% in 15m``)."""
+    price = float(row["price"])
+    window = float(row.get("window_s") or 0.0)
+    level = f"{price:g}% in {window / 60:g}m" if row["condition"] == "change" and window else f"{price:,.10g}"
+    return f"#{row['id']}: {row['symbol']} {row['condition']} {level}"
+
+
+class AlertTable(DataTable[str]):
+    """The alert list: the only place where ``d`` / delete deletes (never while typing in the input)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("d,delete", "screen.delete", "Delete selected (asks first)"),
+    ]
+
+
 class PriceAlertsScreen(ModalScreen[None]):
     """List, add and delete price alerts."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("d,delete", "delete", "Delete selected"),
+        *AlertTable.BINDINGS,  # listed for the help screen; they act only while the list has focus
         Binding("escape", "close", "Close"),
     ]
 
@@ -59,12 +77,12 @@ class PriceAlertsScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label("Price alerts", id="dialog-title")
-            yield DataTable(id="pa-table", cursor_type="row", zebra_stripes=False)
+            yield AlertTable(id="pa-table", cursor_type="row", zebra_stripes=False)
             yield Input(
                 placeholder="SYMBOL above|below|crosses PRICE or SYMBOL change 2% 15m [note]", id="pa-input"
             )
             yield Label("", id="pa-errors")
-            hint = "enter add · d delete selected · tab switch · esc close — saved at once"
+            hint = "enter add · tab to the list, then d delete (asks) · esc close — saved at once"
             yield Label(hint, id="dialog-hint")
 
     def on_mount(self) -> None:
@@ -72,7 +90,7 @@ class PriceAlertsScreen(ModalScreen[None]):
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         self.reload()
-        (table if self.rows else self.query_one("#pa-input", Input)).focus()
+        self.query_one("#pa-input", Input).focus()  # typing goes to the input line, never to the list
 
     def reload(self) -> None:
         """Refill the table from the engine (a handful of rows: no need to diff)."""
@@ -116,11 +134,29 @@ class PriceAlertsScreen(ModalScreen[None]):
         self.query_one("#pa-input", Input).value = ""
         self.reload()
 
-    async def action_delete(self) -> None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # the screen's own listing of d/delete is for the help screen: only the list may delete
+        if action == "delete":
+            return isinstance(self.focused, AlertTable)
+        return True
+
+    def action_delete(self) -> None:
+        """Ask, naming the selected alert, then delete it."""
         alert_id = self.selected_id
         if alert_id is None:
             self.show_errors(["no alert selected"])
             return
+        row = next(r for r in self.rows if int(r["id"]) == alert_id)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self.delete(alert_id), name="delete-price-alert", exit_on_error=False)
+
+        question = f"Delete alert {alert_words(row)}?"
+        self.app.push_screen(ConfirmScreen("Delete price alert", question), confirmed)
+
+    async def delete(self, alert_id: int) -> None:
+        """Delete alert ``alert_id`` through the engine and show the list again."""
         outcome = await self._guarded(lambda: self._link.delete_price_alert(alert_id))
         self._report(outcome)
         self.show_errors([] if outcome.ok else [outcome.message])

@@ -1,4 +1,4 @@
-"""Textual's Footer, allowed to wrap onto a second row when the screen is compact.
+"""Textual's Footer, allowed to wrap onto more rows (three) when the screen is compact.
 
 The stock Footer pins its grid to one column per key (an inline style); clearing that rule lets the
 stylesheet lay the keys out as a grid at 80 columns, so every key stays visible instead of scrolling

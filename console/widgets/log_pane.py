@@ -18,6 +18,11 @@ from textual.widgets import Input, Log
 from console.logging_queue import LogBuffer, filter_lines
 
 
+def log_title(needle: str) -> str:
+    """The pane's title: ``Log``, and the active filter when there is one."""
+    return f"Log · filter: {needle}" if needle else "Log"
+
+
 class LogPane(Vertical):
     """A Log widget and its (normally hidden) filter input."""
 
@@ -27,7 +32,7 @@ class LogPane(Vertical):
 
     def __init__(self, max_lines: int, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self.border_title = "Log"
+        self.border_title = log_title("")
         self._max_lines = max_lines
         self._buffer = LogBuffer(max_lines)
         self.needle = ""
@@ -61,7 +66,8 @@ class LogPane(Vertical):
     def set_filter(self, needle: str) -> None:
         """Show only the lines containing ``needle`` (all of them when it is empty)."""
         self.needle = needle.strip()
-        self.border_subtitle = f"filter: {self.needle}" if self.needle else ""
+        # in the title, not the subtitle: the compact layout draws only the pane's top border
+        self.border_title = log_title(self.needle)
         log = self.log_widget
         log.clear()
         log.write_lines(self._buffer.matching(self.needle))
