@@ -100,7 +100,7 @@ async def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             if settled and not follower.tasks:
                 samples += 1
                 for link in follower.links.values():
-                    ratio = link.qty_ratio or link.ratio
+                    ratio = link.reference_ratio
                     if ratio is None or link.state.value not in ("open", "closing"):
                         continue
                     instrument = manager.instruments[link.symbol]

@@ -111,6 +111,11 @@ class MirrorLink:
     def mirror_key(self) -> str:
         return monitor_key(MIRROR, self.symbol, Side(self.side))
 
+    @property
+    def reference_ratio(self) -> float | None:
+        """The ratio the legs are compared at: as sent (``qty_ratio``), else as sized."""
+        return self.qty_ratio or self.ratio
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -597,7 +602,7 @@ class MirrorFollower:
             entries_live=entries_live(mirror),
             closing=mirror.close_intent is not None,
         )
-        ratio = link.qty_ratio or link.ratio or 1.0
+        ratio = link.reference_ratio or 1.0
         found = find_drift(main_leg, mirror_leg, ratio, instrument)
         if main_leg is not None and not self.failures_in_a_row:
             gap = abs(mirror_size - expected_size(main_size, ratio, instrument)) / instrument.qty_step
@@ -665,7 +670,7 @@ class MirrorFollower:
             instrument = self.manager.instruments.get(link.symbol)
             main_size = main.size if main is not None else 0.0
             expected = None
-            ratio = link.qty_ratio or link.ratio
+            ratio = link.reference_ratio
             if ratio is not None and instrument is not None:
                 expected = expected_size(main_size, ratio, instrument)
             rows.append(
