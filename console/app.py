@@ -1,8 +1,11 @@
 """The Textual operator console: the engine embedded as workers, a dashboard, and every control on a key.
 
 Shape (after Harlequin and Dolphie): the engine is a headless core that never imports Textual; the app
-starts it on its own event loop, reads it only through :class:`~console.engine_link.EngineLink` (never
-a venue), and renders the DashboardSnapshot with widgets that repaint only the cells that changed. One
+starts it on a thread and event loop of its own (:mod:`console.engine_host`), so no frame, however
+slow, stands between an execution and the order it calls for. The app reads the engine only through
+:class:`~console.engine_link.EngineLink` (never a venue), which hands work to the engine's loop and
+brings back immutable answers, and renders the DashboardSnapshot with widgets that repaint only the
+cells that changed. One
 refresh runs at a time: the loop awaits a refresh before it sleeps, and a refresh asked for while one
 is running is skipped, never queued behind it. Log records reach the log pane through a queue drained
 once per tick.
@@ -17,18 +20,19 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.theme import Theme
 from textual.widgets import Tab, Tabs
 
+from console.engine_host import make_host
 from console.engine_link import EngineLink, Outcome
 from console.logging_queue import QueueLogHandler, attach, detach
 from console.screens.confirm import ConfirmScreen
@@ -48,12 +52,13 @@ from console.view_model import (
     RateTracker,
     account_rows,
     api_budget_per_minute,
-    clock_text,
+    api_text,
     events_tab_label,
     mirror_header,
     mirror_view,
     order_rows,
     position_rows,
+    position_words,
     stats_view,
     total_api_calls,
 )
@@ -61,9 +66,10 @@ from console.widgets.alerts_pane import AlertsPane
 from console.widgets.cache_panel import CachePanel
 from console.widgets.diff_table import DiffTable
 from console.widgets.key_footer import KeyFooter
+from console.widgets.live_table import LiveTable, TableStack
 from console.widgets.log_pane import LogPane
 from console.widgets.stats_panel import StatsPanel
-from console.widgets.status_bar import StatusBar
+from console.widgets.status_bar import HeaderValues, StatusBar
 from engine.alerts.model import AlertRow
 from engine.core.clock import Clock, RealClock, parse_iso_utc
 from engine.core.errors import BadInput
@@ -120,7 +126,9 @@ class OperatorConsole(App[int]):
 
     ``clock`` and ``runtime`` can be injected (tests use a frozen virtual clock so snapshots are
     stable); ``auto_refresh=False`` leaves refreshing to the caller (:meth:`refresh_dashboard`);
-    ``handle_signals`` installs the SIGHUP/SIGTERM handlers (the real console does, tests do not).
+    ``handle_signals`` installs the SIGHUP/SIGTERM handlers (the real console does, tests do not);
+    ``engine_thread`` (default: the ``ui.engine_thread`` setting) runs the engine on its own thread
+    and loop, False on the app's loop (tests that drive a frozen virtual clock themselves).
     """
 
     CSS_PATH = "console.tcss"
@@ -168,12 +176,14 @@ class OperatorConsole(App[int]):
         runtime: EngineRuntime | None = None,
         auto_refresh: bool = True,
         handle_signals: bool = False,
+        engine_thread: bool | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.state_dir = state_dir
         self.runtime = runtime or EngineRuntime(settings, state_dir, clock or RealClock())
-        self.link = EngineLink(self.runtime)
+        separate = bool(settings.get("ui.engine_thread")) if engine_thread is None else engine_thread
+        self.link = EngineLink(self.runtime, make_host(separate))
         self.latest: DashboardSnapshot | None = None
         self.refreshes = 0
         self.skipped_refreshes = 0
@@ -202,7 +212,7 @@ class OperatorConsole(App[int]):
     # --- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(id="status")
+        yield StatusBar(stale_after_s=float(self.settings.get("ui.stale_after_s")), id="status")
         yield Tabs(
             Tab("Trading", id="tab-trading"),
             Tab("Metrics", id="tab-metrics"),
@@ -210,14 +220,14 @@ class OperatorConsole(App[int]):
             id="sections",
         )
         with Grid(id="body", classes="-show-trading"):
-            with Vertical(id="trading"):
-                accounts = DiffTable(ACCOUNT_COLUMNS, cursor=False, id="accounts")
+            with TableStack(id="trading"):
+                accounts = LiveTable(ACCOUNT_COLUMNS, cursor=False, id="accounts")
                 accounts.border_title = "Accounts"
                 yield accounts
-                positions = DiffTable(POSITION_COLUMNS, id="positions")
+                positions = LiveTable(POSITION_COLUMNS, id="positions")
                 positions.border_title = "Positions"
                 yield positions
-                orders = DiffTable(ORDER_COLUMNS, id="orders")
+                orders = LiveTable(ORDER_COLUMNS, id="orders")
                 orders.border_title = "Orders"
                 yield orders
             # scrolls when the compact layout's one tab cannot show the stats and every cache row
@@ -244,7 +254,7 @@ class OperatorConsole(App[int]):
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         attach(self._log_handler)
         self._apply_size(self.size.width, self.size.height)
-        self.query_one("#positions", DiffTable).focus()
+        self.query_one("#positions", LiveTable).focus()
         if self._handle_signals:
             self._install_signal_handlers()
         self.set_interval(self._period_s, self.drain_log, name="log-drain")
@@ -256,7 +266,7 @@ class OperatorConsole(App[int]):
 
     async def _start_engine(self) -> None:
         try:
-            await self.runtime.start()
+            await self.link.start()
             log.info("engine started on %s", self.runtime.venue_label)
         except BadInput as exc:
             # e.g. the state directory was locked between the check in run_console and now: the
@@ -296,7 +306,7 @@ class OperatorConsole(App[int]):
         self._refreshing = True
         try:
             try:
-                snapshot = await self.link.snapshot()
+                view = await self.link.view()
             except Exception as exc:
                 problem = f"{type(exc).__name__}: {exc}"
                 if problem != self._last_error:  # once per distinct problem, not twice a second
@@ -304,37 +314,51 @@ class OperatorConsole(App[int]):
                     self._last_error = problem
                 return False
             self._last_error = None
-            self.latest = snapshot
-            self.paint(snapshot)
+            self.latest = view.snapshot
+            self.paint(view.snapshot, view.engine_state, view.paused)
             self.refreshes += 1
             return True
         finally:
             self._refreshing = False
 
-    def paint(self, snapshot: DashboardSnapshot) -> None:
-        """Show a snapshot: every widget updates only what changed, in one batch."""
+    def paint(
+        self,
+        snapshot: DashboardSnapshot,
+        engine_state: str | None = None,
+        paused: Collection[str] | None = None,
+    ) -> None:
+        """Show a snapshot: every widget updates only what changed, in one batch. The engine state
+        and the paused accounts come with the snapshot (an :class:`~console.engine_link.EngineView`);
+        they are read now when not given."""
         data = snapshot.data
+        if engine_state is None:
+            engine_state = self.link.engine_state()
+        if paused is None:
+            paused = [name for name, flag in self.link.paused_accounts().items() if flag]
         now = parse_iso_utc(data["time"])
         calls = total_api_calls(data.get("api_calls", {}))
         self._api_rate.add(now, calls)
         per_min = self._api_rate.per_minute()
         budget = api_budget_per_minute(len(data.get("accounts", {})) or 1)
-        api = "API —/min" if per_min is None else f"API {per_min:,.0f}/min ({per_min / budget:.0%})"
-        state = self.link.engine_state()
+        api = api_text(per_min, budget)
+        state = engine_state
         with self.batch_update():
             self.query_one(StatusBar).show(
-                venue=str(data.get("venue", "sim")),
-                engine_state=state,
-                profile=dict(data.get("profile", {})),
-                streams=streams_text(data),
-                api=api,
-                clock=clock_text(data["time"]),
-                mirror=mirror_header(mirror_view(data)),
+                HeaderValues(
+                    venue=str(data.get("venue", "sim")),
+                    engine_state=state,
+                    profile=dict(data.get("profile", {})),
+                    streams=streams_text(data),
+                    api_per_min=per_min,
+                    api_budget_per_min=budget,
+                    time=data["time"],
+                    data_age_s=data.get("data_age", {}).get("oldest"),
+                    mirror=mirror_header(mirror_view(data)),
+                )
             )
-            paused = [name for name, flag in self.link.paused_accounts().items() if flag]
-            self.query_one("#accounts", DiffTable).sync(account_rows(data, paused))
-            self.query_one("#positions", DiffTable).sync(position_rows(data))
-            self.query_one("#orders", DiffTable).sync(order_rows(data))
+            self.query_one("#accounts", LiveTable).sync(account_rows(data, paused))
+            self.query_one("#positions", LiveTable).sync(position_rows(data))
+            self.query_one("#orders", LiveTable).sync(order_rows(data))
             self.query_one(StatsPanel).show(stats_view(data))
             self.query_one(CachePanel).show(data, f"API calls: {calls:,} total · {api.removeprefix('API ')}")
             self.query_one(AlertsPane).show(data.get("alerts", ()))
@@ -353,7 +377,14 @@ class OperatorConsole(App[int]):
             self.notify(notice.text, severity=notice.severity, timeout=notice.timeout)  # type: ignore[arg-type]
             if notice.critical and self._bell:
                 self.bell()
-        self.query_one("#tab-events", Tab).label = events_tab_label(self.notices.unseen)
+        self._label_events_tab(self.notices.unseen)
+
+    def _label_events_tab(self, unseen: int) -> None:
+        # relabelling a tab, even to the same text, costs the whole screen a layout pass
+        tab = self.query_one("#tab-events", Tab)
+        label = events_tab_label(unseen)
+        if tab.label_text != label:
+            tab.label = label
 
     def drain_log(self) -> None:
         """Move queued log lines into the log pane: one write per tick."""
@@ -387,7 +418,7 @@ class OperatorConsole(App[int]):
             tabs.active = f"tab-{name}"
         if name == "events":
             self.notices.seen_all()
-            self.query_one("#tab-events", Tab).label = events_tab_label(0)
+            self._label_events_tab(0)
         focused, shown = self.focused, self.query_one(f"#{name}")
         hidden = focused is None or (focused is not tabs and shown not in focused.ancestors_with_self)
         if self.screen.has_class("-compact") and hidden:
@@ -489,7 +520,7 @@ class OperatorConsole(App[int]):
         )
 
     def _selected_position(self) -> str | None:
-        key = self.query_one("#positions", DiffTable).selected_key
+        key = self.query_one("#positions", LiveTable).selected_key
         if key is None:
             self.notify("Select a position in the positions table first.", severity="warning")
         return key
@@ -570,7 +601,7 @@ class OperatorConsole(App[int]):
         pane = self.query_one(LogPane)
         if self.screen.maximized is not None:
             self.screen.minimize()
-            self.query_one("#positions", DiffTable).focus()
+            self.query_one("#positions", LiveTable).focus()
             return
         self.show_section("events")
         pane.log_widget.focus()
@@ -631,6 +662,8 @@ class OperatorConsole(App[int]):
     def _theme_changed(self, theme: Theme) -> None:
         for table in self.query(DiffTable):
             table.repaint()
+        for live in self.query(LiveTable):
+            live.repaint()
         if theme.name == self._saved_theme:
             return
         self._saved_theme = theme.name
@@ -683,9 +716,11 @@ class OperatorConsole(App[int]):
         except Exception:
             log.exception("flushing the store at shutdown failed")
         try:
-            await self.runtime.stop()
+            await self.link.stop()
         except Exception:
             log.exception("stopping the engine failed")
+        # the engine's loop ends with the engine (a thread of its own: joined off the UI's loop)
+        await asyncio.to_thread(self.link.host.close)
         self._engine_stopped = True
 
     def _install_signal_handlers(self) -> None:
@@ -723,21 +758,6 @@ def quit_question(open_positions: int) -> str:
     )
 
 
-def position_words(data: Mapping[str, Any], key: str) -> str:
-    """A monitor key in a trader's words: ``BUY 0.033 BTCUSDT on main`` (size from the snapshot)."""
-    account, symbol, side = [*key.split(":"), "", "", ""][:3]
-    size = next(
-        (
-            p.get("size")
-            for p in data.get("positions", ())
-            if (p.get("account"), p.get("symbol"), p.get("side")) == (account, symbol, side)
-        ),
-        None,
-    )
-    amount = "" if size is None else f" {size:,.10g}"
-    return f"{side.upper()}{amount} {symbol} on {account}"
-
-
 def streams_text(data: Mapping[str, Any]) -> str:
     """Stream health for the header: connected streams and the age of the last event, when reported."""
     streams = data.get("streams")
@@ -772,7 +792,10 @@ def run_console(settings: Settings, state_dir: Path) -> int:
     check_state_free(state_dir)
     app = OperatorConsole(settings, state_dir, handle_signals=True)
     app.driver_class = ConsoleDriver  # exits even after the terminal went away
-    result = app.run()
+    try:
+        result = app.run()
+    finally:
+        app.link.host.close()  # already closed by an orderly shutdown; a crashed app's thread too
     if app.bad_input is not None:
         raise app.bad_input
     return int(app.return_code or 0) if result is None else int(result)

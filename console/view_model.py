@@ -12,14 +12,16 @@ ledger's counts and win rate) are read from the snapshot, never computed a secon
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.core.clock import parse_iso_utc
+from engine.core.numbers import fmt_key, fmt_number, fmt_usdt
 from engine.dashboard.schema import (
     AlertRow,
     LedgerSection,
@@ -46,9 +48,12 @@ READ_BUDGET_PER_S = 50
 ORDER_BUDGET_PER_S = 10
 
 
-@dataclass(frozen=True, slots=True)
-class Cell:
-    """One table cell: its text, an optional tone (a theme variable name), and its alignment."""
+class Cell(NamedTuple):
+    """One table cell: its text, an optional tone (a theme variable name), and its alignment.
+
+    A named tuple rather than a frozen dataclass: a refresh of a thousand positions builds and
+    compares tens of thousands of cells, and a tuple is built and compared in C (several times
+    faster than a dataclass's ``__init__`` and ``__eq__``)."""
 
     text: str
     tone: str | None = None
@@ -58,14 +63,25 @@ class Cell:
 Row = tuple[Cell, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column: its key, its header label and its priority (1: always shown; a higher number
+    is dropped sooner when the table is too narrow for every column)."""
+
+    key: str
+    label: str
+    priority: int = 1
+
+
 # --- formatting --------------------------------------------------------------------------------
 
 
-def fmt_num(value: float | None) -> str:
-    """A price or size as the venue rounded it (no float noise), or an em dash."""
+def fmt_num(value: float | None, step: float | None = None) -> str:
+    """A price or size with thousands separators, or an em dash; with ``step`` (the instrument's
+    tick size or qty step) at exactly its decimals, so a right-aligned column lines up."""
     if value is None:
         return "—"
-    return f"{value:,.10g}"
+    return fmt_number(value, step)
 
 
 def fmt_money(value: float | None, signed: bool = False, short: bool = False) -> str:
@@ -80,7 +96,7 @@ def fmt_money(value: float | None, signed: bool = False, short: bool = False) ->
                 scaled = value / scale
                 digits = 2 if abs(scaled) < 10 else 1 if abs(scaled) < 100 else 0
                 return f"{scaled:{sign},.{digits}f}{suffix}"
-    return f"{value:{sign},.2f}"
+    return fmt_usdt(value, signed)
 
 
 def fmt_pct(value: float | None, signed: bool = False) -> str:
@@ -108,10 +124,51 @@ def sign_tone(value: float | None) -> str | None:
     return POSITIVE if value > 0 else NEGATIVE
 
 
-def clock_text(iso_time: str) -> str:
-    """``2026-01-01 00:00:05 UTC`` from the snapshot's ISO time."""
+def clock_text(iso_time: str, short: bool = False) -> str:
+    """``2026-01-01 00:00:05 UTC`` from the snapshot's ISO time; ``short``: ``00:00:05 UTC`` (a
+    narrow header drops the date first: the operator knows the day, not the second)."""
     moment = datetime.fromtimestamp(parse_iso_utc(iso_time), tz=UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.strftime("%H:%M:%S UTC" if short else "%Y-%m-%d %H:%M:%S UTC")
+
+
+HEADER_FULL_WIDTH = 110
+"""Below this many columns the header uses its short forms (date, API rate and profile dropped to
+what fits at 80 columns next to the badges, streams and the data age)."""
+STALE_ALARM_FACTOR = 10.0
+"""Venue data this many times older than ``ui.stale_after_s`` is shown as an alarm, not a warning."""
+
+
+def header_is_short(width: int) -> bool:
+    """Whether a header ``width`` columns wide uses the short forms."""
+    return width < HEADER_FULL_WIDTH
+
+
+def data_age_text(age_s: float | None) -> str:
+    """``data 0.8s``, ``data 14s``, ``data 3m``: the age of the oldest venue data on screen."""
+    if age_s is None:
+        return "data —"
+    return f"data {age_s:.1f}s" if age_s < 10 else f"data {fmt_age(age_s)}"
+
+
+def data_age_tone(age_s: float | None, stale_after_s: float) -> str | None:
+    """None while the data is fresh; attention (amber) past ``stale_after_s``; alarm (red) past
+    :data:`STALE_ALARM_FACTOR` times that. Unknown (nothing shown yet) is not stale."""
+    if age_s is None or age_s <= stale_after_s:
+        return None
+    return ALARM if age_s > stale_after_s * STALE_ALARM_FACTOR else ATTENTION
+
+
+def api_text(per_min: float | None, budget_per_min: int, short: bool = False) -> str:
+    """``API 121/min (2%)``, or only the share of the budget (``API 2%``) in a narrow header."""
+    if per_min is None:
+        return "API —" if short else "API —/min"
+    share = f"{per_min / budget_per_min:.0%}"
+    return f"API {share}" if short else f"API {per_min:,.0f}/min ({share})"
+
+
+PROFILE_SHORT = {"OPTIMIZED": "OPT", "PENDING": "…"}
+"""The profile badge in a narrow header: the normal state shortened; BASELINE and MIXED, which say
+that something was rolled back, stay spelled out."""
 
 
 # --- header ------------------------------------------------------------------------------------
@@ -194,21 +251,62 @@ def position_key(row: PositionRow | OrderRow) -> str:
     return f"{row['account']}:{row['symbol']}:{row['side']}"
 
 
-POSITION_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("account", "Acct"),
-    ("symbol", "Symbol"),
-    ("side", "Side"),
-    ("mirror", "Mirror"),  # early, so the badge stays on screen at 80 columns
-    ("size", "Size"),
-    ("entry", "Entry"),
-    ("mark", "Mark"),
-    ("upnl", "uPnL"),
-    ("upnl_pct", "%"),
-    ("tps", "TPs"),
-    ("sl", "SL"),
-    ("phase", "Phase"),
-    ("urgency", "Urgency"),
+def position_words(data: Snapshot | Mapping[str, Any], key: str) -> str:
+    """A monitor key ``account:symbol:side`` in a trader's words, for a dialog, toast or log line:
+    ``SELL 0.45 ETHUSDT on main`` (the size from the snapshot, at the symbol's qty step; left out
+    when the position is not in it)."""
+    account, symbol, side = [*key.split(":"), "", "", ""][:3]  # to find the row; fmt_key words it
+    size = next(
+        (
+            p.get("size")
+            for p in data.get("positions", ())
+            if (p.get("account"), p.get("symbol"), p.get("side")) == (account, symbol, side)
+        ),
+        None,
+    )
+    return fmt_key(key, size, symbol_steps(data, symbol)[1])
+
+
+# What a trader needs to act on a position stays at 80 columns; the rest goes first, urgency (the
+# engine's check interval) before the entry price.
+POSITION_COLUMNS: tuple[Column, ...] = (
+    Column("account", "Acct", 2),
+    Column("symbol", "Symbol"),
+    Column("side", "Side"),
+    Column("mirror", "Mirror", 2),  # the drift badge: after the essentials, before the figures
+    Column("size", "Size"),
+    Column("entry", "Entry", 4),
+    Column("mark", "Mark", 2),
+    Column("upnl", "uPnL"),
+    Column("upnl_pct", "%", 3),
+    Column("tps", "TPs", 3),
+    Column("sl", "SL"),
+    Column("phase", "Phase"),
+    Column("urgency", "Urgency", 5),
 )
+
+PHASE_WORDS = {
+    "BUILDING": "building",
+    "MONITORING": "monitoring",
+    "PROFIT_TAKING": "taking profit",
+    "CLOSED": "closed",
+}
+"""A monitor's phase (:class:`~engine.core.models.Phase`) as the positions table spells it."""
+
+
+def phase_text(phase: str | None) -> str:
+    """The readable word for a monitor phase; ``unmonitored`` without one; an unknown phase with
+    its underscores as spaces."""
+    if not phase:
+        return "unmonitored"
+    return PHASE_WORDS.get(phase.upper(), phase.lower().replace("_", " "))
+
+
+def symbol_steps(snapshot: Snapshot | Mapping[str, Any], symbol: str) -> tuple[float | None, float | None]:
+    """The tick size and qty step of ``symbol`` from the snapshot's market rows (None when not
+    reported), so every price of a symbol shows its tick's decimals and a column lines up."""
+    row = snapshot.get("market", {}).get(symbol) or {}
+    return row.get("tick_size"), row.get("qty_step")
 
 
 def _open_tp_orders(orders: Iterable[OrderRow]) -> dict[tuple[str, str], int]:
@@ -237,10 +335,11 @@ def position_rows(snapshot: Snapshot) -> dict[str, Row]:
         filled = int(monitor.get("tps_filled") or 0) if monitor else 0
         ladder = tp_ladder(filled, filled + open_tps.get((pos["account"], pos["symbol"]), 0))
         breakeven = bool(monitor and monitor.get("breakeven"))
-        sl = fmt_num(monitor.get("sl_price")) if monitor else "—"
+        tick, step = symbol_steps(snapshot, pos["symbol"])
+        sl = fmt_num(monitor.get("sl_price"), tick) if monitor else "—"
         if breakeven:
             sl += " BE"
-        phase = str(monitor.get("phase") or "unmonitored") if monitor else "unmonitored"
+        phase = phase_text(monitor.get("phase") if monitor else None)
         urgency = str(monitor.get("urgency") or "—") if monitor else "—"
         tone = sign_tone(upnl)
         rows[key] = (
@@ -248,14 +347,14 @@ def position_rows(snapshot: Snapshot) -> dict[str, Row]:
             Cell(pos["symbol"]),
             Cell(pos.get("side") or "—", POSITIVE if pos.get("side") == "Buy" else NEGATIVE),
             mirror_badge(mirror, key),
-            Cell(fmt_num(pos.get("size")), right=True),
-            Cell(fmt_num(pos.get("entry_price")), right=True),
-            Cell(fmt_num(pos.get("mark_price")), right=True),
+            Cell(fmt_num(pos.get("size"), step), right=True),
+            Cell(fmt_num(pos.get("entry_price"), tick), right=True),
+            Cell(fmt_num(pos.get("mark_price"), tick), right=True),
             Cell(fmt_money(upnl, signed=True), tone, right=True),
             Cell(fmt_pct(pct, signed=True), tone, right=True),
             Cell(ladder),
             Cell(sl, ATTENTION if breakeven else None, right=True),
-            Cell(phase.lower(), None if monitor else ATTENTION),
+            Cell(phase, None if monitor else ATTENTION),
             Cell(urgency),
         )
     return rows
@@ -371,15 +470,15 @@ def mirror_header(view: MirrorView) -> str | None:
     return f" MIRROR DESYNC · {view.pending} pending " if view.pending else " MIRROR DESYNC "
 
 
-ORDER_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("account", "Acct"),
-    ("symbol", "Symbol"),
-    ("purpose", "Purpose"),
-    ("side", "Side"),
-    ("type", "Type"),
-    ("qty", "Qty"),
-    ("price", "Price/Trigger"),
-    ("status", "Status"),
+ORDER_COLUMNS: tuple[Column, ...] = (
+    Column("account", "Acct", 2),
+    Column("symbol", "Symbol"),
+    Column("purpose", "Purpose"),
+    Column("side", "Side"),
+    Column("type", "Type", 3),
+    Column("qty", "Qty"),
+    Column("price", "Price/Trigger"),
+    Column("status", "Status", 2),
 )
 
 
@@ -400,7 +499,8 @@ def order_rows(snapshot: Snapshot) -> dict[str, Row]:
             n += 1
             key = f"{base}#{n}"
         trigger = order.get("trigger_price")
-        price = f"⚑ {fmt_num(trigger)}" if trigger is not None else fmt_num(order.get("price"))
+        tick, step = symbol_steps(snapshot, order["symbol"])
+        price = f"⚑ {fmt_num(trigger, tick)}" if trigger is not None else fmt_num(order.get("price"), tick)
         purpose = order.get("purpose")
         rows[key] = (
             Cell(order["account"]),
@@ -408,7 +508,7 @@ def order_rows(snapshot: Snapshot) -> dict[str, Row]:
             Cell((purpose or "foreign").upper() if purpose else "foreign", None if purpose else ATTENTION),
             Cell(order["side"], POSITIVE if order["side"] == "Buy" else NEGATIVE),
             Cell(str(order.get("order_type") or "—")),
-            Cell(fmt_num(order.get("qty")), right=True),
+            Cell(fmt_num(order.get("qty"), step), right=True),
             Cell(price, right=True),
             Cell(str(order.get("status") or "—")),
         )
@@ -417,14 +517,14 @@ def order_rows(snapshot: Snapshot) -> dict[str, Row]:
 
 # --- accounts ----------------------------------------------------------------------------------
 
-ACCOUNT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("account", "Account"),
-    ("equity", "Equity"),
-    ("available", "Available"),
-    ("upnl", "uPnL"),
-    ("positions", "Pos"),
-    ("orders", "Ord"),
-    ("entries", "Entries"),
+ACCOUNT_COLUMNS: tuple[Column, ...] = (
+    Column("account", "Account"),
+    Column("equity", "Equity"),
+    Column("available", "Available", 2),
+    Column("upnl", "uPnL"),
+    Column("positions", "Pos", 3),
+    Column("orders", "Ord", 3),
+    Column("entries", "Entries"),
 )
 
 
@@ -595,6 +695,20 @@ class StatsView:
 
     columns: tuple[tuple[str, TradeStats], ...]  # (heading, figures)
     cumulative: tuple[float, ...]
+    chart_span: float = 1.0  # USDT the chart's full height stands for at least (pnl_chart_span)
+
+
+PNL_CHART_EQUITY_SHARE = 0.01
+"""The PnL chart's full height stands for at least this share of the equity (1%), so a trade of a few
+cents draws as a small mark, not as a wall of blocks."""
+
+
+def pnl_chart_span(snapshot: Snapshot | Mapping[str, Any]) -> float:
+    """The smallest span of the PnL chart: 1% of the accounts' equity, rounded down to a power of
+    ten so that the ticking equity does not repaint the chart (1 USDT with no equity known)."""
+    equity = sum(float(a.get("equity") or 0.0) for a in snapshot.get("accounts", {}).values())
+    share = equity * PNL_CHART_EQUITY_SHARE
+    return 10.0 ** math.floor(math.log10(share)) if share >= 1.0 else 1.0
 
 
 def stats_view(snapshot: Snapshot) -> StatsView:
@@ -616,8 +730,8 @@ def stats_view(snapshot: Snapshot) -> StatsView:
         for name in names
     ]
     if len(columns) == 1 and columns[0][1] == combined:
-        return StatsView((("All", combined),), combined.cumulative)
-    return StatsView((*columns, ("All", combined)), combined.cumulative)
+        return StatsView((("All", combined),), combined.cumulative, pnl_chart_span(snapshot))
+    return StatsView((*columns, ("All", combined)), combined.cumulative, pnl_chart_span(snapshot))
 
 
 StatsTable = tuple[tuple[str, ...], list[tuple[str, tuple[tuple[str, str | None], ...]]]]
@@ -680,14 +794,35 @@ def cache_rows(snapshot: Snapshot) -> dict[str, Row]:
     return rows
 
 
+CACHE_SUMMARY_LOWEST = 2
+"""How many categories the cache headline names beside the overall rate (the table has them all)."""
+
+
 def cache_summary(snapshot: Snapshot) -> str:
-    """The line above the cache table: overall hit rate, or why there is none."""
+    """The line above the cache table: the overall hit rate and, beside it, the categories below it,
+    lowest first (a 98% overall can hide positions and orders at 12-25%); or why there is none."""
     if not cache_metrics_on(snapshot):
         return "metrics off (rollback)"
     cache = snapshot.get("cache", {})
     if not cache.get("enabled"):
         return "cache not active"
-    return f"hit rate {fmt_pct(_ratio_pct(cache.get('hit_rate')))}"
+    rated = [
+        (rate, name)
+        for name, cat in cache.get("categories", {}).items()
+        if (rate := _ratio_pct(cat.get("hit_rate"))) is not None
+    ]
+    overall = _ratio_pct(cache.get("hit_rate"))
+    headline = f"hit rate {fmt_pct(overall)} overall"
+    lowest = [(rate, name) for rate, name in sorted(rated) if overall is None or rate < overall]
+    if not lowest:
+        return headline
+    named = " · ".join(f"{name} {rate:.0f}%" for rate, name in lowest[:CACHE_SUMMARY_LOWEST])
+    return f"{headline} · lowest: {named}"
+
+
+CACHE_CHART_CAPTION = "overall hit rate, recent minutes · 0-100%"
+"""What the cache panel's chart shows: its height is always 0 to 100%, so 97% and 99% look alike and
+a fall to 50% is plain."""
 
 
 def persistence_summary(persistence: PersistenceRow, now_iso: str) -> str:

@@ -31,18 +31,19 @@ async def test_a_trade_raises_entry_filled_tp_hit_and_a_closing_summary() -> Non
         await h.manager.open_trade(h.request(Approach.CONSERVATIVE, Side.BUY, margin=1000.0))
         await h.settle()
         (first,) = _alerts(h, "entry_filled")
-        assert first[0] == "info" and "entry 1 of 3 filled at 100000" in first[2]
+        assert first[0] == "info" and "entry 1 of 3 filled at 100,000.0" in first[2]
         await h.price(98_900.0)  # through entry 2 (a touch only part-fills)
         await h.settle(30.0)
         assert any("entry 2 of 3" in a[2] for a in _alerts(h, "entry_filled"))
         await h.price(101_100.0)
         await h.settle(30.0)
         (tp1,) = _alerts(h, "tp_hit")
-        assert "TP1 filled at 101000" in tp1[2] and "realised so far +" in tp1[2]
+        assert "TP1 filled at 101,000.0" in tp1[2] and "realised so far +" in tp1[2]
         await h.price(96_000.0)  # the breakeven stop closes the rest
         await h.settle(30.0)
         (closed,) = _alerts(h, "position_closed")
-        assert closed[2].startswith(f"{KEY}: closed (breakeven) net PnL +")
+        # 0.7.0: the message names the position in a trader's words; the alert's key stays KEY
+        assert closed[2].startswith("BUY ") and " BTCUSDT on main: closed (breakeven) net PnL +" in closed[2]
         assert "fees" in closed[2] and "funding +0.00" in closed[2] and "held " in closed[2]
         for type_ in ("entry_filled", "tp_hit", "position_closed", "breakeven"):
             assert (type_, KEY) in keyed, type_

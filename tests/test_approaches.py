@@ -64,9 +64,9 @@ def test_fast_plan_is_one_market_entry_and_one_tp() -> None:
         ({"symbol": "NOPEUSDT"}, "unknown symbol"),
         ({"margin": 0.0}, "margin must be > 0"),
         ({"leverage": 75.0}, "leverage must be within 1..50"),
-        ({"tp_prices": (99_500.0, 102_000.0, 103_000.0, 104_000.0)}, "TP1 99500 is not beyond"),
-        ({"tp_prices": (102_000.0, 101_000.0, 103_000.0, 104_000.0)}, "TP2 101000 must be further"),
-        ({"sl_price": 98_500.0}, "SL 98500 is not beyond the entries on the loss side"),
+        ({"tp_prices": (99_500.0, 102_000.0, 103_000.0, 104_000.0)}, "TP1 99,500 is not beyond"),
+        ({"tp_prices": (102_000.0, 101_000.0, 103_000.0, 104_000.0)}, "TP2 101,000 must be further"),
+        ({"sl_price": 98_500.0}, "SL 98,500 is not beyond the entries on the loss side"),
         ({"entry_prices": (None, 101_000.0, 98_000.0)}, "must be below the mark"),
         ({"entry_prices": (None, 99_000.0)}, "takes 3 entries"),
         ({"tp_prices": (101_000.0,)}, "takes 4 take-profits"),
@@ -192,4 +192,4 @@ def test_request_from_offsets_refuses_non_finite_numbers(where, offsets) -> None
 
 def test_a_price_over_a_hundred_times_the_mark_is_a_typo() -> None:
     errors = validate_request(req(tp_prices=(*TPS[:3], 1e308)), BTC, 100_000.0, 10_000.0, P)
-    assert errors == ["TP4 1e+308 is over 100 times the mark 100000"]
+    assert errors == ["TP4 1e+308 is over 100 times the mark 100,000.0"]

@@ -294,3 +294,58 @@ async def test_keys_are_tuples_of_their_category() -> None:
         await cache.get_or_load("positions", ("orders", "main"), load)
     with pytest.raises(ValueError):
         await cache.get_or_load("positions", "positions:main", load)  # type: ignore[arg-type]
+
+
+async def test_a_composed_entry_is_rebuilt_from_its_cached_parts_when_one_is_written_through() -> None:
+    clock = VirtualClock()
+    cache = make_cache(clock)
+    load_ticker, ticker_reads = counting_loader(ticker("BTCUSDT", 100.0))
+    load_wallet, wallet_reads = counting_loader("wallet")
+    composed: list[int] = []
+
+    async def compose() -> tuple[float, Any]:
+        composed.append(1)
+        price = await cache.get_or_load("market_data", market_key("BTCUSDT"), load_ticker)
+        wallet = await cache.get_or_load("account_data", account_key("main"), load_wallet)
+        return price.last, wallet
+
+    full = ("full_dashboard", SHARED)
+    assert await cache.get_or_compose("full_dashboard", full, compose) == (100.0, "wallet")
+    assert await cache.get_or_compose("full_dashboard", full, compose) == (100.0, "wallet")
+    assert len(composed) == 1  # a hit while no part changed
+    cache.on_event(ticker("BTCUSDT", 101.0))  # written through: a part changed
+    assert await cache.get_or_compose("full_dashboard", full, compose) == (101.0, "wallet")
+    assert len(composed) == 2
+    assert (len(ticker_reads), len(wallet_reads)) == (1, 1)  # rebuilt from the cache: no load
+
+
+async def test_a_composed_entry_never_outlives_an_expired_part() -> None:
+    clock = VirtualClock()
+    cache = make_cache(clock)  # optimized: positions 15 s, full_dashboard 30 s
+    load_positions, position_reads = counting_loader(["BTCUSDT"])
+
+    async def compose() -> Any:
+        return await cache.get_or_load("positions", ("positions", "main"), load_positions)
+
+    full = ("full_dashboard", SHARED)
+    await cache.get_or_compose("full_dashboard", full, compose)
+    clock.advance(14.0)
+    await cache.get_or_compose("full_dashboard", full, compose)
+    assert len(position_reads) == 1
+    clock.advance(2.0)  # the part expired (16 s > 15 s); the composition (30 s) would still be live
+    await cache.get_or_compose("full_dashboard", full, compose)
+    assert len(position_reads) == 2
+
+
+async def test_a_recording_tells_when_each_entry_read_was_stored() -> None:
+    clock = VirtualClock()
+    cache = make_cache(clock)
+    load, _ = counting_loader(ticker("BTCUSDT", 100.0))
+    await cache.get_or_load("positions", ("positions", "main"), load)
+    clock.advance(3.0)
+    cache.on_event(ticker("ETHUSDT", 10.0))
+    with cache.recording() as reads:
+        await cache.get_or_load("positions", ("positions", "main"), load)
+        await cache.get_many_or_load("market_data", [market_key("ETHUSDT")], lambda keys: load())
+    assert reads.data_at() == {("positions", "main"): 0.0, ("market_data", SHARED): 3.0}
+    assert reads.stored_at(market_key("ETHUSDT")) == 3.0 and reads.stored_at(market_key("XRP")) is None

@@ -24,9 +24,10 @@ from console.screens.price_alerts import PriceAlertsScreen
 from console.screens.rollback import RollbackScreen
 from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
-from console.widgets.diff_table import DiffTable
+from console.widgets.live_table import LiveTable
 from console.widgets.log_pane import LogPane
 from engine.alerts.delivery import disabled_section as disabled_delivery
+from engine.core.numbers import fmt_key
 from engine.core.settings import OVERRIDE_FILE
 from engine.dashboard.snapshot import freeze
 from engine.dashboard.statistics import statistics
@@ -52,7 +53,7 @@ async def test_main_screen_shows_the_simulator(tmp_path: Path) -> None:
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(app, pilot)
         assert app.latest is not None and app.refreshes >= 1
-        assert app.query_one("#accounts", DiffTable).row_keys == ["main", "mirror"]
+        assert app.query_one("#accounts", LiveTable).row_keys == ["main", "mirror"]
         assert str(app.query_one("#sb-venue").content) == " SIM "
         assert str(app.query_one("#sb-state").content) == " RUNNING "
         assert str(app.query_one("#sb-clock").content) == "2026-01-01 00:00:00 UTC"
@@ -100,6 +101,13 @@ def _snapshot(marks: dict[str, float], time: str = "2026-01-01T00:00:00.000Z") -
             "mirror": disabled_section("balance_ratio"),
             "alert_delivery": disabled_delivery(60.0),
             "statistics": statistics(()),
+            "data_age": {
+                "account_data": None,
+                "positions": None,
+                "orders": None,
+                "market_data": None,
+                "oldest": None,
+            },
         }
     )
 
@@ -108,7 +116,7 @@ async def test_refresh_updates_only_changed_cells_and_keeps_the_cursor(tmp_path:
     app = make_console(tmp_path)
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(app, pilot)
-        table = app.query_one("#positions", DiffTable)
+        table = app.query_one("#positions", LiveTable)
         app.paint(_snapshot({"AUSDT": 101.0, "BUSDT": 102.0, "CUSDT": 103.0}))
         await pilot.pause()
         table.move_cursor(row=1)
@@ -129,13 +137,13 @@ async def test_refreshes_never_overlap(tmp_path: Path) -> None:
     async with app.run_test() as pilot:
         await settle(app, pilot)
         gate = asyncio.Event()
-        real = app.link.snapshot
+        real = app.link.view
 
         async def slow() -> Any:
             await gate.wait()
             return await real()
 
-        app.link.snapshot = slow  # type: ignore[method-assign]
+        app.link.view = slow  # type: ignore[method-assign]
         before = app.refreshes
         first = asyncio.create_task(app.refresh_dashboard())
         await asyncio.sleep(0)
@@ -242,7 +250,7 @@ async def test_trade_form_shows_problems_and_sends_nothing(tmp_path: Path) -> No
 
 
 async def _select_first_position(app: OperatorConsole, pilot: Any) -> str:
-    table = app.query_one("#positions", DiffTable)
+    table = app.query_one("#positions", LiveTable)
     assert table.row_keys, "the seeded simulator opens a demo trade at start"
     table.focus()
     table.move_cursor(row=0)
@@ -265,7 +273,7 @@ async def test_x_cancels_entries_and_tps_but_keeps_the_stop_loss(tmp_path: Path)
         account, symbol, _ = key.split(":")
         await pilot.press("x", "y")  # x asks first (issue 16 item 11)
         await _after_action(app, pilot)
-        assert f"{key}: entries and TPs cancelled (SL kept)" in toasts(app)
+        assert f"{fmt_key(key)}: entries and TPs cancelled (SL kept)" in toasts(app)
         assert app.latest is not None
         orders = app.latest["orders"]
         left = [o["purpose"] for o in orders if (o["account"], o["symbol"]) == (account, symbol)]
@@ -281,11 +289,11 @@ async def test_c_closes_the_selected_position_after_confirmation(tmp_path: Path)
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # no: nothing happens
         await _after_action(app, pilot)
-        assert key in app.query_one("#positions", DiffTable).row_keys
+        assert key in app.query_one("#positions", LiveTable).row_keys
         await pilot.press("c", "y")
         await _after_action(app, pilot)
-        assert f"{key}: closing at market" in toasts(app)
-        assert key not in app.query_one("#positions", DiffTable).row_keys
+        assert f"{fmt_key(key)}: closing at market" in toasts(app)
+        assert key not in app.query_one("#positions", LiveTable).row_keys
 
 
 async def test_e_reports_the_engine_answer_for_breakeven(tmp_path: Path) -> None:
@@ -305,7 +313,7 @@ async def test_position_keys_need_a_selected_position(tmp_path: Path) -> None:
     app = make_console(tmp_path, **{"sim.demo_trades": 0})
     async with app.run_test(notifications=True) as pilot:
         await settle(app, pilot)
-        assert app.query_one("#positions", DiffTable).row_keys == []
+        assert app.query_one("#positions", LiveTable).row_keys == []
         for key in ("c", "e", "x"):
             await pilot.press(key)
         await pilot.pause()
@@ -329,7 +337,7 @@ async def test_kill_switch_asks_and_y_confirms(tmp_path: Path) -> None:
         assert any(t.startswith("kill switch: main: closing 1 position(s)") for t in toasts(app))
         await quiesce(app, pilot)
         await app.refresh_dashboard()
-        assert app.query_one("#positions", DiffTable).row_keys == []
+        assert app.query_one("#positions", LiveTable).row_keys == []
 
 
 async def test_p_pauses_entries_and_close_and_kill_stay_available(tmp_path: Path) -> None:
@@ -384,9 +392,9 @@ async def test_a_adds_lists_and_deletes_price_alerts(tmp_path: Path) -> None:
             "1",
             "BTCUSDT",
             "above",
-            f"{float(level):g}",
+            f"{float(level):,.10g}",  # 0.7.0: thousands separators
         ]
-        added = f"price alert #1 added: BTCUSDT above {float(level):g}"
+        added = f"price alert #1 added: BTCUSDT above {float(level):,.10g}"
         assert added in toasts(app) and added in log_text(app)
         assert app.runtime.store is not None and "price_alerts" in app.runtime.store.state
         # Delete it from the table: it asks first (issue 16 item 6).
@@ -395,7 +403,7 @@ async def test_a_adds_lists_and_deletes_price_alerts(tmp_path: Path) -> None:
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert screen.rows == [] and table.row_count == 0
-        assert f"price alert #1 deleted: BTCUSDT above {float(level):g}" in toasts(app)
+        assert f"price alert #1 deleted: BTCUSDT above {float(level):,.10g}" in toasts(app)
         await pilot.press("escape")
         assert not isinstance(app.screen, PriceAlertsScreen)
         await app.workers.wait_for_complete()

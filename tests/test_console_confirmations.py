@@ -18,7 +18,7 @@ from textual.widgets import Button, Input, Label
 from console.app import OperatorConsole, QuitQuestion
 from console.screens.confirm import NO_LABEL, YES_LABEL, ConfirmScreen
 from console.screens.price_alerts import AlertTable, PriceAlertsScreen
-from console.widgets.diff_table import DiffTable
+from console.widgets.live_table import LiveTable
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 50), id="160x50")]
 
@@ -51,7 +51,7 @@ async def after_action(app: OperatorConsole, pilot: Any) -> None:
 
 
 async def select_first_position(app: OperatorConsole, pilot: Any) -> str:
-    table = app.query_one("#positions", DiffTable)
+    table = app.query_one("#positions", LiveTable)
     table.focus()
     table.move_cursor(row=0)
     await pilot.pause()

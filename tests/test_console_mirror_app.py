@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Label
 from console.app import OperatorConsole
 from console.screens.help import HelpScreen
 from console.screens.pause import PauseScreen
-from console.widgets.diff_table import DiffTable
+from console.widgets.live_table import LiveTable
 from engine.dashboard.snapshot import freeze
 
 
@@ -42,7 +42,7 @@ async def test_P_pauses_the_mirror_only_and_main_still_takes_entries(tmp_path: P
         paused = "new entries paused on mirror (protection keeps running); main still takes entries"
         assert paused in toasts(app)
         assert str(table.get_row_at(1)[2]) == "paused" and str(table.get_row_at(2)[2]) == "mixed"
-        accounts = app.query_one("#accounts", DiffTable)
+        accounts = app.query_one("#accounts", LiveTable)
         assert accounts.get_cell("mirror", "entries").plain == "paused"
         assert accounts.get_cell("main", "entries").plain == "on"
         await pilot.press("3")  # both: a mixed state is made uniform the safe way
@@ -76,7 +76,7 @@ async def test_a_drifting_link_and_a_desync_show_on_the_position_and_in_the_head
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         assert app.latest is not None
-        positions = app.query_one("#positions", DiffTable)
+        positions = app.query_one("#positions", LiveTable)
         [key] = [k for k in positions.row_keys if k.startswith("main:")]  # the seeded demo trade
         _, symbol_side = key.split(":", 1)
         data = dict(app.latest.data)

@@ -120,7 +120,7 @@ def test_the_positions_table_has_the_badge_and_tells_mirror_rows_apart() -> None
         "mirror": mirror_section(link("BTCUSDT:Buy", drift=("breakeven",))),
     }
     rows = position_rows(snapshot)
-    column = [key for key, _ in POSITION_COLUMNS].index("mirror")
+    column = [c.key for c in POSITION_COLUMNS].index("mirror")
     assert column <= 3, "the badge must stay on screen at 80 columns"
     assert rows["main:BTCUSDT:Buy"][column].text == "!BE"
     assert rows["main:BTCUSDT:Buy"][0].tone is None and rows["mirror:BTCUSDT:Buy"][0].tone == "accent"

@@ -22,7 +22,12 @@ def make_console(tmp_path: Path, **values: Any) -> OperatorConsole:
     settings = load_settings(None, state_dir)
     # The clock never moves, so a rate window never refills: a budget that cannot run dry here.
     unmetered = {"venue.rate_orders_per_s": 100_000, "venue.rate_reads_per_s": 100_000}
-    settings = settings.with_values({**unmetered, "venue.rate_ip_per_5s": 100_000, **values}, source="test")
+    # The engine shares the test's loop: the test drives the frozen clock and reads the engine's
+    # objects directly (tests/test_console_engine_thread.py covers the engine on its own thread).
+    shared = {"ui.engine_thread": False}
+    settings = settings.with_values(
+        {**unmetered, "venue.rate_ip_per_5s": 100_000, **shared, **values}, source="test"
+    )
     clock = VirtualClock(start=parse_iso_utc(settings.get("sim.epoch")))
     return OperatorConsole(settings, state_dir, clock=clock, auto_refresh=False)
 

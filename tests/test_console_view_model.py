@@ -149,13 +149,13 @@ def test_position_row_joins_its_monitor() -> None:
     rows = position_rows(SNAPSHOT)
     row = rows["main:BTCUSDT:Buy"]
     # by column key: issue 14 put the mirror badge column after the side
-    cells = dict(zip((key for key, _ in POSITION_COLUMNS), row, strict=True))
+    cells = dict(zip((c.key for c in POSITION_COLUMNS), row, strict=True))
     texts = {key: cell.text for key, cell in cells.items()}
     assert texts["upnl"] == "+10.00" and cells["upnl"].tone == POSITIVE
     assert texts["upnl_pct"] == "+1.0%"  # 10 USDT on a 1000 USDT notional
     assert texts["tps"] == "●○○"  # one TP filled, two TP orders still working
     assert texts["sl"] == "100,050 BE"
-    assert texts["phase"] == "profit_taking" and texts["urgency"] == "active"
+    assert texts["phase"] == "taking profit" and texts["urgency"] == "active"
     assert texts["mirror"] == "—"  # the snapshot has no mirror section: mirroring is off
 
 
@@ -169,7 +169,7 @@ def test_orders_without_link_id_get_distinct_keys() -> None:
 
 
 def test_cache_panel_says_metrics_off_when_rolled_back() -> None:
-    assert cache_summary(SNAPSHOT) == "hit rate 75.0%"
+    assert cache_summary(SNAPSHOT) == "hit rate 75.0% overall"  # 0.7.0: no category is below it
     assert cache_rows(SNAPSHOT)["positions"][4].text == "75.0%"
     off = {**SNAPSHOT, "profile": {"cache_metrics": "baseline"}}
     assert cache_summary(off) == "metrics off (rollback)"

@@ -241,7 +241,8 @@ async def test_the_snapshot_keys_the_console_and_the_benchmark_rely_on(sim: SimH
     [order] = data["orders"]
     assert order_keys | {"link_id", "purpose", "status"} <= set(order)
     assert set(data["market"]) == set(SYMBOLS)
-    assert all(set(row) == {"last", "mark"} for row in data["market"].values())
+    # 0.7.0 added the instrument's tick size and qty step (the console's column decimals)
+    assert all(set(row) == {"last", "mark", "tick_size", "qty_step"} for row in data["market"].values())
     assert {"trades", "totals"} <= set(data["ledger"])
     assert {"count", "wins", "losses", "pnl", "fees"} <= set(data["ledger"]["totals"])
     assert isinstance(data["monitors"], list) and isinstance(data["insights"], list)

@@ -229,7 +229,8 @@ async def test_a_mirror_closed_by_hand_is_reported_and_not_reopened(tmp_path: Pa
         assert here.size("mirror") == 0
         assert here.link_state() == "closed_by_hand"
         (alert,) = here.alerts("mirror_closed_by_hand")
-        assert MIRROR_KEY in alert["message"]
+        # 0.7.0: the message names the position as a trader would; the key stays for machines
+        assert alert["key"] == MIRROR_KEY and "BUY BTCUSDT on mirror was closed" in alert["message"]
         await here.run(120.0)
         assert here.size("mirror") == 0, "never re-opened"
         assert here.size("main") > 0 and MAIN_KEY in here.engine.manager.monitors

@@ -206,7 +206,7 @@ async def test_an_alert_fires_when_the_price_crosses_and_survives_a_restart(tmp_
         await manager.dispatch("mirror", _ticker(runtime, "BTCUSDT", crossing))
         fired = [a for a in manager.alerts if a["type"] == "price_alert"]
         assert [a["message"] for a in fired] == [
-            f"BTCUSDT crossed above {up.price:g} (last {crossing:g})"
+            f"BTCUSDT crossed above {up.price:,.10g} (last {crossing:,.10g})"  # 0.7.0: separators
         ]  # once, though both accounts saw the tick
         assert runtime.dashboard is not None
         rows = {r["id"]: r for r in (await runtime.dashboard.snapshot())["price_alerts"]}

@@ -110,7 +110,7 @@ def test_a_refused_move_is_reported_as_such() -> None:
     ]
     after = apply_results(t.monitor, results, BTC, P)
     (alert,) = [a for a in after.alerts if a.type == "sl_move_refused"]
-    assert alert.severity == "warning" and "97000" in alert.message
+    assert alert.severity == "warning" and "97,000.0" in alert.message
     assert not any(a.type in ("sl_retry", "sl_failed", "breakeven") for a in after.alerts)
     assert [a.request.qty for a in after.actions if a.slot == "sl"] == [0.005]  # the size still follows
 
@@ -120,7 +120,7 @@ def test_validation_warns_when_tp1_lies_inside_the_breakeven_band() -> None:
         "main", "BTCUSDT", Side.BUY, Approach.FAST, 1000.0, 10.0, (None,), (100_100.0,), 97_000.0
     )
     (warning,) = request_warnings(request, BTC, 100_000.0, P)
-    assert "TP1 100100" in warning and "breakeven" in warning
+    assert "TP1 100,100" in warning and "breakeven" in warning
     assert plan_trade(request, BTC, 100_000.0, 10_000.0, P).warnings == (warning,)  # not refused
     beyond = TradeRequest(
         "main", "BTCUSDT", Side.BUY, Approach.FAST, 1000.0, 10.0, (None,), (101_000.0,), 97_000.0
@@ -180,7 +180,9 @@ async def test_breakeven_now_is_checked_against_the_last_price_the_stop_triggers
     ops = OperatorActions(h.manager)
     h.exchange.set_price(SYMBOL, 100_100.0, mark=100_600.0)  # the mark is beyond breakeven, the last not
     await h.settle()
-    with pytest.raises(ActionRefused, match=re.escape("LastPrice 100100.0 is not beyond breakeven 100130.1")):
+    with pytest.raises(
+        ActionRefused, match=re.escape("LastPrice 100,100.0 is not beyond breakeven 100,130.1")
+    ):
         await ops.breakeven_now(KEY)
     assert not h.manager.monitors[KEY].breakeven
     (stop,) = stop_orders(h.open_orders())

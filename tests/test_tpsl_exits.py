@@ -186,7 +186,7 @@ def test_a_stop_out_raises_an_sl_hit_alert_with_the_exit_price_and_the_pnl() -> 
     assert t.trade is not None and t.trade.reason == "sl"
     (alert,) = [a for a in t.alerts if a.type == "sl_hit"]
     assert alert.severity == "warning" and "SL hit" in alert.message
-    assert "96990" in alert.message and f"{t.trade.pnl:+.2f}" in alert.message
+    assert "96,990.0" in alert.message and f"{t.trade.pnl:+.2f}" in alert.message
 
 
 @on_both_venues
@@ -199,7 +199,7 @@ async def test_a_stop_out_on_the_exchange_is_alerted(market: Market) -> None:
     (trade,) = h.manager.ledger.trades
     assert trade.reason == "sl"
     (message,) = [text for severity, kind, text in h.alerts if (severity, kind) == ("warning", "sl_hit")]
-    assert "SL hit" in message and "96900" in message and f"{trade.pnl:+.2f} USDT" in message
+    assert "SL hit" in message and "96,900.0" in message and f"{trade.pnl:+.2f} USDT" in message
     await h.stop()
 
 

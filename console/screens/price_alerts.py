@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input, Label
 
 from console.engine_link import EngineLink, Outcome
 from console.screens.confirm import ConfirmScreen
+from console.view_model import fmt_num
 from engine.runtime.assembly import EngineNotStarted
 
 log = logging.getLogger("opconsole.console")
@@ -39,7 +40,7 @@ def alert_cells(row: Mapping[str, Any]) -> tuple[str, ...]:
     price = (
         f"{float(row['price']):g}% in {window / 60:g}m"
         if condition == "change" and window
-        else f"{float(row['price']):g}"
+        else fmt_num(float(row["price"]))
     )
     return (str(row["id"]), f"{row['symbol']}{note}", condition, price, state)
 
@@ -48,7 +49,7 @@ def alert_words(row: Mapping[str, Any]) -> str:
     """One alert in words for a question: ``#3: BTCUSDT above 100,000`` (``change 2% in 15m``)."""
     price = float(row["price"])
     window = float(row.get("window_s") or 0.0)
-    level = f"{price:g}% in {window / 60:g}m" if row["condition"] == "change" and window else f"{price:,.10g}"
+    level = f"{price:g}% in {window / 60:g}m" if row["condition"] == "change" and window else fmt_num(price)
     return f"#{row['id']}: {row['symbol']} {row['condition']} {level}"
 
 

@@ -1,5 +1,6 @@
-"""Cache efficiency: per-category TTL, hits, misses, hit rate, load time and age; the overall hit rate
-over the last minutes as a Sparkline; persistence writes and pending changes; API calls per minute.
+"""Cache efficiency: the overall hit rate with every category's own beside it; the overall hit rate
+over the last minutes as a labelled chart from 0 to 100%; per-category TTL, hits, misses, hit rate,
+load time and age; persistence writes and pending changes; API calls per minute.
 
 When the ``cache_metrics`` toggle is rolled back the cache counts nothing, and the panel says so
 instead of showing zeros that look like a broken cache.
@@ -11,9 +12,10 @@ from collections import deque
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, Sparkline
+from textual.widgets import Label
 
 from console.view_model import (
+    CACHE_CHART_CAPTION,
     CACHE_COLUMNS,
     cache_metrics_on,
     cache_rows,
@@ -21,9 +23,12 @@ from console.view_model import (
     persistence_summary,
 )
 from console.widgets.diff_table import DiffTable
+from console.widgets.quiet_text import show_text
+from console.widgets.zero_chart import ZeroChart
 from engine.dashboard.schema import Snapshot
 
-HIT_RATE_POINTS = 120  # samples behind the sparkline (one per refresh: a minute at 2 Hz)
+HIT_RATE_POINTS = 120  # samples behind the chart when the cache keeps none (one per refresh)
+FULL_SCALE = 100.0  # the chart's height is 0-100%, whatever the rates
 
 
 class CachePanel(Vertical):
@@ -36,7 +41,7 @@ class CachePanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label("", id="cache-summary")
-        yield Sparkline([], id="cache-spark")
+        yield ZeroChart(sampled=False, min_span=FULL_SCALE, id="cache-chart")
         yield DiffTable(CACHE_COLUMNS, cursor=False, id="cache-table")
         yield Label("", id="cache-persistence")
         yield Label("", id="cache-api")
@@ -44,17 +49,19 @@ class CachePanel(Vertical):
     def show(self, snapshot: Snapshot, api_rate: str) -> None:
         summary = cache_summary(snapshot)
         label = self.query_one("#cache-summary", Label)
-        label.update(summary)
+        show_text(label, summary)
         label.set_class(not cache_metrics_on(snapshot), "-off")
         cache = snapshot.get("cache", {})
         series = cache.get("sparkline")
         if series is None:  # a cache that keeps no series: sample its hit rate once per refresh
             rate = cache.get("hit_rate")
             if rate is not None and cache_metrics_on(snapshot):
-                self._hit_rates.append(float(rate) * 100.0)
+                self._hit_rates.append(float(rate))
             series = self._hit_rates
-        self.query_one("#cache-spark", Sparkline).data = [float(v) for v in series]
+        # rates are 0..1 ratios; the chart draws percent from a 0 axis to a fixed 100
+        chart = self.query_one("#cache-chart", ZeroChart)
+        chart.plot([float(v) * 100.0 for v in series], caption=CACHE_CHART_CAPTION)
         self.query_one("#cache-table", DiffTable).sync(cache_rows(snapshot))
         persistence = persistence_summary(snapshot["persistence"], snapshot["time"])
-        self.query_one("#cache-persistence", Label).update(persistence)
-        self.query_one("#cache-api", Label).update(api_rate)
+        show_text(self.query_one("#cache-persistence", Label), persistence)
+        show_text(self.query_one("#cache-api", Label), api_rate)

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
-from console.view_model import StatsView, stats_table
+from console.view_model import StatsView, fmt_money, stats_table
+from console.widgets.zero_chart import ZeroChart
 
 GAPS = (2, 1)
 """Spaces between value columns: two when the panel is wide enough, else one (the metrics column at
@@ -22,9 +23,11 @@ GAPS = (2, 1)
 
 
 class StatsPanel(Vertical):
-    """The figures as a label column and one value column per account, then a Sparkline of the
-    cumulative realised PnL of every account. Lines never wrap: they are laid out for the panel's
-    width, again when it is resized."""
+    """The figures as a label column and one value column per account, then the curve of the
+    cumulative realised PnL of every account: a :class:`ZeroChart` from zero (gains above the axis,
+    losses below it, at least :func:`~console.view_model.pnl_chart_span` high), its caption on the
+    zero line saying what it is and where it ends. Lines never wrap: they are laid out for the
+    panel's width, again when it is resized."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
@@ -34,14 +37,16 @@ class StatsPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="stats-lines")
-        yield Sparkline([], id="stats-spark")
+        yield ZeroChart(sampled=True, id="stats-chart")
 
     def show(self, view: StatsView) -> None:
         if view == self._shown:
             return
         self._shown = view
         self._paint()
-        self.query_one("#stats-spark", Sparkline).data = list(view.cumulative)
+        # the curve starts at 0 (before the first trade): a first trade that lost is a fall
+        chart = self.query_one("#stats-chart", ZeroChart)
+        chart.plot([0.0, *view.cumulative], view.chart_span, pnl_caption(view))
 
     def on_resize(self) -> None:
         if self.content_size.width != self._width:
@@ -68,6 +73,13 @@ class StatsPanel(Vertical):
             if fits:
                 break
         self.query_one("#stats-lines", Static).update(Content("\n").join(parts))
+
+
+def pnl_caption(view: StatsView) -> str:
+    """``PnL curve -0.03 · scale 100 USDT``: what the chart shows, where it ends (with its sign), and
+    the smallest span its height stands for."""
+    last = view.cumulative[-1] if view.cumulative else 0.0
+    return f"PnL curve {fmt_money(last, signed=True)} · scale {view.chart_span:,.0f} USDT"
 
 
 Lines = Sequence[tuple[str, tuple[tuple[str, str | None], ...]]]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from engine.alerts.bus import AlertBus
 from engine.alerts.model import Severity
 from engine.core.models import Monitor, Phase, SlotStatus
+from engine.core.numbers import fmt_monitor, fmt_number, fmt_usdt
 from engine.core.settings import Settings
 
 
@@ -61,19 +62,22 @@ def position_conditions(m: Monitor, price: float, params: PositionAlertParams) -
         return {}
     met: dict[str, str] = {}
     upnl = unrealised(m, price)
+    pnl, at = fmt_usdt(upnl, signed=True), fmt_number(price)
     if params.loss_usdt > 0 and upnl <= -params.loss_usdt:
-        met["position_loss"] = f"uPnL {upnl:+.2f} USDT (alert at -{params.loss_usdt:g})"
+        met["position_loss"] = f"uPnL {pnl} USDT (alert at -{fmt_number(params.loss_usdt)})"
     if params.gain_usdt > 0 and upnl >= params.gain_usdt:
-        met["position_gain"] = f"uPnL {upnl:+.2f} USDT (alert at +{params.gain_usdt:g})"
+        met["position_gain"] = f"uPnL {pnl} USDT (alert at +{fmt_number(params.gain_usdt)})"
     value = (m.position_entry or m.avg_entry) * m.size
     if params.move_pct > 0 and value > 0 and abs(upnl) / value * 100 >= params.move_pct:
-        met["position_move"] = f"uPnL {upnl:+.2f} USDT is {upnl / value * 100:+.2f}% of the entry value"
+        met["position_move"] = f"uPnL {pnl} USDT is {upnl / value * 100:+.2f}% of the entry value"
     if params.near_pct > 0:
         if m.sl_price > 0 and abs(price / m.sl_price - 1) * 100 <= params.near_pct:
-            met["near_sl"] = f"price {price:g} within {params.near_pct:g}% of the stop-loss {m.sl_price:g}"
+            met["near_sl"] = (
+                f"price {at} within {params.near_pct:g}% of the stop-loss {fmt_number(m.sl_price)}"
+            )
         tp = next_tp(m)
         if tp is not None and abs(price / tp - 1) * 100 <= params.near_pct:
-            met["near_tp"] = f"price {price:g} within {params.near_pct:g}% of the take-profit {tp:g}"
+            met["near_tp"] = f"price {at} within {params.near_pct:g}% of the take-profit {fmt_number(tp)}"
     return met
 
 
@@ -99,7 +103,7 @@ class PositionAlerts:
                 now.add((m.key, kind))
                 if (m.key, kind) not in self._active:
                     severity = Severity.WARNING if kind in ("position_loss", "near_sl") else Severity.INFO
-                    self.alerts.raise_alert(severity, kind, f"{m.key}: {what}", key=m.key)
+                    self.alerts.raise_alert(severity, kind, f"{fmt_monitor(m)}: {what}", key=m.key)
                     raised += 1
         self._active = now
         return raised

@@ -24,6 +24,7 @@ from engine.alerts.bus import AlertBus
 from engine.alerts.model import Severity
 from engine.core.clock import Clock, iso_utc
 from engine.core.models import RecordError, Ticker, VenueEvent, checked_record
+from engine.core.numbers import fmt_number
 from engine.core.state_keys import PRICE_ALERTS_KEY
 from engine.venue.base import Venue
 from engine.venue.errors import VenueError
@@ -101,10 +102,10 @@ class PriceAlert:
         return abs(last / reference - 1.0) * 100.0 >= self.price - 1e-12
 
     def describe(self) -> str:
-        """``BTCUSDT above 100000``, ``BTCUSDT change 2% in 15m``."""
+        """``BTCUSDT above 100,000``, ``BTCUSDT change 2% in 15m``."""
         if self.condition == "change":
             return f"{self.symbol} change {self.price:g}% in {_duration(self.window_s)}"
-        return f"{self.symbol} {self.condition} {self.price:g}"
+        return f"{self.symbol} {self.condition} {fmt_number(self.price)}"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form kept in the store."""
@@ -235,14 +236,18 @@ class PriceAlertBook:
             if not 0 < window_s <= MAX_WINDOW_S:
                 errors.append(f"the window must be above 0 and at most 24h, got {window_s:g} s")
         elif not price > 0:
-            errors.append(f"price must be above 0, got {price:g}")
+            errors.append(f"price must be above 0, got {fmt_number(price)}")
         if not errors and last is not None:
             if condition == "above" and not price > last:
-                errors.append(f"{symbol} is already at {last:g}: an 'above' alert needs a price above it")
+                errors.append(
+                    f"{symbol} is already at {fmt_number(last)}: an 'above' alert needs a price above it"
+                )
             if condition == "below" and not price < last:
-                errors.append(f"{symbol} is already at {last:g}: a 'below' alert needs a price below it")
+                errors.append(
+                    f"{symbol} is already at {fmt_number(last)}: a 'below' alert needs a price below it"
+                )
             if condition == "crosses" and price == last:
-                errors.append(f"{symbol} is at {last:g} now: a 'crosses' alert needs another price")
+                errors.append(f"{symbol} is at {fmt_number(last)} now: a 'crosses' alert needs another price")
         if errors:
             raise PriceAlertRejected(errors)
         side = "" if condition != "crosses" or last is None else ("below" if last < price else "above")
@@ -323,13 +328,15 @@ def fire_message(alert: PriceAlert, last: float, reference: float | None = None)
         move = (last / reference - 1.0) * 100.0
         return (
             f"{alert.symbol} moved {move:+.2f}% within {_duration(alert.window_s)} "
-            f"({reference:g} -> {last:g}){note}"
+            f"({fmt_number(reference)} -> {fmt_number(last)}){note}"
         )
     if alert.condition == "crosses":
         return (
-            f"{alert.symbol} crossed {alert.price:g} going {_opposite(alert.from_side)} (last {last:g}){note}"
+            f"{alert.symbol} crossed {fmt_number(alert.price)} going {_opposite(alert.from_side)} "
+            f"(last {fmt_number(last)}){note}"
         )
-    return f"{alert.symbol} crossed {alert.condition} {alert.price:g} (last {last:g}){note}"
+    at, now = fmt_number(alert.price), fmt_number(last)
+    return f"{alert.symbol} crossed {alert.condition} {at} (last {now}){note}"
 
 
 class AlertStore(Protocol):

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from engine.core.numbers import fmt_usdt
+
 DAY_S = 86_400.0
 ALERT_TYPE = "daily_summary"
 
@@ -61,22 +63,19 @@ def summary_due(now: float, at_hh_mm: str, last_day: str | None) -> bool:
     return now >= at and last_day != utc_day(now)
 
 
-def _money(value: float) -> str:
-    return f"{value:+.2f}"
-
-
 def account_line(day: AccountDay) -> str:
     """One account's line of the summary."""
     if day.trades:
         rate = f"{day.win_rate * 100:.1f}%" if day.win_rate is not None else "n/a"
         trades = (
             f"{day.trades} trade{'s' if day.trades != 1 else ''} ({day.wins} won, {day.losses} lost, "
-            f"win rate {rate}), PnL {_money(day.pnl)} USDT, fees {day.fees:.2f}, funding {day.funding:.2f}"
+            f"win rate {rate}), PnL {fmt_usdt(day.pnl, signed=True)} USDT, fees {fmt_usdt(day.fees)}, "
+            f"funding {fmt_usdt(day.funding)}"
         )
     else:
         trades = "no trades closed"
     held = f"{day.open_positions} open position{'s' if day.open_positions != 1 else ''}"
-    return f"{day.account}: {trades}; {held}, open risk {day.open_risk:.2f} USDT"
+    return f"{day.account}: {trades}; {held}, open risk {fmt_usdt(day.open_risk)} USDT"
 
 
 def summary_text(day: str, accounts: Sequence[AccountDay], *, on_demand: bool = False) -> str:

@@ -16,6 +16,15 @@ not cached and its exception reaches every caller that waited on it. A load whos
 or written through while it was in flight still answers its callers but is not stored, so an older
 read never overwrites fresher data.
 
+Composed entries (:meth:`DashboardCache.get_or_compose`, the full dashboard): built from other entries
+read through this cache, and valid only while every entry they read is still the live one. A part
+written through, invalidated or expired makes the next lookup rebuild the composition from the parts
+still cached (CPU only; a venue read only for a part that is really gone), so a composed entry never
+hides a fresher part for its own, longer TTL.
+
+:meth:`DashboardCache.recording` records the entries read in a scope (:class:`Reads`), with the time
+each one's data came from the venue: the snapshot reports how old the venue data it shows is.
+
 Freshness (the ``cache_ttls`` toggle, optimized): trading events invalidate what they change and
 tickers / wallet updates are written through, so the longer optimized TTLs never show stale trading
 data. The baseline has no invalidation at all, as the original bot.
@@ -30,7 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,10 +101,58 @@ def account_key(account: str) -> CacheKey:
     return ("account_data", account)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Entry:
+    """A cached value. Compared by identity: a composed entry is valid while each of its ``parts`` is
+    still the very entry its key holds."""
+
     value: Any
     stored_at: float
+    parts: tuple[tuple[CacheKey, _Entry], ...] = ()
+    """The entries a composed value was built from (empty for a value read from a venue)."""
+
+
+class Reads:
+    """The cache entries read in a :meth:`DashboardCache.recording` scope (the first read of each key)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[CacheKey, _Entry] = {}
+
+    def add(self, key: CacheKey, entry: _Entry) -> None:
+        """Record one read; a key read again keeps its first entry (the older data, if it changed)."""
+        self._entries.setdefault(key, entry)
+
+    @property
+    def parts(self) -> tuple[tuple[CacheKey, _Entry], ...]:
+        """What a composition built in this scope depends on."""
+        return tuple(self._entries.items())
+
+    def stored_at(self, key: CacheKey) -> float | None:
+        """When the data read under ``key`` was stored (clock monotonic time), None if not read."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.stored_at
+
+    def data_at(self) -> dict[tuple[str, Any], float]:
+        """Per ``(category, account)``, when the oldest data read was stored (clock monotonic time).
+
+        Composed entries are skipped: their data is their parts', which tell their own times.
+        """
+        oldest: dict[tuple[str, Any], float] = {}
+        for key, entry in self._entries.items():
+            if entry.parts:
+                continue
+            scope = (key[0], key[1])
+            oldest[scope] = min(entry.stored_at, oldest.get(scope, entry.stored_at))
+        return oldest
+
+
+_RECORDING: ContextVar[tuple[Reads, ...]] = ContextVar("opconsole_cache_recording", default=())
+"""The recordings open in this context (nested scopes all record); tasks started inside inherit them."""
+
+
+def _note(key: CacheKey, entry: _Entry) -> None:
+    for reads in _RECORDING.get():
+        reads.add(key, entry)
 
 
 class DashboardCache:
@@ -204,8 +263,15 @@ class DashboardCache:
     # --- reads -------------------------------------------------------------------------------
     def peek(self, key: CacheKey) -> Any | None:
         """The live value of ``key`` or None; not counted as a lookup."""
-        entry = self._stores[_category_of(key)].get(key)
+        entry = self._live(_category_of(key), key)
         return None if entry is None else entry.value
+
+    @contextmanager
+    def recording(self) -> Iterator[Reads]:
+        """Record every entry read in this scope (and in the tasks started from it) into a :class:`Reads`."""
+        reads = Reads()
+        with self._recording_into(reads):
+            yield reads
 
     async def get_or_load(self, category: str, key: CacheKey, loader: Callable[[], Awaitable[Any]]) -> Any:
         """The cached value of ``key``, or the result of ``loader()`` (stored for the category's TTL).
@@ -213,11 +279,27 @@ class DashboardCache:
         Concurrent callers of a missing key share one ``loader`` run. If the loader raises, nothing is
         stored and every caller waiting on that run gets the exception.
         """
+        return await self._get_one(category, key, loader, composed=False)
+
+    async def get_or_compose(
+        self, category: str, key: CacheKey, compose: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """A composed value: ``compose()`` builds it from entries it reads through this cache, and it
+        is served only while every one of those is still the live entry of its key (and within the
+        category's TTL). A part written through, invalidated or expired makes the next lookup compose
+        again, from the parts still cached: CPU only, unless a part itself has to be read again.
+        """
+        return await self._get_one(category, key, compose, composed=True)
+
+    async def _get_one(
+        self, category: str, key: CacheKey, loader: Callable[[], Awaitable[Any]], *, composed: bool
+    ) -> Any:
         _check_key(category, key)
-        entry = self._stores[category].get(key)
-        self.meter.lookup(category, entry is not None)
-        if entry is not None:
-            return entry.value
+        cached = self._live(category, key)
+        self.meter.lookup(category, cached is not None)
+        if cached is not None:
+            _note(key, cached)
+            return cached.value
         future = self._inflight.get(key)
         if future is not None:
             self.meter.count(category, "coalesced")
@@ -226,8 +308,10 @@ class DashboardCache:
             async def load_one() -> dict[CacheKey, Any]:
                 return {key: await loader()}
 
-            future = self._start_load(category, (key,), load_one)[key]
-        return await asyncio.shield(future)
+            future = self._start_load(category, (key,), load_one, composed=composed)[key]
+        entry = await asyncio.shield(future)
+        _note(key, entry)
+        return entry.value
 
     async def get_many_or_load(
         self,
@@ -240,16 +324,15 @@ class DashboardCache:
         ``loader(missing_keys)`` returns a mapping with a value for each key it was given (a key it
         leaves out fails with ``LookupError``). Keys already loading elsewhere are awaited, not loaded.
         """
-        values: dict[CacheKey, Any] = {}
-        waits: dict[CacheKey, asyncio.Future[Any]] = {}
+        entries: dict[CacheKey, _Entry] = {}
+        waits: dict[CacheKey, asyncio.Future[_Entry]] = {}
         to_load: list[CacheKey] = []
-        store = self._stores[category]
         for key in dict.fromkeys(keys):
             _check_key(category, key)
-            entry = store.get(key)
+            entry = self._live(category, key)
             self.meter.lookup(category, entry is not None)
             if entry is not None:
-                values[key] = entry.value
+                entries[key] = entry
             elif key in self._inflight:
                 self.meter.count(category, "coalesced")
                 waits[key] = self._inflight[key]
@@ -263,17 +346,21 @@ class DashboardCache:
             waits |= self._start_load(category, tuple(to_load), load_many)
         if waits:
             results = await asyncio.gather(*(asyncio.shield(f) for f in waits.values()))
-            values.update(zip(waits, results, strict=True))
-        return {key: values[key] for key in dict.fromkeys(keys)}
+            entries.update(zip(waits, results, strict=True))
+        for key, entry in entries.items():
+            _note(key, entry)
+        return {key: entries[key].value for key in dict.fromkeys(keys)}
 
     def _start_load(
         self,
         category: str,
         keys: tuple[CacheKey, ...],
         run: Callable[[], Awaitable[Mapping[CacheKey, Any]]],
-    ) -> dict[CacheKey, asyncio.Future[Any]]:
+        *,
+        composed: bool = False,
+    ) -> dict[CacheKey, asyncio.Future[_Entry]]:
         loop = asyncio.get_running_loop()
-        futures: dict[CacheKey, asyncio.Future[Any]] = {}
+        futures: dict[CacheKey, asyncio.Future[_Entry]] = {}
         for key in keys:
             future = loop.create_future()
             # Mark a failure as retrieved even if every waiter was cancelled (no "never retrieved").
@@ -282,7 +369,7 @@ class DashboardCache:
         self._inflight.update(futures)
         epochs = {key: self._epoch_of(key) for key in keys}
         # The load runs in its own task so a cancelled caller does not cancel the other waiters.
-        task = loop.create_task(self._run_load(category, futures, epochs, run))
+        task = loop.create_task(self._run_load(category, futures, epochs, run, composed))
         self._load_tasks.add(task)
         task.add_done_callback(self._load_tasks.discard)
         return futures
@@ -290,13 +377,19 @@ class DashboardCache:
     async def _run_load(
         self,
         category: str,
-        futures: dict[CacheKey, asyncio.Future[Any]],
+        futures: dict[CacheKey, asyncio.Future[_Entry]],
         epochs: dict[CacheKey, tuple[int, int, int]],
         run: Callable[[], Awaitable[Mapping[CacheKey, Any]]],
+        composed: bool,
     ) -> None:
         started = self.clock.monotonic()
+        reads = Reads()
         try:
-            values = await run()
+            if composed:  # a composition records the entries it reads: it stays valid with them
+                with self._recording_into(reads):
+                    values = await run()
+            else:
+                values = await run()
         except BaseException as exc:
             self.meter.load(category, started, failed=True)
             for future in futures.values():
@@ -313,13 +406,38 @@ class DashboardCache:
                     del self._inflight[key]
         self.meter.load(category, started, failed=False)
         stored_at = self.clock.monotonic()
+        parts = reads.parts
         for key, future in futures.items():
             if key not in values:
                 future.set_exception(LookupError(f"the loader returned no value for {key!r}"))
                 continue
-            if self._epoch_of(key) == epochs[key]:
-                self._stores[category][key] = _Entry(values[key], stored_at)
-            future.set_result(values[key])
+            entry = _Entry(values[key], stored_at, parts)
+            # Not stored when the key moved meanwhile, or a part already changed under the
+            # composition: the callers get it, the next lookup reads or composes again.
+            if self._epoch_of(key) == epochs[key] and self._parts_live(entry):
+                self._stores[category][key] = entry
+            future.set_result(entry)
+
+    @contextmanager
+    def _recording_into(self, reads: Reads) -> Iterator[None]:
+        token = _RECORDING.set((*_RECORDING.get(), reads))
+        try:
+            yield
+        finally:
+            _RECORDING.reset(token)
+
+    def _live(self, category: str, key: CacheKey) -> _Entry | None:
+        """The key's entry if it is live: unexpired and, if composed, built from the parts still live."""
+        store = self._stores[category]
+        entry = store.get(key)
+        if entry is not None and not self._parts_live(entry):
+            store.pop(key, None)  # a part changed or expired: the composition is out of date
+            self.meter.count(category, "invalidations")
+            return None
+        return entry
+
+    def _parts_live(self, entry: _Entry) -> bool:
+        return all(self._live(key[0], key) is part for key, part in entry.parts)
 
     # --- writes and freshness ----------------------------------------------------------------
     def put(self, key: CacheKey, value: Any) -> None:

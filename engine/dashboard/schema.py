@@ -39,6 +39,7 @@ __all__ = [
     "CacheCategoryRow",
     "CacheSection",
     "CacheTotals",
+    "DataAge",
     "InsightRow",
     "JobRow",
     "LedgerSection",
@@ -83,6 +84,7 @@ SNAPSHOT_KEYS = (
     "mirror",
     "statistics",
     "alert_delivery",
+    "data_age",
 )
 """The snapshot's top-level keys, in the order the contract lists them (the keys of :class:`Snapshot`;
 a test holds the two together). Scripts rely on every one being present."""
@@ -141,10 +143,13 @@ class OrderRow(TypedDict):
 
 
 class MarketRow(TypedDict):
-    """``market.<symbol>``: the last traded and the mark price."""
+    """``market.<symbol>``: the last traded and the mark price; the instrument's tick size and qty
+    step once its filters are known (the console formats the symbol's prices and sizes with them)."""
 
     last: float
     mark: float
+    tick_size: NotRequired[float]
+    qty_step: NotRequired[float]
 
 
 class InsightRow(TypedDict):
@@ -228,6 +233,21 @@ class PersistenceRow(TypedDict):
     recovery: Mapping[str, object] | None
 
 
+class DataAge(TypedDict):
+    """``data_age``: how old the venue data the snapshot shows is, in seconds (None: none shown).
+
+    Per category, the oldest piece of it; ``oldest`` is the oldest of all (the console's header).
+    Data that a connected push stream keeps fresh (optimized profile: every event invalidates or
+    writes through what it changes) is as old as that stream's last event, not as its last read.
+    """
+
+    account_data: float | None
+    positions: float | None
+    orders: float | None
+    market_data: float | None
+    oldest: float | None
+
+
 class Snapshot(TypedDict):
     """The whole snapshot; its keys are :data:`SNAPSHOT_KEYS`."""
 
@@ -255,3 +275,4 @@ class Snapshot(TypedDict):
     mirror: MirrorSection  # the mirror's links, drift and retry queue ("enabled": false when off)
     statistics: StatisticsSection  # the views over the ledger's trades of the current period
     alert_delivery: AlertDeliverySection  # Telegram / webhook: per sink pending, delivered, failures
+    data_age: DataAge  # how old the venue data shown is, per category and the oldest

@@ -11,8 +11,14 @@ How a snapshot is read depends on the profile, so both behaviours can be compare
   one ticker read serves every symbol, and independent loaders run concurrently; baseline: one read
   per symbol, one after another, as the original bot did.
 - ``cache_ttls`` optimized: the full-dashboard entry is checked first, so a hit costs no venue read;
-  baseline: as the original, every piece is fetched (through its own cache entry) before the
-  full-dashboard entry is checked, and a hit there returns the older composed view.
+  it is a composed entry (:meth:`~engine.dashboard.cache.DashboardCache.get_or_compose`), rebuilt
+  from the cached parts whenever one of them changed. The positions are marked to the market
+  section's prices (one source for every price on screen, written through by the ticker stream) and
+  each account's uPnL is the sum of its positions'. Baseline: as the original, every piece is fetched
+  (through its own cache entry) before the full-dashboard entry is checked, a hit there returns the
+  older composed view, and positions show the mark of their own (older) read.
+
+``data_age`` says how old the venue data shown is (see :class:`~engine.dashboard.schema.DataAge`).
 
 Sections held in this process (monitors, ledger, persistence, API counters, alerts, cache metrics,
 profile) are read fresh at every snapshot; only venue data, the ledger's statistics (``stats`` and
@@ -23,8 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
@@ -38,11 +45,20 @@ from engine.core.link_ids import purpose_of
 from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet
 from engine.core.profile import Mode, Profile
 from engine.core.settings import Settings
-from engine.dashboard.cache import CATEGORIES, SHARED, CacheKey, DashboardCache, account_key, market_key
+from engine.dashboard.cache import (
+    CATEGORIES,
+    SHARED,
+    CacheKey,
+    DashboardCache,
+    Reads,
+    account_key,
+    market_key,
+)
 from engine.dashboard.insights import InsightsProvider
 from engine.dashboard.schema import (
     SNAPSHOT_KEYS,
     AccountRow,
+    DataAge,
     InsightRow,
     MarketRow,
     MonitorRow,
@@ -51,6 +67,7 @@ from engine.dashboard.schema import (
     PositionRow,
     Snapshot,
     StatisticsSection,
+    StreamRow,
     Totals,
     VenuePositionRow,
 )
@@ -76,6 +93,11 @@ STATS_KEY: CacheKey = ("stats", SHARED)
 PERSISTENCE_TIMES = ("last_flush", "last_compaction")
 """The store's metrics that are epoch times; the contract has every time as ISO 8601 UTC."""
 _MONEY_DECIMALS = 4
+VENUE_DATA = ("account_data", "positions", "orders", "market_data")
+"""The cache categories that hold what the venue said (``data_age`` reports their age)."""
+DataTimes = Mapping[tuple[str, Any], float]
+"""Per ``(category, account)`` (``SHARED`` for market data), when the oldest data shown of it was
+stored: clock monotonic time (see :meth:`~engine.dashboard.cache.Reads.data_at`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +147,19 @@ def _money(value: float) -> float:
     return round(value, _MONEY_DECIMALS)
 
 
-def account_row(wallet: Wallet, positions: int, orders: int, unreachable: str | None = None) -> AccountRow:
-    """The ``accounts.<name>`` entry (``unreachable`` when these are the last figures read)."""
+def account_row(
+    wallet: Wallet, positions: int, orders: int, unreachable: str | None = None, upnl: float | None = None
+) -> AccountRow:
+    """The ``accounts.<name>`` entry (``unreachable`` when these are the last figures read).
+
+    ``upnl``: the account's uPnL at newer marks than the wallet's read (the sum of its positions
+    shown); the equity moves with it, since it is the wallet balance plus the uPnL.
+    """
+    equity = wallet.equity if upnl is None else wallet.equity - wallet.upnl + upnl
     row: AccountRow = {
-        "equity": _money(wallet.equity),
+        "equity": _money(equity),
         "available": _money(wallet.available),
-        "upnl": _money(wallet.upnl),
+        "upnl": _money(wallet.upnl if upnl is None else upnl),
         "positions": positions,
         "orders": orders,
     }
@@ -153,6 +182,89 @@ def position_row(position: Position, instrument: Instrument | None) -> VenuePosi
         "mark_price": tick(position.mark_price),
         "upnl": _money(position.upnl),
     }
+
+
+def marked_to(row: VenuePositionRow, mark: float, instrument: Instrument | None) -> VenuePositionRow:
+    """The position row at a newer ``mark`` (rounded to the tick), its uPnL recomputed at that mark."""
+    price = instrument.round_price(mark) if instrument else mark
+    direction = -1.0 if row["side"] == "Sell" else 1.0
+    return {
+        **row,
+        "mark_price": price,
+        "upnl": _money((price - row["entry_price"]) * row["size"] * direction),
+    }
+
+
+def mark_to_market(
+    view: AccountView, marks: Mapping[tuple[str, str], float], instruments: Mapping[str, Instrument]
+) -> tuple[tuple[VenuePositionRow, ...], dict[str, AccountRow]]:
+    """The view's positions at ``marks`` ((account, symbol) -> mark: the market section's, where it
+    is newer than the position's read), and its accounts with each uPnL the sum of that account's
+    positions, as shown."""
+    rows = tuple(
+        marked_to(row, mark, instruments.get(row["symbol"]))
+        if (mark := marks.get((row["account"], row["symbol"]))) is not None
+        else row
+        for row in view.position_rows
+    )
+    upnl: dict[str, float] = {}
+    for row in rows:
+        upnl[row["account"]] = upnl.get(row["account"], 0.0) + row["upnl"]
+    accounts = {
+        name: account_row(
+            view.wallets[name],
+            acct["positions"],
+            acct["orders"],
+            acct.get("unreachable"),
+            upnl.get(name, 0.0),
+        )
+        if name in view.wallets
+        else acct
+        for name, acct in view.accounts.items()
+    }
+    return rows, accounts
+
+
+def data_age(
+    data_at: DataTimes,
+    now: float,
+    streams: Mapping[str, StreamRow],
+    market_account: str | None,
+    event_fresh: bool,
+) -> DataAge:
+    """How old the venue data shown is (pure): ``now`` minus when each piece was stored, per category.
+
+    With ``event_fresh`` (the optimized profile: events invalidate or write through what they
+    change), data of an account whose push stream is connected is no older than that stream's last
+    event: any change would have come through it. Market data goes by ``market_account``'s stream.
+    """
+    ages: dict[str, float] = {}
+    for (category, account), stored_at in data_at.items():
+        if category not in VENUE_DATA:
+            continue
+        age = max(0.0, now - stored_at)
+        owner = market_account if account == SHARED else account
+        stream = streams.get(owner) if event_fresh and owner is not None else None
+        if stream is not None and stream_live(streams, owner):
+            age = min(age, stream["last_event_age_s"] or 0.0)
+        ages[category] = max(age, ages.get(category, 0.0))
+    return {
+        "account_data": _age(ages.get("account_data")),
+        "positions": _age(ages.get("positions")),
+        "orders": _age(ages.get("orders")),
+        "market_data": _age(ages.get("market_data")),
+        "oldest": _age(max(ages.values(), default=None)),
+    }
+
+
+def stream_live(streams: Mapping[str, StreamRow], account: str | None) -> bool:
+    """Whether ``account``'s push stream is connected and has delivered an event."""
+    stream = streams.get(account) if account is not None else None
+    return stream is not None and stream["connected"] and stream["last_event_age_s"] is not None
+
+
+def _age(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def with_monitor(row: VenuePositionRow, monitor: MonitorRow | None) -> PositionRow:
@@ -194,9 +306,14 @@ def order_row(order: Order, purpose: str | None) -> OrderRow:
     }
 
 
-def market_row(ticker: Ticker) -> MarketRow:
-    """The ``market.<symbol>`` entry."""
-    return {"last": ticker.last, "mark": ticker.mark}
+def market_row(ticker: Ticker, instrument: Instrument | None = None) -> MarketRow:
+    """The ``market.<symbol>`` entry; with the instrument, its tick size and qty step, so the console
+    shows every price of the symbol at the tick's decimals (a column of them lines up)."""
+    row: MarketRow = {"last": ticker.last, "mark": ticker.mark}
+    if instrument is not None:
+        row["tick_size"] = instrument.tick_size
+        row["qty_step"] = instrument.qty_step
+    return row
 
 
 def persistence_row(metrics: Mapping[str, Any]) -> PersistenceRow:
@@ -219,6 +336,16 @@ class LedgerStats:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountRead:
+    """One account's read: its wallet, positions and orders, and when each was stored."""
+
+    wallet: Wallet
+    positions: list[Position]
+    orders: list[Order]
+    data_at: DataTimes
+
+
+@dataclass(frozen=True, slots=True)
 class AccountView:
     """What the venues said about the accounts (the full_dashboard entry): records and their rows."""
 
@@ -228,6 +355,8 @@ class AccountView:
     accounts: Mapping[str, AccountRow]
     position_rows: tuple[VenuePositionRow, ...]
     order_rows: tuple[OrderRow, ...]
+    data_at: DataTimes = field(default_factory=dict)
+    """When the data of each (category, account) in this view was stored (see :data:`DataTimes`)."""
 
     @property
     def symbols(self) -> set[str]:
@@ -241,9 +370,11 @@ def account_view(
     orders: Mapping[str, Iterable[Order]],
     instruments: Mapping[str, Instrument],
     unreachable: Mapping[str, str] | None = None,
+    data_at: DataTimes | None = None,
 ) -> AccountView:
     """Compose the accounts, positions and orders sections from what was read (pure);
-    ``unreachable``: accounts whose figures are their last read, and why."""
+    ``unreachable``: accounts whose figures are their last read, and why; ``data_at``: when what was
+    read was stored."""
     open_by_account = {name: [p for p in positions.get(name, ()) if p.is_open] for name in wallets}
     orders_by_account = {name: list(orders.get(name, ())) for name in wallets}
     all_positions = sorted(
@@ -269,6 +400,7 @@ def account_view(
         },
         position_rows=tuple(position_row(p, instruments.get(p.symbol)) for p in all_positions),
         order_rows=tuple(order_row(o, purpose_of(o.link_id)) for o in all_orders),
+        data_at=dict(data_at or {}),
     )
 
 
@@ -338,7 +470,7 @@ class Dashboard:
         self._configured_symbols: list[str] = list(sources.settings.get("sim.symbols"))
         self._instruments: dict[str, Instrument] = {}
         self._known_symbols: set[str] = set()
-        self._last_read: dict[str, tuple[Wallet, list[Position], list[Order]]] = {}
+        self._last_read: dict[str, AccountRead] = {}
         self._unreachable: dict[str, str] = {}  # account -> why its venue cannot be read now
 
     @classmethod
@@ -370,25 +502,27 @@ class Dashboard:
 
     async def _snapshot(self) -> DashboardSnapshot:
         batched = self.profile.is_optimized("api_batching")
+        optimized = self.cache.mode is Mode.OPTIMIZED
         await self._ensure_instruments()
         symbols = self._symbols()
-        view_job = self._view_early if self.cache.mode is Mode.OPTIMIZED else self._view_late
+        view_job = self._view_early if optimized else self._view_late
         view: AccountView
         market: dict[str, Ticker]
         stats: LedgerStats
-        view, market, stats = await _run(
-            batched, view_job(batched, symbols), self._market(batched, symbols), self._stats()
-        )
-        extra = sorted(view.symbols - set(market))
-        if extra:  # a position or order on a symbol we had not seen yet
-            self._known_symbols |= set(extra)
-            await self._ensure_instruments()
-            market |= await self._market(batched, extra)
+        with self.cache.recording() as reads:  # when each ticker shown was stored
+            view, market, stats = await _run(
+                batched, view_job(batched, symbols), self._market(batched, symbols), self._stats()
+            )
+            extra = sorted(view.symbols - set(market))
+            if extra:  # a position or order on a symbol we had not seen yet
+                self._known_symbols |= set(extra)
+                await self._ensure_instruments()
+                market |= await self._market(batched, extra)
         self.insights.observe_equity(view.wallets.values())
         insights: Sequence[InsightRow] = await self.cache.get_or_load(
             "ai_insights", INSIGHTS_KEY, lambda: self._compute_insights(view)
         )
-        return freeze(self._compose(view, market, stats, insights))
+        return freeze(self._compose(view, market, stats, insights, reads, mark=optimized))
 
     def engine_snapshot(self) -> DashboardSnapshot:
         """What the engine knows by itself, without reading the venue (when it cannot be read).
@@ -399,7 +533,7 @@ class Dashboard:
         the venue says is known, rather than an older answer passed off as current.
         """
         nothing = account_view({}, {}, {}, self._instruments)
-        return freeze(self._compose(nothing, {}, self._ledger_stats(), []))
+        return freeze(self._compose(nothing, {}, self._ledger_stats(), [], None, mark=False))
 
     def _compose(
         self,
@@ -407,33 +541,62 @@ class Dashboard:
         market: Mapping[str, Ticker],
         stats: LedgerStats,
         insights: Sequence[InsightRow],
+        reads: Reads | None,
+        *,
+        mark: bool,
     ) -> Snapshot:
+        """The snapshot of what was read; ``reads``: the entries the market section was read from
+        (when each ticker was stored). With ``mark`` (optimized) the positions are marked to the
+        market's prices, and the accounts' uPnL is their positions': always while a connected stream
+        writes the tickers through (one source for every price on screen), and otherwise where the
+        ticker is newer than the position's own read (never an older price than before)."""
         sources = self.sources
         manager = sources.manager
         monitors = manager.snapshot_monitors()
         by_key = {m["key"]: m for m in monitors}
+        data_at: dict[tuple[str, Any], float] = dict(view.data_at)
+        position_rows, accounts = view.position_rows, view.accounts
+        ticker_at = {
+            s: at for s in market if reads is not None and (at := reads.stored_at(market_key(s))) is not None
+        }
+        if ticker_at:
+            data_at[("market_data", SHARED)] = min(ticker_at.values())
+        streams = manager.snapshot_streams()
+        market_account = next(iter(sources.venues), None)
+        if mark:
+            streamed = self.cache.invalidation and stream_live(streams, market_account)
+            marks = {
+                (row["account"], row["symbol"]): market[row["symbol"]].mark
+                for row in position_rows
+                if row["symbol"] in ticker_at
+                and (
+                    streamed
+                    or ticker_at[row["symbol"]] >= data_at.get(("positions", row["account"]), math.inf)
+                )
+            }
+            position_rows, accounts = mark_to_market(view, marks, self._instruments)
         positions = [
             with_monitor(row, by_key.get(f"{row['account']}:{row['symbol']}:{row['side']}"))
-            for row in view.position_rows
+            for row in position_rows
         ]
         return {
             "time": iso_utc(sources.clock.now()),
             "venue": sources.venue_label,
             "engine_state": sources.engine_state(),
             "profile": self.profile.states(),
-            "accounts": view.accounts,
+            "accounts": accounts,
             "positions": positions,
             "orders": view.order_rows,
             "monitors": monitors,
             "ledger": manager.ledger.snapshot(),
             "stats": stats.totals,
-            "market": {s: market_row(market[s]) for s in sorted(market)},
+            "market": {s: market_row(market[s], self._instruments.get(s)) for s in sorted(market)},
             "insights": insights,
             "cache": self.cache.metrics(),
             "persistence": persistence_row(sources.store.metrics()),
             "api_calls": {name: venue.calls.as_dict() for name, venue in sources.venues.items()},
             "alerts": sources.alerts.snapshot(ALERTS_SHOWN),
-            "streams": manager.snapshot_streams(),
+            "streams": streams,
             "price_alerts": sources.price_alerts.snapshot(),
             "scheduler": manager.scheduler.stats(),
             "monitoring": manager.snapshot_monitoring(),
@@ -452,6 +615,13 @@ class Dashboard:
                 sources.alert_delivery()
                 if sources.alert_delivery is not None
                 else disabled_delivery(float(sources.settings.get("alerts.cooldown_s")))
+            ),
+            "data_age": data_age(
+                data_at,
+                sources.clock.monotonic(),
+                streams,
+                market_account,
+                self.cache.invalidation,
             ),
         }
 
@@ -472,8 +642,9 @@ class Dashboard:
 
     # --- the account view (full_dashboard) ---------------------------------------------------
     async def _view_early(self, batched: bool, symbols: list[str]) -> AccountView:
-        """Optimized: the full-dashboard entry first; its pieces are read only on a miss."""
-        view = await self.cache.get_or_load(
+        """Optimized: the full-dashboard entry first, composed from its pieces' cache entries and
+        composed again whenever one of them changed; a piece is read only when it is not cached."""
+        view = await self.cache.get_or_compose(
             "full_dashboard", FULL_KEY, lambda: self._read_view(batched, symbols)
         )
         return _as_account_view(view)
@@ -489,28 +660,34 @@ class Dashboard:
 
     async def _read_view(self, batched: bool, symbols: list[str]) -> AccountView:
         names = list(self.sources.venues)
-        parts = await _run(batched, *(self._read_or_last(name, batched, symbols) for name in names))
-        wallets = {name: part[0] for name, part in zip(names, parts, strict=True)}
-        positions = {name: part[1] for name, part in zip(names, parts, strict=True)}
-        orders = {name: part[2] for name, part in zip(names, parts, strict=True)}
-        view = account_view(wallets, positions, orders, self._instruments, self._unreachable)
+        parts: list[AccountRead] = await _run(
+            batched, *(self._read_or_last(name, batched, symbols) for name in names)
+        )
+        read = dict(zip(names, parts, strict=True))
+        view = account_view(
+            {name: part.wallet for name, part in read.items()},
+            {name: part.positions for name, part in read.items()},
+            {name: part.orders for name, part in read.items()},
+            self._instruments,
+            self._unreachable,
+            {scope: at for part in parts for scope, at in part.data_at.items()},
+        )
         self._known_symbols |= view.symbols
         return view
 
-    async def _read_or_last(
-        self, name: str, batched: bool, symbols: list[str]
-    ) -> tuple[Wallet, list[Position], list[Order]]:
+    async def _read_or_last(self, name: str, batched: bool, symbols: list[str]) -> AccountRead:
         """One account's read; when its venue cannot be read (a mirror account's outage), its last
         good read (nothing, if it was never read), marked ``unreachable``, so the other accounts stay
         on screen and fresh."""
         try:
-            part = await self._read_account(name, batched, symbols)
+            with self.cache.recording() as reads:
+                wallet, positions, orders = await self._read_account(name, batched, symbols)
         except VenueError as exc:
             self._unreachable[name] = str(exc)
             nothing = Wallet(name, 0.0, 0.0, 0.0, 0.0, self.sources.clock.now())
-            return self._last_read.get(name, (nothing, [], []))
+            return self._last_read.get(name, AccountRead(nothing, [], [], {}))
         self._unreachable.pop(name, None)
-        self._last_read[name] = part
+        part = self._last_read[name] = AccountRead(wallet, positions, orders, reads.data_at())
         return part
 
     async def _read_account(

@@ -32,6 +32,7 @@ from engine.alerts.model import Severity
 from engine.core import state_keys
 from engine.core.clock import Clock
 from engine.core.models import Instrument, Monitor, Order, Phase, Position, Side, monitor_key
+from engine.core.numbers import fmt_key
 from engine.core.settings import Settings
 from engine.mirror.drift import Drift, DriftKind, Leg, find_drift, stop_cover, to_repair
 from engine.mirror.sizing import MirrorSizing, MirrorSkipped, expected_size, mirror_request
@@ -397,13 +398,15 @@ class MirrorFollower:
                 self.desync = True
                 message = (
                     f"mirror out of sync: {self.failures_in_a_row} mirror actions failed in a row "
-                    f"(last: {task.verb} {task.main_key}: {error}); main trades on, retrying every "
+                    f"(last: {task.verb} {fmt_key(task.main_key)}: {error}); main trades on, retrying every "
                     f"{delay:g} s"
                 )
                 self.alerts.raise_alert(Severity.CRITICAL, "mirror_desync", message, key=MIRROR)
         else:
             delay = min(p.retry_first_s * 2 ** (task.attempts - 1), p.retry_max_s)
-            message = f"mirror {task.verb} of {task.main_key} failed ({error}); retrying in {delay:g} s"
+            message = (
+                f"mirror {task.verb} of {fmt_key(task.main_key)} failed ({error}); retrying in {delay:g} s"
+            )
             self.alerts.raise_alert(Severity.WARNING, "mirror_retry", message, key=task.main_key)
         task.due_at = self.clock.now() + delay
 
@@ -484,13 +487,13 @@ class MirrorFollower:
         link.state, link.ratio, link.mirror_monitor_id = LinkState.OPEN, ratio, opened.monitor_id
         link.qty_ratio = copy.qty / first.qty if copy.qty and first.qty > 0 else ratio
         link.note = ""
-        log.info("mirrored %s as %s at ratio %.6g", link.main_key, link.mirror_key, ratio)
+        log.info("mirrored %s as %s at ratio %.6g", fmt_key(link.main_key), fmt_key(link.mirror_key), ratio)
         return True
 
     def _skip(self, link: MirrorLink, why: str) -> None:
         self._settle(link, LinkState.SKIPPED, why)
         self.counts["skipped"] += 1
-        message = f"{link.main_key} not mirrored: {why}"
+        message = f"{fmt_key(link.main_key)} not mirrored: {why}"
         self.alerts.raise_alert(Severity.WARNING, "mirror_skipped", message, key=link.main_key)
 
     def _mirror_monitor(self, link: MirrorLink) -> Monitor | None:
@@ -612,7 +615,7 @@ class MirrorFollower:
             self.counts["drift_events"] += len(new)
             detail = "; ".join(f"{d.kind.value}: {d.detail}" for d in new)
             self.alerts.raise_alert(
-                Severity.WARNING, "mirror_drift", f"{link.mirror_key}: {detail}", key=link.mirror_key
+                Severity.WARNING, "mirror_drift", f"{fmt_key(link.mirror_key)}: {detail}", key=link.mirror_key
             )
         repairs = to_repair(found, link.drift)
         link.drift = [d.kind.value for d in found]
@@ -629,7 +632,10 @@ class MirrorFollower:
         reason = self._exit_reason(link)
         if reason in ("manual", None):
             self._settle(link, LinkState.CLOSED_BY_HAND, "closed outside the engine; not re-opened")
-            message = f"{link.mirror_key} was closed outside the engine while main stays open; not re-opened"
+            message = (
+                f"{fmt_key(link.mirror_key)} was closed outside the engine while main stays open; "
+                "not re-opened"
+            )
             self.alerts.raise_alert(Severity.WARNING, "mirror_closed_by_hand", message, key=link.mirror_key)
         else:
             self._settle(link, LinkState.CLOSED, f"closed by its own orders ({reason}) while main stays open")
@@ -656,7 +662,7 @@ class MirrorFollower:
         elif kind is DriftKind.BREAKEVEN and not await self._breakeven(link):
             return  # refused for now (the price is not beyond breakeven): seen again next check
         self.counts["repairs"] += 1
-        message = f"{link.mirror_key}: repaired {kind.value} ({drift.detail})"
+        message = f"{fmt_key(link.mirror_key)}: repaired {kind.value} ({drift.detail})"
         self.alerts.raise_alert(Severity.INFO, "mirror_repair", message, key=link.mirror_key)
 
     # --- snapshot -----------------------------------------------------------------------------

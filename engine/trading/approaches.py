@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from engine.core.models import Instrument, OrderType, Side
+from engine.core.numbers import fmt_number, fmt_usdt
 from engine.trading.params import TradingParams
 from engine.trading.slots import snap_qty
 
@@ -171,10 +172,10 @@ MAX_PRICE_FACTOR = 100.0
 the venue would refuse it after the leverage call had gone out."""
 
 
-def _far_from_mark(request: TradeRequest, mark: float) -> list[str]:
-    """One sentence per price of ``request`` absurdly far above the mark."""
+def _far_from_mark(request: TradeRequest, mark: float, mark_text: str) -> list[str]:
+    """One sentence per price of ``request`` absurdly far above the mark (``mark_text``, as shown)."""
     return [
-        f"{name} {price:g} is over {MAX_PRICE_FACTOR:g} times the mark {mark:g}"
+        f"{name} {fmt_number(price)} is over {MAX_PRICE_FACTOR:g} times the mark {mark_text}"
         for name, price in _named_prices(request)
         if price > mark * MAX_PRICE_FACTOR
     ]
@@ -218,7 +219,7 @@ def validate_request(
     if not _finite(available):
         available = 0.0  # an unreadable balance can pay for nothing
     if not request.margin > 0:
-        errors.append(f"margin must be > 0 USDT, got {request.margin:g}")
+        errors.append(f"margin must be > 0 USDT, got {fmt_number(request.margin)}")
     max_lev = min(instrument.max_leverage, params.max_leverage)
     if not instrument.min_leverage <= request.leverage <= max_lev:
         errors.append(
@@ -227,7 +228,9 @@ def validate_request(
     if not (_finite(mark) and mark > 0):
         errors.append(f"no market price for {request.symbol}")
         return errors
-    errors += _far_from_mark(request, mark)
+    # the operator's own prices as typed, the venue's at the tick (thousands separators on both)
+    mark_text = fmt_number(mark, instrument.tick_size)
+    errors += _far_from_mark(request, mark, mark_text)
     n_entries, split = _shape(request.approach, params)
     sign = request.side.sign
     if len(request.entry_prices) != n_entries:
@@ -240,7 +243,7 @@ def validate_request(
     for price in limits:
         if not price > 0 or (price - mark) * sign >= 0:
             where = "below" if request.side is Side.BUY else "above"
-            errors.append(f"limit entry {price:g} must be {where} the mark {mark:g}")
+            errors.append(f"limit entry {fmt_number(price)} must be {where} the mark {mark_text}")
     entry_refs = [mark, *limits]
     if len(request.tp_prices) != len(split):
         n_tps = len(request.tp_prices)
@@ -249,30 +252,33 @@ def validate_request(
     best_entry = min(entry_refs) if request.side is Side.BUY else max(entry_refs)
     for i, tp in enumerate(request.tp_prices):
         if (tp - worst_entry) * sign <= 0:
-            errors.append(f"TP{i + 1} {tp:g} is not beyond the entries on the profit side")
+            errors.append(f"TP{i + 1} {fmt_number(tp)} is not beyond the entries on the profit side")
         elif i > 0 and (tp - request.tp_prices[i - 1]) * sign <= 0:
-            errors.append(f"TP{i + 1} {tp:g} must be further than TP{i} {request.tp_prices[i - 1]:g}")
+            earlier = fmt_number(request.tp_prices[i - 1])
+            errors.append(f"TP{i + 1} {fmt_number(tp)} must be further than TP{i} {earlier}")
     if not request.sl_price > 0 or (request.sl_price - best_entry) * sign >= 0:
-        errors.append(f"SL {request.sl_price:g} is not beyond the entries on the loss side")
+        errors.append(f"SL {fmt_number(request.sl_price)} is not beyond the entries on the loss side")
     if errors or not request.margin > 0:
         return errors
     per_entry = per_entry_qty(request, instrument, mark, n_entries)
     if per_entry < instrument.min_qty:
         errors.append(
-            f"each entry would be {per_entry:g} {request.symbol}, below the minimum order qty "
-            f"{instrument.min_qty:g}: raise the margin or the leverage"
+            f"each entry would be {fmt_number(per_entry, instrument.qty_step)} {request.symbol}, below the "
+            f"minimum order qty {fmt_number(instrument.min_qty)}: raise the margin or the leverage"
         )
     elif per_entry * min(entry_refs) < instrument.min_notional:
         errors.append(
-            f"each entry is worth less than the minimum order value {instrument.min_notional:g} USDT"
+            "each entry is worth less than the minimum order value "
+            f"{fmt_number(instrument.min_notional)} USDT"
         )
     if per_entry * n_entries > instrument.max_qty:
-        errors.append(f"the position would exceed the maximum order qty {instrument.max_qty:g}")
+        errors.append(f"the position would exceed the maximum order qty {fmt_number(instrument.max_qty)}")
     needed = request.margin + request.margin * request.leverage * params.taker_fee_rate
     if needed > available:
-        # ``g`` past a trillion: a fat-fingered margin of 1e300 must not print 300 digits.
-        need = f"{needed:.2f}" if needed < 1e12 else f"{needed:.3g}"
-        errors.append(f"not enough available balance: need {need} USDT, have {available:.2f}")
+        # fmt_usdt shows a fat-fingered margin of 1e300 as 1e+300, not 300 digits
+        errors.append(
+            f"not enough available balance: need {fmt_usdt(needed)} USDT, have {fmt_usdt(available)}"
+        )
     return errors
 
 
@@ -291,9 +297,14 @@ def request_warnings(
     be = breakeven_price(request.side, mark, instrument, params)
     if (tp1 - be) * request.side.sign > 0:
         return []
+
+    def tick(price: float) -> str:
+        return fmt_number(price, instrument.tick_size)
+
     return [
-        f"TP1 {tp1:g} lies inside the breakeven band (breakeven {be:g} from the entry at {mark:g}): "
-        f"after TP1 the stop stays at {request.sl_price:g} until the price passes {be:g}"
+        f"TP1 {fmt_number(tp1)} lies inside the breakeven band (breakeven {tick(be)} from the entry at "
+        f"{tick(mark)}): after TP1 the stop stays at {fmt_number(request.sl_price)} until the price "
+        f"passes {tick(be)}"
     ]
 
 

@@ -47,6 +47,7 @@ from engine.core.models import (
     VenueEvent,
     monitor_key,
 )
+from engine.core.numbers import fmt_monitor, fmt_position, fmt_usdt
 from engine.scheduler.jobs import Scheduler
 from engine.scheduler.urgency import Tier, UrgencyParams, VolatilityTracker, check_interval, tier_for
 from engine.trading.approaches import TradeRejected, TradeRequest, plan_trade
@@ -133,9 +134,10 @@ def closed_alert(key: str, trade: Trade) -> Alert:
     held = max(0.0, trade.closed_at - trade.opened_at)
     hours, rest = divmod(int(held), 3600)
     duration = f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+    position = fmt_position(trade.side.value, trade.symbol, trade.account, trade.qty)
     message = (
-        f"{key}: closed ({trade.reason}) net PnL {trade.pnl:+.2f} USDT, fees {trade.fees:.2f}, "
-        f"funding {trade.funding:+.2f}, held {duration}"
+        f"{position}: closed ({trade.reason}) net PnL {fmt_usdt(trade.pnl, signed=True)} USDT, fees "
+        f"{fmt_usdt(trade.fees)}, funding {fmt_usdt(trade.funding, signed=True)}, held {duration}"
     )
     return Alert(Severity.INFO, "position_closed", message, key=key)
 
@@ -1081,7 +1083,7 @@ class TpslManager:
             self.alerts.publish_all(transition.alerts)
             raised += transition.alerts
             if transition.actions:
-                message = f"{transition.monitor.key}: orders still refused; reconciliation retries"
+                message = f"{fmt_monitor(transition.monitor)}: orders still refused; reconciliation retries"
                 self.alerts.raise_alert(
                     Severity.WARNING, "retries_exhausted", message, key=transition.monitor.key
                 )
@@ -1092,7 +1094,10 @@ class TpslManager:
         if self.monitors.get(monitor.key) is monitor:
             del self.monitors[monitor.key]
         await self._delete(state_keys.monitor_key(monitor.key), reason=Reason.MONITOR_REMOVED)
-        message = f"{monitor.key}: the engine state cannot be written ({self._store_error}); entry not sent"
+        message = (
+            f"{fmt_monitor(monitor)}: the engine state cannot be written ({self._store_error}); "
+            "entry not sent"
+        )
         alert = self.alerts.raise_alert(Severity.WARNING, "entry_refused", message, key=monitor.key)
         return [alert]
 
@@ -1173,7 +1178,8 @@ class TpslManager:
                 refused = [a.message for a in raised if a.type == "entry_refused"]
                 raise TradeRejected(refused or ["the venue refused the entry"])
             for warning in plan.warnings:
-                self.alerts.raise_alert(Severity.WARNING, "trade_warning", f"{key}: {warning}", key=key)
+                message = f"{fmt_monitor(current)}: {warning}"
+                self.alerts.raise_alert(Severity.WARNING, "trade_warning", message, key=key)
         for listener in self._open_listeners:
             await listener(current, request)
         return current

@@ -33,8 +33,8 @@ from engine.core.models import (
     SlotStatus,
     Trade,
     TriggerBy,
-    format_step,
 )
+from engine.core.numbers import fmt_monitor, fmt_number, fmt_usdt
 from engine.trading.approaches import TradePlan, breakeven_price
 from engine.trading.order_diff import sync_orders
 from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, PlaceOrder
@@ -208,8 +208,8 @@ def adopt_position(
     alert = Alert(
         Severity.WARNING,
         "position_adopted",
-        f"{monitor.key}: adopted an unmonitored position of {position.size:g} at {position.entry_price:g}, "
-        f"stop-loss {monitor.sl_price:g}",
+        f"{fmt_monitor(monitor)}: adopted an unmonitored position of {fmt_number(position.size)} at "
+        f"{fmt_number(position.entry_price)}, stop-loss {fmt_number(monitor.sl_price)}",
         key=monitor.key,
     )
     return finish_transition(monitor, instrument, params, Reason.MONITOR_CREATED, [alert], None)
@@ -358,13 +358,13 @@ def _seek_breakeven(
         m.sl_price = be
         return []
     px = instrument.tick_size
-    where = "unknown" if price is None else format_step(price, px)
+    where = "unknown" if price is None else fmt_number(price, px)
     return [
         Alert(
             Severity.INFO,
             "breakeven_waiting",
-            f"{m.key}: breakeven {format_step(be, px)} not reached (price {where}); the stop stays at "
-            f"{format_step(m.sl_price, px)} and moves once the price passes breakeven",
+            f"{fmt_monitor(m)}: breakeven {fmt_number(be, px)} not reached (price {where}); the stop "
+            f"stays at {fmt_number(m.sl_price, px)} and moves once the price passes breakeven",
             key=m.key,
         )
     ]
@@ -377,8 +377,12 @@ def _confirm_breakeven(m: Monitor, trigger: float | None, instrument: Instrument
     if (trigger - m.breakeven_at) * m.side.sign < -instrument.tick_size / 2:
         return []
     m.breakeven, m.breakeven_at = True, None
-    moved = format_step(trigger, instrument.tick_size)
-    return [Alert(Severity.INFO, "breakeven", f"{m.key}: stop-loss moved to breakeven {moved}", key=m.key)]
+    moved = fmt_number(trigger, instrument.tick_size)
+    return [
+        Alert(
+            Severity.INFO, "breakeven", f"{fmt_monitor(m)}: stop-loss moved to breakeven {moved}", key=m.key
+        )
+    ]
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -415,7 +419,7 @@ def apply_fill(
         unknown = Alert(
             Severity.WARNING,
             "unknown_execution",
-            f"{m.key}: execution {exe.exec_id} of unknown type {exe.exec_type!r} ignored "
+            f"{fmt_monitor(m)}: execution {exe.exec_id} of unknown type {exe.exec_type!r} ignored "
             "(reconciliation corrects the size if it moved)",
             key=m.key,
         )
@@ -444,7 +448,7 @@ def apply_fill(
                 Alert(
                     Severity.WARNING,
                     "outside_fill",
-                    f"{m.key}: position grew by {exe.qty:g} outside the engine",
+                    f"{fmt_monitor(m)}: position grew by {fmt_number(exe.qty)} outside the engine",
                     key=m.key,
                 )
             )
@@ -460,8 +464,8 @@ def apply_fill(
             Alert(
                 Severity.CRITICAL,
                 forced,
-                f"{m.key}: the exchange closed {qty:g} by {_FORCED_EXITS.get(forced, forced)} "
-                f"at {exe.price:g} ({exe.exec_type})",
+                f"{fmt_monitor(m)}: the exchange closed {fmt_number(qty)} by "
+                f"{_FORCED_EXITS.get(forced, forced)} at {fmt_number(exe.price)} ({exe.exec_type})",
                 key=m.key,
             )
         )
@@ -471,8 +475,8 @@ def apply_fill(
             reason = Reason.TP_HIT
             so_far = m.gross_pnl - m.fees - m.funding
             message = (
-                f"{m.key}: {slot.upper()} filled at {format_step(exe.price, instrument.tick_size)}; "
-                f"realised so far {so_far:+.2f} USDT"
+                f"{fmt_monitor(m)}: {slot.upper()} filled at {fmt_number(exe.price, instrument.tick_size)}; "
+                f"realised so far {fmt_usdt(so_far, signed=True)} USDT"
             )
             alerts.append(Alert(Severity.INFO, "tp_hit", message, key=m.key))
             if slot == "tp1" and m.phase is not Phase.PROFIT_TAKING and m.size > qty_tolerance(instrument):
@@ -487,7 +491,7 @@ def apply_fill(
             Alert(
                 Severity.WARNING,
                 "manual_close",
-                f"{m.key}: {qty:g} closed outside the engine at {exe.price:g}",
+                f"{fmt_monitor(m)}: {fmt_number(qty)} closed outside the engine at {fmt_number(exe.price)}",
                 key=m.key,
             )
         )
@@ -500,8 +504,9 @@ def apply_fill(
                 Alert(
                     Severity.WARNING,
                     "sl_hit",
-                    f"{m.key}: SL hit: {stop} filled at {format_step(exe.price, instrument.tick_size)}; "
-                    f"trade PnL {trade.pnl:+.2f} USDT",
+                    f"{fmt_monitor(m)}: SL hit: {stop} filled at "
+                    f"{fmt_number(exe.price, instrument.tick_size)}; "
+                    f"trade PnL {fmt_usdt(trade.pnl, signed=True)} USDT",
                     key=m.key,
                 )
             )
@@ -514,8 +519,8 @@ def _entry_filled(m: Monitor, slot: str, price: float, instrument: Instrument) -
     entries = sorted(s for s in m.orders if is_entry(s))
     which = entries.index(slot) + 1 if slot in entries else 1
     message = (
-        f"{m.key}: entry {which} of {len(entries)} filled at {format_step(price, instrument.tick_size)}; "
-        f"holding {format_step(m.size, instrument.qty_step)}"
+        f"{fmt_monitor(m)}: entry {which} of {len(entries)} filled at "
+        f"{fmt_number(price, instrument.tick_size)}; holding {fmt_number(m.size, instrument.qty_step)}"
     )
     return Alert(Severity.INFO, "entry_filled", message, key=m.key)
 
@@ -556,7 +561,10 @@ def observe_order(m: Monitor, order: Order) -> tuple[bool, Alert | None, bool]:
     if before[0] in (SlotStatus.OPEN, SlotStatus.PENDING) and mo.status is SlotStatus.GONE and slot == "sl":
         why = order.reject_reason or order.status.value
         alert = Alert(
-            Severity.WARNING, "sl_gone", f"{m.key}: stop-loss {why} on the venue; placing it again", key=m.key
+            Severity.WARNING,
+            "sl_gone",
+            f"{fmt_monitor(m)}: stop-loss {why} on the venue; placing it again",
+            key=m.key,
         )
     return (mo.status, mo.order_id) != before, alert, False
 
@@ -585,8 +593,8 @@ def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: Tra
             Alert(
                 Severity.WARNING,
                 "sl_passed",
-                f"{m.key}: the price is already through the stop-loss {m.sl_price:g} ({error}); "
-                "closing at market as the stop would have",
+                f"{fmt_monitor(m)}: the price is already through the stop-loss "
+                f"{fmt_number(m.sl_price)} ({error}); closing at market as the stop would have",
                 key=m.key,
             )
         ]
@@ -598,28 +606,43 @@ def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: Tra
                 Alert(
                     Severity.CRITICAL,
                     "sl_failed",
-                    f"{m.key}: stop-loss could not be placed after {order.failures} attempts ({error}); "
-                    "closing the position at market",
+                    f"{fmt_monitor(m)}: stop-loss could not be placed after {order.failures} attempts "
+                    f"({error}); closing the position at market",
                     key=m.key,
                 )
             ]
         return [
-            Alert(Severity.WARNING, "sl_retry", f"{m.key}: stop-loss refused ({error}); retrying", key=m.key)
+            Alert(
+                Severity.WARNING,
+                "sl_retry",
+                f"{fmt_monitor(m)}: stop-loss refused ({error}); retrying",
+                key=m.key,
+            )
         ]
     if slot == "cl" and order.failures >= params.sl_retry_attempts:
         return [
-            Alert(Severity.CRITICAL, "close_failed", f"{m.key}: market close refused ({error})", key=m.key)
+            Alert(
+                Severity.CRITICAL,
+                "close_failed",
+                f"{fmt_monitor(m)}: market close refused ({error})",
+                key=m.key,
+            )
         ]
     if is_entry(slot):
         return [
-            Alert(Severity.WARNING, "entry_refused", f"{m.key}: entry {slot} refused ({error})", key=m.key)
+            Alert(
+                Severity.WARNING,
+                "entry_refused",
+                f"{fmt_monitor(m)}: entry {slot} refused ({error})",
+                key=m.key,
+            )
         ]
     if order.failures >= params.sl_retry_attempts:
         return [
             Alert(
                 Severity.WARNING,
                 "order_refused",
-                f"{m.key}: {slot.upper()} refused ({error}); giving up",
+                f"{fmt_monitor(m)}: {slot.upper()} refused ({error}); giving up",
                 key=m.key,
             )
         ]
@@ -672,12 +695,12 @@ def _keep_the_stop(
     if kept is not None:
         m.sl_price = kept
     later = " and moves to breakeven once the price passes it" if m.breakeven_at is not None else ""
-    asked = format_step(action.request.trigger_price or 0.0, instrument.tick_size)
+    asked = fmt_number(action.request.trigger_price or 0.0, instrument.tick_size)
     return Alert(
         Severity.WARNING,
         "sl_move_refused",
-        f"{m.key}: the venue refused to move the stop-loss to {asked} ({error}); "
-        f"it stays at {format_step(m.sl_price, instrument.tick_size)}{later}",
+        f"{fmt_monitor(m)}: the venue refused to move the stop-loss to {asked} ({error}); "
+        f"it stays at {fmt_number(m.sl_price, instrument.tick_size)}{later}",
         key=m.key,
     )
 
@@ -786,7 +809,9 @@ def request_close(m: Monitor, intent: str, instrument: Instrument, params: Tradi
         return Transition(m)
     m.close_intent = intent
     m.entries_closed = True
-    alert = Alert(Severity.WARNING, "close_requested", f"{m.key}: closing at market ({intent})", key=m.key)
+    alert = Alert(
+        Severity.WARNING, "close_requested", f"{fmt_monitor(m)}: closing at market ({intent})", key=m.key
+    )
     reason = Reason.EMERGENCY if intent in ("emergency", "kill_switch") else Reason.PHASE_CHANGE
     return finish_transition(m, instrument, params, reason, [alert], None)
 
@@ -812,7 +837,9 @@ def request_trim(m: Monitor, target: float, instrument: Instrument, params: Trad
     resized to what is left. Nothing to do when the position is not above it, or is closing.
     Raises ValueError for a target that would leave nothing (that is a close, not a trim)."""
     if target <= qty_tolerance(instrument):
-        raise ValueError(f"{m.key}: trimming to {target:g} would close the position; close it instead")
+        raise ValueError(
+            f"{fmt_monitor(m)}: trimming to {fmt_number(target)} would close the position; close it instead"
+        )
     m = copy.deepcopy(m)
     if m.phase is Phase.CLOSED or m.close_intent is not None or m.size - target <= qty_tolerance(instrument):
         return Transition(m)
@@ -820,8 +847,8 @@ def request_trim(m: Monitor, target: float, instrument: Instrument, params: Trad
     note = Alert(
         Severity.WARNING,
         "position_trim",
-        f"{m.key}: reducing {format_step(m.size, instrument.qty_step)} to "
-        f"{format_step(m.trim_to, instrument.qty_step)} at market",
+        f"{fmt_monitor(m)}: reducing {fmt_number(m.size, instrument.qty_step)} to "
+        f"{fmt_number(m.trim_to, instrument.qty_step)} at market",
         key=m.key,
     )
     return finish_transition(m, instrument, params, Reason.MONITORING_UPDATE, [note], None, durable=True)
@@ -835,21 +862,24 @@ def breakeven_now(
     the price is unknown, or it is not beyond breakeven (the venue would refuse the stop: it would
     trigger at once). The breakeven alert comes when the venue accepted the move."""
     if m.size <= 0 or m.entry_qty <= 0:
-        raise ValueError(f"{m.key}: no open position")
+        raise ValueError(f"{fmt_monitor(m)}: no open position")
     trigger = TriggerBy(params.trigger_by).value
     if price is None:
-        raise ValueError(f"{m.key}: cannot move to breakeven: the {trigger} of {m.symbol} is not known yet")
+        raise ValueError(
+            f"{fmt_monitor(m)}: cannot move to breakeven: the {trigger} of {m.symbol} is not known yet"
+        )
     be = breakeven_price(m.side, held_entry(m), instrument, params)
     if not _beyond(m, price, be):
         px = instrument.tick_size
         raise ValueError(
-            f"{m.key}: the {trigger} {format_step(price, px)} is not beyond breakeven {format_step(be, px)}"
+            f"{fmt_monitor(m)}: the {trigger} {fmt_number(price, px)} is not beyond breakeven "
+            f"{fmt_number(be, px)}"
         )
     m = copy.deepcopy(m)
     alerts = _seek_breakeven(m, price, instrument, params)
     if m.breakeven and m.breakeven_at is None:
         px = instrument.tick_size
-        stop, level = format_step(m.sl_price, px), format_step(be, px)
-        note = f"{m.key}: the stop-loss {stop} already is at or beyond breakeven {level}"
+        stop, level = fmt_number(m.sl_price, px), fmt_number(be, px)
+        note = f"{fmt_monitor(m)}: the stop-loss {stop} already is at or beyond breakeven {level}"
         alerts.append(Alert(Severity.INFO, "breakeven", note))
     return finish_transition(m, instrument, params, Reason.BREAKEVEN_MOVED, alerts, None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from engine.alerts.model import Severity
 from engine.core.models import CancelRequest, Monitor, OrderRequest, OrderType, TimeInForce
+from engine.core.numbers import fmt_key
 from engine.trading.approaches import TradeRequest
 from engine.trading.manager import TpslManager
 from engine.trading.monitor import breakeven_now, cancel_orders, request_close
@@ -54,7 +55,7 @@ class OperatorActions:
 
     def _key(self, key: str) -> str:
         if key not in self.manager.monitors:
-            raise ActionRefused(f"no monitor {key}")
+            raise ActionRefused(f"no monitored position {fmt_key(key)}")
         return key
 
     async def open_trade(self, request: TradeRequest) -> Monitor:

@@ -48,6 +48,7 @@ from engine.core.models import (
     SlotStatus,
     Trade,
 )
+from engine.core.numbers import fmt_monitor, fmt_number
 from engine.trading.monitor import (
     Transition,
     adopt_position,
@@ -299,7 +300,7 @@ def reconcile_account(
                         Alert(
                             Severity.WARNING,
                             "entry_not_sent",
-                            f"{m.key}: entry {slot_name} was not sent before the engine stopped; "
+                            f"{fmt_monitor(m)}: entry {slot_name} was not sent before the engine stopped; "
                             "it is not on the venue (open the trade again if still wanted)",
                             key=m.key,
                         )
@@ -311,7 +312,7 @@ def reconcile_account(
                         Alert(
                             severity,
                             "order_missing",
-                            f"{m.key}: {slot_name.upper()} missing on the venue",
+                            f"{fmt_monitor(m)}: {slot_name.upper()} missing on the venue",
                             key=m.key,
                         )
                     )
@@ -370,7 +371,7 @@ def reconcile_account(
                     Alert(
                         Severity.WARNING,
                         "closed_unexplained",
-                        f"{m.key}: flat on the venue and no execution explains it; "
+                        f"{fmt_monitor(m)}: flat on the venue and no execution explains it; "
                         + _estimate_note(price, mark),
                         key=m.key,
                     )
@@ -394,7 +395,7 @@ def reconcile_account(
                 Alert(
                     Severity.WARNING,
                     "size_drift",
-                    f"{m.key}: size corrected to the venue's {venue_size:g}{note}",
+                    f"{fmt_monitor(m)}: size corrected to the venue's {fmt_number(venue_size)}{note}",
                     key=m.key,
                 )
             )
@@ -459,8 +460,9 @@ def _synthetic_exit(m: Monitor, qty: float, mark: float, instrument: Instrument)
 def _estimate_note(price: float, mark: float) -> str:
     """How an estimated exit was priced, for the alert (the ledger's PnL is then no venue figure)."""
     if mark > 0:
-        return f"exit estimated at the mark {price:g} (trade marked exit_estimated)"
-    return f"exit price unknown, booked at the entry {price:g} (trade marked exit_estimated, PnL unknown)"
+        return f"exit estimated at the mark {fmt_number(price)} (trade marked exit_estimated)"
+    at = fmt_number(price)
+    return f"exit price unknown, booked at the entry {at} (trade marked exit_estimated, PnL unknown)"
 
 
 def hedge_mode_alert(account: str, positions: Sequence[Position]) -> Alert | None:
@@ -477,7 +479,7 @@ def hedge_mode_alert(account: str, positions: Sequence[Position]) -> Alert | Non
     )
     if not hedged:
         return None
-    held = ", ".join(f"{p.symbol} {p.side.value if p.side else ''} {p.size:g}" for p in hedged)
+    held = ", ".join(f"{p.symbol} {p.side.value if p.side else ''} {fmt_number(p.size)}" for p in hedged)
     return Alert(
         Severity.CRITICAL,
         "hedge_mode",

@@ -1,0 +1,456 @@
+"""A keyed live table drawn with Textual's Line API: the cost of a refresh follows the rows on screen.
+
+Textual's ``DataTable`` re-renders every visible row on any change and keeps per-row render caches
+that a thousand-row table invalidates on every mark change. :class:`LiveTable` keeps the rows as
+the view model's :class:`~console.view_model.Cell` tuples and draws a line only when the compositor
+asks for it (``render_line``), so a refresh costs a diff of the rows (cheap tuple comparisons) plus
+the lines that are both changed and visible. What it keeps from the table it replaces
+(:class:`~console.widgets.diff_table.DiffTable`, still used by small tables): keyed rows fed with
+:meth:`LiveTable.sync`, a cursor that stays on its row when rows above it come and go,
+per-cell tones (theme variable names), right-justified numbers and :meth:`LiveTable.repaint` on a
+theme change.
+
+Columns have priorities (:class:`~console.view_model.Column`): when the table is narrower than its
+columns need, the least important columns are dropped whole, never cut mid-text.
+
+:class:`TableStack` is the container of the trading tables: it shares its height between them by
+their rows (:func:`share_height`), so a table with empty rows gives them to a table that scrolls.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from itertools import compress
+from operator import ne
+from typing import ClassVar
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from console.view_model import Column, Row
+
+CELL_PADDING = 1
+"""Blank cells on each side of a column's text (as DataTable's default)."""
+HEADER_LINES = 1
+
+
+def text_width(text: str) -> int:
+    """Terminal cells of ``text``; the common ASCII case without rich's per-character lookup."""
+    return len(text) if text.isascii() else cell_len(text)
+
+
+def visible_columns(needs: Sequence[int], priorities: Sequence[int], room: int) -> tuple[int, ...]:
+    """The indices of the columns shown in ``room`` cells when column ``i`` needs ``needs[i]`` cells.
+
+    While the columns do not fit, the least important one (the highest ``priority`` number; the
+    rightmost of equals) is dropped whole. Priority 1 columns are never dropped: when they alone do
+    not fit, the table is cropped at its right edge rather than losing them.
+    """
+    shown = list(range(len(needs)))
+    total = sum(needs)
+    while total > room:
+        droppable = [i for i in shown if priorities[i] > 1]
+        if not droppable:
+            break
+        victim = max(droppable, key=lambda i: (priorities[i], i))
+        shown.remove(victim)
+        total -= needs[victim]
+    return tuple(shown)
+
+
+def share_height(available: int, wants: Sequence[int]) -> list[int]:
+    """Heights for stacked tables that want ``wants`` lines each, in ``available`` lines.
+
+    When every table fits, each gets what it wants and the last one takes what is left (its border
+    reaches the bottom). Otherwise the lines are shared max-min fairly: a table that wants less than
+    an equal share gets all it wants, and the others split the rest, so a table with empty rows never
+    keeps them while another scrolls.
+    """
+    if not wants:
+        return []
+    if sum(wants) <= available:
+        heights = list(wants)
+        heights[-1] += available - sum(wants)
+        return heights
+    heights = [0] * len(wants)
+    pending = sorted(range(len(wants)), key=lambda i: wants[i])
+    left = max(0, available)
+    while pending:
+        share = left // len(pending)
+        index = pending.pop(0)
+        heights[index] = min(wants[index], share) if pending else left
+        left -= heights[index]
+    return heights
+
+
+class LiveTable(ScrollView, can_focus=True):
+    """A row-keyed table fed with :meth:`sync`, drawn line by line; cell tones are theme variables."""
+
+    DEFAULT_CSS = """
+    LiveTable {
+        background: $surface;
+        color: $foreground;
+        height: auto;
+        overflow-x: hidden;
+        overflow-y: auto;
+    }
+    LiveTable > .live-table--header {
+        text-style: bold;
+        background: $panel;
+        color: $foreground;
+    }
+    LiveTable > .live-table--cursor {
+        background: $block-cursor-blurred-background;
+        color: $block-cursor-blurred-foreground;
+        text-style: $block-cursor-blurred-text-style;
+    }
+    LiveTable:focus > .live-table--cursor {
+        background: $block-cursor-background;
+        color: $block-cursor-foreground;
+        text-style: $block-cursor-text-style;
+    }
+    """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"live-table--header", "live-table--cursor"}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor_up", "Up", show=False),
+        Binding("down", "cursor_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "cursor_home", "First row", show=False),
+        Binding("end", "cursor_end", "Last row", show=False),
+    ]
+
+    class RowCountChanged(Message):
+        """The number of rows changed (the :class:`TableStack` shares its height again)."""
+
+        def __init__(self, table: LiveTable) -> None:
+            super().__init__()
+            self.table = table
+
+    def __init__(
+        self,
+        columns: Sequence[Column | tuple[str, str]],
+        *,
+        cursor: bool = True,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(id=id, classes=classes)
+        self.can_focus = cursor
+        self.show_cursor = cursor
+        self.columns: tuple[Column, ...] = tuple(
+            spec if isinstance(spec, Column) else Column(*spec) for spec in columns
+        )
+        self._column_index = {column.key: i for i, column in enumerate(self.columns)}
+        self._rows: dict[str, Row] = {}
+        self._order: list[str] = []
+        self._index: dict[str, int] = {}
+        # How many cells of each text width every column holds: its width follows its widest cell,
+        # also when that cell goes away, at the cost of the cells that changed only.
+        self._widths: list[Counter[int]] = [Counter() for _ in self.columns]
+        self._layout: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (shown, text widths)
+        self._layout_key: tuple[int, tuple[int, ...]] | None = None
+        self._strips: dict[str, Strip] = {}
+        self._header: Strip | None = None
+        self._tones: dict[str | None, Style] = {}
+        self.cursor_row = 0
+        self.cells_written = 0  # cells whose content changed since mount (tests read it)
+        self.cells_painted = 0  # cells drawn into lines since mount: the rendering work
+        self.lines_rendered = 0  # row lines handed to the compositor since mount
+
+    # --- reading --------------------------------------------------------------------------------
+
+    @property
+    def row_keys(self) -> list[str]:
+        """The keys of the rows, in display order."""
+        return list(self._order)
+
+    @property
+    def row_count(self) -> int:
+        """How many rows the table holds (on screen or not)."""
+        return len(self._order)
+
+    @property
+    def selected_key(self) -> str | None:
+        """The key of the row under the cursor, or None when the table is empty."""
+        if not self.show_cursor or not 0 <= self.cursor_row < len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    @property
+    def shown_columns(self) -> list[str]:
+        """The keys of the columns on screen (the others were dropped for lack of width)."""
+        shown, _ = self._current_layout()
+        return [self.columns[i].key for i in shown]
+
+    def get_row(self, row_key: str) -> list[Text]:
+        """The cells of a row as text (every column, shown or not)."""
+        return [Text(cell.text) for cell in self._rows[row_key]]
+
+    def get_row_at(self, index: int) -> list[Text]:
+        """The cells of the row at ``index`` in display order."""
+        return self.get_row(self._order[index])
+
+    def get_cell(self, row_key: str, column_key: str) -> Text:
+        """One cell's text."""
+        return Text(self._rows[row_key][self._column_index[column_key]].text)
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def sync(self, rows: Mapping[str, Row]) -> None:
+        """Make the table show ``rows`` (in their order): only the changed visible lines are redrawn."""
+        selected = self.selected_key
+        changed: list[str] = []
+        for key, row in rows.items():
+            old = self._rows.get(key)
+            if old is None:
+                self._count(row, 1)
+                self.cells_written += len(row)
+            elif old != row:
+                # the comparisons in C (map), the bookkeeping in Python only for the changed cells
+                differs = list(map(ne, row, old))
+                self.cells_written += differs.count(True)
+                for column in compress(range(len(row)), differs):
+                    new, previous = row[column].text, old[column].text
+                    if new != previous:
+                        self._widths[column][text_width(previous)] -= 1
+                        self._widths[column][text_width(new)] += 1
+                self._strips.pop(key, None)
+                changed.append(key)
+        for key, old in self._rows.items():
+            if key not in rows:
+                self._count(old, -1)
+                self._strips.pop(key, None)
+        count_before = len(self._order)
+        self._rows = dict(rows)
+        if len(self._order) != len(rows) or any(a != b for a, b in zip(self._order, rows, strict=False)):
+            self._order = list(rows)
+            self._index = {key: i for i, key in enumerate(self._order)}
+            self._follow(selected)
+            self.virtual_size = Size(self.virtual_size.width, len(self._order) + HEADER_LINES)
+            if count_before != len(self._order):
+                self.post_message(self.RowCountChanged(self))
+            self.refresh()
+        elif self._relayout():
+            self.refresh()
+        else:
+            self._refresh_rows(changed)
+
+    def repaint(self) -> None:
+        """Draw every line again (the theme changed, so the tones resolve to new colours)."""
+        self._tones.clear()
+        self._strips.clear()
+        self._header = None
+        self.refresh()
+
+    def move_cursor(self, *, row: int) -> None:
+        """Put the cursor on row ``row`` (clamped to the table) and scroll it into view."""
+        if not self._order:
+            self.cursor_row = 0
+            return
+        before = self.cursor_row
+        self.cursor_row = max(0, min(row, len(self._order) - 1))
+        if before != self.cursor_row:
+            self._refresh_rows([self._order[i] for i in (before, self.cursor_row) if i < len(self._order)])
+        self._scroll_to_cursor()
+
+    # --- keys and mouse -------------------------------------------------------------------------
+
+    def action_cursor_up(self) -> None:
+        """Cursor one row up."""
+        self.move_cursor(row=self.cursor_row - 1)
+
+    def action_cursor_down(self) -> None:
+        """Cursor one row down."""
+        self.move_cursor(row=self.cursor_row + 1)
+
+    def action_page_up(self) -> None:
+        """Cursor one screen up."""
+        self.move_cursor(row=self.cursor_row - self._page())
+
+    def action_page_down(self) -> None:
+        """Cursor one screen down."""
+        self.move_cursor(row=self.cursor_row + self._page())
+
+    def action_cursor_home(self) -> None:
+        """Cursor on the first row."""
+        self.move_cursor(row=0)
+
+    def action_cursor_end(self) -> None:
+        """Cursor on the last row."""
+        self.move_cursor(row=len(self._order) - 1)
+
+    async def _on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is not None and offset.y >= HEADER_LINES and self.show_cursor:
+            self.move_cursor(row=self.scroll_offset.y + offset.y - HEADER_LINES)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """A new width may show or drop columns."""
+        if self._relayout():
+            self.refresh()
+
+    # --- drawing --------------------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        """Line ``y`` of the viewport: the header, or the row scrolled there."""
+        if self._relayout():
+            self.refresh()  # the width changed under this frame: the other lines follow at once
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        if y < HEADER_LINES:
+            if self._header is None:
+                self._header = self._draw_header()
+            header = base + self.get_component_rich_style("live-table--header")
+            return self._header.apply_style(header).crop_extend(0, width, header)
+        index = self.scroll_offset.y + y - HEADER_LINES
+        if not 0 <= index < len(self._order):
+            return Strip.blank(width, base)
+        key = self._order[index]
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = self._draw_row(self._rows[key])
+        self.lines_rendered += 1
+        style = base
+        if self.show_cursor and index == self.cursor_row:
+            style = base + self.get_component_rich_style("live-table--cursor")
+        return strip.apply_style(style).crop_extend(0, width, style)
+
+    def _draw_header(self) -> Strip:
+        shown, widths = self._current_layout()
+        segments = [
+            Segment(" " * CELL_PADDING + set_cell_size(self.columns[i].label, widths[i]) + " " * CELL_PADDING)
+            for i in shown
+        ]
+        return Strip(segments)
+
+    def _draw_row(self, row: Row) -> Strip:
+        shown, widths = self._current_layout()
+        pad = " " * CELL_PADDING
+        segments: list[Segment] = []
+        for i in shown:
+            cell = row[i]
+            width = widths[i]
+            text = cell.text if text_width(cell.text) <= width else set_cell_size(cell.text, width)
+            blank = " " * (width - text_width(text))
+            style = self._tone(cell.tone)
+            if cell.right:
+                segments += [Segment(pad + blank), Segment(text, style), Segment(pad)]
+            else:
+                segments += [Segment(pad), Segment(text, style), Segment(blank + pad)]
+        self.cells_painted += len(shown)
+        return Strip(segments)
+
+    def _tone(self, tone: str | None) -> Style:
+        style = self._tones.get(tone)
+        if style is None:
+            colour = self.app.theme_variables.get(tone) if tone else None
+            style = self._tones[tone] = Style(color=colour) if colour else Style()
+        return style
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _count(self, row: Row, step: int) -> None:
+        for column, cell in enumerate(row):
+            self._widths[column][text_width(cell.text)] += step
+
+    def _text_widths(self) -> tuple[int, ...]:
+        return tuple(
+            max([text_width(column.label), *(width for width, n in counts.items() if n > 0)])
+            for column, counts in zip(self.columns, self._widths, strict=True)
+        )
+
+    def _current_layout(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        if self._layout is None:
+            self._relayout()
+        return self._layout or ((), ())
+
+    def _relayout(self) -> bool:
+        """Choose the shown columns for the current width; True when that changed the drawing."""
+        widths = self._text_widths()
+        room = self.scrollable_content_region.width
+        key = (room, widths)
+        if key == self._layout_key:
+            return False
+        self._layout_key = key
+        needs = [width + 2 * CELL_PADDING for width in widths]
+        shown = visible_columns(needs, [column.priority for column in self.columns], room)
+        self._layout = (shown, widths)
+        self._strips.clear()
+        self._header = None
+        used = sum(needs[i] for i in shown)
+        self.virtual_size = Size(min(used, room) if room else used, len(self._order) + HEADER_LINES)
+        return True
+
+    def _follow(self, selected: str | None) -> None:
+        """Keep the cursor on the row it was on (rows above it came or went), else in the table."""
+        if selected is not None and selected in self._index:
+            self.cursor_row = self._index[selected]
+        self.cursor_row = max(0, min(self.cursor_row, len(self._order) - 1))
+        self._scroll_to_cursor()
+
+    def _visible_rows(self) -> int:
+        return max(1, self.scrollable_content_region.height - HEADER_LINES)
+
+    def _page(self) -> int:
+        return max(1, self._visible_rows() - 1)
+
+    def _scroll_to_cursor(self) -> None:
+        top = self.scroll_offset.y
+        visible = self._visible_rows()
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
+        elif self.cursor_row >= top + visible:
+            self.scroll_to(y=self.cursor_row - visible + 1, animate=False, immediate=True)
+
+    def _refresh_rows(self, keys: Sequence[str]) -> None:
+        """Ask the compositor to redraw the rows of ``keys`` that are on screen, and only those."""
+        top = self.scroll_offset.y
+        visible = self._visible_rows()
+        width = self.scrollable_content_region.width
+        for key in keys:
+            index = self._index.get(key)
+            if index is not None and top <= index < top + visible:
+                self.refresh(Region(0, index - top + HEADER_LINES, width, 1))
+
+
+class TableStack(Vertical):
+    """A column of :class:`LiveTable`\\ s that share its height by their rows (:func:`share_height`).
+
+    Other children (none today) keep the height their styles give them.
+    """
+
+    def on_resize(self, event: events.Resize) -> None:
+        """The stack got a new height: share it again."""
+        self.share()
+
+    def on_live_table_row_count_changed(self, message: LiveTable.RowCountChanged) -> None:
+        """A table gained or lost rows: share the height again."""
+        message.stop()
+        self.share()
+
+    def share(self) -> None:
+        """Give each displayed table the height :func:`share_height` decides."""
+        tables = [child for child in self.children if isinstance(child, LiveTable) and child.display]
+        if not tables:
+            return
+        others = sum(
+            child.outer_size.height for child in self.children if child.display and child not in tables
+        )
+        available = self.content_size.height - others
+        if available <= 0:
+            return
+        wants = [table.row_count + HEADER_LINES + table.styles.gutter.height for table in tables]
+        for table, height in zip(tables, share_height(available, wants), strict=True):
+            if table.styles.height is None or table.styles.height.cells != height:
+                table.styles.height = height
