@@ -64,7 +64,6 @@ from console.view_model import (
 )
 from console.widgets.alerts_pane import AlertsPane
 from console.widgets.cache_panel import CachePanel
-from console.widgets.diff_table import DiffTable
 from console.widgets.key_footer import KeyFooter
 from console.widgets.live_table import LiveTable, TableStack
 from console.widgets.log_pane import LogPane
@@ -660,10 +659,8 @@ class OperatorConsole(App[int]):
     # --- theme --------------------------------------------------------------------------------
 
     def _theme_changed(self, theme: Theme) -> None:
-        for table in self.query(DiffTable):
+        for table in self.query(LiveTable):
             table.repaint()
-        for live in self.query(LiveTable):
-            live.repaint()
         if theme.name == self._saved_theme:
             return
         self._saved_theme = theme.name

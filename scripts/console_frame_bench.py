@@ -19,9 +19,9 @@ its mark, uPnL and % cells), builds the rows with the view model, and times
   without the idle wait). The CPU figure is the one to hold against the 50 ms budget.
 
 for two tables: ``live`` (:class:`console.widgets.live_table.LiveTable`, the Line API table the
-console uses) and ``datatable`` (:class:`console.widgets.diff_table.DiffTable`, the Textual
-``DataTable`` the console used before, in its old ``1fr`` heights). The view model's time (snapshot ->
-rows) is reported apart; it does not depend on the table.
+console uses) and ``datatable`` (Textual's ``DataTable`` synced cell by cell, as the console's
+tables were before, in their old ``1fr`` heights; defined here as the reference). The view
+model's time (snapshot -> rows) is reported apart; it does not depend on the table.
 
 Usage::
 
@@ -42,21 +42,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.style import Style
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
 from console.view_model import (
     ACCOUNT_COLUMNS,
     ORDER_COLUMNS,
     POSITION_COLUMNS,
+    Cell,
     Column,
+    Row,
     account_rows,
     order_rows,
     position_rows,
 )
-from console.widgets.diff_table import DiffTable
 from console.widgets.live_table import LiveTable, TableStack
 from themes import ALL_THEMES, CONSOLE_VARIABLES, DEFAULT_THEME
 
@@ -129,11 +132,38 @@ def synthetic_snapshot(n: int, marks: Sequence[float]) -> dict[str, Any]:
     }
 
 
-class OldTable(DiffTable):
-    """The DataTable-based table as the console mounted it before (``1fr`` heights)."""
+class OldTable(DataTable[Text]):
+    """The reference: Textual's DataTable synced cell by cell (``update_cell``), as the console's
+    tables were before :class:`LiveTable` (kept here only to measure against)."""
 
-    def __init__(self, columns: Sequence[Column], **kwargs: Any) -> None:
-        super().__init__([(c.key, c.label) for c in columns], **kwargs)
+    def __init__(self, columns: Sequence[Column], *, cursor: bool = True, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row" if cursor else "none", show_cursor=cursor)
+        self._keys = [c.key for c in columns]
+        self._labels = [c.label for c in columns]
+        self._rows: dict[str, Row] = {}
+
+    def on_mount(self) -> None:
+        for key, label in zip(self._keys, self._labels, strict=True):
+            self.add_column(label, key=key)
+
+    def sync(self, rows: dict[str, Row]) -> None:
+        for gone in [key for key in self._rows if key not in rows]:
+            self.remove_row(gone)
+            del self._rows[gone]
+        for key, row in rows.items():
+            old = self._rows.get(key)
+            if old is None:
+                self.add_row(*(self._paint(cell) for cell in row), key=key)
+            elif old != row:
+                for column, new, previous in zip(self._keys, row, old, strict=True):
+                    if new != previous:
+                        self.update_cell(key, column, self._paint(new), update_width=True)
+            self._rows[key] = row
+
+    def _paint(self, cell: Cell) -> Text:
+        colour = self.app.theme_variables.get(cell.tone) if cell.tone else None
+        style = Style(color=colour) if colour else ""
+        return Text(cell.text, style=style, justify="right" if cell.right else "left", no_wrap=True)
 
 
 class FrameBench(App[None]):

@@ -20,7 +20,7 @@ from textual.widgets._footer import FooterKey
 from console.app import OperatorConsole
 from console.logging_queue import QueueLogHandler, fold_message, folded_record
 from console.screens.help import HelpScreen, keys_text
-from console.widgets.diff_table import DiffTable
+from console.widgets.live_table import LiveTable
 from console.widgets.log_pane import LogPane
 
 SIZES = [(80, 24), (160, 50)]
@@ -171,7 +171,7 @@ async def test_the_metrics_tab_scrolls_to_the_seventh_cache_row(
     app = make_console(tmp_path)
     async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
-        table = app.query_one("#cache-table", DiffTable)
+        table = app.query_one("#cache-table", LiveTable)
         assert table.row_count == 7
         app.show_section("metrics")
         app.query_one("#metrics").focus()

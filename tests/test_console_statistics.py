@@ -11,7 +11,7 @@ from console.app import OperatorConsole
 from console.screens.confirm import ConfirmScreen
 from console.screens.statistics import StatisticsScreen
 from console.view_model import NEGATIVE, POSITIVE
-from console.widgets.diff_table import DiffTable
+from console.widgets.live_table import LiveTable
 from console.widgets.zero_chart import AXIS, chart_cells, fit
 from engine.core.models import Side, Trade
 from engine.core.state_keys import STATS_PERIOD_KEY
@@ -51,7 +51,7 @@ async def _with_trades(app: OperatorConsole) -> None:
 
 def figure(screen: StatisticsScreen, label: str) -> str:
     """The value shown beside ``label`` in the summary table."""
-    table = screen.query_one("#stats-summary", DiffTable)
+    table = screen.query_one("#stats-summary", LiveTable)
     for key in table.row_keys:
         row = table.get_row(key)
         for n in (0, 2):
@@ -73,13 +73,13 @@ async def test_the_screen_shows_the_chosen_accounts_figures(tmp_path: Path) -> N
         assert (figure(screen, "Trades"), figure(screen, "Wins / losses")) == ("2", "1 / 1")
         assert figure(screen, "Net PnL") == "+8.25"  # 12.5 - 4.25
         assert figure(screen, "Win rate") == "50.0%"
-        assert screen.query_one("#stats-symbol", DiffTable).row_keys == ["BTCUSDT", "ETHUSDT"]
+        assert screen.query_one("#stats-symbol", LiveTable).row_keys == ["BTCUSDT", "ETHUSDT"]
 
         await pilot.press("2")
         await pilot.pause()
         assert "Mirror" in str(screen.query_one("#stats-title").content)
         assert (figure(screen, "Trades"), figure(screen, "Net PnL")) == ("1", "+3.75")
-        assert screen.query_one("#stats-symbol", DiffTable).row_keys == ["BTCUSDT"]
+        assert screen.query_one("#stats-symbol", LiveTable).row_keys == ["BTCUSDT"]
 
         await pilot.press("3")
         await pilot.pause()

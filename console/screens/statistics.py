@@ -21,7 +21,7 @@ from textual.widgets import Label
 from console.engine_link import EngineLink, Outcome
 from console.screens.confirm import ConfirmScreen
 from console.view_model import Cell, Row, fmt_money, fmt_pct, sign_tone, streak_text
-from console.widgets.diff_table import DiffTable
+from console.widgets.live_table import LiveTable
 from console.widgets.zero_chart import ZeroChart
 from engine.dashboard.statistics import ALL_ACCOUNTS, GroupStats, StatisticsSection
 
@@ -190,11 +190,11 @@ class StatisticsScreen(ModalScreen[None]):
                     with Vertical(classes="stats-chart"):
                         yield Label("", id="daily-caption", classes="chart-caption")
                         yield ZeroChart(sampled=False, id="daily-chart")
-                yield DiffTable(SUMMARY_COLUMNS, cursor=False, id="stats-summary")
+                yield LiveTable(SUMMARY_COLUMNS, cursor=False, id="stats-summary")
                 yield Label("By approach", classes="stats-heading")
-                yield DiffTable(GROUP_COLUMNS, cursor=False, id="stats-approach")
+                yield LiveTable(GROUP_COLUMNS, cursor=False, id="stats-approach")
                 yield Label("By symbol", classes="stats-heading")
-                yield DiffTable(GROUP_COLUMNS, cursor=False, id="stats-symbol")
+                yield LiveTable(GROUP_COLUMNS, cursor=False, id="stats-symbol")
             yield Label(
                 "1 main · 2 mirror · 3 all · tab next · R reset · d summary · ↑↓ · esc", id="stats-hint"
             )
@@ -241,11 +241,11 @@ class StatisticsScreen(ModalScreen[None]):
         self.query_one("#equity-caption", Label).update(equity_caption(points, stats))
         self.query_one("#daily-caption", Label).update(daily_caption(days))
         with self.app.batch_update():
-            self.query_one("#stats-summary", DiffTable).sync(summary_rows(stats) if stats else {})
+            self.query_one("#stats-summary", LiveTable).sync(summary_rows(stats) if stats else {})
             approach = section["by_approach"].get(account, {}) if section is not None else {}
             symbol = section["by_symbol"].get(account, {}) if section is not None else {}
-            self.query_one("#stats-approach", DiffTable).sync(group_rows(approach))
-            self.query_one("#stats-symbol", DiffTable).sync(group_rows(symbol))
+            self.query_one("#stats-approach", LiveTable).sync(group_rows(approach))
+            self.query_one("#stats-symbol", LiveTable).sync(group_rows(symbol))
 
     def action_account(self, account: str) -> None:
         if account not in self.accounts():

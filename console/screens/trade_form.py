@@ -290,13 +290,14 @@ class TradeFormScreen(ModalScreen[None]):
     def _show_context(self) -> None:
         snapshot = self._snapshot_now() or {}
         symbol = str(self.query_one("#tf-symbol", Select).value)
-        mark = snapshot.get("market", {}).get(symbol, {}).get("last")
+        market = snapshot.get("market", {}).get(symbol, {})
+        mark = market.get("last")
         account = str(self.query_one("#tf-account", Select).value)
         row = snapshot.get("accounts", {}).get(account, {})
         available, equity = row.get("available"), row.get("equity")
-        mark_text = "—" if mark is None else f"{mark:,.10g}"
-        avail_text = "—" if available is None else f"{available:,.2f}"
-        equity_text = "—" if equity is None else f"{equity:,.2f}"
+        mark_text = "—" if mark is None else fmt_number(mark, market.get("tick_size"))
+        avail_text = "—" if available is None else fmt_usdt(available)
+        equity_text = "—" if equity is None else fmt_usdt(equity)
         context = f"{symbol} last {mark_text} · equity {equity_text} · available {avail_text} USDT"
         self.query_one("#tf-context", Label).update(context)
         warning = held_warning(snapshot, account, symbol)

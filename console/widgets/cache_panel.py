@@ -22,7 +22,7 @@ from console.view_model import (
     cache_summary,
     persistence_summary,
 )
-from console.widgets.diff_table import DiffTable
+from console.widgets.live_table import LiveTable
 from console.widgets.quiet_text import show_text
 from console.widgets.zero_chart import ZeroChart
 from engine.dashboard.schema import Snapshot
@@ -42,7 +42,7 @@ class CachePanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Label("", id="cache-summary")
         yield ZeroChart(sampled=False, min_span=FULL_SCALE, id="cache-chart")
-        yield DiffTable(CACHE_COLUMNS, cursor=False, id="cache-table")
+        yield LiveTable(CACHE_COLUMNS, cursor=False, id="cache-table")
         yield Label("", id="cache-persistence")
         yield Label("", id="cache-api")
 
@@ -61,7 +61,7 @@ class CachePanel(Vertical):
         # rates are 0..1 ratios; the chart draws percent from a 0 axis to a fixed 100
         chart = self.query_one("#cache-chart", ZeroChart)
         chart.plot([float(v) * 100.0 for v in series], caption=CACHE_CHART_CAPTION)
-        self.query_one("#cache-table", DiffTable).sync(cache_rows(snapshot))
+        self.query_one("#cache-table", LiveTable).sync(cache_rows(snapshot))
         persistence = persistence_summary(snapshot["persistence"], snapshot["time"])
         show_text(self.query_one("#cache-persistence", Label), persistence)
         show_text(self.query_one("#cache-api", Label), api_rate)

@@ -4,9 +4,9 @@ Textual's ``DataTable`` re-renders every visible row on any change and keeps per
 that a thousand-row table invalidates on every mark change. :class:`LiveTable` keeps the rows as
 the view model's :class:`~console.view_model.Cell` tuples and draws a line only when the compositor
 asks for it (``render_line``), so a refresh costs a diff of the rows (cheap tuple comparisons) plus
-the lines that are both changed and visible. What it keeps from the table it replaces
-(:class:`~console.widgets.diff_table.DiffTable`, still used by small tables): keyed rows fed with
-:meth:`LiveTable.sync`, a cursor that stays on its row when rows above it come and go,
+the lines that are both changed and visible (a thousand rows cost 9 s a frame with ``DataTable``,
+15 ms with this table: ``scripts/console_frame_bench.py``). Every table of the console is one: keyed
+rows fed with :meth:`LiveTable.sync`, a cursor that stays on its row when rows above it come and go,
 per-cell tones (theme variable names), right-justified numbers and :meth:`LiveTable.repaint` on a
 theme change.
 
