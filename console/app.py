@@ -35,6 +35,7 @@ from textual.widgets import Tab, Tabs
 from console.engine_host import make_host
 from console.engine_link import EngineLink, Outcome
 from console.logging_queue import QueueLogHandler, attach, detach
+from console.refresh_gate import RefreshGate
 from console.screens.confirm import ConfirmScreen
 from console.screens.help import HelpScreen
 from console.screens.pause import PauseScreen
@@ -186,6 +187,8 @@ class OperatorConsole(App[int]):
         self.latest: DashboardSnapshot | None = None
         self.refreshes = 0
         self.skipped_refreshes = 0
+        self.quiet_periods = 0  # refresh periods skipped because the engine's data had not changed
+        self._gate = RefreshGate()
         self.engine_ready = asyncio.Event()
         self._self_refresh = auto_refresh
         self._handle_signals = handle_signals
@@ -281,11 +284,18 @@ class OperatorConsole(App[int]):
     async def _refresh_loop(self) -> None:
         """Refresh, then sleep what is left of the period: refreshes never overlap (Dolphie's way).
 
-        The first refresh runs as soon as the engine started (or failed to)."""
+        A period whose data did not change is skipped (:class:`~console.refresh_gate.RefreshGate`),
+        except once a second for the clock. The first refresh runs as soon as the engine started
+        (or failed to)."""
         await self.engine_ready.wait()
         while not self._stopping:
             started = time.monotonic()
-            await self.refresh_dashboard()
+            mark = self.link.changes()
+            if self._gate.due(mark, started):
+                self._gate.refreshed(mark, started)
+                await self.refresh_dashboard()
+            else:
+                self.quiet_periods += 1
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(self._period_s - elapsed, self._period_s / 4))
 

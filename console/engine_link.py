@@ -117,6 +117,13 @@ class EngineLink:
 
         return await self._on_engine(read)
 
+    def changes(self) -> tuple[int, ...] | None:
+        """The dashboard's change mark (:meth:`~engine.dashboard.snapshot.Dashboard.changes`), read
+        without a hop to the engine's loop: two integers, which CPython reads whole from any thread.
+        None before the engine has started."""
+        engine = self.runtime.engine
+        return None if engine is None else engine.dashboard.changes()
+
     def engine_state(self) -> str:
         """``running`` / ``reconciling`` / ``paused`` / ``degraded``."""
         return self.host.read(lambda: self.runtime.state.value)

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -76,6 +77,7 @@ class Column:
 # --- formatting --------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=16_384)  # sizes, entries and stops repeat refresh after refresh, row after row
 def fmt_num(value: float | None, step: float | None = None) -> str:
     """A price or size with thousands separators, or an em dash; with ``step`` (the instrument's
     tick size or qty step) at exactly its decimals, so a right-aligned column lines up."""
@@ -333,31 +335,70 @@ def position_rows(snapshot: Snapshot) -> dict[str, Row]:
         upnl = pos.get("upnl")
         pct = (upnl / notional * 100.0) if notional and upnl is not None else None
         filled = int(monitor.get("tps_filled") or 0) if monitor else 0
-        ladder = tp_ladder(filled, filled + open_tps.get((pos["account"], pos["symbol"]), 0))
-        breakeven = bool(monitor and monitor.get("breakeven"))
         tick, step = symbol_steps(snapshot, pos["symbol"])
-        sl = fmt_num(monitor.get("sl_price"), tick) if monitor else "—"
-        if breakeven:
-            sl += " BE"
-        phase = phase_text(monitor.get("phase") if monitor else None)
-        urgency = str(monitor.get("urgency") or "—") if monitor else "—"
+        head, tail = _position_cells(
+            pos["account"],
+            pos["symbol"],
+            pos.get("side"),
+            pos.get("size"),
+            pos.get("entry_price"),
+            tick,
+            step,
+            monitor is not None,
+            tp_ladder(filled, filled + open_tps.get((pos["account"], pos["symbol"]), 0)),
+            monitor.get("sl_price") if monitor else None,
+            bool(monitor and monitor.get("breakeven")),
+            monitor.get("phase") if monitor else None,
+            monitor.get("urgency") if monitor else None,
+        )
         tone = sign_tone(upnl)
-        rows[key] = (
-            Cell(pos["account"], "accent" if pos["account"] == MIRROR_ACCOUNT else None),
-            Cell(pos["symbol"]),
-            Cell(pos.get("side") or "—", POSITIVE if pos.get("side") == "Buy" else NEGATIVE),
-            mirror_badge(mirror, key),
-            Cell(fmt_num(pos.get("size"), step), right=True),
-            Cell(fmt_num(pos.get("entry_price"), tick), right=True),
+        moving = (
             Cell(fmt_num(pos.get("mark_price"), tick), right=True),
             Cell(fmt_money(upnl, signed=True), tone, right=True),
             Cell(fmt_pct(pct, signed=True), tone, right=True),
-            Cell(ladder),
-            Cell(sl, ATTENTION if breakeven else None, right=True),
-            Cell(phase, None if monitor else ATTENTION),
-            Cell(urgency),
         )
+        rows[key] = (*head[:3], mirror_badge(mirror, key), *head[3:], *moving, *tail)
     return rows
+
+
+# A position's row is mostly what changes only with a fill (size, entry, stop, ladder, phase); the
+# mark, uPnL and % move with every tick. The first part is memoised: with a thousand positions,
+# building their cells again on every refresh was most of the view model's time.
+@lru_cache(maxsize=8_192)
+def _position_cells(
+    account: str,
+    symbol: str,
+    side: str | None,
+    size: float | None,
+    entry: float | None,
+    tick: float | None,
+    step: float | None,
+    monitored: bool,
+    ladder: str,
+    sl_price: float | None,
+    breakeven: bool,
+    phase: str | None,
+    urgency: str | None,
+) -> tuple[Row, Row]:
+    """The cells of a position row before the mirror badge and the moving figures (account, symbol,
+    side; size, entry) and after them (TPs, SL, phase, urgency)."""
+    sl = fmt_num(sl_price, tick) if monitored else "—"
+    if breakeven:
+        sl += " BE"
+    head = (
+        Cell(account, "accent" if account == MIRROR_ACCOUNT else None),
+        Cell(symbol),
+        Cell(side or "—", POSITIVE if side == "Buy" else NEGATIVE),
+        Cell(fmt_num(size, step), right=True),
+        Cell(fmt_num(entry, tick), right=True),
+    )
+    tail = (
+        Cell(ladder),
+        Cell(sl, ATTENTION if breakeven else None, right=True),
+        Cell(phase_text(phase), None if monitored else ATTENTION),
+        Cell(str(urgency or "—") if monitored else "—"),
+    )
+    return head, tail
 
 
 # --- mirror -------------------------------------------------------------------------------------
@@ -498,21 +539,51 @@ def order_rows(snapshot: Snapshot) -> dict[str, Row]:
         while key in rows:  # two foreign orders with identical terms
             n += 1
             key = f"{base}#{n}"
-        trigger = order.get("trigger_price")
         tick, step = symbol_steps(snapshot, order["symbol"])
-        price = f"⚑ {fmt_num(trigger, tick)}" if trigger is not None else fmt_num(order.get("price"), tick)
-        purpose = order.get("purpose")
-        rows[key] = (
-            Cell(order["account"]),
-            Cell(order["symbol"]),
-            Cell((purpose or "foreign").upper() if purpose else "foreign", None if purpose else ATTENTION),
-            Cell(order["side"], POSITIVE if order["side"] == "Buy" else NEGATIVE),
-            Cell(str(order.get("order_type") or "—")),
-            Cell(fmt_num(order.get("qty"), step), right=True),
-            Cell(price, right=True),
-            Cell(str(order.get("status") or "—")),
+        rows[key] = _order_row(
+            order["account"],
+            order["symbol"],
+            order.get("purpose"),
+            order["side"],
+            order.get("order_type"),
+            order.get("qty"),
+            order.get("price"),
+            order.get("trigger_price"),
+            order.get("status"),
+            tick,
+            step,
         )
     return rows
+
+
+# Orders rarely change between two refreshes: with a thousand positions the table holds thousands of
+# them, and formatting each one's cells again was most of a refresh's view-model time.
+@lru_cache(maxsize=16_384)
+def _order_row(
+    account: str,
+    symbol: str,
+    purpose: str | None,
+    side: str,
+    order_type: str | None,
+    qty: float | None,
+    price: float | None,
+    trigger: float | None,
+    status: str | None,
+    tick: float | None,
+    step: float | None,
+) -> Row:
+    """One order's cells, from its terms (memoised: the same terms give the same row)."""
+    shown = f"⚑ {fmt_num(trigger, tick)}" if trigger is not None else fmt_num(price, tick)
+    return (
+        Cell(account),
+        Cell(symbol),
+        Cell(purpose.upper() if purpose else "foreign", None if purpose else ATTENTION),
+        Cell(side, POSITIVE if side == "Buy" else NEGATIVE),
+        Cell(str(order_type or "—")),
+        Cell(fmt_num(qty, step), right=True),
+        Cell(shown, right=True),
+        Cell(str(status or "—")),
+    )
 
 
 # --- accounts ----------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ class AlertBus:
         self.clock = clock
         self._recent: deque[Alert] = deque(maxlen=keep)
         self._sinks: list[AlertSink] = []
+        self.published = 0
+        """How many alerts were published so far (a reader polls it to see whether any is new)."""
 
     def subscribe(self, sink: AlertSink) -> None:
         """Hand every alert published from now on to ``sink``."""
@@ -46,6 +48,7 @@ class AlertBus:
         """Stamp ``alert`` with the clock, log it, remember it and hand it to every sink."""
         stamped = replace(alert, severity=Severity(alert.severity), time=self.clock.now())
         self._recent.append(stamped)
+        self.published += 1
         log.log(_LOG_LEVELS.get(stamped.severity, logging.INFO), "%s", stamped.message)
         for sink in self._sinks:
             try:

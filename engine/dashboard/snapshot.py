@@ -472,6 +472,7 @@ class Dashboard:
         self._known_symbols: set[str] = set()
         self._last_read: dict[str, AccountRead] = {}
         self._unreachable: dict[str, str] = {}  # account -> why its venue cannot be read now
+        self._events = 0  # venue events fed so far (see changes)
 
     @classmethod
     async def create(cls, sources: DashboardSources, profile: Profile) -> Dashboard:
@@ -485,6 +486,7 @@ class Dashboard:
     # --- events ------------------------------------------------------------------------------
     def on_event(self, event: VenueEvent) -> None:
         """Feed one venue event: cache freshness (optimized) and the insights' price history."""
+        self._events += 1
         self.cache.on_event(event)
         if isinstance(event, Ticker):
             self.insights.observe(event)
@@ -493,6 +495,13 @@ class Dashboard:
         """Feed :meth:`on_event` from a venue's event stream until cancelled (a background task)."""
         async for event in venue.stream():
             self.on_event(event)
+
+    def changes(self) -> tuple[int, int]:
+        """A mark that moves whenever the venue sent something (a price, a fill, an order or position
+        update) or an alert was raised: equal marks mean the data behind a snapshot did not change,
+        so a display that polls it can skip building and painting one. Plain integers, cheap to
+        read from another thread (a read that races a change only sees it one poll later)."""
+        return self._events, self.sources.alerts.published
 
     # --- the snapshot ------------------------------------------------------------------------
     async def snapshot(self) -> DashboardSnapshot:

@@ -1,0 +1,39 @@
+"""When a refresh is worth its cost: only when the engine's data changed, or the clock must tick.
+
+Building a snapshot and painting it twice a second whatever happens was most of the console's idle
+cost, and half of it painted nothing new: the simulator's prices move once a second, and each
+refresh moved the cache's own hit counters, which the next refresh then painted. The dashboard keeps
+a change mark (venue events and alerts seen so far,
+:meth:`~engine.dashboard.snapshot.Dashboard.changes`); a refresh runs when the mark moved, and at
+least every :data:`MAX_QUIET_S` so the header's clock and the age of the data keep ticking while the
+market is quiet. Everything else that changes (the engine's state after a stream went down, the
+scheduler's figures) is on screen within that second; an operator's action refreshes at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+MAX_QUIET_S = 1.0
+"""The longest the screen goes without a refresh: the header's clock shows seconds."""
+
+
+@dataclass(slots=True)
+class RefreshGate:
+    """Remembers what the last refresh showed; :meth:`due` says whether the next one is needed."""
+
+    max_quiet_s: float = MAX_QUIET_S
+    _mark: Hashable | None = None
+    _at: float | None = None
+
+    def due(self, mark: Hashable | None, now: float) -> bool:
+        """Whether to refresh at monotonic time ``now`` with the engine's change ``mark`` (None: the
+        engine cannot say, so always)."""
+        if mark is None or self._at is None:
+            return True
+        return mark != self._mark or now - self._at >= self.max_quiet_s
+
+    def refreshed(self, mark: Hashable | None, now: float) -> None:
+        """A refresh started at ``now`` when the change mark was ``mark``: it shows at least that."""
+        self._mark, self._at = mark, now
