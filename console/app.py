@@ -259,7 +259,8 @@ class OperatorConsole(App[int]):
         self.query_one("#positions", LiveTable).focus()
         if self._handle_signals:
             self._install_signal_handlers()
-        self.set_interval(self._period_s, self.drain_log, name="log-drain")
+        if not self._self_refresh:  # else the refresh loop drains the log, in the same frame
+            self.set_interval(self._period_s, self.drain_log, name="log-drain")
         # A task of the app's, not a Textual worker: Textual cancels its workers when the app exits,
         # and a start cancelled half-way leaves the store open; a stop waits for the start instead.
         self._engine_start = asyncio.create_task(self._start_engine(), name="engine-start")
@@ -296,6 +297,7 @@ class OperatorConsole(App[int]):
                 await self.refresh_dashboard()
             else:
                 self.quiet_periods += 1
+            self.drain_log()  # with the paint: one frame for both
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(self._period_s - elapsed, self._period_s / 4))
 

@@ -13,8 +13,10 @@ Three measurements, each on the embedded simulator:
 * ``reaction``: the console open at 160x50 (Textual headless), the engine on its own thread, the
   real clock, ``--positions`` conservative trades (one per synthetic symbol) refreshing twice a
   second, for ``--seconds``. Every order request the engine sends is timed (wall clock); the reaction
-  is the time from the execution that calls for an action (TP1 fill -> stop to breakeven, SL fill ->
-  cancel the rest) to the request that carries it, matched as in ``scripts/monitoring_cost.py``.
+  is the time from the execution that calls for an action (TP1 fill -> stop to breakeven, or the
+  stop cancelled when TP1 closed the whole position; SL fill -> cancel the rest) to the request that
+  carries it, matched as in ``scripts/monitoring_cost.py``. ``budget_waits`` counts the calls that
+  waited for the rate budget (the venue's 10 orders/s): with it high, reactions queue for the venue.
 
 Usage::
 
@@ -87,11 +89,12 @@ def _share_of_core(pid: int, seconds: float) -> float:
     return (cpu_seconds(pid) - before) / (time.monotonic() - started)
 
 
-def measure_idle(columns: int, rows: int, seconds: float) -> dict[str, Any]:
+def measure_idle(columns: int, rows: int, seconds: float, config: str | None = None) -> dict[str, Any]:
     """The console left alone at ``columns`` x ``rows``: the share of one core it uses."""
     opconsole = shutil.which("opconsole", path=str(ROOT / ".venv" / "bin")) or "opconsole"
     with tempfile.TemporaryDirectory(prefix="console-cost-") as state:
-        process, master = _spawn_in_terminal([opconsole, "--state-dir", state], columns, rows)
+        argv = [opconsole, "--state-dir", state, *(["--config", config] if config else [])]
+        process, master = _spawn_in_terminal(argv, columns, rows)
         stop = threading.Event()
         reader = threading.Thread(target=_drain, args=(master, stop), daemon=True)
         reader.start()
@@ -220,7 +223,7 @@ the engine on the UI's loop (``ui.engine_thread = false``, as before), or the en
 
 
 async def _reaction(
-    positions: int, seconds: float, seed: int, volatility: float, mode: str
+    positions: int, seconds: float, seed: int, volatility: float, mode: str, cache: Path | None = None
 ) -> dict[str, Any]:
     from monitoring_cost import Sent, percentile, reactions, record_requests
 
@@ -229,8 +232,15 @@ async def _reaction(
     from engine.runtime.assembly import EngineRuntime
 
     with tempfile.TemporaryDirectory(prefix="console-cost-reaction-") as tmp:
-        state_dir = Path(tmp)
-        await _open_positions_fast(state_dir, positions, seed)
+        state_dir = Path(tmp) / "state"
+        if cache is not None and (cache / "sim-exchange.json").exists():
+            shutil.copytree(cache, state_dir)  # phase one's positions, from an earlier run
+            (state_dir / "opconsole.lock").unlink(missing_ok=True)
+        else:
+            state_dir.mkdir()
+            await _open_positions_fast(state_dir, positions, seed)
+            if cache is not None:
+                shutil.copytree(state_dir, cache, dirs_exist_ok=True)
         settings = _reaction_settings(state_dir, positions, seed, volatility, iso_utc(time.time()))
         settings = settings.with_values({"ui.engine_thread": mode == "thread"}, source="console_cost")
         clock = RealClock()
@@ -247,7 +257,8 @@ async def _reaction(
             record_requests(venue, clock, sent[account], order_links)
             # the orders phase one placed: an amend may name only the order id
             order_links |= {o.order_id: o.link_id for o in exchange.open_orders(account) if o.link_id}
-        frames: list[float] = []
+        frames: list[float] = []  # whole refreshes: the snapshot from the engine, then the paint
+        views: list[float] = []  # the snapshot alone (built on the engine's loop)
         shown = 0
 
         async def measure() -> tuple[float, int]:
@@ -276,6 +287,15 @@ async def _reaction(
                     return done
 
                 app.refresh_dashboard = timed_refresh  # type: ignore[method-assign]
+                real_view = app.link.view
+
+                async def timed_view() -> Any:
+                    started = time.perf_counter()
+                    view = await real_view()
+                    views.append(time.perf_counter() - started)
+                    return view
+
+                app.link.view = timed_view  # type: ignore[method-assign]
                 measured_from, _ = await measure()
                 shown = len(app.latest["positions"]) if app.latest is not None else 0
                 await app.shutdown("measured")
@@ -289,6 +309,8 @@ async def _reaction(
             lat += [s for _ts, s, _sym in found["tp1"] + found["sl"]]
             fills["tp1"] += n_tp1
             fills["sl"] += n_sl
+        # calls that waited for the engine's rate budget: the venue's 10 orders/s, not the engine
+        budget_waits = sum(gateway.budget.waits for gateway in runtime.gateways.values())
 
     def ms(value: float | None) -> float | None:
         return None if value is None else round(value * 1000.0, 2)
@@ -301,12 +323,15 @@ async def _reaction(
         "refreshes": len(frames),
         "refresh_ms_p50": ms(median(frames)) if frames else None,
         "refresh_ms_p99": ms(percentile(frames, 99)),
+        "snapshot_ms_p50": ms(median(views)) if views else None,
+        "snapshot_ms_p99": ms(percentile(views, 99)),
         "reactions": len(lat),
         "tp1_fills": fills["tp1"],
         "sl_fills": fills["sl"],
         "reaction_ms_p50": ms(percentile(lat, 50)),
         "reaction_ms_p99": ms(percentile(lat, 99)),
         "reaction_ms_max": ms(max(lat)) if lat else None,
+        "budget_waits": budget_waits,
     }
 
 
@@ -323,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("idle", "frames", "reaction", "all"))
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement window (idle, reaction)")
+    parser.add_argument("--config", metavar="FILE", help="idle: a settings file for the console")
     parser.add_argument("--sizes", default="160x50,80x24", help="terminal sizes for idle")
     parser.add_argument("--positions", type=int, default=1000, help="positions for reaction")
     parser.add_argument("--seed", type=int, default=7)
@@ -330,12 +356,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--modes", default="thread,shared,headless", help=f"reaction runs, of {', '.join(MODES)}"
     )
+    parser.add_argument(
+        "--state-cache", default=None, help="reaction: keep phase one's state here and reuse it next time"
+    )
     args = parser.parse_args(argv)
     code = 0
     if args.what in ("idle", "all"):
         for size in args.sizes.split(","):
             columns, rows = (int(n) for n in size.split("x"))
-            figure = measure_idle(columns, rows, args.seconds)
+            figure = measure_idle(columns, rows, args.seconds, args.config)
             print(
                 f"idle {figure['size']}: {figure['cpu_share']:.1%} of one core over {args.seconds:g}s "
                 f"(UI thread {figure['ui_share']:.1%}; {figure['positions']} open positions)"
@@ -345,7 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = measure_frames() or code
     if args.what in ("reaction", "all"):
         for mode in args.modes.split(","):
-            figures = asyncio.run(_reaction(args.positions, args.seconds, args.seed, args.volatility, mode))
+            cache = Path(args.state_cache) if args.state_cache else None
+            figures = asyncio.run(
+                _reaction(args.positions, args.seconds, args.seed, args.volatility, mode, cache)
+            )
             print("reaction: " + json.dumps(figures))
     return code
 

@@ -12,7 +12,8 @@ share no process-global state. It reports per profile, scaled to one hour:
 * reaction latency in simulated time, p50 / p99 and the sample count:
 
   - **TP1 -> breakeven**: from the execution that fills a TP1 to the first later request that amends
-    the same monitor's stop-loss trigger (an amend, or an amend-batch item);
+    the same monitor's stop-loss trigger (an amend, or an amend-batch item), or that cancels that
+    stop when TP1 closed the whole position (small TPs fold into TP1: there is nothing to protect);
   - **SL -> cancel rest**: from a stop-loss execution to the first later request that cancels an
     order of the same monitor (a cancel, a cancel-batch item, or a cancel-all on its symbol);
 
@@ -246,8 +247,9 @@ def reactions(
     executions: Sequence[Execution], sent: Sequence[Sent], order_links: dict[str, str]
 ) -> tuple[dict[str, list[tuple[float, float, str]]], int, int]:
     """(fill time, seconds, symbol) from each TP1 fill to the first later stop-loss move of its
-    monitor, and from each stop-loss fill to the first later cancel of its monitor's orders; plus how
-    many TP1 and SL orders filled (an order filled in several executions counts from its last)."""
+    monitor (or the stop's cancel, when TP1 closed the whole position), and from each stop-loss fill
+    to the first later cancel of its monitor's orders; plus how many TP1 and SL orders filled (an
+    order filled in several executions counts from its last)."""
     # An order may fill in several executions: the one that completes it is the last (the engine
     # moves the stop once TP1 is filled, not at a partial fill).
     first: dict[str, Execution] = {}
@@ -270,6 +272,14 @@ def reactions(
                     and _slot(link or order_links.get(oid, "")) == "sl"
                     and _monitor(link or order_links.get(oid, "")) == monitor
                     for _sym, link, oid, moves in s.items
+                )
+            elif slot == "tp1" and s.method in ("cancel", "cancel_batch"):
+                # A TP1 that closed the whole position (the smaller TPs folded into it) calls for
+                # the stop to go, not to move: its cancel is the reaction.
+                hit = any(
+                    _slot(link or order_links.get(oid, "")) == "sl"
+                    and _monitor(link or order_links.get(oid, "")) == monitor
+                    for _sym, link, oid, _m in s.items
                 )
             elif slot == "sl" and s.method == "cancel_all":
                 hit = any(sym == e.symbol for sym, _l, _o, _m in s.items)

@@ -119,6 +119,22 @@ async def test_a_stop_loss_queued_after_a_trade_order_goes_first() -> None:
     assert sum(budget.waiting.values()) == 0
 
 
+async def test_the_last_order_units_are_kept_for_stop_losses() -> None:
+    """Entries and take-profits keep the window nearly spent; a stop moved to breakeven then still
+    goes out at once, from the units only protective calls may take."""
+    clock = VirtualClock(start=T0)
+    budget = CallBudget(clock, IpWindow(clock), orders_per_s=10, protect_reserve=2)
+    await spend_staggered(budget, ORDERS, 8, step=0.1)  # T0 .. T0 + 0.7; two units left
+    log: list[tuple[str, float]] = []
+    trade = asyncio.ensure_future(timed(budget, "tp", log, budget.acquire(ORDERS, priority=Priority.TRADE)))
+    await settle(clock)
+    assert budget.waiting[Priority.TRADE] == 1  # the two left are not for it
+    await clock.drive_while(timed(budget, "sl", log, budget.acquire(ORDERS, priority=Priority.PROTECT)))
+    assert log == [("sl", 0.7)]  # at once
+    await clock.drive_while(trade)
+    assert log[-1] == ("tp", 1.1)  # T0 and T0 + 0.1 left the window: 7 + 1 (the stop) used, room for it
+
+
 async def test_dashboard_reads_wait_while_the_checks_are_served() -> None:
     budget = make_budget(reads=5)
     clock = vclock(budget)

@@ -380,3 +380,54 @@ async def test_monitors_ledger_stats_and_alerts_come_from_the_tpsl_manager(sim: 
     kinds = {(n["kind"], n["symbol"]) for n in snap["insights"]}
     assert ("stop_distance", "BTCUSDT") in kinds  # the monitor's SL, though no stop order is open
     assert ("no_stop", "BTCUSDT") not in kinds
+
+
+async def test_a_long_snapshot_is_frozen_in_chunks_and_the_engine_runs_between_them() -> None:
+    """The snapshot is built on the engine's loop: with a thousand positions, a fill that arrives
+    meanwhile is decided between two chunks of the copy, not after all of it; the copy is the same."""
+    from engine.dashboard.snapshot import FREEZE_ROWS, freeze, freeze_yielding
+
+    rows = [
+        {"symbol": f"S{i:04d}", "qty": float(i), "tags": [i, {"deep": [i]}]} for i in range(4 * FREEZE_ROWS)
+    ]
+    data = cast(Snapshot, {key: {} for key in SNAPSHOT_KEYS} | {"positions": rows, "orders": list(rows)})
+    order: list[str] = []
+
+    async def build() -> DashboardSnapshot:
+        snapshot = await freeze_yielding(data)
+        order.append("built")
+        return snapshot
+
+    async def fill() -> None:
+        order.append("fill decided")
+
+    building = asyncio.ensure_future(build())
+    await asyncio.sleep(0)  # the build has started
+    deciding = asyncio.ensure_future(fill())
+    snapshot, _ = await asyncio.gather(building, deciding)
+    assert order == ["fill decided", "built"]
+    assert snapshot.to_json() == freeze(data).to_json()
+    assert isinstance(snapshot["positions"], tuple) and snapshot["positions"][3]["tags"][1]["deep"] == (3,)
+
+
+async def test_the_change_mark_moves_with_venue_events_and_alerts_not_with_snapshots(sim: SimHost) -> None:
+    """The console refreshes when this mark moved (issue 16, item 13): building snapshots moves the
+    cache's hit counters but no data, so it must not move the mark."""
+    dashboard = sim.dashboard
+    assert dashboard is not None
+    clock = clock_of(sim)
+    before = dashboard.changes()
+    for _ in range(3):
+        await snapshot(sim)  # building snapshots (cache hits and misses) changes no data
+    assert dashboard.changes() == before
+
+    await clock.drive(until=clock.now() + 2.0)  # the simulator's prices tick: ticker events
+    ticked = dashboard.changes()
+    assert ticked[0] > before[0] and ticked[1] == before[1]
+
+    await open_position(sim, "main", "BTCUSDT", 0.01)  # an execution, order and position updates
+    filled = dashboard.changes()
+    assert filled[0] > ticked[0]
+
+    sim.alerts.raise_alert("warning", "test", "something to show")
+    assert dashboard.changes() == (filled[0], filled[1] + 1)

@@ -396,3 +396,18 @@ async def test_without_batching_one_request_per_action_as_execute_actions() -> N
         assert venue.calls.counts == baseline.calls.counts
         assert [(r.endpoint, r.links) for r in venue.log] == [(r.endpoint, r.links) for r in baseline.log]
         assert [r.ok for r in answers] == [r.ok for r in expected]
+
+
+async def test_stop_losses_never_poll_a_full_budget_for_room() -> None:
+    """Other calls queued at the budget take every unit the moment it frees, so a poll for room
+    finds none: stop-losses go at once (the budget serves them first) instead of after
+    ``ROOM_WAIT_MAX_S``; the take-profits still wait for room."""
+    venue = make_venue()
+    clock = venue.exchange.clock
+    start = clock.now()
+    actions: list[Action] = [place(1, "sl"), place(2, "sl"), place(3, "tp1")]
+    results = await send(venue, batching(venue, room=lambda: 0), actions)
+    assert all(r.ok for r in results), results
+    sent = {link: r.sent_at for r in venue.log for link in r.links}
+    assert sent["m1-sl"] == sent["m2-sl"] == start
+    assert sent["m3-tp1"] > start

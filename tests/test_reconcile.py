@@ -75,6 +75,27 @@ def test_a_missed_tp1_fill_is_replayed_with_its_consequences() -> None:
     assert out.applied_exec_ids == [exe.exec_id] and out.repairs == 1
 
 
+def test_a_symbol_with_orders_in_flight_is_left_alone() -> None:
+    """Its orders are on their way (sent, not answered): the view may show them half done, so the
+    pass neither replays its fills, nor re-places or cancels its orders, nor touches its size."""
+    m = with_position()
+    exe = fill(m, "tp1", 0.028, 101_000.0)
+    view = VenueView([position(0.005)], venue_orders(m, skip={"tp1", "sl"}), [exe])
+    out = reconcile_account(
+        account="main",
+        monitors={m.key: m},
+        view=view,
+        instruments={"BTCUSDT": BTC},
+        params=P,
+        tag="t3st",
+        new_monitor_id=lambda symbol: "feedbeef",
+        now=NOW,
+        busy=frozenset({"BTCUSDT"}),
+    )
+    assert out.transitions == [] and out.applied_exec_ids == [] and out.orphan_cancels == []
+    assert out.repairs == 0 and not out.wants_reads
+
+
 def test_closed_while_down_with_the_real_exit() -> None:
     m = with_position()
     exe = fill(m, "sl", 0.033, 96_990.0)
@@ -302,3 +323,21 @@ def test_an_entry_saved_but_never_sent_before_a_restart_is_said_not_silently_dro
     raised = [*out.alerts, *(a for t in out.transitions for a in t.alerts)]
     alerts = [a for a in raised if a.type == "entry_not_sent"]
     assert len(alerts) == 1 and "e1" in alerts[0].message and alerts[0].severity == "warning"
+
+
+def test_a_monitor_copy_is_a_deep_copy() -> None:
+    """Reconciliation copies monitors with ``Monitor.copy`` (deepcopy is too slow for a thousand):
+    equal to a deep copy, sharing no container with the original."""
+    import copy
+    from dataclasses import fields
+
+    m = with_position()
+    m.exec_ids.append("x1")
+    twin = m.copy()
+    assert twin == copy.deepcopy(m)
+    for f in fields(m):
+        value = getattr(m, f.name)
+        if not isinstance(value, str | int | float | bool | type(None)):  # enums are ints / strs
+            assert getattr(twin, f.name) is not value, f.name
+    for slot, order in m.orders.items():
+        assert twin.orders[slot] is not order and twin.orders[slot] == order

@@ -338,7 +338,7 @@ class BybitHarness(Harness):
         while quiet < QUIET_ROUNDS:
             before = self._activity
             await self._probe()
-            idle = self._activity == before and not self.manager.lock("main").locked()
+            idle = self._activity == before and self.manager.idle("main")
             quiet = quiet + 1 if idle else 0
 
 

@@ -158,6 +158,8 @@ class LiveTable(ScrollView, can_focus=True):
         # How many cells of each text width every column holds: its width follows its widest cell,
         # also when that cell goes away, at the cost of the cells that changed only.
         self._widths: list[Counter[int]] = [Counter() for _ in self.columns]
+        self._widest: tuple[int, ...] | None = None  # _text_widths, until a cell's width changes
+        self._frame: tuple[Style, int] | None = None  # (style, width) while a frame is drawn
         self._layout: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (shown, text widths)
         self._layout_key: tuple[int, tuple[int, ...]] | None = None
         self._strips: dict[str, Strip] = {}
@@ -223,8 +225,11 @@ class LiveTable(ScrollView, can_focus=True):
                 for column in compress(range(len(row)), differs):
                     new, previous = row[column].text, old[column].text
                     if new != previous:
-                        self._widths[column][text_width(previous)] -= 1
-                        self._widths[column][text_width(new)] += 1
+                        was, now = text_width(previous), text_width(new)
+                        if was != now:
+                            self._widths[column][was] -= 1
+                            self._widths[column][now] += 1
+                            self._widest = None
                 self._strips.pop(key, None)
                 changed.append(key)
         for key, old in self._rows.items():
@@ -302,12 +307,20 @@ class LiveTable(ScrollView, can_focus=True):
 
     # --- drawing --------------------------------------------------------------------------------
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines of one frame: the widget's style and width are read once for all of them (each
+        costs a walk up the DOM, which was most of a line's cost)."""
+        self._frame = (self.rich_style, self.scrollable_content_region.width)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
     def render_line(self, y: int) -> Strip:
         """Line ``y`` of the viewport: the header, or the row scrolled there."""
         if self._relayout():
             self.refresh()  # the width changed under this frame: the other lines follow at once
-        width = self.scrollable_content_region.width
-        base = self.rich_style
+        base, width = self._frame or (self.rich_style, self.scrollable_content_region.width)
         if y < HEADER_LINES:
             if self._header is None:
                 self._header = self._draw_header()
@@ -363,8 +376,15 @@ class LiveTable(ScrollView, can_focus=True):
     def _count(self, row: Row, step: int) -> None:
         for column, cell in enumerate(row):
             self._widths[column][text_width(cell.text)] += step
+        self._widest = None
 
     def _text_widths(self) -> tuple[int, ...]:
+        # asked for on every line drawn: computed again only after a cell's width changed
+        if self._widest is None:
+            self._widest = self._compute_text_widths()
+        return self._widest
+
+    def _compute_text_widths(self) -> tuple[int, ...]:
         return tuple(
             max([text_width(column.label), *(width for width, n in counts.items() if n > 0)])
             for column, counts in zip(self.columns, self._widths, strict=True)
@@ -378,7 +398,7 @@ class LiveTable(ScrollView, can_focus=True):
     def _relayout(self) -> bool:
         """Choose the shown columns for the current width; True when that changed the drawing."""
         widths = self._text_widths()
-        room = self.scrollable_content_region.width
+        room = self._frame[1] if self._frame is not None else self.scrollable_content_region.width
         key = (room, widths)
         if key == self._layout_key:
             return False

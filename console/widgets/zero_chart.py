@@ -12,6 +12,7 @@ part.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
 
 from rich.style import Style
 from rich.text import Text
@@ -133,10 +134,14 @@ class ZeroChart(Widget):
         shown = fit(self.values, self.size.width, sampled=self.sampled)
         text = Text(no_wrap=True, overflow="crop")
         cells = chart_cells(shown, self.size.height, self.min_span)
+        styles: dict[str | None, Style | None] = {}
         for n, row in enumerate(captioned(cells, self.size.width, self.caption)):
             if n:
                 text.append("\n")
-            for char, tone in row:
-                colour = self.app.theme_variables.get(tone) if tone else None
-                text.append(char, Style(color=colour) if colour else None)
+            # one span per run of cells of the same tone: a chart is mostly long runs (blank, axis)
+            for tone, run in groupby(row, key=lambda cell: cell[1]):
+                if tone not in styles:
+                    colour = self.app.theme_variables.get(tone) if tone else None
+                    styles[tone] = Style(color=colour) if colour else None
+                text.append("".join(char for char, _ in run), styles[tone])
         return text

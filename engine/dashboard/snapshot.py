@@ -40,7 +40,7 @@ from engine.alerts.bus import AlertBus
 from engine.alerts.delivery import AlertDeliverySection
 from engine.alerts.delivery import disabled_section as disabled_delivery
 from engine.alerts.price import PriceAlertManager
-from engine.core.clock import Clock, iso_utc
+from engine.core.clock import Clock, iso_utc, yield_to_loop
 from engine.core.link_ids import purpose_of
 from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet
 from engine.core.profile import Mode, Profile
@@ -123,21 +123,53 @@ def _frozen_default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+"""The types most of a snapshot's values have: returned as they are before any (slow, ABC) check."""
+
+FREEZE_ROWS = 250
+"""Rows of a long section (positions, orders, monitors) frozen between two turns of the loop."""
+
+
 def _freeze(value: object) -> object:
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in cast(Mapping[Any, Any], value).items()})
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
+        return tuple([_freeze(v) for v in cast(Sequence[Any], value)])
     return value
+
+
+def _check_keys(data: Snapshot) -> None:
+    missing = [k for k in SNAPSHOT_KEYS if k not in data]
+    if missing:  # only reachable from untyped callers; mypy sees to the rest
+        raise ValueError(f"snapshot lacks keys: {', '.join(missing)}")
 
 
 def freeze(data: Snapshot) -> DashboardSnapshot:
     """Wrap a snapshot as an immutable :class:`DashboardSnapshot` (a deep, read-only copy)."""
-    missing = [k for k in SNAPSHOT_KEYS if k not in data]
-    if missing:  # only reachable from untyped callers; mypy sees to the rest
-        raise ValueError(f"snapshot lacks keys: {', '.join(missing)}")
+    _check_keys(data)
     # The frozen copy has the snapshot's shape; only the container types became read-only ones.
     return DashboardSnapshot(cast(Snapshot, _freeze(data)))
+
+
+async def freeze_yielding(data: Snapshot) -> DashboardSnapshot:
+    """:func:`freeze`, letting the event loop run every :data:`FREEZE_ROWS` rows of a long section:
+    the snapshot is built on the engine's loop, and a fill that arrives meanwhile is decided between
+    two chunks rather than after a whole thousand-position copy."""
+    _check_keys(data)
+    frozen: dict[str, object] = {}
+    for key, section in data.items():
+        if type(section) is not list or len(section) <= FREEZE_ROWS:
+            frozen[key] = _freeze(section)
+            continue
+        rows: list[object] = []
+        for start in range(0, len(section), FREEZE_ROWS):
+            await yield_to_loop()
+            rows += [_freeze(row) for row in section[start : start + FREEZE_ROWS]]
+        frozen[key] = tuple(rows)
+    return DashboardSnapshot(cast(Snapshot, MappingProxyType(frozen)))
 
 
 # --- the rows (pure) -------------------------------------------------------------------------------
@@ -531,7 +563,9 @@ class Dashboard:
         insights: Sequence[InsightRow] = await self.cache.get_or_load(
             "ai_insights", INSIGHTS_KEY, lambda: self._compute_insights(view)
         )
-        return freeze(self._compose(view, market, stats, insights, reads, mark=optimized))
+        await yield_to_loop()  # the reads are in: what the engine has waiting goes before composing
+        composed = self._compose(view, market, stats, insights, reads, mark=optimized)
+        return await freeze_yielding(composed)
 
     def engine_snapshot(self) -> DashboardSnapshot:
         """What the engine knows by itself, without reading the venue (when it cannot be read).

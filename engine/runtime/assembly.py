@@ -466,6 +466,7 @@ class EngineRuntime:
                     ip,
                     orders_per_s=int(self.settings.get("venue.rate_orders_per_s")),
                     reads_per_s=int(self.settings.get("venue.rate_reads_per_s")),
+                    protect_reserve=int(self.settings.get("venue.rate_protect_reserve")),
                 )
                 self.gateways[name] = VenueGateway(venue, budget, coalesce=batching)
 

@@ -2,9 +2,14 @@
 
 One registry of monitors keyed ``account:symbol:side``. Per account, one lock serialises everything
 that changes monitors (stream events, polls, reconciliation, operator actions), so a decision always
-sees the state the previous one left. Each event goes the same way: decide (pure) -> save with the
-decision's reason (a critical save is on disk before any order is sent: write-ahead of new link ids)
--> send the actions -> feed the answers back to the decisions (retries, give-ups) -> save again.
+sees the state the previous one left. The requests a decision sends go out without the lock (they
+may wait seconds for the rate budget); their symbols are marked in flight meanwhile, and no decision,
+check or reconciliation touches a symbol in flight before its answers are in, while the fills of
+every other symbol are decided (and their stops sent, first in the budget) at once.
+
+Each event goes the same way: decide (pure) -> save with the decision's reason (a critical save is
+on disk before any order is sent: write-ahead of new link ids) -> send the actions -> feed the
+answers back to the decisions (retries, give-ups) -> save again.
 
 Fills come from executions only: the private stream, and ``executions(since)`` polling as the safety
 net (always when streams are off or down), de-duplicated by exec id. Start-up reconciliation runs
@@ -24,8 +29,8 @@ import asyncio
 import functools
 import logging
 import random
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
@@ -41,6 +46,7 @@ from engine.core.models import (
     Order,
     Phase,
     Position,
+    Side,
     StreamStatus,
     Ticker,
     Trade,
@@ -62,7 +68,7 @@ from engine.trading.monitor import (
     open_monitor,
     wants_price,
 )
-from engine.trading.orders import OrderSender
+from engine.trading.orders import Action, ActionResult, OrderSender
 from engine.trading.params import MonitorTiming, TradingParams
 from engine.trading.reconcile import (
     READ_ROUNDS,
@@ -115,6 +121,24 @@ async def _pump(stream: AsyncIterator[VenueEvent], queue: asyncio.Queue[VenueEve
         queue.put_nowait(_StreamEnd(exc))
         return
     queue.put_nowait(_StreamEnd())
+
+
+async def _reacquire(lock: asyncio.Lock) -> bool:
+    """Take ``lock`` back even if the task is cancelled meanwhile (its holder's ``async with`` will
+    release it); returns whether a cancellation was swallowed, for the caller to raise it again."""
+    cancelled = False
+    while True:
+        try:
+            await lock.acquire()
+        except asyncio.CancelledError:
+            cancelled = True
+            continue
+        return cancelled
+
+
+def _any_settled(busy: Counter[str], events: Sequence[Execution | Order]) -> bool:
+    """Whether one of ``events`` is of a symbol with no orders in flight."""
+    return any(not busy[e.symbol] for e in events)
 
 
 async def _forever() -> None:
@@ -255,6 +279,12 @@ class TpslManager:
         self.tag = ""
         self._rng = rng or random.Random(0)
         self._locks = {a: asyncio.Lock() for a in self.venues}
+        # Symbols whose orders are on their way to the venue: a commit sends without the lock (see
+        # _send_unlocked), and nothing decides about these symbols until the answers are in.
+        self._in_flight: dict[str, Counter[str]] = {a: Counter() for a in self.venues}
+        self._settled = {a: asyncio.Condition(lock) for a, lock in self._locks.items()}
+        self._ticked_at: dict[str, float] = {}  # symbol -> when its last ticker arrived
+        self._handling: dict[str, set[asyncio.Task[None]]] = {a: set() for a in self.venues}
         self._seen: dict[str, OrderedDict[str, None]] = {a: OrderedDict() for a in self.venues}
         self._cursor: dict[str, float] = {}
         self._ready: dict[str, bool] = dict.fromkeys(self.venues, False)
@@ -361,8 +391,14 @@ class TpslManager:
             self.alerts.raise_alert(Severity.INFO, "store_recovered", message)
 
     def lock(self, account: str) -> asyncio.Lock:
-        """The lock that serialises every change to ``account``'s monitors and orders."""
+        """The lock that serialises every decision about ``account``'s monitors and orders (a
+        commit's requests go out without it; see :meth:`idle`)."""
         return self._locks[account]
+
+    def idle(self, account: str) -> bool:
+        """Whether nothing of ``account`` is in hand: no decision under way, no order in flight, no
+        stream event waiting to be handled."""
+        return not (self._locks[account].locked() or self._in_flight[account] or self._handling[account])
 
     # --- life cycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -720,21 +756,33 @@ class TpslManager:
         """
         async with self._locks[account]:
             venue = self.venues[account]
+            read_at = self.clock.now()
             view = await read_view(venue, self._since(account), with_positions=full, symbol=symbol)
             if self._refuse_hedge_mode(account, view.positions):
                 return 0
-            outcome = await self._decide_reconcile(account, view, scope)
+            # Nothing can be sent while the lock is held: the symbols in flight now stay so until
+            # this decision is made, and are left alone by it.
+            busy = frozenset(self._in_flight[account])
+            outcome = await self._decide_reconcile(account, view, scope, busy)
             for _ in range(READ_ROUNDS):
                 if not outcome.wants_reads:
                     break
                 view = await complete_view(venue, view, outcome)
-                outcome = await self._decide_reconcile(account, view, scope)
-            for symbol, mark in view.marks.items():
-                self.marks[symbol] = mark
+                outcome = await self._decide_reconcile(account, view, scope, busy)
+            for marked, mark in view.marks.items():  # (not ``symbol``: the cursor below reads it)
+                if self._ticked_at.get(marked, float("-inf")) < read_at:  # no newer ticker meanwhile
+                    self.marks[marked] = mark
             for exec_id in outcome.applied_exec_ids:
                 self._remember(account, exec_id)
+            # A fill of a symbol left alone (orders in flight) that was not decided yet holds the
+            # cursor back, so the next poll still finds it if the stream lost it.
+            held = min(
+                (e.ts for e in view.executions if e.symbol in busy and e.exec_id not in self._seen[account]),
+                default=float("inf"),
+            )
             for exe in view.executions if symbol is None else ():  # one symbol's reads cover only it
-                self._advance_cursor(account, exe)  # (nor the looked-up history: only some symbols)
+                if exe.ts < held:  # (nor the looked-up history: only some symbols)
+                    self._advance_cursor(account, exe)
             self.alerts.publish_all(outcome.alerts)
             pending = [t for t in outcome.transitions if t.reason or t.actions or t.trade or t.durable]
             # The trades the fills closed are in the ledger before any order goes out: an adoption
@@ -748,7 +796,8 @@ class TpslManager:
                 count = len(outcome.orphan_cancels)
                 message = f"{account}: cancelling {count} orphan order(s)"
                 self.alerts.raise_alert(Severity.WARNING, "orphan_orders", message, key=account)
-                await self._senders[account].send(outcome.orphan_cancels)
+                symbols = [c.request.symbol for c in outcome.orphan_cancels]
+                await self._send_unlocked(account, symbols, outcome.orphan_cancels)
             if outcome.repairs and self._ready.get(account):
                 message = f"{account}: reconciliation repaired {outcome.repairs} difference(s)"
                 self.alerts.raise_alert(Severity.WARNING, "drift", message, key=account)
@@ -756,7 +805,11 @@ class TpslManager:
             return outcome.repairs
 
     async def _decide_reconcile(
-        self, account: str, view: VenueView, scope: frozenset[str] | None = None
+        self,
+        account: str,
+        view: VenueView,
+        scope: frozenset[str] | None = None,
+        busy: frozenset[str] = frozenset(),
     ) -> ReconcileOutcome:
         """The pure reconciliation of ``account`` on ``view`` (instruments of new symbols loaded)."""
         positions = [*(view.positions or []), *(view.positions_after or [])]
@@ -773,6 +826,7 @@ class TpslManager:
             new_monitor_id=lambda symbol: self._next_monitor_id(account, symbol),
             now=self.clock.now(),
             scope=scope,
+            busy=busy,
         )
 
     # --- events -------------------------------------------------------------------------------
@@ -791,7 +845,11 @@ class TpslManager:
             self._cursor[account] = exe.ts
 
     def _monitor_for(self, account: str, symbol: str) -> Monitor | None:
-        return next((m for m in self.monitors.values() if m.account == account and m.symbol == symbol), None)
+        # by key (account:symbol:side), not by a scan: this runs for every event of every symbol
+        return next(
+            (m for side in Side if (m := self.monitors.get(monitor_key(account, symbol, side))) is not None),
+            None,
+        )
 
     async def _stream_loop(self, account: str) -> None:
         venue = self.venues[account]
@@ -810,21 +868,48 @@ class TpslManager:
 
     async def _consume(self, account: str, stream: AsyncIterator[VenueEvent]) -> None:
         """Hand the stream's events on until it ends (an error in it is raised here). A pump task
-        reads the stream into a queue, so events that arrived together are handed on together."""
+        reads the stream into a queue, so events that arrived together are handed on together.
+
+        Each batch is handled in a task of its own: the next fill is decided while the previous
+        one's orders still wait for the rate budget. The order per symbol holds: the batches take
+        the account's lock in turn, and a symbol with orders in flight waits for their answers."""
         queue: asyncio.Queue[VenueEvent | _StreamEnd] = asyncio.Queue()
         pump = asyncio.create_task(_pump(stream, queue), name=f"tpsl-stream-pump-{account}")
+        handling = self._handling[account]
         try:
             while True:
                 batch, end = await self._next_events(queue)
                 if batch:
-                    await self.dispatch_many(account, batch)
+                    task = asyncio.create_task(
+                        self._handle(account, batch), name=f"tpsl-stream-events-{account}"
+                    )
+                    handling.add(task)
+                    task.add_done_callback(handling.discard)
+                    await yield_to_loop()  # it takes its place in the lock's queue before the next batch
                 if end is not None:
                     if end.error is not None:
                         raise end.error
                     return
+        except asyncio.CancelledError:
+            for task in handling:
+                task.cancel()
+            raise
         finally:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
+
+    async def _handle(self, account: str, events: Sequence[VenueEvent]) -> None:
+        """Stream events in a task of their own (see :meth:`_consume`): a failure is logged and
+        alerted, never lost with the task."""
+        try:
+            await self.dispatch_many(account, events)
+        except VenueError as exc:
+            message = f"{account}: handling stream events failed ({exc})"
+            self.alerts.raise_alert(Severity.WARNING, "stream_error", message, key=account)
+        except Exception as exc:
+            log.exception("%s: handling stream events failed", account)
+            message = f"{account}: handling stream events failed ({type(exc).__name__}: {exc})"
+            self.alerts.raise_alert(Severity.WARNING, "stream_error", message, key=account)
 
     async def _next_events(
         self, queue: asyncio.Queue[VenueEvent | _StreamEnd]
@@ -923,23 +1008,40 @@ class TpslManager:
             pending = later
 
     async def _decide_round(self, account: str, events: Sequence[Execution | Order]) -> None:
+        """One round (at most one event per symbol): the symbols without orders in flight are
+        decided at once, the others as soon as their answers are in."""
         async with self._locks[account]:
-            transitions: list[Transition] = []
-            for event in events:
-                if isinstance(event, Execution):
-                    if not self._remember(account, event.exec_id):
-                        continue
-                    self._advance_cursor(account, event)
-                monitor = self._monitor_for(account, event.symbol)
-                if monitor is None:
-                    continue  # not ours to decide; reconciliation adopts unknown positions
-                instrument = self.instruments[monitor.symbol]
-                if isinstance(event, Execution):
-                    transitions.append(apply_execution(monitor, event, instrument, self.params))
-                else:
-                    transitions.append(apply_order_update(monitor, event, instrument, self.params))
-            if transitions:
-                await self._commit_all(account, transitions)
+            waiting = list(events)
+            busy = self._in_flight[account]
+            while waiting:
+                # (an event of a symbol with no monitor decides nothing: it need not wait)
+                ready = [
+                    e for e in waiting if not busy[e.symbol] or self._monitor_for(account, e.symbol) is None
+                ]
+                if not ready:
+                    await self._settled[account].wait_for(functools.partial(_any_settled, busy, waiting))
+                    continue
+                waiting = [e for e in waiting if e not in ready]
+                await self._decide_now(account, ready)
+
+    async def _decide_now(self, account: str, events: Sequence[Execution | Order]) -> None:
+        """Decide and commit ``events`` (their symbols settled); the caller holds the lock."""
+        transitions: list[Transition] = []
+        for event in events:
+            if isinstance(event, Execution):
+                if not self._remember(account, event.exec_id):
+                    continue
+                self._advance_cursor(account, event)
+            monitor = self._monitor_for(account, event.symbol)
+            if monitor is None:
+                continue  # not ours to decide; reconciliation adopts unknown positions
+            instrument = self.instruments[monitor.symbol]
+            if isinstance(event, Execution):
+                transitions.append(apply_execution(monitor, event, instrument, self.params))
+            else:
+                transitions.append(apply_order_update(monitor, event, instrument, self.params))
+        if transitions:
+            await self._commit_all(account, transitions)
 
     async def on_execution(self, account: str, exe: Execution) -> None:
         """A fill (from the stream or a poll)."""
@@ -959,16 +1061,20 @@ class TpslManager:
         """A price: remembered for the snapshot and validation; moves the stops that wait for the
         price (a breakeven not reached yet, the trailing stop when that is on)."""
         self.marks[ticker.symbol] = ticker.mark
+        self._ticked_at[ticker.symbol] = self.clock.now()
         self.tickers[ticker.symbol] = ticker
         price = ticker.trigger_reference(self.params.trigger_by)
         if price is None:
             return
         self.volatility.observe(ticker.symbol, price, ticker.ts or self.clock.now())
-        for monitor in [m for m in self.monitors.values() if m.symbol == ticker.symbol]:
+        # by key, not by a scan of every monitor: a thousand symbols tick many times a second
+        candidates = (monitor_key(a, ticker.symbol, side) for a in self.venues for side in Side)
+        for monitor in [m for key in candidates if (m := self.monitors.get(key)) is not None]:
             self._update_tier(monitor)
             if not wants_price(monitor, self.params):
                 continue
             async with self._locks[monitor.account]:
+                await self._settle(monitor.account, [monitor.symbol])
                 current = self.monitors.get(monitor.key)
                 if current is None:
                     continue
@@ -1057,7 +1163,6 @@ class TpslManager:
         requests with ``api_batching``), hand each monitor the answers to its own actions, and go
         round again with what the answers call for; bounded retries. The caller holds the lock.
         ``saved``: the transitions are saved already (an opening's write-ahead)."""
-        sender = self._senders[account]
         raised: list[Alert] = []
         live = list(transitions)
         for _ in range(self.params.sl_retry_attempts + 4):
@@ -1071,7 +1176,8 @@ class TpslManager:
             if not live:
                 return raised
             # A rate-limited action waits for the reset inside the sender: not a refusal here.
-            results = await sender.send([action for t in live for action in t.actions])
+            symbols = [t.monitor.symbol for t in live]
+            results = await self._send_unlocked(account, symbols, [a for t in live for a in t.actions])
             answered: list[Transition] = []
             for transition in live:
                 mine, results = results[: len(transition.actions)], results[len(transition.actions) :]
@@ -1088,6 +1194,37 @@ class TpslManager:
                     Severity.WARNING, "retries_exhausted", message, key=transition.monitor.key
                 )
         return raised
+
+    async def _send_unlocked(
+        self, account: str, symbols: Sequence[str], actions: Sequence[Action]
+    ) -> list[ActionResult]:
+        """Send a commit's ``actions`` without holding the account's lock (the caller holds it, and
+        holds it again on return). The requests may wait seconds for the rate budget behind other
+        orders; meanwhile fills of other symbols are decided and their stops go out (protective
+        calls go first in the budget), instead of queueing behind this commit. ``symbols`` are
+        marked in flight until the answers are back: no decision, check or reconciliation touches
+        them before (see :meth:`_settle`)."""
+        busy = self._in_flight[account]
+        busy.update(symbols)
+        lock = self._locks[account]
+        lock.release()
+        try:
+            return await self._senders[account].send(actions)
+        finally:
+            cancelled = await _reacquire(lock)
+            busy.subtract(symbols)
+            for symbol in [s for s, n in busy.items() if n <= 0]:
+                del busy[symbol]
+            self._settled[account].notify_all()
+            if cancelled:
+                raise asyncio.CancelledError
+
+    async def _settle(self, account: str, symbols: Collection[str]) -> None:
+        """Wait (holding the account's lock on return) until none of ``symbols`` has orders in
+        flight, so a decision sees the answers to the previous one."""
+        busy = self._in_flight[account]
+        if any(busy[s] for s in symbols):
+            await self._settled[account].wait_for(lambda: not any(busy[s] for s in symbols))
 
     async def _drop_entry(self, monitor: Monitor) -> list[Alert]:
         """Forget a monitor whose entry was never sent (the store could not write its creation)."""
@@ -1108,6 +1245,7 @@ class TpslManager:
         if account not in self._locks:
             raise KeyError(key)
         async with self._locks[account]:
+            await self._settle(account, [self.monitors[key].symbol])
             monitor = self.monitors[key]
             await self._commit(account, decide(monitor, self.instruments[monitor.symbol]))
             return self.monitors.get(key)
@@ -1144,6 +1282,7 @@ class TpslManager:
             raise TradeRejected([self._hedge_mode[account]])
         venue = self.venues[account]
         async with self._locks[account]:
+            await self._settle(account, [request.symbol])
             if self._monitor_for(account, request.symbol) is not None:
                 raise TradeRejected([f"{request.symbol} already has a monitored position on {account}"])
             try:

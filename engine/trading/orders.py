@@ -301,7 +301,8 @@ class OrderSender:
         pending = list(items)
         waits = 0
         while pending:
-            take = resend_order(actions, pending)[: await self._room_for(len(pending))]
+            urgent = any(protection_rank(actions[i]) < 2 for i in pending)
+            take = resend_order(actions, pending)[: await self._room_for(len(pending), urgent=urgent)]
             taken = set(take)
             pending = [i for i in pending if i not in taken]
             calls = plan_calls(actions, take)
@@ -367,12 +368,19 @@ class OrderSender:
         for index, result in zip(order, await self._singly(_pick(actions, order)), strict=True):
             results[index] = result
 
-    async def _room_for(self, wanted: int) -> int:
+    async def _room_for(self, wanted: int, *, urgent: bool = False) -> int:
         """How many of ``wanted`` items the next plan may hold: all without a budget; else what the
         budget has room for, waiting on the clock (polling every :data:`ROOM_POLL_S`) while it has
-        none, and after :data:`ROOM_WAIT_MAX_S` one item anyway."""
+        none, and after :data:`ROOM_WAIT_MAX_S` one item anyway.
+
+        ``urgent`` (the plan holds a stop-loss or a market close): never polled for. A budget kept
+        full by queued calls shows no room at any poll, since each unit that frees goes at once to
+        a waiter; the budget serves protective calls first, so the most urgent item goes now and
+        waits there, ahead of everything less urgent, rather than seconds here."""
         if self.room is None:
             return wanted
+        if urgent:
+            return max(1, min(self.room(), wanted))
         waited = 0.0
         while (left := self.room()) <= 0:
             if waited >= ROOM_WAIT_MAX_S:

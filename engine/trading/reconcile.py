@@ -30,7 +30,6 @@ A decision that wants another read says so instead of guessing; :func:`read_view
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -198,6 +197,7 @@ def reconcile_account(
     new_monitor_id: Callable[[str], str],
     now: float,
     scope: frozenset[str] | None = None,
+    busy: frozenset[str] = frozenset(),
 ) -> ReconcileOutcome:
     """Repair one account's monitors against the venue (see the module doc).
 
@@ -205,16 +205,30 @@ def reconcile_account(
     monitors due); fills in the view are still applied to every monitor (the execution cursor moves
     for all of them), while orders, positions and adoption outside the scope are left to the next
     pass that covers them. None is the whole account.
+
+    ``busy``: symbols whose orders are on their way to the venue right now (sent, not answered):
+    the view may show them half done, so they are left alone entirely (their fills, orders and
+    positions) until a pass that finds them settled.
     """
     out = ReconcileOutcome()
 
     def in_scope(symbol: str) -> bool:
-        return scope is None or symbol in scope
+        return (scope is None or symbol in scope) and symbol not in busy
 
+    # 1. fills we have not seen yet (looked-up ones too: a monitor skips those it has counted)
+    fills = {e.exec_id: e for rows in view.history.values() for e in rows}
+    fills.update((e.exec_id, e) for e in view.executions)
+    filled = {e.symbol for e in fills.values()}
+    # Only the monitors this pass may change are copied (a check covers a few of a thousand, and
+    # copying every monitor would hold the engine's loop for a good part of a second): those in
+    # scope, and those a fill may reach (an order's monitor has the order's symbol).
     ms = {
-        k: copy.deepcopy(m)
+        k: m.copy()
         for k, m in monitors.items()
-        if m.account == account and m.phase is not Phase.CLOSED and m.symbol in instruments
+        if m.account == account
+        and m.phase is not Phase.CLOSED
+        and m.symbol in instruments
+        and (in_scope(m.symbol) or (m.symbol in filled and m.symbol not in busy))
     }
     by_id = {m.monitor_id: m for m in ms.values()}
     reasons: dict[str, Reason | None] = {k: None for k in ms}
@@ -225,10 +239,9 @@ def reconcile_account(
     def live_for(symbol: str) -> Monitor | None:
         return next((m for m in ms.values() if m.symbol == symbol and m.phase is not Phase.CLOSED), None)
 
-    # 1. fills we have not seen yet (looked-up ones too: a monitor skips those it has counted)
-    fills = {e.exec_id: e for rows in view.history.values() for e in rows}
-    fills.update((e.exec_id, e) for e in view.executions)
     for exe in sorted(fills.values(), key=lambda e: e.ts):
+        if exe.symbol in busy:
+            continue  # decided when its symbol's answers are in (the stream, or the next pass)
         parsed = parse_link_id(exe.link_id)
         target = by_id.get(parsed.monitor_id) if parsed is not None and parsed.tag == tag else None
         if parsed is None or parsed.tag != tag:

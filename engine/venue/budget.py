@@ -28,6 +28,9 @@ its units fit. When calls queue, the most urgent goes first (:mod:`engine.venue.
 then other orders, then checks, then the dashboard), oldest first within a priority, and a less urgent
 call never takes units that a more urgent waiter needs: behind a kind's first waiter that does not fit,
 no call of that kind passes, and the IP units it needs are kept from the other kind's less urgent calls.
+The last ``protect_reserve`` units of each order window (``venue.rate_protect_reserve``) are kept for
+protective calls: under a steady stream of entries and take-profits the window is always nearly spent,
+and a stop moved or a position closed must not wait for a unit to roll out of it.
 A batch larger than the order limit is granted once the window is empty, but the venue still admits
 only as many of its items per second as its limit (the rest come back 10006), so batches should not
 carry more than :meth:`CallBudget.limit` items.
@@ -305,9 +308,12 @@ class CallBudget:
         *,
         orders_per_s: int = ORDERS_PER_S,
         reads_per_s: int = READS_PER_S,
+        protect_reserve: int = 0,
     ) -> None:
         self.clock = clock
         self.ip = ip
+        # Never the whole window: a less urgent call must still be able to pass.
+        self._reserve = {CallKind.ORDERS: max(0, min(protect_reserve, orders_per_s - 1)), CallKind.READS: 0}
         self._windows = {
             CallKind.ORDERS: RollingWindow(clock, orders_per_s, WINDOW_S),
             CallKind.READS: RollingWindow(clock, reads_per_s, WINDOW_S),
@@ -427,7 +433,7 @@ class CallBudget:
             kind = min(open_kinds, key=lambda k: _rank(self._queues[k][0]))
             queue, window = self._queues[kind], self._windows[kind]
             claim = queue[0]
-            need, ip_need = min(claim.units, window.limit), min(claim.units, self.ip.limit)
+            need, ip_need = self._need(claim), min(claim.units, self.ip.limit)
             if window.fits(need) and self.ip.fits(reserved_ip + ip_need):
                 queue.pop(0)
                 self._grant(claim)
@@ -438,6 +444,13 @@ class CallBudget:
             reserved_ip += ip_need
             open_kinds.remove(kind)
         self._arm(self._next_wake(heads))
+
+    def _need(self, claim: Claim) -> int:
+        """The room ``claim`` needs in its kind's window before it may go: its units (capped at the
+        limit), plus the units kept for protective calls when it is not one of them."""
+        window = self._windows[claim.kind]
+        reserve = self._reserve[claim.kind] if claim.priority > Priority.PROTECT else 0
+        return min(claim.units + reserve, window.limit)
 
     def _grant(self, claim: Claim) -> None:
         self._windows[claim.kind].take(claim.units, in_flight=claim.hold)
@@ -452,7 +465,7 @@ class CallBudget:
         moments: list[float] = []
         for claim, ip_ahead in heads:
             window = self._windows[claim.kind]
-            own = window.free_at(min(claim.units, window.limit))
+            own = window.free_at(self._need(claim))
             shared = self.ip.free_at(ip_ahead + min(claim.units, self.ip.limit))
             if own is not None and shared is not None:
                 moments.append(max(own, shared))

@@ -1,0 +1,102 @@
+"""A commit's requests may wait seconds for the rate budget: the fills of other symbols are decided
+and their stops move meanwhile, instead of queueing behind it (issue 16, item 15)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from tpsl_harness import EPOCH, Harness
+
+from engine.core.clock import VirtualClock
+from engine.core.link_ids import make_link_id
+from engine.core.models import CancelRequest, OrderAck, OrderRequest, OrderType, Side
+from engine.trading.approaches import Approach
+from engine.venue.base import BatchResult
+
+ETH = "ETHUSDT"
+MARGIN = 1000.0  # 0.1 BTC at 10x: enough for four TPs
+
+
+class Gate:
+    """Holds every cancel of ``symbol`` until opened, as a rate budget spent by other orders would."""
+
+    def __init__(self, harness: Harness, symbol: str) -> None:
+        self.opened = asyncio.Event()
+        self.waiting = 0
+        venue = harness.venue
+        cancel, cancel_batch = venue.cancel, venue.cancel_batch
+
+        async def gated_cancel(request: CancelRequest) -> OrderAck:
+            await self._hold([request])
+            return await cancel(request)
+
+        async def gated_cancel_batch(requests: Sequence[CancelRequest]) -> list[BatchResult]:
+            await self._hold(requests)
+            return await cancel_batch(requests)
+
+        self.symbol = symbol
+        venue.cancel = gated_cancel  # type: ignore[method-assign]
+        venue.cancel_batch = gated_cancel_batch  # type: ignore[method-assign]
+
+    async def _hold(self, requests: Sequence[CancelRequest]) -> None:
+        if any(r.symbol == self.symbol for r in requests):
+            self.waiting += 1
+            await self.opened.wait()
+
+
+async def test_a_tp1_fill_moves_the_stop_while_a_reconciliation_waits_for_the_budget() -> None:
+    h = Harness()
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    await h.settle()
+    # An order of ours that belongs to no monitor (a crashed run's leftover): the pass cancels it,
+    # and that cancel waits (for the budget, here for the gate).
+    h.exchange.set_price(ETH, 3_000.0)
+    orphan = make_link_id(h.manager.tag, "deadbeef", "tp1", 0)
+    request = OrderRequest(
+        ETH, Side.SELL, OrderType.LIMIT, 0.1, price=3_300.0, reduce_only=False, link_id=orphan
+    )
+    h.exchange.place("main", request)
+    gate = Gate(h, ETH)
+    reconciling = asyncio.create_task(h.manager.reconcile("main", full=True))
+    await h.settle()
+    assert gate.waiting and not reconciling.done()
+
+    for price in (101_200.0, 101_400.0, 101_600.0):  # TP1 fills meanwhile (the book fills it in parts)
+        await h.price(price)
+
+    monitor = h.manager.monitors["main:BTCUSDT:Buy"]
+    assert monitor.breakeven, h.alerts  # decided and sent while the pass still waits
+    stop = next(o for o in h.open_orders() if o.link_id == monitor.orders["sl"].link_id)
+    assert stop.trigger_price is not None and stop.trigger_price > 100_000.0
+    assert not reconciling.done()
+    gate.opened.set()
+    await h.settle()
+    assert reconciling.done() and reconciling.exception() is None
+    assert all(o.link_id != orphan for o in h.open_orders())
+    await h.close()
+
+
+async def test_a_fill_of_a_symbol_with_orders_in_flight_waits_for_their_answers() -> None:
+    """The per-symbol order holds: a decision about a symbol whose orders are on their way is taken
+    once their answers are in, never on the state before them."""
+    h = Harness()
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    await h.settle()
+    monitor = h.manager.monitors["main:BTCUSDT:Buy"]
+    gate = Gate(h, "BTCUSDT")
+    h.exchange.set_price("BTCUSDT", 96_900.0)  # the stop fills: the leftovers' cancels wait at the gate
+    await h.settle()
+    assert gate.waiting
+    assert not h.manager.idle("main")
+    gate.opened.set()
+    await h.settle()
+    assert h.manager.idle("main")
+    assert "main:BTCUSDT:Buy" not in h.manager.monitors
+    (trade,) = h.manager.ledger.trades
+    assert trade.reason == "sl" and trade.monitor_id == monitor.monitor_id
+    assert h.open_orders() == []
+    assert isinstance(h.clock, VirtualClock) and h.clock.now() > EPOCH
+    await h.close()
