@@ -294,7 +294,7 @@ class OperatorConsole(App[int]):
             mark = self.link.changes()
             if self._gate.due(mark, started):
                 self._gate.refreshed(mark, started)
-                await self.refresh_dashboard()
+                await self.refresh_dashboard(routine=True)
             else:
                 self.quiet_periods += 1
             self.drain_log()  # with the paint: one frame for both
@@ -309,8 +309,10 @@ class OperatorConsole(App[int]):
 
     # --- refresh ------------------------------------------------------------------------------
 
-    async def refresh_dashboard(self) -> bool:
-        """Build one snapshot and paint it; False when skipped (one is running) or it failed."""
+    async def refresh_dashboard(self, *, routine: bool = False) -> bool:
+        """Build one snapshot and paint it; False when skipped (one is running) or it failed.
+        ``routine``: the refresh loop's, which repaints the cache-efficiency panel only every
+        :data:`~console.refresh_gate.METRICS_PERIOD_S` (an action's refresh always does)."""
         if self._refreshing:
             self.skipped_refreshes += 1
             return False
@@ -326,7 +328,8 @@ class OperatorConsole(App[int]):
                 return False
             self._last_error = None
             self.latest = view.snapshot
-            self.paint(view.snapshot, view.engine_state, view.paused)
+            metrics = not routine or self._gate.metrics_due(time.monotonic())
+            self.paint(view.snapshot, view.engine_state, view.paused, metrics=metrics)
             self.refreshes += 1
             return True
         finally:
@@ -337,10 +340,12 @@ class OperatorConsole(App[int]):
         snapshot: DashboardSnapshot,
         engine_state: str | None = None,
         paused: Collection[str] | None = None,
+        *,
+        metrics: bool = True,
     ) -> None:
         """Show a snapshot: every widget updates only what changed, in one batch. The engine state
         and the paused accounts come with the snapshot (an :class:`~console.engine_link.EngineView`);
-        they are read now when not given."""
+        they are read now when not given. ``metrics``: repaint the cache-efficiency panel too."""
         data = snapshot.data
         if engine_state is None:
             engine_state = self.link.engine_state()
@@ -371,7 +376,9 @@ class OperatorConsole(App[int]):
             self.query_one("#positions", LiveTable).sync(position_rows(data))
             self.query_one("#orders", LiveTable).sync(order_rows(data))
             self.query_one(StatsPanel).show(stats_view(data))
-            self.query_one(CachePanel).show(data, f"API calls: {calls:,} total · {api.removeprefix('API ')}")
+            if metrics:
+                api_line = f"API calls: {calls:,} total · {api.removeprefix('API ')}"
+                self.query_one(CachePanel).show(data, api_line)
             self.query_one(AlertsPane).show(data.get("alerts", ()))
             self._notice(data.get("alerts", ()))
         if state != self._shown_state:

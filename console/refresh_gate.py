@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 MAX_QUIET_S = 1.0
 """The longest the screen goes without a refresh: the header's clock shows seconds."""
+METRICS_PERIOD_S = 2.0
+"""How often a routine refresh repaints the cache-efficiency panel. Its figures are rates over
+minutes, and every refresh moves them (a snapshot is a cache lookup): repainting them once a second
+was about half of the console's idle cost, for nothing an operator could act on sooner."""
 
 
 @dataclass(slots=True)
@@ -24,8 +28,10 @@ class RefreshGate:
     """Remembers what the last refresh showed; :meth:`due` says whether the next one is needed."""
 
     max_quiet_s: float = MAX_QUIET_S
+    metrics_period_s: float = METRICS_PERIOD_S
     _mark: Hashable | None = None
     _at: float | None = None
+    _metrics_at: float | None = None
 
     def due(self, mark: Hashable | None, now: float) -> bool:
         """Whether to refresh at monotonic time ``now`` with the engine's change ``mark`` (None: the
@@ -37,3 +43,11 @@ class RefreshGate:
     def refreshed(self, mark: Hashable | None, now: float) -> None:
         """A refresh started at ``now`` when the change mark was ``mark``: it shows at least that."""
         self._mark, self._at = mark, now
+
+    def metrics_due(self, now: float) -> bool:
+        """Whether a routine refresh at ``now`` repaints the cache-efficiency panel too (and, if so,
+        counts it as repainted)."""
+        if self._metrics_at is not None and now - self._metrics_at < self.metrics_period_s:
+            return False
+        self._metrics_at = now
+        return True

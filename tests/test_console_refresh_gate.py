@@ -8,7 +8,7 @@ which moves with venue events and alerts, and not with the snapshot builds thems
 
 from __future__ import annotations
 
-from console.refresh_gate import MAX_QUIET_S, RefreshGate
+from console.refresh_gate import MAX_QUIET_S, METRICS_PERIOD_S, RefreshGate
 
 
 def test_the_first_refresh_always_runs_and_an_unchanged_mark_waits_for_the_clock() -> None:
@@ -25,3 +25,11 @@ def test_an_engine_that_cannot_say_is_always_refreshed() -> None:
     gate = RefreshGate()
     gate.refreshed(None, now=1.0)
     assert gate.due(None, now=1.01)
+
+
+def test_routine_refreshes_repaint_the_cache_panel_every_other_second() -> None:
+    gate = RefreshGate()
+    assert gate.metrics_due(now=100.0)  # the first one paints it
+    assert not gate.metrics_due(now=101.0)  # a second later: the rates over minutes can wait
+    assert gate.metrics_due(now=100.0 + METRICS_PERIOD_S)
+    assert not gate.metrics_due(now=100.5 + METRICS_PERIOD_S)
