@@ -406,9 +406,12 @@ class OperatorConsole(App[int]):
 
     def drain_log(self) -> None:
         """Move queued log lines into the log pane: one write per tick."""
+        panes = self.query(LogPane)
+        if not panes:
+            return  # the screen is being torn down (a timer can still fire then): the lines wait
         lines = self._log_handler.drain()
         if lines:
-            self.query_one(LogPane).append(lines)
+            panes.first().append(lines)
 
     # --- layout switching ---------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ test moves it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import tomllib
@@ -130,6 +131,19 @@ async def test_refresh_updates_only_changed_cells_and_keeps_the_cursor(tmp_path:
         assert table.row_keys == ["main:BUSDT:Buy", "main:CUSDT:Buy", "main:DUSDT:Buy"]
         assert table.selected_key == "main:CUSDT:Buy" or table.selected_key == "main:BUSDT:Buy"
         assert table.get_cell("main:BUSDT:Buy", "mark").plain == "105"
+
+
+async def test_a_log_drain_while_the_screen_is_torn_down_keeps_the_lines(tmp_path: Path) -> None:
+    """The log-drain timer can fire while the app exits and the log pane is already gone: that must
+    not crash the app (it did, once in a CI run), and the lines stay queued."""
+    app = make_console(tmp_path)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        await app.query_one(LogPane).remove()
+        logging.getLogger("opconsole.console").info("a line while the pane is gone")
+        app.drain_log()
+        await pilot.pause()
+        assert any("a line while the pane is gone" in line for line in app._log_handler.drain())
 
 
 async def test_refreshes_never_overlap(tmp_path: Path) -> None:
