@@ -56,9 +56,11 @@ WARMUP_S = 15.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time so far, from /proc: of the whole process (all its threads), or of its
+    thread ``tid`` (the UI's is the main thread: its id is the process id)."""
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -102,9 +104,9 @@ def measure_idle(columns: int, rows: int, seconds: float, config: str | None = N
             time.sleep(WARMUP_S)
             if process.poll() is not None:
                 raise RuntimeError(f"opconsole exited early with {process.returncode}")
-            ui_before = _thread_cpu_seconds(process.pid, process.pid)
+            ui_before = cpu_seconds(process.pid, process.pid)
             share = _share_of_core(process.pid, seconds)
-            ui_share = (_thread_cpu_seconds(process.pid, process.pid) - ui_before) / seconds
+            ui_share = (cpu_seconds(process.pid, process.pid) - ui_before) / seconds
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(30)
@@ -112,12 +114,6 @@ def measure_idle(columns: int, rows: int, seconds: float, config: str | None = N
             os.close(master)
         positions = _open_positions(Path(state))  # the simulator saved its state on the way out
     return {"size": f"{columns}x{rows}", "cpu_share": share, "ui_share": ui_share, "positions": positions}
-
-
-def _thread_cpu_seconds(pid: int, tid: int) -> float:
-    """CPU time of one thread (the UI's is the main thread: its id is the process id)."""
-    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def _open_positions(state_dir: Path) -> int | None:
@@ -167,7 +163,6 @@ def _reaction_settings(state_dir: Path, positions: int, seed: int, volatility: f
     from engine.core.settings import load_settings
 
     values: dict[str, Any] = {
-        "ui.engine_thread": True,
         "sim.latency": "none",
         "sim.seed": seed,
         "sim.epoch": epoch,
@@ -280,9 +275,9 @@ async def _reaction(
                 await app.engine_ready.wait()
                 real_refresh = app.refresh_dashboard
 
-                async def timed_refresh() -> bool:
+                async def timed_refresh(*, routine: bool = False) -> bool:
                     started = time.perf_counter()
-                    done = await real_refresh()
+                    done = await real_refresh(routine=routine)
                     frames.append(time.perf_counter() - started)
                     return done
 
