@@ -14,24 +14,14 @@ from textual.content import Content
 from textual.widgets import Static
 
 
-def _plain(value: object) -> str:
-    if isinstance(value, Content | Text):
-        return value.plain
-    return str(value)
-
-
-def show_text(widget: Static, text: str | Content | Text) -> bool:
-    """Show ``text`` in ``widget``; False when it was already shown (nothing repainted).
-
-    Without a layout pass when the new text has the same lines of the same lengths as the old (so
-    the widget keeps its size), or when the widget's size does not follow its content at all.
-    """
-    old = _plain(widget.content)
-    new = _plain(text)
-    if new == old and type(text) is not Content and type(text) is not Text:
+def show_text(widget: Static, text: str) -> bool:
+    """Show ``text`` in ``widget``; False when it was already shown (nothing repainted). Without a
+    layout pass when the new text has the same lines of the same lengths as the old, so the widget
+    keeps its size."""
+    content = widget.content
+    old = content.plain if isinstance(content, Content | Text) else str(content)
+    if text == old:
         return False
-    same_shape = [len(line) for line in old.split("\n")] == [len(line) for line in new.split("\n")]
-    fixed = not widget.styles.width or not widget.styles.width.is_auto
-    fixed = fixed and (not widget.styles.height or not widget.styles.height.is_auto)
-    widget.update(text, layout=not (same_shape or fixed))
+    same_shape = [len(line) for line in old.split("\n")] == [len(line) for line in text.split("\n")]
+    widget.update(text, layout=not same_shape)
     return True
