@@ -37,14 +37,24 @@ class StoreMetrics:
     max_critical_delay_s: float = 0.0  # time-source seconds between a critical save call and its ack
     max_pending_age_s: float = 0.0  # the oldest non-critical change when it was finally written
     write_times: deque[float] = field(default_factory=deque)
+    writes_by_reason: Counter[str] = field(default_factory=Counter)
+    """Writes by what made them: the reason of the save that committed at once (a critical one, or
+    any under the simple policy), ``flush`` for a batch of coalesced saves, ``compaction``, ``retry``
+    (the write that follows a disk failure) or ``policy`` (the flush before a policy switch)."""
+    fsyncs_by_reason: Counter[str] = field(default_factory=Counter)
+    """Fsyncs by the same causes as :attr:`writes_by_reason`."""
 
     def count_save(self, reason: str) -> None:
         self.saves += 1
         self.saves_by_reason[reason] += 1
 
-    def count_write(self, now: float, *, writes: int, fsyncs: int, nbytes: int, full: bool) -> None:
+    def count_write(
+        self, now: float, *, writes: int, fsyncs: int, nbytes: int, full: bool, reason: str = "flush"
+    ) -> None:
         self.writes += writes
         self.fsyncs += fsyncs
+        self.writes_by_reason[reason] += writes
+        self.fsyncs_by_reason[reason] += fsyncs
         self.bytes_written += nbytes
         if full:
             self.full_writes += 1
@@ -57,6 +67,8 @@ class StoreMetrics:
             "saves": self.saves,
             "saves_by_reason": dict(sorted(self.saves_by_reason.items())),
             "writes": self.writes,
+            "writes_by_reason": dict(sorted(self.writes_by_reason.items())),
+            "fsyncs_by_reason": dict(sorted(self.fsyncs_by_reason.items())),
             "journal_appends": self.journal_appends,
             "full_writes": self.full_writes,
             "fsyncs": self.fsyncs,

@@ -93,6 +93,7 @@ class _Command:
     kind: _Kind
     future: asyncio.Future[Any]
     policy: SavePolicy | None = None
+    cause: str = "flush"  # what a commit's write is counted under (StoreMetrics.writes_by_reason)
 
 
 class Store:
@@ -337,7 +338,7 @@ class Store:
         if self._failed is not None:  # nothing can be written now; the next write is a snapshot anyway
             self._policy = target
             return
-        await self._submit(_Kind.SET_POLICY, policy=target)
+        await self._submit(_Kind.SET_POLICY, policy=target, cause="policy")
 
     # ----------------------------------------------------------------- internals (caller side)
 
@@ -366,7 +367,7 @@ class Store:
             return None
         if self._failed is not None:  # kept in ``_pending``; the retry writes it (no disk hammering)
             raise self._not_durable()
-        await self._submit(_Kind.COMMIT)
+        await self._submit(_Kind.COMMIT, cause=reason.value)
         if critical:
             delay = self._clock.now() - now
             self._metrics.max_critical_delay_s = max(self._metrics.max_critical_delay_s, delay)
@@ -376,11 +377,11 @@ class Store:
         self._metrics.count_save(reason.value)
         marker = {"policy": self._policy.name}
         self._marks.append(_Change(MARK_KEY, Op.MARK, marker, reason.value, since=self._clock.now()))
-        await self._submit(_Kind.COMMIT)
+        await self._submit(_Kind.COMMIT, cause=reason.value)
 
-    async def _submit(self, kind: _Kind, *, policy: SavePolicy | None = None) -> Any:
+    async def _submit(self, kind: _Kind, *, policy: SavePolicy | None = None, cause: str = "flush") -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._commands().put_nowait(_Command(kind, future, policy))
+        self._commands().put_nowait(_Command(kind, future, policy, cause))
         return await future
 
     async def _run_flush_timer(self) -> None:
@@ -486,14 +487,14 @@ class Store:
             if self._failed is None:  # a flush got through meanwhile
                 return
             with contextlib.suppress(StoreFailed):
-                await self._submit(_Kind.COMMIT)
+                await self._submit(_Kind.COMMIT, cause="retry")
 
     async def _execute(self, command: _Command) -> FlushResult:
         if command.kind is _Kind.COMPACT:
             return await self._compact()
         if command.kind is _Kind.BARRIER:
             return FlushResult(records=0, bytes=0, full_write=False, seq=self._seq)
-        result = await self._commit()
+        result = await self._commit(command.cause)
         if command.kind is _Kind.SET_POLICY and command.policy is not None:
             if command.policy is not self._policy:
                 logger.info("persistence policy %s -> %s", self._policy.name, command.policy.name)
@@ -503,7 +504,7 @@ class Store:
     def _over_bounds(self) -> bool:
         return self._journal_bytes >= self._max_bytes or self._journal_records >= self._max_records
 
-    async def _commit(self) -> FlushResult:
+    async def _commit(self, cause: str = "flush") -> FlushResult:
         changes = [*self._pending.values(), *self._marks]
         self._pending.clear()
         self._marks.clear()
@@ -529,7 +530,9 @@ class Store:
             cost = await self._appender.append(data)
             self._journal_bytes += len(data)
             self._journal_records += len(records)
-        self._metrics.count_write(now, writes=cost.writes, fsyncs=cost.fsyncs, nbytes=cost.bytes, full=full)
+        self._metrics.count_write(
+            now, writes=cost.writes, fsyncs=cost.fsyncs, nbytes=cost.bytes, full=full, reason=cause
+        )
         self._metrics.records_written += len(records)
         self._metrics.last_flush = now
         return FlushResult(records=len(records), bytes=cost.bytes, full_write=full, seq=self._seq)
@@ -538,7 +541,9 @@ class Store:
         now = self._clock.now()
         self._note("compaction:start")
         cost = await self._write_full(now)
-        self._metrics.count_write(now, writes=cost.writes, fsyncs=cost.fsyncs, nbytes=cost.bytes, full=True)
+        self._metrics.count_write(
+            now, writes=cost.writes, fsyncs=cost.fsyncs, nbytes=cost.bytes, full=True, reason="compaction"
+        )
         self._metrics.compactions += 1
         self._metrics.last_compaction = now
         self._note("compaction:done")

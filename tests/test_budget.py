@@ -12,7 +12,8 @@ from engine.venue.base import Endpoint
 from engine.venue.budget import CallBudget, CallKind, IpWindow, kind_of, shared_ip_window
 from engine.venue.priority import Priority, call_priority
 
-ORDERS, READS = CallKind.ORDERS, CallKind.READS
+# The queueing rules hold for each order verb's window alike; these tests use the amends'.
+ORDERS, READS = CallKind.AMEND, CallKind.READS
 T0 = 20_000.0
 
 
@@ -65,8 +66,40 @@ def test_order_endpoints_spend_the_order_budget_and_everything_else_reads() -> N
         Endpoint.TICKERS,
         Endpoint.INSTRUMENTS,
     ]
-    assert {kind_of(e) for e in orders} == {ORDERS}
+    assert [kind_of(e) for e in orders] == [
+        CallKind.PLACE,
+        CallKind.AMEND,
+        CallKind.CANCEL,
+        CallKind.CANCEL,
+        CallKind.PLACE,
+        CallKind.AMEND,
+        CallKind.CANCEL,
+        CallKind.PLACE,
+    ]
     assert {kind_of(e) for e in reads} == {READS}
+
+
+async def test_each_order_verb_has_its_own_window() -> None:
+    """Bybit limits each order endpoint on its own (10/s each): a wave of TP1 fills moves thirty stops
+    to breakeven while the entries' cancels and new take-profits queue. A stop's amend must not wait
+    behind them: with one window for every order call it waited seconds at 1000 positions."""
+    clock = VirtualClock(T0)
+    budget = CallBudget(clock, IpWindow(clock))
+    await budget.acquire(CallKind.CANCEL, 10)
+    await budget.acquire(CallKind.PLACE, 10)
+    waiting = asyncio.ensure_future(budget.acquire(CallKind.CANCEL, 5))  # queued: the window is spent
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await budget.acquire(CallKind.AMEND, 3, Priority.PROTECT)  # granted at once, no clock moved
+    assert clock.now() == T0
+    assert (budget.left(CallKind.AMEND), budget.left(CallKind.CANCEL), budget.left(CallKind.PLACE)) == (
+        7,
+        0,
+        0,
+    )
+    row = budget.row()
+    assert (row["amend"]["left"], row["orders"]["left"], row["cancel"]["left"]) == (7, 0, 0)
+    waiting.cancel()
 
 
 async def test_the_window_rolls_unit_by_unit_on_the_clock() -> None:

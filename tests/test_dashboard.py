@@ -266,6 +266,27 @@ async def test_the_snapshot_is_immutable(sim: SimHost) -> None:
         snap.data["time"] = "now"  # type: ignore[index]
 
 
+async def test_the_long_sections_rows_are_built_read_only_and_kept_not_copied(sim: SimHost) -> None:
+    """At a thousand positions the deep copy of every row on every refresh was most of a snapshot's
+    cost. The rows of the long sections are built read-only, so the freeze keeps them as they are,
+    and an order's row is built once while the order is unchanged."""
+    await open_position(sim, "main", "BTCUSDT", 0.01)
+    await open_position(sim, "main", "ETHUSDT", 0.1)
+    first, second = await snapshot(sim), await snapshot(sim)
+    assert len(first["orders"]) == 2 and len(first["positions"]) == 2 and first["market"]
+    assert all(a is b for a, b in zip(first["orders"], second["orders"], strict=True))
+    for row in (
+        first["orders"][0],
+        first["positions"][0],
+        first["monitors"][0] if first["monitors"] else None,
+    ):
+        if row is not None:
+            with pytest.raises(TypeError):
+                row["symbol"] = "X"
+    with pytest.raises(TypeError):
+        first["market"]["BTCUSDT"]["last"] = 0.0  # type: ignore[index]
+
+
 async def test_optimized_reads_once_per_account_and_then_serves_from_the_cache(sim: SimHost) -> None:
     await open_position(sim, "main", "BTCUSDT", 0.01)
     await open_position(sim, "main", "ETHUSDT", 0.1)

@@ -55,7 +55,8 @@ async def test_the_gateway_is_a_venue_over_the_inner_account() -> None:
     await gateway.place(bid(1))
     assert [o.link_id for o in await gateway.open_orders(ETH)] == ["g1"]
     assert inner.calls.as_dict() == {Endpoint.CREATE: 1, Endpoint.OPEN_ORDERS: 1}
-    assert gateway.budget.left(CallKind.ORDERS) == 9
+    assert gateway.budget.left(CallKind.PLACE) == 9
+    assert (gateway.budget.left(CallKind.AMEND), gateway.budget.left(CallKind.CANCEL)) == (10, 10)
     assert gateway.budget.left(CallKind.READS) == 49
 
 
@@ -146,8 +147,8 @@ async def test_a_refusal_from_the_venue_pauses_the_budget_until_its_reset() -> N
     )
     with pytest.raises(RateLimited):
         await gateway.place(bid(1))
-    assert gateway.budget.left(CallKind.ORDERS) == 0
-    assert gateway.budget.row()["orders"]["reset_in_s"] == 3.0
+    assert gateway.budget.left(CallKind.PLACE) == 0
+    assert gateway.budget.row()["place"]["reset_in_s"] == gateway.budget.row()["orders"]["reset_in_s"] == 3.0
     await clock.drive_while(gateway.place(bid(2)))
     assert clock.now() == T0 + 3.0  # waited for the reset instead of collecting another 10006
 
@@ -156,14 +157,14 @@ async def test_a_batch_spends_one_unit_per_item_and_its_refused_items_pause_the_
     gateway, inner, clock = make_gateway("none")
     results = await gateway.place_batch([bid(i) for i in range(4)])
     assert all(r.ok for r in results)
-    assert gateway.budget.left(CallKind.ORDERS) == 6
+    assert gateway.budget.left(CallKind.PLACE) == 6
     # Another client spent the venue's amend-batch budget behind our back: the venue admits the first
     # item and refuses the second with 10006.
     inner.exchange.check_rate("main", Endpoint.AMEND_BATCH, 9)
     amends = [AmendRequest(ETH, link_id=f"g{i}", price=1900.0 + i) for i in range(2)]
     refused = await gateway.amend_batch(amends)
     assert [type(r.error) for r in refused] == [type(None), RateLimited]
-    assert gateway.budget.left(CallKind.ORDERS) == 0
+    assert (gateway.budget.left(CallKind.AMEND), gateway.budget.left(CallKind.PLACE)) == (0, 6)
     await clock.drive_while(gateway.amend_batch(amends))
     assert clock.now() == pytest.approx(T0 + 1.0)
 

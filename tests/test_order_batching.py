@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,6 +16,7 @@ from engine.core.models import AmendRequest, CancelRequest, OrderAck, OrderReque
 from engine.sim import ratelimit
 from engine.sim.exchange import SimExchange
 from engine.sim.venue import SimVenue
+from engine.trading.manager import order_room
 from engine.trading.orders import (
     Action,
     ActionResult,
@@ -29,7 +30,7 @@ from engine.trading.orders import (
     refuses_batch,
 )
 from engine.venue.base import BatchResult, Endpoint
-from engine.venue.budget import CallBudget, CallKind, IpWindow
+from engine.venue.budget import CallBudget, IpWindow
 from engine.venue.errors import (
     AuthError,
     OrderNotFound,
@@ -151,7 +152,7 @@ async def send(venue: RecordingVenue, sender: OrderSender, actions: Sequence[Act
     return results
 
 
-def batching(venue: RecordingVenue, room: Callable[[], int] | None = None) -> OrderSender:
+def batching(venue: RecordingVenue, room: Callable[[Any], int] | None = None) -> OrderSender:
     return OrderSender(venue, venue.exchange.clock, batching=True, room=room)
 
 
@@ -339,7 +340,7 @@ class Room:
         sent = self.venue.log[:before]
         return max(0, self.limit - sum(len(r.links) for r in sent if r.sent_at > now - 1.0))
 
-    def __call__(self) -> int:
+    def __call__(self, kinds: object) -> int:
         return self.left_at(self.venue.exchange.clock.now())
 
 
@@ -363,7 +364,7 @@ async def test_with_the_engines_budget_as_room_no_item_is_sent_to_be_refused() -
     assert isinstance(clock, VirtualClock)
     budget = CallBudget(clock, IpWindow(clock))
     gateway = VenueGateway(venue, budget)
-    sender = OrderSender(gateway, clock, batching=True, room=lambda: budget.left(CallKind.ORDERS))
+    sender = OrderSender(gateway, clock, batching=True, room=order_room(gateway))
     tps = [place(n, "tp1", price=2000.0 + n) for n in range(25)]
     stops = [place(25 + n, "sl", price=1900.0 + n) for n in range(5)]
     results = await clock.drive_while(sender.send([*tps, *stops]))
@@ -406,7 +407,7 @@ async def test_stop_losses_never_poll_a_full_budget_for_room() -> None:
     clock = venue.exchange.clock
     start = clock.now()
     actions: list[Action] = [place(1, "sl"), place(2, "sl"), place(3, "tp1")]
-    results = await send(venue, batching(venue, room=lambda: 0), actions)
+    results = await send(venue, batching(venue, room=lambda kinds: 0), actions)
     assert all(r.ok for r in results), results
     sent = {link: r.sent_at for r in venue.log for link in r.links}
     assert sent["m1-sl"] == sent["m2-sl"] == start

@@ -100,3 +100,37 @@ async def test_a_fill_of_a_symbol_with_orders_in_flight_waits_for_their_answers(
     assert h.open_orders() == []
     assert isinstance(h.clock, VirtualClock) and h.clock.now() > EPOCH
     await h.close()
+
+
+async def test_a_wave_of_fills_moves_every_stop_at_once_whatever_waits_for_the_budget() -> None:
+    """Fills of several symbols in one push (a busy tick): each position's stop moves at once, while
+    another symbol's orders from the same push still wait for the rate budget. Before, a push was
+    decided one symbol at a time (at each symbol's position update), so every later fill waited for
+    the earlier symbols' cancels and take-profits to be answered: at 1000 positions a stop's move to
+    breakeven waited seconds behind other positions' take-profits queued at the venue's limit."""
+    h = Harness()
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    eth = h.exchange.ticker(ETH).mark
+    levels = tuple(round(eth * (1 + k / 100), 1) for k in (1, 2, 3, 4))
+    entries = (None, round(eth * 0.99, 1), round(eth * 0.98, 1))
+    await h.manager.open_trade(
+        h.request(
+            Approach.CONSERVATIVE, symbol=ETH, margin=MARGIN, entries=entries, tps=levels, sl=eth * 0.97
+        )
+    )
+    await h.settle()
+    entry = h.manager.monitors["main:ETHUSDT:Buy"].avg_entry
+    gate = Gate(h, "BTCUSDT")  # BTC's cancels wait, as behind a spent budget
+    # One tick: BTC's stop fills (its leftovers are cancelled: held at the gate) and ETH's TP1 fills.
+    h.exchange.set_prices({"BTCUSDT": 96_900.0, ETH: round(levels[0] * 1.004, 1)})
+    await h.settle()
+    assert gate.waiting
+    stop = next(o for o in h.open_orders() if o.symbol == ETH and o.trigger_price is not None)
+    assert stop.trigger_price is not None and stop.trigger_price >= entry  # at breakeven already
+    gate.opened.set()
+    await h.settle()
+    assert h.manager.idle("main")
+    assert "main:BTCUSDT:Buy" not in h.manager.monitors
+    assert h.manager.monitors["main:ETHUSDT:Buy"].breakeven
+    await h.close()

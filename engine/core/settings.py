@@ -174,6 +174,13 @@ def _url_or_empty(value: Any) -> str | None:
     return f"must be empty or an http(s)/ws(s) URL, got {value!r}"
 
 
+def _host(value: Any) -> str | None:
+    """A listening address: a host name or IP literal, no scheme, port or spaces."""
+    if not isinstance(value, str) or not value or any(c in value for c in " /\t") or value.count(":") == 1:
+        return "must be a host name or IP address (e.g. 127.0.0.1), without scheme or port"
+    return None
+
+
 # Patterns are fnmatch-style over dotted keys; the first matching rule applies. Every number has a
 # range here (a test checks that each numeric key of settings.toml has one); NaN and infinities are
 # refused for every number before any rule runs (see _coerce).
@@ -227,6 +234,8 @@ _RULES: list[tuple[str, Rule]] = [
     ("alerts.telegram.base_url", _url_or_empty),
     ("alerts.webhook.url", _url_or_empty),
     ("alerts.history", _between(1, 1_000_000)),
+    ("metrics.port", _between(0, 65_535)),
+    ("metrics.host", _host),
     ("ui.refresh_hz", _between(0.01, 100.0)),
     ("ui.log_max_lines", _between(1, 10_000_000)),
     # Intervals, periods, TTLs and windows: above zero, at least MIN_INTERVAL_S, at most a week.

@@ -212,6 +212,8 @@ class PersistenceRow(TypedDict):
     saves: int
     saves_by_reason: Mapping[str, int]
     writes: int
+    writes_by_reason: Mapping[str, int]  # by cause: a save's reason, flush, compaction, retry, policy
+    fsyncs_by_reason: Mapping[str, int]
     journal_appends: int
     full_writes: int
     fsyncs: int

@@ -32,7 +32,7 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
@@ -44,6 +44,7 @@ from engine.core.clock import Clock, iso_utc, yield_to_loop
 from engine.core.link_ids import purpose_of
 from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet
 from engine.core.profile import Mode, Profile
+from engine.core.read_only import read_only
 from engine.core.settings import Settings
 from engine.dashboard.cache import (
     CATEGORIES,
@@ -133,6 +134,8 @@ FREEZE_ROWS = 250
 def _freeze(value: object) -> object:
     kind = type(value)
     if kind in _LEAVES:
+        return value
+    if kind is MappingProxyType:  # built read-only (engine.core.read_only): already frozen
         return value
     if kind is dict or isinstance(value, Mapping):
         return MappingProxyType({k: _freeze(v) for k, v in cast(Mapping[Any, Any], value).items()})
@@ -300,10 +303,11 @@ def _age(seconds: float | None) -> float | None:
 
 
 def with_monitor(row: VenuePositionRow, monitor: MonitorRow | None) -> PositionRow:
-    """A position row with its monitor's phase, TPs filled, SL, breakeven flag and urgency (None
-    for a position no monitor manages)."""
+    """A position row (read-only) with its monitor's phase, TPs filled, SL, breakeven flag and
+    urgency (None for a position no monitor manages)."""
+    full: PositionRow
     if monitor is None:
-        return {
+        full = {
             **row,
             "phase": None,
             "tps_filled": None,
@@ -311,19 +315,22 @@ def with_monitor(row: VenuePositionRow, monitor: MonitorRow | None) -> PositionR
             "breakeven": None,
             "urgency": None,
         }
-    return {
-        **row,
-        "phase": monitor["phase"],
-        "tps_filled": monitor["tps_filled"],
-        "sl_price": monitor["sl_price"],
-        "breakeven": monitor["breakeven"],
-        "urgency": monitor["urgency"],
-    }
+    else:
+        full = {
+            **row,
+            "phase": monitor["phase"],
+            "tps_filled": monitor["tps_filled"],
+            "sl_price": monitor["sl_price"],
+            "breakeven": monitor["breakeven"],
+            "urgency": monitor["urgency"],
+        }
+    return read_only(full)
 
 
+@lru_cache(maxsize=65_536)  # an order's row is rebuilt with every view; most orders are unchanged
 def order_row(order: Order, purpose: str | None) -> OrderRow:
-    """One ``orders[]`` entry; ``purpose`` is None for orders that are not ours."""
-    return {
+    """One ``orders[]`` entry (read-only); ``purpose`` is None for orders that are not ours."""
+    row: OrderRow = {
         "account": order.account,
         "symbol": order.symbol,
         "side": order.side.value,
@@ -336,6 +343,7 @@ def order_row(order: Order, purpose: str | None) -> OrderRow:
         "purpose": purpose,
         "status": order.status.value,
     }
+    return read_only(row)
 
 
 def market_row(ticker: Ticker, instrument: Instrument | None = None) -> MarketRow:
@@ -345,7 +353,7 @@ def market_row(ticker: Ticker, instrument: Instrument | None = None) -> MarketRo
     if instrument is not None:
         row["tick_size"] = instrument.tick_size
         row["qty_step"] = instrument.qty_step
-    return row
+    return read_only(row)
 
 
 def persistence_row(metrics: Mapping[str, Any]) -> PersistenceRow:

@@ -39,6 +39,7 @@ from engine.dashboard.cache import DashboardCache
 from engine.dashboard.snapshot import Dashboard, DashboardSources
 from engine.dashboard.stats_period import StatsPeriod
 from engine.mirror.follower import MirrorFollower, MirrorParams
+from engine.observability.metrics_export import MetricsExportError, MetricSources, MetricsServer
 from engine.runtime.daily_summary import CHECK_S as SUMMARY_CHECK_S
 from engine.runtime.daily_summary import JOB_NAME as SUMMARY_JOB
 from engine.runtime.daily_summary import DailySummary
@@ -255,6 +256,8 @@ class EngineRuntime:
         self._rate_seen: dict[str, tuple[int, int]] = {}  # account -> (refusals, waits) at the last look
         self.restarts: dict[str, int] = {}
         """Restarts of each background task since the start."""
+        self.metrics: MetricsServer | None = None
+        """The Prometheus export while it serves (``metrics.port`` set and bound)."""
 
     # --- the started components ---------------------------------------------------------------
     def started(self) -> Engine:
@@ -369,7 +372,34 @@ class EngineRuntime:
             await self.stop()
             raise
         self.engine = engine
+        await self._start_metrics(engine)
         return engine
+
+    async def _start_metrics(self, engine: Engine) -> None:
+        """Serve the Prometheus export when ``metrics.port`` is set (0 = off). An address that cannot
+        be bound (a port in use) is one line in the log and a critical alert, never a traceback: the
+        engine runs on without the export, protecting positions as before (invariant 7)."""
+        port = int(self.settings.get("metrics.port"))
+        if port == 0:
+            return
+        sources = MetricSources(
+            manager=engine.manager,
+            gateways=self.gateways,
+            store=engine.store,
+            cache=engine.cache,
+            scheduler=self.scheduler,
+            profile=self.profile,
+            engine_state=lambda: self.state.value,
+        )
+        server = MetricsServer(sources, str(self.settings.get("metrics.host")), port)
+        try:
+            await server.start()
+        except Exception as exc:  # whatever it is, the export is optional and trading is not
+            message = str(exc) if isinstance(exc, MetricsExportError) else f"metrics export off: {exc!r}"
+            log.error("%s", message)
+            self.alerts.raise_alert(Severity.CRITICAL, "metrics_export", message)
+            return
+        self.metrics = server
 
     async def _assemble(self, store: Store, recovery: RecoveryReport) -> Engine:
         """Build the components over the open store, wire their events, and spawn their tasks."""
@@ -638,6 +668,9 @@ class EngineRuntime:
 
     async def stop(self) -> None:
         """Cancel the tasks (the simulator saves its state when cancelled) and close the venues."""
+        if self.metrics is not None:  # first: nothing scrapes components that are closing
+            metrics, self.metrics = self.metrics, None
+            await metrics.stop()
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)

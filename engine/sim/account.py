@@ -7,7 +7,7 @@ The account holds state and answers questions about it (margin in use, available
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -52,21 +52,108 @@ class PositionState:
 
 @dataclass(slots=True)
 class SimAccount:
-    """The state of one account on the simulated exchange."""
+    """The state of one account on the simulated exchange.
+
+    Every change to a symbol's orders, position or leverage goes through :meth:`touch` (the matcher
+    calls it where it changes an order in place; :meth:`add_order`, :meth:`finish`, :meth:`set_leverage`
+    and a new :meth:`position` do it themselves). That one mark keeps the exchange's cost per action
+    independent of how many symbols the account holds: the margin and uPnL sums are cached per symbol
+    and recomputed only for touched symbols, and the journal writes only the symbols touched since its
+    last record (:attr:`dirty`).
+    """
 
     name: str
     balance: Decimal
     leverage: dict[str, Decimal] = field(default_factory=dict)
     positions: dict[str, PositionState] = field(default_factory=dict)
     orders: dict[str, WorkingOrder] = field(default_factory=dict)
-    """Open orders by order id, in creation order (the order they are matched in)."""
+    """Open orders by order id, in creation order (the order they are matched in). Read-only outside
+    this class: add and remove them with :meth:`add_order`, :meth:`finish` and :meth:`drop_order`."""
     finished: deque[WorkingOrder] = field(default_factory=lambda: deque(maxlen=ORDER_HISTORY))
     executions: deque[Execution] = field(default_factory=lambda: deque(maxlen=EXECUTION_HISTORY))
+    dirty: set[str] = field(default_factory=set, compare=False)
+    """Symbols touched since the journal last wrote this account (it clears them once written)."""
+    _by_symbol: dict[str, dict[str, WorkingOrder]] = field(default_factory=dict, repr=False, compare=False)
+    _by_link: dict[str, WorkingOrder] = field(default_factory=dict, repr=False, compare=False)
+    _order_margin: dict[str, Decimal] = field(default_factory=dict, repr=False, compare=False)
+    _position_margin: dict[str, Decimal] = field(default_factory=dict, repr=False, compare=False)
+    _upnl: dict[str, tuple[float, Decimal]] = field(default_factory=dict, repr=False, compare=False)
+    _ranks: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _next_rank: int = field(default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for order in self.orders.values():
+            self._index(order)
+
+    # --- changes -----------------------------------------------------------------------------
+    def touch(self, symbol: str) -> None:
+        """``symbol``'s orders, position or leverage changed: drop its cached sums, journal it next."""
+        self.dirty.add(symbol)
+        self._order_margin.pop(symbol, None)
+        self._position_margin.pop(symbol, None)
+        self._upnl.pop(symbol, None)
+
+    def add_order(self, order: WorkingOrder) -> None:
+        """Put a new order on the book."""
+        self.orders[order.order_id] = order
+        self._index(order)
+        self.touch(order.symbol)
+
+    def finish(self, order: WorkingOrder) -> None:
+        """Move a no-longer-open order from the book to the history."""
+        self.drop_order(order.order_id)
+        self.finished.append(order)
+
+    def put_order(self, order: WorkingOrder) -> None:
+        """Add an order, or replace the open order with the same id where it stands (journal replay)."""
+        old = self.orders.get(order.order_id)
+        if old is None:
+            self.add_order(order)
+            return
+        self.orders[order.order_id] = order
+        self._by_symbol[old.symbol].pop(order.order_id, None)
+        if old.link_id and self._by_link.get(old.link_id) is old:
+            del self._by_link[old.link_id]
+        self._by_symbol.setdefault(order.symbol, {})[order.order_id] = order
+        if order.link_id:
+            self._by_link[order.link_id] = order
+        self.touch(old.symbol)
+        self.touch(order.symbol)
+
+    def order_rank(self, order_id: str) -> int:
+        """Where an open order stands in creation order (a larger rank came later)."""
+        return self._ranks[order_id]
+
+    def drop_order(self, order_id: str) -> None:
+        """Take an order off the book (no history: :meth:`finish` keeps one)."""
+        order = self.orders.pop(order_id, None)
+        if order is None:
+            return
+        self._by_symbol.get(order.symbol, {}).pop(order_id, None)
+        self._ranks.pop(order_id, None)
+        if order.link_id and self._by_link.get(order.link_id) is order:
+            del self._by_link[order.link_id]
+        self.touch(order.symbol)
+
+    def set_leverage(self, symbol: str, value: Decimal) -> None:
+        self.leverage[symbol] = value
+        self.touch(symbol)
+
+    def _index(self, order: WorkingOrder) -> None:
+        self._by_symbol.setdefault(order.symbol, {})[order.order_id] = order
+        self._ranks[order.order_id] = self._next_rank
+        self._next_rank += 1
+        if order.link_id:
+            self._by_link[order.link_id] = order
 
     # --- lookups -----------------------------------------------------------------------------
     def position(self, symbol: str) -> PositionState:
         """The symbol's position (flat when never traded)."""
-        return self.positions.setdefault(symbol, PositionState())
+        state = self.positions.get(symbol)
+        if state is None:
+            state = self.positions[symbol] = PositionState()
+            self.touch(symbol)
+        return state
 
     def leverage_of(self, symbol: str) -> Decimal:
         return self.leverage.get(symbol, DEFAULT_LEVERAGE)
@@ -75,49 +162,75 @@ class SimAccount:
         """An open order of ``symbol`` by order id (preferred) or link id."""
         if order_id:
             order = self.orders.get(order_id)
-            return order if order is not None and order.symbol == symbol else None
-        if link_id:
-            return next(
-                (o for o in self.orders.values() if o.link_id == link_id and o.symbol == symbol), None
-            )
-        return None
+        elif link_id:
+            order = self._by_link.get(link_id)
+        else:
+            return None
+        return order if order is not None and order.symbol == symbol else None
 
     def link_in_use(self, link_id: str) -> bool:
         """An open order already carries this orderLinkId."""
-        return bool(link_id) and any(o.link_id == link_id for o in self.orders.values())
+        return bool(link_id) and link_id in self._by_link
 
     def open_orders(self, symbol: str | None = None) -> Iterator[WorkingOrder]:
-        return (o for o in self.orders.values() if symbol is None or o.symbol == symbol)
-
-    def finish(self, order: WorkingOrder) -> None:
-        """Move a no-longer-open order from the book to the history."""
-        self.orders.pop(order.order_id, None)
-        self.finished.append(order)
+        """Open orders, of one symbol or all, in creation order."""
+        if symbol is None:
+            return iter(self.orders.values())
+        return iter(self._by_symbol.get(symbol, {}).values())
 
     # --- margin ------------------------------------------------------------------------------
     def upnl(self, marks: Mapping[str, float]) -> Decimal:
-        return sum(
-            (unrealised_pnl(p.size, p.entry, dec(marks[s])) for s, p in self.positions.items() if p.size),
-            ZERO,
-        )
+        total = ZERO
+        for symbol, state in self.positions.items():
+            if not state.size:
+                continue
+            mark = marks[symbol]
+            cached = self._upnl.get(symbol)
+            if cached is None or cached[0] != mark:
+                cached = self._upnl[symbol] = (mark, unrealised_pnl(state.size, state.entry, dec(mark)))
+            total += cached[1]
+        return total
 
     def position_margin(self) -> Decimal:
-        return sum(
-            (
-                initial_margin(p.size, p.entry, self.leverage_of(s))
-                for s, p in self.positions.items()
-                if p.size
-            ),
-            ZERO,
-        )
+        total = ZERO
+        for symbol, state in self.positions.items():
+            if not state.size:
+                continue
+            margin = self._position_margin.get(symbol)
+            if margin is None:
+                margin = self._position_margin[symbol] = initial_margin(
+                    state.size, state.entry, self.leverage_of(symbol)
+                )
+            total += margin
+        return total
 
     def order_margin(self) -> Decimal:
         """Margin held by resting limit orders that may open positions (reduce-only ones hold none)."""
         total = ZERO
-        for order in self.orders.values():
+        for symbol, orders in self._by_symbol.items():
+            if not orders:
+                continue
+            margin = self._order_margin.get(symbol)
+            if margin is None:
+                margin = self._order_margin[symbol] = self._symbol_order_margin(orders.values())
+            total += margin
+        return total
+
+    def _symbol_order_margin(self, orders: Iterable[WorkingOrder]) -> Decimal:
+        total = ZERO
+        for order in orders:
             if order.is_resting_limit and not order.closes_only and order.price is not None:
                 total += initial_margin(order.remaining, dec(order.price), self.leverage_of(order.symbol))
         return total
+
+    def uncached_sums(self, marks: Mapping[str, float]) -> tuple[Decimal, Decimal, Decimal]:
+        """uPnL, position margin and order margin computed afresh (the caches' reference, for tests)."""
+        positions = [(s, p) for s, p in self.positions.items() if p.size]
+        return (
+            sum((unrealised_pnl(p.size, p.entry, dec(marks[s])) for s, p in positions), ZERO),
+            sum((initial_margin(p.size, p.entry, self.leverage_of(s)) for s, p in positions), ZERO),
+            self._symbol_order_margin(self.orders.values()),
+        )
 
     def available(self, marks: Mapping[str, float]) -> Decimal:
         """Equity minus the initial margin of positions and resting orders (may be negative)."""
@@ -169,8 +282,7 @@ class SimAccount:
         account.leverage = {s: Decimal(v) for s, v in data["leverage"].items()}
         account.positions = {s: PositionState.from_state(p) for s, p in data["positions"].items()}
         for raw in data["orders"]:
-            order = WorkingOrder.from_state(raw)
-            account.orders[order.order_id] = order
+            account.add_order(WorkingOrder.from_state(raw))
         account.finished.extend(WorkingOrder.from_state(raw) for raw in data["finished"])
         account.executions.extend(execution_from_state(raw) for raw in data["executions"])
         return account

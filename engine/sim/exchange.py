@@ -183,6 +183,8 @@ class SimExchange:
             if saved is None or replayed or set(self._accounts) != known or listed:
                 self.save()
             self._images = {name: image_of(account) for name, account in self._accounts.items()}
+            for account in self._accounts.values():
+                account.dirty.clear()
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock, state_dir: Path) -> SimExchange:
@@ -255,10 +257,17 @@ class SimExchange:
 
     def set_price(self, symbol: str, last: float, mark: float | None = None) -> None:
         """Put ``symbol`` at a scripted price (mark = last unless given) and match at once."""
-        self._matcher.instrument(symbol)
-        self._feed.set_price(symbol, last, mark)
+        self.set_prices({symbol: last}, {symbol: mark} if mark is not None else None)
+
+    def set_prices(self, last: Mapping[str, float], mark: Mapping[str, float] | None = None) -> None:
+        """Put several symbols at scripted prices in one tick (mark = last unless given), then match
+        once: what moved together fills together, in one push per account, as a busy tick does."""
+        for symbol in last:
+            self._matcher.instrument(symbol)
+        for symbol, price in last.items():
+            self._feed.set_price(symbol, price, (mark or {}).get(symbol))
         now = self.clock.now()
-        self._hub.broadcast([self._feed.ticker(symbol, now)], now)
+        self._hub.broadcast([self._feed.ticker(symbol, now) for symbol in last], now)
         self._match_all()
 
     def ticker(self, symbol: str) -> Ticker:
@@ -357,8 +366,12 @@ class SimExchange:
         images: dict[str, AccountImage] = {}
         symbols: set[str] = set()
         for name in names:
-            before = self._images.get(name, AccountImage())
-            change, images[name] = account_change(self._accounts[name], before)
+            account = self._accounts[name]
+            known = self._images.get(name)
+            before = known or AccountImage()
+            # A new account is written whole; a known one by the symbols changed since its last record.
+            scope = None if known is None else account.dirty
+            change, images[name] = account_change(account, before, scope)
             if change:
                 changes[name] = change
                 symbols |= touched_symbols(change, before)
@@ -375,6 +388,8 @@ class SimExchange:
             return
         self._write_worked()
         self._images.update(images)
+        for name in images:
+            self._accounts[name].dirty.clear()
 
     # --- order entry (Bybit semantics; see engine.sim.matcher) --------------------------------
     def place(self, account: str, request: OrderRequest) -> OrderAck:

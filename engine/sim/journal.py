@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -72,18 +72,26 @@ class AccountImage:
     balance: str = ""
     leverage: dict[str, str] = field(default_factory=dict)
     positions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    orders: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """Open orders by symbol, then by order id."""
     last_execution: Execution | None = None
     last_finished: WorkingOrder | None = None
 
 
+def _symbol_orders(account: SimAccount, symbol: str) -> dict[str, dict[str, Any]]:
+    return {o.order_id: o.to_state() for o in account.open_orders(symbol)}
+
+
 def image_of(account: SimAccount) -> AccountImage:
     """The account as a record would write it (histories by their last item)."""
+    orders: dict[str, dict[str, dict[str, Any]]] = {}
+    for order in account.orders.values():
+        orders.setdefault(order.symbol, {})[order.order_id] = order.to_state()
     return AccountImage(
         balance=str(account.balance),
         leverage={s: str(v) for s, v in account.leverage.items()},
         positions={s: p.to_state() for s, p in account.positions.items()},
-        orders={o.order_id: o.to_state() for o in account.orders.values()},
+        orders=orders,
         last_execution=account.executions[-1] if account.executions else None,
         last_finished=account.finished[-1] if account.finished else None,
     )
@@ -102,23 +110,60 @@ def _appended(items: deque[T], last: T | None) -> list[T]:
     return list(items)
 
 
-def account_change(account: SimAccount, before: AccountImage) -> tuple[dict[str, Any], AccountImage]:
+def account_change(
+    account: SimAccount, before: AccountImage, symbols: Iterable[str] | None = None
+) -> tuple[dict[str, Any], AccountImage]:
     """What changed in ``account`` since ``before`` (an empty dict when nothing did), and its image
-    now. Against an empty :class:`AccountImage` the change is the whole account."""
-    now = image_of(account)
+    now. Against an empty :class:`AccountImage` the change is the whole account.
+
+    ``symbols`` limits the diff to those symbols' leverage, positions and orders (the account's
+    :attr:`~engine.sim.account.SimAccount.dirty` set: every change to a symbol marks it), so a record
+    costs what the action touched, not what the account holds; None diffs every symbol.
+    """
+    if symbols is None:
+        scope: set[str] = {*account.leverage, *account.positions, *before.leverage, *before.positions}
+        scope |= {o.symbol for o in account.orders.values()} | set(before.orders)
+    else:
+        scope = set(symbols)
+    now = AccountImage(
+        balance=str(account.balance),
+        leverage=dict(before.leverage),
+        positions=dict(before.positions),
+        orders=dict(before.orders),
+        last_execution=account.executions[-1] if account.executions else None,
+        last_finished=account.finished[-1] if account.finished else None,
+    )
     change: dict[str, Any] = {}
     if now.balance != before.balance:
         change["balance"] = now.balance
-    if now.leverage != before.leverage:
-        change["leverage"] = now.leverage
-    positions = {s: p for s, p in now.positions.items() if before.positions.get(s) != p}
+    leverage: dict[str, str] = {}
+    positions: dict[str, dict[str, Any]] = {}
+    changed: list[tuple[int, str, dict[str, Any]]] = []
+    closed: list[str] = []
+    for symbol in sorted(scope):
+        value = account.leverage.get(symbol)
+        if value is not None and before.leverage.get(symbol) != str(value):
+            leverage[symbol] = now.leverage[symbol] = str(value)
+        state = account.positions.get(symbol)
+        if state is not None:
+            raw = state.to_state()
+            if before.positions.get(symbol) != raw:
+                positions[symbol] = now.positions[symbol] = raw
+        was = before.orders.get(symbol, {})
+        current = _symbol_orders(account, symbol)
+        if current:
+            now.orders[symbol] = current
+        else:
+            now.orders.pop(symbol, None)
+        changed += [(account.order_rank(i), i, o) for i, o in current.items() if was.get(i) != o]
+        closed += [i for i in was if i not in current]
+    if leverage:
+        change["leverage"] = leverage
     if positions:
         change["positions"] = positions
     # New orders come in creation order (the order they are matched in); changed ones keep their place.
-    orders = {i: o for i, o in now.orders.items() if before.orders.get(i) != o}
-    if orders:
-        change["orders"] = orders
-    closed = [i for i in before.orders if i not in now.orders]
+    if changed:
+        change["orders"] = {i: o for _rank, i, o in sorted(changed, key=lambda c: c[0])}
     if closed:
         change["closed"] = closed
     finished = _appended(account.finished, before.last_finished)
@@ -136,7 +181,8 @@ def touched_symbols(change: Mapping[str, Any], before: AccountImage) -> set[str]
     symbols = set(change.get("positions", {}))
     symbols.update(s for s, v in change.get("leverage", {}).items() if before.leverage.get(s) != v)
     symbols.update(raw["symbol"] for raw in change.get("orders", {}).values())
-    symbols.update(before.orders[i]["symbol"] for i in change.get("closed", []) if i in before.orders)
+    closed = set(change.get("closed", []))
+    symbols.update(s for s, orders in before.orders.items() if not closed.isdisjoint(orders))
     for key in ("finished", "executions"):
         symbols.update(raw["symbol"] for raw in change.get(key, []))
     return symbols
@@ -149,14 +195,16 @@ def apply_account_change(accounts: dict[str, SimAccount], name: str, change: Map
         account = accounts[name] = SimAccount(name=name, balance=Decimal(change["balance"]))
     if "balance" in change:
         account.balance = Decimal(change["balance"])
-    if "leverage" in change:
-        account.leverage = {s: Decimal(v) for s, v in change["leverage"].items()}
+    # A record holds the leverage of the symbols it touched (older records: every symbol's).
+    for symbol, value in change.get("leverage", {}).items():
+        account.set_leverage(symbol, Decimal(value))
     for symbol, raw in change.get("positions", {}).items():
         account.positions[symbol] = PositionState.from_state(raw)
+        account.touch(symbol)
     for order_id in change.get("closed", []):
-        account.orders.pop(order_id, None)
-    for order_id, raw in change.get("orders", {}).items():
-        account.orders[order_id] = WorkingOrder.from_state(raw)
+        account.drop_order(order_id)
+    for raw in change.get("orders", {}).values():
+        account.put_order(WorkingOrder.from_state(raw))
     account.finished.extend(WorkingOrder.from_state(raw) for raw in change.get("finished", []))
     account.executions.extend(execution_from_state(raw) for raw in change.get("executions", []))
 

@@ -154,7 +154,7 @@ class Matcher:
             created=now,
             updated=now,
         )
-        account.orders[order.order_id] = order
+        account.add_order(order)
         if status is OrderStatus.UNTRIGGERED:
             events.append(order.snapshot(account.name))
         else:
@@ -195,6 +195,7 @@ class Matcher:
                 )
         order.qty, order.price, order.trigger_price = qty, price, trigger
         order.updated = self._now()
+        account.touch(order.symbol)
         events.append(order.snapshot(account.name))
         if order.is_resting_limit:
             self._take_if_marketable(account, order, events)
@@ -234,10 +235,10 @@ class Matcher:
             return
         marks = self._feed.marks()
         before = account.available(marks)
-        account.leverage[symbol] = value
+        account.set_leverage(symbol, value)
         after = account.available(marks)
         if after < 0 and after < before:
-            account.leverage[symbol] = previous
+            account.set_leverage(symbol, previous)
             raise InsufficientBalance(
                 f"{symbol}: not enough available balance for leverage {leverage}", 110007
             )
@@ -274,7 +275,7 @@ class Matcher:
             created=now,
             updated=now,
         )
-        account.orders[order.order_id] = order
+        account.add_order(order)
         mark = self._feed.mark(symbol)
         self._fill(account, order, amount, mark, is_maker=False, events=events, exec_type=exec_type)
 
@@ -290,6 +291,7 @@ class Matcher:
         paid = money(position.size * dec(mark) * dec(rate))
         account.balance -= paid
         position.realised -= paid  # Bybit's cumRealisedPnl counts funding as well
+        account.touch(symbol)
         now = self._now()
         execution = Execution(
             account=account.name,
@@ -408,6 +410,7 @@ class Matcher:
             self._fill(account, order, order.remaining, price, is_maker=False, events=events)
             return
         order.status = OrderStatus.NEW
+        account.touch(order.symbol)
         if is_through(order.side, order.limit_price, last):
             self._take_if_marketable(account, order, events)
         elif order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
@@ -430,6 +433,7 @@ class Matcher:
     def _trigger(self, account: SimAccount, order: WorkingOrder, events: list[VenueEvent]) -> None:
         order.status = OrderStatus.TRIGGERED
         order.updated = self._now()
+        account.touch(order.symbol)
         events.append(order.snapshot(account.name))
         if order.closes_only:
             allowed = closable_qty(account.position(order.symbol).size, order.side)
@@ -437,6 +441,7 @@ class Matcher:
                 self._finish(account, order, OrderStatus.CANCELLED, "CancelByReduceOnly", events)
                 return
             order.qty = order.filled + min(order.remaining, allowed)
+            account.touch(order.symbol)
         else:
             instrument = self.instrument(order.symbol)
             reference = self._reference_price(instrument, order.side, order.order_type, order.price)
@@ -476,6 +481,7 @@ class Matcher:
         order.filled_value += dec(price) * qty
         order.status = OrderStatus.FILLED if order.remaining == 0 else OrderStatus.PARTIALLY_FILLED
         order.updated = now
+        account.touch(order.symbol)
         execution = Execution(
             account=account.name,
             exec_id=self._ids.next("exec"),

@@ -54,6 +54,7 @@ from engine.core.models import (
     monitor_key,
 )
 from engine.core.numbers import fmt_monitor, fmt_position, fmt_usdt
+from engine.core.read_only import read_only
 from engine.scheduler.jobs import Scheduler
 from engine.scheduler.urgency import Tier, UrgencyParams, VolatilityTracker, check_interval, tier_for
 from engine.trading.approaches import TradeRejected, TradeRequest, plan_trade
@@ -68,8 +69,9 @@ from engine.trading.monitor import (
     open_monitor,
     wants_price,
 )
-from engine.trading.orders import Action, ActionResult, OrderSender
+from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, OrderSender, PlaceOrder
 from engine.trading.params import MonitorTiming, TradingParams
+from engine.trading.reaction import ReactionRecorder, answered_fills, fill_kind
 from engine.trading.reconcile import (
     READ_ROUNDS,
     ReconcileOutcome,
@@ -145,11 +147,20 @@ async def _forever() -> None:
     await asyncio.Event().wait()
 
 
-def _order_room(venue: Venue) -> Callable[[], int] | None:
-    """How many order units the account's rate budget allows now (a gateway knows; else no plan)."""
+ACTION_BUDGET: dict[type[Action], CallKind] = {
+    PlaceOrder: CallKind.PLACE,
+    AmendOrder: CallKind.AMEND,
+    CancelOrder: CallKind.CANCEL,
+}
+"""The rate-budget window each kind of order action spends."""
+
+
+def order_room(venue: Venue) -> Callable[[Collection[type[Action]]], int] | None:
+    """How many order units the account's rate budget allows now for some kinds of action (the
+    least of their windows; a gateway knows; else no plan)."""
     if isinstance(venue, VenueGateway):
         budget = venue.budget
-        return lambda: budget.left(CallKind.ORDERS)
+        return lambda kinds: min((budget.left(ACTION_BUDGET[k]) for k in kinds), default=0)
     return None
 
 
@@ -269,10 +280,12 @@ class TpslManager:
         self.checks: dict[str, int] = {}
         """Monitor checks made since the start, by tier (``baseline`` when adaptive intervals are off)."""
         self._senders = {
-            a: OrderSender(v, clock, batching=batching, room=_order_room(v)) for a, v in self.venues.items()
+            a: OrderSender(v, clock, batching=batching, room=order_room(v)) for a, v in self.venues.items()
         }
         self.monitors: dict[str, Monitor] = {}
         self.ledger = Ledger()
+        self.reactions = ReactionRecorder()
+        """Fill -> request latencies (engine.trading.reaction), read by the metrics export."""
         self.instruments: dict[str, Instrument] = {}
         self.marks: dict[str, float] = {}
         self.tickers: dict[str, Ticker] = {}
@@ -791,7 +804,8 @@ class TpslManager:
                 if transition.trade is not None:
                     await self._persist(transition)
             # in the outcome's order, adoptions (protection) first; the sender keeps that order
-            await self._commit_all(account, pending)
+            causes = answered_fills(pending, view.executions, outcome.applied_exec_ids)
+            await self._commit_all(account, pending, causes=causes)
             if outcome.orphan_cancels:
                 count = len(outcome.orphan_cancels)
                 message = f"{account}: cancelling {count} orphan order(s)"
@@ -956,27 +970,48 @@ class TpslManager:
 
     async def dispatch_many(self, account: str, events: Sequence[VenueEvent]) -> None:
         """Handle venue events of ``account`` in order; fills and order updates that come together
-        are decided together (see :meth:`_decide`)."""
+        are decided together (see :meth:`_decide`).
+
+        A symbol's position and price updates are judged after its own fills before them are
+        decided, but they do not hold back the decisions of other symbols: deciding waits for the
+        answers to the orders it sends, and a wave of fills across many symbols (every one of them
+        followed by its position update) was decided one symbol at a time, each new fill behind the
+        previous one's take-profits queued at the venue's rate limit."""
         decisions: list[Execution | Order] = []
+        deciding: set[str] = set()  # symbols with fills or order updates not decided yet
+        positions: list[Position] = []  # position updates of those symbols, judged after them
+
+        async def decide() -> None:
+            await self._decide(account, decisions)
+            for position in positions:
+                self._on_position(account, position)
+            decisions.clear()
+            deciding.clear()
+            positions.clear()
+
         for event in events:
             self._last_event[account] = self.clock.now()
             self._notify(account, event)
             if isinstance(event, Execution | Order):
                 decisions.append(event)
-                continue
-            await self._decide(account, decisions)
-            decisions = []
-            if isinstance(event, Ticker):
-                await self.on_ticker(event)
+                deciding.add(event.symbol)
             elif isinstance(event, Position):
-                self._on_position(account, event)
+                if event.symbol in deciding:
+                    positions.append(event)
+                else:
+                    self._on_position(account, event)
+            elif isinstance(event, Ticker):
+                if event.symbol in deciding:
+                    await decide()
+                await self.on_ticker(event)
             elif isinstance(event, StreamStatus):
+                await decide()
                 self._set_connected(account, event.connected)
                 if event.connected:
                     self._subscribed[account].set()
                 if event.gap or not event.connected:
                     self._run_soon(self._job_names(account)[0])  # catch up on what the gap may have lost
-        await self._decide(account, decisions)
+        await decide()
 
     def _set_connected(self, account: str, connected: bool) -> None:
         if self._connected.get(account) != connected:
@@ -1027,6 +1062,7 @@ class TpslManager:
     async def _decide_now(self, account: str, events: Sequence[Execution | Order]) -> None:
         """Decide and commit ``events`` (their symbols settled); the caller holds the lock."""
         transitions: list[Transition] = []
+        causes: dict[int, Execution] = {}  # id(transition) -> the fill it answers (reaction latency)
         for event in events:
             if isinstance(event, Execution):
                 if not self._remember(account, event.exec_id):
@@ -1038,10 +1074,11 @@ class TpslManager:
             instrument = self.instruments[monitor.symbol]
             if isinstance(event, Execution):
                 transitions.append(apply_execution(monitor, event, instrument, self.params))
+                causes[id(transitions[-1])] = event
             else:
                 transitions.append(apply_order_update(monitor, event, instrument, self.params))
         if transitions:
-            await self._commit_all(account, transitions)
+            await self._commit_all(account, transitions, causes=causes)
 
     async def on_execution(self, account: str, exe: Execution) -> None:
         """A fill (from the stream or a poll)."""
@@ -1156,13 +1193,20 @@ class TpslManager:
         return await self._commit_all(account, [transition], saved=opening)
 
     async def _commit_all(
-        self, account: str, transitions: Sequence[Transition], *, saved: bool = False
+        self,
+        account: str,
+        transitions: Sequence[Transition],
+        *,
+        saved: bool = False,
+        causes: Mapping[int, Execution] | None = None,
     ) -> list[Alert]:
         """Commit decisions of different monitors together: save each (a critical save is on disk
         before anything is sent), send all their actions through the account's order sender (batch
         requests with ``api_batching``), hand each monitor the answers to its own actions, and go
         round again with what the answers call for; bounded retries. The caller holds the lock.
-        ``saved``: the transitions are saved already (an opening's write-ahead)."""
+        ``saved``: the transitions are saved already (an opening's write-ahead). ``causes``: the fill
+        each transition answers, by ``id(transition)``, timed into :attr:`reactions` when its first
+        requests go to the sender."""
         raised: list[Alert] = []
         live = list(transitions)
         for _ in range(self.params.sl_retry_attempts + 4):
@@ -1177,6 +1221,12 @@ class TpslManager:
                 return raised
             # A rate-limited action waits for the reset inside the sender: not a refusal here.
             symbols = [t.monitor.symbol for t in live]
+            if causes:  # the first requests answer fills: their reaction time ends here
+                now = self.clock.now()
+                for t in live:
+                    if (fill := causes.get(id(t))) is not None:
+                        self.reactions.observe(fill_kind(fill.link_id), now - fill.ts)
+                causes = None
             results = await self._send_unlocked(account, symbols, [a for t in live for a in t.actions])
             answered: list[Transition] = []
             for transition in live:
@@ -1350,24 +1400,23 @@ class TpslManager:
             m = self.monitors[key]
             instrument = self.instruments.get(m.symbol)
             avg = instrument.round_price(m.avg_entry) if instrument and m.entry_qty else m.avg_entry
-            rows.append(
-                {
-                    "key": key,
-                    "account": m.account,
-                    "symbol": m.symbol,
-                    "side": m.side.value,
-                    "approach": m.approach,
-                    "phase": m.phase.value,
-                    "avg_entry": avg,
-                    "size": m.size,
-                    "tps_filled": m.tps_filled(),
-                    "sl_price": m.sl_price,
-                    "breakeven": m.breakeven,
-                    "urgency": self.tiers.get(key, Tier.ACTIVE).value,
-                    "monitor_id": m.monitor_id,
-                    "close_intent": m.close_intent,
-                }
-            )
+            row: MonitorRow = {
+                "key": key,
+                "account": m.account,
+                "symbol": m.symbol,
+                "side": m.side.value,
+                "approach": m.approach,
+                "phase": m.phase.value,
+                "avg_entry": avg,
+                "size": m.size,
+                "tps_filled": m.tps_filled(),
+                "sl_price": m.sl_price,
+                "breakeven": m.breakeven,
+                "urgency": self.tiers.get(key, Tier.ACTIVE).value,
+                "monitor_id": m.monitor_id,
+                "close_intent": m.close_intent,
+            }
+            rows.append(read_only(row))  # read-only where built: the snapshot keeps it without a copy
         return rows
 
     def snapshot_ledger(self) -> LedgerSection:

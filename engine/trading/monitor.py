@@ -709,7 +709,7 @@ def apply_results(
     m: Monitor, results: list[ActionResult], instrument: Instrument, params: TradingParams
 ) -> Transition:
     """Take the venue's answers to our actions: order ids, refusals (retried), give-ups."""
-    m = copy.deepcopy(m)
+    m = m.copy()
     alerts: list[Alert] = []
     reason: Reason | None = None
     for result in results:

@@ -14,7 +14,7 @@ refused for what it asks, only for when, so it is sent again once the venue's bu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -212,7 +212,8 @@ class OrderSender:
 
     ``batching`` is the ``api_batching`` toggle and may be flipped at any time: each send (and each
     round of one) reads it. ``room``, when given, says how many order units the engine's rate budget
-    allows now; batched rounds are planned within it. ``batch_refused`` is set for good once the
+    allows now for the given kinds of action (the least of their windows); batched rounds are
+    planned within it. ``batch_refused`` is set for good once the
     venue refuses batch endpoints for this account (see :func:`refuses_batch`).
     """
 
@@ -222,7 +223,7 @@ class OrderSender:
         clock: Clock,
         *,
         batching: bool = False,
-        room: Callable[[], int] | None = None,
+        room: Callable[[Collection[type[Action]]], int] | None = None,
     ) -> None:
         self.venue = venue
         self.clock = clock
@@ -302,7 +303,9 @@ class OrderSender:
         waits = 0
         while pending:
             urgent = any(protection_rank(actions[i]) < 2 for i in pending)
-            take = resend_order(actions, pending)[: await self._room_for(len(pending), urgent=urgent)]
+            kinds = {type(actions[i]) for i in pending}
+            room = await self._room_for(len(pending), kinds, urgent=urgent)
+            take = resend_order(actions, pending)[:room]
             taken = set(take)
             pending = [i for i in pending if i not in taken]
             calls = plan_calls(actions, take)
@@ -368,7 +371,7 @@ class OrderSender:
         for index, result in zip(order, await self._singly(_pick(actions, order)), strict=True):
             results[index] = result
 
-    async def _room_for(self, wanted: int, *, urgent: bool = False) -> int:
+    async def _room_for(self, wanted: int, kinds: Collection[type[Action]], *, urgent: bool = False) -> int:
         """How many of ``wanted`` items the next plan may hold: all without a budget; else what the
         budget has room for, waiting on the clock (polling every :data:`ROOM_POLL_S`) while it has
         none, and after :data:`ROOM_WAIT_MAX_S` one item anyway.
@@ -380,9 +383,9 @@ class OrderSender:
         if self.room is None:
             return wanted
         if urgent:
-            return max(1, min(self.room(), wanted))
+            return max(1, min(self.room(kinds), wanted))
         waited = 0.0
-        while (left := self.room()) <= 0:
+        while (left := self.room(kinds)) <= 0:
             if waited >= ROOM_WAIT_MAX_S:
                 return 1
             await self.clock.sleep(ROOM_POLL_S)

@@ -20,14 +20,19 @@ The simulator (``engine.sim.ratelimit``) enforces the same per-account budgets: 
 order endpoint, 50/s for each read, one unit per batch item.
 
 This budget is venue-neutral and plans per account and *kind* of call rather than per endpoint: one
-10/s window for all order calls together and one 50/s window for all reads (market data included, as
-the simulator counts it), which never plans more than any one endpoint allows and is simple to reason
-about (the engine's bursts are mostly one endpoint anyway: thirty amends after a wave of TP fills),
-plus the IP window shared by every account on the same host. A call waits on the injected clock until
-its units fit. When calls queue, the most urgent goes first (:mod:`engine.venue.priority`: stop-losses,
-then other orders, then checks, then the dashboard), oldest first within a priority, and a less urgent
-call never takes units that a more urgent waiter needs: behind a kind's first waiter that does not fit,
-no call of that kind passes, and the IP units it needs are kept from the other kind's less urgent calls.
+10/s window per order verb — placing (create, create-batch, set-leverage), amending (amend,
+amend-batch) and cancelling (cancel, cancel-batch, cancel-all) — and one 50/s window for all reads
+(market data included, as the simulator counts it), plus the IP window shared by every account on the
+same host. Each verb's window merges endpoints that each have 10/s of their own, so it never plans
+more than any one endpoint allows; keeping the verbs apart matters at scale, where a wave of TP1 fills
+needs thirty amends (stops to breakeven) while the entries' cancels and new take-profits queue: with
+one window for every order call, a stop's amend waited behind them for seconds.
+
+A call waits on the injected clock until its units fit. When calls queue, the most urgent goes first
+(:mod:`engine.venue.priority`: stop-losses, then other orders, then checks, then the dashboard), oldest
+first within a priority, and a less urgent call never takes units that a more urgent waiter needs:
+behind a kind's first waiter that does not fit, no call of that kind passes, and the IP units it needs
+are kept from the other kinds' less urgent calls.
 The last ``protect_reserve`` units of each order window (``venue.rate_protect_reserve``) are kept for
 protective calls: under a steady stream of entries and take-profits the window is always nearly spent,
 and a stop moved or a position closed must not wait for a unit to roll out of it.
@@ -78,30 +83,33 @@ of it, and must still find the unit expired (or the budget would wake again and 
 
 
 class CallKind(StrEnum):
-    """The budget a call spends from."""
+    """The budget a call spends from: one window per order verb, and one for reads."""
 
-    ORDERS = "orders"
+    PLACE = "place"
+    AMEND = "amend"
+    CANCEL = "cancel"
     READS = "reads"
 
 
-ORDER_ENDPOINTS = frozenset(
-    {
-        Endpoint.CREATE,
-        Endpoint.AMEND,
-        Endpoint.CANCEL,
-        Endpoint.CANCEL_ALL,
-        Endpoint.CREATE_BATCH,
-        Endpoint.AMEND_BATCH,
-        Endpoint.CANCEL_BATCH,
-        Endpoint.SET_LEVERAGE,
-    }
-)
-"""The V5 paths that spend the order budget; every other path is a read."""
+ORDER_KINDS = (CallKind.PLACE, CallKind.AMEND, CallKind.CANCEL)
+"""The order verbs' windows (each :data:`ORDERS_PER_S`)."""
+
+ORDER_ENDPOINTS: dict[str, CallKind] = {
+    Endpoint.CREATE: CallKind.PLACE,
+    Endpoint.CREATE_BATCH: CallKind.PLACE,
+    Endpoint.SET_LEVERAGE: CallKind.PLACE,
+    Endpoint.AMEND: CallKind.AMEND,
+    Endpoint.AMEND_BATCH: CallKind.AMEND,
+    Endpoint.CANCEL: CallKind.CANCEL,
+    Endpoint.CANCEL_BATCH: CallKind.CANCEL,
+    Endpoint.CANCEL_ALL: CallKind.CANCEL,
+}
+"""The V5 paths that spend an order verb's window; every other path is a read."""
 
 
 def kind_of(endpoint: str) -> CallKind:
     """Which budget a call to the V5 path ``endpoint`` spends."""
-    return CallKind.ORDERS if endpoint in ORDER_ENDPOINTS else CallKind.READS
+    return ORDER_ENDPOINTS.get(endpoint, CallKind.READS)
 
 
 class WindowRow(TypedDict):
@@ -117,6 +125,10 @@ class BudgetRow(TypedDict):
     """An account's budget as the snapshot shows it."""
 
     orders: WindowRow
+    """The order verb's window with the least left (what the next busy order call faces)."""
+    place: WindowRow
+    amend: WindowRow
+    cancel: WindowRow
     reads: WindowRow
     ip: WindowRow
 
@@ -313,11 +325,10 @@ class CallBudget:
         self.clock = clock
         self.ip = ip
         # Never the whole window: a less urgent call must still be able to pass.
-        self._reserve = {CallKind.ORDERS: max(0, min(protect_reserve, orders_per_s - 1)), CallKind.READS: 0}
-        self._windows = {
-            CallKind.ORDERS: RollingWindow(clock, orders_per_s, WINDOW_S),
-            CallKind.READS: RollingWindow(clock, reads_per_s, WINDOW_S),
-        }
+        reserve = max(0, min(protect_reserve, orders_per_s - 1))
+        self._reserve = {kind: reserve for kind in ORDER_KINDS} | {CallKind.READS: 0}
+        self._windows = {kind: RollingWindow(clock, orders_per_s, WINDOW_S) for kind in ORDER_KINDS}
+        self._windows[CallKind.READS] = RollingWindow(clock, reads_per_s, WINDOW_S)
         # Waiting claims per kind, most urgent first, then oldest (:func:`_rank`).
         self._queues: dict[CallKind, list[Claim]] = {kind: [] for kind in CallKind}
         self._seq = itertools.count(1)
@@ -369,11 +380,22 @@ class CallBudget:
 
     def row(self) -> BudgetRow:
         """The budget for the snapshot's ``api_calls`` section."""
+        windows = self.windows()
         return BudgetRow(
-            orders=self._windows[CallKind.ORDERS].row(),
-            reads=self._windows[CallKind.READS].row(),
-            ip=self.ip.row(),
+            orders=windows["orders"],
+            place=windows["place"],
+            amend=windows["amend"],
+            cancel=windows["cancel"],
+            reads=windows["reads"],
+            ip=windows["ip"],
         )
+
+    def windows(self) -> dict[str, WindowRow]:
+        """Every window by name: each order verb's, ``orders`` (the verb with the least left: what the
+        next busy order call faces), ``reads`` and ``ip``."""
+        rows = {str(kind): self._windows[kind].row() for kind in CallKind}
+        verbs = [rows[str(kind)] for kind in ORDER_KINDS]
+        return {"orders": min(verbs, key=lambda row: row["left"]), **rows, "ip": self.ip.row()}
 
     @property
     def waiting(self) -> dict[Priority, int]:

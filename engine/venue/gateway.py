@@ -4,8 +4,8 @@
 Venue itself, so the manager, the dashboard and the price alerts use it unchanged. Around every call it
 
 - waits for the units the call costs in the account's :class:`~engine.venue.budget.CallBudget` (one
-  read unit per read, one order unit per order action, one per item of a batch), at the priority the
-  calling task stated (:func:`engine.venue.priority.call_priority`);
+  read unit per read, one unit of its verb's window per order action, one per item of a batch), at
+  the priority the calling task stated (:func:`engine.venue.priority.call_priority`);
 - tells the budget when the venue refuses a call for the rate limit anyway (a 10006, raised or in a
   batch item), so the next calls wait for the window to refill instead of collecting refusals;
 - with ``coalesce`` on (the ``api_batching`` toggle, flipped live), lets identical reads that are in
@@ -91,18 +91,22 @@ class VenueGateway(Venue):
             self.budget.refused(claim.kind, exc.reset_at)
             raise
 
-    async def _order(self, call: Callable[[], Awaitable[T]]) -> T:
-        return await self._send(self.budget.claim(CallKind.ORDERS), call)
+    async def _order(self, kind: CallKind, call: Callable[[], Awaitable[T]]) -> T:
+        return await self._send(self.budget.claim(kind), call)
 
     async def _batch(
-        self, requests: Sequence[R], call: Callable[[Sequence[R]], Awaitable[list[BatchResult]]]
+        self,
+        kind: CallKind,
+        requests: Sequence[R],
+        call: Callable[[Sequence[R]], Awaitable[list[BatchResult]]],
     ) -> list[BatchResult]:
-        """A batch costs one order unit per item; items refused for the rate limit refuse the budget too."""
-        claim = self.budget.claim(CallKind.ORDERS, max(1, len(requests)))
+        """A batch costs one unit of its verb per item; items refused for the rate limit refuse the
+        budget too."""
+        claim = self.budget.claim(kind, max(1, len(requests)))
         results = await self._send(claim, lambda: call(requests))
         refusal = next((r.error for r in results if isinstance(r.error, RateLimited)), None)
         if isinstance(refusal, RateLimited):
-            self.budget.refused(CallKind.ORDERS, refusal.reset_at)
+            self.budget.refused(kind, refusal.reset_at)
         return results
 
     async def _read(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
@@ -157,28 +161,28 @@ class VenueGateway(Venue):
 
     # --- order actions -----------------------------------------------------------------------------
     async def set_leverage(self, symbol: str, leverage: float) -> None:
-        return await self._order(lambda: self.inner.set_leverage(symbol, leverage))
+        return await self._order(CallKind.PLACE, lambda: self.inner.set_leverage(symbol, leverage))
 
     async def place(self, request: OrderRequest) -> OrderAck:
-        return await self._order(lambda: self.inner.place(request))
+        return await self._order(CallKind.PLACE, lambda: self.inner.place(request))
 
     async def amend(self, request: AmendRequest) -> OrderAck:
-        return await self._order(lambda: self.inner.amend(request))
+        return await self._order(CallKind.AMEND, lambda: self.inner.amend(request))
 
     async def cancel(self, request: CancelRequest) -> OrderAck:
-        return await self._order(lambda: self.inner.cancel(request))
+        return await self._order(CallKind.CANCEL, lambda: self.inner.cancel(request))
 
     async def cancel_all(self, symbol: str) -> list[OrderAck]:
-        return await self._order(lambda: self.inner.cancel_all(symbol))
+        return await self._order(CallKind.CANCEL, lambda: self.inner.cancel_all(symbol))
 
     async def place_batch(self, requests: Sequence[OrderRequest]) -> list[BatchResult]:
-        return await self._batch(requests, self.inner.place_batch)
+        return await self._batch(CallKind.PLACE, requests, self.inner.place_batch)
 
     async def amend_batch(self, requests: Sequence[AmendRequest]) -> list[BatchResult]:
-        return await self._batch(requests, self.inner.amend_batch)
+        return await self._batch(CallKind.AMEND, requests, self.inner.amend_batch)
 
     async def cancel_batch(self, requests: Sequence[CancelRequest]) -> list[BatchResult]:
-        return await self._batch(requests, self.inner.cancel_batch)
+        return await self._batch(CallKind.CANCEL, requests, self.inner.cancel_batch)
 
     # --- push and lifetime -------------------------------------------------------------------------
     def stream(self) -> AsyncIterator[VenueEvent]:
