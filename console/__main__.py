@@ -182,8 +182,12 @@ def cmd_sim_server(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    _settings(args)  # bad settings are still reported as such
-    return fail("bench", "not built yet", EXIT_FAILURE)
+    _settings(args)  # bad settings are reported before any child process starts
+    from engine.commands.bench.command import run_bench
+    from engine.commands.bench.workload import Workload
+
+    workload = Workload(positions=args.positions, minutes=args.minutes, seed=args.seed, config=args.config)
+    return run_bench(workload, args.profile, as_json=args.json)
 
 
 def cmd_soak(args: argparse.Namespace) -> int:

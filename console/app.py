@@ -35,7 +35,7 @@ from textual.widgets import Tab, Tabs
 from console.engine_host import make_host
 from console.engine_link import EngineLink, Outcome
 from console.logging_queue import QueueLogHandler, attach, detach
-from console.refresh_gate import RefreshGate
+from console.refresh_gate import RefreshGate, pause_after
 from console.screens.confirm import ConfirmScreen
 from console.screens.help import HelpScreen
 from console.screens.pause import PauseScreen
@@ -298,8 +298,7 @@ class OperatorConsole(App[int]):
             else:
                 self.quiet_periods += 1
             self.drain_log()  # with the paint: one frame for both
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(max(self._period_s - elapsed, self._period_s / 4))
+            await asyncio.sleep(pause_after(self._period_s, time.monotonic() - started))
 
     async def on_unmount(self) -> None:
         detach(self._log_handler)

@@ -23,6 +23,20 @@ minutes, and every refresh moves them (a snapshot is a cache lookup): repainting
 was about half of the console's idle cost, for nothing an operator could act on sooner."""
 
 
+REFRESH_SHARE = 0.2
+"""The most of the time the console spends refreshing: at a thousand positions a refresh costs a few
+hundred ms (the snapshot is built on the engine's loop, the rows painted on the UI's), and refreshes
+back to back left the engine a fraction of the one core the two threads share (Python's GIL), so
+fills waited. Past that cost the refresh rate falls instead; at small sizes it is the set rate."""
+
+
+def pause_after(period_s: float, took_s: float) -> float:
+    """How long the refresh loop sleeps after a refresh of ``took_s`` seconds at ``period_s``: the
+    rest of the period, but long enough that refreshing takes at most :data:`REFRESH_SHARE` of the
+    time (pure)."""
+    return max(period_s - took_s, period_s / 4, took_s * (1 - REFRESH_SHARE) / REFRESH_SHARE)
+
+
 @dataclass(slots=True)
 class RefreshGate:
     """Remembers what the last refresh showed; :meth:`due` says whether the next one is needed."""

@@ -15,8 +15,9 @@ Three measurements, each on the embedded simulator:
   second, for ``--seconds``. Every order request the engine sends is timed (wall clock); the reaction
   is the time from the execution that calls for an action (TP1 fill -> stop to breakeven, or the
   stop cancelled when TP1 closed the whole position; SL fill -> cancel the rest) to the request that
-  carries it, matched as in ``scripts/monitoring_cost.py``. ``budget_waits`` counts the calls that
-  waited for the rate budget (the venue's 10 orders/s): with it high, reactions queue for the venue.
+  carries it, matched as in ``opconsole bench`` (``engine/commands/bench/requests.py``).
+  ``budget_waits`` counts the calls that waited for the rate budget (the venue's 10 orders/s): with
+  it high, reactions queue for the venue.
 
 Usage::
 
@@ -181,8 +182,7 @@ async def _open_positions_fast(state_dir: Path, positions: int, seed: int) -> fl
     simulated seconds it took. The console then continues the same market on the real clock."""
     from dataclasses import replace
 
-    from monitoring_cost import plan
-
+    from engine.commands.bench.workload import plan
     from engine.core.clock import VirtualClock, iso_utc
     from engine.runtime.assembly import EngineRuntime
     from engine.runtime.scenario import Scenario
@@ -218,11 +218,17 @@ the engine on the UI's loop (``ui.engine_thread = false``, as before), or the en
 
 
 async def _reaction(
-    positions: int, seconds: float, seed: int, volatility: float, mode: str, cache: Path | None = None
+    positions: int,
+    seconds: float,
+    seed: int,
+    volatility: float,
+    mode: str,
+    cache: Path | None = None,
+    warmup: float = 0.0,
 ) -> dict[str, Any]:
-    from monitoring_cost import Sent, percentile, reactions, record_requests
-
     from console.app import OperatorConsole
+    from engine.commands.bench.requests import Sent, reactions, record_requests
+    from engine.commands.bench.stats import percentile
     from engine.core.clock import RealClock, iso_utc
     from engine.runtime.assembly import EngineRuntime
 
@@ -259,7 +265,14 @@ async def _reaction(
         async def measure() -> tuple[float, int]:
             while runtime.state.value == "reconciling":  # noqa: ASYNC110 (the restart's pass is not a reaction)
                 await asyncio.sleep(0.2)
-            print(f"phase two ({mode}): reconciled; measuring {seconds:g}s", file=sys.stderr)
+            # the restarted market catches up first (entries filled while it was away): not the steady state
+            await asyncio.sleep(warmup)
+            frames.clear()
+            views.clear()
+            print(
+                f"phase two ({mode}): reconciled, warmed up {warmup:g}s; measuring {seconds:g}s",
+                file=sys.stderr,
+            )
             since = clock.now()
             await asyncio.sleep(seconds)
             return since, 0
@@ -315,6 +328,7 @@ async def _reaction(
         "positions": positions,
         "positions_on_screen": shown,
         "seconds": seconds,
+        "warmup_s": warmup,
         "refreshes": len(frames),
         "refresh_ms_p50": ms(median(frames)) if frames else None,
         "refresh_ms_p99": ms(percentile(frames, 99)),
@@ -351,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--modes", default="thread,shared,headless", help=f"reaction runs, of {', '.join(MODES)}"
     )
+    parser.add_argument("--warmup", type=float, default=0.0, help="reaction: seconds before measuring")
     parser.add_argument(
         "--state-cache", default=None, help="reaction: keep phase one's state here and reuse it next time"
     )
@@ -371,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mode in args.modes.split(","):
             cache = Path(args.state_cache) if args.state_cache else None
             figures = asyncio.run(
-                _reaction(args.positions, args.seconds, args.seed, args.volatility, mode, cache)
+                _reaction(args.positions, args.seconds, args.seed, args.volatility, mode, cache, args.warmup)
             )
             print("reaction: " + json.dumps(figures))
     return code

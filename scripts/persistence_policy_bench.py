@@ -6,6 +6,9 @@ events) into a fresh store under SimplePolicy and under SmartPolicy on a virtual
 what reached the disk: full (whole-state) writes, journal appends, fsyncs, bytes, the worst delay of a
 critical save and the oldest a non-critical change got before it was written.
 
+The replay and its figures are the benchmark's (``engine/commands/bench/save_pattern.py``); this
+script runs it for both policies and prints them.
+
 Usage: ``python scripts/persistence_policy_bench.py [--monitors 15] [--minutes 60] [--seed 7]
 [--verify] [--json]``. ``--verify`` re-reads the directory after every critical save to prove it
 was already on disk (slower).
@@ -17,46 +20,8 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
-import time
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
 
-from persistence_workload import DiskFollower, ReplayResult, monitor_hour, replay, virtual_driver
-
-from engine.core.clock import VirtualClock
-from persistence import Store
-
-START = 1_767_225_600.0  # 2026-01-01T00:00:00Z: any fixed epoch keeps runs identical
-
-
-async def measure(policy: str, *, monitors: int, minutes: float, seed: int, verify: bool) -> dict[str, Any]:
-    """Replay the workload under ``policy`` in a temporary state directory."""
-    duration = minutes * 60.0
-    events = monitor_hour(monitors=monitors, duration_s=duration, seed=seed)
-    clock = VirtualClock(start=START)
-    with tempfile.TemporaryDirectory(prefix="opconsole-policy-") as scratch:
-        store = Store(Path(scratch), clock=clock, policy=policy)
-        store.load()
-        await store.start()
-        began = time.perf_counter()
-        result: ReplayResult = await replay(
-            store,
-            events,
-            advance_to=virtual_driver(clock, store, START),
-            duration_s=duration,
-            is_durable=DiskFollower(Path(scratch)).is_durable if verify else None,
-        )
-        wall = time.perf_counter() - began
-        await store.close()
-    row = asdict(result)
-    hours = duration / 3600.0
-    row["writes_per_hour"] = round(result.writes / hours, 1)
-    row["full_writes_per_hour"] = round(result.full_writes / hours, 1)
-    row["saves_per_minute_per_monitor"] = round(result.saves / minutes / monitors, 2)
-    row["wall_seconds"] = round(wall, 2)
-    return row
+from engine.commands.bench.save_pattern import measure
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,9 @@ which moves with venue events and alerts, and not with the snapshot builds thems
 
 from __future__ import annotations
 
-from console.refresh_gate import MAX_QUIET_S, METRICS_PERIOD_S, RefreshGate
+import pytest
+
+from console.refresh_gate import MAX_QUIET_S, METRICS_PERIOD_S, REFRESH_SHARE, RefreshGate, pause_after
 
 
 def test_the_first_refresh_always_runs_and_an_unchanged_mark_waits_for_the_clock() -> None:
@@ -33,3 +35,14 @@ def test_routine_refreshes_repaint_the_cache_panel_every_other_second() -> None:
     assert not gate.metrics_due(now=101.0)  # a second later: the rates over minutes can wait
     assert gate.metrics_due(now=100.0 + METRICS_PERIOD_S)
     assert not gate.metrics_due(now=100.5 + METRICS_PERIOD_S)
+
+
+def test_a_costly_refresh_slows_the_rate_so_refreshing_stays_a_fifth_of_the_time() -> None:
+    """At a thousand positions a refresh costs hundreds of ms: back to back (the old rule slept only a
+    quarter period) they left the engine a fraction of the core the two threads share. The pause
+    grows with the cost; a cheap refresh keeps the set rate."""
+    assert pause_after(0.5, 0.02) == pytest.approx(0.48)
+    assert pause_after(0.5, 0.5) == pytest.approx(2.0)
+    took = 0.3
+    pause = pause_after(0.5, took)
+    assert took / (took + pause) == pytest.approx(REFRESH_SHARE)

@@ -1,12 +1,10 @@
-"""scripts/monitoring_cost.py at a tiny size: both profiles run and the report holds their figures."""
+"""The benchmark's reaction matching and percentiles (once scripts/monitoring_cost.py; the tiny run of
+both profiles is tests/test_bench.py's, through ``opconsole bench``)."""
 
 from __future__ import annotations
 
-import json
-
-import pytest
-from monitoring_cost import Sent, main, percentile, reactions
-
+from engine.commands.bench.requests import Sent, reactions
+from engine.commands.bench.stats import percentile
 from engine.core.link_ids import make_link_id
 from engine.core.models import Execution, OrderType, Side
 
@@ -15,20 +13,6 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
-
-
-def test_tiny_run_reports_both_profiles(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--positions", "2", "--minutes", "3", "--seed", "7", "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    for profile in ("optimized", "baseline"):
-        figures = doc[profile]
-        # every trade was opened: its leverage set and its orders placed, each counted once per hour
-        assert figures["calls_per_hour"]["/v5/position/set-leverage"] == 2 * 20.0
-        assert figures["calls_per_hour_total"] > 0
-        assert figures["task_failures"] == []
-    assert doc["baseline"]["checks_per_hour"].get("baseline", 0) > 0
-    assert "baseline" not in doc["optimized"]["checks_per_hour"]
-    assert doc["call_ratio_baseline_over_optimized"] > 1
 
 
 def _fill(link_id: str, ts: float) -> Execution:
@@ -63,11 +47,16 @@ def test_a_tp1_that_closes_the_position_is_answered_by_the_stops_cancel() -> Non
     assert [(ts, round(seconds, 6)) for ts, seconds, _symbol in found["tp1"]] == [(10.0, 0.5)]
 
 
-def test_a_tp1_reaction_is_still_the_stops_move_to_breakeven() -> None:
+def test_a_tp1_reaction_is_the_first_request_carrying_an_action_of_its_monitor() -> None:
+    """Not the stop's move alone: a breakeven the price has passed waits for the price (by design),
+    while the stop's resize and the entries' cancels go at once. Another monitor's request is not
+    an answer; an item named by its order id only is matched through the acks."""
     tp1, sl = (make_link_id("ab12", "0123abcd", slot, 0) for slot in ("tp1", "sl"))
+    other = make_link_id("ab12", "99999999", "sl", 0)
     sent = [
-        Sent(10.1, "amend_batch", (("BTCUSDT", sl, "", False),)),  # a resize, not a move
-        Sent(10.3, "amend_batch", (("BTCUSDT", "", "o-sl", True),)),  # named by order id only
+        Sent(10.05, "amend_batch", (("ETHUSDT", other, "", True),)),  # another monitor's stop
+        Sent(10.3, "amend_batch", (("BTCUSDT", "", "o-sl", False),)),  # its stop resized, by order id
+        Sent(10.4, "amend_batch", (("BTCUSDT", sl, "", True),)),  # then moved
     ]
     found, _n_tp1, _n_sl = reactions([_fill(tp1, 10.0)], sent, {"o-sl": sl})
     assert [round(seconds, 6) for _ts, seconds, _symbol in found["tp1"]] == [0.3]

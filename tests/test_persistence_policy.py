@@ -13,8 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from persistence_workload import DiskFollower, ReplayResult, monitor_hour, replay, virtual_driver
-
+from engine.commands.bench.save_pattern import (
+    DiskFollower,
+    ReplayResult,
+    monitor_hour,
+    replay,
+    virtual_driver,
+)
 from engine.core.clock import VirtualClock
 from persistence import Reason, Store
 

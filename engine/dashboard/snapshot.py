@@ -572,8 +572,19 @@ class Dashboard:
             "ai_insights", INSIGHTS_KEY, lambda: self._compute_insights(view)
         )
         await yield_to_loop()  # the reads are in: what the engine has waiting goes before composing
-        composed = self._compose(view, market, stats, insights, reads, mark=optimized)
+        # The two long pieces each take a turn of their own (tens of ms at a thousand positions), so
+        # a fill that arrives meanwhile waits for one of them at most, not for the whole composition.
+        monitors = self.sources.manager.snapshot_monitors()
+        await yield_to_loop()
+        market_rows = self._market_rows(market)
+        await yield_to_loop()
+        composed = self._compose(
+            view, market, stats, insights, reads, mark=optimized, monitors=monitors, market_rows=market_rows
+        )
         return await freeze_yielding(composed)
+
+    def _market_rows(self, market: Mapping[str, Ticker]) -> dict[str, MarketRow]:
+        return {s: market_row(market[s], self._instruments.get(s)) for s in sorted(market)}
 
     def engine_snapshot(self) -> DashboardSnapshot:
         """What the engine knows by itself, without reading the venue (when it cannot be read).
@@ -595,15 +606,19 @@ class Dashboard:
         reads: Reads | None,
         *,
         mark: bool,
+        monitors: list[MonitorRow] | None = None,
+        market_rows: dict[str, MarketRow] | None = None,
     ) -> Snapshot:
-        """The snapshot of what was read; ``reads``: the entries the market section was read from
-        (when each ticker was stored). With ``mark`` (optimized) the positions are marked to the
+        """The snapshot of what was read (``monitors`` and ``market_rows``: those sections when made
+        already, each in a turn of the loop of its own); ``reads``: the entries the market section
+        was read from (when each ticker was stored). With ``mark`` (optimized) the positions are marked to the
         market's prices, and the accounts' uPnL is their positions': always while a connected stream
         writes the tickers through (one source for every price on screen), and otherwise where the
         ticker is newer than the position's own read (never an older price than before)."""
         sources = self.sources
         manager = sources.manager
-        monitors = manager.snapshot_monitors()
+        if monitors is None:
+            monitors = manager.snapshot_monitors()
         by_key = {m["key"]: m for m in monitors}
         data_at: dict[tuple[str, Any], float] = dict(view.data_at)
         position_rows, accounts = view.position_rows, view.accounts
@@ -641,7 +656,7 @@ class Dashboard:
             "monitors": monitors,
             "ledger": manager.ledger.snapshot(),
             "stats": stats.totals,
-            "market": {s: market_row(market[s], self._instruments.get(s)) for s in sorted(market)},
+            "market": self._market_rows(market) if market_rows is None else market_rows,
             "insights": insights,
             "cache": self.cache.metrics(),
             "persistence": persistence_row(sources.store.metrics()),

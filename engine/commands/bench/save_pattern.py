@@ -1,23 +1,33 @@
-"""A scripted save workload shaped like the original bot's, to measure the save policies.
+"""The original bot's save pattern, replayed into the store to measure the save policies.
 
 The original saved its whole state on every monitoring check (every 5 s per position) and on every
 fill and TP/SL event. :func:`monitor_hour` scripts that stream for N monitors (seeded, deterministic);
 :func:`replay` plays it into a :class:`~persistence.store.Store` on a virtual time source and reports
-what reached the disk. Used by the policy test and ``scripts/persistence_policy_bench.py``.
+what reached the disk; :func:`measure` does both in a fresh state directory. Used by the policy test
+and ``scripts/persistence_policy_bench.py``. ``opconsole bench`` measures the engine's own saves
+instead (the store's counters during the workload); this replay shows what the seed's save pattern
+costs under each policy (its full hour under the simple policy takes half a minute of fsyncs, too
+long for every benchmark run).
 """
 
 from __future__ import annotations
 
 import random
+import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.core.clock import RealClock, VirtualClock
+from persistence import Store
 from persistence.layout import StateFiles
 from persistence.reasons import Reason
 from persistence.recovery import plan_recovery, scan_journal
-from persistence.store import Store
+
+from .stats import per_hour
+
+START = 1_767_225_600.0  # 2026-01-01T00:00:00Z: any fixed epoch keeps runs identical
 
 SYMBOLS = (
     "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "AVAXUSDT", "LINKUSDT",
@@ -253,3 +263,32 @@ def _identity(path: Path, *, inode_only: bool = False) -> Any:
     except FileNotFoundError:
         return None
     return st.st_ino if inode_only else (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+async def measure(policy: str, *, monitors: int, minutes: float, seed: int, verify: bool) -> dict[str, Any]:
+    """Replay the pattern of ``monitors`` positions for ``minutes`` under ``policy`` (``simple`` or
+    ``smart``) in a temporary state directory; with ``verify`` every critical save is re-read from
+    the disk at once. The :class:`ReplayResult` fields plus per-hour rates and the wall time."""
+    duration = minutes * 60.0
+    events = monitor_hour(monitors=monitors, duration_s=duration, seed=seed)
+    clock = VirtualClock(start=START)
+    with tempfile.TemporaryDirectory(prefix="opconsole-policy-") as scratch:
+        store = Store(Path(scratch), clock=clock, policy=policy)
+        store.load()
+        await store.start()
+        began = RealClock().monotonic()  # the replay's real duration
+        result = await replay(
+            store,
+            events,
+            advance_to=virtual_driver(clock, store, START),
+            duration_s=duration,
+            is_durable=DiskFollower(Path(scratch)).is_durable if verify else None,
+        )
+        wall = RealClock().monotonic() - began
+        await store.close()
+    row = asdict(result)
+    row["writes_per_hour"] = per_hour(result.writes, duration)
+    row["full_writes_per_hour"] = per_hour(result.full_writes, duration)
+    row["saves_per_minute_per_monitor"] = round(result.saves / minutes / monitors, 2)
+    row["wall_seconds"] = round(wall, 2)
+    return row
