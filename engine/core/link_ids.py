@@ -8,6 +8,7 @@ trading the account.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -41,8 +42,12 @@ def make_link_id(tag: str, monitor_id: str, slot: str, generation: int) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def parse_link_id(text: str) -> LinkId | None:
-    """The parts of one of our link ids, or None for anything else (manual orders, other tools)."""
+    """The parts of one of our link ids, or None for anything else (manual orders, other tools).
+
+    Cached: every reconciliation pass reads the same few thousand open orders' ids again (the
+    result is immutable; the bound holds the ids of a thousand positions' orders several times)."""
     match = _PATTERN.match(text or "")
     if match is None:
         return None

@@ -75,6 +75,7 @@ from engine.trading.reaction import ReactionRecorder, answered_fills, fill_kind
 from engine.trading.reconcile import (
     READ_ROUNDS,
     ReconcileOutcome,
+    SyncMemo,
     VenueView,
     complete_view,
     hedge_mode_alert,
@@ -296,6 +297,8 @@ class TpslManager:
         # _send_unlocked), and nothing decides about these symbols until the answers are in.
         self._in_flight: dict[str, Counter[str]] = {a: Counter() for a in self.venues}
         self._settled = {a: asyncio.Condition(lock) for a, lock in self._locks.items()}
+        # the monitors the last reconciliation found in sync: the next one skips their order diff
+        self._in_sync: dict[str, SyncMemo | None] = {}
         self._ticked_at: dict[str, float] = {}  # symbol -> when its last ticker arrived
         self._handling: dict[str, set[asyncio.Task[None]]] = {a: set() for a in self.venues}
         self._seen: dict[str, OrderedDict[str, None]] = {a: OrderedDict() for a in self.venues}
@@ -830,7 +833,7 @@ class TpslManager:
         missing = {p.symbol for p in positions if p.is_open} - set(self.instruments)
         if missing:
             self.instruments.update(await self.venues[account].instruments(sorted(missing)))
-        return reconcile_account(
+        outcome = reconcile_account(
             account=account,
             monitors=self.monitors,
             view=view,
@@ -841,7 +844,10 @@ class TpslManager:
             now=self.clock.now(),
             scope=scope,
             busy=busy,
+            in_sync=self._in_sync.get(account),
         )
+        self._in_sync[account] = outcome.in_sync  # a fact about those monitor objects, committed or not
+        return outcome
 
     # --- events -------------------------------------------------------------------------------
     def _remember(self, account: str, exec_id: str) -> bool:

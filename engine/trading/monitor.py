@@ -534,6 +534,20 @@ def apply_execution(m: Monitor, exe: Execution, instrument: Instrument, params: 
     return finish_transition(m, instrument, params, reason, alerts, trade)
 
 
+def observed_slot(mo: ManagedOrder, order: Order) -> tuple[SlotStatus, str]:
+    """The (status, order id) a slot takes from a venue update of its current order (pure: a caller
+    that holds many monitors can tell whether an update changes one before copying it)."""
+    status = mo.status
+    if order.status.is_open:
+        if status in (SlotStatus.NEW, SlotStatus.PENDING):
+            status = SlotStatus.OPEN
+    elif order.status is OrderStatus.FILLED:
+        status = SlotStatus.FILLED
+    elif status is not SlotStatus.FILLED:
+        status = SlotStatus.GONE
+    return status, order.order_id or mo.order_id
+
+
 def observe_order(m: Monitor, order: Order) -> tuple[bool, Alert | None, bool]:
     """Take a venue order update into a slot (mutates ``m``).
 
@@ -548,15 +562,7 @@ def observe_order(m: Monitor, order: Order) -> tuple[bool, Alert | None, bool]:
         return False, None, order.status.is_open
     mo = m.orders[slot]
     before = (mo.status, mo.order_id)
-    if order.order_id:
-        mo.order_id = order.order_id
-    if order.status.is_open:
-        if mo.status in (SlotStatus.NEW, SlotStatus.PENDING):
-            mo.status = SlotStatus.OPEN
-    elif order.status is OrderStatus.FILLED:
-        mo.status = SlotStatus.FILLED
-    elif mo.status is not SlotStatus.FILLED:
-        mo.status = SlotStatus.GONE
+    mo.status, mo.order_id = observed_slot(mo, order)
     alert = None
     if before[0] in (SlotStatus.OPEN, SlotStatus.PENDING) and mo.status is SlotStatus.GONE and slot == "sl":
         why = order.reject_reason or order.status.value

@@ -57,6 +57,7 @@ from engine.trading.monitor import (
     finish_transition,
     held_entry,
     observe_order,
+    observed_slot,
     stronger,
 )
 from engine.trading.orders import CancelOrder
@@ -92,6 +93,26 @@ class VenueView:
     history: Mapping[str, list[Execution]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class SyncMemo:
+    """The monitors a pass found in sync: their order diff (:func:`finish_transition`) changed
+    nothing and asked for nothing, with these params and each one's instrument.
+
+    That diff is a function of the monitor, its instrument and the params only, and a monitor in the
+    registry is replaced, never changed in place (every decision copies first), so the same object
+    with the same instrument and params is still in sync: the next pass skips its diff unless the
+    pass itself changes it. This is what makes a pass over a thousand positions cost what differs.
+    """
+
+    params: TradingParams
+    monitors: Mapping[str, tuple[Monitor, Instrument]] = field(default_factory=dict)
+
+    def holds(self, key: str, m: Monitor, instrument: Instrument) -> bool:
+        """Whether ``m`` (this very object) was found in sync with ``instrument``."""
+        entry = self.monitors.get(key)
+        return entry is not None and entry[0] is m and (entry[1] is instrument or entry[1] == instrument)
+
+
 @dataclass(slots=True)
 class ReconcileOutcome:
     """Transitions in the order to commit them (adoptions first), orphan cancels (sent last),
@@ -101,6 +122,7 @@ class ReconcileOutcome:
     again, after the executions, and decide again (their positions are left alone meanwhile).
     ``lookups``: symbol -> since, for sizes the executions do not explain; look up the symbol's
     executions from ``since`` (and its price) and decide again.
+    ``in_sync``: the monitors found in sync, for the next pass (see :class:`SyncMemo`).
     """
 
     transitions: list[Transition] = field(default_factory=list)
@@ -110,6 +132,7 @@ class ReconcileOutcome:
     applied_exec_ids: list[str] = field(default_factory=list)
     recheck: set[str] = field(default_factory=set)
     lookups: dict[str, float] = field(default_factory=dict)
+    in_sync: SyncMemo | None = None
 
     @property
     def wants_reads(self) -> bool:
@@ -198,6 +221,7 @@ def reconcile_account(
     now: float,
     scope: frozenset[str] | None = None,
     busy: frozenset[str] = frozenset(),
+    in_sync: SyncMemo | None = None,
 ) -> ReconcileOutcome:
     """Repair one account's monitors against the venue (see the module doc).
 
@@ -209,6 +233,12 @@ def reconcile_account(
     ``busy``: symbols whose orders are on their way to the venue right now (sent, not answered):
     the view may show them half done, so they are left alone entirely (their fills, orders and
     positions) until a pass that finds them settled.
+
+    ``in_sync``: the previous pass's :attr:`ReconcileOutcome.in_sync`; the order diff of a monitor
+    this pass leaves as it is and that the memo holds is skipped (its outcome would be empty).
+
+    Cost: a monitor is copied only when the pass is about to change it (copy-on-write), so a pass
+    over an account that agrees with the venue copies nothing and, with the memo, diffs nothing.
     """
     out = ReconcileOutcome()
 
@@ -219,18 +249,29 @@ def reconcile_account(
     fills = {e.exec_id: e for rows in view.history.values() for e in rows}
     fills.update((e.exec_id, e) for e in view.executions)
     filled = {e.symbol for e in fills.values()}
-    # Only the monitors this pass may change are copied (a check covers a few of a thousand, and
-    # copying every monitor would hold the engine's loop for a good part of a second): those in
-    # scope, and those a fill may reach (an order's monitor has the order's symbol).
+    # The monitors this pass may change: those in scope, and those a fill may reach (an order's
+    # monitor has the order's symbol). They are copied only when about to change (``own``): copying
+    # a thousand monitors per pass held the engine's loop for a good part of a second.
     ms = {
-        k: m.copy()
+        k: m
         for k, m in monitors.items()
         if m.account == account
         and m.phase is not Phase.CLOSED
         and m.symbol in instruments
         and (in_scope(m.symbol) or (m.symbol in filled and m.symbol not in busy))
     }
-    by_id = {m.monitor_id: m for m in ms.values()}
+    by_id = {m.monitor_id: k for k, m in ms.items()}  # -> key (its monitor: ``ms[key]``, copied or not)
+    copied: set[str] = set()
+
+    def own(m: Monitor) -> Monitor:
+        """The pass's own copy of ``m``, to change (the input monitors are never changed)."""
+        if m.key in copied:
+            return m
+        twin = m.copy()
+        ms[m.key] = twin
+        copied.add(m.key)
+        return twin
+
     reasons: dict[str, Reason | None] = {k: None for k in ms}
     alerts: dict[str, list[Alert]] = {k: [] for k in ms}
     trades: dict[str, Trade] = {}
@@ -243,11 +284,13 @@ def reconcile_account(
         if exe.symbol in busy:
             continue  # decided when its symbol's answers are in (the stream, or the next pass)
         parsed = parse_link_id(exe.link_id)
-        target = by_id.get(parsed.monitor_id) if parsed is not None and parsed.tag == tag else None
+        known = by_id.get(parsed.monitor_id) if parsed is not None and parsed.tag == tag else None
+        target = ms[known] if known is not None else None
         if parsed is None or parsed.tag != tag:
             target = live_for(exe.symbol)
         if target is None or target.phase is Phase.CLOSED or exe.exec_id in target.exec_ids:
             continue
+        target = own(target)
         reason, fill_alerts, trade = apply_fill(target, exe, instruments[target.symbol], params)
         if reason is None:
             continue
@@ -267,7 +310,8 @@ def reconcile_account(
             continue
         parsed = parse_link_id(order.link_id)
         if parsed is not None and parsed.tag == tag:
-            owner = by_id.get(parsed.monitor_id)
+            owner_key = by_id.get(parsed.monitor_id)
+            owner = ms[owner_key] if owner_key is not None else None
             slot = owner.orders.get(parsed.slot) if owner is not None else None
             if owner is None or (slot is not None and parsed.generation < slot.generation):
                 out.orphan_cancels.append(
@@ -275,30 +319,37 @@ def reconcile_account(
                 )
                 continue
             if slot is None or parsed.generation > slot.generation:
-                _adopt_order(owner, parsed.slot, order, parsed.generation)
+                _adopt_order(own(owner), parsed.slot, order, parsed.generation)
                 reasons[owner.key] = stronger(reasons[owner.key], Reason.ORDER_UPDATE)
-            else:
+            elif owner.tag != tag or _news(slot, order):  # (another tag: the slot is matched by id)
+                owner = own(owner)
                 changed, _, _ = observe_order(owner, order)
-                changed |= _take_terms(slot, order)
+                changed |= _take_terms(owner.orders[parsed.slot], order)
                 if changed:
                     reasons[owner.key] = stronger(reasons[owner.key], Reason.ORDER_UPDATE)
-            seen.add((owner.key, parsed.slot))
+            seen.add((owner_key or owner.key, parsed.slot))
             continue
         if parsed is not None:
             foreign.append(order)
             continue
-        for m in ms.values():
+        for m in list(ms.values()):
             if m.symbol != order.symbol:
                 continue
+            if not any(mo.order_id and mo.order_id == order.order_id for mo in m.orders.values()):
+                continue
+            m = own(m)
             for slot_name, mo in m.orders.items():
                 if mo.order_id and mo.order_id == order.order_id:
                     observe_order(m, order)
                     _take_terms(mo, order)
                     seen.add((m.key, slot_name))
-    for m in ms.values():
+    for key, m in list(ms.items()):
         if not in_scope(m.symbol):
             continue
         eps = qty_tolerance(instruments[m.symbol])
+        if all(not mo.status.live or (key, slot_name) in seen for slot_name, mo in m.orders.items()):
+            continue  # every live slot is on the venue: nothing to mark
+        m = own(m)
         for slot_name, mo in m.orders.items():
             if not mo.status.live or (m.key, slot_name) in seen:
                 continue
@@ -359,7 +410,7 @@ def reconcile_account(
                 return False
             return p is None or last_fill[symbol] >= p.ts
 
-        for m in ms.values():
+        for m in list(ms.values()):
             if m.phase is Phase.CLOSED or not in_scope(m.symbol):
                 continue
             instrument = instruments[m.symbol]
@@ -374,6 +425,7 @@ def reconcile_account(
             if m.symbol not in view.history:
                 out.lookups[m.symbol] = min(out.lookups.get(m.symbol, m.created_at), m.created_at)
                 continue  # a fill older than the cursor may explain it
+            m = own(m)
             out.repairs += 1
             mark = view.marks.get(m.symbol) or (p.mark_price if p is not None else 0.0)
             if venue_size <= eps and m.size > eps:
@@ -439,15 +491,43 @@ def reconcile_account(
     # adoptions go first: a new position's stop is on the venue before a closed monitor on the
     # same symbol cancels its leftovers (its old stop among them)
     out.transitions += adopted
-    for key, m in ms.items():
+    memo = in_sync if in_sync is not None and in_sync.params == params else None
+    found = dict(memo.monitors) if memo is not None else {}
+    for key, m in list(ms.items()):
         if not in_scope(m.symbol) and reasons[key] is None and key not in trades:
             continue  # outside the check and no fill of its own: nothing was decided for it
-        for mo in m.orders.values():
+        instrument = instruments[m.symbol]
+        untouched = key not in copied
+        if untouched and memo is not None and memo.holds(key, m, instrument):
+            out.transitions.append(Transition(m))  # what its diff gives: nothing (see SyncMemo)
+            continue
+        mine = own(m)
+        for mo in mine.orders.values():
             mo.failures = 0
-        t = finish_transition(m, instruments[m.symbol], params, reasons[key], alerts[key], trades.get(key))
+        t = finish_transition(mine, instrument, params, reasons[key], alerts[key], trades.get(key))
         t.durable = key in durable
         out.transitions.append(t)
+        in_sync_now = untouched and not (t.actions or t.reason or t.trade or t.alerts) and mine == m
+        if in_sync_now:
+            found[key] = (m, instrument)
+        else:
+            found.pop(key, None)
+    # (entries of monitors replaced since are dropped: they would never match again)
+    out.in_sync = SyncMemo(params, {k: e for k, e in found.items() if monitors.get(k) is e[0]})
     return out
+
+
+def _news(slot: ManagedOrder, order: Order) -> bool:
+    """Whether the venue's view of a slot's current order changes the slot (:func:`observe_order`
+    then :func:`_take_terms`), told before copying its monitor."""
+    terms = (order.qty, order.price, order.trigger_price)
+    held = (slot.qty, slot.price, slot.trigger_price)
+    if slot.status is SlotStatus.OPEN and order.status.is_open:  # the usual case, told at once
+        return order.order_id not in ("", slot.order_id) or terms != held
+    status, order_id = observed_slot(slot, order)
+    if (status, order_id) != (slot.status, slot.order_id):
+        return True
+    return order.status.is_open and status is SlotStatus.OPEN and terms != held
 
 
 def _take_terms(slot: ManagedOrder, order: Order) -> bool:
