@@ -33,6 +33,7 @@ from engine.core.models import (
 )
 from engine.sim.exchange import STATE_FILE, SimExchange
 from engine.sim.instruments import synthetic_symbols
+from engine.sim.matcher import Matcher
 from engine.sim.orders import WorkingOrder
 from engine.venue.errors import VenueError
 
@@ -232,3 +233,37 @@ def test_an_action_journals_what_it_touched_not_the_whole_book(
     )
     assert counted_to_state[0] <= 3 + 1  # the symbol's three orders (and the event's own record)
     check_sums(exchange)
+
+
+def test_a_tick_orders_only_the_orders_it_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick used to sort every open order of the account by how far the price crossed it (900 here,
+    7000 at a thousand positions: ~10 ms a second on the engine's loop); only the reached ones need
+    an order, and the fill order among them is the same."""
+    listed = synthetic_symbols(300)
+    clock = VirtualClock(1_000.0)
+    exchange = make_exchange(clock, tmp_path / STATE_FILE, [], synthetic=300)
+    for symbol in listed:
+        last = exchange.ticker(symbol).last
+        step = exchange.instruments[symbol].qty_step
+        qty = round(step * math.ceil(6.0 / last / step), 8)
+        for k in (5, 6, 7):  # far below the market: a calm tick reaches none
+            price = exchange.instruments[symbol].round_price(last * (1 - k / 100))
+            exchange.place("main", OrderRequest(symbol, Side.BUY, OrderType.LIMIT, qty, price=price))
+    ordered: list[str] = []
+    original = Matcher._crossed_first
+
+    def counting(self: Matcher, order: WorkingOrder) -> float:
+        ordered.append(order.order_id)
+        return original(self, order)
+
+    monkeypatch.setattr(Matcher, "_crossed_first", counting)
+    clock.advance(1.0)
+    exchange.step()
+    assert ordered == []
+    # a gap through two of one symbol's limits: both fill, the farthest crossed first
+    target = listed[7]
+    orders = exchange.open_orders("main", target)
+    exchange.set_price(target, exchange.instruments[target].round_price(orders[1].price * 0.995))
+    assert len(ordered) == 2
+    fills = [e for e in exchange.executions("main", since=0.0) if e.symbol == target]
+    assert [f.order_id for f in fills] == [orders[0].order_id, orders[1].order_id]

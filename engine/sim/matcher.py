@@ -321,7 +321,10 @@ class Matcher:
         path reached them: the level farthest from the price it arrived at first (ties in creation
         order), as a market falling through a buy limit and then a stop fills the limit first.
         """
-        for order in sorted(account.orders.values(), key=self._crossed_first):
+        # Only the orders the price reached are ordered and run (a tick crosses a few of thousands;
+        # the prices stay put during the pass, so no other order can come to fill in it).
+        reached = [order for order in account.orders.values() if self._reached(order)]
+        for order in sorted(reached, key=self._crossed_first):
             if order.order_id not in account.orders:
                 continue  # finished earlier in this pass (e.g. a reduce-only swept by a fill)
             if order.status is OrderStatus.UNTRIGGERED:
@@ -339,6 +342,17 @@ class Matcher:
                 )
                 if qty > 0:
                     self._fill(account, order, qty, order.price, is_maker=True, events=events)
+
+    def _reached(self, order: WorkingOrder) -> bool:
+        """Whether the current price triggers ``order`` (a conditional) or fills some of it (a
+        resting limit): what :meth:`match` would act on."""
+        if order.status is OrderStatus.UNTRIGGERED:
+            direction, trigger_price = order.trigger
+            return trigger_hit(direction, trigger_price, self._feed.reference(order.symbol, order.trigger_by))
+        if order.is_resting_limit and order.price is not None:
+            last = self._feed.last(order.symbol)
+            return last == order.price or is_through(order.side, order.price, last)
+        return False
 
     def _crossed_first(self, order: WorkingOrder) -> float:
         """Sort key of :meth:`match`: minus the distance from the order's level to the price it watches."""
