@@ -303,7 +303,7 @@ async def test_batches_report_per_item_results(venue: BybitVenue, exchange: SimE
         [buy_limit(90_000.0, "b1"), buy_limit(90_000.0, "b2", qty=0.0001), buy_limit(89_000.0, "b3")]
     )
     assert [r.ok for r in results] == [True, False, True]
-    assert isinstance(results[1].error, QtyTooSmall) and results[1].error.code == 110017
+    assert isinstance(results[1].error, QtyTooSmall) and results[1].error.code == 10001
     assert sorted(o.link_id for o in exchange.open_orders("main")) == ["b1", "b3"]
     amended = await venue.amend_batch(
         [

@@ -34,6 +34,7 @@ from engine.venue.errors import (
     DuplicateOrder,
     InsufficientBalance,
     InvalidRequest,
+    NothingToReduce,
     OrderNotFound,
     QtyTooSmall,
     RateLimited,
@@ -171,11 +172,11 @@ def test_reduce_only_order_is_truncated_to_the_position() -> None:
 
 def test_reduce_only_is_refused_when_flat_or_same_side() -> None:
     ex = make_exchange()
-    with pytest.raises(QtyTooSmall) as flat:
+    with pytest.raises(NothingToReduce) as flat:
         ex.place("main", market(Side.SELL, 1.0, reduce_only=True))
-    assert flat.value.code == 110017
+    assert flat.value.code == 110017  # Bybit's "Reduce-only rule not satisfied"
     ex.place("main", market(Side.BUY, 1.0))
-    with pytest.raises(QtyTooSmall):
+    with pytest.raises(NothingToReduce):
         ex.place("main", market(Side.BUY, 1.0, reduce_only=True))
     assert position(ex).size == 1.0
 
@@ -416,7 +417,7 @@ def test_qty_below_minimum_and_off_step() -> None:
     ex = make_exchange()
     with pytest.raises(QtyTooSmall) as small:
         ex.place("main", market(Side.BUY, 0.0005, symbol=BTC))
-    assert small.value.code == 110017
+    assert small.value.code == 10001
     with pytest.raises(QtyTooSmall):
         ex.place("main", market(Side.BUY, 0.0, symbol=BTC))  # what 0.0004 becomes on the wire
     with pytest.raises(InvalidRequest) as off_step:

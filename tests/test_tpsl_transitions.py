@@ -7,6 +7,7 @@ import json
 import pytest
 from tpsl_builders import BTC, P, ack_all, fill, kinds, opened, request, with_position
 
+from engine.alerts.model import Severity
 from engine.core.link_ids import MAX_LEN, make_link_id, new_monitor_id, parse_link_id, purpose_of
 from engine.core.models import (
     Execution,
@@ -34,7 +35,7 @@ from engine.trading.monitor import (
 )
 from engine.trading.orders import ActionResult, AmendOrder, CancelOrder, PlaceOrder
 from engine.trading.params import TradingParams
-from engine.venue.errors import InvalidRequest, OrderNotFound
+from engine.venue.errors import InvalidRequest, NothingToReduce, OrderNotFound
 from persistence.reasons import Reason
 
 # --- link ids -------------------------------------------------------------------------------------
@@ -336,3 +337,18 @@ def test_breakeven_now_requires_the_price_beyond_breakeven() -> None:
 def test_monitor_state_round_trips_through_json() -> None:
     m = with_position()
     assert Monitor.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+
+
+def test_a_close_refused_for_no_position_to_reduce_is_not_retried_nor_an_emergency() -> None:
+    """Bybit's 110017 ("Reduce-only rule not satisfied": no position to reduce) means the position is
+    already flat on the venue (its stop filled first). At 1000 positions the mirror's market closes
+    raised this as a critical close_failed after retries; sending it again is refused again. The
+    slot gives up at once and says so once; the fills, or the check, close the monitor."""
+    m = with_position()
+    pending = request_close(m, "manual", BTC, P)
+    (close,) = [a for a in pending.actions if a.slot == "cl"]
+    refused = NothingToReduce("BTCUSDT: reduce-only Sell order has no position to reduce", 110017)
+    after = apply_results(pending.monitor, [ActionResult(close, error=refused)], BTC, P)
+    assert ("PlaceOrder", "cl") not in kinds(after)
+    assert [(a.severity, a.type) for a in after.alerts] == [(Severity.WARNING, "already_flat")]
+    assert after.monitor.orders["cl"].failures >= P.sl_retry_attempts

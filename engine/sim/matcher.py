@@ -67,8 +67,8 @@ from engine.venue.errors import (
     DuplicateOrder,
     InsufficientBalance,
     InvalidRequest,
+    NothingToReduce,
     OrderNotFound,
-    QtyTooSmall,
 )
 
 TAKER_FEE_RATE = 0.00055
@@ -123,7 +123,7 @@ class Matcher:
             if closes_only:
                 allowed = closable_qty(position.size, request.side)
                 if allowed == 0:
-                    raise QtyTooSmall(
+                    raise NothingToReduce(
                         f"{request.symbol}: reduce-only {request.side.value} order has no position to reduce",
                         110017,
                     )
@@ -254,7 +254,7 @@ class Matcher:
         position when ``qty`` is None."""
         position = account.position(symbol)
         if position.size == 0:
-            raise QtyTooSmall(f"{symbol}: no position to close", 110017)
+            raise NothingToReduce(f"{symbol}: no position to close", 110017)
         amount = abs(position.size) if qty is None else min(qty, abs(position.size))
         now = self._now()
         order = WorkingOrder(

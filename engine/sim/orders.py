@@ -175,11 +175,11 @@ def check_qty(qty: float, instrument: Instrument) -> Decimal:
     """A valid order quantity as Decimal: at least minOrderQty (110017, zero included), a multiple of
     qtyStep and at most maxOrderQty (10001)."""
     value = dec(qty)
-    if value < 0:  # zero is "below the minimum" (110017), as a qty that rounds to nothing on the wire
+    if value < 0:  # zero is "below the minimum", as a qty that rounds to nothing on the wire
         raise InvalidRequest(f"{instrument.symbol}: qty {qty} must be > 0", 10001)
     if value < dec(instrument.min_qty):
         raise QtyTooSmall(
-            f"{instrument.symbol}: qty {qty} is below the minimum order qty {instrument.min_qty}", 110017
+            f"{instrument.symbol}: qty {qty} is below the minimum order qty {instrument.min_qty}", 10001
         )
     if value % dec(instrument.qty_step) != 0:
         raise InvalidRequest(

@@ -60,6 +60,7 @@ from engine.scheduler.urgency import Tier, UrgencyParams, VolatilityTracker, che
 from engine.trading.approaches import TradeRejected, TradeRequest, plan_trade
 from engine.trading.ledger import Ledger, LedgerSection
 from engine.trading.monitor import (
+    ALREADY_FLAT,
     Transition,
     apply_execution,
     apply_order_update,
@@ -1221,6 +1222,8 @@ class TpslManager:
                     await self._persist(transition)
                 self.alerts.publish_all(transition.alerts)
                 raised += transition.alerts
+                if any(a.type == ALREADY_FLAT for a in transition.alerts):
+                    self._run_soon(self._job_names(account)[0])  # the check confirms it is flat
             saved = False
             live = [t for t in live if t.actions]
             if not live:

@@ -40,7 +40,7 @@ from engine.trading.order_diff import sync_orders
 from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, PlaceOrder
 from engine.trading.params import TradingParams
 from engine.trading.slots import is_entry, is_tp, qty_tolerance, slot_link_id, snap_qty
-from engine.venue.errors import OrderNotFound, VenueError, is_trigger_already_reached
+from engine.venue.errors import NothingToReduce, OrderNotFound, VenueError, is_trigger_already_reached
 from persistence.reasons import Reason
 
 EXEC_IDS_KEPT = 500
@@ -587,9 +587,27 @@ def apply_order_update(m: Monitor, order: Order, instrument: Instrument, params:
     return finish_transition(m, instrument, params, Reason.ORDER_UPDATE, [alert] if alert else [], None)
 
 
+ALREADY_FLAT = "already_flat"
+"""The alert type of a closing order the venue refused for having no position to reduce."""
+
+
 def _note_failure(m: Monitor, order: ManagedOrder, error: Exception, params: TradingParams) -> list[Alert]:
     order.failures += 1
     slot = order.slot
+    if isinstance(error, NothingToReduce) and not is_entry(slot):
+        # The venue has no position to reduce: it is flat there already (its stop filled, the
+        # exchange closed it). Sending it again is refused again, and no emergency can help: give up
+        # at once and let the fills, or the check the manager runs now, close the monitor.
+        order.failures = max(order.failures, params.sl_retry_attempts)
+        return [
+            Alert(
+                Severity.WARNING,
+                ALREADY_FLAT,
+                f"{fmt_monitor(m)}: {slot.upper()} refused, the venue has no position to reduce "
+                f"({error}); checking the position",
+                key=m.key,
+            )
+        ]
     if slot == "sl" and _stop_level_passed(m, error):
         # The price is already through the stop: the venue refuses it because it would fire at
         # once. Close at market now, as the stop would have; retrying the same level cannot work.

@@ -36,7 +36,14 @@ class OrderNotFound(VenueError):
 
 
 class QtyTooSmall(VenueError):
-    """110017 / 10001-qty: the quantity is below minOrderQty or rounds to zero."""
+    """10001 (qty): the quantity is below minOrderQty or rounds to zero."""
+
+
+class NothingToReduce(VenueError):
+    """110017, Bybit's "Reduce-only rule not satisfied" (e.g. "current position is zero, cannot fix
+    reduce-only order qty"): a reduce-only order met no position to reduce. The position is flat
+    (or on the other side) on the venue already: a close or a take-profit sent again would be
+    refused again; the fills that flattened it, or a reconciliation, say what happened."""
 
 
 class InvalidRequest(VenueError):
@@ -119,13 +126,16 @@ _BY_CODE: dict[int, type[VenueError]] = {
     110007: InsufficientBalance,
     110012: InsufficientBalance,
     110045: InsufficientBalance,
-    110017: QtyTooSmall,
+    110017: NothingToReduce,
     110072: DuplicateOrder,
 }
 
 
 _HEDGE_MODE_MESSAGE = "position idx not match position mode"
 """Bybit's wording (10001) for a one-way order sent to a hedge-mode account."""
+_QTY_TOO_SMALL_MESSAGES = ("minimum limit allowed", "below the minimum order qty")
+"""Wordings of a 10001 about a quantity under minOrderQty (Bybit's "The number of contracts exceeds
+minimum limit allowed"; the simulator's own)."""
 
 
 TRIGGER_ALREADY_REACHED = frozenset({110092, 110093})
@@ -144,6 +154,8 @@ def error_from_code(code: int, message: str, reset_at: float | None = None) -> V
     """Build the typed error for a Bybit retCode; unknown codes become a plain :class:`VenueError`."""
     if code == 10001 and _HEDGE_MODE_MESSAGE in message.lower():
         return HedgeModeAccount(message, code)
+    if code == 10001 and any(wording in message.lower() for wording in _QTY_TOO_SMALL_MESSAGES):
+        return QtyTooSmall(message, code)
     cls = _BY_CODE.get(code, VenueError)
     if cls is RateLimited:
         return RateLimited(message, code, reset_at=reset_at)
