@@ -4,6 +4,7 @@ calls for good, and the rate budget is planned stop-losses first."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from engine.trading.orders import (
     refuses_batch,
 )
 from engine.venue.base import BatchResult, Endpoint
-from engine.venue.budget import CallBudget, IpWindow
+from engine.venue.budget import CallBudget, CallKind, IpWindow
 from engine.venue.errors import (
     AuthError,
     OrderNotFound,
@@ -42,6 +43,7 @@ from engine.venue.errors import (
 )
 from engine.venue.gateway import VenueGateway
 from engine.venue.priority import Priority, current_priority
+from engine.venue.withdrawal import Withdrawn
 
 T = TypeVar("T")
 ETH = "ETHUSDT"
@@ -412,3 +414,31 @@ async def test_stop_losses_never_poll_a_full_budget_for_room() -> None:
     sent = {link: r.sent_at for r in venue.log for link in r.links}
     assert sent["m1-sl"] == sent["m2-sl"] == start
     assert sent["m3-tp1"] > start
+
+
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_superseded_request_waiting_for_the_budget_is_withdrawn_unsent(batched: bool) -> None:
+    """A new fill of a position waits for the answers to its orders in flight; at the venue's limit a
+    take-profit's resize waited seconds in the budget, and the fill behind it. Superseding the
+    position withdraws its requests that still wait and protect nothing: they come back Withdrawn,
+    nothing is sent, and another position's request in the same queue still goes. A stop-loss's
+    request is never withdrawn."""
+    venue = make_venue()
+    clock = venue.exchange.clock
+    assert isinstance(clock, VirtualClock)
+    budget = CallBudget(clock, IpWindow(clock))
+    sender = OrderSender(VenueGateway(venue, budget), clock, batching=batched, room=None)
+    # (a batch holding a stop-loss item is protective as a whole and waits little: never withdrawn)
+    actions = [amend(venue, 0), amend(venue, 1), place(2, "sl", price=1900.0)]
+    await budget.acquire(CallKind.AMEND, 10)  # the amend window is spent for a second
+    sending = asyncio.ensure_future(sender.send(actions))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the requests queue in the budget
+    assert not sending.done()
+    assert all("m0-tp1" not in request.links for request in venue.log)
+    sender.supersede({key(0)})
+    results = await clock.drive_while(sending)
+    assert isinstance(results[0].error, Withdrawn) and not results[0].ok
+    assert results[1].ok and results[2].ok
+    sent = {link for request in venue.log for link in request.links}
+    assert "m0-tp1" not in sent and {"m1-tp1", "m2-sl"} <= sent

@@ -10,6 +10,8 @@ from tpsl_builders import BTC, P, ack_all, fill, kinds, opened, request, with_po
 from engine.alerts.model import Severity
 from engine.core.link_ids import MAX_LEN, make_link_id, new_monitor_id, parse_link_id, purpose_of
 from engine.core.models import (
+    AmendRequest,
+    CancelRequest,
     Execution,
     Monitor,
     Order,
@@ -36,6 +38,7 @@ from engine.trading.monitor import (
 from engine.trading.orders import ActionResult, AmendOrder, CancelOrder, PlaceOrder
 from engine.trading.params import TradingParams
 from engine.venue.errors import InvalidRequest, NothingToReduce, OrderNotFound
+from engine.venue.withdrawal import Withdrawn
 from persistence.reasons import Reason
 
 # --- link ids -------------------------------------------------------------------------------------
@@ -352,3 +355,23 @@ def test_a_close_refused_for_no_position_to_reduce_is_not_retried_nor_an_emergen
     assert ("PlaceOrder", "cl") not in kinds(after)
     assert [(a.severity, a.type) for a in after.alerts] == [(Severity.WARNING, "already_flat")]
     assert after.monitor.orders["cl"].failures >= P.sl_retry_attempts
+
+
+def test_actions_withdrawn_unsent_are_undone_and_left_to_the_next_decision() -> None:
+    """A fill of the position waits to be decided: its unsent take-profit resize and entry cancels
+    were withdrawn (nothing reached the venue). Their slots are as before, and nothing is derived
+    again here: the fill's decision, taken next, sends what the position then calls for."""
+    m = with_position()
+    tp1 = m.orders["tp1"]
+    before = (tp1.qty, tp1.price, tp1.trigger_price)
+    resize = AmendOrder(m.key, "tp1", AmendRequest(m.symbol, order_id=tp1.order_id, qty=0.05), before)
+    m.orders["tp1"].qty = 0.05  # as the decision left it
+    cancel = CancelOrder(m.key, "e2", CancelRequest(m.symbol, order_id=m.orders["e2"].order_id))
+    m.orders["e2"].status = SlotStatus.CANCELLING
+    t = apply_results(
+        m, [ActionResult(resize, error=Withdrawn()), ActionResult(cancel, error=Withdrawn())], BTC, P
+    )
+    assert t.actions == [] and t.alerts == []
+    assert t.monitor.orders["tp1"].qty == before[0]
+    assert t.monitor.orders["e2"].status is SlotStatus.OPEN
+    assert t.monitor.orders["tp1"].failures == 0

@@ -1061,10 +1061,27 @@ class TpslManager:
                     e for e in waiting if not busy[e.symbol] or self._monitor_for(account, e.symbol) is None
                 ]
                 if not ready:
+                    self._supersede(account, waiting)
                     await self._settled[account].wait_for(functools.partial(_any_settled, busy, waiting))
                     continue
                 waiting = [e for e in waiting if e not in ready]
                 await self._decide_now(account, ready)
+
+    def _supersede(self, account: str, waiting: Sequence[Execution | Order]) -> None:
+        """New fills wait for their positions' orders in flight: withdraw those orders' requests that
+        still wait for the rate budget and protect nothing, so the fills are decided now rather than
+        behind them (at a thousand positions a take-profit's resize waited seconds in the amend
+        window, and the position's next fill behind it). An order update waits as before: it is
+        mostly the answer itself."""
+        keys = {
+            monitor.key
+            for e in waiting
+            if isinstance(e, Execution)
+            and e.exec_id not in self._seen[account]
+            and (monitor := self._monitor_for(account, e.symbol)) is not None
+        }
+        if keys:
+            self._senders[account].supersede(keys)
 
     async def _decide_now(self, account: str, events: Sequence[Execution | Order]) -> None:
         """Decide and commit ``events`` (their symbols settled); the caller holds the lock."""

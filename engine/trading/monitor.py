@@ -41,6 +41,7 @@ from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder,
 from engine.trading.params import TradingParams
 from engine.trading.slots import is_entry, is_tp, qty_tolerance, slot_link_id, snap_qty
 from engine.venue.errors import NothingToReduce, OrderNotFound, VenueError, is_trigger_already_reached
+from engine.venue.withdrawal import Withdrawn
 from persistence.reasons import Reason
 
 EXEC_IDS_KEPT = 500
@@ -732,14 +733,24 @@ def _keep_the_stop(
 def apply_results(
     m: Monitor, results: list[ActionResult], instrument: Instrument, params: TradingParams
 ) -> Transition:
-    """Take the venue's answers to our actions: order ids, refusals (retried), give-ups."""
+    """Take the venue's answers to our actions: order ids, refusals (retried), give-ups.
+
+    An action :class:`~engine.venue.withdrawal.Withdrawn` before it was sent (a newer fill of the
+    position waits to be decided) is undone and not derived again here: the next decision, taken at
+    once, sees the position as it is and sends what it still calls for."""
     m = m.copy()
     alerts: list[Alert] = []
     reason: Reason | None = None
+    withdrawn = False
     for result in results:
         action = result.action
         order = m.orders.get(action.slot) if action.slot is not None else None
         if order is None:
+            continue
+        if isinstance(result.error, Withdrawn):
+            withdrawn = True
+            _undo_unsent(order, action)
+            reason = stronger(reason, Reason.ORDER_UPDATE)
             continue
         if isinstance(action, PlaceOrder):
             if action.request.link_id != order.link_id:
@@ -780,9 +791,22 @@ def apply_results(
             reason = stronger(reason, Reason.ORDER_UPDATE)
     if any(a.severity is Severity.CRITICAL for a in alerts):
         reason = stronger(reason, Reason.EMERGENCY)
+    if withdrawn:
+        return Transition(m, [], reason, alerts)
     if m.phase is Phase.CLOSED:
         return Transition(m, sync_orders(m, instrument, params), reason, alerts)
     return finish_transition(m, instrument, params, reason, alerts, None)
+
+
+def _undo_unsent(order: ManagedOrder, action: Action) -> None:
+    """An action that never reached the venue: its slot is as before the action was derived."""
+    if isinstance(action, PlaceOrder):
+        if action.request.link_id == order.link_id and order.status is SlotStatus.PENDING:
+            order.status = SlotStatus.NEW  # still wanted: the next decision places it
+    elif isinstance(action, AmendOrder):
+        order.qty, order.price, order.trigger_price = action.previous
+    elif order.status is SlotStatus.CANCELLING:
+        order.status = SlotStatus.OPEN
 
 
 def wants_price(m: Monitor, params: TradingParams) -> bool:

@@ -14,7 +14,8 @@ refused for what it asks, only for when, so it is sent again once the venue's bu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from engine.core.models import AmendRequest, CancelRequest, OrderAck, OrderReque
 from engine.venue.base import MAX_BATCH, BatchResult, Venue
 from engine.venue.errors import DuplicateOrder, RateLimited, TransientError, VenueError
 from engine.venue.priority import Priority, call_priority
+from engine.venue.withdrawal import WithdrawalTicket, Withdrawn, withdrawable
 
 if TYPE_CHECKING:  # the decisions import this module, and they stay free of clocks at run time
     from engine.core.clock import Clock
@@ -230,6 +232,51 @@ class OrderSender:
         self.batching = batching
         self.room = room
         self.batch_refused = False
+        self._superseded: set[str] = set()
+        self._tickets: dict[WithdrawalTicket, frozenset[str]] = {}
+
+    def supersede(self, keys: Collection[str]) -> None:
+        """New fills of these monitors wait to be decided: withdraw their requests that still wait for
+        the rate budget and protect nothing (:mod:`engine.venue.withdrawal`). Their actions come back
+        :class:`~engine.venue.withdrawal.Withdrawn`, unsent (a batch shared with other monitors is
+        planned again without them); the next decision takes each position as it is and sends what
+        it still calls for, instead of being taken seconds later behind them."""
+        self._superseded.update(keys)
+        for ticket, owners in list(self._tickets.items()):
+            if not owners.isdisjoint(self._superseded):
+                ticket.withdraw()
+
+    @contextmanager
+    def _withdrawable(self, chosen: Sequence[Action]) -> Iterator[None]:
+        """Make one request for ``chosen`` under a withdrawal ticket, unless it protects a position
+        (a stop-loss or a market close is never withdrawn)."""
+        if any(protection_rank(a) < 2 for a in chosen):
+            yield
+            return
+        ticket = WithdrawalTicket()
+        owners = frozenset(a.key for a in chosen)
+        self._tickets[ticket] = owners
+        if not owners.isdisjoint(self._superseded):
+            ticket.withdraw()  # superseded before it was sent: it fails at once, unsent
+        try:
+            with withdrawable(ticket):
+                yield
+        finally:
+            del self._tickets[ticket]
+
+    def _drop_superseded(
+        self, actions: Sequence[Action], items: list[int], results: dict[int, ActionResult]
+    ) -> list[int]:
+        """Answer the items of superseded monitors that protect nothing as withdrawn (unsent); the
+        rest are still to send."""
+        keep: list[int] = []
+        for index in items:
+            action = actions[index]
+            if action.key in self._superseded and protection_rank(action) >= 2:
+                results[index] = result_of(action, None, Withdrawn())
+            else:
+                keep.append(index)
+        return keep
 
     @property
     def batches(self) -> bool:
@@ -249,16 +296,19 @@ class OrderSender:
         what it asks (a bad price, a trigger already passed) is answered at once, so a stop-out or
         an emergency close is never a round trip late.
         """
-        if not self.batches:
-            return await self._singly(actions)
-        results: dict[int, ActionResult] = {}
-        for items in batch_rounds(actions):
-            if self.batches:
-                await self._round(actions, items, results)
-            else:  # refused (or switched off) during this send: the rest goes one by one
-                for index, result in zip(items, await self._singly(_pick(actions, items)), strict=True):
-                    results[index] = result
-        return [results[index] for index in range(len(actions))]
+        try:
+            if not self.batches:
+                return await self._singly(actions)
+            results: dict[int, ActionResult] = {}
+            for items in batch_rounds(actions):
+                if self.batches:
+                    await self._round(actions, items, results)
+                else:  # refused (or switched off) during this send: the rest goes one by one
+                    for index, result in zip(items, await self._singly(_pick(actions, items)), strict=True):
+                        results[index] = result
+            return [results[index] for index in range(len(actions))]
+        finally:
+            self._superseded.difference_update(a.key for a in actions)  # decided again next
 
     async def _singly(self, actions: Sequence[Action]) -> list[ActionResult]:
         """One request per action, in the order given (the decisions put the stop-loss first).
@@ -275,7 +325,8 @@ class OrderSender:
             deferred: list[int] = []
             limited: RateLimited | None = None
             for position, index in enumerate(queue):
-                with call_priority(call_priority_of([actions[index]])):
+                chosen = [actions[index]]
+                with call_priority(call_priority_of(chosen)), self._withdrawable(chosen):
                     result = await execute_action(self.venue, actions[index])
                 if isinstance(result.error, RateLimited) and waits < RATE_LIMIT_WAITS:
                     deferred, limited = queue[position:], result.error
@@ -302,6 +353,9 @@ class OrderSender:
         pending = list(items)
         waits = 0
         while pending:
+            pending = self._drop_superseded(actions, pending, results)
+            if not pending:
+                break
             urgent = any(protection_rank(actions[i]) < 2 for i in pending)
             kinds = {type(actions[i]) for i in pending}
             room = await self._room_for(len(pending), kinds, urgent=urgent)
@@ -315,7 +369,11 @@ class OrderSender:
                     await self._alone(actions, call, results)
                     continue
                 try:
-                    answers = await self._batch(actions, call)
+                    with self._withdrawable(_pick(actions, call)):
+                        answers = await self._batch(actions, call)
+                except Withdrawn:
+                    pending += call  # planned again: the superseded monitors' items drop out
+                    continue
                 except RateLimited as exc:
                     if waits >= RATE_LIMIT_WAITS:
                         for index in call:

@@ -66,6 +66,7 @@ from urllib.parse import urlsplit
 from engine.core.clock import Clock
 from engine.venue.base import Endpoint
 from engine.venue.priority import Priority, current_priority
+from engine.venue.withdrawal import Withdrawn, current_ticket
 
 log = logging.getLogger("opconsole.venue.budget")
 
@@ -288,6 +289,12 @@ class Claim:
         if not self.granted and priority < self.priority:
             self.budget._reorder(self, priority)
 
+    def withdraw(self) -> None:
+        """Leave the queue if still waiting: the waiter gets :class:`Withdrawn` (nothing was sent)."""
+        if self.granted or self.future is None or self.future.done():
+            return
+        self.budget._withdraw(self)
+
     async def wait(self) -> None:
         """Wait until the units are granted (see :meth:`CallBudget.acquire`)."""
         await self.budget._wait(self)
@@ -405,12 +412,17 @@ class CallBudget:
 
     # --- the queue ---------------------------------------------------------------------------------
     async def _wait(self, claim: Claim) -> None:
+        ticket = current_ticket()
+        if ticket is not None and ticket.withdrawn:
+            raise Withdrawn()
         claim.seq = next(self._seq)
         claim.future = asyncio.get_running_loop().create_future()
         bisect.insort(self._queues[claim.kind], claim, key=_rank)
         self._dispatch()
         if not claim.granted:
             self.waits += 1
+            if ticket is not None:
+                ticket.on_withdraw(claim.withdraw)
         try:
             await claim.future
         except asyncio.CancelledError:
@@ -422,6 +434,15 @@ class CallBudget:
                 self._queues[claim.kind].remove(claim)
                 self._dispatch()  # it no longer holds back the less urgent waiters behind it
             raise
+
+    def _withdraw(self, claim: Claim) -> None:
+        """Take a waiting claim out of its queue and fail its waiter with :class:`Withdrawn`."""
+        queue = self._queues[claim.kind]
+        if claim in queue:
+            queue.remove(claim)
+        if claim.future is not None and not claim.future.done():
+            claim.future.set_exception(Withdrawn())
+        self._dispatch()  # it no longer holds back the less urgent waiters behind it
 
     def _reorder(self, claim: Claim, priority: Priority) -> None:
         """Move a waiting claim to its new, more urgent place in the queue."""
