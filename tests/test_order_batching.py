@@ -442,3 +442,16 @@ async def test_a_superseded_request_waiting_for_the_budget_is_withdrawn_unsent(b
     assert results[1].ok and results[2].ok
     sent = {link for request in venue.log for link in request.links}
     assert "m0-tp1" not in sent and {"m1-tp1", "m2-sl"} <= sent
+
+
+async def test_superseding_a_monitor_with_nothing_in_flight_marks_nothing() -> None:
+    """The mark ends with the send it withdrew from: a monitor superseded while none of its actions
+    was being sent (its symbol busy with other orders) still sends its next actions."""
+    venue = make_venue()
+    clock = venue.exchange.clock
+    assert isinstance(clock, VirtualClock)
+    budget = CallBudget(clock, IpWindow(clock))
+    sender = OrderSender(VenueGateway(venue, budget), clock, batching=True, room=None)
+    sender.supersede({key(0)})
+    results = await send(venue, sender, [amend(venue, 0)])
+    assert results[0].ok

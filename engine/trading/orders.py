@@ -14,6 +14,7 @@ refused for what it asks, only for when, so it is sent again once the venue's bu
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -233,6 +234,7 @@ class OrderSender:
         self.room = room
         self.batch_refused = False
         self._superseded: set[str] = set()
+        self._sending: Counter[str] = Counter()  # monitor key -> sends in flight carrying its actions
         self._tickets: dict[WithdrawalTicket, frozenset[str]] = {}
 
     def supersede(self, keys: Collection[str]) -> None:
@@ -241,7 +243,8 @@ class OrderSender:
         :class:`~engine.venue.withdrawal.Withdrawn`, unsent (a batch shared with other monitors is
         planned again without them); the next decision takes each position as it is and sends what
         it still calls for, instead of being taken seconds later behind them."""
-        self._superseded.update(keys)
+        # Only a send in flight is superseded: the mark ends with it, and never touches the next one.
+        self._superseded.update(k for k in keys if self._sending[k] > 0)
         for ticket, owners in list(self._tickets.items()):
             if not owners.isdisjoint(self._superseded):
                 ticket.withdraw()
@@ -296,6 +299,8 @@ class OrderSender:
         what it asks (a bad price, a trigger already passed) is answered at once, so a stop-out or
         an emergency close is never a round trip late.
         """
+        keys = {a.key for a in actions}
+        self._sending.update(keys)
         try:
             if not self.batches:
                 return await self._singly(actions)
@@ -308,7 +313,11 @@ class OrderSender:
                         results[index] = result
             return [results[index] for index in range(len(actions))]
         finally:
-            self._superseded.difference_update(a.key for a in actions)  # decided again next
+            self._sending.subtract(keys)
+            for key in keys:
+                if self._sending[key] <= 0:
+                    del self._sending[key]
+                    self._superseded.discard(key)  # decided again next
 
     async def _singly(self, actions: Sequence[Action]) -> list[ActionResult]:
         """One request per action, in the order given (the decisions put the stop-loss first).
