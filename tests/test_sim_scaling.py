@@ -182,6 +182,24 @@ def test_cached_sums_and_the_journal_replay_agree_with_the_live_market(script: l
         check_sums(restarted)
 
 
+def resting_book(path: Path, below_pct: tuple[int, ...]) -> tuple[VirtualClock, SimExchange, list[str]]:
+    """300 synthetic symbols, each with a resting buy limit ``k`` % below the market for each ``k``."""
+    listed = synthetic_symbols(300)
+    clock = VirtualClock(1_000.0)
+    exchange = make_exchange(clock, path / STATE_FILE, [], synthetic=300)
+    for symbol in listed:
+        last = exchange.ticker(symbol).last
+        step = exchange.instruments[symbol].qty_step
+        qty = round(step * math.ceil(6.0 / last / step), 8)  # above the 5 USDT minimum order value
+        for k in below_pct:
+            price = exchange.instruments[symbol].round_price(last * (1 - k / 100))
+            request = OrderRequest(
+                symbol, Side.BUY, OrderType.LIMIT, qty, price=price, link_id=f"{symbol}-{k}"
+            )
+            exchange.place("main", request)
+    return clock, exchange, listed
+
+
 @pytest.fixture
 def counted_to_state(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the order records the exchange renders (the journal diffs rendered records)."""
@@ -201,25 +219,7 @@ def test_an_action_journals_what_it_touched_not_the_whole_book(
 ) -> None:
     """300 symbols with three resting orders each: amending one order renders that symbol's orders for
     the journal, not the 900 on the book (before, every acknowledged action rendered them all)."""
-    listed = synthetic_symbols(300)
-    clock = VirtualClock(1_000.0)
-    exchange = make_exchange(clock, tmp_path / STATE_FILE, [], synthetic=300)
-    for symbol in listed:
-        last = exchange.ticker(symbol).last
-        step = exchange.instruments[symbol].qty_step
-        qty = round(step * math.ceil(6.0 / last / step), 8)  # above the 5 USDT minimum order value
-        for k in (1, 2, 3):
-            exchange.place(
-                "main",
-                OrderRequest(
-                    symbol,
-                    Side.BUY,
-                    OrderType.LIMIT,
-                    qty,
-                    price=exchange.instruments[symbol].round_price(last * (1 - k / 100)),
-                    link_id=f"{symbol}-{k}",
-                ),
-            )
+    _clock, exchange, listed = resting_book(tmp_path, (1, 2, 3))
     assert len(exchange.open_orders("main")) == 900
     target = exchange.open_orders("main", listed[150])[0]
     counted_to_state[0] = 0
@@ -239,16 +239,7 @@ def test_a_tick_orders_only_the_orders_it_reached(tmp_path: Path, monkeypatch: p
     """A tick used to sort every open order of the account by how far the price crossed it (900 here,
     7000 at a thousand positions: ~10 ms a second on the engine's loop); only the reached ones need
     an order, and the fill order among them is the same."""
-    listed = synthetic_symbols(300)
-    clock = VirtualClock(1_000.0)
-    exchange = make_exchange(clock, tmp_path / STATE_FILE, [], synthetic=300)
-    for symbol in listed:
-        last = exchange.ticker(symbol).last
-        step = exchange.instruments[symbol].qty_step
-        qty = round(step * math.ceil(6.0 / last / step), 8)
-        for k in (5, 6, 7):  # far below the market: a calm tick reaches none
-            price = exchange.instruments[symbol].round_price(last * (1 - k / 100))
-            exchange.place("main", OrderRequest(symbol, Side.BUY, OrderType.LIMIT, qty, price=price))
+    clock, exchange, listed = resting_book(tmp_path, (5, 6, 7))  # far below: a calm tick reaches none
     ordered: list[str] = []
     original = Matcher._crossed_first
 
