@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(soak)
     soak.add_argument("--hours", type=_positive_float, default=1.0)
     soak.add_argument("--seed", type=int, default=7)
+    soak.add_argument("--json", action="store_true", help="machine-readable output")
+    soak.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=30.0,
+        help="simulated seconds per real second while the engine runs (default 30)",
+    )
 
     export = sub.add_parser("export-trades", help="write the trade ledger as CSV")
     _add_config_args(export)
@@ -191,8 +198,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    _settings(args)
-    return fail("soak", "not built yet", EXIT_FAILURE)
+    _settings(args)  # bad settings are reported before anything starts
+    from engine.commands.soak.command import run_soak
+
+    return run_soak(args.config, args.hours, args.seed, as_json=args.json, speed=args.speed)
 
 
 def cmd_export_trades(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import aiofiles
 import aiofiles.os
 
+from persistence.disk_faults import DISK
 from persistence.layout import FILE_MODE, StateFiles
 
 Trace = Callable[[str], None]
@@ -65,6 +66,7 @@ class JournalAppender:
 
     async def append(self, data: bytes) -> IoCost:
         """Append ``data`` and return once it is on disk."""
+        DISK.check()
         cost = IoCost(writes=1, fsyncs=1, bytes=len(data))
         if self._handle is None:
             created = not await aiofiles.os.path.exists(self._path)
@@ -86,6 +88,7 @@ class JournalAppender:
 async def write_snapshot(files: StateFiles, data: bytes, trace: Trace | None = None) -> IoCost:
     """Replace ``snapshot.json`` by ``data`` atomically, keeping the old one as ``snapshot.prev.json``."""
     note = trace or (lambda _step: None)
+    DISK.check()
     async with aiofiles.open(files.snapshot_tmp, "wb", buffering=0, opener=_private_opener) as handle:
         await _write_all(handle, data)
         await _fsync(handle.fileno())

@@ -55,6 +55,8 @@ RETRY_MAX_S = 60.0
 """The longest wait between two retries of a disk that cannot be written."""
 
 HealthListener = Callable[[BaseException | None], None]
+DurableListener = Callable[[int, str, str], None]
+"""Called with (journal seq, key, reason) once a critical save is on disk."""
 """Called with the write error when the disk stops taking writes, and with None once it takes them again."""
 
 
@@ -146,6 +148,7 @@ class Store:
         self._needs_full = False  # a write failed: the next one is a whole snapshot (see the module doc)
         self._retry: asyncio.Task[None] | None = None
         self._listeners: list[HealthListener] = []
+        self._durable_listeners: list[DurableListener] = []
         self._closed = False
 
     # ----------------------------------------------------------------- read side
@@ -176,6 +179,11 @@ class Store:
     def add_health_listener(self, listener: HealthListener) -> None:
         """Call ``listener(error)`` when writes start failing and ``listener(None)`` when they work again."""
         self._listeners.append(listener)
+
+    def add_durable_listener(self, listener: DurableListener) -> None:
+        """Call ``listener(seq, key, reason)`` each time a save that had to be durable returns: the
+        acknowledgement a caller may act on (the soak checks each one survives a kill -9)."""
+        self._durable_listeners.append(listener)
 
     def metrics(self) -> dict[str, Any]:
         """Counters for the console and the benchmark (times on the store's time source)."""
@@ -371,7 +379,10 @@ class Store:
         if critical:
             delay = self._clock.now() - now
             self._metrics.max_critical_delay_s = max(self._metrics.max_critical_delay_s, delay)
-        return change.seq if change.seq is not None else self._seq
+        seq = change.seq if change.seq is not None else self._seq
+        for listener in self._durable_listeners:
+            listener(seq, key, reason.value)
+        return seq
 
     async def _mark(self, reason: Reason) -> None:
         self._metrics.count_save(reason.value)

@@ -59,6 +59,20 @@ def now_ms(clock: Clock) -> int:
     return round(clock.now() * 1000)
 
 
+def real_seconds(clock: Clock, seconds: float) -> float:
+    """The real (wall) duration of ``seconds`` of ``clock``'s time, for a library that counts real
+    seconds (an HTTP timeout, a WebSocket ping interval).
+
+    A clock that runs faster than real time tells its ``nominal_speed`` (the shared clock of a soak
+    run): its seconds are that many times shorter. :class:`RealClock` and :class:`VirtualClock` have
+    none, and their seconds are returned unchanged.
+    """
+    speed = getattr(clock, "nominal_speed", None)
+    if isinstance(speed, int | float) and speed > 0:
+        return seconds / speed
+    return seconds
+
+
 def iso_utc(epoch_seconds: float) -> str:
     """ISO 8601 UTC with millisecond precision (the snapshot JSON's time format)."""
     return (

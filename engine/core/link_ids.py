@@ -54,6 +54,17 @@ def parse_link_id(text: str) -> LinkId | None:
     return LinkId(match[1], match[2], match[3], int(match[4]))
 
 
+def other_instance_tag(link_id: str, tag: str) -> str | None:
+    """The tag of the other engine instance an order or fill belongs to, or None.
+
+    An id with our prefix and a tag other than ``tag`` (this instance's) is another process trading
+    the account with this same code: its orders are never ours to cancel, its fills never ours to
+    apply, its positions never ours to adopt. None for our own ids and for ids of no engine (manual
+    orders, other tools: those are still ours to adopt and account)."""
+    parsed = parse_link_id(link_id)
+    return parsed.tag if parsed is not None and parsed.tag != tag else None
+
+
 def new_monitor_id(key: str, created_at: float, seq: int) -> str:
     """An 8-hex-digit id for a new monitor: a hash of its key, creation time and a counter."""
     material = f"{key}|{round(created_at * 1000)}|{seq}".encode()

@@ -38,7 +38,7 @@ from engine.alerts.bus import AlertBus
 from engine.alerts.model import Alert, Severity
 from engine.core import state_keys
 from engine.core.clock import Clock, yield_to_loop
-from engine.core.link_ids import new_instance_tag, new_monitor_id
+from engine.core.link_ids import new_instance_tag, new_monitor_id, other_instance_tag
 from engine.core.models import (
     Execution,
     Instrument,
@@ -79,6 +79,7 @@ from engine.trading.reconcile import (
     SyncMemo,
     VenueView,
     complete_view,
+    foreign_fill_alerts,
     hedge_mode_alert,
     read_view,
     reconcile_account,
@@ -306,6 +307,7 @@ class TpslManager:
         self._cursor: dict[str, float] = {}
         self._ready: dict[str, bool] = dict.fromkeys(self.venues, False)
         self._ready_event = asyncio.Event()
+        self._account_ready: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
         self._connected: dict[str, bool] = dict.fromkeys(self.venues, False)
         self._ever_connected: set[str] = set()  # a first connection is no "stream back" news
         self._subscribed: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
@@ -341,9 +343,9 @@ class TpslManager:
         """Whether start-up reconciliation has succeeded for every account."""
         return all(self._ready.values())
 
-    async def wait_ready(self) -> None:
-        """Return once start-up reconciliation has succeeded for every account."""
-        await self._ready_event.wait()
+    async def wait_ready(self, account: str | None = None) -> None:
+        """Return once start-up reconciliation has succeeded for ``account`` (None: every account)."""
+        await (self._ready_event if account is None else self._account_ready[account]).wait()
 
     def is_ready(self, account: str) -> bool:
         """Whether ``account`` has been reconciled with the venue since the start (its jobs run)."""
@@ -427,6 +429,8 @@ class TpslManager:
         then, before the loops restart (a fill missed while it was down is found there)."""
         self.load()
         self._ready = dict.fromkeys(self.venues, False)
+        for event in self._account_ready.values():
+            event.clear()
         await self._save_engine(Reason.STARTUP)
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -722,6 +726,7 @@ class TpslManager:
                 delay = min(delay * 2, 30.0)
                 continue
             self._ready[account] = True
+            self._account_ready[account].set()
             self._last_full[account] = self.clock.now()
             return
 
@@ -791,6 +796,9 @@ class TpslManager:
                     self.marks[marked] = mark
             for exec_id in outcome.applied_exec_ids:
                 self._remember(account, exec_id)
+            # another engine's fills, applied to nothing: said once each (a pass reads the last again)
+            foreign = [e for e in outcome.foreign_fills if self._remember(account, e.exec_id)]
+            self.alerts.publish_all(foreign_fill_alerts(account, foreign))
             # A fill of a symbol left alone (orders in flight) that was not decided yet holds the
             # cursor back, so the next poll still finds it if the stream lost it.
             held = min(
@@ -1078,6 +1086,7 @@ class TpslManager:
             for e in waiting
             if isinstance(e, Execution)
             and e.exec_id not in self._seen[account]
+            and other_instance_tag(e.link_id, self.tag) is None  # another engine's: not our monitor's
             and (monitor := self._monitor_for(account, e.symbol)) is not None
         }
         if keys:
@@ -1087,11 +1096,15 @@ class TpslManager:
         """Decide and commit ``events`` (their symbols settled); the caller holds the lock."""
         transitions: list[Transition] = []
         causes: dict[int, Execution] = {}  # id(transition) -> the fill it answers (reaction latency)
+        foreign: list[Execution] = []
         for event in events:
             if isinstance(event, Execution):
                 if not self._remember(account, event.exec_id):
                     continue
                 self._advance_cursor(account, event)
+                if other_instance_tag(event.link_id, self.tag) is not None:
+                    foreign.append(event)  # another engine's fill: never applied to a monitor of ours
+                    continue
             monitor = self._monitor_for(account, event.symbol)
             if monitor is None:
                 continue  # not ours to decide; reconciliation adopts unknown positions
@@ -1101,6 +1114,7 @@ class TpslManager:
                 causes[id(transitions[-1])] = event
             else:
                 transitions.append(apply_order_update(monitor, event, instrument, self.params))
+        self.alerts.publish_all(foreign_fill_alerts(account, foreign))
         if transitions:
             await self._commit_all(account, transitions, causes=causes)
 

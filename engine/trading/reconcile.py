@@ -9,7 +9,10 @@ the orphan orders to cancel and the alerts to raise:
 - our open orders are matched to monitor slots by link id; slots whose order vanished are marked
   gone and re-placed (a stop-loss missing on the venue comes back at once); our orders belonging to
   no live monitor, or to an older generation of a slot, are cancelled;
-- orders with our prefix but another instance tag raise an alert: another process is trading;
+- another engine instance (our prefix, another tag: :func:`~engine.core.link_ids.other_instance_tag`)
+  is never fought: its orders raise a critical alert and are never cancelled, its fills are applied
+  to no monitor (:attr:`ReconcileOutcome.foreign_fills`, :func:`foreign_fill_alerts`), and a
+  position on a symbol with its orders or fills in the view is reported, never adopted;
 - (with positions) a size that disagrees with the monitor is first explained from executions: a
   positions read older than a fill in the view is read again (:attr:`ReconcileOutcome.recheck`), a
   size still unexplained gets its symbol's executions looked up further back than the cursor
@@ -17,8 +20,9 @@ the orphan orders to cancel and the alerts to raise:
   its trade are marked ``exit_estimated``, with an alert) or a size taken from the venue;
 - (with positions) a position with no monitor is adopted only when the read it comes from is newer
   than every fill of its symbol in the view (a stop that filled after the read must not bring back
-  the position it closed). It is protected by a stop of its own or by a stop order that is not ours:
+  the position it closed). It is protected by a stop of its own or by a stop order of no engine:
   an order of ours belongs to a monitor (live, closing, or orphaned and cancelled by this very pass).
+  A manual position (no other instance's order or fill on its symbol) is adopted as ever.
 
 The outcome lists the transitions in the order to carry them out: adoptions first (protect first),
 then the known monitors (whose closing cancels their leftovers), and the orphan cancels last.
@@ -30,11 +34,11 @@ A decision that wants another read says so instead of guessing; :func:`read_view
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from engine.alerts.model import Alert, Severity
-from engine.core.link_ids import parse_link_id
+from engine.core.link_ids import other_instance_tag, parse_link_id
 from engine.core.models import (
     CancelRequest,
     Execution,
@@ -46,6 +50,7 @@ from engine.core.models import (
     Position,
     SlotStatus,
     Trade,
+    monitor_key,
 )
 from engine.core.numbers import fmt_monitor, fmt_number
 from engine.trading.monitor import (
@@ -123,6 +128,9 @@ class ReconcileOutcome:
     ``lookups``: symbol -> since, for sizes the executions do not explain; look up the symbol's
     executions from ``since`` (and its price) and decide again.
     ``in_sync``: the monitors found in sync, for the next pass (see :class:`SyncMemo`).
+    ``foreign_fills``: fills of another engine instance in the view, applied to no monitor; the
+    caller raises :func:`foreign_fill_alerts` for those it has not seen yet (a pass reads the last
+    fills again, the stream had them first).
     """
 
     transitions: list[Transition] = field(default_factory=list)
@@ -133,6 +141,7 @@ class ReconcileOutcome:
     recheck: set[str] = field(default_factory=set)
     lookups: dict[str, float] = field(default_factory=dict)
     in_sync: SyncMemo | None = None
+    foreign_fills: list[Execution] = field(default_factory=list)
 
     @property
     def wants_reads(self) -> bool:
@@ -174,12 +183,12 @@ async def complete_view(venue: Venue, view: VenueView, outcome: ReconcileOutcome
     return replace(view, positions_after=positions_after, history=history, marks=marks)
 
 
-def _is_stop_for(order: Order, position: Position, tag: str) -> bool:
-    """An order that protects ``position`` as a stop-loss would, and that no monitor of ours owns
-    (an order with our tag is a monitor's, or an orphan this pass cancels: never adopted)."""
-    parsed = parse_link_id(order.link_id)
+def _is_stop_for(order: Order, position: Position) -> bool:
+    """An order that protects ``position`` as a stop-loss would, and that no engine owns: an order
+    with our tag is a monitor's, or an orphan this pass cancels; one with another instance's tag is
+    that engine's (its symbol is not adopted at all). Neither is ever adopted."""
     return (
-        (parsed is None or parsed.tag != tag)
+        parse_link_id(order.link_id) is None
         and order.symbol == position.symbol
         and position.side is not None
         and order.side is position.side.opposite
@@ -187,6 +196,56 @@ def _is_stop_for(order: Order, position: Position, tag: str) -> bool:
         and (order.reduce_only or order.close_on_trigger)
         and (order.trigger_price - position.mark_price) * position.side.sign < 0
     )
+
+
+def _other_instances(orders: Iterable[Order], fills: Iterable[Execution], tag: str) -> dict[str, set[str]]:
+    """symbol -> the tags of the other engine instances whose open orders or fills are on it."""
+    found: dict[str, set[str]] = {}
+    rows: list[Order | Execution] = [*orders, *fills]
+    for row in rows:
+        other = other_instance_tag(row.link_id, tag)
+        if other is not None:
+            found.setdefault(row.symbol, set()).add(other)
+    return found
+
+
+def _foreign_position_alert(account: str, p: Position, tags: set[str]) -> Alert:
+    """A position that is another engine instance's: left alone, said loudly (raised by every
+    whole-account pass while it lasts, as ``foreign_orders``)."""
+    side = p.side.value if p.side is not None else ""
+    return Alert(
+        Severity.CRITICAL,
+        "foreign_position",
+        f"{account}: the {side} {p.symbol} position ({fmt_number(p.size)}) has orders or fills of another "
+        f"engine instance ({', '.join(sorted(tags))}): another process is trading this account; "
+        "the position is not adopted nor protected by this engine, its orders are left alone",
+        key=monitor_key(account, p.symbol, p.side) if p.side is not None else account,
+    )
+
+
+def foreign_fill_alerts(account: str, fills: Iterable[Execution]) -> list[Alert]:
+    """One critical ``foreign_fills`` alert per symbol for fills of other engine instances (applied
+    to no monitor of ours). Keyed ``account:symbol``: the bus's de-duplication is per (type, key).
+
+    A monitor of ours on that symbol will see its size disagree with the venue's, which the next
+    reconciliation takes as the venue's (``size_drift``): the operator must stop the other process."""
+    by_symbol: dict[str, list[Execution]] = {}
+    for exe in fills:
+        by_symbol.setdefault(exe.symbol, []).append(exe)
+    alerts = []
+    for symbol, rows in sorted(by_symbol.items()):
+        tags = sorted({link.tag for e in rows if (link := parse_link_id(e.link_id)) is not None})
+        alerts.append(
+            Alert(
+                Severity.CRITICAL,
+                "foreign_fills",
+                f"{account}: {len(rows)} fill(s) on {symbol} from another engine instance "
+                f"({', '.join(tags)}): another process is trading this account; not applied to this "
+                "engine's monitors (a position of ours there would take the venue's size): stop it",
+                key=f"{account}:{symbol}",
+            )
+        )
+    return alerts
 
 
 def _adopt_order(m: Monitor, slot: str, order: Order, generation: int) -> None:
@@ -283,11 +342,15 @@ def reconcile_account(
     for exe in sorted(fills.values(), key=lambda e: e.ts):
         if exe.symbol in busy:
             continue  # decided when its symbol's answers are in (the stream, or the next pass)
+        if other_instance_tag(exe.link_id, tag) is not None:
+            out.foreign_fills.append(exe)  # another engine's position moved, not ours
+            continue
         parsed = parse_link_id(exe.link_id)
-        known = by_id.get(parsed.monitor_id) if parsed is not None and parsed.tag == tag else None
-        target = ms[known] if known is not None else None
-        if parsed is None or parsed.tag != tag:
-            target = live_for(exe.symbol)
+        if parsed is None:
+            target = live_for(exe.symbol)  # a manual fill: it moved the position of our monitor
+        else:
+            known = by_id.get(parsed.monitor_id)
+            target = ms[known] if known is not None else None
         if target is None or target.phase is Phase.CLOSED or exe.exec_id in target.exec_ids:
             continue
         target = own(target)
@@ -466,13 +529,17 @@ def reconcile_account(
             )
         covered = {m.symbol for m in ms.values() if m.phase is not Phase.CLOSED}
         unmonitored = open_positions.values() if scope is None else ()  # adopted by whole-account passes
+        others = _other_instances(view.open_orders, fills.values(), tag) if unmonitored else {}
         for p in unmonitored:
             if p.symbol in covered or p.symbol not in instruments or p.side is None:
                 continue
+            if p.symbol in others:
+                out.alerts.append(_foreign_position_alert(account, p, others[p.symbol]))
+                continue  # another engine's, protected by its own stop: adopting it would fight it
             if stale(p.symbol, p):
                 out.recheck.add(p.symbol)  # a newer fill may have closed it (e.g. a stop after the read)
                 continue
-            stop = next((o for o in view.open_orders if _is_stop_for(o, p, tag) and o.qty > 0), None)
+            stop = next((o for o in view.open_orders if _is_stop_for(o, p) and o.qty > 0), None)
             out.repairs += 1
             adopted.append(
                 adopt_position(

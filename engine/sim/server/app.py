@@ -106,6 +106,15 @@ class BybitServer:
         """Close the account's private WebSockets (see :meth:`WebSocketApi.drop_streams`)."""
         return await self.streams.drop_streams(account, abrupt=abrupt)
 
+    async def set_outage(self, account: str, down: bool) -> None:
+        """Take an account's API down (REST calls answer 503, stream logins fail, its open private
+        streams are cut) or bring it back up."""
+        if down:
+            self.faults.outages.add(account)
+            await self.streams.drop_streams(account, abrupt=True)
+        else:
+            self.faults.outages.discard(account)
+
     def mute_streams(self, account: str) -> int:
         """Silence the account's private WebSockets (see :meth:`WebSocketApi.mute_streams`)."""
         return self.streams.mute_streams(account)

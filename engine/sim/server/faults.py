@@ -7,6 +7,8 @@ with the in-process venue; these are the ones a test flips on the server itself.
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,23 @@ class ServerFaults:
     """Private connections dropped so far (by a test or by the exchange ending a subscription)."""
     edits: dict[str, list[ReplyEdit]] = field(default_factory=dict)
     """By REST path: edits for the next replies of that path, one per reply (a malformed reply)."""
+    outages: set[str] = field(default_factory=set)
+    """Accounts whose API is down: their REST calls answer HTTP 503 and their stream logins fail."""
+    flaky_rate: float = 0.0
+    """The share of private REST calls that fail transiently: half answered ``10016`` without being
+    executed, half executed and answered ``flaky_late_s`` late (past the client's timeout)."""
+    flaky_late_s: float = 0.0
+    flaky_rng: random.Random = field(default_factory=lambda: random.Random(0))
+    injected: Counter[str] = field(default_factory=Counter)
+    """Faults served so far, by kind (``outage``, ``flaky_error``, ``flaky_timeout``)."""
+
+    def flaky(self) -> str | None:
+        """Whether this private call fails: ``"error"``, ``"timeout"`` or None (seeded draws)."""
+        if self.flaky_rate <= 0 or self.flaky_rng.random() >= self.flaky_rate:
+            return None
+        kind = "error" if self.flaky_rng.random() < 0.5 else "timeout"
+        self.injected[f"flaky_{kind}"] += 1
+        return kind
 
     def mangle_next(self, path: str, *edits: ReplyEdit) -> None:
         """Send the next replies of ``path`` through ``edits``, one each: a reply with no ``result``,

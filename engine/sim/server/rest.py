@@ -134,11 +134,20 @@ class RestApi:
                 return self._reply(0, "OK", self._server_time(), headers)
             account = ""
             admitted = 0
+            flaky = None
             if private:
                 account = self._authenticate(request, raw)
+                if account in self.faults.outages:
+                    self.faults.injected["outage"] += 1
+                    return web.Response(status=503, text="503 Service Unavailable", content_type="text/html")
+                flaky = self.faults.flaky()
+                if flaky == "error":
+                    return self._reply(10016, "Internal system error.", {}, headers)
                 admitted = self._admit(account, request.path, params)
                 headers = self._limit_headers(self.exchange.rate_status(account, request.path))
             result, ext = await self._dispatch(handler, account, params, admitted)
+            if flaky == "timeout":  # executed; the answer comes after the client gave up
+                await self.clock.sleep(self.faults.flaky_late_s)
             return self._reply(0, "OK", result, headers, ext)
         except _Reject as reject:
             return self._reply(reject.code, reject.message, {}, {**headers, **reject.headers})

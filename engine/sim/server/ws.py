@@ -238,6 +238,8 @@ class WebSocketApi:
             return False, "Request expired"
         if not pair.signed(f"GET/realtime{expires_ms}", signature):
             return False, "Invalid sign"
+        if pair.account in self.faults.outages:
+            return False, "Service unavailable"
         conn.account = pair.account
         return True, ""
 

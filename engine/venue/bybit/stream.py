@@ -28,7 +28,7 @@ from typing import Any
 
 from pybit.unified_trading import WebSocket
 
-from engine.core.clock import Clock
+from engine.core.clock import Clock, real_seconds
 from engine.core.models import Execution, StreamStatus, VenueEvent
 from engine.venue.bybit.keys import REDACTOR, ApiKeys
 from engine.venue.bybit.parse import (
@@ -304,8 +304,10 @@ class BybitStream:
         common: dict[str, Any] = {
             "on_activity": touch,
             "on_closed": closed,
-            "ping_interval": opts.ping_interval_s,
-            "ping_timeout": opts.ping_timeout_s,
+            # websocket-client counts real seconds; both are divided alike, so the timeout stays
+            # below the interval as it requires.
+            "ping_interval": real_seconds(self._clock, opts.ping_interval_s),
+            "ping_timeout": real_seconds(self._clock, opts.ping_timeout_s),
             # pybit's retry counter gives N-1 usable attempts; our watchdog does the real retrying.
             "retries": 2,
             "restart_on_error": False,

@@ -32,7 +32,7 @@ from pybit.exceptions import FailedRequestError, InvalidRequestError
 from pybit.unified_trading import HTTP
 from requests.adapters import HTTPAdapter
 
-from engine.core.clock import Clock, now_ms
+from engine.core.clock import Clock, now_ms, real_seconds
 from engine.core.models import CallCounter
 from engine.venue.bybit.keys import REDACTOR, ApiKeys
 from engine.venue.bybit.limits import HEADER_RESET, RateBudget
@@ -272,7 +272,8 @@ class BybitTransport:
             demo=demo,
             api_key=keys.api_key,
             api_secret=keys.api_secret,
-            timeout=timeout_s,
+            # requests counts real seconds; ``timeout_s`` is the clock's (shorter on a sped-up one).
+            timeout=real_seconds(clock, timeout_s),
             recv_window=recv_window_ms,
             max_retries=1,
             retry_codes=set(_NEVER),
