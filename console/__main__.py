@@ -198,10 +198,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    _settings(args)  # bad settings are reported before anything starts
+    settings = _settings(args)  # bad settings are reported before anything starts
     from engine.commands.soak.command import run_soak
 
-    return run_soak(args.config, args.hours, args.seed, as_json=args.json, speed=args.speed)
+    # The soak's files (its market, the engines' state directories, logs): --state-dir, or a new
+    # temporary directory (never persistence.dir: the soak must not touch the operator's state).
+    work = settings.state_dir(args.state_dir) if args.state_dir else None
+    return run_soak(args.config, args.hours, args.seed, as_json=args.json, speed=args.speed, work_dir=work)
 
 
 def cmd_export_trades(args: argparse.Namespace) -> int:

@@ -654,3 +654,33 @@ async def test_a_malformed_envelope_is_a_typed_venue_error(
     server.faults.mangle_next(Endpoint.POSITIONS, lambda body: [body])  # pybit itself trips on it
     with pytest.raises(VenueError):
         await venue.positions()
+
+
+async def test_refused_stream_logins_never_starve_the_accounts_rest_calls(
+    server: BybitServer, exchange: SimExchange
+) -> None:
+    """An account's API outage refuses stream logins; pybit then spins without bound waiting for a
+    connection. Each attempt the stream gives up on must free its thread (the transport's, which
+    REST calls need too): once the outage is over, REST answers and the stream comes back."""
+    options = StreamOptions(
+        ping_interval_s=0.5,
+        stale_after_s=1.5,
+        check_interval_s=0.05,
+        reconnect_base_s=0.05,
+        reconnect_max_s=0.1,
+        connect_timeout_s=0.3,
+    )
+    venue = make_venue(server, threads=2, stream_options=options)
+    try:
+        events = venue.stream()
+        seen: list[VenueEvent] = []
+        await next_event(events, is_status(True, "connected"), seen)
+        await server.set_outage("main", True)  # logins refused, the open stream cut
+        await next_event(events, is_status(False), seen)
+        await asyncio.sleep(2.0)  # many more attempts than the pool has threads
+        await server.set_outage("main", False)
+        wallet = await asyncio.wait_for(venue.wallet(), WAIT_S)  # a starved pool never answers
+        assert wallet.equity > 0
+        await next_event(events, is_status(True), seen)
+    finally:
+        await venue.close()

@@ -14,13 +14,20 @@ from engine.core import state_keys
 from engine.core.link_ids import make_link_id, other_instance_tag
 from engine.core.models import Execution, Instrument, Monitor, Order, OrderStatus, OrderType, Side
 from engine.trading.approaches import Approach
-from engine.trading.reconcile import VenueView, foreign_fill_alerts, reconcile_account
+from engine.trading.reconcile import (
+    ADOPTION_LOOKBACK_S,
+    ForeignCondition,
+    VenueView,
+    foreign_alerts_once,
+    foreign_fill_alerts,
+    reconcile_account,
+)
 
 OURS, THEIRS = "t3st", "zzzz"
 ETH = Instrument("ETHUSDT", tick_size=0.01, qty_step=0.01, min_qty=0.01, max_qty=1000.0)
 
 
-def run(monitors: list[Monitor], view: VenueView):
+def run(monitors: list[Monitor], view: VenueView, scope: frozenset[str] | None = None):
     return reconcile_account(
         account="main",
         monitors={m.key: m for m in monitors},
@@ -30,6 +37,7 @@ def run(monitors: list[Monitor], view: VenueView):
         tag=OURS,
         new_monitor_id=lambda symbol: "feedbeef",
         now=NOW,
+        scope=scope,
     )
 
 
@@ -95,6 +103,44 @@ def test_a_position_their_fills_opened_is_not_adopted_even_before_their_stop_is_
     out = run([], VenueView([position(0.05)], [], [exe]))
     assert out.transitions == [] and out.foreign_fills == [exe] and out.applied_exec_ids == []
     assert [a.type for a in out.alerts] == ["foreign_position"]
+
+
+def test_their_entry_filled_before_the_views_window_is_looked_up_not_adopted() -> None:
+    """The soak's race: their market entry filled before the executions window this engine reads
+    (its cursor), and their stop is not placed yet: nothing in the view says whose the position is.
+    Its symbol's executions are looked up before adopting it; their fill carries their tag."""
+    exe = their_fill("BTCUSDT", 0.05, ts=NOW - 3.0)
+    view = VenueView([position(0.05, ts=NOW - 3.0)], [], [], since=NOW - 1.0)
+    first = run([], view)
+    assert first.transitions == [] and first.repairs == 0
+    assert first.lookups == {"BTCUSDT": NOW - 3.0 - ADOPTION_LOOKBACK_S}
+    out = run([], replace(view, history={"BTCUSDT": [exe]}))
+    assert out.transitions == [] and out.foreign_fills == [exe] and out.applied_exec_ids == []
+    assert [a.type for a in out.alerts] == ["foreign_position"] and not out.wants_reads
+
+
+def test_another_engines_orders_and_position_are_raised_once_while_they_last() -> None:
+    """Every pass says what it finds; the caller raises each condition once (per tag, per symbol),
+    says when a whole-account pass finds it over (a scoped pass judges nothing), and raises it again
+    when it comes back."""
+    orders = [stop(make_link_id(THEIRS, "12345678", "sl", 0))]
+    raised: frozenset[ForeignCondition] = frozenset()
+
+    def said(view: VenueView, scope: frozenset[str] | None = None) -> list[tuple[str, str]]:
+        nonlocal raised
+        alerts, raised = foreign_alerts_once("main", run([], view, scope), raised)
+        return [(a.severity, a.type) for a in alerts]
+
+    both = VenueView([position(0.05)], orders, [])
+    assert said(both) == [("critical", "foreign_orders"), ("critical", "foreign_position")]
+    assert said(both) == [] and said(replace(both, open_orders=[*orders, *orders])) == []
+    assert said(VenueView([], [], []), scope=frozenset()) == []  # sees nothing of the account
+    assert said(VenueView(None, [], [])) == [("info", "foreign_orders")]  # positions not read
+    assert said(VenueView(None, [], [])) == []
+    assert said(VenueView([], [], [])) == [("info", "foreign_position")]
+    assert said(both) == [("critical", "foreign_orders"), ("critical", "foreign_position")]
+    over, _ = foreign_alerts_once("main", run([], VenueView([], [], [])), raised)
+    assert [a.key for a in over] == ["main", "main:BTCUSDT"] and THEIRS in over[0].message
 
 
 def test_a_manual_position_is_still_adopted_next_to_another_engines() -> None:
@@ -169,6 +215,10 @@ async def test_two_engines_on_one_account_never_fight() -> None:
         assert any("ETHUSDT" in m for _, _, m in _of(first, "foreign_position"))
         await first.settle(60.0)  # passes read the last fills again: not reported again
         assert _of(first, "foreign_fills") == fills
+        # every pass finds the other's orders and position again: each is raised once
+        for engine, symbol in ((first, "ETHUSDT"), (second, SYMBOL)):
+            assert [s for s, _, _ in _of(engine, "foreign_orders")] == ["critical"]
+            assert [(s, symbol in m) for s, _, m in _of(engine, "foreign_position")] == [("critical", True)]
 
         # the live path: another engine's fill on our own symbol changes nothing of ours, said once
         before = first.manager.monitors[mine.key]

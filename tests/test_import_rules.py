@@ -52,7 +52,7 @@ def test_persistence_does_not_import_engine() -> None:
 def test_engine_never_reads_wall_time_or_sleeps_outside_the_clock() -> None:
     offenders = []
     for path in (ROOT / "engine").rglob("*.py"):
-        if path.name == "clock.py":
+        if path.name in ("clock.py", "shared_clock.py"):  # the time sources themselves
             continue
         text = path.read_text()
         for needle in ("time.time()", "asyncio.sleep(", "time.monotonic()"):

@@ -399,3 +399,36 @@ async def test_a_trade_opened_by_hand_on_the_mirror_alone_is_protected_not_mirro
         assert here.stop_qty("mirror") == pytest.approx(0.02)
         assert here.size("main") == 0 and MAIN_KEY not in here.engine.manager.monitors
         assert here.follower.links == {} and here.follower.tasks == []
+
+
+async def test_a_mirror_position_left_by_its_own_late_entry_is_closed_after_main(tmp_path: Path) -> None:
+    """The soak's lost mirror trade. The mirror is unreachable while every TP fills on both accounts:
+    main sees it, closes and cancels its entries; the mirror's monitor does not, so its entry e2 is
+    still working and fills later, opening a new position. kill -9, and a restart with the mirror
+    back: the replay closes the mirror trade by its TPs, and the position e2 left is adopted and
+    protected — and, being the link's (main is flat), closed, not left an orphan. e2 was sent: no
+    "entry not sent" alert."""
+    first_dir, crash_dir = tmp_path / "first", tmp_path / "crash"
+    # polling: the mirror's fills reach the engine only through its (failing) requests
+    sizing = {"mirror.sizing": "fixed_ratio", "mirror.ratio": 1.0, "profile.push_streams": "baseline"}
+    async with running(first_dir, **sizing) as here:
+        await here.engine.actions.open_trade(conservative_request())
+        await here.run(5.0)
+        assert here.size("mirror") == pytest.approx(0.033)
+        here.exchange.inject_errors("mirror", 1_000_000, TransientError("mirror unreachable"))
+        await here.price(104_100.0, 10.0)  # TP1-TP4 fill on both accounts
+        assert here.size("main") == 0 and here.exchange.open_orders("main") == []
+        assert here.size("mirror") == 0
+        await here.price(98_900.0, 10.0)  # the mirror's leftover e2 fills
+        assert here.size("mirror") == pytest.approx(0.033)
+        shutil.copytree(first_dir, crash_dir)  # kill -9 here
+        exchange, clock = here.exchange, here.clock
+    exchange.clear_errors("mirror")
+    async with running(crash_dir, clock=clock, exchange=exchange, **sizing) as again:
+        await again.run(40.0)
+        assert again.size("mirror") == 0
+        assert again.exchange.open_orders("mirror") == []
+        mirror_trades = [t for t in again.engine.manager.ledger.trades if t.account == "mirror"]
+        assert [t.reason for t in mirror_trades] == ["tp", "main_closed"]
+        assert again.alerts("entry_not_sent") == []
+        assert MAIN_KEY not in again.follower.links

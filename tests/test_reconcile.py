@@ -11,7 +11,7 @@ from engine.core.link_ids import make_link_id
 from engine.core.models import Monitor, Order, OrderStatus, OrderType, Phase, Position, Side, SlotStatus
 from engine.trading.monitor import apply_execution
 from engine.trading.orders import AmendOrder, CancelOrder, PlaceOrder
-from engine.trading.reconcile import VenueView, reconcile_account
+from engine.trading.reconcile import ADOPTION_LOOKBACK_S, VenueView, reconcile_account
 
 NOW = 5000.0
 
@@ -297,6 +297,23 @@ def test_round_trip_while_down_then_a_leftover_entry_opens_a_new_position() -> N
     assert place.request.link_id.startswith(f"opc-t3st-{adopted.monitor.monitor_id}-sl-")
     cancelled = {a.request.order_id for a in old.actions if isinstance(a, CancelOrder)}
     assert cancelled == {m.orders["sl"].order_id, m.orders["e3"].order_id}
+
+
+def test_a_position_older_than_the_executions_window_is_adopted_once_its_fills_are_known() -> None:
+    """Its last change is before the view's executions: whose it is is looked up first (another
+    engine's entry would carry its tag); a manual fill, read after the positions, asks for a read
+    made after it, then the position is adopted."""
+    view = VenueView([position(0.033, ts=NOW - 10.0)], [], [], since=NOW - 2.0)
+    first = run([], view)
+    assert first.transitions == [] and first.lookups == {"BTCUSDT": NOW - 10.0 - ADOPTION_LOOKBACK_S}
+    manual = replace(fill(with_position(), None, 0.033, 100_000.0, Side.BUY), ts=NOW - 10.0)
+    looked = run([], replace(view, history={"BTCUSDT": [manual]}))
+    assert looked.transitions == [] and looked.recheck == {"BTCUSDT"} and not looked.lookups
+    out = run([], replace(view, history={"BTCUSDT": [manual]}, positions_after=view.positions))
+    (adopted,) = out.transitions
+    assert adopted.monitor.approach == "adopted" and not out.wants_reads
+    inside = run([], replace(view, since=NOW - 10.0))  # its last change is in the window: no lookup
+    assert [t.monitor.approach for t in inside.transitions] == ["adopted"] and not inside.wants_reads
 
 
 def test_adoption_after_lost_state_never_takes_an_orphan_as_its_stop() -> None:

@@ -153,7 +153,10 @@ def test_real_seconds_of_each_clock_kind(timeline: SharedTimeline) -> None:
 @pytest.fixture
 async def shared_server(path: Path) -> AsyncIterator[tuple[SharedClock, BybitServer]]:
     # Both sides in one process here; in a soak each opens the file in its own.
-    with SharedTimeline.create(path, START, speed=30.0) as server_side, SharedTimeline.open(path) as venue_side:
+    with (
+        SharedTimeline.create(path, START, speed=30.0) as server_side,
+        SharedTimeline.open(path) as venue_side,
+    ):
         server_clock = SharedClock(server_side)
         exchange = SimExchange(
             clock=server_clock, seed=11, symbols=["BTCUSDT", "ETHUSDT"], balances={"main": 100_000.0}
@@ -186,5 +189,10 @@ async def test_venue_trades_and_streams_against_the_server_on_one_shared_clock(
         fill = await next_event(events, lambda e: isinstance(e, Execution))
         assert isinstance(fill, Execution) and fill.order_id == ack.order_id
         assert fill.ts >= START  # stamped on the simulated timeline, not the wall clock
+        # The libraries' real-second timeouts are the clock's seconds at the nominal speed (30x).
+        assert venue._transport._session.timeout == pytest.approx(10.0 / 30)
+        socket = venue._stream._private.ws if venue._stream else None
+        assert socket is not None
+        assert (socket.ping_interval, socket.ping_timeout) == pytest.approx((20.0 / 30, 10.0 / 30))
     finally:
         await venue.close()

@@ -54,6 +54,23 @@ async def yield_to_loop() -> None:
     await asyncio.sleep(0)
 
 
+async def race_timer(awaitable: Awaitable[T], timer: Awaitable[None], timeout_message: str) -> T:
+    """Await ``awaitable``, or raise ``TimeoutError(timeout_message)`` if ``timer`` (a sleep on a
+    clock that is not the loop's) ends first; the loser is cancelled. Not ``asyncio.wait_for``,
+    whose timeout counts the loop's own time (see :meth:`RealClock.wait_for`)."""
+    task = asyncio.ensure_future(awaitable)
+    timing = asyncio.ensure_future(timer)
+    try:
+        done, _ = await asyncio.wait({task, timing}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        raise TimeoutError(timeout_message)
+    finally:
+        timing.cancel()
+        if not task.done():
+            task.cancel()
+
+
 def now_ms(clock: Clock) -> int:
     """The clock's time in integer milliseconds, as Bybit timestamps are."""
     return round(clock.now() * 1000)
@@ -203,17 +220,7 @@ class VirtualClock:
         await future
 
     async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
-        task = asyncio.ensure_future(awaitable)
-        timer = asyncio.ensure_future(self.sleep(timeout))
-        try:
-            done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                return task.result()
-            raise TimeoutError(f"timed out after {timeout} virtual seconds")
-        finally:
-            timer.cancel()
-            if not task.done():
-                task.cancel()
+        return await race_timer(awaitable, self.sleep(timeout), f"timed out after {timeout} virtual seconds")
 
     def pending_sleepers(self) -> int:
         """How many sleeps are parked (cancelled ones included until they are reached)."""

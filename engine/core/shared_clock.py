@@ -32,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, Self, TypeVar
 
+from engine.core.clock import race_timer
 from engine.core.files import write_atomic
 
 T = TypeVar("T")
@@ -218,16 +219,6 @@ class SharedClock:
             await asyncio.sleep(real)
 
     async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
-        # A timer on this clock's own sleep, as VirtualClock.wait_for (not asyncio.wait_for: see
-        # RealClock.wait_for), so the timeout follows the shared speed.
-        task = asyncio.ensure_future(awaitable)
-        timer = asyncio.ensure_future(self.sleep(timeout))
-        try:
-            done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                return task.result()
-            raise TimeoutError(f"timed out after {timeout} simulated seconds")
-        finally:
-            timer.cancel()
-            if not task.done():
-                task.cancel()
+        # A timer on this clock's own sleep, so the timeout follows the shared speed.
+        message = f"timed out after {timeout} simulated seconds"
+        return await race_timer(awaitable, self.sleep(timeout), message)

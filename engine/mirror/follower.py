@@ -582,11 +582,11 @@ class MirrorFollower:
         self, link: MirrorLink, main_size: float, mirror_size: float, mirror_orders: Sequence[Order]
     ) -> None:
         main = None if self._main_gone(link) else self.manager.monitors[link.main_key]
-        mirror = self._mirror_monitor(link)
         if not link.state.checked:  # skipped or closed: forget it once main is done
             if main is None:
                 del self.links[link.main_key]
             return
+        mirror = self._mirror_monitor(link) or self._take_over(link)
         instrument = self.manager.instruments.get(link.symbol)
         if instrument is None:
             return
@@ -594,7 +594,7 @@ class MirrorFollower:
             self._mirror_closed(link, main is not None)
             return
         if mirror is None or mirror.phase is Phase.CLOSED:
-            return  # open on the venue but not (yet) under this link's monitor: reconciliation adopts it
+            return  # open on the venue but not (yet) under any monitor: reconciliation adopts it
         main_leg = None
         if main is not None:
             main_leg = Leg(main_size, breakeven=main.breakeven, entries_live=entries_live(main))
@@ -621,6 +621,33 @@ class MirrorFollower:
         link.drift = [d.kind.value for d in found]
         for drift in repairs:
             await self._repair(link, drift)
+
+    def _take_over(self, link: MirrorLink) -> Monitor | None:
+        """The position reconciliation adopted on an open link's mirror symbol and side, made the
+        link's mirror; None when there is none.
+
+        The link's own monitor is gone while the mirror still holds a position there: its orders
+        went on working unseen (the mirror unreachable, or the engine down), e.g. an entry that
+        filled after the TPs had closed the trade, and reconciliation adopted what they left. On a
+        one-way account that is the only position the link's symbol and side can have, and the drift
+        check already measures it as the link's; taking its monitor makes it follow main again:
+        trimmed to main's share, and closed when main is flat (as an orphan) — never left open
+        alone because its monitor's id changed."""
+        current = self.manager.monitors.get(link.mirror_key)
+        if (
+            current is None
+            or current.phase is Phase.CLOSED
+            or current.tag != self.manager.tag
+            or current.approach != Approach.ADOPTED
+        ):
+            return None
+        link.mirror_monitor_id = current.monitor_id
+        message = (
+            f"{fmt_key(link.mirror_key)}: the position reconciliation adopted on the mirror "
+            f"({current.size:g}) is taken as the mirror of {fmt_key(link.main_key)}"
+        )
+        self.alerts.raise_alert(Severity.WARNING, "mirror_relinked", message, key=link.mirror_key)
+        return current
 
     def _mirror_closed(self, link: MirrorLink, main_open: bool) -> None:
         """The mirror is flat and its monitor gone: done with main, or closed without it."""

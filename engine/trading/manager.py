@@ -5,7 +5,10 @@ that changes monitors (stream events, polls, reconciliation, operator actions), 
 sees the state the previous one left. The requests a decision sends go out without the lock (they
 may wait seconds for the rate budget); their symbols are marked in flight meanwhile, and no decision,
 check or reconciliation touches a symbol in flight before its answers are in, while the fills of
-every other symbol are decided (and their stops sent, first in the budget) at once.
+every other symbol are decided (and their stops sent, first in the budget) at once. A
+reconciliation's reads go out without the lock as well (an answer may come only at the HTTP
+timeout, and a fill's stop must not wait for it); its decision, under the lock, leaves alone the
+symbols whose monitor or orders changed since its reads began.
 
 Each event goes the same way: decide (pure) -> save with the decision's reason (a critical save is
 on disk before any order is sent: write-ahead of new link ids) -> send the actions -> feed the
@@ -32,7 +35,7 @@ import random
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, TypeVar
 
 from engine.alerts.bus import AlertBus
 from engine.alerts.model import Alert, Severity
@@ -75,10 +78,12 @@ from engine.trading.params import MonitorTiming, TradingParams
 from engine.trading.reaction import ReactionRecorder, answered_fills, fill_kind
 from engine.trading.reconcile import (
     READ_ROUNDS,
+    ForeignCondition,
     ReconcileOutcome,
     SyncMemo,
     VenueView,
     complete_view,
+    foreign_alerts_once,
     foreign_fill_alerts,
     hedge_mode_alert,
     read_view,
@@ -93,6 +98,8 @@ from persistence.errors import StoreFailed
 from persistence.reasons import Reason
 
 log = logging.getLogger("opconsole.trading")
+
+T = TypeVar("T")
 
 SEEN_EXEC_IDS = 20_000
 """Execution ids remembered per account by the shell (monitors keep their own as well)."""
@@ -299,6 +306,11 @@ class TpslManager:
         # _send_unlocked), and nothing decides about these symbols until the answers are in.
         self._in_flight: dict[str, Counter[str]] = {a: Counter() for a in self.venues}
         self._settled = {a: asyncio.Condition(lock) for a, lock in self._locks.items()}
+        # Per account, symbol -> the number of its last change (monitor or orders; see _touch): a
+        # reconciliation reads without the lock and leaves alone what changed after its reads began.
+        self._changes = 0
+        self._changed_at: dict[str, dict[str, int]] = {a: {} for a in self.venues}
+        self._reading: Counter[str] = Counter()  # account -> its reconciliations' reads under way
         # the monitors the last reconciliation found in sync: the next one skips their order diff
         self._in_sync: dict[str, SyncMemo | None] = {}
         self._ticked_at: dict[str, float] = {}  # symbol -> when its last ticker arrived
@@ -313,6 +325,8 @@ class TpslManager:
         self._subscribed: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self.venues}
         self._hedge_mode: dict[str, str] = {}
         """Accounts refused for being in hedge mode (account -> the alert's message)."""
+        self._foreign: dict[str, frozenset[ForeignCondition]] = {}
+        """Another engine instance's orders and positions raised per account, each once while it lasts."""
         self._paused: set[str] = set()
         self._loaded = False
         self._seq = 0
@@ -411,13 +425,18 @@ class TpslManager:
 
     def lock(self, account: str) -> asyncio.Lock:
         """The lock that serialises every decision about ``account``'s monitors and orders (a
-        commit's requests go out without it; see :meth:`idle`)."""
+        commit's requests and a reconciliation's reads go out without it; see :meth:`idle`)."""
         return self._locks[account]
 
     def idle(self, account: str) -> bool:
         """Whether nothing of ``account`` is in hand: no decision under way, no order in flight, no
-        stream event waiting to be handled."""
-        return not (self._locks[account].locked() or self._in_flight[account] or self._handling[account])
+        reconciliation reading, no stream event waiting to be handled."""
+        return not (
+            self._locks[account].locked()
+            or self._in_flight[account]
+            or self._reading[account]
+            or self._handling[account]
+        )
 
     # --- life cycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -775,21 +794,32 @@ class TpslManager:
 
         When the decision asks for more reads (a positions read older than a fill, a size no fill in
         the window explains), they are made and the decision is taken again before anything is done.
+
+        The reads are made without the account's lock (a read answered late never holds back the
+        fills decided meanwhile); the decision is taken under it, and leaves alone the symbols that
+        changed since the reads began, as those with orders in flight.
         """
+        venue = self.venues[account]
+        read_at = self.clock.now()
+        # The reads go out without the lock: an answer may come late (up to the HTTP timeout), and
+        # the fills decided meanwhile must not wait for it (their stops would). Whatever changes
+        # meanwhile is left alone by this pass (see _left_alone).
+        changes = self._changes
+        view = await self._read(
+            account, read_view(venue, self._since(account), with_positions=full, symbol=symbol)
+        )
         async with self._locks[account]:
-            venue = self.venues[account]
-            read_at = self.clock.now()
-            view = await read_view(venue, self._since(account), with_positions=full, symbol=symbol)
             if self._refuse_hedge_mode(account, view.positions):
                 return 0
             # Nothing can be sent while the lock is held: the symbols in flight now stay so until
             # this decision is made, and are left alone by it.
-            busy = frozenset(self._in_flight[account])
+            busy = self._left_alone(account, changes)
             outcome = await self._decide_reconcile(account, view, scope, busy)
             for _ in range(READ_ROUNDS):
                 if not outcome.wants_reads:
                     break
-                view = await complete_view(venue, view, outcome)
+                view = await self._unlocked(account, self._read(account, complete_view(venue, view, outcome)))
+                busy = self._left_alone(account, changes)
                 outcome = await self._decide_reconcile(account, view, scope, busy)
             for marked, mark in view.marks.items():  # (not ``symbol``: the cursor below reads it)
                 if self._ticked_at.get(marked, float("-inf")) < read_at:  # no newer ticker meanwhile
@@ -808,7 +838,10 @@ class TpslManager:
             for exe in view.executions if symbol is None else ():  # one symbol's reads cover only it
                 if exe.ts < held:  # (nor the looked-up history: only some symbols)
                     self._advance_cursor(account, exe)
-            self.alerts.publish_all(outcome.alerts)
+            alerts, self._foreign[account] = foreign_alerts_once(
+                account, outcome, self._foreign.get(account, frozenset())
+            )
+            self.alerts.publish_all(alerts)
             pending = [t for t in outcome.transitions if t.reason or t.actions or t.trade or t.durable]
             # The trades the fills closed are in the ledger before any order goes out: an adoption
             # on the same key replaces the closed monitor's record, and a crash must not lose both.
@@ -1193,6 +1226,7 @@ class TpslManager:
     # --- committing decisions -----------------------------------------------------------------
     async def _persist(self, transition: Transition) -> None:
         monitor = transition.monitor
+        self._touch(monitor.account, (monitor.symbol,))  # the one place a monitor changes
         if transition.trade is not None:
             chunk = self.ledger.record(transition.trade)
             if chunk is not None:
@@ -1296,18 +1330,47 @@ class TpslManager:
         them before (see :meth:`_settle`)."""
         busy = self._in_flight[account]
         busy.update(symbols)
-        lock = self._locks[account]
-        lock.release()
         try:
-            return await self._senders[account].send(actions)
+            return await self._unlocked(account, self._senders[account].send(actions))
         finally:
-            cancelled = await _reacquire(lock)
             busy.subtract(symbols)
             for symbol in [s for s, n in busy.items() if n <= 0]:
                 del busy[symbol]
+            self._touch(account, symbols)  # answered: a pass that read before must not judge them
             self._settled[account].notify_all()
-            if cancelled:
+
+    async def _unlocked(self, account: str, work: Awaitable[T]) -> T:
+        """Await ``work`` without holding ``account``'s lock (the caller holds it, and holds it again
+        on return, even when cancelled meanwhile: the cancellation is raised once it is back)."""
+        lock = self._locks[account]
+        lock.release()
+        try:
+            return await work
+        finally:
+            if await _reacquire(lock):
                 raise asyncio.CancelledError
+
+    async def _read(self, account: str, reads: Awaitable[T]) -> T:
+        """Await a reconciliation's ``reads``, made without the lock, counted as in hand (:meth:`idle`)."""
+        self._reading[account] += 1
+        try:
+            return await reads
+        finally:
+            self._reading[account] -= 1
+
+    def _touch(self, account: str, symbols: Collection[str]) -> None:
+        """Note that ``symbols``' monitors or orders changed now (see :meth:`_left_alone`)."""
+        self._changes += 1
+        changed = self._changed_at.setdefault(account, {})
+        for symbol in symbols:
+            changed[symbol] = self._changes
+
+    def _left_alone(self, account: str, since: int) -> frozenset[str]:
+        """The symbols a reconciliation that began reading at change ``since`` must leave alone: those
+        with orders in flight, and those whose monitor or orders changed since (its reads may show
+        the venue before that change: a fill decided meanwhile, an order placed or cancelled)."""
+        changed = self._changed_at.get(account, {})
+        return frozenset(self._in_flight[account]) | {s for s, n in changed.items() if n > since}
 
     async def _settle(self, account: str, symbols: Collection[str]) -> None:
         """Wait (holding the account's lock on return) until none of ``symbols`` has orders in
@@ -1371,32 +1434,38 @@ class TpslManager:
         if account in self._hedge_mode:
             raise TradeRejected([self._hedge_mode[account]])
         venue = self.venues[account]
+        taken = f"{request.symbol} already has a monitored position on {account}"
+        if self._monitor_for(account, request.symbol) is not None:
+            raise TradeRejected([taken])
+        # The reads and the leverage call are made without the account's lock: a late answer must
+        # never hold back the fills (and stops) of the account's other positions. What they found is
+        # checked again under the lock before anything is sent.
+        try:
+            if request.symbol not in self.instruments:
+                self.instruments.update(await venue.instruments([request.symbol]))
+            tickers = await venue.tickers([request.symbol])
+            wallet = await venue.wallet()
+            held = await venue.positions(request.symbol)
+        except VenueError as exc:
+            if request.symbol not in self.instruments:
+                raise TradeRejected([f"unknown symbol {request.symbol!r}"]) from None
+            raise TradeRejected([f"cannot read the venue: {exc}"], transient=True) from None
+        if any(p.is_open for p in held):
+            raise TradeRejected([f"{request.symbol} already has an open position on {account}"])
+        ticker = tickers.get(request.symbol)
+        mark = ticker.last if ticker is not None else 0.0
+        instrument = self.instruments.get(request.symbol)
+        plan = plan_trade(request, instrument, mark, wallet.available, self.params)
+        if instrument is None:  # plan_trade refuses an unknown symbol; this narrows the type
+            raise RuntimeError(f"plan_trade accepted {request.symbol} with no instrument")
+        try:
+            await venue.set_leverage(request.symbol, request.leverage)
+        except VenueError as exc:
+            raise TradeRejected([f"leverage refused: {exc}"], transient=exc.retryable) from None
         async with self._locks[account]:
             await self._settle(account, [request.symbol])
-            if self._monitor_for(account, request.symbol) is not None:
-                raise TradeRejected([f"{request.symbol} already has a monitored position on {account}"])
-            try:
-                if request.symbol not in self.instruments:
-                    self.instruments.update(await venue.instruments([request.symbol]))
-                tickers = await venue.tickers([request.symbol])
-                wallet = await venue.wallet()
-                held = await venue.positions(request.symbol)
-            except VenueError as exc:
-                if request.symbol not in self.instruments:
-                    raise TradeRejected([f"unknown symbol {request.symbol!r}"]) from None
-                raise TradeRejected([f"cannot read the venue: {exc}"], transient=True) from None
-            if any(p.is_open for p in held):
-                raise TradeRejected([f"{request.symbol} already has an open position on {account}"])
-            ticker = tickers.get(request.symbol)
-            mark = ticker.last if ticker is not None else 0.0
-            instrument = self.instruments.get(request.symbol)
-            plan = plan_trade(request, instrument, mark, wallet.available, self.params)
-            if instrument is None:  # plan_trade refuses an unknown symbol; this narrows the type
-                raise RuntimeError(f"plan_trade accepted {request.symbol} with no instrument")
-            try:
-                await venue.set_leverage(request.symbol, request.leverage)
-            except VenueError as exc:
-                raise TradeRejected([f"leverage refused: {exc}"], transient=exc.retryable) from None
+            if self._monitor_for(account, request.symbol) is not None:  # opened meanwhile
+                raise TradeRejected([taken])
             key = monitor_key(account, request.symbol, request.side)
             self._seq += 1
             monitor_id = new_monitor_id(key, self.clock.now(), self._seq)

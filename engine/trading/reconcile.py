@@ -20,9 +20,15 @@ the orphan orders to cancel and the alerts to raise:
   its trade are marked ``exit_estimated``, with an alert) or a size taken from the venue;
 - (with positions) a position with no monitor is adopted only when the read it comes from is newer
   than every fill of its symbol in the view (a stop that filled after the read must not bring back
-  the position it closed). It is protected by a stop of its own or by a stop order of no engine:
-  an order of ours belongs to a monitor (live, closing, or orphaned and cancelled by this very pass).
-  A manual position (no other instance's order or fill on its symbol) is adopted as ever.
+  the position it closed), and only once the fills that made it are known: a position last changed
+  before the view's executions window (:attr:`VenueView.since`) gets its symbol's executions looked
+  up first, for another engine's entry fills before its stop is listed tell nothing else. It is
+  protected by a stop of its own or by a stop order of no engine: an order of ours belongs to a
+  monitor (live, closing, or orphaned and cancelled by this very pass). A manual position (no other
+  instance's order or fill on its symbol) is adopted as ever.
+- another engine instance's open orders and positions are said in :attr:`ReconcileOutcome.alerts` by
+  every pass that finds them; :attr:`ReconcileOutcome.foreign_seen` tells which ones a pass found and
+  could judge, so that :func:`foreign_alerts_once` raises each once while it lasts.
 
 The outcome lists the transitions in the order to carry them out: adoptions first (protect first),
 then the known monitors (whose closing cancels their leftovers), and the orphan cancels last.
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from engine.alerts.model import Alert, Severity
 from engine.core.link_ids import other_instance_tag, parse_link_id
@@ -67,13 +74,19 @@ from engine.trading.monitor import (
 )
 from engine.trading.orders import CancelOrder
 from engine.trading.params import TradingParams
-from engine.trading.slots import is_entry, qty_tolerance
+from engine.trading.slots import is_entry, qty_tolerance, snap_qty
 from engine.venue.base import Venue
 from engine.venue.errors import HEDGE_MODE_FIX
 from persistence.reasons import Reason
 
 STREAM_GRACE_S = 5.0
 """A fill younger than this that reconciliation applies first is not counted as drift."""
+
+ADOPTION_LOOKBACK_S = 60.0
+"""How far before a position's last update (the venue's ``updatedTime``) its symbol's executions
+are looked up before adopting it. The fill that last changed a position is at that update; another
+engine places its stop seconds after its entry fill (its invariant 1), from then on its orders say
+whose the position is, so a minute is ample for clocks and millisecond rounding."""
 
 READ_ROUNDS = 3
 """How many times one pass completes its view (:func:`complete_view`): positions read after the
@@ -88,6 +101,8 @@ class VenueView:
     ``positions_after`` is a positions read made after the executions read (asked for by
     :attr:`ReconcileOutcome.recheck`): when present, positions are judged on it. ``history`` holds
     per symbol the executions looked up from further back (:attr:`ReconcileOutcome.lookups`).
+    ``since``: where the ``executions`` window starts (:func:`read_view`'s cursor); a fill before it
+    is not in the view (minus infinity: the executions are every fill there is).
     """
 
     positions: list[Position] | None
@@ -96,6 +111,7 @@ class VenueView:
     marks: Mapping[str, float] = field(default_factory=dict)
     positions_after: list[Position] | None = None
     history: Mapping[str, list[Execution]] = field(default_factory=dict)
+    since: float = float("-inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,36 @@ class SyncMemo:
         return entry is not None and entry[0] is m and (entry[1] is instrument or entry[1] == instrument)
 
 
+ORDERS = "orders"
+POSITION = "position"
+
+
+class ForeignCondition(NamedTuple):
+    """Something another engine instance holds on the account, raised once while it lasts: its open
+    orders (``kind`` :data:`ORDERS`, ``name`` its tag) or a position (:data:`POSITION`, the symbol)."""
+
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignSeen:
+    """Another engine instance as one pass saw it: each condition found, with the alert that says it
+    (in :attr:`ReconcileOutcome.alerts` too), and what the pass could judge: the kinds it looked for
+    over the whole account, except the positions of ``unsettled`` symbols (orders of ours in flight,
+    a read still wanted). A condition raised before that the pass judged and did not find is over."""
+
+    found: Mapping[ForeignCondition, Alert] = field(default_factory=dict)
+    judged: frozenset[str] = frozenset()
+    unsettled: frozenset[str] = frozenset()
+
+    def over(self, condition: ForeignCondition) -> bool:
+        """Whether ``condition`` (raised before) is over, as far as this pass can tell."""
+        if condition in self.found or condition.kind not in self.judged:
+            return False
+        return condition.kind != POSITION or condition.name not in self.unsettled
+
+
 @dataclass(slots=True)
 class ReconcileOutcome:
     """Transitions in the order to commit them (adoptions first), orphan cancels (sent last),
@@ -131,6 +177,8 @@ class ReconcileOutcome:
     ``foreign_fills``: fills of another engine instance in the view, applied to no monitor; the
     caller raises :func:`foreign_fill_alerts` for those it has not seen yet (a pass reads the last
     fills again, the stream had them first).
+    ``foreign_seen``: another instance's open orders and positions this pass found (their alerts are
+    in ``alerts``, every pass): the caller raises them once while they last (:func:`foreign_alerts_once`).
     """
 
     transitions: list[Transition] = field(default_factory=list)
@@ -142,6 +190,7 @@ class ReconcileOutcome:
     lookups: dict[str, float] = field(default_factory=dict)
     in_sync: SyncMemo | None = None
     foreign_fills: list[Execution] = field(default_factory=list)
+    foreign_seen: ForeignSeen = field(default_factory=ForeignSeen)
 
     @property
     def wants_reads(self) -> bool:
@@ -162,7 +211,7 @@ async def read_view(
     positions = await venue.positions(symbol) if with_positions else None
     orders = await venue.open_orders(symbol)
     executions = await venue.executions(since, symbol)
-    return VenueView(positions, orders, executions, _marks(positions))
+    return VenueView(positions, orders, executions, _marks(positions), since=since)
 
 
 async def complete_view(venue: Venue, view: VenueView, outcome: ReconcileOutcome) -> VenueView:
@@ -210,8 +259,8 @@ def _other_instances(orders: Iterable[Order], fills: Iterable[Execution], tag: s
 
 
 def _foreign_position_alert(account: str, p: Position, tags: set[str]) -> Alert:
-    """A position that is another engine instance's: left alone, said loudly (raised by every
-    whole-account pass while it lasts, as ``foreign_orders``)."""
+    """A position that is another engine instance's: left alone, said loudly (said by every
+    whole-account pass while it lasts, as ``foreign_orders``; raised once: :func:`foreign_alerts_once`)."""
     side = p.side.value if p.side is not None else ""
     return Alert(
         Severity.CRITICAL,
@@ -246,6 +295,31 @@ def foreign_fill_alerts(account: str, fills: Iterable[Execution]) -> list[Alert]
             )
         )
     return alerts
+
+
+def foreign_alerts_once(
+    account: str, outcome: ReconcileOutcome, raised: frozenset[ForeignCondition]
+) -> tuple[list[Alert], frozenset[ForeignCondition]]:
+    """The alerts of ``outcome`` to raise on ``account``, given the conditions of other engine
+    instances ``raised`` there so far: each is raised once while it lasts (a pass says it every time,
+    ``foreign_orders`` and ``foreign_position`` repeated by every pass), and said once more (INFO)
+    when a pass finds it over, as ``hedge_mode``. Returns the alerts and the conditions now raised."""
+    seen = outcome.foreign_seen
+    said = list(seen.found.values())
+    new = [alert for condition, alert in seen.found.items() if condition not in raised]
+    alerts = [a for a in outcome.alerts if a not in said or a in new]
+    over = sorted(c for c in raised if seen.over(c))
+    alerts += [_foreign_over_alert(account, c) for c in over]
+    return alerts, frozenset(c for c in raised if c not in over) | frozenset(seen.found)
+
+
+def _foreign_over_alert(account: str, condition: ForeignCondition) -> Alert:
+    """The all-clear of a condition raised by :func:`foreign_alerts_once`."""
+    if condition.kind == ORDERS:
+        message = f"{account}: no open order of another engine instance ({condition.name}) left"
+        return Alert(Severity.INFO, "foreign_orders", message, key=account)
+    message = f"{account}: no {condition.name} position of another engine instance left"
+    return Alert(Severity.INFO, "foreign_position", message, key=f"{account}:{condition.name}")
 
 
 def _adopt_order(m: Monitor, slot: str, order: Order, generation: int) -> None:
@@ -351,7 +425,13 @@ def reconcile_account(
         else:
             known = by_id.get(parsed.monitor_id)
             target = ms[known] if known is not None else None
-        if target is None or target.phase is Phase.CLOSED or exe.exec_id in target.exec_ids:
+        if target is None or exe.exec_id in target.exec_ids:
+            continue
+        if target.phase is Phase.CLOSED:
+            # closed by an earlier fill of this pass (``ms`` holds no monitor closed before it)
+            late = _late_fill(own(target), exe, instruments[target.symbol])
+            if late is not None:
+                alerts[target.key].append(late)
             continue
         target = own(target)
         reason, fill_alerts, trade = apply_fill(target, exe, instruments[target.symbol], params)
@@ -369,10 +449,14 @@ def reconcile_account(
     seen: set[tuple[str, str]] = set()
     foreign: list[Order] = []
     for order in view.open_orders:
+        parsed = parse_link_id(order.link_id)
+        if parsed is not None and parsed.tag != tag:
+            if scope is None or order.symbol in scope:  # (ours in flight there change nothing of its)
+                foreign.append(order)
+            continue
         if not in_scope(order.symbol):
             continue
-        parsed = parse_link_id(order.link_id)
-        if parsed is not None and parsed.tag == tag:
+        if parsed is not None:
             owner_key = by_id.get(parsed.monitor_id)
             owner = ms[owner_key] if owner_key is not None else None
             slot = owner.orders.get(parsed.slot) if owner is not None else None
@@ -391,9 +475,6 @@ def reconcile_account(
                 if changed:
                     reasons[owner.key] = stronger(reasons[owner.key], Reason.ORDER_UPDATE)
             seen.add((owner_key or owner.key, parsed.slot))
-            continue
-        if parsed is not None:
-            foreign.append(order)
             continue
         for m in list(ms.values()):
             if m.symbol != order.symbol:
@@ -444,6 +525,7 @@ def reconcile_account(
                         )
                     )
             reasons[m.key] = stronger(reasons[m.key], Reason.ORDER_UPDATE)
+    found_foreign: dict[ForeignCondition, Alert] = {}
     if foreign:
         tags = sorted({link.tag for o in foreign if (link := parse_link_id(o.link_id)) is not None})
         out.alerts.append(
@@ -455,6 +537,9 @@ def reconcile_account(
                 key=account,
             )
         )
+        found_foreign.update((ForeignCondition(ORDERS, t), out.alerts[-1]) for t in tags)
+    judged = {ORDERS} if scope is None else set()
+    unsettled = set(busy)
 
     # 3. positions: sizes the fills do not explain, then adoption
     adopted: list[Transition] = []
@@ -535,9 +620,18 @@ def reconcile_account(
                 continue
             if p.symbol in others:
                 out.alerts.append(_foreign_position_alert(account, p, others[p.symbol]))
+                found_foreign[ForeignCondition(POSITION, p.symbol)] = out.alerts[-1]
                 continue  # another engine's, protected by its own stop: adopting it would fight it
             if stale(p.symbol, p):
                 out.recheck.add(p.symbol)  # a newer fill may have closed it (e.g. a stop after the read)
+                unsettled.add(p.symbol)
+                continue
+            if p.ts < view.since and p.symbol not in view.history:
+                # its fills are older than the view: another engine's entry (its stop not placed yet)
+                # would be taken for a manual position; their link ids tell, so look them up first
+                anchor = p.ts if p.ts > 0 else now  # (no update time: the lookback from now)
+                out.lookups[p.symbol] = anchor - ADOPTION_LOOKBACK_S
+                unsettled.add(p.symbol)
                 continue
             stop = next((o for o in view.open_orders if _is_stop_for(o, p) and o.qty > 0), None)
             out.repairs += 1
@@ -553,6 +647,9 @@ def reconcile_account(
                     params=params,
                 )
             )
+        if scope is None:
+            judged.add(POSITION)  # (an unsettled symbol's position excepted)
+    out.foreign_seen = ForeignSeen(found_foreign, frozenset(judged), frozenset(unsettled))
 
     # 4. give up-counts restart (the periodic pass is the retry), then derive the order actions;
     # adoptions go first: a new position's stop is on the venue before a closed monitor on the
@@ -582,6 +679,35 @@ def reconcile_account(
     # (entries of monitors replaced since are dropped: they would never match again)
     out.in_sync = SyncMemo(params, {k: e for k, e in found.items() if monitors.get(k) is e[0]})
     return out
+
+
+def _late_fill(m: Monitor, exe: Execution, instrument: Instrument) -> Alert | None:
+    """A fill of ``m``'s own order after an earlier fill of the same pass closed ``m``: an order the
+    engine would have cancelled at the close, had it seen the close (it was down, or the account
+    unreachable) — e.g. an entry that filled after the TPs had flattened the trade.
+
+    The fill is not booked to ``m``'s trade, which ended with the close; the position it leaves is
+    adopted by the pass. Its slot is marked as sent (filled), so a slot saved ``PENDING`` before the
+    order went out is not reported as never sent. Returns the alert that says so (None when the fill
+    is of no slot of ``m``)."""
+    parsed = parse_link_id(exe.link_id)
+    slot = m.orders.get(parsed.slot) if parsed is not None and parsed.monitor_id == m.monitor_id else None
+    if parsed is None or slot is None:
+        return None
+    if parsed.generation == slot.generation:
+        slot.filled_qty = snap_qty(slot.filled_qty + exe.qty, instrument)
+        if slot.filled_qty >= slot.qty - qty_tolerance(instrument):
+            slot.status = SlotStatus.FILLED
+        elif slot.status is SlotStatus.PENDING:
+            slot.status = SlotStatus.OPEN  # it reached the venue: what is left of it is live or gone
+    return Alert(
+        Severity.WARNING,
+        "late_fill",
+        f"{fmt_monitor(m)}: {parsed.slot} filled {fmt_number(exe.qty)} at {fmt_number(exe.price)} after "
+        "the trade had closed (the close was not seen in time to cancel it); not booked to that trade, "
+        "the position it leaves is adopted",
+        key=m.key,
+    )
 
 
 def _news(slot: ManagedOrder, order: Order) -> bool:

@@ -190,7 +190,7 @@ def main(argv: Sequence[str]) -> int:
     handler = logging.StreamHandler(sys.stderr)
     line = f"%(simtime)s {spec['role']} %(levelname)s %(name)s: %(message)s"
     handler.setFormatter(SimTimeFormatter(line, SharedTimeline.open(Path(spec["timeline"]))))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    logging.basicConfig(level=logging.INFO, handlers=[handler])  # the work dir is for diagnosis
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(spec))
     return 0

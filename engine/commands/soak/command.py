@@ -23,16 +23,17 @@ import contextlib
 import json
 import os
 import secrets
+import signal
+import statistics
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.core.clock import parse_iso_utc
+from engine.core.clock import RealClock, parse_iso_utc
 from engine.core.settings import Settings, load_settings
 from engine.core.shared_clock import SharedClock, SharedTimeline
 from engine.sim.exchange import SimExchange
@@ -74,6 +75,8 @@ a moment apart are not drift)."""
 OUTAGE_GRACE_S = 120.0
 """After the mirror outage the mirror may take this long to be repaired before it must agree."""
 ACCOUNTS = ("main", "mirror")
+WALL = RealClock()
+"""What the soak's own durations (real seconds) are measured on; the market runs on the timeline."""
 
 
 @dataclass(slots=True)
@@ -99,6 +102,10 @@ class SoakReport:
     worst_unprotected: str = ""
     worst_unprotected_in_outage_s: float = 0.0
     real_seconds: float = 0.0
+    interrupted: bool = False
+    """Stopped by a signal before the end: the counts are those seen up to then."""
+    boot_seconds: list[float] = field(default_factory=list)
+    """Real seconds from each start of the engine to main reconciled (the market runs at 1x)."""
     work_dir: str = ""
 
     def violate(self, kind: str, lines: list[str]) -> None:
@@ -110,8 +117,8 @@ class SoakReport:
 
     @property
     def ok(self) -> bool:
-        """Every invariant held."""
-        return not self.violations
+        """Every invariant held, over the whole planned run."""
+        return not self.violations and not self.interrupted
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -120,6 +127,10 @@ class SoakReport:
             "seed": self.seed,
             "speed": self.speed,
             "real_seconds": round(self.real_seconds, 1),
+            "boot_seconds": {
+                "median": round(statistics.median(self.boot_seconds), 2) if self.boot_seconds else None,
+                "max": round(max(self.boot_seconds), 2) if self.boot_seconds else None,
+            },
             "trades": {
                 "planned": self.trades_planned,
                 "opened": self.trades_opened,
@@ -138,6 +149,7 @@ class SoakReport:
             "worst_unprotected": self.worst_unprotected,
             "worst_unprotected_in_outage_s": round(self.worst_unprotected_in_outage_s, 1),
             "ok": self.ok,
+            "interrupted": self.interrupted,
             "work_dir": self.work_dir,
         }
 
@@ -149,12 +161,16 @@ class SoakReport:
             f"  trades: {self.trades_opened} opened of {self.trades_planned} planned "
             f"({self.trades_refused} refused or skipped), {self.trades_closed} closed",
             f"  kills: {self.kills}, restarts: {self.restarts}, critical saves checked: {self.acks_checked}",
+            f"  engine start to main reconciled (at 1x): median "
+            f"{statistics.median(self.boot_seconds or [0]):.1f} s, max {max(self.boot_seconds or [0]):.1f} s",
             "  faults: " + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"),
             "  critical alerts: "
             + (", ".join(f"{k} {v}" for k, v in sorted(self.critical_alerts.items())) or "none"),
             f"  worst unprotected: {self.worst_unprotected_s:.1f} s {self.worst_unprotected}".rstrip()
             + f" (during the mirror outage: {self.worst_unprotected_in_outage_s:.1f} s)",
         ]
+        if self.interrupted:
+            lines.append("  INTERRUPTED before the end: the figures are those seen up to then")
         if self.ok:
             lines.append("  every invariant held")
         else:
@@ -227,11 +243,12 @@ class Soak:
         self.clock = SharedClock(self.timeline)
         self.limit_s = float(base.get("monitor.baseline_interval_s"))
         self._rechecks: list[asyncio.Task[None]] = []
+        self._processes: list[EngineProcess] = []
 
     # --- the run ---------------------------------------------------------------------------------
     async def run(self) -> SoakReport:
         """Run the whole soak and return its report."""
-        started = time.monotonic()
+        started = WALL.monotonic()
         market = self.base.with_values(market_values(self.plan.seed, self.plan), source="soak")
         exchange = SimExchange.from_settings(market, self.clock, self.work / "exchange")
         keys = fake_keys()
@@ -257,24 +274,27 @@ class Soak:
                 await asyncio.gather(market_task, return_exceptions=True)
                 await self.clock.sleep(SETTLE_S)
                 watch.sample(self.clock.now())
-                watch.finish(self.clock.now())
                 await main.stop()
                 await asyncio.gather(*self._rechecks, return_exceptions=True)
                 self._final_checks(main, exchange)
             finally:
+                # Also on an interruption: no engine outlives the soak, and the report says what
+                # was seen up to then.
                 sampler.cancel()
                 market_task.cancel()
                 for task in self._rechecks:
                     task.cancel()
                 await asyncio.gather(sampler, market_task, *self._rechecks, return_exceptions=True)
-                await main.kill()
-        self._protection(watch)
-        self.report.alerts = main.reports.alerts
-        self.report.critical_alerts = main.reports.critical_alerts
-        self.report.trades_opened = main.reports.trades_opened
-        self.report.trades_refused = main.reports.trades_refused
-        self.report.faults.update(server.faults.injected)
-        self.report.real_seconds = time.monotonic() - started
+                for process in self._processes:
+                    await process.kill()
+                watch.finish(self.clock.now())
+                self._protection(watch)
+                self.report.alerts = main.reports.alerts
+                self.report.critical_alerts = main.reports.critical_alerts
+                self.report.trades_opened = main.reports.trades_opened
+                self.report.trades_refused = main.reports.trades_refused
+                self.report.faults.update(server.faults.injected)
+                self.report.real_seconds = WALL.monotonic() - started
         return self.report
 
     def _engine(
@@ -301,7 +321,9 @@ class Soak:
         }
         spec_path = self.work / f"{role}-spec.json"
         spec_path.write_text(json.dumps(spec, indent=1))
-        return EngineProcess(role, spec_path, state_dir, env, self.work / f"{role}.log")
+        process = EngineProcess(role, spec_path, state_dir, env, self.work / f"{role}.log")
+        self._processes.append(process)
+        return process
 
     def _events(
         self, main: EngineProcess, server: BybitServer, exchange: SimExchange
@@ -416,9 +438,11 @@ class Soak:
 
     async def _restart(self, main: EngineProcess, exchange: SimExchange, *, first: bool) -> None:
         self.timeline.set_speed(1.0)
+        booting = WALL.monotonic()
         await main.start()
         ready = await main.wait_ready()
         self.timeline.set_speed(self.speed)
+        self.report.boot_seconds.append(WALL.monotonic() - booting)
         if not first:
             self.report.restarts += 1
         if not ready:
@@ -499,8 +523,21 @@ def run_soak(
         print(line, file=sys.stderr, flush=True)
 
     soak = Soak(plan, base, work, speed, log)
-    with contextlib.suppress(KeyboardInterrupt):
-        report = asyncio.run(soak.run())
-        print(json.dumps(report.as_dict(), indent=1) if as_json else report.table(), flush=True)
-        return 0 if report.ok else 1
-    return 1
+    report = asyncio.run(_interruptible(soak))
+    print(json.dumps(report.as_dict(), indent=1) if as_json else report.table(), flush=True)
+    return 0 if report.ok else 1
+
+
+async def _interruptible(soak: Soak) -> SoakReport:
+    """Run ``soak``; SIGINT, SIGTERM or SIGHUP end it early with the report so far (not ok)."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if task is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await soak.run()
+    except asyncio.CancelledError:  # SIGINT too: asyncio.run cancels the main task on Ctrl-C
+        soak.report.interrupted = True
+        return soak.report

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import threading
@@ -26,9 +27,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pybit._http_manager import generate_signature
 from pybit.unified_trading import WebSocket
 
-from engine.core.clock import Clock, real_seconds
+from engine.core.clock import Clock, now_ms, real_seconds
 from engine.core.models import Execution, StreamStatus, VenueEvent
 from engine.venue.bybit.keys import REDACTOR, ApiKeys
 from engine.venue.bybit.parse import (
@@ -44,6 +46,9 @@ from engine.venue.bybit.wire import PRIVATE_TOPICS
 from engine.venue.errors import MalformedReply, TransientError
 
 log = logging.getLogger("opconsole.venue.bybit.stream")
+
+AUTH_TRANSIT_S = 1.0
+"""Real seconds a private stream's auth message may take to reach the server (pybit's default)."""
 
 EARLY_PUSH_LIMIT = 1_000
 """Pushes held per topic while its callback is not registered yet (a guard: that window is a few
@@ -122,12 +127,16 @@ class _ManagedWebSocket(WebSocket):
         channel_type: str,
         *,
         url: str,
+        clock: Clock,
         on_activity: Callable[[], None],
         on_closed: Callable[[], None],
+        abandon: threading.Event | None = None,
         **kwargs: Any,
     ) -> None:
         # Set before pybit's __init__, which connects at once.
+        self._abandon = abandon or threading.Event()
         self._custom_url = url
+        self._clock = clock
         self._activity = on_activity
         self._closed_hook = on_closed
         # Callbacks run under this lock: ours only hop the message onto the loop, they never block.
@@ -141,6 +150,15 @@ class _ManagedWebSocket(WebSocket):
 
     def _connect(self, url: str) -> None:
         super()._connect(self._custom_url or url)
+
+    def is_connected(self) -> bool:
+        # pybit spins on this, without a bound, while it connects and before it subscribes; an
+        # attempt the stream gave up on must end here, or its thread (one of the transport's, which
+        # REST calls need too) would spin forever: a server that refuses logins (an account's API
+        # outage) would starve the account's REST calls after a few reconnect attempts.
+        if self._abandon.is_set():
+            raise ConnectionAbortedError("connection attempt abandoned (it took too long)")
+        return bool(super().is_connected())
 
     def _on_message(self, message: str) -> None:
         self._activity()
@@ -163,6 +181,15 @@ class _ManagedWebSocket(WebSocket):
                 log.error("subscription refused: %s", message.get("ret_msg"))
             return
         super()._process_subscription_message(message)
+
+    def _auth(self) -> None:
+        # pybit stamps the auth expiry with the wall clock, but the server judges it on its own clock,
+        # which is ours: on a sped-up simulated clock, ahead of the wall, every expiry would be past.
+        # The allowance covers the message's transit, which takes real time.
+        allowance_s = AUTH_TRANSIT_S / real_seconds(self._clock, 1.0)
+        expires = now_ms(self._clock) + round(allowance_s * 1000)
+        signature = generate_signature(self.rsa_authentication, self.api_secret, f"GET/realtime{expires}")
+        self.ws.send(json.dumps({"op": "auth", "args": [self.api_key, expires, signature]}))
 
     # --- pushes that beat their callback (see the class doc) -------------------------------------
     def _check_callback_directory(self, topics: list[str]) -> None:
@@ -211,6 +238,15 @@ class _Channel:
 
 
 RunBlocking = Callable[..., Awaitable[Any]]
+
+
+def _drop_socket(ws: _ManagedWebSocket) -> None:
+    """Close an attempt's socket without waiting for it (pybit's ``exit`` may wait without bound)."""
+    try:
+        ws.exited = True
+        ws.ws.close()
+    except Exception as exc:  # half-built: there may be nothing to close
+        log.debug("closing an abandoned connection attempt: %s", exc)
 
 
 class BybitStream:
@@ -296,12 +332,26 @@ class BybitStream:
         }
 
     # --- connecting ------------------------------------------------------------------------------
-    def _new_socket(self, channel: _Channel) -> _ManagedWebSocket:
-        """Blocking (runs in the pool): open, authenticate and subscribe one channel."""
+    def _new_socket(self, channel: _Channel, abandon: threading.Event) -> _ManagedWebSocket:
+        """Blocking (runs in the pool): open, authenticate and subscribe one channel. Setting
+        ``abandon`` (the stream gave up waiting) ends the attempt and closes what it opened."""
+        ws: _ManagedWebSocket | None = None
+        try:
+            ws = self._open_socket(channel, abandon)
+            if abandon.is_set():  # done after the stream stopped waiting: nobody will use it
+                raise ConnectionAbortedError("connection attempt abandoned (it took too long)")
+        except BaseException:
+            if ws is not None:
+                _drop_socket(ws)
+            raise
+        return ws
+
+    def _open_socket(self, channel: _Channel, abandon: threading.Event) -> _ManagedWebSocket:
         touch = self._toucher(channel)
         closed = self._threadsafe(self._wake.set)
         opts = self._options
         common: dict[str, Any] = {
+            "clock": self._clock,
             "on_activity": touch,
             "on_closed": closed,
             # websocket-client counts real seconds; both are divided alike, so the timeout stays
@@ -311,6 +361,7 @@ class BybitStream:
             # pybit's retry counter gives N-1 usable attempts; our watchdog does the real retrying.
             "retries": 2,
             "restart_on_error": False,
+            "abandon": abandon,
         }
         ends = self._endpoints
         callback = self._hop(channel)
@@ -342,9 +393,12 @@ class BybitStream:
         # Bounded: pybit waits for a connection without limit in places (subscribe spins until
         # connected), and a stream must never hang on one attempt.
         bound = self._options.connect_timeout_s
+        abandon = threading.Event()
         try:
-            channel.ws = await self._clock.wait_for(self._run_blocking(self._new_socket, channel), bound)
+            attempt = self._run_blocking(self._new_socket, channel, abandon)
+            channel.ws = await self._clock.wait_for(attempt, bound)
         except Exception as exc:  # pybit's and websocket's own types: a typed venue error leaves here
+            abandon.set()  # the attempt's thread stops spinning and closes what it opened
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise TransientError(f"{channel.name} stream of {self.account}: cannot connect ({why})") from exc
 
