@@ -209,11 +209,13 @@ def ledger_mismatches(
     seen: set[tuple[str, str]] = set()
     for account in accounts:
         executions = [e for e in exchange.executions(account, since) if e.symbol in wanted]
-        for theirs in exchange_trades(account, executions):
+        theirs_all = exchange_trades(account, executions)
+        problems += _unbooked_symbol_pnl(account, theirs_all, booked, exchange)
+        for theirs in theirs_all:
             key = (account, theirs.monitor_id)
             seen.add(key)
             if not theirs.flat:
-                continue  # still open on the exchange
+                continue  # still open on the exchange (or its rest is another trade's: see above)
             ours = booked.get(key)
             where = f"{account} {theirs.symbol} trade {theirs.monitor_id or '(no link id)'}"
             if ours is None:
@@ -227,4 +229,27 @@ def ledger_mismatches(
         for (account, monitor_id), trade in booked.items()
         if (account, monitor_id) not in seen and account in accounts
     ]
+    return problems
+
+
+def _unbooked_symbol_pnl(
+    account: str,
+    theirs: Sequence[ExchangeTrade],
+    booked: Mapping[tuple[str, str], Trade],
+    exchange: SimExchange,
+) -> list[str]:
+    """A symbol flat on the exchange has realised all its PnL: the ledger's trades on it must add up
+    to the same. This catches fills no trade booked (a closed trade's late entry, closed under an
+    adopted monitor), which leave the two monitors' fill groups unbalanced, so neither is compared."""
+    problems = []
+    for symbol in sorted({t.symbol for t in theirs}):
+        if any(p.is_open for p in exchange.positions(account, symbol)):
+            continue
+        realised = sum(t.pnl for t in theirs if t.symbol == symbol)
+        ledger = sum(t.pnl for (a, _id), t in booked.items() if a == account and t.symbol == symbol)
+        if abs(realised - ledger) > PNL_TOLERANCE:
+            problems.append(
+                f"{account} {symbol}: flat on the exchange with {realised:.6f} realised, "
+                f"the ledger's trades add up to {ledger:.6f}"
+            )
     return problems
