@@ -37,7 +37,7 @@ from engine.trading.monitor import (
 )
 from engine.trading.orders import ActionResult, AmendOrder, CancelOrder, PlaceOrder
 from engine.trading.params import TradingParams
-from engine.venue.errors import InvalidRequest, NothingToReduce, OrderNotFound
+from engine.venue.errors import InvalidRequest, NothingToReduce, NotModified, OrderNotFound, error_from_code
 from engine.venue.withdrawal import Withdrawn
 from persistence.reasons import Reason
 
@@ -375,3 +375,27 @@ def test_actions_withdrawn_unsent_are_undone_and_left_to_the_next_decision() -> 
     assert t.monitor.orders["tp1"].qty == before[0]
     assert t.monitor.orders["e2"].status is SlotStatus.OPEN
     assert t.monitor.orders["tp1"].failures == 0
+
+
+def test_an_amend_the_venue_finds_already_done_is_a_success_not_a_failed_stop() -> None:
+    """Soak, seed 11: the stop's resize landed while its answer was lost (a timeout); each retry was
+    answered "the order remains unchanged" (10001), counted as a refusal, and after three the
+    position was closed at market though its stop was in place."""
+    m = with_position()
+    t = apply_execution(m, fill(m, "e2", 0.033, 99_000.0), BTC, P)
+    wording = "The order remains unchanged as the parameters entered match the existing ones"
+    unchanged = error_from_code(10001, wording)
+    assert isinstance(unchanged, NotModified)
+    for _attempt in range(P.sl_retry_attempts + 1):
+        amends = [a for a in t.actions if isinstance(a, AmendOrder) and a.slot == "sl"]
+        if not amends:
+            break
+        results = [
+            ActionResult(a, error=unchanged) if a in amends else ActionResult(a, ack=OrderAck("o", ""))
+            for a in t.actions
+        ]
+        t = apply_results(t.monitor, results, BTC, P)
+    assert t.monitor.close_intent is None
+    assert not [a for a in t.alerts if a.severity == "critical"]
+    assert t.monitor.orders["sl"].qty == 0.066 and t.monitor.orders["sl"].failures == 0
+    assert not [a for a in t.actions if a.slot in ("sl", "cl")]

@@ -68,6 +68,7 @@ from engine.venue.errors import (
     InsufficientBalance,
     InvalidRequest,
     NothingToReduce,
+    NotModified,
     OrderNotFound,
 )
 
@@ -178,7 +179,7 @@ class Matcher:
             trigger = check_price(request.trigger_price, instrument, "triggerPrice")
             self._check_trigger(order.symbol, order.trigger_direction, trigger, order.trigger_by)
         if (qty, price, trigger) == (order.qty, order.price, order.trigger_price):
-            raise InvalidRequest(
+            raise NotModified(
                 "The order remains unchanged as the parameters entered match the existing ones", 10001
             )
         if qty <= order.filled:

@@ -40,7 +40,13 @@ from engine.trading.order_diff import sync_orders
 from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, PlaceOrder
 from engine.trading.params import TradingParams
 from engine.trading.slots import is_entry, is_tp, qty_tolerance, slot_link_id, snap_qty
-from engine.venue.errors import NothingToReduce, OrderNotFound, VenueError, is_trigger_already_reached
+from engine.venue.errors import (
+    NothingToReduce,
+    NotModified,
+    OrderNotFound,
+    VenueError,
+    is_trigger_already_reached,
+)
 from engine.venue.withdrawal import Withdrawn
 from persistence.reasons import Reason
 
@@ -768,7 +774,10 @@ def apply_results(
                 alerts += _note_failure(m, order, result.error or Exception("refused"), params)
                 reason = stronger(reason, Reason.ORDER_UPDATE)
         elif isinstance(action, AmendOrder):
-            if result.ok:
+            # "Not modified": the order already is what the amend asked (an earlier try landed
+            # while its answer was lost), so it succeeded; counting it as a refusal would end in an
+            # emergency close of a position whose stop is in place.
+            if result.ok or isinstance(result.error, NotModified):
                 if order.slot == "sl":
                     reason = stronger(reason, _stop_accepted(m, order, action, instrument, alerts))
                 continue

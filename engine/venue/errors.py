@@ -50,6 +50,12 @@ class InvalidRequest(VenueError):
     """10001 and other parameter errors: the request itself is wrong; retrying will not help."""
 
 
+class NotModified(InvalidRequest):
+    """10001 "The order remains unchanged as the parameters entered match the existing ones": an
+    amend that asks for what the order already is. What the amend wanted is on the venue (a retry
+    of an amend that landed while its answer was lost gets this), so it is a success, not a refusal."""
+
+
 class AuthError(VenueError):
     """10003 (invalid key) / 10004 (bad signature) / 10005 (permission) / 33004 (expired)."""
 
@@ -133,6 +139,9 @@ _BY_CODE: dict[int, type[VenueError]] = {
 
 _HEDGE_MODE_MESSAGE = "position idx not match position mode"
 """Bybit's wording (10001) for a one-way order sent to a hedge-mode account."""
+_NOT_MODIFIED_MESSAGES = ("remains unchanged", "not modified")
+"""Wordings of a 10001 for an amend that changes nothing (Bybit's "The order remains unchanged as the
+parameters entered match the existing ones")."""
 _QTY_TOO_SMALL_MESSAGES = ("minimum limit allowed", "below the minimum order qty")
 """Wordings of a 10001 about a quantity under minOrderQty (Bybit's "The number of contracts exceeds
 minimum limit allowed"; the simulator's own)."""
@@ -156,6 +165,8 @@ def error_from_code(code: int, message: str, reset_at: float | None = None) -> V
         return HedgeModeAccount(message, code)
     if code == 10001 and any(wording in message.lower() for wording in _QTY_TOO_SMALL_MESSAGES):
         return QtyTooSmall(message, code)
+    if code == 10001 and any(wording in message.lower() for wording in _NOT_MODIFIED_MESSAGES):
+        return NotModified(message, code)
     cls = _BY_CODE.get(code, VenueError)
     if cls is RateLimited:
         return RateLimited(message, code, reset_at=reset_at)
