@@ -99,6 +99,9 @@ from persistence.reasons import Reason
 
 log = logging.getLogger("opconsole.trading")
 
+SUBSCRIBE_WAIT_S = 5.0
+"""How long an account's start waits for its own stream to subscribe before reconciling anyway."""
+
 T = TypeVar("T")
 
 SEEN_EXEC_IDS = 20_000
@@ -457,10 +460,8 @@ class TpslManager:
                 tasks.append(self._spawn(self.scheduler.run(), "tpsl-scheduler"))
             if self.push_streams:
                 self._start_streams()
-                for account in self.venues:
-                    await self._sleep_or_wake(self._subscribed[account], 5.0)
-            # Each account starts on its own: one that cannot be read (a mirror account's outage)
-            # never holds back the protection and the entries of another.
+            # Each account starts on its own: one that cannot be read or whose stream cannot log in
+            # (a mirror account's outage) never holds back the protection and the entries of another.
             starts = [self._spawn(self._start_account(a), f"tpsl-start-{a}") for a in self.venues]
             tasks += starts  # cancelled on the way out if one of them failed
             done, _ = await asyncio.wait(starts, return_when=asyncio.FIRST_EXCEPTION)
@@ -483,7 +484,12 @@ class TpslManager:
         return f"fills:{account}", f"reconcile:{account}", f"check:{account}"
 
     async def _start_account(self, account: str) -> None:
-        """Reconcile ``account`` with the venue (retrying while it cannot be read), then start its jobs."""
+        """Reconcile ``account`` with the venue (retrying while it cannot be read), then start its jobs.
+
+        With push streams, its own stream is given up to :data:`SUBSCRIBE_WAIT_S` to subscribe
+        first, so a fill between the reads and the subscription is not left to the first poll."""
+        if self.push_streams:
+            await self._sleep_or_wake(self._subscribed[account], SUBSCRIBE_WAIT_S)
         await self._reconcile_until_ready(account)
         self._install_jobs(account)
 
