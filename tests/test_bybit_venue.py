@@ -684,3 +684,25 @@ async def test_refused_stream_logins_never_starve_the_accounts_rest_calls(
         await next_event(events, is_status(True), seen)
     finally:
         await venue.close()
+
+
+@pytest.mark.timeout(60)
+async def test_closing_the_venue_during_a_stream_connect_ends_its_thread(server: BybitServer) -> None:
+    """A connection attempt under way when the venue closes (the engine stopping during an account's
+    outage) must end: pybit would spin on its pool thread forever and the process could never exit."""
+    await server.set_outage("main", True)  # logins refused: pybit waits for a connection that never comes
+    options = StreamOptions(connect_timeout_s=30.0, check_interval_s=0.05, reconnect_base_s=0.05)
+    venue = make_venue(server, stream_options=options)
+    events = venue.stream()
+    first = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(1.0)  # the attempt is spinning; its 30 s bound is far away
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    await venue.close()
+    alive = []
+    for _ in range(100):
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("bybit-main")]
+        if not alive:
+            break
+        await asyncio.sleep(0.05)
+    assert alive == []

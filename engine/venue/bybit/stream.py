@@ -397,6 +397,9 @@ class BybitStream:
         try:
             attempt = self._run_blocking(self._new_socket, channel, abandon)
             channel.ws = await self._clock.wait_for(attempt, bound)
+        except asyncio.CancelledError:  # the stream is closing: its attempt must end too
+            abandon.set()
+            raise
         except Exception as exc:  # pybit's and websocket's own types: a typed venue error leaves here
             abandon.set()  # the attempt's thread stops spinning and closes what it opened
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
