@@ -7,7 +7,7 @@ a failing soak is replayed by running it again with the same seed.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "LINKUSDT")
@@ -79,7 +79,6 @@ class SoakPlan:
     symbols: tuple[str, ...] = SYMBOLS
     intruder_symbol: str = INTRUDER_SYMBOL
     flaky_rate: float = FLAKY_RATE
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:

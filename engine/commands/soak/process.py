@@ -40,7 +40,6 @@ class Reports:
     critical_alerts: Counter[str] = field(default_factory=Counter)
     trades_opened: int = 0
     trades_refused: int = 0
-    tag: str = ""
 
 
 class EngineProcess:
@@ -149,7 +148,6 @@ class EngineProcess:
             if message.get("severity") == "critical":
                 self.reports.critical_alerts[str(message["type"])] += 1
         elif event == "ready":
-            self.reports.tag = str(message.get("tag", ""))
             self._ready.set()
         elif event == "trade":
             if message.get("opened"):

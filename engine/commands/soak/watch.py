@@ -82,7 +82,3 @@ class ProtectionWatch:
         """The longest stretch (outside the exempt windows unless ``exempt``)."""
         pool = [s for s in self.stretches if exempt or not s.exempt]
         return max(pool, key=lambda s: s.seconds, default=None)
-
-    def uncovered_now(self) -> list[tuple[str, str]]:
-        """Positions without full cover at the last sample."""
-        return sorted(self._open)
