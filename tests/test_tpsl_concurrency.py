@@ -10,7 +10,7 @@ from tpsl_harness import EPOCH, Harness
 
 from engine.core.clock import VirtualClock
 from engine.core.link_ids import make_link_id
-from engine.core.models import CancelRequest, OrderAck, OrderRequest, OrderType, Side
+from engine.core.models import AmendRequest, CancelRequest, OrderAck, OrderRequest, OrderType, Side
 from engine.trading.approaches import Approach
 from engine.venue.base import BatchResult
 
@@ -19,13 +19,15 @@ MARGIN = 1000.0  # 0.1 BTC at 10x: enough for four TPs
 
 
 class Gate:
-    """Holds every cancel of ``symbol`` until opened, as a rate budget spent by other orders would."""
+    """Holds every cancel of ``symbol`` (and every amend, with ``amends``) until opened, as a rate
+    budget spent by other orders would."""
 
-    def __init__(self, harness: Harness, symbol: str) -> None:
+    def __init__(self, harness: Harness, symbol: str, *, amends: bool = False) -> None:
         self.opened = asyncio.Event()
         self.waiting = 0
         venue = harness.venue
         cancel, cancel_batch = venue.cancel, venue.cancel_batch
+        amend, amend_batch = venue.amend, venue.amend_batch
 
         async def gated_cancel(request: CancelRequest) -> OrderAck:
             await self._hold([request])
@@ -35,14 +37,38 @@ class Gate:
             await self._hold(requests)
             return await cancel_batch(requests)
 
+        async def gated_amend(request: AmendRequest) -> OrderAck:
+            await self._hold([request])
+            return await amend(request)
+
+        async def gated_amend_batch(requests: Sequence[AmendRequest]) -> list[BatchResult]:
+            await self._hold(requests)
+            return await amend_batch(requests)
+
         self.symbol = symbol
         venue.cancel = gated_cancel  # type: ignore[method-assign]
         venue.cancel_batch = gated_cancel_batch  # type: ignore[method-assign]
+        if amends:
+            venue.amend = gated_amend  # type: ignore[method-assign]
+            venue.amend_batch = gated_amend_batch  # type: ignore[method-assign]
 
-    async def _hold(self, requests: Sequence[CancelRequest]) -> None:
+    async def _hold(self, requests: Sequence[CancelRequest | AmendRequest]) -> None:
         if any(r.symbol == self.symbol for r in requests):
             self.waiting += 1
             await self.opened.wait()
+
+
+async def open_eth(h: Harness) -> tuple[float, ...]:
+    """Open a conservative ETH long with TPs 1-4 % above the price; returns the TP levels."""
+    eth = h.exchange.ticker(ETH).mark
+    levels = tuple(round(eth * (1 + k / 100), 1) for k in (1, 2, 3, 4))
+    entries = (None, round(eth * 0.99, 1), round(eth * 0.98, 1))
+    await h.manager.open_trade(
+        h.request(
+            Approach.CONSERVATIVE, symbol=ETH, margin=MARGIN, entries=entries, tps=levels, sl=eth * 0.97
+        )
+    )
+    return levels
 
 
 async def test_a_tp1_fill_moves_the_stop_while_a_reconciliation_waits_for_the_budget() -> None:
@@ -111,14 +137,7 @@ async def test_a_wave_of_fills_moves_every_stop_at_once_whatever_waits_for_the_b
     h = Harness()
     await h.start()
     await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
-    eth = h.exchange.ticker(ETH).mark
-    levels = tuple(round(eth * (1 + k / 100), 1) for k in (1, 2, 3, 4))
-    entries = (None, round(eth * 0.99, 1), round(eth * 0.98, 1))
-    await h.manager.open_trade(
-        h.request(
-            Approach.CONSERVATIVE, symbol=ETH, margin=MARGIN, entries=entries, tps=levels, sl=eth * 0.97
-        )
-    )
+    levels = await open_eth(h)
     await h.settle()
     entry = h.manager.monitors["main:ETHUSDT:Buy"].avg_entry
     gate = Gate(h, "BTCUSDT")  # BTC's cancels wait, as behind a spent budget
@@ -133,4 +152,36 @@ async def test_a_wave_of_fills_moves_every_stop_at_once_whatever_waits_for_the_b
     assert h.manager.idle("main")
     assert "main:BTCUSDT:Buy" not in h.manager.monitors
     assert h.manager.monitors["main:ETHUSDT:Buy"].breakeven
+    await h.close()
+
+
+async def test_a_fill_is_decided_while_a_stop_that_follows_the_price_waits_for_its_answer() -> None:
+    """A ticker of a position whose breakeven waits for the price, and in the same push a fill of
+    another position: the fill is decided at once, while the first position's stop move waits for
+    its answer. Before, the stream's dispatch decided the price itself: it waited for the account's
+    lock and the answers of that symbol's orders, and every event behind it in the push waited too
+    (across accounts: the mirror's TP1 was decided only once main's breakeven was answered)."""
+    h = Harness()
+    await h.start()
+    in_band = (100_100.0, 102_000.0, 103_000.0, 104_000.0)  # TP1 inside BTC's breakeven band
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN, tps=in_band))
+    levels = await open_eth(h)
+    await h.settle()
+    await h.price(100_120.0)  # BTC's TP1 fills short of breakeven: its stop waits for the price
+    btc = h.manager.monitors["main:BTCUSDT:Buy"]
+    assert btc.breakeven_at is not None and not btc.breakeven
+    entry = h.manager.monitors["main:ETHUSDT:Buy"].avg_entry
+    gate = Gate(h, "BTCUSDT", amends=True)  # BTC's stop move waits, as behind a spent budget
+    # One tick: BTC passes its breakeven (its stop's move is held at the gate), ETH's TP1 fills.
+    h.exchange.set_prices({"BTCUSDT": 100_300.0, ETH: round(levels[0] * 1.004, 1)})
+    await h.settle()
+    assert gate.waiting
+    assert h.manager.monitors["main:ETHUSDT:Buy"].breakeven, h.alerts
+    stop = next(o for o in h.open_orders() if o.symbol == ETH and o.trigger_price is not None)
+    assert stop.trigger_price is not None and stop.trigger_price >= entry
+    assert not h.manager.idle("main")  # the price decision is still in hand
+    gate.opened.set()
+    await h.settle()
+    assert h.manager.idle("main")
+    assert h.manager.monitors["main:BTCUSDT:Buy"].breakeven
     await h.close()

@@ -318,6 +318,10 @@ class TpslManager:
         self._in_sync: dict[str, SyncMemo | None] = {}
         self._ticked_at: dict[str, float] = {}  # symbol -> when its last ticker arrived
         self._handling: dict[str, set[asyncio.Task[None]]] = {a: set() for a in self.venues}
+        # Price decisions under way (see _take_price), per account; and per monitor, the one not
+        # yet at its price (a new price is left to it).
+        self._pricing: dict[str, set[asyncio.Task[None]]] = {a: set() for a in self.venues}
+        self._price_waiting: dict[str, asyncio.Task[None]] = {}
         self._seen: dict[str, OrderedDict[str, None]] = {a: OrderedDict() for a in self.venues}
         self._cursor: dict[str, float] = {}
         self._ready: dict[str, bool] = dict.fromkeys(self.venues, False)
@@ -433,12 +437,13 @@ class TpslManager:
 
     def idle(self, account: str) -> bool:
         """Whether nothing of ``account`` is in hand: no decision under way, no order in flight, no
-        reconciliation reading, no stream event waiting to be handled."""
+        reconciliation reading, no stream event or price decision waiting to be handled."""
         return not (
             self._locks[account].locked()
             or self._in_flight[account]
             or self._reading[account]
             or self._handling[account]
+            or self._pricing[account]
         )
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -475,6 +480,7 @@ class TpslManager:
             self._remove_jobs()
             tasks += self._stream_tasks.values()
             self._stream_tasks.clear()
+            tasks += [task for pricing in self._pricing.values() for task in pricing]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -971,13 +977,18 @@ class TpslManager:
         alerted, never lost with the task."""
         try:
             await self.dispatch_many(account, events)
-        except VenueError as exc:
-            message = f"{account}: handling stream events failed ({exc})"
-            self.alerts.raise_alert(Severity.WARNING, "stream_error", message, key=account)
         except Exception as exc:
-            log.exception("%s: handling stream events failed", account)
-            message = f"{account}: handling stream events failed ({type(exc).__name__}: {exc})"
-            self.alerts.raise_alert(Severity.WARNING, "stream_error", message, key=account)
+            self._task_failed(account, "handling stream events", exc)
+
+    def _task_failed(self, account: str, what: str, exc: Exception, key: str | None = None) -> None:
+        """A stream-driven task failed: a venue error is alerted, anything else logged with its
+        traceback too; the next event or check tries again."""
+        if isinstance(exc, VenueError):
+            message = f"{account}: {what} failed ({exc})"
+        else:
+            log.exception("%s: %s failed", account, what)
+            message = f"{account}: {what} failed ({type(exc).__name__}: {exc})"
+        self.alerts.raise_alert(Severity.WARNING, "stream_error", message, key=key or account)
 
     async def _next_events(
         self, queue: asyncio.Queue[VenueEvent | _StreamEnd]
@@ -1057,7 +1068,7 @@ class TpslManager:
             elif isinstance(event, Ticker):
                 if event.symbol in deciding:
                     await decide()
-                await self.on_ticker(event)
+                self._take_price(event)  # decided in tasks of their own: see _take_price
             elif isinstance(event, StreamStatus):
                 await decide()
                 self._set_connected(account, event.connected)
@@ -1173,28 +1184,70 @@ class TpslManager:
 
     async def on_ticker(self, ticker: Ticker) -> None:
         """A price: remembered for the snapshot and validation; moves the stops that wait for the
-        price (a breakeven not reached yet, the trailing stop when that is on)."""
+        price (a breakeven not reached yet, the trailing stop when that is on), and returns once
+        their orders are answered."""
+        tasks = self._take_price(ticker)
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    def _take_price(self, ticker: Ticker) -> list[asyncio.Task[None]]:
+        """Remember a price and retier its monitors; returns the tasks that decide the monitors
+        whose stops wait for the price (:meth:`_price_decision`), without waiting for them.
+
+        A stream hands its next events on meanwhile: a decision waits for its account's lock and
+        for the answers to its symbol's orders in flight, and awaited in the stream's dispatch it
+        held back every event behind the ticker, the other account's too (the mirror's TP1 fill
+        was decided only once main's breakeven and cancels were answered). A monitor has at most
+        one such task waiting, and it reads the latest price when its turn comes."""
         self.marks[ticker.symbol] = ticker.mark
         self._ticked_at[ticker.symbol] = self.clock.now()
         self.tickers[ticker.symbol] = ticker
         price = ticker.trigger_reference(self.params.trigger_by)
         if price is None:
-            return
+            return []
         self.volatility.observe(ticker.symbol, price, ticker.ts or self.clock.now())
+        tasks: list[asyncio.Task[None]] = []
         # by key, not by a scan of every monitor: a thousand symbols tick many times a second
         candidates = (monitor_key(a, ticker.symbol, side) for a in self.venues for side in Side)
         for monitor in [m for key in candidates if (m := self.monitors.get(key)) is not None]:
             self._update_tier(monitor)
             if not wants_price(monitor, self.params):
                 continue
-            async with self._locks[monitor.account]:
-                await self._settle(monitor.account, [monitor.symbol])
-                current = self.monitors.get(monitor.key)
-                if current is None:
-                    continue
+            task = self._price_waiting.get(monitor.key)
+            if task is None:
+                task = asyncio.create_task(
+                    self._price_decision(monitor.account, monitor.key), name=f"tpsl-price-{monitor.key}"
+                )
+                self._price_waiting[monitor.key] = task
+                pricing = self._pricing[monitor.account]
+                pricing.add(task)
+                task.add_done_callback(pricing.discard)
+            tasks.append(task)
+        return tasks
+
+    async def _price_decision(self, account: str, key: str) -> None:
+        """Apply the latest price to monitor ``key`` once its symbol's orders are answered, and commit
+        what it calls for. A failure is logged and alerted, never lost with the task."""
+        mine = asyncio.current_task()
+        try:
+            async with self._locks[account]:
+                monitor = self.monitors.get(key)
+                if monitor is not None:
+                    await self._settle(account, [monitor.symbol])
+                if self._price_waiting.get(key) is mine:  # a price from now on needs a task of its own
+                    del self._price_waiting[key]
+                current = self.monitors.get(key)
+                price = None if current is None else self.trigger_price(current.symbol)
+                if current is None or price is None:
+                    return
                 transition = apply_price(current, price, self.instruments[current.symbol], self.params)
                 if transition.monitor is not current:
-                    await self._commit(current.account, transition)
+                    await self._commit(account, transition)
+        except Exception as exc:
+            self._task_failed(account, f"moving the stop of {key} with the price", exc, key)
+        finally:
+            if self._price_waiting.get(key) is mine:
+                del self._price_waiting[key]
 
     def _on_position(self, account: str, position: Position) -> None:
         monitor = self._monitor_for(account, position.symbol)
