@@ -184,6 +184,7 @@ async def test_dashboard_reads_wait_while_the_checks_are_served() -> None:
     assert budget.waiting == {
         Priority.PROTECT: 0,
         Priority.TRADE: 0,
+        Priority.OPEN: 0,
         Priority.CHECK: 3,
         Priority.DASHBOARD: 1,
     }

@@ -455,3 +455,27 @@ async def test_superseding_a_monitor_with_nothing_in_flight_marks_nothing() -> N
     sender.supersede({key(0)})
     results = await send(venue, sender, [amend(venue, 0)])
     assert results[0].ok
+
+
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_fill_between_a_commits_sends_withdraws_what_it_still_had_to_send(batched: bool) -> None:
+    """A commit goes round again with what the answers call for (an entry's fill: the stop and the
+    next entry, then the take-profits). A new fill of the position that arrives between two of its
+    sends supersedes the sends still to come, not only the one under way: at 300 positions a stop-out
+    waited 35 s for a take-profit placement queued behind the opening burst, because the mark had
+    ended with the previous send."""
+    venue = make_venue()
+    clock = venue.exchange.clock
+    assert isinstance(clock, VirtualClock)
+    budget = CallBudget(clock, IpWindow(clock))
+    sender = OrderSender(VenueGateway(venue, budget), clock, batching=batched, room=None)
+    with sender.sending({key(0)}):
+        first = await clock.drive_while(sender.send([place(0, "e2", price=1900.0)]))
+        assert first[0].ok
+        await clock.drive_while(budget.acquire(CallKind.PLACE, 10))  # the place window is spent
+        sender.supersede({key(0)})  # the position's next fill, between the commit's two sends
+        second = await clock.drive_while(sender.send([place(0, "tp2", price=2100.0)]))
+    assert isinstance(second[0].error, Withdrawn)
+    assert all("m0-tp2" not in request.links for request in venue.log)
+    third = await clock.drive_while(sender.send([place(0, "tp2", price=2100.0)]))
+    assert third[0].ok  # the mark ended with the commit: the next decision's orders go

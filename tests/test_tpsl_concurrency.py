@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from tpsl_harness import EPOCH, Harness
 
 from engine.core.clock import VirtualClock
-from engine.core.link_ids import make_link_id
+from engine.core.link_ids import make_link_id, parse_link_id
 from engine.core.models import AmendRequest, CancelRequest, OrderAck, OrderRequest, OrderType, Side
 from engine.trading.approaches import Approach
 from engine.venue.base import BatchResult
+from engine.venue.priority import Priority, current_priority
 
 ETH = "ETHUSDT"
 MARGIN = 1000.0  # 0.1 BTC at 10x: enough for four TPs
@@ -184,4 +185,36 @@ async def test_a_fill_is_decided_while_a_stop_that_follows_the_price_waits_for_i
     await h.settle()
     assert h.manager.idle("main")
     assert h.manager.monitors["main:BTCUSDT:Buy"].breakeven
+    await h.close()
+
+
+async def test_a_new_trades_orders_wait_behind_the_upkeep_of_open_positions() -> None:
+    """A new trade's own orders go at the ``OPEN`` priority: short of budget, they wait behind the
+    orders of the positions already open. Once its entry fills, the position's stop is protective and
+    its other orders are upkeep (``TRADE``). Before, a burst of openings shared the queue with them:
+    at 300 positions a take-profit placement waited 70 s behind the openings, and a stop-out's
+    decision behind it."""
+    h = Harness()
+    await h.start()
+    asked: list[tuple[str, Priority]] = []
+    place, place_batch = h.venue.place, h.venue.place_batch
+
+    async def recorded_place(request: OrderRequest) -> OrderAck:
+        asked.append((request.link_id, current_priority()))
+        return await place(request)
+
+    async def recorded_place_batch(requests: Sequence[OrderRequest]) -> list[BatchResult]:
+        asked.extend((r.link_id, current_priority()) for r in requests)
+        return await place_batch(requests)
+
+    h.venue.place = recorded_place  # type: ignore[method-assign]
+    h.venue.place_batch = recorded_place_batch  # type: ignore[method-assign]
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    await h.settle()
+    by_slot = {parsed.slot: priority for link, priority in asked if (parsed := parse_link_id(link))}
+    assert by_slot["e1"] is Priority.OPEN
+    assert by_slot["sl"] is Priority.PROTECT
+    # the rest is upkeep (protective too when it rides in the stop's batch request)
+    assert set(by_slot) == {"e1", "e2", "e3", "sl", "tp1", "tp2", "tp3", "tp4"}
+    assert all(by_slot[slot] <= Priority.TRADE for slot in by_slot if slot != "e1"), by_slot
     await h.close()

@@ -1321,7 +1321,8 @@ class TpslManager:
             await self._persist(transition)
             if self._store_error is not None:
                 return await self._drop_entry(transition.monitor)
-        return await self._commit_all(account, [transition], saved=opening)
+        rest = Priority.OPEN if opening else Priority.TRADE
+        return await self._commit_all(account, [transition], saved=opening, rest=rest)
 
     async def _commit_all(
         self,
@@ -1330,6 +1331,7 @@ class TpslManager:
         *,
         saved: bool = False,
         causes: Mapping[int, Execution] | None = None,
+        rest: Priority = Priority.TRADE,
     ) -> list[Alert]:
         """Commit decisions of different monitors together: save each (a critical save is on disk
         before anything is sent), send all their actions through the account's order sender (batch
@@ -1337,7 +1339,21 @@ class TpslManager:
         round again with what the answers call for; bounded retries. The caller holds the lock.
         ``saved``: the transitions are saved already (an opening's write-ahead). ``causes``: the fill
         each transition answers, by ``id(transition)``, timed into :attr:`reactions` when its first
-        requests go to the sender."""
+        requests go to the sender. ``rest``: the rate-budget priority of the requests that protect
+        nothing (``OPEN`` for a new trade's own orders)."""
+        with self._senders[account].sending({t.monitor.key for t in transitions}):
+            return await self._commit_rounds(account, transitions, saved=saved, causes=causes, rest=rest)
+
+    async def _commit_rounds(
+        self,
+        account: str,
+        transitions: Sequence[Transition],
+        *,
+        saved: bool,
+        causes: Mapping[int, Execution] | None,
+        rest: Priority,
+    ) -> list[Alert]:
+        """:meth:`_commit_all`'s rounds: send, apply the answers, send what they call for."""
         raised: list[Alert] = []
         live = list(transitions)
         for _ in range(self.params.sl_retry_attempts + 4):
@@ -1360,7 +1376,8 @@ class TpslManager:
                     if (fill := causes.get(id(t))) is not None:
                         self.reactions.observe(fill_kind(fill.link_id), now - fill.ts)
                 causes = None
-            results = await self._send_unlocked(account, symbols, [a for t in live for a in t.actions])
+            actions = [a for t in live for a in t.actions]
+            results = await self._send_unlocked(account, symbols, actions, rest)
             answered: list[Transition] = []
             for transition in live:
                 mine, results = results[: len(transition.actions)], results[len(transition.actions) :]
@@ -1379,7 +1396,7 @@ class TpslManager:
         return raised
 
     async def _send_unlocked(
-        self, account: str, symbols: Sequence[str], actions: Sequence[Action]
+        self, account: str, symbols: Sequence[str], actions: Sequence[Action], rest: Priority = Priority.TRADE
     ) -> list[ActionResult]:
         """Send a commit's ``actions`` without holding the account's lock (the caller holds it, and
         holds it again on return). The requests may wait seconds for the rate budget behind other
@@ -1390,7 +1407,7 @@ class TpslManager:
         busy = self._in_flight[account]
         busy.update(symbols)
         try:
-            return await self._unlocked(account, self._senders[account].send(actions))
+            return await self._unlocked(account, self._senders[account].send(actions, rest))
         finally:
             busy.subtract(symbols)
             for symbol in [s for s, n in busy.items() if n <= 0]:

@@ -146,10 +146,10 @@ def reset_wait(error: RateLimited, now: float) -> float:
     return max(0.0, error.reset_at - now) + RESET_MARGIN_S
 
 
-def call_priority_of(actions: Sequence[Action]) -> Priority:
+def call_priority_of(actions: Sequence[Action], rest: Priority = Priority.TRADE) -> Priority:
     """The rate-budget priority of one request carrying ``actions``: a stop-loss or a market close
-    makes it protective."""
-    return Priority.PROTECT if any(protection_rank(a) < 2 for a in actions) else Priority.TRADE
+    makes it protective; otherwise ``rest`` (``OPEN`` for a new trade's own orders)."""
+    return Priority.PROTECT if any(protection_rank(a) < 2 for a in actions) else rest
 
 
 def batch_may_have_caused(error: VenueError | None) -> bool:
@@ -286,9 +286,10 @@ class OrderSender:
         """Whether the next request may be a batch."""
         return self.batching and not self.batch_refused
 
-    async def send(self, actions: Sequence[Action]) -> list[ActionResult]:
+    async def send(self, actions: Sequence[Action], rest: Priority = Priority.TRADE) -> list[ActionResult]:
         """Send ``actions`` (of any monitors of this account); one result per action, in the order
-        given. A venue error is a result, never raised.
+        given. A venue error is a result, never raised. Requests that protect nothing wait for the
+        rate budget at priority ``rest``.
 
         Without batching: one request per action in the order given, rate-limit waits as
         :meth:`_singly`. With batching, round by round (:func:`batch_rounds`); a round's items go
@@ -299,19 +300,29 @@ class OrderSender:
         what it asks (a bad price, a trigger already passed) is answered at once, so a stop-out or
         an emergency close is never a round trip late.
         """
-        keys = {a.key for a in actions}
-        self._sending.update(keys)
-        try:
+        with self.sending({a.key for a in actions}):
             if not self.batches:
-                return await self._singly(actions)
+                return await self._singly(actions, rest)
             results: dict[int, ActionResult] = {}
             for items in batch_rounds(actions):
                 if self.batches:
-                    await self._round(actions, items, results)
+                    await self._round(actions, items, results, rest)
                 else:  # refused (or switched off) during this send: the rest goes one by one
-                    for index, result in zip(items, await self._singly(_pick(actions, items)), strict=True):
+                    picked = _pick(actions, items)
+                    for index, result in zip(items, await self._singly(picked, rest), strict=True):
                         results[index] = result
             return [results[index] for index in range(len(actions))]
+
+    @contextmanager
+    def sending(self, keys: Collection[str]) -> Iterator[None]:
+        """Mark ``keys``' actions as on their way until the block ends, however many sends it makes
+        (a commit goes round again with what the answers call for): a new fill of one of them
+        meanwhile supersedes every request still to go for it (:meth:`supersede`), not only the
+        send under way. The mark ends with the block and never touches the next one."""
+        keys = set(keys)
+        self._sending.update(keys)
+        try:
+            yield
         finally:
             self._sending.subtract(keys)
             for key in keys:
@@ -319,7 +330,7 @@ class OrderSender:
                     del self._sending[key]
                     self._superseded.discard(key)  # decided again next
 
-    async def _singly(self, actions: Sequence[Action]) -> list[ActionResult]:
+    async def _singly(self, actions: Sequence[Action], rest: Priority) -> list[ActionResult]:
         """One request per action, in the order given (the decisions put the stop-loss first).
 
         A rate-limit refusal (10006) is not an answer: that action and every one after it (the
@@ -335,7 +346,7 @@ class OrderSender:
             limited: RateLimited | None = None
             for position, index in enumerate(queue):
                 chosen = [actions[index]]
-                with call_priority(call_priority_of(chosen)), self._withdrawable(chosen):
+                with call_priority(call_priority_of(chosen, rest)), self._withdrawable(chosen):
                     result = await execute_action(self.venue, actions[index])
                 if isinstance(result.error, RateLimited) and waits < RATE_LIMIT_WAITS:
                     deferred, limited = queue[position:], result.error
@@ -349,7 +360,7 @@ class OrderSender:
         return [results[index] for index in range(len(actions))]
 
     async def _round(
-        self, actions: Sequence[Action], items: list[int], results: dict[int, ActionResult]
+        self, actions: Sequence[Action], items: list[int], results: dict[int, ActionResult], rest: Priority
     ) -> None:
         """Send one round's ``items`` and put their results in ``results``.
 
@@ -375,11 +386,11 @@ class OrderSender:
             while calls:
                 call = calls.pop(0)
                 if len(call) == 1 or not self.batches:  # a lone item, or refused by an earlier call
-                    await self._alone(actions, call, results)
+                    await self._alone(actions, call, results, rest)
                     continue
                 try:
                     with self._withdrawable(_pick(actions, call)):
-                        answers = await self._batch(actions, call)
+                        answers = await self._batch(actions, call, rest)
                 except Withdrawn:
                     pending += call  # planned again: the superseded monitors' items drop out
                     continue
@@ -401,19 +412,19 @@ class OrderSender:
                             self.venue.account,
                             exc,
                         )
-                    await self._alone(actions, call, results)
+                    await self._alone(actions, call, results, rest)
                     continue
                 failed = []
                 for index, answer in zip(call, answers, strict=True):
                     results[index] = result_of(actions[index], answer.ack, answer.error)
                     if not results[index].ok and batch_may_have_caused(results[index].error):
                         failed.append(index)
-                await self._alone(actions, failed, results)  # a failed item, once more on its own
+                await self._alone(actions, failed, results, rest)  # a failed item, once more on its own
 
-    async def _batch(self, actions: Sequence[Action], call: list[int]) -> list[BatchResult]:
+    async def _batch(self, actions: Sequence[Action], call: list[int], rest: Priority) -> list[BatchResult]:
         """One batch request for ``call`` (items of one kind); one answer per item, in order."""
         chosen = _pick(actions, call)
-        with call_priority(call_priority_of(chosen)):
+        with call_priority(call_priority_of(chosen, rest)):
             if isinstance(chosen[0], PlaceOrder):
                 answers = await self.venue.place_batch(
                     [a.request for a in chosen if isinstance(a, PlaceOrder)]
@@ -431,11 +442,15 @@ class OrderSender:
         return answers
 
     async def _alone(
-        self, actions: Sequence[Action], items: Sequence[int], results: dict[int, ActionResult]
+        self,
+        actions: Sequence[Action],
+        items: Sequence[int],
+        results: dict[int, ActionResult],
+        rest: Priority,
     ) -> None:
         """Send ``items`` as single requests (stop-losses first); their answers are final."""
         order = resend_order(actions, items)
-        for index, result in zip(order, await self._singly(_pick(actions, order)), strict=True):
+        for index, result in zip(order, await self._singly(_pick(actions, order), rest), strict=True):
             results[index] = result
 
     async def _room_for(self, wanted: int, kinds: Collection[type[Action]], *, urgent: bool = False) -> int:

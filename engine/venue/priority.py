@@ -1,10 +1,11 @@
 """How urgent a venue call is, carried with the task that makes it.
 
 When the account's rate budget runs short, calls are served by priority: protective actions
-(stop-losses, emergency closes) first, then the other order changes, then the monitors' checks, and
-the dashboard's reads last. The caller states it once with :func:`call_priority` around its work;
-the budget (see :mod:`engine.venue.budget`) reads it with :func:`current_priority`. A context
-variable follows the call through every await and into the tasks it starts, so no signature changes.
+(stop-losses, emergency closes) first, then the other order changes, then new trades' orders, then
+the monitors' checks, and the dashboard's reads last. The caller states it once with
+:func:`call_priority` around its work; the budget (see :mod:`engine.venue.budget`) reads it with
+:func:`current_priority`. A context variable follows the call through every await and into the
+tasks it starts, so no signature changes.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ class Priority(IntEnum):
     PROTECT = 0
     """A stop-loss placed or resized, a position closed at market."""
     TRADE = 1
-    """Entries, take-profits, cancels: the rest of the decisions' orders."""
-    CHECK = 2
+    """Entries, take-profits, cancels: the rest of the decisions' orders about open positions."""
+    OPEN = 2
+    """A new trade's own orders: the exposure it asks for waits for the upkeep of the positions
+    already open (a burst of openings kept a stop-out's cancels and new take-profits a minute
+    behind it in the same queue)."""
+    CHECK = 3
     """The monitors' verification reads (the safety net of a silent stream)."""
-    DASHBOARD = 3
+    DASHBOARD = 4
     """What the console shows: it can wait for the budget to refill."""
 
 
