@@ -194,6 +194,7 @@ class OperatorConsole(App[int]):
         self._handle_signals = handle_signals
         self._period_s = 1.0 / float(settings.get("ui.refresh_hz"))
         self._log_handler = QueueLogHandler(self.runtime.clock.now)
+        self._log_pane: LogPane | None = None  # where drain_log writes, found once
         self._refreshing = False
         self._stopping = False
         self._engine_stopped = False
@@ -405,12 +406,16 @@ class OperatorConsole(App[int]):
 
     def drain_log(self) -> None:
         """Move queued log lines into the log pane: one write per tick."""
-        panes = self.query(LogPane)
-        if not panes:
-            return  # the screen is being torn down (a timer can still fire then): the lines wait
+        pane = self._log_pane
+        if pane is None or not pane.is_attached:
+            # looked up again only when gone: a query walks the whole DOM, and at two ticks a
+            # second that walk cost more than the rest of an idle tick
+            pane = self._log_pane = next(iter(self.query(LogPane)), None)
+            if pane is None:
+                return  # the screen is being torn down (a timer can still fire then): the lines wait
         lines = self._log_handler.drain()
         if lines:
-            panes.first().append(lines)
+            pane.append(lines)
 
     # --- layout switching ---------------------------------------------------------------------
 

@@ -162,8 +162,9 @@ class LiveTable(ScrollView, can_focus=True):
         self._frame: tuple[Style, int] | None = None  # (style, width) while a frame is drawn
         self._layout: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (shown, text widths)
         self._layout_key: tuple[int, tuple[int, ...]] | None = None
-        self._strips: dict[str, Strip] = {}
-        self._header: Strip | None = None
+        # each row's line as last drawn, with the (style, width) it was drawn for
+        self._strips: dict[str, tuple[Style, int, Strip]] = {}
+        self._header: tuple[Style, int, Strip] | None = None
         self._tones: dict[str | None, Style] = {}
         self.cursor_row = 0
         self.cells_written = 0  # cells whose content changed since mount (tests read it)
@@ -212,7 +213,7 @@ class LiveTable(ScrollView, can_focus=True):
     def sync(self, rows: Mapping[str, Row]) -> None:
         """Make the table show ``rows`` (in their order): only the changed visible lines are redrawn."""
         selected = self.selected_key
-        changed: list[str] = []
+        changed: dict[str, tuple[int, int]] = {}  # row key -> its first and last changed column
         for key, row in rows.items():
             old = self._rows.get(key)
             if old is None:
@@ -231,7 +232,7 @@ class LiveTable(ScrollView, can_focus=True):
                             self._widths[column][now] += 1
                             self._widest = None
                 self._strips.pop(key, None)
-                changed.append(key)
+                changed[key] = (differs.index(True), len(differs) - 1 - differs[::-1].index(True))
         for key, old in self._rows.items():
             if key not in rows:
                 self._count(old, -1)
@@ -322,47 +323,52 @@ class LiveTable(ScrollView, can_focus=True):
             self.refresh()  # the width changed under this frame: the other lines follow at once
         base, width = self._frame or (self.rich_style, self.scrollable_content_region.width)
         if y < HEADER_LINES:
-            if self._header is None:
-                self._header = self._draw_header()
             header = base + self.get_component_rich_style("live-table--header")
-            return self._header.apply_style(header).crop_extend(0, width, header)
+            if self._header is None or self._header[:2] != (header, width):
+                self._header = (header, width, self._draw_header(header, width))
+            return self._header[2]
         index = self.scroll_offset.y + y - HEADER_LINES
         if not 0 <= index < len(self._order):
             return Strip.blank(width, base)
         key = self._order[index]
-        strip = self._strips.get(key)
-        if strip is None:
-            strip = self._strips[key] = self._draw_row(self._rows[key])
-        self.lines_rendered += 1
         style = base
         if self.show_cursor and index == self.cursor_row:
             style = base + self.get_component_rich_style("live-table--cursor")
-        return strip.apply_style(style).crop_extend(0, width, style)
+        drawn = self._strips.get(key)
+        if drawn is None or drawn[:2] != (style, width):
+            drawn = self._strips[key] = (style, width, self._draw_row(self._rows[key], style, width))
+        self.lines_rendered += 1
+        return drawn[2]
 
-    def _draw_header(self) -> Strip:
+    def _draw_header(self, style: Style, width: int) -> Strip:
         shown, widths = self._current_layout()
         segments = [
-            Segment(" " * CELL_PADDING + set_cell_size(self.columns[i].label, widths[i]) + " " * CELL_PADDING)
+            Segment(
+                " " * CELL_PADDING + set_cell_size(self.columns[i].label, widths[i]) + " " * CELL_PADDING,
+                style,
+            )
             for i in shown
         ]
-        return Strip(segments)
+        return _fitted(segments, sum(widths[i] + 2 * CELL_PADDING for i in shown), style, width)
 
-    def _draw_row(self, row: Row) -> Strip:
+    def _draw_row(self, row: Row, style: Style, width: int) -> Strip:
+        """The row's line in its final ``style`` (the frame's, or the cursor's) and ``width``: drawn
+        styled at once, as restyling a drawn line (``Strip.apply_style``) cost more than drawing it."""
         shown, widths = self._current_layout()
         pad = " " * CELL_PADDING
         segments: list[Segment] = []
         for i in shown:
             cell = row[i]
-            width = widths[i]
-            text = cell.text if text_width(cell.text) <= width else set_cell_size(cell.text, width)
-            blank = " " * (width - text_width(text))
-            style = self._tone(cell.tone)
+            room = widths[i]
+            text = cell.text if text_width(cell.text) <= room else set_cell_size(cell.text, room)
+            blank = " " * (room - text_width(text))
+            tone = style + self._tone(cell.tone)
             if cell.right:
-                segments += [Segment(pad + blank), Segment(text, style), Segment(pad)]
+                segments += [Segment(pad + blank, style), Segment(text, tone), Segment(pad, style)]
             else:
-                segments += [Segment(pad), Segment(text, style), Segment(blank + pad)]
+                segments += [Segment(pad, style), Segment(text, tone), Segment(blank + pad, style)]
         self.cells_painted += len(shown)
-        return Strip(segments)
+        return _fitted(segments, sum(widths[i] + 2 * CELL_PADDING for i in shown), style, width)
 
     def _tone(self, tone: str | None) -> Style:
         style = self._tones.get(tone)
@@ -433,15 +439,42 @@ class LiveTable(ScrollView, can_focus=True):
         elif self.cursor_row >= top + visible:
             self.scroll_to(y=self.cursor_row - visible + 1, animate=False, immediate=True)
 
-    def _refresh_rows(self, keys: Sequence[str]) -> None:
-        """Ask the compositor to redraw the rows of ``keys`` that are on screen, and only those."""
+    def _refresh_rows(self, keys: Sequence[str] | Mapping[str, tuple[int, int]]) -> None:
+        """Ask the compositor to redraw the rows of ``keys`` that are on screen, and only those: the
+        whole line, or (keys mapped to their first and last changed column) the cells from the one
+        to the other, so a frame writes the figures that moved, not the rows around them."""
         top = self.scroll_offset.y
         visible = self._visible_rows()
         width = self.scrollable_content_region.width
         for key in keys:
             index = self._index.get(key)
-            if index is not None and top <= index < top + visible:
-                self.refresh(Region(0, index - top + HEADER_LINES, width, 1))
+            if index is None or not top <= index < top + visible:
+                continue
+            x, cells = (0, width) if not isinstance(keys, Mapping) else self._cells_span(*keys[key])
+            if cells:
+                self.refresh(Region(x, index - top + HEADER_LINES, cells, 1))
+
+    def _cells_span(self, first: int, last: int) -> tuple[int, int]:
+        """Where the shown columns ``first`` to ``last`` lie on a line: (x, width); width 0 when none
+        of them is shown."""
+        shown, widths = self._current_layout()
+        x = start = end = 0
+        for i in shown:
+            step = widths[i] + 2 * CELL_PADDING
+            if first <= i <= last:
+                start, end = (start if end else x), x + step
+            x += step
+        return start, end - start
+
+
+def _fitted(segments: list[Segment], used: int, style: Style, width: int) -> Strip:
+    """A line of ``segments`` (``used`` cells) made exactly ``width`` cells: padded in ``style``, or
+    cropped when the columns that are never dropped do not fit."""
+    if used < width:
+        segments.append(Segment(" " * (width - used), style))
+    elif used > width:
+        return Strip(segments, used).crop(0, width)
+    return Strip(segments, width)
 
 
 class TableStack(Vertical):
