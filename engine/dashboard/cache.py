@@ -122,6 +122,12 @@ class Reads:
         """Record one read; a key read again keeps its first entry (the older data, if it changed)."""
         self._entries.setdefault(key, entry)
 
+    def add_many(self, entries: Mapping[CacheKey, _Entry]) -> None:
+        """:meth:`add` each of ``entries``, in order."""
+        mine = self._entries
+        for key, entry in entries.items():
+            mine.setdefault(key, entry)
+
     @property
     def parts(self) -> tuple[tuple[CacheKey, _Entry], ...]:
         """What a composition built in this scope depends on."""
@@ -153,6 +159,11 @@ _RECORDING: ContextVar[tuple[Reads, ...]] = ContextVar("opconsole_cache_recordin
 def _note(key: CacheKey, entry: _Entry) -> None:
     for reads in _RECORDING.get():
         reads.add(key, entry)
+
+
+def _note_many(entries: Mapping[CacheKey, _Entry]) -> None:
+    for reads in _RECORDING.get():
+        reads.add_many(entries)
 
 
 class DashboardCache:
@@ -327,17 +338,22 @@ class DashboardCache:
         entries: dict[CacheKey, _Entry] = {}
         waits: dict[CacheKey, asyncio.Future[_Entry]] = {}
         to_load: list[CacheKey] = []
+        _checked_category(category)
+        # A thousand symbols' tickers are read at every snapshot: the loop does per key only what
+        # is per key; the lookups are counted once for all (the same counts, at the same time).
         for key in dict.fromkeys(keys):
-            _check_key(category, key)
+            if type(key) is not tuple or len(key) < 2 or key[0] != category:
+                _check_key(category, key)  # raises the error that says what is wrong
             entry = self._live(category, key)
-            self.meter.lookup(category, entry is not None)
             if entry is not None:
                 entries[key] = entry
             elif key in self._inflight:
-                self.meter.count(category, "coalesced")
                 waits[key] = self._inflight[key]
             else:
                 to_load.append(key)
+        misses = len(waits) + len(to_load)
+        self.meter.lookups(category, len(entries), misses)
+        self.meter.count(category, "coalesced", len(waits))
         if to_load:
 
             async def load_many() -> Mapping[CacheKey, Any]:
@@ -347,8 +363,7 @@ class DashboardCache:
         if waits:
             results = await asyncio.gather(*(asyncio.shield(f) for f in waits.values()))
             entries.update(zip(waits, results, strict=True))
-        for key, entry in entries.items():
-            _note(key, entry)
+        _note_many(entries)
         return {key: entries[key].value for key in dict.fromkeys(keys)}
 
     def _start_load(

@@ -70,13 +70,19 @@ class RollingHitRate:
 
     def record(self, now: float, hit: bool) -> None:
         """Count one lookup at ``now``."""
+        self.record_many(now, int(hit), int(not hit))
+
+    def record_many(self, now: float, hits: int, misses: int) -> None:
+        """Count ``hits`` and ``misses`` lookups made at ``now``."""
         start = now - now % self.bucket_s
         if not self._buckets or self._buckets[-1][0] != start:
             self._buckets.append([start, 0, 0])
             keep = max(self.history, int(self.window_s // self.bucket_s) + 1)
             while len(self._buckets) > keep:
                 self._buckets.popleft()
-        self._buckets[-1][1 if hit else 2] += 1
+        bucket = self._buckets[-1]
+        bucket[1] += hits
+        bucket[2] += misses
 
     def rate(self, now: float) -> float | None:
         """The hit rate over the last ``window_s`` seconds (None when there was no lookup)."""
@@ -173,6 +179,15 @@ class CacheMetrics:
         else:
             counters.misses += 1
         self._rolling.record(self.clock.monotonic(), hit)
+
+    def lookups(self, category: str, hits: int, misses: int) -> None:
+        """Count ``hits`` + ``misses`` lookups of ``category`` made at once (:meth:`lookup` each)."""
+        if not self._enabled or hits + misses == 0:
+            return
+        counters = self._counters[category]
+        counters.hits += hits
+        counters.misses += misses
+        self._rolling.record_many(self.clock.monotonic(), hits, misses)
 
     def count(self, category: str, event: Event, n: int = 1) -> None:
         """Count ``n`` coalesced lookups, invalidated entries or write-throughs of ``category``."""

@@ -28,6 +28,7 @@ the ``statistics`` views, one entry of the ``stats`` category) and the insights 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -327,7 +328,6 @@ def with_monitor(row: VenuePositionRow, monitor: MonitorRow | None) -> PositionR
     return read_only(full)
 
 
-@lru_cache(maxsize=65_536)  # an order's row is rebuilt with every view; most orders are unchanged
 def order_row(order: Order, purpose: str | None) -> OrderRow:
     """One ``orders[]`` entry (read-only); ``purpose`` is None for orders that are not ours."""
     row: OrderRow = {
@@ -404,42 +404,107 @@ class AccountView:
         return {p.symbol for p in self.positions} | {o.symbol for o in self.orders}
 
 
+@dataclass(frozen=True, slots=True)
+class AccountPart:
+    """One account's open positions and orders, sorted as the snapshot lists them, with their rows:
+    what :func:`account_view` puts together, one account after another."""
+
+    positions: tuple[Position, ...]
+    orders: tuple[Order, ...]
+    position_rows: tuple[VenuePositionRow, ...]
+    order_rows: tuple[OrderRow, ...]
+
+
+# Sort keys. A side is a StrEnum: it sorts as its value, without the (slow) enum ``.value`` lookup.
+def _position_order(p: Position) -> tuple[str, str, str]:
+    return (p.account, p.symbol, p.side or "")
+
+
+def _order_order(o: Order) -> tuple[str, str, str, str, str]:
+    return (o.account, o.symbol, o.link_id, o.side, o.order_id)
+
+
+@lru_cache(maxsize=65_536)  # an order's row is rebuilt with every view; most orders are unchanged
+def _our_order_row(order: Order) -> OrderRow:
+    """:func:`order_row` with the purpose its link id says (one hash of the order per view)."""
+    return order_row(order, purpose_of(order.link_id))
+
+
+def account_part(
+    positions: Iterable[Position], orders: Iterable[Order], instruments: Mapping[str, Instrument]
+) -> AccountPart:
+    """One account's part of the view (pure): its open positions and its orders, sorted, and their rows."""
+    open_positions = sorted((p for p in positions if p.is_open), key=_position_order)
+    sorted_orders = sorted(orders, key=_order_order)
+    return AccountPart(
+        positions=tuple(open_positions),
+        orders=tuple(sorted_orders),
+        position_rows=tuple(position_row(p, instruments.get(p.symbol)) for p in open_positions),
+        order_rows=tuple(_our_order_row(o) for o in sorted_orders),
+    )
+
+
+class AccountParts:
+    """The last :class:`AccountPart` of each account, rebuilt only when what it is made of changed.
+
+    The composed view is rebuilt whenever any of its entries changed (a wallet update, one account's
+    order): the part of an account whose positions and orders are the very lists read before (the
+    same cache entries), with no instrument learnt since, is the same part, and is reused as it is.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[object, object, int, AccountPart]] = {}
+
+    def part(
+        self,
+        account: str,
+        positions: Sequence[Position],
+        orders: Sequence[Order],
+        instruments: Mapping[str, Instrument],
+    ) -> AccountPart:
+        """``account``'s part of these reads (the last one when they are the same lists)."""
+        # Instruments are only ever added (never replaced): their count says whether any was learnt.
+        last = self._last.get(account)
+        if last is not None and last[0] is positions and last[1] is orders and last[2] == len(instruments):
+            return last[3]
+        part = account_part(positions, orders, instruments)
+        self._last[account] = (positions, orders, len(instruments), part)
+        return part
+
+
 def account_view(
     wallets: Mapping[str, Wallet],
-    positions: Mapping[str, Iterable[Position]],
-    orders: Mapping[str, Iterable[Order]],
+    positions: Mapping[str, Sequence[Position]],
+    orders: Mapping[str, Sequence[Order]],
     instruments: Mapping[str, Instrument],
     unreachable: Mapping[str, str] | None = None,
     data_at: DataTimes | None = None,
+    parts: AccountParts | None = None,
 ) -> AccountView:
-    """Compose the accounts, positions and orders sections from what was read (pure);
-    ``unreachable``: accounts whose figures are their last read, and why; ``data_at``: when what was
-    read was stored."""
-    open_by_account = {name: [p for p in positions.get(name, ()) if p.is_open] for name in wallets}
-    orders_by_account = {name: list(orders.get(name, ())) for name in wallets}
-    all_positions = sorted(
-        (p for ps in open_by_account.values() for p in ps),
-        key=lambda p: (p.account, p.symbol, p.side.value if p.side else ""),
-    )
-    all_orders = sorted(
-        (o for os_ in orders_by_account.values() for o in os_),
-        key=lambda o: (o.account, o.symbol, o.link_id, o.side.value, o.order_id),
-    )
+    """Compose the accounts, positions and orders sections from what was read (pure, but for the
+    ``parts`` it may reuse); ``unreachable``: accounts whose figures are their last read, and why;
+    ``data_at``: when what was read was stored."""
+    memo = parts if parts is not None else AccountParts()
+    by_account = {
+        name: memo.part(name, positions.get(name, ()), orders.get(name, ()), instruments) for name in wallets
+    }
+    # The sections are sorted by account first: one account's part after another, by name.
+    ordered = [by_account[name] for name in sorted(by_account)]
     return AccountView(
         wallets=dict(wallets),
-        positions=tuple(all_positions),
-        orders=tuple(all_orders),
+        positions=tuple(p for part in ordered for p in part.positions),
+        orders=tuple(o for part in ordered for o in part.orders),
         accounts={
             name: account_row(
                 wallet,
-                len(open_by_account[name]),
-                len(orders_by_account[name]),
+                len(by_account[name].positions),
+                len(by_account[name].orders),
                 (unreachable or {}).get(name),
             )
             for name, wallet in wallets.items()
         },
-        position_rows=tuple(position_row(p, instruments.get(p.symbol)) for p in all_positions),
-        order_rows=tuple(order_row(o, purpose_of(o.link_id)) for o in all_orders),
+        position_rows=tuple(r for part in ordered for r in part.position_rows),
+        order_rows=tuple(r for part in ordered for r in part.order_rows),
         data_at=dict(data_at or {}),
     )
 
@@ -454,11 +519,21 @@ def _as_account_view(value: object) -> AccountView:
 async def _run(concurrent: bool, *steps: Awaitable[Any]) -> list[Any]:
     """Await ``steps`` concurrently (optimized) or one after another (baseline), results in order.
 
-    Coroutines do not start until awaited, so in the sequential case each read waits for the last.
+    Coroutines do not start until awaited, so in the sequential case each read waits for the last;
+    when one fails or the build is cancelled meanwhile, the steps not started yet are closed (a
+    coroutine dropped unawaited would say so in a RuntimeWarning).
     """
     if concurrent:
         return list(await asyncio.gather(*steps))
-    return [await step for step in steps]
+    results: list[Any] = []
+    try:
+        for step in steps:
+            results.append(await step)
+    finally:
+        for step in steps[len(results) + 1 :]:  # the one that raised (if any) has run, the rest not
+            if inspect.iscoroutine(step):
+                step.close()
+    return results
 
 
 # --- the dashboard ---------------------------------------------------------------------------------
@@ -511,6 +586,7 @@ class Dashboard:
         self._instruments: dict[str, Instrument] = {}
         self._known_symbols: set[str] = set()
         self._last_read: dict[str, AccountRead] = {}
+        self._parts = AccountParts()  # each account's rows, reused while its reads are unchanged
         self._unreachable: dict[str, str] = {}  # account -> why its venue cannot be read now
         self._events = 0  # venue events fed so far (see changes)
 
@@ -737,6 +813,7 @@ class Dashboard:
             self._instruments,
             self._unreachable,
             {scope: at for part in parts for scope, at in part.data_at.items()},
+            self._parts,
         )
         self._known_symbols |= view.symbols
         return view
