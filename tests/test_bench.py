@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from console.__main__ import main
+from engine.alerts.model import Alert, Severity
 from engine.commands.bench import command
+from engine.commands.bench.alert_log import CRITICAL_KEPT, AlertLog
 from engine.commands.bench.outcome import PNL_TOLERANCE_BPS, TradeOutcome, first_difference, outcomes
 from engine.commands.bench.progress import ProgressBar
 from engine.commands.bench.report import RATIOS, render
@@ -25,6 +27,7 @@ PROFILE_KEYS = {
     "positions_opened", "warmup_s", "snapshot_build_ms", "dashboard_reads_per_refresh",
     "persistence_saves_per_hour", "tp1_to_orders_ms", "sl_to_cancel_ms", "monitor_checks_by_tier",
     "monitors", "rss_per_monitor_kb", "cpu_seconds_per_sim_minute", "trades", "task_failures",
+    "critical_messages",
 }  # fmt: skip
 TINY = ["bench", "--positions", "2", "--minutes", "2", "--seed", "7", "--json"]
 
@@ -47,7 +50,7 @@ def test_a_tiny_bench_reports_every_figure_for_both_profiles(capsys: pytest.Capt
         assert figures["cache_hit_rate"] is not None  # counted in the baseline too
         assert figures["persistence_writes_per_hour"] > 0
         assert figures["peak_rss_mb"] > 0 and figures["cpu_seconds"] > 0
-        assert figures["critical_events"] == 0
+        assert figures["critical_events"] == 0 and figures["critical_messages"] == []
         assert figures["positions_opened"] == 2  # measured with every position open
         assert figures["task_failures"] == []
         # every trade was opened before the measured window, on both accounts, and monitored
@@ -70,6 +73,12 @@ def test_a_tiny_bench_reports_every_figure_for_both_profiles(capsys: pytest.Capt
     assert doc["baseline"]["trades_closed"] == doc["optimized"]["trades_closed"]
     table = render(doc)
     assert "seed's original" in table and "2,100" in table and "same trades in both profiles: yes" in table
+    assert "critical alert" not in table  # none to list
+    # a run with critical alerts lists them under the table, with how many there were
+    doc["optimized"]["critical_events"] = 21
+    doc["optimized"]["critical_messages"] = [{"type": "sl_unplaceable", "message": "main:SYN0001USDT:Buy"}]
+    listed = "optimized: 21 critical alerts, the first 1:\n  sl_unplaceable: main:SYN0001USDT:Buy\n"
+    assert listed in render(doc)
 
 
 def test_one_profile_alone_leaves_the_other_and_the_ratios_empty(capsys: pytest.CaptureFixture[str]) -> None:
@@ -195,3 +204,16 @@ def test_the_progress_bar_rewrites_one_line() -> None:
     quiet = io.StringIO()
     ProgressBar(quiet).update(0.5)  # not a terminal: nothing
     assert quiet.getvalue() == ""
+
+
+def test_the_alert_log_keeps_the_waits_the_critical_count_and_the_first_critical_messages() -> None:
+    log = AlertLog()
+    log.record(Alert(Severity.WARNING, "breakeven_waiting", "main:SYN0001USDT:Buy waits", time=12.0))
+    log.record(Alert(Severity.INFO, "tp_hit", "main:SYN0001USDT:Buy TP1"))  # read by no figure: dropped
+    for n in range(CRITICAL_KEPT + 5):
+        log.record(Alert(Severity.CRITICAL, "emergency_close", f"close {n}"))
+    assert log.waits == [(12.0, "main:SYN0001USDT:Buy waits")]
+    assert log.critical == CRITICAL_KEPT + 5
+    assert log.critical_messages == [
+        {"type": "emergency_close", "message": f"close {n}"} for n in range(CRITICAL_KEPT)
+    ]

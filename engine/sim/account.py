@@ -7,7 +7,7 @@ The account holds state and answers questions about it (margin in use, available
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -265,15 +265,17 @@ class SimAccount:
         )
 
     # --- persistence -------------------------------------------------------------------------
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self, array: Callable[[Iterable[Any]], Any] = list) -> dict[str, Any]:
+        """JSON-ready record; its histories and orders go into ``array`` (a list; the state file's
+        writer passes :class:`~engine.sim.state.JsonArray`, which makes each record as it writes it)."""
         return {
             "name": self.name,
             "balance": str(self.balance),
             "leverage": {s: str(v) for s, v in self.leverage.items()},
             "positions": {s: p.to_state() for s, p in self.positions.items()},
-            "orders": [o.to_state() for o in self.orders.values()],
-            "finished": [o.to_state() for o in self.finished],
-            "executions": [execution_to_state(e) for e in self.executions],
+            "orders": array(o.to_state() for o in self.orders.values()),
+            "finished": array(o.to_state() for o in self.finished),
+            "executions": array(execution_to_state(e) for e in self.executions),
         }
 
     @classmethod

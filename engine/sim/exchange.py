@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from decimal import InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +64,7 @@ from engine.sim.matcher import MAKER_FEE_RATE, TAKER_FEE_RATE, Matcher
 from engine.sim.ratelimit import RateLimiter, RateStatus
 from engine.sim.save_health import SaveHealth, SaveReport
 from engine.sim.state import (
+    JsonArray,
     SimStateError,
     read_state,
     rng_state_from_json,
@@ -576,14 +577,15 @@ class SimExchange:
             raise ValueError("this exchange has no state_path")
         now = self.clock.now()
         seq = self._journal.seq if self._journal is not None else 0
-        write_state(self.state_path, {**self.to_state(now), "journal_seq": seq})
+        write_state(self.state_path, {**self.to_state(now, JsonArray), "journal_seq": seq})
         self.saved_at = now
         self._write_worked()
         if self._journal is not None:
             self._journal.reset()
 
-    def to_state(self, saved_at: float) -> dict[str, Any]:
-        """The market as a JSON-ready dict (what :meth:`save` writes)."""
+    def to_state(self, saved_at: float, array: Callable[[Iterable[Any]], Any] = list) -> dict[str, Any]:
+        """The market as a JSON-ready dict (what :meth:`save` writes); its accounts, and their orders
+        and histories, go into ``array`` (see :meth:`SimAccount.to_state`)."""
         return {
             "saved_at": saved_at,
             "seed": self.seed,
@@ -592,7 +594,7 @@ class SimExchange:
             "synthetic_rng": rng_state_to_json(self._synthetic_rng.getstate()),
             "latency_rng": rng_state_to_json(self._latency.rng.getstate()),
             "feed": self._feed.to_state(),
-            "accounts": [a.to_state() for a in self._accounts.values()],
+            "accounts": array(a.to_state(array) for a in self._accounts.values()),
         }
 
     def _restore(self, data: Mapping[str, Any], path: Path) -> None:

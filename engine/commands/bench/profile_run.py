@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.alerts.model import Alert, Severity
 from engine.core.clock import VirtualClock
 from engine.core.errors import EngineFailure
 from engine.runtime.assembly import EngineRuntime, make_clock
 
+from .alert_log import AlertLog
 from .outcome import outcomes
 from .refresh import RefreshTimes, refresh_loop
 from .requests import Sent, reactions, record_requests
@@ -102,8 +102,8 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
         for account, venue in runtime.venues.items():
             sent[account] = []
             record_requests(venue, clock, sent[account], order_links)
-        alerts: list[Alert] = []
-        runtime.alerts.subscribe(alerts.append)
+        alerts = AlertLog()  # only what the figures read: a run raises thousands of alerts
+        runtime.alerts.subscribe(alerts.record)
         began = clock.now()
         engine = await runtime.start()
         opener = Opener(plan(workload.positions, workload.seed))
@@ -154,7 +154,7 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
             raise EngineFailure("bench", "the benchmark needs the embedded simulator (venue.kind = sim)")
         # Reaction: a TP1 whose breakeven waited for the price (the engine says so in an alert) is
         # the market's wait, not a reaction, and is left out.
-        waits = [(a.time or 0.0, a.message) for a in alerts if a.type == "breakeven_waiting"]
+        waits = alerts.waits
         tp1: list[float] = []
         sl: list[float] = []
         fills = {"tp1": 0, "sl": 0}
@@ -195,7 +195,8 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
         "rss_per_monitor_kb": round((peak_rss_mb - rss_idle_mb) * 1024.0 / monitors, 1) if monitors else None,
         "cpu_seconds": round(cpu_seconds, 2),
         "cpu_seconds_per_sim_minute": round(cpu_seconds * 60.0 / elapsed, 3) if elapsed else None,
-        "critical_events": sum(1 for a in alerts if a.severity == Severity.CRITICAL),
+        "critical_events": alerts.critical,
+        "critical_messages": alerts.critical_messages,
         "trades_closed": len(trades),
         "pnl": round(sum(t.pnl for t in trades), 6),
         "trades": [t.as_dict() for t in trades],

@@ -209,6 +209,13 @@ def render(doc: Mapping[str, Any]) -> str:
     for p in PROFILES:
         if doc[p] and doc[p]["task_failures"]:
             lines.append(f"{p}: engine tasks down at the end: {', '.join(doc[p]['task_failures'])}")
+    for p in PROFILES:
+        listed = doc[p]["critical_messages"] if doc[p] else []
+        if listed:
+            count = doc[p]["critical_events"]
+            shown = f", the first {len(listed)}" if count > len(listed) else ""
+            lines.append(f"{p}: {count} critical alert{'' if count == 1 else 's'}{shown}:")
+            lines += [f"  {m['type']}: {m['message']}" for m in listed]
     lines.append(
         "sim ms: simulated time (the venue reads' realistic latency); real ms: wall time of the build; "
         "see BENCHMARKS.md"
