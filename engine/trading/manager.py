@@ -1095,7 +1095,14 @@ class TpslManager:
     async def _decide(self, account: str, events: Sequence[Execution | Order]) -> None:
         """Fills and order updates, decided in rounds of at most one event per monitor (a monitor
         sees each event after the answers to the previous one); every round's decisions are
-        committed together, so the actions of many monitors share batch requests."""
+        committed together, so the actions of many monitors share batch requests.
+
+        Each round is a task of its own, queued for the account's lock behind the previous one: a
+        round decides its symbols that are settled as soon as the previous round sends its orders,
+        and waits only for its own symbols' answers. Awaited one after the other, a stop-out whose
+        fill came second in its push (behind the stop's order update) waited for every request of
+        another position's take-profit in the first round."""
+        rounds: list[list[Execution | Order]] = []
         pending = list(events)
         while pending:
             round_: list[Execution | Order] = []
@@ -1104,8 +1111,20 @@ class TpslManager:
             for event in pending:
                 (later if event.symbol in symbols else round_).append(event)
                 symbols.add(event.symbol)
-            await self._decide_round(account, round_)
+            rounds.append(round_)
             pending = later
+        if len(rounds) <= 1:
+            for round_ in rounds:
+                await self._decide_round(account, round_)
+            return
+        tasks: list[asyncio.Task[None]] = []
+        for round_ in rounds:
+            name = f"tpsl-round-{account}"
+            tasks.append(asyncio.create_task(self._decide_round(account, round_), name=name))
+            await yield_to_loop()  # it takes its place in the lock's queue before the next round
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, BaseException):  # every round finished: the first failure is told
+                raise outcome
 
     async def _decide_round(self, account: str, events: Sequence[Execution | Order]) -> None:
         """One round (at most one event per symbol): the symbols without orders in flight are

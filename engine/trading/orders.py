@@ -13,6 +13,7 @@ refused for what it asks, only for when, so it is sent again once the venue's bu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -364,11 +365,14 @@ class OrderSender:
     ) -> None:
         """Send one round's ``items`` and put their results in ``results``.
 
-        Calls go one after another, protective ones first (:func:`plan_calls`), each planned within
-        the budget's room. A whole call refused for the rate limit waits for the reset, then what is
-        left of the round is planned again (stop-losses first); refused as a batch endpoint, it and
-        the rest go as single calls, and the account remembers it; any other error sends its items
-        as single calls this time.
+        A round's calls are planned within the budget's room, protective ones first
+        (:func:`plan_calls`), and go out together: they hold different monitors' actions, so none
+        waits for another's answer (one after the other, a stop-out's cancels waited a round trip
+        behind another position's stop move, in another verb's window). The budget still serves
+        them most urgent first. A whole call refused for the rate limit waits for the reset, then
+        what is left of the round is planned again (stop-losses first); refused as a batch endpoint,
+        it goes as single calls, and the account remembers it; any other error sends its items as
+        single calls this time.
         """
         pending = list(items)
         waits = 0
@@ -383,43 +387,55 @@ class OrderSender:
             taken = set(take)
             pending = [i for i in pending if i not in taken]
             calls = plan_calls(actions, take)
-            while calls:
-                call = calls.pop(0)
-                if len(call) == 1 or not self.batches:  # a lone item, or refused by an earlier call
-                    await self._alone(actions, call, results, rest)
-                    continue
-                try:
-                    with self._withdrawable(_pick(actions, call)):
-                        answers = await self._batch(actions, call, rest)
-                except Withdrawn:
-                    pending += call  # planned again: the superseded monitors' items drop out
-                    continue
-                except RateLimited as exc:
-                    if waits >= RATE_LIMIT_WAITS:
+            outcomes = await asyncio.gather(*(self._call(actions, call, results, rest) for call in calls))
+            pending += [
+                i for call, outcome in zip(calls, outcomes, strict=True) if outcome is not None for i in call
+            ]
+            limited = [outcome for outcome in outcomes if isinstance(outcome, RateLimited)]
+            if not limited:
+                continue
+            if waits >= RATE_LIMIT_WAITS:
+                for call, outcome in zip(calls, outcomes, strict=True):
+                    if isinstance(outcome, RateLimited):
                         for index in call:
-                            results[index] = result_of(actions[index], None, exc)
-                        continue
-                    waits += 1
-                    pending += call + [i for c in calls for i in c]
-                    calls = []
-                    await self.clock.sleep(reset_wait(exc, self.clock.now()))
-                    continue
-                except VenueError as exc:
-                    if refuses_batch(exc):
-                        self.batch_refused = True
-                        log.warning(
-                            "%s: the venue refuses batch order requests (%s); single requests from now on",
-                            self.venue.account,
-                            exc,
-                        )
-                    await self._alone(actions, call, results, rest)
-                    continue
-                failed = []
-                for index, answer in zip(call, answers, strict=True):
-                    results[index] = result_of(actions[index], answer.ack, answer.error)
-                    if not results[index].ok and batch_may_have_caused(results[index].error):
-                        failed.append(index)
-                await self._alone(actions, failed, results, rest)  # a failed item, once more on its own
+                            results[index] = result_of(actions[index], None, outcome)
+                pending = [i for i in pending if i not in results]
+                continue
+            waits += 1
+            now = self.clock.now()
+            await self.clock.sleep(max(reset_wait(exc, now) for exc in limited))
+
+    async def _call(
+        self, actions: Sequence[Action], call: list[int], results: dict[int, ActionResult], rest: Priority
+    ) -> Withdrawn | RateLimited | None:
+        """Send one call of a round and put its items' results in ``results``; returns None when
+        they are in, or why the call is to be planned again: :class:`Withdrawn` (the superseded
+        monitors' items drop out) or :class:`RateLimited` (after the reset)."""
+        if len(call) == 1 or not self.batches:  # a lone item, or refused by an earlier call
+            await self._alone(actions, call, results, rest)
+            return None
+        try:
+            with self._withdrawable(_pick(actions, call)):
+                answers = await self._batch(actions, call, rest)
+        except (Withdrawn, RateLimited) as exc:
+            return exc
+        except VenueError as exc:
+            if refuses_batch(exc):
+                self.batch_refused = True
+                log.warning(
+                    "%s: the venue refuses batch order requests (%s); single requests from now on",
+                    self.venue.account,
+                    exc,
+                )
+            await self._alone(actions, call, results, rest)
+            return None
+        failed = []
+        for index, answer in zip(call, answers, strict=True):
+            results[index] = result_of(actions[index], answer.ack, answer.error)
+            if not results[index].ok and batch_may_have_caused(results[index].error):
+                failed.append(index)
+        await self._alone(actions, failed, results, rest)  # a failed item, once more on its own
+        return None
 
     async def _batch(self, actions: Sequence[Action], call: list[int], rest: Priority) -> list[BatchResult]:
         """One batch request for ``call`` (items of one kind); one answer per item, in order."""
