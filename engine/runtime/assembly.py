@@ -40,6 +40,8 @@ from engine.dashboard.snapshot import Dashboard, DashboardSources
 from engine.dashboard.stats_period import StatsPeriod
 from engine.mirror.follower import MirrorFollower, MirrorParams
 from engine.observability.metrics_export import MetricsExportError, MetricSources, MetricsServer
+from engine.runtime.collector import CHECK_INTERVAL_S as COLLECTOR_CHECK_S
+from engine.runtime.collector import CollectorFreeze
 from engine.runtime.daily_summary import CHECK_S as SUMMARY_CHECK_S
 from engine.runtime.daily_summary import JOB_NAME as SUMMARY_JOB
 from engine.runtime.daily_summary import DailySummary
@@ -251,6 +253,7 @@ class EngineRuntime:
         self._store: Store | None = None
         self._dashboard: Dashboard | None = None
         self._delivery: AlertDelivery | None = None
+        self._collector: CollectorFreeze | None = None  # keeps the started state out of full collections
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._down: set[str] = set()  # tasks that failed and wait for their restart
         self._rate_seen: dict[str, tuple[int, int]] = {}  # account -> (refusals, waits) at the last look
@@ -408,6 +411,8 @@ class EngineRuntime:
             "store-flush", self._flush_store, float(self.settings.get("persistence.flush_interval_s"))
         )
         manager = self._build_manager(store)
+        self._collector = CollectorFreeze(self.clock, lambda: manager.ready)
+        self.scheduler.add("collector", self._collector.tick, COLLECTOR_CHECK_S)
         empty = state_is_empty(store.state)
         # Before anything decodes the state: a record of the wrong shape is quarantined and dropped
         # (reconciliation rebuilds its monitor from the exchange), never a crash in a task later.
@@ -685,6 +690,8 @@ class EngineRuntime:
             await delivery.close()
         for venue in self.venues.values():
             await venue.close()
+        if self._collector is not None:
+            self._collector.release()
         if self._store is not None:
             # Last, so everything the tasks saved on their way out is flushed; then the lock goes.
             store, self._store = self._store, None
