@@ -407,11 +407,11 @@ class OperatorConsole(App[int]):
     def drain_log(self) -> None:
         """Move queued log lines into the log pane: one write per tick."""
         pane = self._log_pane
-        if pane is None or not pane.is_attached:
+        if pane is None or not pane.accepting:
             # looked up again only when gone: a query walks the whole DOM, and at two ticks a
             # second that walk cost more than the rest of an idle tick
             pane = self._log_pane = next(iter(self.query(LogPane)), None)
-            if pane is None:
+            if pane is None or not pane.accepting:
                 return  # the screen is being torn down (a timer can still fire then): the lines wait
         lines = self._log_handler.drain()
         if lines:

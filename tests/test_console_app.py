@@ -146,6 +146,20 @@ async def test_a_log_drain_while_the_screen_is_torn_down_keeps_the_lines(tmp_pat
         assert any("a line while the pane is gone" in line for line in app._log_handler.drain())
 
 
+async def test_a_log_drain_while_the_pane_loses_its_log_keeps_the_lines(tmp_path: Path) -> None:
+    """At exit the pane's children are removed before the pane: a drain then must neither crash the
+    app (a full run once failed a close test so) nor lose the lines."""
+    app = make_console(tmp_path)
+    async with app.run_test() as pilot:
+        await settle(app, pilot)
+        app.drain_log()  # the pane is known from here on
+        await app.query_one(LogPane).query_one("#log").remove()
+        logging.getLogger("opconsole.console").info("a line while the log is gone")
+        app.drain_log()
+        await pilot.pause()
+        assert any("a line while the log is gone" in line for line in app._log_handler.drain())
+
+
 async def test_refreshes_never_overlap(tmp_path: Path) -> None:
     app = make_console(tmp_path)
     async with app.run_test() as pilot:

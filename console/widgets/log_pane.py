@@ -46,6 +46,12 @@ class LogPane(Vertical):
     def log_widget(self) -> Log:
         return self.query_one("#log", Log)
 
+    @property
+    def accepting(self) -> bool:
+        """Whether lines can be shown now: not while the pane is being torn down (its children go
+        first, and the app's log-drain timer can still fire then)."""
+        return self.is_attached and any(child.id == "log" for child in self.children)
+
     def append(self, lines: Sequence[str]) -> None:
         """Add new lines to the history and show those that match the filter, in one write."""
         if not lines:
