@@ -1113,9 +1113,8 @@ class TpslManager:
                 symbols.add(event.symbol)
             rounds.append(round_)
             pending = later
-        if len(rounds) <= 1:
-            for round_ in rounds:
-                await self._decide_round(account, round_)
+        if len(rounds) == 1:  # the usual push: no task needed
+            await self._decide_round(account, rounds[0])
             return
         tasks: list[asyncio.Task[None]] = []
         for round_ in rounds:
@@ -1253,8 +1252,7 @@ class TpslManager:
                 monitor = self.monitors.get(key)
                 if monitor is not None:
                     await self._settle(account, [monitor.symbol])
-                if self._price_waiting.get(key) is mine:  # a price from now on needs a task of its own
-                    del self._price_waiting[key]
+                self._release_price_slot(key, mine)  # a price from now on needs a task of its own
                 current = self.monitors.get(key)
                 price = None if current is None else self.trigger_price(current.symbol)
                 if current is None or price is None:
@@ -1265,8 +1263,12 @@ class TpslManager:
         except Exception as exc:
             self._task_failed(account, f"moving the stop of {key} with the price", exc, key)
         finally:
-            if self._price_waiting.get(key) is mine:
-                del self._price_waiting[key]
+            self._release_price_slot(key, mine)
+
+    def _release_price_slot(self, key: str, task: asyncio.Task[Any] | None) -> None:
+        """``task`` no longer takes new prices of monitor ``key`` (if it still did)."""
+        if self._price_waiting.get(key) is task:
+            del self._price_waiting[key]
 
     def _on_position(self, account: str, position: Position) -> None:
         monitor = self._monitor_for(account, position.symbol)

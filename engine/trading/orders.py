@@ -388,22 +388,18 @@ class OrderSender:
             pending = [i for i in pending if i not in taken]
             calls = plan_calls(actions, take)
             outcomes = await asyncio.gather(*(self._call(actions, call, results, rest) for call in calls))
-            pending += [
-                i for call, outcome in zip(calls, outcomes, strict=True) if outcome is not None for i in call
-            ]
             limited = [outcome for outcome in outcomes if isinstance(outcome, RateLimited)]
-            if not limited:
-                continue
-            if waits >= RATE_LIMIT_WAITS:
-                for call, outcome in zip(calls, outcomes, strict=True):
-                    if isinstance(outcome, RateLimited):
-                        for index in call:
-                            results[index] = result_of(actions[index], None, outcome)
-                pending = [i for i in pending if i not in results]
-                continue
-            waits += 1
-            now = self.clock.now()
-            await self.clock.sleep(max(reset_wait(exc, now) for exc in limited))
+            exhausted = waits >= RATE_LIMIT_WAITS  # a 10006 now is the venue's answer
+            for call, outcome in zip(calls, outcomes, strict=True):
+                if isinstance(outcome, RateLimited) and exhausted:
+                    for index in call:
+                        results[index] = result_of(actions[index], None, outcome)
+                elif outcome is not None:
+                    pending += call  # planned again (after the reset, when rate-limited)
+            if limited and not exhausted:
+                waits += 1
+                now = self.clock.now()
+                await self.clock.sleep(max(reset_wait(exc, now) for exc in limited))
 
     async def _call(
         self, actions: Sequence[Action], call: list[int], results: dict[int, ActionResult], rest: Priority
