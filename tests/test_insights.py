@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator, Mapping
 
 import pytest
 
 from engine.core.models import Order, OrderStatus, OrderType, Position, Side, Ticker, Wallet
 from engine.dashboard.insights import (
     InsightsProvider,
+    Thresholds,
     adverse_distance,
     drawdown_pct,
     exposure_by_symbol,
@@ -126,3 +128,125 @@ def test_the_provider_keeps_history_and_the_equity_peak() -> None:
     assert notes == provider.compute(
         [position("BTCUSDT", Side.BUY, 1.0, price)], [], wallets
     )  # deterministic
+
+
+# --- the provider's memo: notes rebuilt only when what they show changed -------------------------
+
+
+class _Unreadable(list[Order]):
+    """Orders that fail the test if anything reads them."""
+
+    def __iter__(self) -> Iterator[Order]:
+        raise AssertionError("the orders were read")
+
+
+def _observed(provider: InsightsProvider, tickers: list[Ticker]) -> InsightsProvider:
+    for ticker in tickers:
+        provider.observe(ticker)
+    return provider
+
+
+def _price_walk(symbols: list[str], rng: random.Random, samples: int = 30) -> list[Ticker]:
+    tickers = []
+    for symbol in symbols:
+        price = rng.uniform(10.0, 100.0)
+        for t in range(samples):
+            tickers.append(Ticker(symbol, price, price, price, price, float(t)))
+            price *= math.exp(rng.gauss(0.0, 0.002))
+    return tickers
+
+
+def test_only_the_rows_whose_note_changed_are_rebuilt() -> None:
+    rng = random.Random(11)
+    symbols = ["AUSDT", "BUSDT", "CUSDT", "DUSDT"]
+    tickers = _price_walk(symbols, rng)
+    provider = _observed(InsightsProvider(), tickers)
+    positions = [position(s, Side.BUY, 1.0, 50.0 + i) for i, s in enumerate(symbols)]
+    positions += [position(s, Side.SELL, 2.0, 50.0 + i, account="mirror") for i, s in enumerate(symbols)]
+    stops = {(p.account, p.symbol): p.mark_price * (0.98 if p.side is Side.BUY else 1.02) for p in positions}
+    wallets = {"main": Wallet("main", 1000.0, 1000.0, 1000.0, 0.0, 0.0)}
+    first = provider.compute(positions, [], wallets, stops)
+
+    moved = position("CUSDT", Side.BUY, 1.0, 55.0)  # main's CUSDT long, nearer its stop now
+    positions[2] = moved
+    second = provider.compute(positions, [], wallets, stops)
+
+    def key(row: object) -> tuple[object, ...]:
+        assert isinstance(row, Mapping)
+        return (row["kind"], row["account"], row["symbol"])
+
+    before = {key(row): row for row in first}
+    changed = {key(row) for row in second if row != before[key(row)]}
+    assert ("stop_distance", "main", "CUSDT") in changed and ("exposure", None, "CUSDT") in changed
+    for row in second:  # a row is the same object exactly when it shows the same
+        assert (row is before[key(row)]) is (key(row) not in changed)
+    assert len(changed) <= 3  # the position's stop note, its symbol's exposure, maybe the concentration
+    fresh = _observed(InsightsProvider(), tickers)
+    assert second == fresh.compute(positions, [], wallets, stops)
+
+
+def test_the_memoized_notes_equal_a_fresh_providers_through_random_changes() -> None:
+    rng = random.Random(5)
+    symbols = [f"S{i}USDT" for i in range(6)]
+    tickers = _price_walk(symbols[:5], rng)  # the last symbol's volatility stays unknown
+    provider = _observed(InsightsProvider(), tickers)
+    positions = {
+        (account, s): position(s, rng.choice([Side.BUY, Side.SELL]), 1.0, rng.uniform(10.0, 100.0), account)
+        for account in ("main", "mirror")
+        for s in symbols
+    }
+    known: dict[tuple[str, str], float] = {}
+    orders: list[Order] = []
+    equities = [1000.0]
+    previous: list[object] = []
+    reused = 0
+    for step in range(60):
+        change = rng.randrange(7)
+        key = rng.choice(sorted(positions))
+        p = positions[key]
+        if change == 0:  # the mark moves
+            positions[key] = position(
+                p.symbol, p.side or Side.BUY, p.size, p.mark_price * rng.uniform(0.99, 1.01), p.account
+            )
+        elif change == 1:  # a monitor's stop is set or moved
+            known[key] = p.mark_price * (0.97 if p.side is Side.BUY else 1.03)
+        elif change == 2:  # a stop order, found among the orders when no monitor knows it
+            known.pop(key, None)
+            trigger = p.mark_price * (0.96 if p.side is Side.BUY else 1.04)
+            orders.append(stop_order(p.symbol, (p.side or Side.BUY).opposite, trigger, p.account))
+        elif change == 3:  # the position is closed, or opened again
+            positions[key] = position(
+                p.symbol, p.side or Side.BUY, 0.0 if p.size else 1.0, p.mark_price, p.account
+            )
+        elif change == 4:  # a new price: the symbol's volatility changes
+            last = max(t.ts for t in tickers) + 1.0
+            price = (
+                next(t.last for t in reversed(tickers) if t.symbol == p.symbol)
+                if p.symbol != symbols[-1]
+                else 50.0
+            )
+            ticker = Ticker(p.symbol, price * 1.001, price, price, price, last)
+            tickers.append(ticker)
+            provider.observe(ticker)
+        elif change == 5:  # the equity moves (the peak with it, or not)
+            equities.append(equities[-1] * rng.uniform(0.95, 1.04))
+        elif step > 30:  # the thresholds change (once past the middle, then stay)
+            provider.thresholds = Thresholds(stop_sigma_warn=2.0, leverage_warn=0.05)
+        wallets = {"main": Wallet("main", equities[-1], 0.0, 0.0, 0.0, 0.0)}
+        state = (list(positions.values()), orders, wallets, dict(known))
+        rows = provider.compute(*state)
+        fresh = _observed(InsightsProvider(thresholds=provider.thresholds), tickers)
+        fresh.observe_equity([Wallet("main", max(equities), 0.0, 0.0, 0.0, 0.0)])
+        assert rows == fresh.compute(*state), f"step {step}"
+        reused += sum(1 for row in rows if any(row is old for old in previous))
+        previous = list(rows)
+    assert reused > 0
+
+
+def test_the_orders_are_not_read_when_every_position_has_a_monitor_stop() -> None:
+    positions = [position("BTCUSDT", Side.BUY, 1.0, 100.0), position("ETHUSDT", Side.SELL, 1.0, 10.0)]
+    known = {("main", "BTCUSDT"): 95.0, ("main", "ETHUSDT"): 11.0}
+    wallets = {"main": Wallet("main", 1000.0, 1000.0, 1000.0, 0.0, 0.0)}
+    notes = InsightsProvider().compute(positions, _Unreadable(), wallets, known)
+    assert {n["kind"] for n in notes} == {"exposure", "concentration", "stop_distance", "drawdown"}
+    assert stop_prices([], _Unreadable()) == {}

@@ -16,6 +16,8 @@ import math
 import random
 import tracemalloc
 import warnings
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from test_dashboard import SimHost, open_position, sim
@@ -166,3 +168,33 @@ async def test_a_snapshot_cancelled_midway_leaves_no_coroutine_unawaited(sim: Si
         gc.collect()
     unawaited = [str(w.message) for w in caught if "was never awaited" in str(w.message)]
     assert unawaited == []
+
+
+async def test_the_statistics_are_worked_out_again_only_when_a_trade_closed(
+    sim: SimHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fill drops the stats entry, but most fills close no trade: the views are only worked out
+    again once the ledger holds another trade (at a thousand positions, fills come every second)."""
+    import engine.dashboard.snapshot as snapshot_module
+
+    dashboard = sim.dashboard
+    assert dashboard is not None
+    runs: list[int] = []
+    real = snapshot_module.statistics
+
+    def counted(trades: Any, *args: Any, **kwargs: Any) -> Any:
+        runs.append(len(list(trades)))
+        return real(trades, *args, **kwargs)
+
+    monkeypatch.setattr(snapshot_module, "statistics", counted)
+    sim.tpsl.manage(sl_price=90_000.0)  # a ledger with one closed trade
+    first = await sim.clock.drive_while(dashboard.snapshot())
+    dashboard.cache.invalidate("stats")  # what a fill does
+    second = await sim.clock.drive_while(dashboard.snapshot())
+    assert runs == [1] and second["statistics"] == first["statistics"]
+    trade = sim.tpsl.ledger.trades[0]
+    sim.tpsl.ledger.record(replace(trade, symbol="SOLUSDT", pnl=-5.0, closed_at=120.0))
+    dashboard.cache.invalidate("stats")
+    third = await sim.clock.drive_while(dashboard.snapshot())
+    assert runs == [1, 2] and third["statistics"]["trades"] == 2
+    assert third["statistics"] != first["statistics"]

@@ -13,6 +13,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import IntEnum, StrEnum
+from functools import cache
 from typing import Any, Literal
 
 RoundingMode = Literal["nearest", "down", "up"]
@@ -609,9 +610,12 @@ class Monitor:
 
     def tps_filled(self) -> int:
         """TPs whose order finished by fills."""
-        return sum(
-            1 for s in self.tp_slots() if s in self.orders and self.orders[s].status is SlotStatus.FILLED
-        )
+        # One pass over the orders, building no slot name: every snapshot asks it of every monitor.
+        filled = 0
+        for slot, order in self.orders.items():
+            if order.status is _FILLED and slot in _tp_slot_names(len(self.tp_prices)):
+                filled += 1
+        return filled
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready data (enums as their values, orders by slot)."""
@@ -639,6 +643,16 @@ class Monitor:
         monitor = cls(**values)
         monitor.orders = {slot: ManagedOrder.from_dict(o) for slot, o in orders.items()}
         return monitor
+
+
+_FILLED = SlotStatus.FILLED
+"""Read once: an enum member looked up on its class costs more than the rest of a test on it."""
+
+
+@cache
+def _tp_slot_names(count: int) -> frozenset[str]:
+    """The slot names of ``count`` TPs (what :meth:`Monitor.tp_slots` lists), made once per count."""
+    return frozenset(f"tp{i + 1}" for i in range(count))
 
 
 def monitor_key(account: str, symbol: str, side: Side) -> str:

@@ -7,7 +7,7 @@ slowest loader (a note per position and per symbol, a volatility per held symbol
 cache category has the longest TTL.
 
 The decisions are small pure functions; :class:`InsightsProvider` only keeps the price history and the
-equity peak they need.
+equity peak they need, and the notes of its last computation, reused while what they show is unchanged.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from engine.core.models import Order, Position, Side, Ticker, Wallet
 from engine.core.read_only import read_only
+from engine.core.row_memo import RowMemo
 from engine.dashboard.schema import InsightRow
 
 HOUR_S = 3600.0
@@ -114,24 +116,28 @@ def adverse_distance(side: Side, mark: float, stop: float) -> float:
 
 def stop_prices(positions: Iterable[Position], orders: Iterable[Order]) -> dict[tuple[str, str], float]:
     """Each position's stop: its nearest reduce-only conditional order on the losing side of the mark."""
-    stops: dict[tuple[str, str], float] = {}
-    by_symbol: dict[tuple[str, str], list[Order]] = {}
+    held = [(p, p.side) for p in positions if p.side is not None]
+    if not held:  # every position has a monitor's stop (the usual case): the orders are not even read
+        return {}
+    wanted = {(p.account, p.symbol) for p, _ in held}
+    # Only the orders that can be a stop of a held position are grouped: a few per position, not all.
+    triggers: dict[tuple[str, str], list[tuple[Side, float]]] = {}
     for order in orders:
-        by_symbol.setdefault((order.account, order.symbol), []).append(order)
-    for position in positions:
-        if position.side is None:
-            continue
+        if order.reduce_only and order.trigger_price is not None:
+            key = (order.account, order.symbol)
+            if key in wanted:
+                triggers.setdefault(key, []).append((order.side, order.trigger_price))
+    stops: dict[tuple[str, str], float] = {}
+    for position, side in held:
+        closing, mark = side.opposite, position.mark_price
         key = (position.account, position.symbol)
         losing = [
-            o.trigger_price
-            for o in by_symbol.get(key, [])
-            if o.reduce_only
-            and o.trigger_price is not None
-            and o.side is position.side.opposite
-            and adverse_distance(position.side, position.mark_price, o.trigger_price) >= 0
+            trigger
+            for order_side, trigger in triggers.get(key, ())
+            if order_side is closing and adverse_distance(side, mark, trigger) >= 0
         ]
         if losing:
-            stops[key] = max(losing) if position.side is Side.BUY else min(losing)
+            stops[key] = max(losing) if side is Side.BUY else min(losing)
     return stops
 
 
@@ -146,79 +152,53 @@ def _grade(value: float, warn: float, critical: float, higher_is_worse: bool = T
     return "critical" if value < critical else "warn" if value < warn else "info"
 
 
-def risk_notes(
-    positions: Sequence[Position],
-    stops: Mapping[tuple[str, str], float],
-    sigmas: Mapping[str, float | None],
-    equity: float,
-    peak_equity: float,
-    thresholds: Thresholds = Thresholds(),
-) -> list[Insight]:
-    """Every note for the given state, most severe first, then in a stable order."""
-    open_positions = [p for p in positions if p.is_open]
-    notes: list[Insight] = []
-    exposure = exposure_by_symbol(open_positions)
-    for symbol, (net, gross) in exposure.items():
-        leverage = gross / equity if equity > 0 else math.inf
-        direction = "long" if net > 0 else "short" if net < 0 else "flat"
-        notes.append(
-            Insight(
-                "exposure",
-                "warn" if leverage >= thresholds.leverage_warn else "info",
-                None,
-                symbol,
-                round(net, 2),
-                f"{symbol} net {direction} {abs(net):,.0f} USDT, gross {gross:,.0f} ({leverage:.2f}x equity)",
-            )
-        )
-    total_gross = sum(gross for _, gross in exposure.values())
-    if len(exposure) > 1 and total_gross > 0:
-        symbol, (_, gross) = max(exposure.items(), key=lambda item: (item[1][1], item[0]))
-        share = gross / total_gross
-        notes.append(
-            Insight(
-                "concentration",
-                "warn" if share >= thresholds.concentration_warn else "info",
-                None,
-                symbol,
-                round(share, 4),
-                f"{symbol} is {share:.0%} of gross exposure across {len(exposure)} symbols",
-            )
-        )
-    for position in open_positions:
-        notes.append(_stop_note(position, stops, sigmas, thresholds))
-    drawdown = drawdown_pct(peak_equity, equity)
-    notes.append(
-        Insight(
-            "drawdown",
-            _grade(drawdown, thresholds.drawdown_warn_pct, thresholds.drawdown_critical_pct),
-            None,
-            None,
-            round(drawdown, 4),
-            f"equity {equity:,.2f} USDT is {drawdown:.2f}% below the session peak {peak_equity:,.2f}",
-        )
+def note_order(note: Insight) -> tuple[int, str, str, str]:
+    """The notes' order: most severe first, then by kind, account and symbol."""
+    return (_SEVERITY_RANK[note.severity], note.kind, note.account or "", note.symbol or "")
+
+
+def exposure_note(symbol: str, net: float, gross: float, equity: float, thresholds: Thresholds) -> Insight:
+    """A symbol's exposure note from its (net, gross) notional and the total equity."""
+    leverage = gross / equity if equity > 0 else math.inf
+    direction = "long" if net > 0 else "short" if net < 0 else "flat"
+    return Insight(
+        "exposure",
+        "warn" if leverage >= thresholds.leverage_warn else "info",
+        None,
+        symbol,
+        round(net, 2),
+        f"{symbol} net {direction} {abs(net):,.0f} USDT, gross {gross:,.0f} ({leverage:.2f}x equity)",
     )
-    notes.sort(key=lambda n: (_SEVERITY_RANK[n.severity], n.kind, n.account or "", n.symbol or ""))
-    return notes
 
 
-def _stop_note(
-    position: Position,
-    stops: Mapping[tuple[str, str], float],
-    sigmas: Mapping[str, float | None],
-    thresholds: Thresholds,
-) -> Insight:
+def concentration_note(exposure: Mapping[str, tuple[float, float]], thresholds: Thresholds) -> Insight | None:
+    """The largest symbol's share of gross exposure; None with fewer than two symbols or none held."""
+    total_gross = sum(gross for _, gross in exposure.values())
+    if not (len(exposure) > 1 and total_gross > 0):
+        return None
+    symbol, (_, gross) = max(exposure.items(), key=lambda item: (item[1][1], item[0]))
+    share = gross / total_gross
+    return Insight(
+        "concentration",
+        "warn" if share >= thresholds.concentration_warn else "info",
+        None,
+        symbol,
+        round(share, 4),
+        f"{symbol} is {share:.0%} of gross exposure across {len(exposure)} symbols",
+    )
+
+
+def stop_note(position: Position, stop: float | None, sigma: float | None, thresholds: Thresholds) -> Insight:
+    """An open position's note: no stop, or the distance to its stop (in hourly sigmas when known)."""
     side = position.side
     if side is None:  # risk_notes passes open positions only, and an open position has a side
         raise ValueError(f"no stop note for {position.account} {position.symbol}: the position is flat")
     where = f"{position.account} {position.symbol} {side.value}"
-    stop = stops.get((position.account, position.symbol))
     if stop is None:
         return Insight(
             "no_stop", "critical", position.account, position.symbol, None, f"{where}: no stop-loss"
         )
     distance = adverse_distance(side, position.mark_price, stop)
-    sigma = sigmas.get(position.symbol)
     if sigma is None:
         return Insight(
             "stop_distance",
@@ -237,6 +217,83 @@ def _stop_note(
         round(in_sigmas, 3),
         f"{where}: stop {distance:.2%} away = {in_sigmas:.2f} hourly sigma",
     )
+
+
+def drawdown_note(equity: float, peak_equity: float, thresholds: Thresholds) -> Insight:
+    """How far the equity is below the session's peak."""
+    drawdown = drawdown_pct(peak_equity, equity)
+    return Insight(
+        "drawdown",
+        _grade(drawdown, thresholds.drawdown_warn_pct, thresholds.drawdown_critical_pct),
+        None,
+        None,
+        round(drawdown, 4),
+        f"equity {equity:,.2f} USDT is {drawdown:.2f}% below the session peak {peak_equity:,.2f}",
+    )
+
+
+class NoteBuilders(Protocol):
+    """Builds the per-symbol and per-position notes: the pure functions, or the provider's memo of
+    them (the same notes, reused while their inputs are unchanged)."""
+
+    def exposure(
+        self, symbol: str, net: float, gross: float, equity: float, thresholds: Thresholds
+    ) -> Insight:
+        """As :func:`exposure_note`."""
+        ...
+
+    def stop(
+        self, position: Position, stop: float | None, sigma: float | None, thresholds: Thresholds
+    ) -> Insight:
+        """As :func:`stop_note`."""
+        ...
+
+
+class _PureBuilders:
+    """The note builders as they are: no memory."""
+
+    def exposure(
+        self, symbol: str, net: float, gross: float, equity: float, thresholds: Thresholds
+    ) -> Insight:
+        return exposure_note(symbol, net, gross, equity, thresholds)
+
+    def stop(
+        self, position: Position, stop: float | None, sigma: float | None, thresholds: Thresholds
+    ) -> Insight:
+        return stop_note(position, stop, sigma, thresholds)
+
+
+PURE_BUILDERS: NoteBuilders = _PureBuilders()
+
+
+def risk_notes(
+    positions: Sequence[Position],
+    stops: Mapping[tuple[str, str], float],
+    sigmas: Mapping[str, float | None],
+    equity: float,
+    peak_equity: float,
+    thresholds: Thresholds = Thresholds(),
+    builders: NoteBuilders = PURE_BUILDERS,
+) -> list[Insight]:
+    """Every note for the given state, most severe first, then in a stable order.
+
+    ``builders`` makes the per-symbol and per-position notes; the result is the same whichever
+    builders (pure or memoized) are given.
+    """
+    open_positions = [p for p in positions if p.is_open]
+    exposure = exposure_by_symbol(open_positions)
+    notes = [
+        builders.exposure(symbol, net, gross, equity, thresholds) for symbol, (net, gross) in exposure.items()
+    ]
+    concentration = concentration_note(exposure, thresholds)
+    if concentration is not None:
+        notes.append(concentration)
+    for position in open_positions:
+        key = (position.account, position.symbol)
+        notes.append(builders.stop(position, stops.get(key), sigmas.get(position.symbol), thresholds))
+    notes.append(drawdown_note(equity, peak_equity, thresholds))
+    notes.sort(key=note_order)
+    return notes
 
 
 # --- the stateful shell -----------------------------------------------------------------------
@@ -342,14 +399,55 @@ class PriceHistory:
         return self._sigma[0]
 
 
+class _MemoBuilders:
+    """The note builders with a memory: a symbol's exposure note and a position's stop note are
+    reused while what they are made of (their arguments, the thresholds included) is unchanged."""
+
+    def __init__(self) -> None:
+        self.exposures: RowMemo[str, Insight] = RowMemo()
+        self.stops: RowMemo[tuple[str, str], Insight] = RowMemo()
+
+    def exposure(
+        self, symbol: str, net: float, gross: float, equity: float, thresholds: Thresholds
+    ) -> Insight:
+        return self.exposures.row(
+            symbol,
+            (net, gross, equity, thresholds),
+            lambda: exposure_note(symbol, net, gross, equity, thresholds),
+        )
+
+    def stop(
+        self, position: Position, stop: float | None, sigma: float | None, thresholds: Thresholds
+    ) -> Insight:
+        # The note shows the position's account, symbol (the key), side and mark, and nothing else of it.
+        return self.stops.row(
+            (position.account, position.symbol),
+            (position.side, position.mark_price, stop, sigma, thresholds),
+            lambda: stop_note(position, stop, sigma, thresholds),
+        )
+
+    def end_pass(self) -> None:
+        """Forget the notes of symbols and positions no longer held."""
+        self.exposures.end_pass()
+        self.stops.end_pass()
+
+
 class InsightsProvider:
-    """Keeps recent prices and the session's equity peak; computes the notes on demand."""
+    """Keeps recent prices and the session's equity peak; computes the notes on demand.
+
+    At a thousand positions the notes are recomputed at almost every snapshot (order and position
+    events drop the cached list), while few of them change in between: a note, and its read-only
+    row, is rebuilt only when what it shows changed (:class:`RowMemo`); the list is the same as the
+    pure :func:`risk_notes` gives.
+    """
 
     def __init__(self, history: int = 900, thresholds: Thresholds = Thresholds()) -> None:
         self._history = history
         self._prices: dict[str, PriceHistory] = {}
         self._peak_equity = 0.0
         self.thresholds = thresholds
+        self._builders = _MemoBuilders()
+        self._rows: RowMemo[tuple[str, str | None, str | None], InsightRow] = RowMemo()
 
     def observe(self, ticker: Ticker) -> None:
         """Record a price (from the ticker stream or a market read); repeats of a timestamp are ignored."""
@@ -397,6 +495,17 @@ class InsightsProvider:
             equity,
             self._peak_equity,
             self.thresholds,
+            self._builders,
         )
-        # Read-only where built (one per position): the snapshot's freeze passes them through.
-        return [read_only(note.as_dict()) for note in notes]
+        self._builders.end_pass()
+        # Read-only where built (one per position): the snapshot's freeze passes them through. The
+        # inputs are a 1-tuple so that a reused note compares by identity (tuple ==), an equal new one
+        # by its fields.
+        rows = [self._row(note) for note in notes]
+        self._rows.end_pass()
+        return rows
+
+    def _row(self, note: Insight) -> InsightRow:
+        return self._rows.row(
+            (note.kind, note.account, note.symbol), (note,), lambda: read_only(note.as_dict())
+        )

@@ -33,7 +33,7 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
@@ -46,6 +46,7 @@ from engine.core.link_ids import purpose_of
 from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet
 from engine.core.profile import Mode, Profile
 from engine.core.read_only import read_only
+from engine.core.row_memo import RowMemo
 from engine.core.settings import Settings
 from engine.dashboard.cache import (
     CATEGORIES,
@@ -231,22 +232,12 @@ def marked_to(row: VenuePositionRow, mark: float, instrument: Instrument | None)
     }
 
 
-def mark_to_market(
-    view: AccountView, marks: Mapping[tuple[str, str], float], instruments: Mapping[str, Instrument]
-) -> tuple[tuple[VenuePositionRow, ...], dict[str, AccountRow]]:
-    """The view's positions at ``marks`` ((account, symbol) -> mark: the market section's, where it
-    is newer than the position's read), and its accounts with each uPnL the sum of that account's
-    positions, as shown."""
-    rows = tuple(
-        marked_to(row, mark, instruments.get(row["symbol"]))
-        if (mark := marks.get((row["account"], row["symbol"]))) is not None
-        else row
-        for row in view.position_rows
-    )
+def accounts_at(view: AccountView, rows: Iterable[VenuePositionRow]) -> dict[str, AccountRow]:
+    """The view's accounts with each uPnL the sum of that account's position ``rows``, as shown."""
     upnl: dict[str, float] = {}
     for row in rows:
         upnl[row["account"]] = upnl.get(row["account"], 0.0) + row["upnl"]
-    accounts = {
+    return {
         name: account_row(
             view.wallets[name],
             acct["positions"],
@@ -258,7 +249,37 @@ def mark_to_market(
         else acct
         for name, acct in view.accounts.items()
     }
-    return rows, accounts
+
+
+def position_rows(
+    view: AccountView,
+    marks: Mapping[tuple[str, str], float],
+    monitors: Mapping[str, MonitorRow],
+    instruments: Mapping[str, Instrument],
+    memo: RowMemo[tuple[str, str, str | None], PositionRow] | None = None,
+) -> list[PositionRow]:
+    """The ``positions`` section: the view's rows at ``marks`` ((account, symbol) -> mark, where one
+    is to be shown) with their ``monitors`` (by key). With ``memo``, a row whose venue row, mark and
+    monitor row are the same as at the last build is that build's row (at a thousand positions a
+    refresh changes a few of them)."""
+    rows: list[PositionRow] = []
+    for row in view.position_rows:
+        account, symbol, side = row["account"], row["symbol"], row["side"]
+        mark = marks.get((account, symbol))
+        monitor = monitors.get(f"{account}:{symbol}:{side}")
+
+        def build(
+            row: VenuePositionRow = row, mark: float | None = mark, monitor: MonitorRow | None = monitor
+        ) -> PositionRow:
+            shown = row if mark is None else marked_to(row, mark, instruments.get(row["symbol"]))
+            return with_monitor(shown, monitor)
+
+        rows.append(
+            build() if memo is None else memo.row((account, symbol, side), (row, mark, monitor), build)
+        )
+    if memo is not None:
+        memo.end_pass()
+    return rows
 
 
 def data_age(
@@ -424,24 +445,62 @@ def _order_order(o: Order) -> tuple[str, str, str, str, str]:
     return (o.account, o.symbol, o.link_id, o.side, o.order_id)
 
 
-@lru_cache(maxsize=65_536)  # an order's row is rebuilt with every view; most orders are unchanged
 def _our_order_row(order: Order) -> OrderRow:
-    """:func:`order_row` with the purpose its link id says (one hash of the order per view)."""
+    """:func:`order_row` with the purpose its link id says."""
     return order_row(order, purpose_of(order.link_id))
 
 
+def _position_row_of(instruments: Mapping[str, Instrument]) -> Callable[[Position], VenuePositionRow]:
+    return lambda p: position_row(p, instruments.get(p.symbol))
+
+
 def account_part(
-    positions: Iterable[Position], orders: Iterable[Order], instruments: Mapping[str, Instrument]
+    positions: Iterable[Position],
+    orders: Iterable[Order],
+    instruments: Mapping[str, Instrument],
+    position_row_of: Callable[[Position], VenuePositionRow] | None = None,
+    order_row_of: Callable[[Order], OrderRow] = _our_order_row,
 ) -> AccountPart:
-    """One account's part of the view (pure): its open positions and its orders, sorted, and their rows."""
+    """One account's part of the view: its open positions and its orders, sorted, and their rows
+    (pure with the default row builders; :class:`AccountParts` passes ones that reuse rows)."""
     open_positions = sorted((p for p in positions if p.is_open), key=_position_order)
     sorted_orders = sorted(orders, key=_order_order)
+    row_of = position_row_of or _position_row_of(instruments)
     return AccountPart(
         positions=tuple(open_positions),
         orders=tuple(sorted_orders),
-        position_rows=tuple(position_row(p, instruments.get(p.symbol)) for p in open_positions),
-        order_rows=tuple(_our_order_row(o) for o in sorted_orders),
+        position_rows=tuple([row_of(p) for p in open_positions]),
+        order_rows=tuple([order_row_of(o) for o in sorted_orders]),
     )
+
+
+class _AccountRows:
+    """One account's position and order rows, each rebuilt only when its record changed: the cache
+    applies an order or position event to its list as a new list holding the same records but the
+    one changed, so a thousand unchanged orders keep their rows."""
+
+    def __init__(self) -> None:
+        self.positions: RowMemo[tuple[str, int], VenuePositionRow] = RowMemo()
+        self.orders: RowMemo[str, OrderRow] = RowMemo()
+
+    def part(
+        self, positions: Sequence[Position], orders: Sequence[Order], instruments: Mapping[str, Instrument]
+    ) -> AccountPart:
+        position_memo, order_memo = self.positions, self.orders
+
+        def position_row_of(p: Position) -> VenuePositionRow:
+            instrument = instruments.get(p.symbol)
+            return position_memo.row(
+                (p.symbol, p.position_idx), (p, instrument), lambda: position_row(p, instrument)
+            )
+
+        def order_row_of(o: Order) -> OrderRow:
+            return order_memo.row(o.order_id, o, lambda: _our_order_row(o))
+
+        part = account_part(positions, orders, instruments, position_row_of, order_row_of)
+        position_memo.end_pass()
+        order_memo.end_pass()
+        return part
 
 
 class AccountParts:
@@ -450,10 +509,12 @@ class AccountParts:
     The composed view is rebuilt whenever any of its entries changed (a wallet update, one account's
     order): the part of an account whose positions and orders are the very lists read before (the
     same cache entries), with no instrument learnt since, is the same part, and is reused as it is.
+    A part that is rebuilt keeps the rows of the records that did not change (:class:`_AccountRows`).
     """
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[object, object, int, AccountPart]] = {}
+        self._rows: dict[str, _AccountRows] = {}
 
     def part(
         self,
@@ -467,7 +528,8 @@ class AccountParts:
         last = self._last.get(account)
         if last is not None and last[0] is positions and last[1] is orders and last[2] == len(instruments):
             return last[3]
-        part = account_part(positions, orders, instruments)
+        rows = self._rows.setdefault(account, _AccountRows())
+        part = rows.part(positions, orders, instruments)
         self._last[account] = (positions, orders, len(instruments), part)
         return part
 
@@ -586,7 +648,11 @@ class Dashboard:
         self._instruments: dict[str, Instrument] = {}
         self._known_symbols: set[str] = set()
         self._last_read: dict[str, AccountRead] = {}
+        self._last_stats: tuple[tuple[object, ...], LedgerStats] | None = None
         self._parts = AccountParts()  # each account's rows, reused while its reads are unchanged
+        # The positions and market sections' rows, reused while what each shows is unchanged.
+        self._position_rows: RowMemo[tuple[str, str, str | None], PositionRow] = RowMemo()
+        self._market_memo: RowMemo[str, MarketRow] = RowMemo()
         self._unreachable: dict[str, str] = {}  # account -> why its venue cannot be read now
         self._events = 0  # venue events fed so far (see changes)
 
@@ -660,7 +726,13 @@ class Dashboard:
         return await freeze_yielding(composed)
 
     def _market_rows(self, market: Mapping[str, Ticker]) -> dict[str, MarketRow]:
-        return {s: market_row(market[s], self._instruments.get(s)) for s in sorted(market)}
+        memo, instruments = self._market_memo, self._instruments
+        rows: dict[str, MarketRow] = {}
+        for symbol in sorted(market):
+            ticker, instrument = market[symbol], instruments.get(symbol)
+            rows[symbol] = memo.row(symbol, (ticker, instrument), partial(market_row, ticker, instrument))
+        memo.end_pass()
+        return rows
 
     def engine_snapshot(self) -> DashboardSnapshot:
         """What the engine knows by itself, without reading the venue (when it cannot be read).
@@ -697,7 +769,6 @@ class Dashboard:
             monitors = manager.snapshot_monitors()
         by_key = {m["key"]: m for m in monitors}
         data_at: dict[tuple[str, Any], float] = dict(view.data_at)
-        position_rows, accounts = view.position_rows, view.accounts
         ticker_at = {
             s: at for s in market if reads is not None and (at := reads.stored_at(market_key(s))) is not None
         }
@@ -705,22 +776,21 @@ class Dashboard:
             data_at[("market_data", SHARED)] = min(ticker_at.values())
         streams = manager.snapshot_streams()
         market_account = next(iter(sources.venues), None)
+        marks: dict[tuple[str, str], float] = {}
         if mark:
             streamed = self.cache.invalidation and stream_live(streams, market_account)
             marks = {
                 (row["account"], row["symbol"]): market[row["symbol"]].mark
-                for row in position_rows
+                for row in view.position_rows
                 if row["symbol"] in ticker_at
                 and (
                     streamed
                     or ticker_at[row["symbol"]] >= data_at.get(("positions", row["account"]), math.inf)
                 )
             }
-            position_rows, accounts = mark_to_market(view, marks, self._instruments)
-        positions = [
-            with_monitor(row, by_key.get(f"{row['account']}:{row['symbol']}:{row['side']}"))
-            for row in position_rows
-        ]
+        positions = position_rows(view, marks, by_key, self._instruments, self._position_rows)
+        # Marked to the market, each account's uPnL is the sum of its positions' as shown.
+        accounts = accounts_at(view, positions) if mark else view.accounts
         return {
             "time": iso_utc(sources.clock.now()),
             "venue": sources.venue_label,
@@ -893,7 +963,21 @@ class Dashboard:
         ledger = self.sources.manager.ledger
         period = self.sources.stats_period
         start = period.start if period is not None else None
-        return LedgerStats(ledger.totals(), statistics(ledger.trades, start, self.sources.venues))
+        # The ledger only ever grows (closed trades are immutable): with the same ledger, as many
+        # trades and the same period, the statistics are the last ones. A fill drops the stats
+        # entry, but most fills close no trade, and at a thousand positions there are several a second.
+        made_of = (ledger, len(ledger), start, tuple(self.sources.venues))
+        last = self._last_stats
+        if last is not None and last[0][0] is ledger and last[0][1:] == made_of[1:]:
+            return last[1]
+        # Frozen here, once per ledger change, not at every snapshot that shows them (the views by
+        # symbol of a thousand symbols are most of the snapshot's own freeze otherwise).
+        stats = LedgerStats(
+            cast(Totals, _freeze(ledger.totals())),
+            cast(StatisticsSection, _freeze(statistics(ledger.trades, start, self.sources.venues))),
+        )
+        self._last_stats = (made_of, stats)
+        return stats
 
     async def _stats(self) -> LedgerStats:
         """The ledger's statistics, through the ``stats`` cache entry (a fill drops it when optimized)."""

@@ -21,6 +21,7 @@ A mirror position closed by hand while main stays open is reported and never re-
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,8 @@ from engine.core import state_keys
 from engine.core.clock import Clock
 from engine.core.models import Instrument, Monitor, Order, Phase, Position, Side, monitor_key
 from engine.core.numbers import fmt_key
+from engine.core.read_only import read_only
+from engine.core.row_memo import RowMemo
 from engine.core.settings import Settings
 from engine.mirror.drift import Drift, DriftKind, Leg, find_drift, stop_cover, to_repair
 from engine.mirror.sizing import MirrorSizing, MirrorSkipped, expected_size, mirror_request
@@ -189,7 +192,7 @@ class LinkRow(TypedDict):
     main_size: float
     mirror_size: float
     expected_size: float | None
-    drift: list[str]
+    drift: Sequence[str]
     note: str
 
 
@@ -280,6 +283,8 @@ class MirrorFollower:
         between the legs, in qty steps, seen while no mirror action was failing (outside an outage)."""
         self._seq = 0
         self._loaded = False
+        self._link_rows: RowMemo[str, LinkRow] = RowMemo()
+        """The ``links`` rows, rebuilt only for links whose legs or state changed since the last one."""
 
     # --- state --------------------------------------------------------------------------------
     def load(self) -> None:
@@ -695,31 +700,24 @@ class MirrorFollower:
     # --- snapshot -----------------------------------------------------------------------------
     def snapshot(self) -> MirrorSection:
         """The snapshot's ``mirror`` section."""
+        memo, monitors, instruments = self._link_rows, self.manager.monitors, self.manager.instruments
         rows: list[LinkRow] = []
         for key in sorted(self.links):
             link = self.links[key]
-            main = None if self._main_gone(link) else self.manager.monitors[key]
-            mirror = self._mirror_monitor(link)
-            instrument = self.manager.instruments.get(link.symbol)
-            main_size = main.size if main is not None else 0.0
-            expected = None
-            ratio = link.reference_ratio
-            if ratio is not None and instrument is not None:
-                expected = expected_size(main_size, ratio, instrument)
-            rows.append(
-                {
-                    "main_key": key,
-                    "mirror_key": link.mirror_key,
-                    "state": link.state.value,
-                    "ratio": round(link.ratio, 8) if link.ratio is not None else None,
-                    "qty_ratio": round(link.qty_ratio, 8) if link.qty_ratio is not None else None,
-                    "main_size": main_size,
-                    "mirror_size": mirror.size if mirror is not None else 0.0,
-                    "expected_size": expected,
-                    "drift": list(link.drift),
-                    "note": link.note,
-                }
-            )
+            main_size = 0.0 if self._main_gone(link) else monitors[key].size
+            mirror_key = _mirror_key(link.symbol, link.side)  # as link.mirror_key, made once per leg
+            mirror = monitors.get(mirror_key)  # as _mirror_monitor(link)
+            ours = mirror is not None and mirror.monitor_id == link.mirror_monitor_id
+            mirror_size = mirror.size if mirror is not None and ours else 0.0
+            instrument = instruments.get(link.symbol)
+            # Every value the row is made of: the last build's row (the same object) while they are equal.
+            inputs = (
+                mirror_key, link.state, link.ratio, link.qty_ratio, main_size, mirror_size, instrument,
+                tuple(link.drift), link.note,
+            )  # fmt: skip
+            build = functools.partial(_link_row, key, mirror_key, link, main_size, mirror_size, instrument)
+            rows.append(memo.row(key, inputs, build))
+        memo.end_pass()
         due = [t.due_at for t in self.tasks]
         return {
             "enabled": True,
@@ -733,6 +731,41 @@ class MirrorFollower:
             },
             "counts": dict(self.counts),
         }
+
+
+@functools.cache
+def _mirror_key(symbol: str, side: str) -> str:
+    """:attr:`MirrorLink.mirror_key` of a link on ``symbol`` and ``side``, made once per leg (every
+    snapshot asks it of every link)."""
+    return monitor_key(MIRROR, symbol, Side(side))
+
+
+def _link_row(
+    key: str,
+    mirror_key: str,
+    link: MirrorLink,
+    main_size: float,
+    mirror_size: float,
+    instrument: Instrument | None,
+) -> LinkRow:
+    """One ``mirror.links[]`` row, read-only where built (the snapshot's freeze passes it through)."""
+    ratio = link.reference_ratio
+    expected = None
+    if ratio is not None and instrument is not None:
+        expected = expected_size(main_size, ratio, instrument)
+    row: LinkRow = {
+        "main_key": key,
+        "mirror_key": mirror_key,
+        "state": link.state.value,
+        "ratio": round(link.ratio, 8) if link.ratio is not None else None,
+        "qty_ratio": round(link.qty_ratio, 8) if link.qty_ratio is not None else None,
+        "main_size": main_size,
+        "mirror_size": mirror_size,
+        "expected_size": expected,
+        "drift": tuple(link.drift),
+        "note": link.note,
+    }
+    return read_only(row)
 
 
 def _uncovered(link: MirrorLink, positions: Sequence[Position], orders: Sequence[Order]) -> bool:

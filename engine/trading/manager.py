@@ -58,6 +58,7 @@ from engine.core.models import (
 )
 from engine.core.numbers import fmt_monitor, fmt_position, fmt_usdt
 from engine.core.read_only import read_only
+from engine.core.row_memo import RowMemo
 from engine.scheduler.jobs import Scheduler
 from engine.scheduler.urgency import Tier, UrgencyParams, VolatilityTracker, check_interval, tier_for
 from engine.trading.approaches import TradeRejected, TradeRequest, plan_trade
@@ -296,6 +297,8 @@ class TpslManager:
             a: OrderSender(v, clock, batching=batching, room=order_room(v)) for a, v in self.venues.items()
         }
         self.monitors: dict[str, Monitor] = {}
+        self._monitor_rows: RowMemo[str, MonitorRow] = RowMemo()
+        """The ``monitors`` section's rows, rebuilt only for monitors that changed since the last one."""
         self.ledger = Ledger()
         self.reactions = ReactionRecorder()
         """Fill -> request latencies (engine.trading.reaction), read by the metrics export."""
@@ -1600,30 +1603,48 @@ class TpslManager:
         }
 
     def snapshot_monitors(self) -> list[MonitorRow]:
-        """The snapshot's ``monitors`` section (keys pinned in CONTRACTS.md), sorted by key."""
+        """The snapshot's ``monitors`` section (keys pinned in CONTRACTS.md), sorted by key.
+
+        A monitor's row is the last build's, the same object, while every value it is made of is
+        unchanged: between two refreshes only a few of a thousand monitors change.
+        """
+        memo, monitors, instruments, tiers = self._monitor_rows, self.monitors, self.instruments, self.tiers
+        build = self._monitor_row
         rows: list[MonitorRow] = []
-        for key in sorted(self.monitors):
-            m = self.monitors[key]
-            instrument = self.instruments.get(m.symbol)
-            avg = instrument.round_price(m.avg_entry) if instrument and m.entry_qty else m.avg_entry
-            row: MonitorRow = {
-                "key": key,
-                "account": m.account,
-                "symbol": m.symbol,
-                "side": m.side.value,
-                "approach": m.approach,
-                "phase": m.phase.value,
-                "avg_entry": avg,
-                "size": m.size,
-                "tps_filled": m.tps_filled(),
-                "sl_price": m.sl_price,
-                "breakeven": m.breakeven,
-                "urgency": self.tiers.get(key, Tier.ACTIVE).value,
-                "monitor_id": m.monitor_id,
-                "close_intent": m.close_intent,
-            }
-            rows.append(read_only(row))  # read-only where built: the snapshot keeps it without a copy
+        for key in sorted(monitors):
+            m = monitors[key]
+            instrument = instruments.get(m.symbol)  # its tick rounds the average entry
+            tier = tiers.get(key, Tier.ACTIVE)
+            tps = m.tps_filled()
+            inputs = (
+                m.account, m.symbol, m.side, m.approach, m.phase, m.entry_cost, m.entry_qty, instrument,
+                m.size, tps, m.sl_price, m.breakeven, tier, m.monitor_id, m.close_intent,
+            )  # fmt: skip
+            rows.append(memo.row(key, inputs, functools.partial(build, key, m, instrument, tps, tier)))
+        memo.end_pass()
         return rows
+
+    @staticmethod
+    def _monitor_row(key: str, m: Monitor, instrument: Instrument | None, tps: int, tier: Tier) -> MonitorRow:
+        """One ``monitors[]`` row, read-only where built: the snapshot keeps it without a copy."""
+        avg = instrument.round_price(m.avg_entry) if instrument and m.entry_qty else m.avg_entry
+        row: MonitorRow = {
+            "key": key,
+            "account": m.account,
+            "symbol": m.symbol,
+            "side": m.side.value,
+            "approach": m.approach,
+            "phase": m.phase.value,
+            "avg_entry": avg,
+            "size": m.size,
+            "tps_filled": tps,
+            "sl_price": m.sl_price,
+            "breakeven": m.breakeven,
+            "urgency": tier.value,
+            "monitor_id": m.monitor_id,
+            "close_intent": m.close_intent,
+        }
+        return read_only(row)
 
     def snapshot_ledger(self) -> LedgerSection:
         """The snapshot's ``ledger`` section."""

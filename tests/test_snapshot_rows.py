@@ -1,0 +1,215 @@
+"""The monitors and mirror sections rebuilt only where something changed (engine.core.row_memo).
+
+Between two refreshes only a few of a thousand monitors change: a row whose values are all unchanged
+is the last build's (the very object), a changed one shows the change, a removed one is gone, and the
+whole section equals what a build from scratch gives.
+"""
+
+from __future__ import annotations
+
+import random
+
+from tpsl_harness import EPOCH, MemoryStore, new_exchange
+
+from engine.alerts.bus import AlertBus
+from engine.core.clock import VirtualClock
+from engine.core.models import Instrument, ManagedOrder, Monitor, OrderType, Phase, Side, SlotStatus
+from engine.mirror.follower import LinkState, MirrorFollower, MirrorLink, MirrorParams
+from engine.mirror.sizing import MirrorSizing
+from engine.scheduler.urgency import Tier
+from engine.sim.venue import SimVenue
+from engine.trading.manager import TpslManager
+from engine.trading.params import TradingParams
+
+SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT", "EEEUSDT", "FFFUSDT")
+
+
+def new_manager() -> TpslManager:
+    clock = VirtualClock(start=EPOCH)
+    venue = SimVenue(new_exchange(clock), "main")
+    alerts = AlertBus(clock)
+    return TpslManager(
+        venues={"main": venue}, store=MemoryStore(), clock=clock, params=TradingParams(), alerts=alerts
+    )
+
+
+def order(slot: str, status: SlotStatus = SlotStatus.OPEN) -> ManagedOrder:
+    return ManagedOrder(slot, f"link-{slot}", 0, Side.SELL, OrderType.LIMIT, 0.25, status=status)
+
+
+def monitor(account: str, symbol: str, monitor_id: str = "") -> Monitor:
+    m = Monitor(
+        monitor_id or f"{account}-{symbol}",
+        account,
+        symbol,
+        Side.BUY,
+        "fast",
+        0.0,
+        90.0,
+        tp_prices=[101.0, 102.0, 103.0],
+        phase=Phase.MONITORING,
+        size=1.0,
+        entry_qty=1.0,
+        entry_cost=100.123456,
+    )
+    m.orders = {slot: order(slot) for slot in ("tp1", "tp2", "tp3", "sl")}
+    return m
+
+
+def populated() -> TpslManager:
+    manager = new_manager()
+    for account in ("main", "mirror"):
+        for symbol in SYMBOLS:
+            m = monitor(account, symbol)
+            manager.monitors[m.key] = m
+    manager.instruments = {s: Instrument(s, 0.01, 0.001, 0.001, 1e6) for s in SYMBOLS if s != "DDDUSDT"}
+    return manager
+
+
+def from_scratch(manager: TpslManager) -> list[object]:
+    """The section as a manager that never built it makes it (no row to reuse)."""
+    fresh = new_manager()
+    fresh.monitors, fresh.instruments, fresh.tiers = manager.monitors, manager.instruments, manager.tiers
+    return list(fresh.snapshot_monitors())
+
+
+def by_key(rows: list[object]) -> dict[str, object]:
+    return {row["key"]: row for row in rows}  # type: ignore[index]
+
+
+def test_only_the_changed_monitors_rows_are_made_again() -> None:
+    manager = populated()
+    first = by_key(list(manager.snapshot_monitors()))
+    main = {s: f"main:{s}:Buy" for s in SYMBOLS}
+    manager.monitors[main["AAAUSDT"]].sl_price = 99.5
+    manager.monitors[main["BBBUSDT"]].orders["tp2"].status = SlotStatus.FILLED  # in place, as the engine does
+    manager.monitors[main["CCCUSDT"]].phase = Phase.PROFIT_TAKING
+    manager.tiers[main["EEEUSDT"]] = Tier.CRITICAL
+    manager.monitors["mirror:AAAUSDT:Buy"].entry_cost = 201.0  # a second entry fill
+    manager.monitors["mirror:BBBUSDT:Buy"].entry_qty = 2.0
+    del manager.monitors["mirror:CCCUSDT:Buy"]
+    manager.instruments["DDDUSDT"] = Instrument("DDDUSDT", 0.1, 0.001, 0.001, 1e6)  # now known: rounds
+    rows = list(manager.snapshot_monitors())
+    assert rows == from_scratch(manager)
+    second = by_key(rows)
+    changed = {
+        main["AAAUSDT"]: ("sl_price", 99.5),
+        main["BBBUSDT"]: ("tps_filled", 1),
+        main["CCCUSDT"]: ("phase", "PROFIT_TAKING"),
+        main["DDDUSDT"]: ("avg_entry", 100.1),
+        main["EEEUSDT"]: ("urgency", "critical"),
+        "mirror:AAAUSDT:Buy": ("avg_entry", 201.0),
+        "mirror:BBBUSDT:Buy": ("avg_entry", 50.06),
+        "mirror:DDDUSDT:Buy": ("avg_entry", 100.1),
+    }
+    for key, (field, value) in changed.items():
+        assert second[key][field] == value and second[key] is not first[key], key  # type: ignore[index]
+    assert "mirror:CCCUSDT:Buy" not in second
+    assert set(second) == set(first) - {"mirror:CCCUSDT:Buy"}
+    unchanged = set(second) - set(changed)
+    assert len(unchanged) == 3 and all(second[k] is first[k] for k in unchanged)  # reused, not rebuilt
+    # A monitor opened again under a key, gone from the last build or not, gets its own row.
+    manager.monitors["mirror:CCCUSDT:Buy"] = monitor("mirror", "CCCUSDT", monitor_id="again")
+    manager.monitors[main["FFFUSDT"]] = monitor("main", "FFFUSDT", monitor_id="again")
+    third = by_key(list(manager.snapshot_monitors()))
+    assert third["mirror:CCCUSDT:Buy"]["monitor_id"] == "again"  # type: ignore[index]
+    assert third[main["FFFUSDT"]]["monitor_id"] == "again"  # type: ignore[index]
+    assert all(third[k] is second[k] for k in second if k != main["FFFUSDT"])
+
+
+def test_tps_filled_counts_the_tp_slots_finished_by_fills() -> None:
+    m = monitor("main", "AAAUSDT")
+    assert m.tps_filled() == 0
+    m.orders["tp1"].status = SlotStatus.FILLED
+    m.orders["sl"].status = SlotStatus.FILLED  # not a TP
+    m.orders["tp2"].status = SlotStatus.GONE
+    assert m.tps_filled() == 1
+    m.orders["tp4"] = order("tp4", SlotStatus.FILLED)  # beyond the TP prices: not counted
+    m.orders["e1"] = order("e1", SlotStatus.FILLED)
+    assert m.tps_filled() == 1
+    m.tp_prices.append(104.0)
+    assert m.tps_filled() == 2
+    del m.orders["tp1"]
+    assert m.tps_filled() == 1
+    # Whatever the orders, the count of TP slots (tp1..tpN) whose order is filled.
+    rng = random.Random(7)
+    slots = ["tp1", "tp2", "tp3", "tp4", "tp5", "tp10", "sl", "e1", "cl", "tp0"]
+    for _ in range(300):
+        m.tp_prices = [100.0 + i for i in range(rng.randrange(0, 6))]
+        m.orders = {s: order(s, rng.choice(list(SlotStatus))) for s in rng.sample(slots, rng.randrange(0, 8))}
+        expected = sum(1 for s in m.tp_slots() if s in m.orders and m.orders[s].status is SlotStatus.FILLED)
+        assert m.tps_filled() == expected
+
+
+def new_follower(manager: TpslManager) -> MirrorFollower:
+    return MirrorFollower(
+        manager=manager,
+        venues={},
+        store=MemoryStore(),
+        clock=manager.clock,
+        scheduler=manager.scheduler,
+        alerts=manager.alerts,
+        params=MirrorParams(MirrorSizing("fixed_ratio", 0.5)),
+    )
+
+
+def linked() -> MirrorFollower:
+    manager = populated()
+    follower = new_follower(manager)
+    for symbol in SYMBOLS:
+        main, mirror = manager.monitors[f"main:{symbol}:Buy"], manager.monitors[f"mirror:{symbol}:Buy"]
+        mirror.size = 0.5
+        follower.links[main.key] = MirrorLink(
+            main.key, main.monitor_id, symbol, "Buy", LinkState.OPEN, 0.5, 0.5, mirror.monitor_id
+        )
+    return follower
+
+
+def links_from_scratch(follower: MirrorFollower) -> list[object]:
+    fresh = new_follower(follower.manager)
+    fresh.links = follower.links
+    return list(fresh.snapshot()["links"])
+
+
+def by_main_key(rows: list[object]) -> dict[str, object]:
+    return {row["main_key"]: row for row in rows}  # type: ignore[index]
+
+
+def test_only_the_changed_links_rows_are_made_again() -> None:
+    follower = linked()
+    monitors = follower.manager.monitors
+    first = by_main_key(list(follower.snapshot()["links"]))
+    assert first["main:AAAUSDT:Buy"] == {
+        "main_key": "main:AAAUSDT:Buy",
+        "mirror_key": "mirror:AAAUSDT:Buy",
+        "state": "open",
+        "ratio": 0.5,
+        "qty_ratio": 0.5,
+        "main_size": 1.0,
+        "mirror_size": 0.5,
+        "expected_size": 0.5,
+        "drift": (),
+        "note": "",
+    }
+    monitors["main:AAAUSDT:Buy"].size = 0.4  # main took a profit
+    follower.links["main:BBBUSDT:Buy"].drift.append("excess")  # in place, as the drift check does
+    monitors["mirror:CCCUSDT:Buy"] = monitor("mirror", "CCCUSDT", monitor_id="not-the-linked-one")
+    del follower.links["main:DDDUSDT:Buy"]
+    links = follower.snapshot()["links"]
+    assert links == links_from_scratch(follower)
+    second = by_main_key(list(links))
+    assert second["main:AAAUSDT:Buy"]["main_size"] == 0.4  # type: ignore[index]
+    assert second["main:AAAUSDT:Buy"]["expected_size"] == 0.2  # type: ignore[index]
+    assert list(second["main:BBBUSDT:Buy"]["drift"]) == ["excess"]  # type: ignore[index]
+    assert second["main:CCCUSDT:Buy"]["mirror_size"] == 0.0  # type: ignore[index]
+    changed = {"main:AAAUSDT:Buy", "main:BBBUSDT:Buy", "main:CCCUSDT:Buy"}
+    assert all(second[k] is not first[k] for k in changed)
+    assert set(second) == changed | {"main:EEEUSDT:Buy", "main:FFFUSDT:Buy"}  # DDD's link is gone
+    assert all(second[k] is first[k] for k in set(second) - changed)  # reused, not rebuilt
+    # Nothing changed since: every row is the last build's.
+    third = by_main_key(list(follower.snapshot()["links"]))
+    assert all(third[k] is second[k] for k in second)
+    follower.links["main:AAAUSDT:Buy"].state = LinkState.CLOSING
+    fourth = by_main_key(list(follower.snapshot()["links"]))
+    assert fourth["main:AAAUSDT:Buy"]["state"] == "closing"  # type: ignore[index]
+    assert fourth["main:BBBUSDT:Buy"] is third["main:BBBUSDT:Buy"]
