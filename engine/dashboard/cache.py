@@ -14,7 +14,9 @@ account, e.g. market data) and are never parsed from strings: invalidation match
 Loads are single-flight: concurrent callers of a missing key share one loader run; a failed load is
 not cached and its exception reaches every caller that waited on it. A load whose key was invalidated
 or written through while it was in flight still answers its callers but is not stored, so an older
-read never overwrites fresher data.
+read never overwrites fresher data. Order and position events that arrive while a load of their list
+is in flight are kept (for that key, while it loads) and replayed onto what it read, which is then
+stored: the events carry whole records and come in order per account, so read + replay converges.
 
 Composed entries (:meth:`DashboardCache.get_or_compose`, the full dashboard): built from other entries
 read through this cache, and valid only while every entry they read is still the live one. A part
@@ -25,9 +27,31 @@ hides a fresher part for its own, longer TTL.
 :meth:`DashboardCache.recording` records the entries read in a scope (:class:`Reads`), with the time
 each one's data came from the venue: the snapshot reports how old the venue data it shows is.
 
-Freshness (the ``cache_ttls`` toggle, optimized): trading events invalidate what they change and
-tickers / wallet updates are written through, so the longer optimized TTLs never show stale trading
-data. The baseline has no invalidation at all, as the original bot.
+Freshness (the ``cache_ttls`` toggle, optimized): events keep the entries they change fresh, so the
+longer optimized TTLs never show stale trading data, and an event costs no venue read:
+
+- tickers and wallet updates are written through;
+- an order or position update is patched into the cached lists of its account that cover its symbol
+  (keys ``(category, account)`` and ``(category, account, symbol)``): a new list with the record
+  replaced, added, or removed once it is no longer open, unless the list already holds a newer one
+  (queued, and applied at the list's next read in one pass: an event costs the engine's loop no scan
+  of thousands of orders). A patched entry keeps the time it was LOADED: the TTL still forces a
+  full re-read now and then, the net under an event lost without a gap (the reported data age is
+  that of the last full read). That re-read is done AHEAD (stale-while-revalidate): a lookup of a
+  patched list past its TTL is served from the cache and starts one background load of the key,
+  whose result (with the events of its flight replayed) replaces the entry; the list stays servable
+  until :data:`_STALE_LIMIT` TTLs after its load, past which a lookup waits for a load as any miss
+  (a venue that cannot be read for long leaves no very old data on screen). A failed background
+  load is counted as a failed load and retried no sooner than :data:`_REFRESH_BACKOFF_S` later. A
+  composition whose part is due for its re-read is composed again, so the part's lookup starts it;
+- a fill (execution) is followed by its order's, its position's and the wallet's updates, which
+  patch what it changed (the simulator sends them with it; Bybit on its ``order`` / ``position`` /
+  ``wallet`` topics). A fill those do not follow (found by the execution poll, without a stream)
+  invalidates, lazily: what it awaits is noted, the next read of a list still awaiting one drops it;
+- a stream gap drops everything of the account; every event drops what it composes (the full
+  dashboard; stats and insights as :data:`EVENT_INVALIDATES` says).
+
+The baseline has no invalidation at all, as the original bot.
 
 Metrics (the ``cache_metrics`` toggle) are counted apart, by
 :class:`~engine.dashboard.cache_metrics.CacheMetrics` (:attr:`DashboardCache.meter`): the cache reports
@@ -43,6 +67,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
+from operator import attrgetter
 from typing import Any
 
 from cachetools import TLRUCache
@@ -77,14 +103,37 @@ _MAX_ENTRIES = 4096
 """Per category; far above accounts x symbols, only a guard against a runaway key."""
 
 EVENT_INVALIDATES: Mapping[type, tuple[str, ...]] = {
-    Execution: ("positions", "orders", "account_data", "full_dashboard", "stats", "ai_insights"),
-    Order: ("orders", "full_dashboard", "ai_insights"),
-    Position: ("positions", "full_dashboard", "ai_insights"),
+    Execution: ("full_dashboard", "stats", "ai_insights"),
+    Order: ("full_dashboard", "ai_insights"),
+    Position: ("full_dashboard", "ai_insights"),
     Wallet: ("full_dashboard",),
 }
-"""What each trading event makes stale (optimized profile). A fill changes the account's positions,
-orders and balance, and may close a trade (stats); the risk notes (ai_insights) are about positions
-and their stops, so a new stop-loss must not leave a "no stop" note up for the insights' long TTL."""
+"""What each trading event drops (optimized profile). A fill may close a trade (stats); the risk notes
+(ai_insights) are about positions and their stops, so a new stop-loss must not leave a "no stop" note
+up for the insights' long TTL. The account's own entries are not dropped: orders and positions are
+patched, the wallet written through, and a fill awaits those updates (see
+:meth:`DashboardCache.on_event`)."""
+
+_MAX_QUEUED = 1024
+"""Updates queued for one cached list beyond which they are applied at once (a bound on memory for a
+list that is not read, before its TTL would have brought a read)."""
+
+_MAX_AWAITED = 1024
+"""Per account and category: the fills awaiting their updates beyond which the lists are dropped at
+once (a bound for a run whose fills come without them and whose dashboard is not read)."""
+
+PATCHABLE = frozenset({"orders", "positions"})
+"""The categories whose cached lists events patch (optimized): re-read ahead of their TTL's end."""
+
+_STALE_LIMIT = 2.0
+"""A patched list past its TTL is served (while it is re-read in the background) until this many
+TTLs after its load; past that a lookup waits for a load. 2: a re-read started at the TTL has as long
+again to land (one venue round trip is ~0.1 s) or to be retried after a failure."""
+
+_REFRESH_BACKOFF_S = 5.0
+"""After a failed background re-read of a key, the next one starts no sooner than this (clock
+seconds): a venue that cannot be read costs one attempt per back-off, not one per lookup (2-4 per
+second); with the optimized 15 s TTL that is two more attempts before the 30 s limit."""
 
 PER_ACCOUNT = frozenset({"account_data", "positions", "orders"})
 """Categories keyed by account: an event drops only its account's entries. The others (the composed
@@ -191,11 +240,22 @@ class DashboardCache:
             for c in CATEGORIES
         }
         self._inflight: dict[CacheKey, asyncio.Future[Any]] = {}
+        self._streaming: set[Any] = set()  # accounts whose push stream is connected (StreamStatus)
         self._load_tasks: set[asyncio.Task[None]] = set()
+        # Per key whose background re-read failed: the clock time before which none starts again.
+        self._refresh_after: dict[CacheKey, float] = {}
         # Bumped by invalidation and write-through; a load stores its result only if none moved.
         self._category_epoch: dict[str, int] = dict.fromkeys(CATEGORIES, 0)
         self._account_epoch: dict[tuple[str, Any], int] = {}
         self._key_epoch: dict[CacheKey, int] = {}
+        # Order / position events of a cached list not applied yet, in arrival order: applied at
+        # its next read, all in one pass (an event costs the engine's loop no scan of the list).
+        self._patches: dict[CacheKey, list[Order | Position]] = {}
+        # The same for a list whose load is in flight: replayed onto the read. Kept only meanwhile.
+        self._replays: dict[CacheKey, list[Order | Position]] = {}
+        # Per (category, account): what fills still await (order ids, symbols, the wallet) before
+        # the account's lists of the category are known to be patched (see _await_fill).
+        self._awaited: dict[tuple[str, Any], set[Any]] = {}
         # The counters behind metrics() and the periodic log line (the ``cache_metrics`` toggle).
         self.meter = CacheMetrics(
             clock, CATEGORIES, enabled=metrics, window_s=hit_rate_window_s, log_interval_s=log_interval_s
@@ -234,6 +294,8 @@ class DashboardCache:
             # under the longer TTLs that event freshness justifies.
             for category in CATEGORIES:
                 self.invalidate(category)
+        if not self.invalidation:
+            self._awaited.clear()  # the baseline invalidates nothing, not even a fill noted before
         log.info("cache: %s TTLs, invalidation %s", self._mode.value, "on" if self.invalidation else "off")
 
     def ttl(self, category: str) -> float:
@@ -310,16 +372,14 @@ class DashboardCache:
         self.meter.lookup(category, cached is not None)
         if cached is not None:
             _note(key, cached)
+            if not composed and self._refresh_due(category, key, cached):
+                self._refresh_ahead(category, (key,), _load_one(key, loader))
             return cached.value
         future = self._inflight.get(key)
         if future is not None:
             self.meter.count(category, "coalesced")
         else:
-
-            async def load_one() -> dict[CacheKey, Any]:
-                return {key: await loader()}
-
-            future = self._start_load(category, (key,), load_one, composed=composed)[key]
+            future = self._start_load(category, (key,), _load_one(key, loader), composed=composed)[key]
         entry = await asyncio.shield(future)
         _note(key, entry)
         return entry.value
@@ -354,6 +414,17 @@ class DashboardCache:
         misses = len(waits) + len(to_load)
         self.meter.lookups(category, len(entries), misses)
         self.meter.count(category, "coalesced", len(waits))
+        due = (
+            [k for k, e in entries.items() if self._refresh_due(category, k, e)]
+            if category in PATCHABLE
+            else []
+        )
+        if due:
+
+            async def load_due() -> Mapping[CacheKey, Any]:
+                return await loader(list(due))
+
+            self._refresh_ahead(category, tuple(due), load_due)
         if to_load:
 
             async def load_many() -> Mapping[CacheKey, Any]:
@@ -399,6 +470,7 @@ class DashboardCache:
     ) -> None:
         started = self.clock.monotonic()
         reads = Reads()
+        replays: dict[CacheKey, list[Order | Position]] = {}
         try:
             if composed:  # a composition records the entries it reads: it stays valid with them
                 with self._recording_into(reads):
@@ -419,6 +491,8 @@ class DashboardCache:
             for key, future in futures.items():
                 if self._inflight.get(key) is future:
                     del self._inflight[key]
+                if key in self._replays:
+                    replays[key] = self._replays.pop(key)
         self.meter.load(category, started, failed=False)
         stored_at = self.clock.monotonic()
         parts = reads.parts
@@ -427,11 +501,69 @@ class DashboardCache:
                 future.set_exception(LookupError(f"the loader returned no value for {key!r}"))
                 continue
             entry = _Entry(values[key], stored_at, parts)
+            if category in PER_ACCOUNT:
+                self._settle(category, key[1])  # a fill arrived meanwhile whose updates did not
             # Not stored when the key moved meanwhile, or a part already changed under the
             # composition: the callers get it, the next lookup reads or composes again.
             if self._epoch_of(key) == epochs[key] and self._parts_live(entry):
-                self._stores[category][key] = entry
+                keep = True
+                if key in replays:  # the updates that came during the read, applied to it
+                    rows = self._patched(category, entry.value, replays[key])
+                    keep = rows is not None
+                    if rows is not None:
+                        entry = _Entry(rows, stored_at, parts)
+                if keep:
+                    self._stores[category][key] = entry
+                self._patches.pop(key, None)  # queued for an entry before this read: in it or older
             future.set_result(entry)
+
+    def _refresh_ahead(
+        self, category: str, keys: tuple[CacheKey, ...], run: Callable[[], Awaitable[Mapping[CacheKey, Any]]]
+    ) -> None:
+        """Start the background re-read of ``keys`` (served meanwhile: see :meth:`_refresh_due`). It is
+        an ordinary load (single flight, replay, counted as a load); nobody awaits it."""
+        for key, future in self._start_load(category, keys, run).items():
+            future.add_done_callback(partial(self._refreshed, key))
+
+    def _refreshed(self, key: CacheKey, future: asyncio.Future[_Entry]) -> None:
+        """A background re-read ended: on a failure, back off before the next one."""
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            self._refresh_after.pop(key, None)
+            return
+        self._refresh_after[key] = self.clock.monotonic() + _REFRESH_BACKOFF_S
+        log.warning(
+            "cache: background re-read of %r failed (%s: %s); serving the cached list, retry in %gs",
+            key,
+            type(exc).__name__,
+            exc,
+            _REFRESH_BACKOFF_S,
+        )
+
+    def _serves_stale(self, category: str, entry: _Entry) -> bool:
+        """Whether ``entry`` is re-read ahead, served past its TTL: a patchable list (optimized)."""
+        return (
+            category in PATCHABLE and self.invalidation and isinstance(entry.value, list) and not entry.parts
+        )
+
+    def _stale_unpatched(self, category: str, key: CacheKey, entry: _Entry) -> bool:
+        """A list re-read ahead, past its TTL, while its account's stream is not connected: no event
+        keeps it fresh, so it is not served past its TTL (the refresh-ahead holds for a live stream)."""
+        return (
+            key[1] not in self._streaming
+            and self._serves_stale(category, entry)
+            and self.clock.monotonic() >= entry.stored_at + self._ttl[category]
+        )
+
+    def _refresh_due(self, category: str, key: CacheKey, entry: _Entry) -> bool:
+        """Whether serving ``entry`` should start its background re-read: it is re-read ahead, past its
+        TTL, no load of the key is in flight and no failed one is backing off."""
+        if not self._serves_stale(category, entry) or key in self._inflight:
+            return False
+        now = self.clock.monotonic()
+        return now >= entry.stored_at + self._ttl[category] and now >= self._refresh_after.get(key, now)
 
     @contextmanager
     def _recording_into(self, reads: Reads) -> Iterator[None]:
@@ -443,8 +575,15 @@ class DashboardCache:
 
     def _live(self, category: str, key: CacheKey) -> _Entry | None:
         """The key's entry if it is live: unexpired and, if composed, built from the parts still live."""
+        if self._awaited and category in PER_ACCOUNT:
+            self._settle(category, key[1])
+        if key in self._patches:
+            self._apply_patches(category, key)
         store = self._stores[category]
         entry = store.get(key)
+        if entry is not None and self._stale_unpatched(category, key, entry):
+            store.pop(key, None)  # past its TTL with no stream patching it: read it again, as any other
+            return None
         if entry is not None and not self._parts_live(entry):
             store.pop(key, None)  # a part changed or expired: the composition is out of date
             self.meter.count(category, "invalidations")
@@ -452,7 +591,11 @@ class DashboardCache:
         return entry
 
     def _parts_live(self, entry: _Entry) -> bool:
-        return all(self._live(key[0], key) is part for key, part in entry.parts)
+        # A part due for its re-read counts as gone: composing again looks it up, which starts it.
+        return all(
+            self._live(key[0], key) is part and not self._refresh_due(key[0], key, part)
+            for key, part in entry.parts
+        )
 
     # --- writes and freshness ----------------------------------------------------------------
     def put(self, key: CacheKey, value: Any) -> None:
@@ -460,6 +603,7 @@ class DashboardCache:
         category = _category_of(key)
         self._key_epoch[key] = self._key_epoch.get(key, 0) + 1
         self._stores[category][key] = _Entry(value, self.clock.monotonic())
+        self._patches.pop(key, None)  # updates queued for the value it replaces
         self.meter.count(category, "writes")
 
     def invalidate(self, category: str, account: Any | None = None) -> int:
@@ -470,9 +614,16 @@ class DashboardCache:
             self._category_epoch[category] += 1
             dropped = len(store)
             store.clear()
+            for scope in [s for s in self._awaited if s[0] == category]:
+                del self._awaited[scope]
+            for key in [k for k in self._patches if k[0] == category]:
+                del self._patches[key]
         else:
             scope = (category, account)
             self._account_epoch[scope] = self._account_epoch.get(scope, 0) + 1
+            self._awaited.pop(scope, None)  # dropped: nothing of it is left to await updates for
+            for key in [k for k in self._patches if k[0] == category and k[1] == account]:
+                del self._patches[key]  # queued for entries gone: never applied to a new read
             doomed = [k for k in list(store.keys()) if k[1] == account]
             for key in doomed:
                 store.pop(key, None)
@@ -483,8 +634,9 @@ class DashboardCache:
     def on_event(self, event: VenueEvent) -> None:
         """Keep the cache fresh on a venue event (optimized profile only; the baseline ignores them).
 
-        Tickers and wallet updates carry the whole value and are written through; fills, order and
-        position updates drop the entries of their account that they change.
+        Tickers and wallet updates carry the whole value and are written through; order and position
+        updates are patched into the account's cached lists (:meth:`_patch`); a fill awaits the
+        updates that follow it (:meth:`_await_fill`); each drops what :data:`EVENT_INVALIDATES` says.
         """
         if not self.invalidation:
             return
@@ -492,6 +644,10 @@ class DashboardCache:
             self.put(market_key(event.symbol), event)
             return
         if isinstance(event, StreamStatus):
+            if event.connected:
+                self._streaming.add(event.account)
+            else:
+                self._streaming.discard(event.account)
             if event.gap:  # events were lost: nothing of that account (or any price) can be trusted
                 for category in sorted(PER_ACCOUNT):
                     self.invalidate(category, event.account)
@@ -500,8 +656,90 @@ class DashboardCache:
             return
         if isinstance(event, Wallet):
             self.put(account_key(event.account), event)
+            self._confirm("account_data", event.account, event.account)
+        elif isinstance(event, Order):
+            self._patch("orders", event)
+            self._confirm("orders", event.account, event.order_id)
+        elif isinstance(event, Position):
+            self._patch("positions", event)
+            self._confirm("positions", event.account, event.symbol)
+        else:
+            self._await_fill(event)
         for category in EVENT_INVALIDATES.get(type(event), ()):
             self.invalidate(category, event.account if category in PER_ACCOUNT else None)
+
+    def _patch(self, category: str, event: Order | Position) -> None:
+        """Queue an order / position update for the account's cached lists that cover its symbol
+        (applied at their next read: :meth:`_apply_patches`), and for the replay of such a list's
+        load in flight."""
+        store = self._stores[category]
+        for key in ((category, event.account), (category, event.account, event.symbol)):
+            if key in self._inflight:
+                self._replays.setdefault(key, []).append(event)
+            if key in store:
+                queued = self._patches.setdefault(key, [])
+                queued.append(event)
+                if len(queued) >= _MAX_QUEUED:
+                    self._apply_patches(category, key)
+
+    def _apply_patches(self, category: str, key: CacheKey) -> None:
+        """Apply the queued updates of ``key`` to its entry: a NEW list (the dashboard compares list
+        identity to reuse its rows) that keeps the entry's LOAD time, so the TTL still brings a full
+        read (the net under an update lost without a gap)."""
+        events = self._patches.pop(key)
+        store = self._stores[category]
+        entry = store.get(key)
+        if entry is None:  # expired meanwhile: the next read is a full one
+            return
+        rows = self._patched(category, entry.value, events)
+        if rows is None:
+            store.pop(key, None)
+            self.meter.count(category, "invalidations")
+        elif rows is not entry.value:
+            store[key] = _Entry(rows, entry.stored_at)
+
+    def _patched(self, category: str, rows: Any, events: list[Order | Position]) -> list[Any] | None:
+        """``rows`` with ``events`` applied (:func:`_patched_rows`), each change counted as a write;
+        None when ``rows`` is not a list of records (no venue read gives one): it cannot be kept."""
+        if not isinstance(rows, list):
+            return None
+        patched, changes = _patched_rows(rows, events)
+        self.meter.count(category, "writes", changes)
+        return patched
+
+    def _await_fill(self, fill: Execution) -> None:
+        """Note what a fill changed that its updates must still patch: its order (none for a funding
+        row), its symbol's position, the wallet. Each update clears its part (:meth:`_confirm`); a
+        read of a list that still awaits one drops the account's lists of it first (:meth:`_settle`),
+        as a fill dropped them before: so a fill that comes alone (from the execution poll) is not
+        hidden. Noted only where something is cached or loading that the fill could make stale."""
+        account, symbol = fill.account, fill.symbol
+        awaits = (
+            ("orders", fill.order_id, (("orders", account), ("orders", account, symbol))),
+            ("positions", symbol, (("positions", account), ("positions", account, symbol))),
+            ("account_data", account, (account_key(account),)),
+        )
+        for category, token, keys in awaits:
+            store = self._stores[category]
+            if not token or not any(k in store or k in self._inflight for k in keys):
+                continue
+            awaited = self._awaited.setdefault((category, account), set())
+            awaited.add(token)
+            if len(awaited) > _MAX_AWAITED:
+                self._settle(category, account)
+
+    def _confirm(self, category: str, account: Any, token: Any) -> None:
+        """An update arrived that a fill of ``account`` may await."""
+        awaited = self._awaited.get((category, account))
+        if awaited is not None:
+            awaited.discard(token)
+            if not awaited:
+                del self._awaited[(category, account)]
+
+    def _settle(self, category: str, account: Any) -> None:
+        """Drop the account's entries of ``category`` if a fill still awaits an update of them."""
+        if self._awaited.pop((category, account), None):
+            self.invalidate(category, account)
 
     def _epoch_of(self, key: CacheKey) -> tuple[int, int, int]:
         category = key[0]
@@ -512,7 +750,9 @@ class DashboardCache:
         )
 
     def _expires_at(self, key: CacheKey, entry: _Entry, now: float) -> float:
-        return entry.stored_at + self._ttl[key[0]]
+        ttl = self._ttl[key[0]]
+        # A list re-read ahead stays in the store past its TTL, up to the hard limit.
+        return entry.stored_at + (ttl * _STALE_LIMIT if self._serves_stale(key[0], entry) else ttl)
 
     # --- state the metrics report ------------------------------------------------------------
     def entries(self, category: str) -> int:
@@ -538,6 +778,69 @@ class DashboardCache:
         for task in list(self._load_tasks):
             task.cancel()
         await asyncio.gather(*self._load_tasks, return_exceptions=True)
+
+
+def _load_one(
+    key: CacheKey, loader: Callable[[], Awaitable[Any]]
+) -> Callable[[], Awaitable[dict[CacheKey, Any]]]:
+    """``loader`` (the value of one key) as a load run (the values of its keys)."""
+
+    async def load_one() -> dict[CacheKey, Any]:
+        return {key: await loader()}
+
+    return load_one
+
+
+_ORDER_FIELDS = (attrgetter("order_id"), attrgetter("updated"))
+_POSITION_FIELDS = (attrgetter("symbol", "position_idx"), attrgetter("ts"))
+"""What an update replaces (the order of the same id; the position of the same symbol and index) and
+the record's venue time."""
+
+
+def _is_open(record: Order | Position) -> bool:
+    return record.status.is_open if isinstance(record, Order) else record.is_open
+
+
+def _patched_rows(rows: list[Any], events: Sequence[Order | Position]) -> tuple[list[Any], int]:
+    """``rows`` with order / position updates applied, and how many records changed.
+
+    Each record ends as the newest version of it (``updated`` / ``ts``; a tie goes to the later
+    update) among the row held and the updates: a late delivery, or an update the read already
+    shows, changes nothing. The newest replaces the row while open and removes it once not; an open
+    record not held is added at the end (open orders are listed oldest first). Closed positions
+    stay out, as the venues list only open ones. ``rows`` itself (not a copy) when nothing changed:
+    the dashboard reuses the rows of a list it has seen. One pass over ``rows``, for any number of
+    updates."""
+    if not events:
+        return rows, 0
+    identity_of, updated_of = _ORDER_FIELDS if isinstance(events[0], Order) else _POSITION_FIELDS
+    newest: dict[Any, Order | Position] = {}
+    for event in events:
+        ident = identity_of(event)
+        seen = newest.get(ident)
+        if seen is None or updated_of(seen) <= updated_of(event):
+            newest[ident] = event
+    out: list[Any] = []
+    changes = 0
+    for row in rows:
+        ident = identity_of(row)
+        update = newest.get(ident)
+        if update is None:
+            out.append(row)
+            continue
+        del newest[ident]
+        if updated_of(row) > updated_of(update):
+            out.append(row)
+        elif _is_open(update):
+            out.append(update)
+            changes += update != row
+        else:
+            changes += 1
+    for update in newest.values():
+        if _is_open(update):
+            out.append(update)
+            changes += 1
+    return (out, changes) if changes else (rows, 0)
 
 
 def _checked_table(table: Mapping[str, float]) -> dict[str, float]:
