@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
 import pytest
 from tpsl_builders import BTC, P, fill, opened, with_position
 
 from engine.core.link_ids import make_link_id
-from engine.core.models import Monitor, Order, OrderStatus, OrderType, Phase, Position, Side, SlotStatus
+from engine.core.models import (
+    Execution,
+    Monitor,
+    Order,
+    OrderStatus,
+    OrderType,
+    Phase,
+    Position,
+    Side,
+    SlotStatus,
+)
 from engine.trading.monitor import apply_execution
 from engine.trading.orders import AmendOrder, CancelOrder, PlaceOrder
-from engine.trading.reconcile import ADOPTION_LOOKBACK_S, VenueView, reconcile_account
+from engine.trading.reconcile import ADOPTION_LOOKBACK_S, VenueView, complete_view, reconcile_account
+from engine.venue.base import Venue
 
 NOW = 5000.0
 
@@ -114,9 +126,64 @@ def test_flat_without_any_execution_closes_as_manual_at_the_mark() -> None:
     assert any(a.type == "closed_unexplained" for a in t.alerts)
 
 
-def test_missing_stop_is_placed_again_with_the_next_generation() -> None:
+def test_a_stop_missing_from_the_listing_is_read_again_before_anything_is_placed() -> None:
+    """One listing (read page by page, so not atomic) is no proof: its symbol's orders are read again."""
     m = with_position()
     out = run([m], VenueView([position(0.033)], venue_orders(m, skip={"sl"}), []))
+    assert out.confirm == {"BTCUSDT"} and out.wants_reads and out.repairs == 0
+    assert not any(isinstance(a, PlaceOrder) for t in out.transitions for a in t.actions)
+    assert not any(a.type == "order_missing" for t in out.transitions for a in t.alerts)
+
+
+def test_a_stop_the_second_read_finds_open_is_not_placed_twice() -> None:
+    m = with_position()
+    listing = venue_orders(m, skip={"sl"})
+    view = VenueView([position(0.033)], listing, [], rechecked_orders={"BTCUSDT": venue_orders(m)})
+    out = run([m], view)
+    (t,) = out.transitions
+    assert t.actions == [] and out.repairs == 0 and t.alerts == [] and not out.wants_reads
+
+
+def test_a_stop_that_filled_between_the_reads_is_booked_not_placed_again() -> None:
+    m = with_position()
+    exe = fill(m, "sl", 0.033, 96_990.0)
+    view = VenueView(
+        [position(0.033, ts=1000.0)],  # read before the fill
+        venue_orders(m, skip={"sl"}),
+        [],
+        rechecked_orders={"BTCUSDT": venue_orders(m, skip={"sl"})},
+        rechecked_fills=[exe],
+    )
+    (t,) = run([m], view).transitions
+    assert t.trade is not None and t.trade.reason == "sl" and t.trade.exit_price == 96_990.0
+    assert not any(isinstance(a, PlaceOrder) for a in t.actions)
+
+
+async def test_the_second_read_is_the_symbols_orders_then_its_executions() -> None:
+    m = with_position()
+    reads: list[tuple[str, str | None]] = []
+
+    class Reads:
+        async def open_orders(self, symbol: str | None = None) -> list[Order]:
+            reads.append(("orders", symbol))
+            return venue_orders(m)
+
+        async def executions(self, since: float, symbol: str | None = None) -> list[Execution]:
+            reads.append(("executions", symbol))
+            return []
+
+    view = VenueView([position(0.033)], venue_orders(m, skip={"sl"}), [], since=4000.0)
+    first = run([m], view)
+    view = await complete_view(cast(Venue, Reads()), view, first)
+    assert reads == [("orders", "BTCUSDT"), ("executions", "BTCUSDT")]
+    again = run([m], view)
+    assert not again.wants_reads and again.transitions[0].actions == [] and again.repairs == 0
+
+
+def test_missing_stop_is_placed_again_with_the_next_generation() -> None:
+    m = with_position()
+    listing = venue_orders(m, skip={"sl"})  # and missing from a second read of the symbol too
+    out = run([m], VenueView([position(0.033)], listing, [], rechecked_orders={"BTCUSDT": listing}))
     (t,) = out.transitions
     (place,) = [a for a in t.actions if isinstance(a, PlaceOrder)]
     assert place.slot == "sl" and place.request.link_id.endswith("-sl-1") and place.request.qty == 0.033
@@ -336,7 +403,8 @@ def test_an_entry_saved_but_never_sent_before_a_restart_is_said_not_silently_dro
     plan = plan_trade(request(Approach.FAST), BTC, 100_000.0, 10_000.0, P)
     m = open_monitor(new_monitor(plan, "0a0b0c0d", "t3st", 1000.0), BTC, P).monitor
     assert m.orders["e1"].status is SlotStatus.PENDING  # on disk, then the engine was killed
-    out = run([m], VenueView(positions=[], open_orders=[], executions=[]))
+    view = VenueView(positions=[], open_orders=[], executions=[], rechecked_orders={"BTCUSDT": []})
+    out = run([m], view)
     raised = [*out.alerts, *(a for t in out.transitions for a in t.alerts)]
     alerts = [a for a in raised if a.type == "entry_not_sent"]
     assert len(alerts) == 1 and "e1" in alerts[0].message and alerts[0].severity == "warning"

@@ -217,7 +217,12 @@ def _view(rng: random.Random, monitors: list[Monitor], ids: Iterator[int]) -> Ve
         )
     with_positions = rng.random() < 0.8
     after = positions if with_positions and rng.random() < 0.2 else None
-    return VenueView(positions if with_positions else None, orders, executions, {}, after, history)
+    # a second read of every symbol's orders agrees with the listing: a missing order is gone
+    # (the outcomes were recorded before a missing order was read again first)
+    again = {s: [o for o in orders if o.symbol == s] for s in SYMBOLS}
+    return VenueView(
+        positions if with_positions else None, orders, executions, {}, after, history, rechecked_orders=again
+    )
 
 
 def _case(seed: int) -> tuple[dict[str, Monitor], VenueView, frozenset[str] | None, frozenset[str]]:
@@ -381,6 +386,13 @@ def test_a_pass_copies_and_diffs_only_what_differs() -> None:
             replace(p, size=p.size + 0.004) if p.symbol == "Q499USDT" else p for p in view.positions or []
         ],
         history={"Q499USDT": []},
+    )
+    # their stops are missing from a second read of their orders too
+    differing = replace(
+        differing,
+        rechecked_orders={
+            s: [o for o in differing.open_orders if o.symbol == s] for s in ("Q007USDT", "Q250USDT")
+        },
     )
     copies = mock.patch.object(Monitor, "copy", autospec=True, side_effect=Monitor.copy)
     finishes = mock.patch.object(

@@ -7,7 +7,9 @@ the orphan orders to cancel and the alerts to raise:
 - executions we missed (the engine was down, a stream dropped) are replayed through the same fill
   logic as the live path, so positions that closed meanwhile close with their real exit;
 - our open orders are matched to monitor slots by link id; slots whose order vanished are marked
-  gone and re-placed (a stop-loss missing on the venue comes back at once); our orders belonging to
+  gone and re-placed (a stop-loss missing on the venue comes back in the same pass), once a second
+  read of their symbol's orders, then of its executions, confirms it (a listing read page by page is
+  not atomic: a stop re-placed on its word alone may be a second stop); our orders belonging to
   no live monitor, or to an older generation of a slot, are cancelled;
 - another engine instance (our prefix, another tag: :func:`~engine.core.link_ids.other_instance_tag`)
   is never fought: its orders raise a critical alert and are never cancelled, its fills are applied
@@ -103,6 +105,9 @@ class VenueView:
     per symbol the executions looked up from further back (:attr:`ReconcileOutcome.lookups`).
     ``since``: where the ``executions`` window starts (:func:`read_view`'s cursor); a fill before it
     is not in the view (minus infinity: the executions are every fill there is).
+    ``rechecked_orders``: per symbol, its open orders read again (asked for by
+    :attr:`ReconcileOutcome.confirm`), then ``rechecked_fills``, those symbols' executions since
+    ``since`` read after them: an order of ours missing from ``open_orders`` is judged on these.
     """
 
     positions: list[Position] | None
@@ -112,6 +117,8 @@ class VenueView:
     positions_after: list[Position] | None = None
     history: Mapping[str, list[Execution]] = field(default_factory=dict)
     since: float = float("-inf")
+    rechecked_orders: Mapping[str, list[Order]] = field(default_factory=dict)
+    rechecked_fills: list[Execution] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +186,9 @@ class ReconcileOutcome:
     fills again, the stream had them first).
     ``foreign_seen``: another instance's open orders and positions this pass found (their alerts are
     in ``alerts``, every pass): the caller raises them once while they last (:func:`foreign_alerts_once`).
+    ``confirm``: symbols with a live order of ours (unfilled) missing from the listing; read their
+    open orders again, then their executions, and decide again (those monitors are left as they
+    are meanwhile, so a pass that runs out of reads repairs nothing on a listing's word alone).
     """
 
     transitions: list[Transition] = field(default_factory=list)
@@ -191,11 +201,12 @@ class ReconcileOutcome:
     in_sync: SyncMemo | None = None
     foreign_fills: list[Execution] = field(default_factory=list)
     foreign_seen: ForeignSeen = field(default_factory=ForeignSeen)
+    confirm: set[str] = field(default_factory=set)
 
     @property
     def wants_reads(self) -> bool:
         """Whether the decision asked for more reads (see :func:`complete_view`)."""
-        return bool(self.recheck or self.lookups)
+        return bool(self.recheck or self.lookups or self.confirm)
 
 
 def _marks(positions: list[Position] | None) -> dict[str, float]:
@@ -216,20 +227,35 @@ async def read_view(
 
 async def complete_view(venue: Venue, view: VenueView, outcome: ReconcileOutcome) -> VenueView:
     """Make the reads ``outcome`` asked for: positions again (read after the view's executions, so
-    they reflect every fill in it), then the executions and prices of the symbols to look up (read
-    after those positions, so they hold every fill the positions reflect)."""
+    they reflect every fill in it), the open orders of the symbols to confirm then their executions,
+    then the executions and prices of the symbols to look up (read after those positions, so they
+    hold every fill the positions reflect)."""
     positions_after = view.positions_after
     marks = dict(view.marks)
     if outcome.recheck and positions_after is None:
         positions_after = await venue.positions()
         marks.update(_marks(positions_after))
+    rechecked = dict(view.rechecked_orders)
+    rechecked_fills = list(view.rechecked_fills)
+    confirm = sorted(outcome.confirm - rechecked.keys())
+    for symbol in confirm:  # one symbol's orders: one page, not a long listing read page by page
+        rechecked[symbol] = await venue.open_orders(symbol)
+    for symbol in confirm:  # after the orders: a fill that took one of them away is in these
+        rechecked_fills += await venue.executions(max(view.since, 0.0), symbol)
     history = dict(view.history)
     if outcome.lookups:
         for symbol, since in sorted(outcome.lookups.items()):
             history[symbol] = await venue.executions(since, symbol)
         tickers = await venue.tickers(sorted(outcome.lookups))
         marks.update({s: t.mark for s, t in tickers.items() if t.mark > 0})
-    return replace(view, positions_after=positions_after, history=history, marks=marks)
+    return replace(
+        view,
+        positions_after=positions_after,
+        history=history,
+        marks=marks,
+        rechecked_orders=rechecked,
+        rechecked_fills=rechecked_fills,
+    )
 
 
 def _is_stop_for(order: Order, position: Position) -> bool:
@@ -381,6 +407,7 @@ def reconcile_account(
     # 1. fills we have not seen yet (looked-up ones too: a monitor skips those it has counted)
     fills = {e.exec_id: e for rows in view.history.values() for e in rows}
     fills.update((e.exec_id, e) for e in view.executions)
+    fills.update((e.exec_id, e) for e in view.rechecked_fills)
     filled = {e.symbol for e in fills.values()}
     # The monitors this pass may change: those in scope, and those a fill may reach (an order's
     # monitor has the order's symbol). They are copied only when about to change (``own``): copying
@@ -448,7 +475,9 @@ def reconcile_account(
     # 2. open orders against slots
     seen: set[tuple[str, str]] = set()
     foreign: list[Order] = []
-    for order in view.open_orders:
+    listed = {o.order_id for o in view.open_orders}
+    again = [o for rows in view.rechecked_orders.values() for o in rows if o.order_id not in listed]
+    for order in [*view.open_orders, *again]:
         parsed = parse_link_id(order.link_id)
         if parsed is not None and parsed.tag != tag:
             if scope is None or order.symbol in scope:  # (ours in flight there change nothing of its)
@@ -491,8 +520,14 @@ def reconcile_account(
         if not in_scope(m.symbol):
             continue
         eps = qty_tolerance(instruments[m.symbol])
-        if all(not mo.status.live or (key, slot_name) in seen for slot_name, mo in m.orders.items()):
+        unseen = [mo for slot_name, mo in m.orders.items() if mo.status.live and (key, slot_name) not in seen]
+        if not unseen:
             continue  # every live slot is on the venue: nothing to mark
+        if m.symbol not in view.rechecked_orders and any(mo.filled_qty < mo.qty - eps for mo in unseen):
+            # Absent from one (paged, so not atomic) listing is no proof it is gone: a stop re-placed
+            # on that alone may be a second stop. Its symbol's orders are read again first.
+            out.confirm.add(m.symbol)
+            continue
         m = own(m)
         for slot_name, mo in m.orders.items():
             if not mo.status.live or (m.key, slot_name) in seen:

@@ -12,14 +12,15 @@ that writes them separately stalls 40 ms per call on loopback (Nagle + delayed A
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from engine.core.clock import Clock, now_ms
-from engine.core.models import Execution, Order, OrderAck
+from engine.core.models import Execution, Order, OrderAck, Position
 from engine.sim.ratelimit import RateStatus
 from engine.sim.server.auth import KeyPair
 from engine.sim.server.faults import ServerFaults
@@ -264,7 +265,7 @@ class RestApi:
         symbols = [s for s in self._symbols(params) if s not in names] if names else self._symbols(params)
         # Paged as Bybit pages it (limit 1-1000, default 500): with many synthetic symbols a client
         # that reads one page only would miss listings.
-        page, cursor = _page(symbols, params, default=500, maximum=1000)
+        page, cursor = _page(symbols, params, rank=lambda s: (s,), ident=str, default=500, maximum=1000)
         items = raw + [instrument_json(self.exchange.instruments[s]) for s in page]
         return {"category": CATEGORY, "list": items, "nextPageCursor": cursor}
 
@@ -292,7 +293,14 @@ class RestApi:
         symbol = self._require_scope(params)
         # Asked by name, a flat symbol is listed too (side ""), as Bybit does.
         positions = self.exchange.positions(account, symbol)
-        page, cursor = _page(positions, params, default=20, maximum=200)
+        page, cursor = _page(
+            positions,
+            params,
+            rank=_position_rank,
+            ident=lambda p: f"{p.symbol}:{p.position_idx}",
+            default=20,
+            maximum=200,
+        )
         items = [position_json(p, self.exchange.instruments.get(p.symbol)) for p in page]
         items = self._raw(account, Endpoint.POSITIONS, params) + items
         return {"category": CATEGORY, "list": items, "nextPageCursor": cursor}
@@ -309,7 +317,15 @@ class RestApi:
             orders = [found] if found is not None and (symbol is None or found.symbol == symbol) else []
         else:
             orders = self.exchange.open_orders(account, symbol)
-        page, cursor = _page(orders, params, default=20, maximum=50)
+        # (created, orderId): the order's key for as long as it lives; unique, so the cursor is exact
+        page, cursor = _page(
+            orders,
+            params,
+            rank=lambda o: (o.created, o.order_id),
+            ident=lambda o: o.order_id,
+            default=20,
+            maximum=50,
+        )
         items = [order_json(o, self.exchange.instruments.get(o.symbol)) for o in page]
         if not order_id and not link_id:
             items = self._raw(account, Endpoint.OPEN_ORDERS, params) + items
@@ -320,8 +336,18 @@ class RestApi:
         since = int(params["startTime"]) / 1000 if params.get("startTime") else now - EXECUTION_LOOKBACK_S
         until = int(params["endTime"]) / 1000 if params.get("endTime") else float("inf")
         fills: list[Execution] = self.exchange.executions(account, since, params.get("symbol") or None)
-        newest_first = sorted((f for f in fills if f.ts <= until), key=lambda f: f.ts, reverse=True)
-        page, cursor = _page(newest_first, params, default=50, maximum=100)
+        # Newest first, fills of one instant too (the list is oldest first): the venue reverses it to
+        # get them in the order they happened. Ranked by time alone, so those ties keep that order.
+        newest_first = [f for f in reversed(fills) if f.ts <= until]
+        page, cursor = _page(
+            newest_first,
+            params,
+            rank=lambda f: (f.ts,),
+            ident=lambda f: f.exec_id,
+            default=50,
+            maximum=100,
+            newest_first=True,
+        )
         items = [execution_json(f, self.exchange.instruments.get(f.symbol)) for f in page]
         items = self._raw(account, Endpoint.EXECUTIONS, params) + items
         return {"category": CATEGORY, "list": items, "nextPageCursor": cursor}
@@ -439,15 +465,84 @@ def _ack_json(ack: OrderAck) -> JsonDict:
     return {"orderId": ack.order_id, "orderLinkId": ack.link_id}
 
 
+T = TypeVar("T")
+Rank = tuple[str | float, ...]
+"""Where an item sorts in its listing (a time, a symbol, an id), as the cursor carries it."""
+
+
+def _position_rank(p: Position) -> Rank:
+    return (p.symbol, p.position_idx)
+
+
 def _page(
-    items: list[Any], params: Mapping[str, Any], *, default: int, maximum: int
-) -> tuple[list[Any], str]:
-    """One page of ``items`` by Bybit's ``limit`` / ``cursor`` (an opaque offset here)."""
+    items: Sequence[T],
+    params: Mapping[str, Any],
+    *,
+    rank: Callable[[T], Rank],
+    ident: Callable[[T], str],
+    default: int,
+    maximum: int,
+    newest_first: bool = False,
+) -> tuple[list[T], str]:
+    """One page of ``items`` by Bybit's ``limit`` / ``cursor``, the cursor naming the last item returned.
+
+    The listing is ``items`` sorted by ``rank`` (descending when ``newest_first``); the sort is stable,
+    so items of equal rank keep the order they come in. The next page starts right after the
+    cursor's item (``ident``), wherever it is now: an item removed meanwhile (cancelled, filled) shifts
+    nothing, so no item listed throughout is skipped, as on Bybit (whose cursor is the last
+    ``orderId``). When the cursor's item itself is gone, the page starts at the first item not
+    ranked before it: exact when ranks are unique, otherwise its ties may come again (never skipped).
+    An item created meanwhile is listed if it sorts after the cursor: a paged read is no snapshot.
+    """
     try:
         limit = int(params.get("limit") or default)
-        start = int(params.get("cursor") or 0)
     except (TypeError, ValueError):
-        raise _Reject(10001, "params error: limit and cursor must be integers") from None
+        raise _Reject(10001, "params error: limit must be an integer") from None
     limit = max(1, min(maximum, limit))
-    end = start + limit
-    return items[start:end], (str(end) if end < len(items) else "")
+    ordered = sorted(items, key=rank, reverse=newest_first)
+    start = 0
+    after = _decode_cursor(params.get("cursor"))
+    if after is not None:
+        last_rank, last_id = after
+        start = next((n + 1 for n, item in enumerate(ordered) if ident(item) == last_id), -1)
+        if start < 0:
+            try:
+                start = next(
+                    (
+                        n
+                        for n, item in enumerate(ordered)
+                        if not _ranked_before(rank(item), last_rank, newest_first)
+                    ),
+                    len(ordered),
+                )
+            except TypeError:  # a rank of another listing's shape
+                raise _Reject(10001, "params error: cursor invalid") from None
+    page = ordered[start : start + limit]
+    more = start + limit < len(ordered)
+    return page, (_encode_cursor(rank(page[-1]), ident(page[-1])) if more and page else "")
+
+
+def _ranked_before(rank: Rank, cursor: Rank, newest_first: bool) -> bool:
+    return rank > cursor if newest_first else rank < cursor
+
+
+def _encode_cursor(rank: Rank, ident: str) -> str:
+    """An opaque, URL-safe token (no character a query string must escape)."""
+    raw = json.dumps([list(rank), ident], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: Any) -> tuple[Rank, str] | None:
+    """The (rank, ident) a :func:`_encode_cursor` token names; None for the first page."""
+    if cursor in (None, "", "0"):
+        return None
+    try:
+        text = str(cursor)
+        rank, ident = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not isinstance(rank, list) or not isinstance(ident, str):
+            raise ValueError(cursor)
+        if not all(isinstance(part, str | int | float) for part in rank):
+            raise ValueError(cursor)
+    except (ValueError, TypeError):  # (binascii.Error and JSONDecodeError are ValueErrors)
+        raise _Reject(10001, "params error: cursor invalid") from None
+    return tuple(rank), ident
