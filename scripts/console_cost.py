@@ -19,10 +19,21 @@ Three measurements, each on the embedded simulator:
   ``budget_waits`` counts the calls that waited for the rate budget (the venue's 10 orders/s): with
   it high, reactions queue for the venue.
 
+  ``--modes`` picks how phase two runs: ``thread`` (as shipped), ``shared`` (the engine on the UI's
+  loop) and ``headless`` keep the simulated exchange embedded in the engine's process, where its
+  matching, price feed and journal compete with the engine and the UI for the GIL and the CPU.
+  ``server`` (console open, engine thread) and ``server-headless`` move the market into an
+  ``opconsole sim-server`` process (the fake Bybit V5 REST + WebSocket server, on 127.0.0.1 and a
+  free port) serving phase one's market, and the engine reaches it through the Bybit venue (pybit),
+  with its own state directory, as a real deployment reaches Bybit: the exchange's CPU is not the
+  engine's, and the reaction includes the loopback hop of the private stream. The executions are
+  read from the server's market, saved when it stops.
+
 Usage::
 
     .venv/bin/python scripts/console_cost.py idle [--seconds 60] [--sizes 160x50,80x24]
     .venv/bin/python scripts/console_cost.py reaction [--positions 1000] [--seconds 120]
+    .venv/bin/python scripts/console_cost.py reaction --modes server,server-headless
     .venv/bin/python scripts/console_cost.py frames
     .venv/bin/python scripts/console_cost.py all
 """
@@ -31,10 +42,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import struct
@@ -44,10 +57,13 @@ import tempfile
 import termios
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -212,9 +228,72 @@ async def _open_positions_fast(state_dir: Path, positions: int, seed: int) -> fl
     return clock.now() - start
 
 
-MODES = ("thread", "shared", "headless")
+MODES = ("thread", "shared", "headless", "server", "server-headless")
 """How phase two runs: the console with the engine on its own thread (as shipped), the console with
-the engine on the UI's loop (``ui.engine_thread = false``, as before), or the engine alone."""
+the engine on the UI's loop (``ui.engine_thread = false``, as before), or the engine alone; the last
+two are ``thread`` and ``headless`` with the market in an ``opconsole sim-server`` process."""
+CONSOLE_MODES = ("thread", "shared", "server")
+ENGINE_THREAD_MODES = ("thread", "server")
+SERVER_MODES = ("server", "server-headless")
+
+SERVER_READY_S = 120.0
+"""Real seconds the sim-server may take to load phase one's market and listen."""
+SERVER_STOP_S = 120.0
+"""Real seconds it may take to save the market and exit on SIGINT before it is killed."""
+
+
+def _move_market(state_dir: Path, market_dir: Path) -> None:
+    """Move phase one's market (the simulator's state file and journal) from ``state_dir`` to
+    ``market_dir``, the sim-server's: it holds the lock of the directory it serves, so the engine
+    keeps its own state (monitors, ledger) in ``state_dir``."""
+    from engine.sim.exchange import STATE_FILE
+    from engine.sim.journal import journal_path
+
+    market_dir.mkdir()
+    for path in (state_dir / STATE_FILE, journal_path(state_dir / STATE_FILE)):
+        if path.exists():
+            shutil.move(path, market_dir / path.name)
+
+
+@contextlib.asynccontextmanager
+async def _sim_server(market: Settings, market_dir: Path, work: Path) -> AsyncIterator[dict[str, Any]]:
+    """``opconsole sim-server`` over ``market_dir`` (the ``market`` settings) in a process of its
+    own on a free loopback port, with throw-away keys that this process's Bybit venue uses too;
+    yields the engine's venue settings. Stopped with SIGINT on the way out: it saves its market."""
+    from engine.commands.soak.command import child_env, fake_keys
+
+    env = child_env(market, fake_keys())
+    os.environ.update(env)  # the keys, for the Bybit venue this process builds (read from the env)
+    config = work / "market.toml"
+    config.write_text(market.to_toml())
+    log_path = work / "sim-server.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "console", "sim-server", "--config", str(config),
+            "--state-dir", str(market_dir), "--host", "127.0.0.1", "--port", "0",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log, env=env, cwd=ROOT,
+        )  # fmt: skip
+    try:
+        if process.stdout is None:
+            raise RuntimeError("no pipe from the sim-server")
+        announce = (await asyncio.wait_for(process.stdout.readline(), SERVER_READY_S)).decode()
+        urls = re.search(r"REST (\S+)\s+WebSocket (\S+)", announce)
+        if urls is None:
+            # its log goes with the temporary directory: quote its end
+            tail = log_path.read_text(errors="replace").splitlines()[-5:]
+            raise RuntimeError("the sim-server did not start:\n" + "\n".join([announce, *tail]))
+        cpu_before, started = cpu_seconds(process.pid), time.monotonic()
+        yield {"venue.kind": "bybit", "venue.base_url": urls[1], "venue.ws_url": urls[2]}
+        share = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - started)
+        print(f"sim-server: {share:.1%} of one core while serving", file=sys.stderr)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)  # as Ctrl-C: the market is saved on the way out
+            try:
+                await asyncio.wait_for(process.wait(), SERVER_STOP_S)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 async def _reaction(
@@ -231,6 +310,7 @@ async def _reaction(
     from engine.commands.bench.stats import percentile
     from engine.core.clock import RealClock, iso_utc
     from engine.runtime.assembly import EngineRuntime
+    from engine.sim.exchange import SimExchange
 
     with tempfile.TemporaryDirectory(prefix="console-cost-reaction-") as tmp:
         state_dir = Path(tmp) / "state"
@@ -243,71 +323,85 @@ async def _reaction(
             if cache is not None:
                 shutil.copytree(state_dir, cache, dirs_exist_ok=True)
         settings = _reaction_settings(state_dir, positions, seed, volatility, iso_utc(time.time()))
-        settings = settings.with_values({"ui.engine_thread": mode == "thread"}, source="console_cost")
-        clock = RealClock()
-        app = OperatorConsole(settings, state_dir, clock=clock) if mode != "headless" else None
-        runtime = app.runtime if app is not None else EngineRuntime(settings, state_dir, clock)
-        runtime.build_venues()
-        exchange = runtime.exchange
-        if exchange is None:
-            raise RuntimeError("no simulated exchange")
-        sent: dict[str, list[Sent]] = {}
-        order_links: dict[str, str] = {}
-        for account, venue in runtime.venues.items():
-            sent[account] = []
-            record_requests(venue, clock, sent[account], order_links)
-            # the orders phase one placed: an amend may name only the order id
-            order_links |= {o.order_id: o.link_id for o in exchange.open_orders(account) if o.link_id}
-        frames: list[float] = []  # whole refreshes: the snapshot from the engine, then the paint
-        views: list[float] = []  # the snapshot alone (built on the engine's loop)
-        shown = 0
+        settings = settings.with_values(
+            {"ui.engine_thread": mode in ENGINE_THREAD_MODES}, source="console_cost"
+        )
+        market_settings = settings
+        market_dir = Path(tmp) / "market" if mode in SERVER_MODES else None
+        market: SimExchange | None = None  # the server's market, as this process can read it
+        async with contextlib.AsyncExitStack() as server:
+            if market_dir is not None:
+                _move_market(state_dir, market_dir)
+                # phase one's orders, read before the server serves them (an amend may name only the id)
+                market = SimExchange.from_settings(market_settings, RealClock(), market_dir)
+                bybit = await server.enter_async_context(_sim_server(market_settings, market_dir, Path(tmp)))
+                settings = settings.with_values(bybit, source="console_cost")
+            clock = RealClock()
+            app = OperatorConsole(settings, state_dir, clock=clock) if mode in CONSOLE_MODES else None
+            runtime = app.runtime if app is not None else EngineRuntime(settings, state_dir, clock)
+            runtime.build_venues()
+            exchange = market or runtime.exchange
+            if exchange is None:
+                raise RuntimeError("no simulated exchange")
+            sent: dict[str, list[Sent]] = {}
+            order_links: dict[str, str] = {}
+            for account, venue in runtime.venues.items():
+                sent[account] = []
+                record_requests(venue, clock, sent[account], order_links)
+                # the orders phase one placed: an amend may name only the order id
+                order_links |= {o.order_id: o.link_id for o in exchange.open_orders(account) if o.link_id}
+            frames: list[float] = []  # whole refreshes: the snapshot from the engine, then the paint
+            views: list[float] = []  # the snapshot alone (built on the engine's loop)
+            shown = 0
 
-        async def measure() -> tuple[float, int]:
-            while runtime.state.value == "reconciling":  # noqa: ASYNC110 (the restart's pass is not a reaction)
-                await asyncio.sleep(0.2)
-            # the restarted market catches up first (entries filled while it was away): not the steady state
-            await asyncio.sleep(warmup)
-            frames.clear()
-            views.clear()
-            print(
-                f"phase two ({mode}): reconciled, warmed up {warmup:g}s; measuring {seconds:g}s",
-                file=sys.stderr,
-            )
-            since = clock.now()
-            await asyncio.sleep(seconds)
-            return since, 0
+            async def measure() -> tuple[float, int]:
+                while runtime.state.value == "reconciling":  # noqa: ASYNC110 (the restart's pass is not a reaction)
+                    await asyncio.sleep(0.2)
+                # the restarted market catches up first (entries filled while away): not the steady state
+                await asyncio.sleep(warmup)
+                frames.clear()
+                views.clear()
+                print(
+                    f"phase two ({mode}): reconciled, warmed up {warmup:g}s; measuring {seconds:g}s",
+                    file=sys.stderr,
+                )
+                since = clock.now()
+                await asyncio.sleep(seconds)
+                return since, 0
 
-        if app is None:
-            await runtime.start()
-            try:
-                measured_from, _ = await measure()
-            finally:
-                await runtime.stop()
-        else:
-            async with app.run_test(size=(160, 50)) as pilot:
-                await app.engine_ready.wait()
-                real_refresh = app.refresh_dashboard
+            if app is None:
+                await runtime.start()
+                try:
+                    measured_from, _ = await measure()
+                finally:
+                    await runtime.stop()
+            else:
+                async with app.run_test(size=(160, 50)) as pilot:
+                    await app.engine_ready.wait()
+                    real_refresh = app.refresh_dashboard
 
-                async def timed_refresh(*, routine: bool = False) -> bool:
-                    started = time.perf_counter()
-                    done = await real_refresh(routine=routine)
-                    frames.append(time.perf_counter() - started)
-                    return done
+                    async def timed_refresh(*, routine: bool = False) -> bool:
+                        started = time.perf_counter()
+                        done = await real_refresh(routine=routine)
+                        frames.append(time.perf_counter() - started)
+                        return done
 
-                app.refresh_dashboard = timed_refresh  # type: ignore[method-assign]
-                real_view = app.link.view
+                    app.refresh_dashboard = timed_refresh  # type: ignore[method-assign]
+                    real_view = app.link.view
 
-                async def timed_view() -> Any:
-                    started = time.perf_counter()
-                    view = await real_view()
-                    views.append(time.perf_counter() - started)
-                    return view
+                    async def timed_view() -> Any:
+                        started = time.perf_counter()
+                        view = await real_view()
+                        views.append(time.perf_counter() - started)
+                        return view
 
-                app.link.view = timed_view  # type: ignore[method-assign]
-                measured_from, _ = await measure()
-                shown = len(app.latest["positions"]) if app.latest is not None else 0
-                await app.shutdown("measured")
-                await pilot.pause()
+                    app.link.view = timed_view  # type: ignore[method-assign]
+                    measured_from, _ = await measure()
+                    shown = len(app.latest["positions"]) if app.latest is not None else 0
+                    await app.shutdown("measured")
+                    await pilot.pause()
+        if market_dir is not None:  # the server has stopped and saved its market, executions included
+            exchange = SimExchange.from_settings(market_settings, RealClock(), market_dir)
         lat: list[float] = []
         fills = {"tp1": 0, "sl": 0}
         for account in runtime.venues:
