@@ -60,7 +60,7 @@ def run(monitors: list[Monitor], view: VenueView):
         account="main",
         monitors={m.key: m for m in monitors},
         view=view,
-        instruments={"BTCUSDT": BTC},
+        instruments={"BTCUSDT": BTC} | {m.symbol: replace(BTC, symbol=m.symbol) for m in monitors},
         params=P,
         tag="t3st",
         new_monitor_id=lambda symbol: "feedbeef",
@@ -426,3 +426,40 @@ def test_a_monitor_copy_is_a_deep_copy() -> None:
             assert getattr(twin, f.name) is not value, f.name
     for slot, order in m.orders.items():
         assert twin.orders[slot] is not order and twin.orders[slot] == order
+
+
+def on_symbol(symbol: str, index: int) -> Monitor:
+    """A monitor of its own (its id in its orders' link ids) like :func:`with_position`'s, on ``symbol``."""
+    m = with_position()
+    old_id, m.symbol, m.monitor_id = m.monitor_id, symbol, f"0a0b0c{index:02x}"
+    for order in m.orders.values():
+        order.link_id = order.link_id.replace(old_id, m.monitor_id)
+    return m
+
+
+async def test_many_symbols_to_confirm_are_read_again_in_two_reads_not_two_a_symbol() -> None:
+    """A restart after a long stop may miss orders of hundreds of symbols in one listing: the whole
+    listing and every fill are read again once, not one symbol after another."""
+    monitors = [on_symbol(s, i) for i, s in enumerate(("AUSDT", "BUSDT", "CUSDT", "DUSDT"))]
+    reads: list[tuple[str, str | None]] = []
+    kept = {m.symbol: venue_orders(m) for m in monitors}
+
+    class Reads:
+        async def open_orders(self, symbol: str | None = None) -> list[Order]:
+            reads.append(("orders", symbol))
+            return [o for s, orders in kept.items() for o in orders if symbol in (None, s)]
+
+        async def executions(self, since: float, symbol: str | None = None) -> list[Execution]:
+            reads.append(("executions", symbol))
+            return []
+
+    positions = [replace(position(0.033), symbol=m.symbol) for m in monitors]
+    listing = [o for m in monitors for o in venue_orders(m, skip={"sl"})]
+    view = VenueView(positions, listing, [], since=4000.0)
+    first = run(monitors, view)
+    assert first.confirm == {m.symbol for m in monitors}
+    view = await complete_view(cast(Venue, Reads()), view, first)
+    assert reads == [("orders", None), ("executions", None)]
+    again = run(monitors, view)
+    assert not again.wants_reads and again.repairs == 0
+    assert all(t.actions == [] for t in again.transitions)

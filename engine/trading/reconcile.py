@@ -90,6 +90,10 @@ are looked up before adopting it. The fill that last changed a position is at th
 engine places its stop seconds after its entry fill (its invariant 1), from then on its orders say
 whose the position is, so a minute is ample for clocks and millisecond rounding."""
 
+CONFIRM_BY_SYMBOL = 3
+"""Up to this many symbols to confirm, their orders and fills are read symbol by symbol (a page
+each); more, and the whole listing and every fill are read again instead (two reads in all)."""
+
 READ_ROUNDS = 3
 """How many times one pass completes its view (:func:`complete_view`): positions read after the
 executions, then the executions of the symbols still unexplained, and once more for what those
@@ -238,10 +242,23 @@ async def complete_view(venue: Venue, view: VenueView, outcome: ReconcileOutcome
     rechecked = dict(view.rechecked_orders)
     rechecked_fills = list(view.rechecked_fills)
     confirm = sorted(outcome.confirm - rechecked.keys())
-    for symbol in confirm:  # one symbol's orders: one page, not a long listing read page by page
-        rechecked[symbol] = await venue.open_orders(symbol)
-    for symbol in confirm:  # after the orders: a fill that took one of them away is in these
-        rechecked_fills += await venue.executions(max(view.since, 0.0), symbol)
+    if len(confirm) > CONFIRM_BY_SYMBOL:
+        # Many symbols (a restart after a long stop): the whole listing again, then every fill,
+        # is two reads where one per symbol would be two a symbol, one after another.
+        listing = await venue.open_orders()
+        fills = await venue.executions(max(view.since, 0.0))
+        wanted = set(confirm)
+        for symbol in confirm:
+            rechecked[symbol] = []
+        for order in listing:
+            if order.symbol in wanted:
+                rechecked[order.symbol].append(order)
+        rechecked_fills += [f for f in fills if f.symbol in wanted]
+    else:
+        for symbol in confirm:  # one symbol's orders: one page, not a long listing read page by page
+            rechecked[symbol] = await venue.open_orders(symbol)
+        for symbol in confirm:  # after the orders: a fill that took one of them away is in these
+            rechecked_fills += await venue.executions(max(view.since, 0.0), symbol)
     history = dict(view.history)
     if outcome.lookups:
         for symbol, since in sorted(outcome.lookups.items()):
