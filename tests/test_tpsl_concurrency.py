@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
 from tpsl_harness import EPOCH, Harness
 
+import engine.trading.manager as manager_module
 from engine.core.clock import VirtualClock
 from engine.core.link_ids import make_link_id, parse_link_id
 from engine.core.models import AmendRequest, CancelRequest, OrderAck, OrderRequest, OrderType, Side
@@ -23,12 +25,21 @@ class Gate:
     """Holds every cancel of ``symbol`` (and every amend, with ``amends``) until opened, as a rate
     budget spent by other orders would."""
 
-    def __init__(self, harness: Harness, symbol: str, *, amends: bool = False) -> None:
+    def __init__(self, harness: Harness, symbol: str, *, amends: bool = False, creates: bool = False) -> None:
         self.opened = asyncio.Event()
         self.waiting = 0
         venue = harness.venue
         cancel, cancel_batch = venue.cancel, venue.cancel_batch
         amend, amend_batch = venue.amend, venue.amend_batch
+        place, place_batch = venue.place, venue.place_batch
+
+        async def gated_place(request: OrderRequest) -> OrderAck:
+            await self._hold([request])
+            return await place(request)
+
+        async def gated_place_batch(requests: Sequence[OrderRequest]) -> list[BatchResult]:
+            await self._hold(requests)
+            return await place_batch(requests)
 
         async def gated_cancel(request: CancelRequest) -> OrderAck:
             await self._hold([request])
@@ -52,8 +63,11 @@ class Gate:
         if amends:
             venue.amend = gated_amend  # type: ignore[method-assign]
             venue.amend_batch = gated_amend_batch  # type: ignore[method-assign]
+        if creates:
+            venue.place = gated_place  # type: ignore[method-assign]
+            venue.place_batch = gated_place_batch  # type: ignore[method-assign]
 
-    async def _hold(self, requests: Sequence[CancelRequest | AmendRequest]) -> None:
+    async def _hold(self, requests: Sequence[CancelRequest | AmendRequest | OrderRequest]) -> None:
         if any(r.symbol == self.symbol for r in requests):
             self.waiting += 1
             await self.opened.wait()
@@ -242,3 +256,44 @@ async def test_a_stop_out_is_decided_while_another_positions_take_profit_is_answ
     assert h.manager.idle("main")
     assert h.manager.monitors["main:ETHUSDT:Buy"].breakeven
     await h.close()
+
+
+async def test_a_large_commit_frees_each_symbol_once_its_own_answers_are_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit of many symbols (a restart with take-profits of a thousand positions to place) is
+    committed symbol by symbol: a symbol whose answers are in is decided again at its next fill,
+    while another symbol of the same commit still waits for the budget. Sent together, every symbol
+    of the commit waited for the last answer: at 1000 positions, minutes of fills left undecided."""
+    monkeypatch.setattr(manager_module, "SPLIT_ACTIONS", 0)  # two positions stand for a thousand
+    h = Harness()
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    levels = await open_eth(h)
+    await h.settle()
+    await h.stop()
+    await h.venue.close()
+    # While the engine is down, both positions lose their last take-profit.
+    for order in h.exchange.open_orders("main"):
+        if (parsed := parse_link_id(order.link_id)) is not None and parsed.slot == "tp4":
+            h.exchange.cancel("main", CancelRequest(order.symbol, order_id=order.order_id))
+    again = h._again(h.store.crash_copy())
+    gate = Gate(again, "BTCUSDT", creates=True)  # BTC's new take-profit waits, as behind a spent budget
+    again.task = asyncio.create_task(again.manager.run())
+    await again.settle()
+    assert gate.waiting and not again.manager.ready  # start-up's commit: both TP4s, BTC's held
+    assert any(parsed_slot(o.link_id) == "tp4" for o in again.open_orders() if o.symbol == ETH)
+    # ETH's TP1 fills while BTC's take-profit of the same commit still waits: decided at once.
+    again.exchange.set_prices({ETH: round(levels[0] * 1.004, 1)})
+    await again.settle()
+    assert gate.waiting and again.manager.monitors["main:ETHUSDT:Buy"].breakeven
+    gate.opened.set()
+    await again.settle()
+    assert again.manager.ready and again.manager.idle("main")
+    assert any(parsed_slot(o.link_id) == "tp4" for o in again.open_orders() if o.symbol == "BTCUSDT")
+    await again.close()
+
+
+def parsed_slot(link_id: str) -> str | None:
+    parsed = parse_link_id(link_id)
+    return None if parsed is None else parsed.slot

@@ -108,6 +108,10 @@ T = TypeVar("T")
 SEEN_EXEC_IDS = 20_000
 """Execution ids remembered per account by the shell (monitors keep their own as well)."""
 
+SPLIT_ACTIONS = 20
+"""A commit of several symbols with more actions than one batch call carries is committed symbol
+by symbol, all at once (:meth:`TpslManager._commit_apart`): none waits for the others' answers."""
+
 GATHER_TURNS = 3
 """With ``api_batching`` on, how many turns of the event loop the stream consumer waits for more
 events of the same moment after a fill or an order update (a burst of TP fills -> one amend batch)."""
@@ -1365,8 +1369,63 @@ class TpslManager:
         each transition answers, by ``id(transition)``, timed into :attr:`reactions` when its first
         requests go to the sender. ``rest``: the rate-budget priority of the requests that protect
         nothing (``OPEN`` for a new trade's own orders)."""
+        groups: dict[str, list[Transition]] = {}
+        for transition in transitions:
+            groups.setdefault(transition.monitor.symbol, []).append(transition)
+        actions = sum(len(t.actions) for t in transitions)
+        if len(groups) > 1 and actions > SPLIT_ACTIONS and self._senders[account].batches:
+            return await self._commit_apart(account, groups, saved=saved, causes=causes, rest=rest)
         with self._senders[account].sending({t.monitor.key for t in transitions}):
             return await self._commit_rounds(account, transitions, saved=saved, causes=causes, rest=rest)
+
+    async def _commit_apart(
+        self,
+        account: str,
+        groups: Mapping[str, Sequence[Transition]],
+        *,
+        saved: bool,
+        causes: Mapping[int, Execution] | None,
+        rest: Priority,
+    ) -> list[Alert]:
+        """:meth:`_commit_all` of a commit too large for one batch call: each symbol's transitions
+        are committed on their own, all at once (each takes the lock for its decisions and lets it
+        go while its requests wait for the budget), and a symbol is free again as soon as its own
+        answers are in. Sent together, every symbol of the commit stayed in flight until the last
+        request was answered: a restart that had two thousand take-profits to place held every
+        position's fills undecided for minutes, at the venue's 10 orders a second."""
+        lock, busy = self._locks[account], self._in_flight[account]
+        busy.update(list(groups))  # in hand from now: no other decision about them before their own commit
+
+        async def one(symbol: str, group: Sequence[Transition]) -> list[Alert]:
+            held = False
+            try:
+                async with lock:
+                    held = True
+                    try:
+                        with self._senders[account].sending({t.monitor.key for t in group}):
+                            return await self._commit_rounds(
+                                account, group, saved=saved, causes=causes, rest=rest
+                            )
+                    finally:
+                        self._release(account, [symbol])
+            finally:
+                if not held:  # cancelled before its turn: nothing of it was sent
+                    busy.subtract([symbol])
+                    if busy[symbol] <= 0:
+                        del busy[symbol]
+
+        tasks = [asyncio.ensure_future(one(symbol, group)) for symbol, group in groups.items()]
+
+        async def every_group() -> list[list[Alert]]:
+            try:
+                return list(await asyncio.gather(*tasks))
+            finally:  # one failed or the commit was cancelled: the others stop too, lock released
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        raised = await self._unlocked(account, every_group())
+        return [alert for alerts in raised for alert in alerts]
 
     async def _commit_rounds(
         self,
@@ -1428,16 +1487,21 @@ class TpslManager:
         calls go first in the budget), instead of queueing behind this commit. ``symbols`` are
         marked in flight until the answers are back: no decision, check or reconciliation touches
         them before (see :meth:`_settle`)."""
-        busy = self._in_flight[account]
-        busy.update(symbols)
+        self._in_flight[account].update(symbols)
         try:
             return await self._unlocked(account, self._senders[account].send(actions, rest))
         finally:
-            busy.subtract(symbols)
-            for symbol in [s for s, n in busy.items() if n <= 0]:
-                del busy[symbol]
-            self._touch(account, symbols)  # answered: a pass that read before must not judge them
-            self._settled[account].notify_all()
+            self._release(account, symbols)
+
+    def _release(self, account: str, symbols: Collection[str]) -> None:
+        """``symbols`` are no longer in flight (once per mark; the caller holds the lock): the
+        decisions waiting for them may go."""
+        busy = self._in_flight[account]
+        busy.subtract(symbols)
+        for symbol in [s for s, n in busy.items() if n <= 0]:
+            del busy[symbol]
+        self._touch(account, symbols)  # answered: a pass that read before must not judge them
+        self._settled[account].notify_all()
 
     async def _unlocked(self, account: str, work: Awaitable[T]) -> T:
         """Await ``work`` without holding ``account``'s lock (the caller holds it, and holds it again
