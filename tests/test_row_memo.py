@@ -54,3 +54,20 @@ def test_the_same_input_object_is_not_compared_field_by_field() -> None:
     assert Record.compared == 0
     assert memo.row("a", Record(1), lambda: "rebuilt") == "row"  # an equal copy: compared, reused
     assert Record.compared == 1
+
+
+def test_rows_of_records_reuse_the_row_of_the_same_or_an_equal_record() -> None:
+    memo: RowMemo[int, tuple[int, str]] = RowMemo()
+    built: list[int] = []
+
+    def build(record: Record) -> tuple[int, str]:
+        built.append(record.value)
+        return (record.value, "row")
+
+    first, second = Record(1), Record(2)
+    rows = memo.rows_of([first, second], lambda r: r.value % 10, build)
+    memo.end_pass()
+    changed = Record(12)  # the key of ``second``, another record: its row is built again
+    again = memo.rows_of([first, changed, Record(1)], lambda r: r.value % 10, build)
+    assert again[0] is rows[0] and again[1] == (12, "row") and built == [1, 2, 12]
+    assert again[2] is rows[0]  # an equal record under the same key: the row is reused

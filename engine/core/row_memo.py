@@ -10,11 +10,12 @@ seen in a pass are forgotten, so the memo never outgrows the section.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class RowMemo(Generic[K, R]):
@@ -40,6 +41,22 @@ class RowMemo(Generic[K, R]):
         self.built += 1
         self._next[key] = (inputs, row)
         return row
+
+    def rows_of(self, items: Iterable[T], key: Callable[[T], K], build: Callable[[T], R]) -> list[R]:
+        """:meth:`row` for each of ``items`` whose row is made of the item alone (an immutable
+        record): its inputs are the item itself. One call for a whole section: at thousands of
+        rows, a call and a closure per row cost more than the rows reused."""
+        last, following = self._last, self._next
+        rows: list[R] = []
+        for item in items:
+            item_key = key(item)
+            hit = last.get(item_key)
+            if hit is None or (hit[0] is not item and hit[0] != item):
+                hit = (item, build(item))
+                self.built += 1
+            following[item_key] = hit
+            rows.append(hit[1])
+        return rows
 
     def end_pass(self) -> None:
         """Close a pass: the rows asked for in it are the ones the next pass may reuse."""

@@ -34,6 +34,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
@@ -436,13 +437,10 @@ class AccountPart:
     order_rows: tuple[OrderRow, ...]
 
 
-# Sort keys. A side is a StrEnum: it sorts as its value, without the (slow) enum ``.value`` lookup.
-def _position_order(p: Position) -> tuple[str, str, str]:
-    return (p.account, p.symbol, p.side or "")
-
-
-def _order_order(o: Order) -> tuple[str, str, str, str, str]:
-    return (o.account, o.symbol, o.link_id, o.side, o.order_id)
+# Sort keys, read in C. A side is a StrEnum: it sorts as its value (an open position has a side).
+_position_order = attrgetter("account", "symbol", "side")
+_order_order = attrgetter("account", "symbol", "link_id", "side", "order_id")
+_order_id = attrgetter("order_id")
 
 
 def _our_order_row(order: Order) -> OrderRow:
@@ -450,27 +448,27 @@ def _our_order_row(order: Order) -> OrderRow:
     return order_row(order, purpose_of(order.link_id))
 
 
-def _position_row_of(instruments: Mapping[str, Instrument]) -> Callable[[Position], VenuePositionRow]:
-    return lambda p: position_row(p, instruments.get(p.symbol))
-
-
 def account_part(
     positions: Iterable[Position],
     orders: Iterable[Order],
     instruments: Mapping[str, Instrument],
-    position_row_of: Callable[[Position], VenuePositionRow] | None = None,
-    order_row_of: Callable[[Order], OrderRow] = _our_order_row,
+    rows: _AccountRows | None = None,
 ) -> AccountPart:
     """One account's part of the view: its open positions and its orders, sorted, and their rows
-    (pure with the default row builders; :class:`AccountParts` passes ones that reuse rows)."""
+    (pure without ``rows``; :class:`AccountParts` passes the account's, which reuse rows)."""
     open_positions = sorted((p for p in positions if p.is_open), key=_position_order)
     sorted_orders = sorted(orders, key=_order_order)
-    row_of = position_row_of or _position_row_of(instruments)
+    if rows is None:
+        position_rows = [position_row(p, instruments.get(p.symbol)) for p in open_positions]
+        order_rows = [_our_order_row(o) for o in sorted_orders]
+    else:
+        position_rows = rows.position_rows(open_positions, instruments)
+        order_rows = rows.order_rows(sorted_orders)
     return AccountPart(
         positions=tuple(open_positions),
         orders=tuple(sorted_orders),
-        position_rows=tuple([row_of(p) for p in open_positions]),
-        order_rows=tuple([order_row_of(o) for o in sorted_orders]),
+        position_rows=tuple(position_rows),
+        order_rows=tuple(order_rows),
     )
 
 
@@ -480,27 +478,30 @@ class _AccountRows:
     one changed, so a thousand unchanged orders keep their rows."""
 
     def __init__(self) -> None:
-        self.positions: RowMemo[tuple[str, int], VenuePositionRow] = RowMemo()
-        self.orders: RowMemo[str, OrderRow] = RowMemo()
+        self._positions: RowMemo[tuple[str, int], VenuePositionRow] = RowMemo()
+        self._orders: RowMemo[str, OrderRow] = RowMemo()
+
+    def position_rows(
+        self, positions: Sequence[Position], instruments: Mapping[str, Instrument]
+    ) -> list[VenuePositionRow]:
+        memo = self._positions
+        rows = [
+            memo.row((p.symbol, p.position_idx), (p, i), partial(position_row, p, i))
+            for p in positions
+            for i in (instruments.get(p.symbol),)
+        ]
+        memo.end_pass()
+        return rows
+
+    def order_rows(self, orders: Sequence[Order]) -> list[OrderRow]:
+        rows = self._orders.rows_of(orders, _order_id, _our_order_row)
+        self._orders.end_pass()
+        return rows
 
     def part(
         self, positions: Sequence[Position], orders: Sequence[Order], instruments: Mapping[str, Instrument]
     ) -> AccountPart:
-        position_memo, order_memo = self.positions, self.orders
-
-        def position_row_of(p: Position) -> VenuePositionRow:
-            instrument = instruments.get(p.symbol)
-            return position_memo.row(
-                (p.symbol, p.position_idx), (p, instrument), lambda: position_row(p, instrument)
-            )
-
-        def order_row_of(o: Order) -> OrderRow:
-            return order_memo.row(o.order_id, o, lambda: _our_order_row(o))
-
-        part = account_part(positions, orders, instruments, position_row_of, order_row_of)
-        position_memo.end_pass()
-        order_memo.end_pass()
-        return part
+        return account_part(positions, orders, instruments, self)
 
 
 class AccountParts:
