@@ -161,16 +161,25 @@ async def test_a_fill_that_comes_alone_drops_the_lists_at_the_next_read() -> Non
     assert len(calls) == 2
 
 
-async def test_a_load_in_flight_keeps_its_result_with_the_events_of_the_flight() -> None:
-    clock = VirtualClock()
-    cache = make_cache(clock)
+def slow_venue(
+    clock: VirtualClock, rows: list[Order]
+) -> tuple[Callable[[], Awaitable[list[Order]]], list[int]]:
+    """A venue read answered 0.1 s (clock) after it is made, and the calls made of it."""
     calls: list[int] = []
 
     async def slow_read() -> list[Order]:
         calls.append(1)
         await clock.sleep(0.1)
-        return [order("o1"), order("o2", updated=5.0)]  # o2 read after the update below was sent
+        return list(rows)
 
+    return slow_read, calls
+
+
+async def test_a_load_in_flight_keeps_its_result_with_the_events_of_the_flight() -> None:
+    clock = VirtualClock()
+    cache = make_cache(clock)
+    # o2 read after the update below was sent
+    slow_read, calls = slow_venue(clock, [order("o1"), order("o2", updated=5.0)])
     reading = asyncio.ensure_future(cache.get_or_load("orders", ORDERS, slow_read))
     await clock.drive(until=clock.now() + 0.05)
     cache.on_event(order("o1", status=OrderStatus.CANCELLED, updated=2.0))
@@ -186,13 +195,7 @@ async def test_a_load_in_flight_keeps_its_result_with_the_events_of_the_flight()
 async def test_a_fill_during_the_flight_followed_by_its_update_keeps_the_load() -> None:
     clock = VirtualClock()
     cache = make_cache(clock)
-    calls: list[int] = []
-
-    async def slow_read() -> list[Order]:
-        calls.append(1)
-        await clock.sleep(0.1)
-        return [order("o1")]
-
+    slow_read, calls = slow_venue(clock, [order("o1")])
     reading = asyncio.ensure_future(cache.get_or_load("orders", ORDERS, slow_read))
     await clock.drive(until=clock.now() + 0.05)
     cache.on_event(fill("o1"))

@@ -831,9 +831,11 @@ def _patched_rows(rows: list[Any], events: Sequence[Order | Position]) -> tuple[
         del newest[ident]
         if updated_of(row) > updated_of(update):
             out.append(row)
+        elif update == row:
+            out.append(row)  # the same record again: the row object kept (its display row reused)
         elif _is_open(update):
             out.append(update)
-            changes += update != row
+            changes += 1
         else:
             changes += 1
     for update in newest.values():
