@@ -57,6 +57,7 @@ import tempfile
 import termios
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from statistics import median
@@ -306,6 +307,7 @@ async def _reaction(
     warmup: float = 0.0,
 ) -> dict[str, Any]:
     from console.app import OperatorConsole
+    from engine.commands.bench.profile_run import DECISION_KINDS
     from engine.commands.bench.requests import Sent, reactions, record_requests
     from engine.commands.bench.stats import percentile
     from engine.core.clock import RealClock, iso_utc
@@ -350,6 +352,7 @@ async def _reaction(
                 record_requests(venue, clock, sent[account], order_links)
                 # the orders phase one placed: an amend may name only the order id
                 order_links |= {o.order_id: o.link_id for o in exchange.open_orders(account) if o.link_id}
+            decided_mark: dict[str, int] = {}  # the reactions the engine had timed when measuring began
             frames: list[float] = []  # whole refreshes: the snapshot from the engine, then the paint
             views: list[float] = []  # the snapshot alone (built on the engine's loop)
             shown = 0
@@ -361,6 +364,8 @@ async def _reaction(
                 await asyncio.sleep(warmup)
                 frames.clear()
                 views.clear()
+                if runtime.manager is not None:
+                    decided_mark.update(runtime.manager.reactions.counts())
                 print(
                     f"phase two ({mode}): reconciled, warmed up {warmup:g}s; measuring {seconds:g}s",
                     file=sys.stderr,
@@ -413,6 +418,14 @@ async def _reaction(
             fills["sl"] += n_sl
         # calls that waited for the engine's rate budget: the venue's 10 orders/s, not the engine
         budget_waits = sum(gateway.budget.waits for gateway in runtime.gateways.values())
+        waits_by: Counter[str] = Counter()
+        for gateway in runtime.gateways.values():
+            for (kind, priority), n in gateway.budget.waits_by.items():
+                waits_by[f"{kind}:{priority.name.lower()}"] += n
+        # the engine's own share: from the fill to the hand-off to the order sender (no budget wait)
+        manager = runtime.manager
+        decided = manager.reactions.samples_since(decided_mark, DECISION_KINDS) if manager is not None else {}
+        decisions = [seconds for samples in decided.values() for seconds in samples]
 
     def ms(value: float | None) -> float | None:
         return None if value is None else round(value * 1000.0, 2)
@@ -434,7 +447,10 @@ async def _reaction(
         "reaction_ms_p50": ms(percentile(lat, 50)),
         "reaction_ms_p99": ms(percentile(lat, 99)),
         "reaction_ms_max": ms(max(lat)) if lat else None,
+        "decision_ms_p50": ms(percentile(decisions, 50)),
+        "decision_ms_p99": ms(percentile(decisions, 99)),
         "budget_waits": budget_waits,
+        "budget_waits_by": dict(sorted(waits_by.items())),
     }
 
 

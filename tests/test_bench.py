@@ -27,7 +27,7 @@ PROFILE_KEYS = {
     "positions_opened", "warmup_s", "snapshot_build_ms", "dashboard_reads_per_refresh",
     "persistence_saves_per_hour", "tp1_to_orders_ms", "sl_to_cancel_ms", "monitor_checks_by_tier",
     "monitors", "rss_per_monitor_kb", "cpu_seconds_per_sim_minute", "trades", "task_failures",
-    "critical_messages",
+    "critical_messages", "decision_ms", "budget_waits",
 }  # fmt: skip
 TINY = ["bench", "--positions", "2", "--minutes", "2", "--seed", "7", "--json"]
 
@@ -56,6 +56,10 @@ def test_a_tiny_bench_reports_every_figure_for_both_profiles(capsys: pytest.Capt
         # every trade was opened before the measured window, on both accounts, and monitored
         assert figures["monitors"] == 2 * 2
         assert figures["api_calls_per_hour"] > 0
+        # the engine's own share of the reactions (fill -> order sender), per kind of fill
+        assert set(figures["decision_ms"]) == {"tp", "sl"}
+        assert all(set(v) == {"p50", "p99", "samples"} for v in figures["decision_ms"].values())
+        assert figures["budget_waits"] >= 0
     # the baseline checks every position at a fixed interval, the optimized one by urgency tier
     assert doc["baseline"]["monitor_checks_by_tier"].get("baseline", 0) > 0
     assert "baseline" not in doc["optimized"]["monitor_checks_by_tier"]

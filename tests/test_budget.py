@@ -71,12 +71,26 @@ def test_order_endpoints_spend_the_order_budget_and_everything_else_reads() -> N
         CallKind.AMEND,
         CallKind.CANCEL,
         CallKind.CANCEL,
-        CallKind.PLACE,
-        CallKind.AMEND,
-        CallKind.CANCEL,
+        CallKind.PLACE_BATCH,
+        CallKind.AMEND_BATCH,
+        CallKind.CANCEL_BATCH,
         CallKind.PLACE,
     ]
     assert {kind_of(e) for e in reads} == {READS}
+
+
+async def test_a_verbs_batch_endpoint_has_a_window_of_its_own() -> None:
+    """Bybit limits each endpoint on its own: amend-batch's 10 items a second are not the single
+    amend's 10 requests. Planned as one window, a stop's amend waited behind the take-profits'
+    batched resizes although its own endpoint was idle."""
+    clock = VirtualClock(T0)
+    budget = CallBudget(clock, IpWindow(clock))
+    await budget.acquire(CallKind.AMEND_BATCH, 10)
+    assert budget.left(CallKind.AMEND_BATCH) == 0
+    assert budget.left(CallKind.AMEND) == 10
+    await budget.acquire(CallKind.AMEND, 1)  # at once: the single endpoint's window is untouched
+    assert clock.now() == T0
+    assert budget.row()["amend_batch"]["left"] == 0 and budget.row()["amend"]["left"] == 9
 
 
 async def test_each_order_verb_has_its_own_window() -> None:

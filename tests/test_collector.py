@@ -10,7 +10,7 @@ import pytest
 from engine.core.clock import VirtualClock
 from engine.core.settings import load_settings
 from engine.runtime.assembly import EngineRuntime
-from engine.runtime.collector import CHECK_INTERVAL_S, REFREEZE_S, CollectorFreeze
+from engine.runtime.collector import CHECK_INTERVAL_S, REFREEZE_S, THRESHOLDS, CollectorFreeze
 
 EPOCH = 1_767_225_600.0
 
@@ -53,3 +53,16 @@ async def test_the_engine_freezes_its_state_once_reconciled_and_thaws_it_when_st
     assert gc.get_freeze_count() > 0
     await clock.drive_while(runtime.stop())
     assert gc.get_freeze_count() == 0
+
+
+async def test_the_engine_runs_the_collector_less_often_and_gives_the_thresholds_back() -> None:
+    """A thousand positions' snapshot set off a young collection every 700 allocations (CPython's
+    default) and a middle pass every ten of those: collector pauses p99 68 ms inside the builds."""
+    before = gc.get_threshold()
+    assert before != THRESHOLDS
+    collector = CollectorFreeze(VirtualClock(start=EPOCH), lambda: False)
+    try:
+        assert gc.get_threshold() == THRESHOLDS
+    finally:
+        collector.release()
+    assert gc.get_threshold() == before

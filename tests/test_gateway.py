@@ -157,14 +157,15 @@ async def test_a_batch_spends_one_unit_per_item_and_its_refused_items_pause_the_
     gateway, inner, clock = make_gateway("none")
     results = await gateway.place_batch([bid(i) for i in range(4)])
     assert all(r.ok for r in results)
-    assert gateway.budget.left(CallKind.PLACE) == 6
+    assert (gateway.budget.left(CallKind.PLACE_BATCH), gateway.budget.left(CallKind.PLACE)) == (6, 10)
     # Another client spent the venue's amend-batch budget behind our back: the venue admits the first
     # item and refuses the second with 10006.
     inner.exchange.check_rate("main", Endpoint.AMEND_BATCH, 9)
     amends = [AmendRequest(ETH, link_id=f"g{i}", price=1900.0 + i) for i in range(2)]
     refused = await gateway.amend_batch(amends)
     assert [type(r.error) for r in refused] == [type(None), RateLimited]
-    assert (gateway.budget.left(CallKind.AMEND), gateway.budget.left(CallKind.PLACE)) == (0, 6)
+    assert (gateway.budget.left(CallKind.AMEND_BATCH), gateway.budget.left(CallKind.PLACE_BATCH)) == (0, 6)
+    assert gateway.budget.left(CallKind.AMEND) == 10  # the single endpoint is limited on its own
     await clock.drive_while(gateway.amend_batch(amends))
     assert clock.now() == pytest.approx(T0 + 1.0)
 

@@ -100,7 +100,8 @@ async def test_a_scrape_shows_the_engines_counters(engine_with_metrics: EngineRu
     assert calls[Endpoint.CREATE] >= 1 and calls[Endpoint.CREATE_BATCH] >= 1
     assert calls == runtime.gateways["main"].calls.as_dict()
     left = {(s.labels["account"], s.labels["window"]) for s in families["opconsole_api_budget_left"]}
-    windows = ("orders", "place", "amend", "cancel", "reads", "ip")
+    verbs = ("place", "amend", "cancel")
+    windows = ("orders", *verbs, *(f"{verb}_batch" for verb in verbs), "reads", "ip")
     assert left == {("main", window) for window in windows}
 
     assert values(families["opconsole_profile_optimized"], "toggle") == dict.fromkeys(TOGGLES, 1.0)

@@ -154,7 +154,7 @@ async def send(venue: RecordingVenue, sender: OrderSender, actions: Sequence[Act
     return results
 
 
-def batching(venue: RecordingVenue, room: Callable[[Any], int] | None = None) -> OrderSender:
+def batching(venue: RecordingVenue, room: Callable[[Any], tuple[int, int]] | None = None) -> OrderSender:
     return OrderSender(venue, venue.exchange.clock, batching=True, room=room)
 
 
@@ -174,8 +174,12 @@ def test_calls_holding_a_stop_loss_or_a_close_go_first() -> None:
     actions: list[Action] = [*tps, place(21, "sl"), cancel(venue, 22, "cl")]
     calls = plan_calls(actions, range(len(actions)))
     # creates: the stop and 19 TPs, then the 2 TPs left; the close's cancel goes between them
-    assert [[actions[i].slot for i in call][:2] for call in calls] == [["sl", "tp1"], ["cl"], ["tp1", "tp1"]]
-    assert [len(call) for call in calls] == [20, 1, 2]
+    assert [[actions[i].slot for i in call.items][:2] for call in calls] == [
+        ["sl", "tp1"],
+        ["cl"],
+        ["tp1", "tp1"],
+    ]
+    assert [(len(call.items), call.single) for call in calls] == [(20, False), (1, True), (2, False)]
 
 
 async def test_thirty_amends_of_thirty_monitors_go_in_two_amend_batch_calls(
@@ -343,8 +347,8 @@ class Room:
         sent = self.venue.log[:before]
         return max(0, self.limit - sum(len(r.links) for r in sent if r.sent_at > now - 1.0))
 
-    def __call__(self, kinds: object) -> int:
-        return self.left_at(self.venue.exchange.clock.now())
+    def __call__(self, kind: object) -> tuple[int, int]:
+        return self.left_at(self.venue.exchange.clock.now()), 0  # room in the batch endpoint only
 
 
 async def test_a_round_is_planned_within_the_budgets_room_stop_losses_first() -> None:
@@ -361,22 +365,48 @@ async def test_a_round_is_planned_within_the_budgets_room_stop_losses_first() ->
     assert sum(len(r.links) for r in venue.log) == 10  # nothing sent to be refused
 
 
-async def test_with_the_engines_budget_as_room_no_item_is_sent_to_be_refused() -> None:
+def budgeted_sender() -> tuple[RecordingVenue, VirtualClock, OrderSender]:
+    """A batching sender planning within the engine's own rate budget, on realistic latency."""
     venue = make_venue(latency="realistic")
     clock = venue.exchange.clock
     assert isinstance(clock, VirtualClock)
-    budget = CallBudget(clock, IpWindow(clock))
-    gateway = VenueGateway(venue, budget)
-    sender = OrderSender(gateway, clock, batching=True, room=order_room(gateway))
+    gateway = VenueGateway(venue, CallBudget(clock, IpWindow(clock)))
+    return venue, clock, OrderSender(gateway, clock, batching=True, room=order_room(gateway))
+
+
+async def test_with_the_engines_budget_as_room_no_item_is_sent_to_be_refused() -> None:
+    venue, clock, sender = budgeted_sender()
     tps = [place(n, "tp1", price=2000.0 + n) for n in range(25)]
     stops = [place(25 + n, "sl", price=1900.0 + n) for n in range(5)]
     results = await clock.drive_while(sender.send([*tps, *stops]))
     assert all(r.ok for r in results), results  # no 10006, in a batch item or whole
-    # ten order units a second: three batches of ten, the stops in the first
-    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 3}
-    assert [len(r.links) for r in venue.log] == [10, 10, 10]
+    # ten order units a second per endpoint: a batch of ten (the stops in it) and ten single
+    # creates at once, then the last ten in a batch when the batch window has rolled
+    assert venue.calls.counts == {Endpoint.CREATE_BATCH: 2, Endpoint.CREATE: 10}
+    assert [len(r.links) for r in venue.log if r.endpoint == Endpoint.CREATE_BATCH] == [10, 10]
     assert set(venue.log[0].links) >= {s.request.link_id for s in stops}
     assert venue.log[0].priority == Priority.PROTECT
+    first = venue.log[0].sent_at
+    assert sum(1 for r in venue.log if r.sent_at == first) == 11  # twenty items in the first second
+
+
+async def test_a_stops_amend_does_not_wait_behind_resizes_that_spent_the_batch_window() -> None:
+    """Bybit limits amend and amend-batch on their own, 10 a second each. At 1000 positions the
+    take-profits' batched resizes kept the amend budget spent, and a stop moved to breakeven waited
+    a second behind them while the single amend endpoint was idle: the two were planned as one
+    window. The stops now go at once, as single amends."""
+    venue, clock, sender = budgeted_sender()
+    resizes = asyncio.ensure_future(sender.send([amend(venue, n, "tp2") for n in range(10)]))
+    await clock.drive(clock.now())  # the batch of ten resizes is on the wire
+    assert [r.endpoint for r in venue.log] == [Endpoint.AMEND_BATCH]
+    stops = [amend(venue, 10 + n, "sl") for n in range(2)]
+    start = clock.now()
+    results = await clock.drive_while(sender.send(stops))
+    assert all(r.ok for r in results), results
+    links = {s.request.link_id for s in stops}
+    carried = [r for r in venue.log if links & set(r.links)]
+    assert [(r.endpoint, r.sent_at) for r in carried] == [(Endpoint.AMEND, start)] * 2
+    assert all(r.ok for r in await clock.drive_while(resizes))
 
 
 async def test_without_batching_one_request_per_action_as_execute_actions() -> None:
@@ -410,7 +440,7 @@ async def test_stop_losses_never_poll_a_full_budget_for_room() -> None:
     clock = venue.exchange.clock
     start = clock.now()
     actions: list[Action] = [place(1, "sl"), place(2, "sl"), place(3, "tp1")]
-    results = await send(venue, batching(venue, room=lambda kinds: 0), actions)
+    results = await send(venue, batching(venue, room=lambda kind: (0, 0)), actions)
     assert all(r.ok for r in results), results
     sent = {link: r.sent_at for r in venue.log for link in r.links}
     assert sent["m1-sl"] == sent["m2-sl"] == start
@@ -431,7 +461,8 @@ async def test_a_superseded_request_waiting_for_the_budget_is_withdrawn_unsent(b
     sender = OrderSender(VenueGateway(venue, budget), clock, batching=batched, room=None)
     # (a batch holding a stop-loss item is protective as a whole and waits little: never withdrawn)
     actions = [amend(venue, 0), amend(venue, 1), place(2, "sl", price=1900.0)]
-    await budget.acquire(CallKind.AMEND, 10)  # the amend window is spent for a second
+    await budget.acquire(CallKind.AMEND, 10)  # both amend windows are spent for a second
+    await budget.acquire(CallKind.AMEND_BATCH, 10)
     sending = asyncio.ensure_future(sender.send(actions))
     for _ in range(5):
         await asyncio.sleep(0)  # the requests queue in the budget

@@ -74,7 +74,7 @@ from engine.trading.monitor import (
     open_monitor,
     wants_price,
 )
-from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, OrderSender, PlaceOrder
+from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, OrderSender, PlaceOrder, Room
 from engine.trading.params import MonitorTiming, TradingParams
 from engine.trading.reaction import ReactionRecorder, answered_fills, fill_kind
 from engine.trading.reconcile import (
@@ -91,7 +91,7 @@ from engine.trading.reconcile import (
     reconcile_account,
 )
 from engine.venue.base import Venue
-from engine.venue.budget import CallKind
+from engine.venue.budget import BATCH_KIND, CallKind
 from engine.venue.errors import VenueError
 from engine.venue.gateway import VenueGateway
 from engine.venue.priority import Priority, call_priority
@@ -173,12 +173,17 @@ ACTION_BUDGET: dict[type[Action], CallKind] = {
 """The rate-budget window each kind of order action spends."""
 
 
-def order_room(venue: Venue) -> Callable[[Collection[type[Action]]], int] | None:
-    """How many order units the account's rate budget allows now for some kinds of action (the
-    least of their windows; a gateway knows; else no plan)."""
+def order_room(venue: Venue) -> Room | None:
+    """What the account's rate budget allows now for a kind of action: the units left in its batch
+    window and in its single-order window (a gateway knows; else no plan)."""
     if isinstance(venue, VenueGateway):
         budget = venue.budget
-        return lambda kinds: min((budget.left(ACTION_BUDGET[k]) for k in kinds), default=0)
+
+        def room(kind: type[Action]) -> tuple[int, int]:
+            single = ACTION_BUDGET[kind]
+            return budget.left(BATCH_KIND[single]), budget.left(single)
+
+        return room
     return None
 
 

@@ -196,18 +196,46 @@ def batch_rounds(actions: Sequence[Action]) -> list[list[int]]:
     return [[i for r in runs.values() if n < len(r) for i in r[n]] for n in range(depth)]
 
 
-def plan_calls(actions: Sequence[Action], items: Sequence[int]) -> list[list[int]]:
-    """The requests that carry ``items`` (indexes into ``actions``), in the order to send them.
+Room = Callable[[type[Action]], tuple[int, int]]
+"""What the account's rate budget allows now for one kind of action: (items its batch endpoint may
+carry, requests its single-order endpoint may take). Bybit limits each endpoint on its own, so a
+verb's batch and single endpoints each have their own 10 a second."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request of a round: its items (indexes into the actions), all of one kind, and whether it
+    goes to the single-order endpoint (one item) or to the kind's batch endpoint."""
+
+    items: tuple[int, ...]
+    single: bool
+
+
+def plan_calls(actions: Sequence[Action], items: Sequence[int], room: Room | None = None) -> list[Call]:
+    """The requests that carry ``items`` (indexes into ``actions``), in the order to send them; with
+    ``room``, only the items the budget has room for now (the rest wait for the next plan).
 
     Items are taken stop-losses first, then market closes, then the rest (:func:`resend_order`),
-    grouped by kind into calls of at most :data:`MAX_BATCH`; the calls holding a stop-loss or a
-    close go first.
+    grouped by kind. A kind's items fill its batch room first, in calls of at most
+    :data:`MAX_BATCH`; what does not fit there goes as single requests while the single endpoint
+    has room. A lone item goes alone (one request either way, and its answer is its own) unless
+    only the batch endpoint has room. Without ``room`` every item is planned, batches as large as
+    the endpoint takes. The calls holding a stop-loss or a close go first.
     """
     by_kind: dict[type, list[int]] = {}
     for index in resend_order(actions, items):
         by_kind.setdefault(type(actions[index]), []).append(index)
-    calls = [group[i : i + MAX_BATCH] for group in by_kind.values() for i in range(0, len(group), MAX_BATCH)]
-    return sorted(calls, key=lambda call: min(protection_rank(actions[i]) for i in call))
+    calls: list[Call] = []
+    for kind, group in by_kind.items():
+        batch_room, single_room = (len(group), 0) if room is None else room(kind)
+        in_batch = group[: max(0, batch_room)]
+        if len(in_batch) == 1 and (room is None or single_room > 0):
+            in_batch = []
+            single_room = max(single_room, 1)
+        alone = group[len(in_batch) : len(in_batch) + max(0, single_room)]
+        calls += [Call(tuple(in_batch[i : i + MAX_BATCH]), False) for i in range(0, len(in_batch), MAX_BATCH)]
+        calls += [Call((index,), True) for index in alone]
+    return sorted(calls, key=lambda call: min(protection_rank(actions[i]) for i in call.items))
 
 
 class OrderSender:
@@ -227,7 +255,7 @@ class OrderSender:
         clock: Clock,
         *,
         batching: bool = False,
-        room: Callable[[Collection[type[Action]]], int] | None = None,
+        room: Room | None = None,
     ) -> None:
         self.venue = venue
         self.clock = clock
@@ -380,34 +408,31 @@ class OrderSender:
             pending = self._drop_superseded(actions, pending, results)
             if not pending:
                 break
-            urgent = any(protection_rank(actions[i]) < 2 for i in pending)
-            kinds = {type(actions[i]) for i in pending}
-            room = await self._room_for(len(pending), kinds, urgent=urgent)
-            take = resend_order(actions, pending)[:room]
-            taken = set(take)
+            calls = await self._plan(actions, pending)
+            taken = {index for call in calls for index in call.items}
             pending = [i for i in pending if i not in taken]
-            calls = plan_calls(actions, take)
             outcomes = await asyncio.gather(*(self._call(actions, call, results, rest) for call in calls))
             limited = [outcome for outcome in outcomes if isinstance(outcome, RateLimited)]
             exhausted = waits >= RATE_LIMIT_WAITS  # a 10006 now is the venue's answer
             for call, outcome in zip(calls, outcomes, strict=True):
                 if isinstance(outcome, RateLimited) and exhausted:
-                    for index in call:
+                    for index in call.items:
                         results[index] = result_of(actions[index], None, outcome)
                 elif outcome is not None:
-                    pending += call  # planned again (after the reset, when rate-limited)
+                    pending += call.items  # planned again (after the reset, when rate-limited)
             if limited and not exhausted:
                 waits += 1
                 now = self.clock.now()
                 await self.clock.sleep(max(reset_wait(exc, now) for exc in limited))
 
     async def _call(
-        self, actions: Sequence[Action], call: list[int], results: dict[int, ActionResult], rest: Priority
+        self, actions: Sequence[Action], planned: Call, results: dict[int, ActionResult], rest: Priority
     ) -> Withdrawn | RateLimited | None:
         """Send one call of a round and put its items' results in ``results``; returns None when
         they are in, or why the call is to be planned again: :class:`Withdrawn` (the superseded
         monitors' items drop out) or :class:`RateLimited` (after the reset)."""
-        if len(call) == 1 or not self.batches:  # a lone item, or refused by an earlier call
+        call = list(planned.items)
+        if planned.single or not self.batches:  # a lone item, or refused by an earlier call
             await self._alone(actions, call, results, rest)
             return None
         try:
@@ -465,26 +490,25 @@ class OrderSender:
         for index, result in zip(order, await self._singly(_pick(actions, order), rest), strict=True):
             results[index] = result
 
-    async def _room_for(self, wanted: int, kinds: Collection[type[Action]], *, urgent: bool = False) -> int:
-        """How many of ``wanted`` items the next plan may hold: all without a budget; else what the
-        budget has room for, waiting on the clock (polling every :data:`ROOM_POLL_S`) while it has
-        none, and after :data:`ROOM_WAIT_MAX_S` one item anyway.
+    async def _plan(self, actions: Sequence[Action], pending: Sequence[int]) -> list[Call]:
+        """The calls of the next plan (:func:`plan_calls`): every item without a budget; else what
+        the budget has room for, waiting on the clock (polling every :data:`ROOM_POLL_S`) while it
+        has none, and after :data:`ROOM_WAIT_MAX_S` the most urgent item alone anyway.
 
-        ``urgent`` (the plan holds a stop-loss or a market close): never polled for. A budget kept
-        full by queued calls shows no room at any poll, since each unit that frees goes at once to
-        a waiter; the budget serves protective calls first, so the most urgent item goes now and
-        waits there, ahead of everything less urgent, rather than seconds here."""
+        A plan holding a stop-loss or a market close is never polled for. A budget kept full by
+        queued calls shows no room at any poll, since each unit that frees goes at once to a waiter;
+        the budget serves protective calls first, so the most urgent item goes now and waits there,
+        ahead of everything less urgent, rather than seconds here."""
         if self.room is None:
-            return wanted
-        if urgent:
-            return max(1, min(self.room(kinds), wanted))
+            return plan_calls(actions, pending)
+        urgent = any(protection_rank(actions[i]) < 2 for i in pending)
         waited = 0.0
-        while (left := self.room(kinds)) <= 0:
-            if waited >= ROOM_WAIT_MAX_S:
-                return 1
+        while not (calls := plan_calls(actions, pending, self.room)):
+            if urgent or waited >= ROOM_WAIT_MAX_S:
+                return [Call((resend_order(actions, pending)[0],), True)]
             await self.clock.sleep(ROOM_POLL_S)
             waited += ROOM_POLL_S
-        return min(left, wanted)
+        return calls
 
 
 def _pick(actions: Sequence[Action], items: Sequence[int]) -> list[Action]:

@@ -120,3 +120,17 @@ class ReactionRecorder:
     def histograms(self) -> dict[str, LatencyHistogram]:
         """The histogram of each kind of fill seen so far, by kind (sorted)."""
         return dict(sorted(self._by_kind.items()))
+
+    def counts(self) -> dict[str, int]:
+        """Reactions observed so far, by kind of fill: a mark for :meth:`samples_since`."""
+        return {kind: histogram.count for kind, histogram in self._by_kind.items()}
+
+    def samples_since(self, mark: dict[str, int], kinds: Collection[str]) -> dict[str, list[float]]:
+        """The latencies (seconds) observed since ``mark`` for each of ``kinds`` (the latest
+        :data:`RECENT_SAMPLES` of each at most)."""
+        samples: dict[str, list[float]] = {}
+        for kind in kinds:
+            histogram = self._by_kind.get(kind)
+            new = 0 if histogram is None else histogram.count - mark.get(kind, 0)
+            samples[kind] = list(histogram.recent)[-new:] if histogram is not None and new > 0 else []
+        return samples

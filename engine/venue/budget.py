@@ -19,14 +19,18 @@ What Bybit V5 allows (https://bybit-exchange.github.io/docs/v5/rate-limit, check
 The simulator (``engine.sim.ratelimit``) enforces the same per-account budgets: 10 units/s for each
 order endpoint, 50/s for each read, one unit per batch item.
 
-This budget is venue-neutral and plans per account and *kind* of call rather than per endpoint: one
-10/s window per order verb — placing (create, create-batch, set-leverage), amending (amend,
-amend-batch) and cancelling (cancel, cancel-batch, cancel-all) — and one 50/s window for all reads
-(market data included, as the simulator counts it), plus the IP window shared by every account on the
-same host. Each verb's window merges endpoints that each have 10/s of their own, so it never plans
-more than any one endpoint allows; keeping the verbs apart matters at scale, where a wave of TP1 fills
-needs thirty amends (stops to breakeven) while the entries' cancels and new take-profits queue: with
-one window for every order call, a stop's amend waited behind them for seconds.
+This budget is venue-neutral and plans per account and *kind* of call rather than per endpoint: per
+order verb — placing, amending, cancelling — one 10/s window for its single-order endpoints (create
+and set-leverage; amend; cancel and cancel-all) and one for its batch endpoint (create-batch,
+amend-batch, cancel-batch, counted per item), and one 50/s window for all reads (market data
+included, as the simulator counts it), plus the IP window shared by every account on the same host.
+A window that merges endpoints with 10/s each never plans more than any one of them allows. Keeping
+the verbs apart, and each verb's batch endpoint apart from its single one, matters at scale: a wave
+of TP1 fills needs thirty amends (stops to breakeven) while the entries' cancels and the take-profits'
+resizes queue. With one window per verb, the single and batch endpoints' 10/s each were planned as
+10/s together, and at a thousand positions a stop's amend waited a second behind the take-profits'
+resizes; the order sender (:class:`engine.trading.orders.OrderSender`) fills a verb's batch window
+first and sends what does not fit there as single requests.
 
 A call waits on the injected clock until its units fit. When calls queue, the most urgent goes first
 (:mod:`engine.venue.priority`: stop-losses, then other orders, then checks, then the dashboard), oldest
@@ -84,28 +88,40 @@ of it, and must still find the unit expired (or the budget would wake again and 
 
 
 class CallKind(StrEnum):
-    """The budget a call spends from: one window per order verb, and one for reads."""
+    """The budget a call spends from: per order verb, one window for its single-order endpoints and
+    one for its batch endpoint; one window for reads."""
 
     PLACE = "place"
     AMEND = "amend"
     CANCEL = "cancel"
+    PLACE_BATCH = "place_batch"
+    AMEND_BATCH = "amend_batch"
+    CANCEL_BATCH = "cancel_batch"
     READS = "reads"
 
 
-ORDER_KINDS = (CallKind.PLACE, CallKind.AMEND, CallKind.CANCEL)
-"""The order verbs' windows (each :data:`ORDERS_PER_S`)."""
+SINGLE_KINDS = (CallKind.PLACE, CallKind.AMEND, CallKind.CANCEL)
+"""The order verbs' single-order windows."""
+BATCH_KIND = {
+    CallKind.PLACE: CallKind.PLACE_BATCH,
+    CallKind.AMEND: CallKind.AMEND_BATCH,
+    CallKind.CANCEL: CallKind.CANCEL_BATCH,
+}
+"""Each verb's batch window, by its single window."""
+ORDER_KINDS = (*SINGLE_KINDS, *BATCH_KIND.values())
+"""Every order window (each :data:`ORDERS_PER_S`)."""
 
 ORDER_ENDPOINTS: dict[str, CallKind] = {
     Endpoint.CREATE: CallKind.PLACE,
-    Endpoint.CREATE_BATCH: CallKind.PLACE,
+    Endpoint.CREATE_BATCH: CallKind.PLACE_BATCH,
     Endpoint.SET_LEVERAGE: CallKind.PLACE,
     Endpoint.AMEND: CallKind.AMEND,
-    Endpoint.AMEND_BATCH: CallKind.AMEND,
+    Endpoint.AMEND_BATCH: CallKind.AMEND_BATCH,
     Endpoint.CANCEL: CallKind.CANCEL,
-    Endpoint.CANCEL_BATCH: CallKind.CANCEL,
+    Endpoint.CANCEL_BATCH: CallKind.CANCEL_BATCH,
     Endpoint.CANCEL_ALL: CallKind.CANCEL,
 }
-"""The V5 paths that spend an order verb's window; every other path is a read."""
+"""The V5 paths that spend an order window; every other path is a read."""
 
 
 def kind_of(endpoint: str) -> CallKind:
@@ -126,10 +142,13 @@ class BudgetRow(TypedDict):
     """An account's budget as the snapshot shows it."""
 
     orders: WindowRow
-    """The order verb's window with the least left (what the next busy order call faces)."""
+    """The order window with the least left (what the next busy order call faces)."""
     place: WindowRow
     amend: WindowRow
     cancel: WindowRow
+    place_batch: WindowRow
+    amend_batch: WindowRow
+    cancel_batch: WindowRow
     reads: WindowRow
     ip: WindowRow
 
@@ -345,6 +364,8 @@ class CallBudget:
         """Requests the venue refused for its rate limit (10006) since the start."""
         self.waits = 0
         """Claims that had to wait for the budget since the start (pressure, not a refusal)."""
+        self.waits_by: Counter[tuple[CallKind, Priority]] = Counter()
+        """:attr:`waits` by window and priority (which endpoint is short, and for whom)."""
         ip.attach(self)
 
     # --- what callers use --------------------------------------------------------------------------
@@ -393,12 +414,15 @@ class CallBudget:
             place=windows["place"],
             amend=windows["amend"],
             cancel=windows["cancel"],
+            place_batch=windows["place_batch"],
+            amend_batch=windows["amend_batch"],
+            cancel_batch=windows["cancel_batch"],
             reads=windows["reads"],
             ip=windows["ip"],
         )
 
     def windows(self) -> dict[str, WindowRow]:
-        """Every window by name: each order verb's, ``orders`` (the verb with the least left: what the
+        """Every window by name: each order window, ``orders`` (the one with the least left: what the
         next busy order call faces), ``reads`` and ``ip``."""
         rows = {str(kind): self._windows[kind].row() for kind in CallKind}
         verbs = [rows[str(kind)] for kind in ORDER_KINDS]
@@ -421,6 +445,7 @@ class CallBudget:
         self._dispatch()
         if not claim.granted:
             self.waits += 1
+            self.waits_by[(claim.kind, claim.priority)] += 1
             if ticket is not None:
                 ticket.on_withdraw(claim.withdraw)
         try:

@@ -176,13 +176,13 @@ class VenueGateway(Venue):
         return await self._order(CallKind.CANCEL, lambda: self.inner.cancel_all(symbol))
 
     async def place_batch(self, requests: Sequence[OrderRequest]) -> list[BatchResult]:
-        return await self._batch(CallKind.PLACE, requests, self.inner.place_batch)
+        return await self._batch(CallKind.PLACE_BATCH, requests, self.inner.place_batch)
 
     async def amend_batch(self, requests: Sequence[AmendRequest]) -> list[BatchResult]:
-        return await self._batch(CallKind.AMEND, requests, self.inner.amend_batch)
+        return await self._batch(CallKind.AMEND_BATCH, requests, self.inner.amend_batch)
 
     async def cancel_batch(self, requests: Sequence[CancelRequest]) -> list[BatchResult]:
-        return await self._batch(CallKind.CANCEL, requests, self.inner.cancel_batch)
+        return await self._batch(CallKind.CANCEL_BATCH, requests, self.inner.cancel_batch)
 
     # --- push and lifetime -------------------------------------------------------------------------
     def stream(self) -> AsyncIterator[VenueEvent]:

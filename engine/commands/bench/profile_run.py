@@ -39,6 +39,9 @@ WARMUP_STEP_S = 10.0
 """Simulated seconds driven between two looks at the opening."""
 WARMUP_LIMIT_S = 3600.0
 """The opening gives up after this much simulated time (the figures say how many trades opened)."""
+DECISION_KINDS = ("tp", "sl")
+"""The fills whose decisions the benchmark reports (TP -> breakeven and the entries cancelled, SL -> the
+rest cancelled); entry fills (the stop resized) are the engine's too, but not in the seed's table."""
 VENUE_CATEGORIES = ("account_data", "positions", "orders", "market_data")
 """The cache categories whose every load is one venue read (the others compose or compute)."""
 
@@ -60,6 +63,10 @@ def _latency(samples: list[float]) -> dict[str, Any]:
         "p99": ms(percentile(samples, 99)),
         "samples": len(samples),
     }
+
+
+def _budget_waits(runtime: EngineRuntime) -> int:
+    return sum(gateway.budget.waits for gateway in runtime.gateways.values())
 
 
 def _spread(values_ms: list[float]) -> dict[str, Any]:
@@ -123,6 +130,8 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
             store_before = engine.store.metrics()
             calls_before = _calls(runtime)
             checks_before = dict(engine.manager.checks)
+            decisions_before = engine.manager.reactions.counts()
+            waits_before = _budget_waits(runtime)
             engine.cache.set_metrics(True)  # the baseline counts too (see the module docstring)
             engine.cache.reset_metrics()
             times = RefreshTimes()
@@ -139,6 +148,8 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
             cache = engine.cache.metrics()
             calls = {k: n - calls_before.get(k, 0) for k, n in _calls(runtime).items()}
             checks = {k: n - checks_before.get(k, 0) for k, n in engine.manager.checks.items()}
+            decisions = engine.manager.reactions.samples_since(decisions_before, DECISION_KINDS)
+            waits = _budget_waits(runtime) - waits_before
             trades = outcomes(engine.manager.ledger.trades)
             failures = list(runtime.failures)
         finally:
@@ -154,7 +165,7 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
             raise EngineFailure("bench", "the benchmark needs the embedded simulator (venue.kind = sim)")
         # Reaction: a TP1 whose breakeven waited for the price (the engine says so in an alert) is
         # the market's wait, not a reaction, and is left out.
-        waits = alerts.waits
+        price_waits = alerts.waits
         tp1: list[float] = []
         sl: list[float] = []
         fills = {"tp1": 0, "sl": 0}
@@ -163,7 +174,7 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
             executions = exchange.executions(account, start)  # the fills of the measured window
             found, n_tp1, n_sl = reactions(executions, sent[account], order_links)
             for fill_ts, seconds, symbol in found["tp1"]:
-                if any(fill_ts <= ts <= fill_ts + seconds and f":{symbol}:" in m for ts, m in waits):
+                if any(fill_ts <= ts <= fill_ts + seconds and f":{symbol}:" in m for ts, m in price_waits):
                     waited += 1
                 else:
                     tp1.append(seconds)
@@ -188,6 +199,8 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
         "reaction_ms": _latency(tp1 + sl),
         "tp1_to_orders_ms": _latency(tp1) | {"fills": fills["tp1"], "waited_for_price": waited},
         "sl_to_cancel_ms": _latency(sl) | {"fills": fills["sl"]},
+        "decision_ms": {kind: _latency(samples) for kind, samples in decisions.items()},
+        "budget_waits": waits,
         "monitor_checks_per_hour": per_hour(sum(checks.values()), elapsed),
         "monitor_checks_by_tier": {k: per_hour(v, elapsed) for k, v in sorted(checks.items())},
         "monitors": monitors,
