@@ -221,3 +221,19 @@ def test_the_alert_log_keeps_the_waits_the_critical_count_and_the_first_critical
     assert log.critical_messages == [
         {"type": "emergency_close", "message": f"close {n}"} for n in range(CRITICAL_KEPT)
     ]
+
+
+def test_the_warm_up_lasts_while_the_mirror_copies_openings() -> None:
+    """At 1000 positions the mirror was still placing its copies for minutes after main's last
+    opening, and the measured window was mostly their requests."""
+    from types import SimpleNamespace
+
+    from engine.commands.bench.profile_run import copying
+    from engine.mirror.follower import Verb
+
+    def follower(*verbs: Verb) -> Any:
+        return SimpleNamespace(tasks=[SimpleNamespace(verb=verb) for verb in verbs])
+
+    assert copying(follower(Verb.BREAKEVEN, Verb.OPEN))
+    assert not copying(follower(Verb.BREAKEVEN, Verb.CLOSE))  # upkeep, not the opening
+    assert not copying(None)  # no mirror

@@ -11,6 +11,7 @@ import pytest
 from engine.core.models import Order, OrderStatus, OrderType, Position, Side, Ticker, Wallet
 from engine.dashboard.insights import (
     InsightsProvider,
+    PriceHistory,
     Thresholds,
     adverse_distance,
     drawdown_pct,
@@ -250,3 +251,151 @@ def test_the_orders_are_not_read_when_every_position_has_a_monitor_stop() -> Non
     notes = InsightsProvider().compute(positions, _Unreadable(), wallets, known)
     assert {n["kind"] for n in notes} == {"exposure", "concentration", "stop_distance", "drawdown"}
     assert stop_prices([], _Unreadable()) == {}
+
+
+# --- the provider's reuse: the pure functions are the reference ------------------------------------
+
+
+def _reference_rows(
+    provider: InsightsProvider,
+    state: tuple[list[Position], list[Order], dict[str, Wallet], dict[tuple[str, str], float]],
+    samples: Mapping[str, list[tuple[float, float]]],
+    peak: float,
+) -> list[object]:
+    """The rows of the pure risk_notes for this state (the volatility from the samples themselves)."""
+    positions, orders, wallets, known = state
+    unknown = [p for p in positions if (p.account, p.symbol) not in known]
+    sigmas = {symbol: hourly_sigma(prices) for symbol, prices in samples.items()}
+    equity = sum(w.equity for w in wallets.values())
+    notes = risk_notes(
+        positions, stop_prices(unknown, orders) | known, sigmas, equity, peak, provider.thresholds
+    )
+    return [note.as_dict() for note in notes]
+
+
+def test_the_rows_equal_the_pure_notes_through_a_long_random_session() -> None:
+    rng = random.Random(2024)
+    symbols = [f"R{i}USDT" for i in range(8)]
+    provider = InsightsProvider()
+    samples: dict[str, list[tuple[float, float]]] = {}
+    clock = 0.0
+
+    def observe(symbol: str, price: float) -> None:
+        nonlocal clock
+        clock += 1.0
+        samples.setdefault(symbol, []).append((clock, price))
+        provider.observe(Ticker(symbol, price, price, price, price, clock))
+
+    for ticker in _price_walk(symbols[:4], rng, samples=20):  # the others' volatility arrives later
+        observe(ticker.symbol, ticker.last)
+    marks = {s: rng.uniform(10.0, 100.0) for s in symbols}
+    positions = [
+        position(s, rng.choice([Side.BUY, Side.SELL]), rng.uniform(0.5, 3.0), marks[s], account)
+        for account in ("main", "mirror")
+        for s in symbols
+    ]
+    known = {
+        (p.account, p.symbol): p.mark_price * (0.97 if p.side is Side.BUY else 1.03) for p in positions[:10]
+    }
+    orders: list[Order] = []
+    equities = [10_000.0]
+    previous: list[object] = []
+    kinds_of_step: set[int] = set()
+    for step in range(400):
+        change = rng.randrange(11)
+        kinds_of_step.add(change)
+        i = rng.randrange(len(positions))
+        p = positions[i]
+        side = p.side or Side.BUY
+        if change == 0:  # a third of the marks move (in place: the very same list)
+            for j in rng.sample(range(len(positions)), len(positions) // 3):
+                q = positions[j]
+                mark = q.mark_price * rng.uniform(0.995, 1.005)
+                positions[j] = position(q.symbol, q.side or Side.BUY, q.size, mark, q.account)
+        elif change == 1:  # a mark moves too little to change a printed figure
+            positions[i] = position(p.symbol, side, p.size, p.mark_price * (1 + 1e-12), p.account)
+        elif change == 2:  # the position is closed or opened again (a new list)
+            positions = list(positions)
+            positions[i] = position(p.symbol, side, 0.0 if p.size else 1.0, p.mark_price, p.account)
+        elif change == 3:  # a monitor's stop is set, moved or dropped
+            if rng.random() < 0.3:
+                known.pop((p.account, p.symbol), None)
+            else:
+                known[(p.account, p.symbol)] = p.mark_price * rng.choice([0.9, 0.98, 0.995, 1.005, 1.02])
+        elif change == 4:  # stop orders (and a take-profit, and an entry) come and go
+            orders = [o for o in orders if rng.random() < 0.8]
+            for trigger in (0.96, 0.99, 1.04):
+                factor = trigger if side is Side.BUY else 2.0 - trigger
+                orders.append(stop_order(p.symbol, side.opposite, p.mark_price * factor, p.account))
+            orders.append(
+                stop_order(p.symbol, side.opposite, p.mark_price * 0.5, p.account, reduce_only=False)
+            )
+        elif change == 5:  # new prices: a volatility changes, or becomes known
+            for symbol in rng.sample(symbols, 3):
+                last = samples[symbol][-1][1] if symbol in samples else marks[symbol]
+                for _ in range(rng.choice([1, 1, 6])):
+                    last *= math.exp(rng.gauss(0.0, 0.003))
+                    observe(symbol, last)
+        elif change == 6:  # the equity moves: the peak with it, or not
+            equities.append(equities[-1] * rng.uniform(0.9, 1.08))
+        elif change == 7 and step > 200:  # the thresholds change (once past the middle)
+            provider.thresholds = Thresholds(stop_sigma_warn=2.0, leverage_warn=0.01)
+        elif change == 8:  # a hedge-mode pair: the same account and symbol twice
+            positions = [*positions, position(p.symbol, side.opposite, 1.0, p.mark_price, p.account)]
+        elif change == 9:  # the position flips side
+            positions[i] = position(p.symbol, side.opposite, p.size, p.mark_price, p.account)
+        # else: nothing changed since the last compute
+        wallets = {"main": Wallet("main", equities[-1], 0.0, 0.0, 0.0, 0.0)}
+        state = (positions, orders, wallets, dict(known))
+        rows = provider.compute(*state)
+        assert rows == _reference_rows(provider, state, samples, max(equities)), f"step {step}"
+        if change == 10:  # the same state again: the same rows, in a list of its own
+            assert rows is not previous and len(rows) == len(previous)
+            assert all(row is old for row, old in zip(rows, previous, strict=True))
+        previous = rows
+    assert kinds_of_step == set(range(11))
+
+
+def test_rows_of_notes_that_show_the_same_are_kept_and_no_volatility_is_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(8)
+    symbols = ["AUSDT", "BUSDT", "CUSDT"]
+    provider = _observed(InsightsProvider(), _price_walk(symbols, rng))
+    positions = [position(s, Side.BUY, 1.0, 50.0 + i) for i, s in enumerate(symbols)]
+    positions += [position(s, Side.SELL, 2.0, 50.0 + i, account="mirror") for i, s in enumerate(symbols)]
+    known = {(p.account, p.symbol): p.mark_price * (0.98 if p.side is Side.BUY else 1.02) for p in positions}
+    wallets = {"main": Wallet("main", 1000.0, 1000.0, 1000.0, 0.0, 0.0)}
+    first = provider.compute(positions, [], wallets, known)
+    reads: list[PriceHistory] = []
+    sigma = PriceHistory.sigma
+
+    def counted(history: PriceHistory) -> float | None:
+        reads.append(history)
+        return sigma(history)
+
+    monkeypatch.setattr(PriceHistory, "sigma", counted)
+
+    # The very same state, nothing observed since: the same rows, no volatility read again.
+    again = provider.compute(positions, [], wallets, dict(known))
+    assert again == first and again is not first
+    assert all(row is old for row, old in zip(again, first, strict=True))
+    assert reads == []
+
+    # Every mark moves by too little to change a figure the notes print: every row is kept.
+    nudged = [
+        position(p.symbol, p.side or Side.BUY, p.size, p.mark_price * (1 + 1e-12), p.account)
+        for p in positions
+    ]
+    assert all(
+        row is old for row, old in zip(provider.compute(nudged, [], wallets, known), first, strict=True)
+    )
+
+    # A new price of one symbol: its volatility alone is read again, and only its stop notes change.
+    provider.observe(Ticker("BUSDT", 51.5, 51.5, 51.5, 51.5, 1000.0))
+    moved = provider.compute(nudged, [], wallets, known)
+    assert len(reads) == 1
+    before = {(r["kind"], r["account"], r["symbol"]): r for r in first}
+    for row in moved:
+        key = (row["kind"], row["account"], row["symbol"])
+        assert (row is before[key]) is (key[0] != "stop_distance" or key[2] != "BUSDT"), key

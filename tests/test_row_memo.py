@@ -3,7 +3,10 @@ its item leaves the section."""
 
 from __future__ import annotations
 
-from engine.core.row_memo import RowMemo
+import random
+from dataclasses import dataclass, replace
+
+from engine.core.row_memo import RowMemo, SortedRows
 
 
 class Record:
@@ -71,3 +74,99 @@ def test_rows_of_records_reuse_the_row_of_the_same_or_an_equal_record() -> None:
     again = memo.rows_of([first, changed, Record(1)], lambda r: r.value % 10, build)
     assert again[0] is rows[0] and again[1] == (12, "row") and built == [1, 2, 12]
     assert again[2] is rows[0]  # an equal record under the same key: the row is reused
+
+
+def test_reused_and_keep_are_row_in_two_halves() -> None:
+    memo: RowMemo[str, tuple[str, int]] = RowMemo()
+    assert memo.reused("a", 1) is None
+    row = memo.keep("a", 1, ("a", 1))
+    memo.end_pass()
+    assert memo.reused("a", 1) is row and memo.built == 1
+    memo.end_pass()
+    assert memo.reused("a", 2) is None  # other inputs: not reused, and not carried on
+    memo.end_pass()
+    assert memo.reused("a", 1) is None
+
+
+@dataclass(frozen=True)
+class Item:
+    """An immutable record, as the venue's orders are: a change makes a new one under the same id."""
+
+    ident: int
+    group: str
+    rank: int
+    qty: float
+    live: bool = True
+
+
+def item_key(item: Item) -> tuple[str, int]:
+    return item.group, item.rank
+
+
+def item_row(item: Item) -> tuple[int, str, int, float]:
+    return item.ident, item.group, item.rank, item.qty
+
+
+def item_ident(item: Item) -> int:
+    return item.ident
+
+
+def is_live(item: Item) -> bool:
+    return item.live
+
+
+def shuffled_step(
+    rng: random.Random, items: list[Item], next_id: int, unique: bool
+) -> tuple[list[Item], int]:
+    """The next list, as a cache hands it: the same records in a new list, but a few added, amended
+    (a new record of the same id), removed or made not live, in whatever order."""
+    items = list(items)
+    for _ in range(rng.choice((0, 1, 1, 2, 5, 40))):
+        action = rng.random()
+        if action < 0.35 or not items:
+            rank = next_id if unique else rng.randrange(30)
+            items.insert(rng.randrange(len(items) + 1), Item(next_id, rng.choice("abc"), rank, 1.0))
+            next_id += 1
+        elif action < 0.7:
+            at = rng.randrange(len(items))
+            items[at] = replace(items[at], qty=items[at].qty + 1.0)
+        elif action < 0.85:
+            items.pop(rng.randrange(len(items)))
+        else:
+            at = rng.randrange(len(items))
+            items[at] = replace(items[at], live=not items[at].live)
+    if rng.random() < 0.2:
+        rng.shuffle(items)
+    return items, next_id
+
+
+def test_a_sorted_section_kept_across_passes_is_the_one_sorted_from_scratch() -> None:
+    for unique in (True, False):  # unique keys, and ties (which sorted() leaves in input order)
+        rng = random.Random(17)
+        section = SortedRows(item_key, item_ident, item_row, is_live)
+        items: list[Item] = []
+        next_id = 0
+        for _ in range(300):
+            items, next_id = shuffled_step(rng, items, next_id, unique)
+            ordered, rows = section.update(items)
+            expected = sorted((i for i in items if i.live), key=item_key)
+            assert ordered == expected and all(a is b for a, b in zip(ordered, expected, strict=True))
+            assert rows == [item_row(i) for i in expected]
+
+
+def test_a_pass_that_changed_a_few_items_sorts_nothing_and_builds_their_rows_only() -> None:
+    section = SortedRows(item_key, item_ident, item_row)
+    items = [Item(n, "ab"[n % 2], n, 1.0) for n in range(200)]
+    random.Random(3).shuffle(items)
+    _, first = section.update(items)
+    assert section.sorts == 1 and section.built == 200
+    _, same = section.update(list(items))  # a new list of the same records
+    assert same == first and section.sorts == 1 and section.built == 200
+    changed = [replace(i, qty=2.0) if i.ident == 7 else i for i in items if i.ident != 9]
+    changed.append(Item(500, "a", 500, 1.0))
+    ordered, rows = section.update(changed)
+    assert section.sorts == 1 and section.built == 202  # the amended and the added one
+    assert ordered == sorted(changed, key=item_key)
+    by_ident = {row[0]: row for row in first}
+    kept = [row for row in rows if row[0] not in (7, 500)]
+    assert all(row is by_ident[row[0]] for row in kept)  # the same objects

@@ -8,12 +8,15 @@ whole section equals what a build from scratch gives.
 from __future__ import annotations
 
 import random
+from types import MappingProxyType
 
+import pytest
 from tpsl_harness import EPOCH, MemoryStore, new_exchange
 
 from engine.alerts.bus import AlertBus
 from engine.core.clock import VirtualClock
 from engine.core.models import Instrument, ManagedOrder, Monitor, OrderType, Phase, Side, SlotStatus
+from engine.core.read_only import read_only
 from engine.mirror.follower import LinkState, MirrorFollower, MirrorLink, MirrorParams
 from engine.mirror.sizing import MirrorSizing
 from engine.scheduler.urgency import Tier
@@ -213,3 +216,27 @@ def test_only_the_changed_links_rows_are_made_again() -> None:
     fourth = by_main_key(list(follower.snapshot()["links"]))
     assert fourth["main:AAAUSDT:Buy"]["state"] == "closing"  # type: ignore[index]
     assert fourth["main:BBBUSDT:Buy"] is third["main:BBBUSDT:Buy"]
+
+
+def test_a_section_of_read_only_rows_is_frozen_as_a_tuple_of_them_without_a_call_per_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The long sections' rows are read-only where built: freezing the section does not walk them
+    one by one (thousands of calls per snapshot); a section with a row still mutable is frozen deep."""
+    import engine.dashboard.snapshot as snapshot_module
+
+    rows = [read_only({"symbol": f"S{n}", "qty": float(n)}) for n in range(1000)]
+    calls = 0
+    real = snapshot_module._freeze
+
+    def counted(value: object) -> object:
+        nonlocal calls
+        calls += 1
+        return real(value)
+
+    monkeypatch.setattr(snapshot_module, "_freeze", counted)
+    frozen = counted(tuple(rows))
+    assert calls == 1 and frozen == tuple(rows) and all(a is b for a, b in zip(frozen, rows, strict=True))
+    mixed = counted([*rows[:3], {"symbol": "X", "tags": [1, 2]}])
+    assert isinstance(mixed, tuple) and mixed[:3] == tuple(rows[:3])
+    assert isinstance(mixed[3], MappingProxyType) and mixed[3]["tags"] == (1, 2)

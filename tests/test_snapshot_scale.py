@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import math
 import random
 import tracemalloc
@@ -20,11 +21,15 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from cache_builders import counting_loader, make_cache
 from test_dashboard import SimHost, open_position, sim
 
+from engine.core.clock import VirtualClock
 from engine.core.models import Instrument, Order, OrderStatus, OrderType, Position, Side, Ticker, Wallet
+from engine.core.row_memo import RowMemo
 from engine.dashboard.insights import BUCKET_PAIRS, InsightsProvider, PriceHistory, hourly_sigma
-from engine.dashboard.snapshot import AccountParts, account_view
+from engine.dashboard.schema import PositionRow
+from engine.dashboard.snapshot import AccountParts, account_view, position_rows
 
 __all__ = ["sim"]  # the fixture, shared with test_dashboard
 
@@ -174,27 +179,165 @@ async def test_the_statistics_are_worked_out_again_only_when_a_trade_closed(
     sim: SimHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fill drops the stats entry, but most fills close no trade: the views are only worked out
-    again once the ledger holds another trade (at a thousand positions, fills come every second)."""
-    import engine.dashboard.snapshot as snapshot_module
+    again once the ledger holds another trade (at a thousand positions, fills come every second),
+    and then from the new trade alone, not from every trade of the ledger."""
+    from engine.dashboard.statistics import StatisticsBook
 
     dashboard = sim.dashboard
     assert dashboard is not None
     runs: list[int] = []
-    real = snapshot_module.statistics
+    real = StatisticsBook.add
 
-    def counted(trades: Any, *args: Any, **kwargs: Any) -> Any:
-        runs.append(len(list(trades)))
-        return real(trades, *args, **kwargs)
+    def counted(book: StatisticsBook, trades: Any) -> Any:
+        trades = list(trades)
+        runs.append(len(trades))
+        return real(book, trades)
 
-    monkeypatch.setattr(snapshot_module, "statistics", counted)
+    monkeypatch.setattr(StatisticsBook, "add", counted)
     sim.tpsl.manage(sl_price=90_000.0)  # a ledger with one closed trade
     first = await sim.clock.drive_while(dashboard.snapshot())
     dashboard.cache.invalidate("stats")  # what a fill does
     second = await sim.clock.drive_while(dashboard.snapshot())
     assert runs == [1] and second["statistics"] == first["statistics"]
     trade = sim.tpsl.ledger.trades[0]
-    sim.tpsl.ledger.record(replace(trade, symbol="SOLUSDT", pnl=-5.0, closed_at=120.0))
+    later = trade.closed_at + 60.0
+    sim.tpsl.ledger.record(replace(trade, symbol="SOLUSDT", pnl=-5.0, closed_at=later))
     dashboard.cache.invalidate("stats")
     third = await sim.clock.drive_while(dashboard.snapshot())
-    assert runs == [1, 2] and third["statistics"]["trades"] == 2
+    assert runs == [1, 1] and third["statistics"]["trades"] == 2
     assert third["statistics"] != first["statistics"]
+
+
+async def test_the_ledger_section_is_made_again_only_when_a_trade_closed(sim: SimHost) -> None:
+    """The ledger only grows: an unchanged one is the last snapshot's section (the same frozen object),
+    not every trade's row made and frozen again at every refresh."""
+    dashboard = sim.dashboard
+    assert dashboard is not None
+    sim.tpsl.manage(sl_price=90_000.0)  # a ledger with one closed trade
+    first = await sim.clock.drive_while(dashboard.snapshot())
+    second = await sim.clock.drive_while(dashboard.snapshot())
+    assert second["ledger"] is first["ledger"]
+    trade = sim.tpsl.ledger.trades[0]
+    sim.tpsl.ledger.record(replace(trade, symbol="SOLUSDT", pnl=-5.0, closed_at=120.0))
+    third = await sim.clock.drive_while(dashboard.snapshot())
+    assert len(third["ledger"]["trades"]) == 2
+    assert json.loads(third.to_json())["ledger"] == json.loads(json.dumps(sim.tpsl.ledger.snapshot()))
+
+
+ACCOUNTS = ("main", "mirror")
+SYMBOLS = [f"S{n:02d}USDT" for n in range(12)]
+
+
+def random_order(rng: random.Random, account: str, serial: int) -> Order:
+    symbol = rng.choice(SYMBOLS)
+    return Order(
+        account=account,
+        order_id=f"o{serial}",
+        link_id=rng.choice(("", f"m1-tp{serial % 3}-{serial}", f"m1-sl-{serial}")),
+        symbol=symbol,
+        side=rng.choice((Side.BUY, Side.SELL)),
+        order_type=OrderType.LIMIT,
+        qty=float(rng.randint(1, 9)),
+        price=float(rng.randint(90, 110)),
+        status=rng.choice((OrderStatus.NEW, OrderStatus.UNTRIGGERED)),
+        trigger_price=None,
+        reduce_only=rng.random() < 0.5,
+    )
+
+
+def changed_reads(
+    rng: random.Random, positions: dict[str, list[Position]], orders: dict[str, list[Order]], serial: int
+) -> int:
+    """A few changes to one account's reads, as the cache applies events: a new list holding the
+    same records but those added, amended (a new record of the same id), removed, opened or closed."""
+    account = rng.choice(ACCOUNTS)
+    held, working = list(positions[account]), list(orders[account])
+    for _ in range(rng.choice((1, 1, 2, 3, 30))):
+        action = rng.random()
+        if action < 0.3 or not working:
+            serial += 1
+            working.insert(rng.randrange(len(working) + 1), random_order(rng, account, serial))
+        elif action < 0.55:
+            at = rng.randrange(len(working))
+            working[at] = replace(working[at], qty=working[at].qty + 1.0)
+        elif action < 0.75:
+            working.pop(rng.randrange(len(working)))
+        else:  # a position opened, moved or closed (size 0: not listed)
+            symbol = rng.choice(SYMBOLS)
+            others = [p for p in held if p.symbol != symbol]
+            size = rng.choice((0.0, 1.0, 2.5))
+            mark = float(rng.randint(90, 110))
+            held = [*others, replace(position(account, symbol, mark), size=size)]
+    positions[account], orders[account] = held, working
+    return serial
+
+
+def test_an_account_view_kept_from_build_to_build_is_the_one_made_from_scratch() -> None:
+    rng = random.Random(29)
+    instruments = {s: Instrument(s, 0.1, 0.01, 0.01, 100.0) for s in SYMBOLS[:6]}
+    parts = AccountParts()
+    memo: RowMemo[tuple[str, str, str | None], PositionRow] = RowMemo()
+    positions: dict[str, list[Position]] = {a: [] for a in ACCOUNTS}
+    orders: dict[str, list[Order]] = {a: [] for a in ACCOUNTS}
+    serial = 0
+    for step in range(400):
+        serial = changed_reads(rng, positions, orders, serial)
+        if step == 200:  # an instrument learnt: every position row is made again, at its tick
+            instruments = {**instruments, SYMBOLS[7]: Instrument(SYMBOLS[7], 0.5, 0.1, 0.1, 100.0)}
+        kept = account_view(WALLETS, positions, orders, instruments, parts=parts)
+        assert kept == account_view(WALLETS, positions, orders, instruments)
+        assert kept.symbols == {p.symbol for p in kept.positions} | {o.symbol for o in kept.orders}
+        # The positions section at this build's marks (some moved, some not shown): kept rows too.
+        marks = {(a, s): float(rng.randint(95, 105)) for a in ACCOUNTS for s in SYMBOLS if rng.random() < 0.5}
+        shown = position_rows(kept, marks, {}, instruments, memo)
+        assert shown == position_rows(kept, marks, {}, instruments)
+
+
+def test_an_amended_order_is_placed_without_a_sort_and_the_other_rows_are_kept() -> None:
+    parts = AccountParts()
+    rng = random.Random(5)
+    orders = {"main": [random_order(rng, "main", n) for n in range(300)], "mirror": []}
+    positions: dict[str, list[Position]] = {
+        "main": [position("main", s, 100.0) for s in SYMBOLS],
+        "mirror": [],
+    }
+    first = account_view(WALLETS, positions, orders, {}, parts=parts)
+    sorts, built = parts.sorts, parts.built
+    amended = replace(orders["main"][10], qty=99.0)
+    orders = {**orders, "main": [amended if o is orders["main"][10] else o for o in orders["main"]]}
+    second = account_view(WALLETS, positions, orders, {}, parts=parts)
+    assert second == account_view(WALLETS, positions, orders, {})
+    assert parts.sorts == sorts and parts.built == built + 1  # one row built, nothing sorted again
+    assert [r is s for r, s in zip(first.order_rows, second.order_rows, strict=True)].count(False) == 1
+    assert all(r is s for r, s in zip(first.position_rows, second.position_rows, strict=True))
+
+
+async def test_the_alerts_section_is_made_again_only_when_an_alert_was_published(sim: SimHost) -> None:
+    dashboard = sim.dashboard
+    assert dashboard is not None
+    sim.alerts.raise_alert("warning", "test", "first")
+    first = await sim.clock.drive_while(dashboard.snapshot())
+    second = await sim.clock.drive_while(dashboard.snapshot())
+    assert second["alerts"] is first["alerts"]
+    sim.alerts.raise_alert("info", "test", "second")
+    third = await sim.clock.drive_while(dashboard.snapshot())
+    assert [a["message"] for a in third["alerts"]][:2] == ["second", "first"]
+    assert json.loads(third.to_json())["alerts"] == json.loads(json.dumps(sim.alerts.snapshot(50)))
+
+
+async def test_the_oldest_age_is_that_of_the_oldest_live_entry() -> None:
+    """Read past the TLRU cache's per-key access (a thousand tickers per snapshot): an expired entry
+    does not count."""
+    clock = VirtualClock()
+    cache = make_cache(clock)
+    load, _ = counting_loader()
+    assert cache.oldest_age_s("positions") is None
+    await cache.get_or_load("positions", ("positions", "main"), load)
+    clock.advance(10.0)
+    await cache.get_or_load("positions", ("positions", "mirror"), load)
+    clock.advance(2.0)
+    assert cache.oldest_age_s("positions") == pytest.approx(12.0)
+    assert cache.metrics()["categories"]["positions"]["oldest_age_s"] == pytest.approx(12.0)
+    clock.advance(4.0)  # main's entry (16 s old) is past the 15 s TTL: mirror's is the oldest live one
+    assert cache.oldest_age_s("positions") == pytest.approx(6.0)
+    assert cache.entries("positions") == 1

@@ -10,8 +10,11 @@ seen in a pass are forgotten, so the memo never outgrows the section.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterable
-from typing import Generic, TypeVar
+from itertools import compress
+from operator import eq, is_not
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
@@ -61,3 +64,119 @@ class RowMemo(Generic[K, R]):
     def end_pass(self) -> None:
         """Close a pass: the rows asked for in it are the ones the next pass may reuse."""
         self._last, self._next = self._next, {}
+
+    def reused(self, key: K, inputs: object) -> R | None:
+        """The last pass's row of ``key`` when its inputs equal ``inputs`` (kept for the next pass),
+        else None: then the caller builds it and hands it to :meth:`keep`. :meth:`row` in two
+        halves, for a hot loop that would otherwise make a closure per row."""
+        last = self._last.get(key)
+        if last is not None and (last[0] is inputs or last[0] == inputs):
+            self._next[key] = last
+            return last[1]
+        return None
+
+    def keep(self, key: K, inputs: object, row: R) -> R:
+        """Record ``row``, just built from ``inputs``, as ``key``'s row of this pass; returns it."""
+        self.built += 1
+        self._next[key] = (inputs, row)
+        return row
+
+
+class SortedRows(Generic[T, R]):
+    """A section kept sorted, with its rows, from one pass to the next, changed where its items did.
+
+    Each pass is handed the section's items anew: a new list that holds the same record objects but
+    for the few that changed (the cache applies an order or position event that way). The items
+    seen in the last pass (by identity) keep their place and their row; those gone are taken out and
+    the new ones put in at their place (bisect on their sort keys), each one's row built. So a pass
+    that changed a few of three thousand orders sorts nothing and builds a few rows. What changed is
+    found by comparing the two lists place by place when they are as long (a record replaced where
+    it was), else by the ids of their items.
+
+    The result is the one of ``sorted(items, key=key)`` with ``build`` applied to each: when that
+    cannot be told apart by keys alone (two items with equal keys, which ``sorted`` leaves in their
+    input order) or when much changed, the pass sorts them all, reusing the rows of equal records
+    (by ``ident``, as :meth:`RowMemo.rows_of`).
+    """
+
+    def __init__(
+        self,
+        key: Callable[[T], Any],
+        ident: Callable[[T], Hashable],
+        build: Callable[[T], R],
+        keep: Callable[[T], object] | None = None,
+    ) -> None:
+        """``key``: the sort key; ``ident``: what identifies an item's row across records (an order
+        id); ``build``: an item's row (a function of the item alone, immutable); ``keep``: which of
+        the items handed belong to the section (all when None)."""
+        self._key, self._ident, self._build, self._keep = key, ident, build, keep
+        self._memo: RowMemo[Hashable, R] = RowMemo()
+        self._input: list[T] = []  # the last pass's items, in the order handed
+        self._by_id: dict[int, T] = {}  # the same by id(): they stay alive in _input
+        self._items: list[T] = []
+        self._keys: list[Any] = []
+        self._rows: list[R] = []
+        self._ties = False  # two items of the last pass had equal keys: only a full sort orders them
+        self.built = 0
+        """Rows built (not reused) since the section was made."""
+        self.sorts = 0
+        """Passes that sorted every item (the first one, and those that changed much or had ties)."""
+
+    def update(self, items: Iterable[T]) -> tuple[list[T], list[R]]:
+        """This pass's items, sorted, and their rows (lists the caller must not change)."""
+        keep = self._keep
+        new = [item for item in items if keep(item)] if keep is not None else list(items)
+        last_input, limit = self._input, max(16, len(self._items) // 8)
+        if len(new) == len(last_input):
+            # The cache replaces a changed record where it was: compare the lists place by place (in C).
+            moved = list(compress(range(len(new)), map(is_not, last_input, new)))
+            if not moved:  # the same items in the same order: the same section, ties or not
+                return self._items, self._rows
+            if not self._ties and len(moved) <= limit:
+                return self._apply(new, [last_input[i] for i in moved], [new[i] for i in moved])
+        by_id = dict(zip(map(id, new), new, strict=True))
+        if self._ties or len(by_id) != len(new):  # equal keys, or an item twice: input order counts
+            return self._sort(new)
+        last = self._by_id
+        added = by_id.keys() - last.keys()
+        removed = last.keys() - by_id.keys()
+        if len(added) + len(removed) > limit:
+            return self._sort(new)
+        return self._apply(new, [last[i] for i in removed], [by_id[i] for i in added])
+
+    def _apply(self, new: list[T], removed: list[T], added: list[T]) -> tuple[list[T], list[R]]:
+        """Take ``removed`` out and put ``added`` in at their places: ``new`` sorted, unless an item
+        is not where its key says or an added one ties with another (then it is sorted whole)."""
+        key, items, keys, rows, by_id = self._key, self._items, self._keys, self._rows, self._by_id
+        for item in removed:
+            at = bisect_left(keys, key(item))
+            if at == len(items) or items[at] is not item:
+                return self._sort(new)
+            del items[at], keys[at], rows[at], by_id[id(item)]
+        build = self._build
+        for item in added:
+            item_key = key(item)
+            at = bisect_left(keys, item_key)
+            if at < len(keys) and keys[at] == item_key:  # a tie: its place depends on the input order
+                return self._sort(new)
+            items.insert(at, item)
+            keys.insert(at, item_key)
+            rows.insert(at, build(item))
+            by_id[id(item)] = item
+            self.built += 1
+        self._input = new
+        return items, rows
+
+    def _sort(self, new: list[T]) -> tuple[list[T], list[R]]:
+        self.sorts += 1
+        key, memo = self._key, self._memo
+        items = sorted(new, key=key)
+        keys = list(map(key, items))
+        built = memo.built
+        rows = memo.rows_of(items, self._ident, self._build)
+        memo.end_pass()
+        self.built += memo.built - built
+        self._items, self._keys, self._rows, self._input = items, keys, rows, new
+        self._by_id = dict(zip(map(id, new), new, strict=True))
+        self._ties = any(map(eq, keys, keys[1:]))
+        return items, rows

@@ -71,7 +71,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Any
 
-from cachetools import TLRUCache
+from cachetools import Cache, TLRUCache
 
 from engine.core.clock import Clock
 from engine.core.models import Execution, Order, Position, StreamStatus, Ticker, VenueEvent, Wallet
@@ -762,7 +762,12 @@ class DashboardCache:
     def oldest_age_s(self, category: str) -> float | None:
         """Age of the category's oldest live entry, or None when it is empty."""
         store = self._stores[_checked_category(category)]
-        stamps = [entry.stored_at for entry in store.values()]
+        # Read past TLRUCache's own access (a timer context and an LRU move per entry: a thousand
+        # tickers at every snapshot), once the expired entries are dropped, as len() drops them.
+        with store.timer as now:
+            store.expire(now)
+            raw = Cache.__getitem__
+            stamps = [raw(store, key).stored_at for key in Cache.__iter__(store)]
         return self.clock.monotonic() - min(stamps) if stamps else None
 
     def metrics(self) -> CacheSection:

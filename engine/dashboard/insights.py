@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from engine.core.models import Order, Position, Side, Ticker, Wallet
 from engine.core.read_only import read_only
-from engine.core.row_memo import RowMemo
 from engine.dashboard.schema import InsightRow
 
 HOUR_S = 3600.0
@@ -40,14 +39,30 @@ class Insight:
     message: str
 
     def as_dict(self) -> InsightRow:
-        return {
-            "kind": self.kind,
-            "severity": self.severity,
-            "account": self.account,
-            "symbol": self.symbol,
-            "value": self.value,
-            "message": self.message,
-        }
+        return _row_of(self.kind, self.severity, self.account, self.symbol, self.value, self.message)
+
+
+_Fields = tuple[str, str, str | None, str | None, float | None, str]
+"""An :class:`Insight`'s fields, in their order: what its row shows. The provider keeps a note's
+fields and its row, not the note (building the frozen dataclass cost as much as its figures)."""
+
+
+def _fields_of(note: Insight) -> _Fields:
+    return (note.kind, note.severity, note.account, note.symbol, note.value, note.message)
+
+
+def _row_of(
+    kind: str, severity: str, account: str | None, symbol: str | None, value: float | None, message: str
+) -> InsightRow:
+    """The row of a note with these fields (:meth:`Insight.as_dict`)."""
+    return {
+        "kind": kind,
+        "severity": severity,
+        "account": account,
+        "symbol": symbol,
+        "value": value,
+        "message": message,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +134,27 @@ def stop_prices(positions: Iterable[Position], orders: Iterable[Order]) -> dict[
     held = [(p, p.side) for p in positions if p.side is not None]
     if not held:  # every position has a monitor's stop (the usual case): the orders are not even read
         return {}
-    wanted = {(p.account, p.symbol) for p, _ in held}
     # Only the orders that can be a stop of a held position are grouped: a few per position, not all.
-    triggers: dict[tuple[str, str], list[tuple[Side, float]]] = {}
+    return _stops_among(held, _stop_triggers(orders, {(p.account, p.symbol) for p, _ in held}))
+
+
+_Triggers = dict[tuple[str, str], list[tuple[Side, float]]]
+"""The (side, trigger price) of the reduce-only conditional orders, by (account, symbol)."""
+
+
+def _stop_triggers(orders: Iterable[Order], wanted: Container[tuple[str, str]] | None = None) -> _Triggers:
+    """The orders that can be a stop, grouped: of the ``wanted`` (account, symbol) only, or of all."""
+    triggers: _Triggers = {}
     for order in orders:
         if order.reduce_only and order.trigger_price is not None:
             key = (order.account, order.symbol)
-            if key in wanted:
+            if wanted is None or key in wanted:
                 triggers.setdefault(key, []).append((order.side, order.trigger_price))
+    return triggers
+
+
+def _stops_among(held: Iterable[tuple[Position, Side]], triggers: _Triggers) -> dict[tuple[str, str], float]:
+    """:func:`stop_prices` of the ``held`` (position, side) pairs, among the grouped orders."""
     stops: dict[tuple[str, str], float] = {}
     for position, side in held:
         closing, mark = side.opposite, position.mark_price
@@ -154,14 +182,22 @@ def _grade(value: float, warn: float, critical: float, higher_is_worse: bool = T
 
 def note_order(note: Insight) -> tuple[int, str, str, str]:
     """The notes' order: most severe first, then by kind, account and symbol."""
-    return (_SEVERITY_RANK[note.severity], note.kind, note.account or "", note.symbol or "")
+    return _order_of(note.severity, note.kind, note.account, note.symbol)
+
+
+def _order_of(severity: str, kind: str, account: str | None, symbol: str | None) -> tuple[int, str, str, str]:
+    return (_SEVERITY_RANK[severity], kind, account or "", symbol or "")
 
 
 def exposure_note(symbol: str, net: float, gross: float, equity: float, thresholds: Thresholds) -> Insight:
     """A symbol's exposure note from its (net, gross) notional and the total equity."""
+    return Insight(*_exposure_fields(symbol, net, gross, equity, thresholds))
+
+
+def _exposure_fields(symbol: str, net: float, gross: float, equity: float, thresholds: Thresholds) -> _Fields:
     leverage = gross / equity if equity > 0 else math.inf
     direction = "long" if net > 0 else "short" if net < 0 else "flat"
-    return Insight(
+    return (
         "exposure",
         "warn" if leverage >= thresholds.leverage_warn else "info",
         None,
@@ -193,27 +229,45 @@ def stop_note(position: Position, stop: float | None, sigma: float | None, thres
     side = position.side
     if side is None:  # risk_notes passes open positions only, and an open position has a side
         raise ValueError(f"no stop note for {position.account} {position.symbol}: the position is flat")
-    where = f"{position.account} {position.symbol} {side.value}"
+    account, symbol = position.account, position.symbol
+    where = _where(account, symbol, side)
+    return Insight(*_stop_fields(account, symbol, where, side, position.mark_price, stop, sigma, thresholds))
+
+
+def _where(account: str, symbol: str, side: Side) -> str:
+    """Whose position a stop note is about, as its message starts."""
+    return f"{account} {symbol} {side.value}"
+
+
+def _stop_fields(
+    account: str,
+    symbol: str,
+    where: str,
+    side: Side,
+    mark: float,
+    stop: float | None,
+    sigma: float | None,
+    thresholds: Thresholds,
+) -> _Fields:
+    """:func:`stop_note`'s fields, from what it reads of the position (``where``: :func:`_where`)."""
     if stop is None:
-        return Insight(
-            "no_stop", "critical", position.account, position.symbol, None, f"{where}: no stop-loss"
-        )
-    distance = adverse_distance(side, position.mark_price, stop)
+        return ("no_stop", "critical", account, symbol, None, f"{where}: no stop-loss")
+    distance = adverse_distance(side, mark, stop)
     if sigma is None:
-        return Insight(
+        return (
             "stop_distance",
             "info",
-            position.account,
-            position.symbol,
+            account,
+            symbol,
             None,
             f"{where}: stop {distance:.2%} away (volatility not known yet)",
         )
     in_sigmas = distance / sigma
-    return Insight(
+    return (
         "stop_distance",
         _grade(in_sigmas, thresholds.stop_sigma_warn, thresholds.stop_sigma_critical, higher_is_worse=False),
-        position.account,
-        position.symbol,
+        account,
+        symbol,
         round(in_sigmas, 3),
         f"{where}: stop {distance:.2%} away = {in_sigmas:.2f} hourly sigma",
     )
@@ -232,40 +286,6 @@ def drawdown_note(equity: float, peak_equity: float, thresholds: Thresholds) -> 
     )
 
 
-class NoteBuilders(Protocol):
-    """Builds the per-symbol and per-position notes: the pure functions, or the provider's memo of
-    them (the same notes, reused while their inputs are unchanged)."""
-
-    def exposure(
-        self, symbol: str, net: float, gross: float, equity: float, thresholds: Thresholds
-    ) -> Insight:
-        """As :func:`exposure_note`."""
-        ...
-
-    def stop(
-        self, position: Position, stop: float | None, sigma: float | None, thresholds: Thresholds
-    ) -> Insight:
-        """As :func:`stop_note`."""
-        ...
-
-
-class _PureBuilders:
-    """The note builders as they are: no memory."""
-
-    def exposure(
-        self, symbol: str, net: float, gross: float, equity: float, thresholds: Thresholds
-    ) -> Insight:
-        return exposure_note(symbol, net, gross, equity, thresholds)
-
-    def stop(
-        self, position: Position, stop: float | None, sigma: float | None, thresholds: Thresholds
-    ) -> Insight:
-        return stop_note(position, stop, sigma, thresholds)
-
-
-PURE_BUILDERS: NoteBuilders = _PureBuilders()
-
-
 def risk_notes(
     positions: Sequence[Position],
     stops: Mapping[tuple[str, str], float],
@@ -273,24 +293,22 @@ def risk_notes(
     equity: float,
     peak_equity: float,
     thresholds: Thresholds = Thresholds(),
-    builders: NoteBuilders = PURE_BUILDERS,
 ) -> list[Insight]:
     """Every note for the given state, most severe first, then in a stable order.
 
-    ``builders`` makes the per-symbol and per-position notes; the result is the same whichever
-    builders (pure or memoized) are given.
+    The reference: :meth:`InsightsProvider.compute` gives these notes' rows, reusing what it can.
     """
     open_positions = [p for p in positions if p.is_open]
     exposure = exposure_by_symbol(open_positions)
     notes = [
-        builders.exposure(symbol, net, gross, equity, thresholds) for symbol, (net, gross) in exposure.items()
+        exposure_note(symbol, net, gross, equity, thresholds) for symbol, (net, gross) in exposure.items()
     ]
     concentration = concentration_note(exposure, thresholds)
     if concentration is not None:
         notes.append(concentration)
     for position in open_positions:
         key = (position.account, position.symbol)
-        notes.append(builders.stop(position, stops.get(key), sigmas.get(position.symbol), thresholds))
+        notes.append(stop_note(position, stops.get(key), sigmas.get(position.symbol), thresholds))
     notes.append(drawdown_note(equity, peak_equity, thresholds))
     notes.sort(key=note_order)
     return notes
@@ -399,46 +417,96 @@ class PriceHistory:
         return self._sigma[0]
 
 
-class _MemoBuilders:
-    """The note builders with a memory: a symbol's exposure note and a position's stop note are
-    reused while what they are made of (their arguments, the thresholds included) is unchanged."""
+_OrderKey = tuple[int, str, str, str]
+"""A note's place in the notes' order (see :func:`note_order`)."""
 
-    def __init__(self) -> None:
-        self.exposures: RowMemo[str, Insight] = RowMemo()
-        self.stops: RowMemo[tuple[str, str], Insight] = RowMemo()
+_NOTHING = (0.0, 0.0)  # a symbol's (net, gross) before its first position
 
-    def exposure(
-        self, symbol: str, net: float, gross: float, equity: float, thresholds: Thresholds
-    ) -> Insight:
-        return self.exposures.row(
-            symbol,
-            (net, gross, equity, thresholds),
-            lambda: exposure_note(symbol, net, gross, equity, thresholds),
+
+class _Shown:
+    """A note as the snapshot shows it: its fields, its read-only row and its key in the notes'
+    order, kept from one computation to the next (see :func:`_shown`)."""
+
+    __slots__ = ("fields", "order", "row")
+
+    def __init__(self, fields: _Fields, row: InsightRow, order: _OrderKey) -> None:
+        self.fields = fields
+        self.row = row
+        self.order = order
+
+
+def _shown(fields: _Fields, last: _Shown | None) -> _Shown:
+    """``last`` when it shows the same note, else the note of these ``fields`` with a new row.
+
+    A note built again because a mark moved often prints the same figures: its row object is then
+    kept (the snapshot's freeze and the widgets' diff pass it through), and so is its order key
+    object, so that an unchanged order is seen by identity (:meth:`InsightsProvider.compute`).
+    """
+    if last is not None and last.fields == fields:
+        return last
+    kind, severity, account, symbol, value, message = fields
+    order = _order_of(severity, kind, account, symbol)
+    if last is not None and last.order == order:
+        order = last.order
+    # Read-only where built (one per position): the snapshot's freeze passes it through.
+    return _Shown(fields, read_only(_row_of(kind, severity, account, symbol, value, message)), order)
+
+
+def _same_items(items: Sequence[object], last: Sequence[object]) -> bool:
+    """The very same objects in the same order: compared by identity, never field by field."""
+    return len(items) == len(last) and all(map(operator.is_, items, last))
+
+
+# What a position's stop note was made of (side, mark, stop, sigma), the start of its message, and
+# the note. One tuple of inputs: compared in one go, it is the cheapest test of a position unchanged.
+_StopEntry = tuple[tuple[Side, float, float | None, float | None], str, _Shown]
+# What a symbol's exposure note was made of (net, gross, equity), and the note.
+_ExposureEntry = tuple[float, float, float, _Shown]
+
+
+@dataclass(slots=True)
+class _Computed:
+    """A computation's inputs, copied (a caller may change a list in place), and its rows."""
+
+    positions: list[Position]
+    orders: list[Order] | None  # None: not read, every position having a monitor's stop
+    wallets: dict[str, Wallet]
+    known: dict[tuple[str, str], float]
+    peak_equity: float
+    thresholds: Thresholds
+    rows: list[InsightRow]
+
+    def holds(
+        self,
+        positions: Sequence[Position],
+        orders: Sequence[Order],
+        wallets: Mapping[str, Wallet],
+        known: dict[tuple[str, str], float],
+        peak_equity: float,
+        thresholds: Thresholds,
+    ) -> bool:
+        """The same state as this computation's: its rows are then the answer."""
+        return (
+            peak_equity == self.peak_equity
+            and thresholds == self.thresholds
+            and dict(wallets) == self.wallets
+            and known == self.known
+            and _same_items(positions, self.positions)
+            and (self.orders is None or _same_items(orders, self.orders))
         )
-
-    def stop(
-        self, position: Position, stop: float | None, sigma: float | None, thresholds: Thresholds
-    ) -> Insight:
-        # The note shows the position's account, symbol (the key), side and mark, and nothing else of it.
-        return self.stops.row(
-            (position.account, position.symbol),
-            (position.side, position.mark_price, stop, sigma, thresholds),
-            lambda: stop_note(position, stop, sigma, thresholds),
-        )
-
-    def end_pass(self) -> None:
-        """Forget the notes of symbols and positions no longer held."""
-        self.exposures.end_pass()
-        self.stops.end_pass()
 
 
 class InsightsProvider:
     """Keeps recent prices and the session's equity peak; computes the notes on demand.
 
-    At a thousand positions the notes are recomputed at almost every snapshot (order and position
-    events drop the cached list), while few of them change in between: a note, and its read-only
-    row, is rebuilt only when what it shows changed (:class:`RowMemo`); the list is the same as the
-    pure :func:`risk_notes` gives.
+    At a thousand positions (two thousand over two accounts) the notes are recomputed at almost
+    every snapshot (order and position events drop the cached list), while marks move every second
+    and few notes change in between. :meth:`compute` therefore gives the rows of the pure
+    :func:`risk_notes` (the reference) while redoing only what changed: a position's or a symbol's
+    note is built again only when what it is made of changed, and keeps its row object when it shows
+    the same; the notes are sorted again only when one's place in the order changed; the orders are
+    searched for stops again only when they, or the positions with no monitor's stop, changed; and the
+    very same state, with no price seen since, gives the last rows.
     """
 
     def __init__(self, history: int = 900, thresholds: Thresholds = Thresholds()) -> None:
@@ -446,8 +514,18 @@ class InsightsProvider:
         self._prices: dict[str, PriceHistory] = {}
         self._peak_equity = 0.0
         self.thresholds = thresholds
-        self._builders = _MemoBuilders()
-        self._rows: RowMemo[tuple[str, str | None, str | None], InsightRow] = RowMemo()
+        self._sigmas: dict[str, float | None] = {}  # every observed symbol's, as of the last compute
+        self._moved: set[str] = set()  # the symbols with a sample since (their sigma changed)
+        self._thresholds_used: Thresholds | None = None
+        self._stop_notes: dict[tuple[str, str], _StopEntry] = {}
+        self._exposure_notes: dict[str, _ExposureEntry] = {}
+        self._held: list[str] = []  # the symbols held, sorted
+        self._concentration: _Shown | None = None
+        self._drawdown: _Shown | None = None
+        self._triggers: tuple[list[Order], _Triggers] = ([], {})  # the orders last read, grouped
+        self._order_keys: list[_OrderKey] = []  # the notes' keys before the sort, and the sort:
+        self._sorted: list[int] = []
+        self._last: _Computed | None = None
 
     def observe(self, ticker: Ticker) -> None:
         """Record a price (from the ticker stream or a market read); repeats of a timestamp are ignored."""
@@ -456,6 +534,7 @@ class InsightsProvider:
             history = self._prices[ticker.symbol] = PriceHistory(self._history)
         if history.last is None or ticker.ts > history.last[0]:
             history.add(ticker.ts, ticker.last)
+            self._moved.add(ticker.symbol)
 
     def observe_equity(self, wallets: Iterable[Wallet]) -> None:
         """Raise the session's equity peak with the total equity of the given accounts."""
@@ -477,35 +556,142 @@ class InsightsProvider:
         wallets: Mapping[str, Wallet],
         known_stops: Mapping[tuple[str, str], float] | None = None,
     ) -> list[InsightRow]:
-        """The snapshot's ``insights`` list for this state.
+        """The snapshot's ``insights`` list for this state: the rows of :func:`risk_notes`' notes.
 
         ``known_stops`` ((account, symbol) -> SL price, from the TP/SL monitors) take precedence over
         the stops found among the open orders.
         """
         self.observe_equity(wallets.values())
         equity = sum(w.equity for w in wallets.values())
-        held = sorted({p.symbol for p in positions if p.is_open})
         known = dict(known_stops or {})
+        thresholds = self.thresholds
+        last = self._last
+        if (
+            not self._moved
+            and last is not None
+            and last.holds(positions, orders, wallets, known, self._peak_equity, thresholds)
+        ):
+            return list(last.rows)
+        for symbol in self._moved:
+            self._sigmas[symbol] = self.sigma(symbol)
+        self._moved.clear()
+        fresh = thresholds != self._thresholds_used  # every note is made again (its row kept if equal)
+        self._thresholds_used = thresholds
         # A monitor's stop takes precedence: the orders are searched only for the other positions.
         unknown = [p for p in positions if (p.account, p.symbol) not in known]
-        notes = risk_notes(
-            positions,
-            stop_prices(unknown, orders) | known,
-            {symbol: self.sigma(symbol) for symbol in held},
-            equity,
+        found, orders_read = self._stops_found(unknown, orders)
+        totals, stop_notes = self._stop_notes_of(positions, known, found, fresh)
+        shown = self._exposure_notes_of(totals, equity, fresh)
+        if self._concentration is not None:
+            shown.append(self._concentration)
+        shown += stop_notes
+        drawdown = drawdown_note(equity, self._peak_equity, thresholds)
+        self._drawdown = _shown(_fields_of(drawdown), self._drawdown)
+        shown.append(self._drawdown)
+        # risk_notes' stable sort: its permutation depends on the keys in this order alone.
+        keys = [note.order for note in shown]
+        if keys != self._order_keys:  # element by element, by identity first: the keys are kept
+            self._order_keys = keys
+            self._sorted = sorted(range(len(keys)), key=keys.__getitem__)
+        rows = [shown[i].row for i in self._sorted]
+        self._last = _Computed(
+            list(positions),
+            orders_read,
+            dict(wallets),
+            known,
             self._peak_equity,
-            self.thresholds,
-            self._builders,
+            thresholds,
+            rows,
         )
-        self._builders.end_pass()
-        # Read-only where built (one per position): the snapshot's freeze passes them through. The
-        # inputs are a 1-tuple so that a reused note compares by identity (tuple ==), an equal new one
-        # by its fields.
-        rows = [self._row(note) for note in notes]
-        self._rows.end_pass()
-        return rows
+        return list(rows)
 
-    def _row(self, note: Insight) -> InsightRow:
-        return self._rows.row(
-            (note.kind, note.account, note.symbol), (note,), lambda: read_only(note.as_dict())
-        )
+    def _stops_found(
+        self, unknown: list[Position], orders: Sequence[Order]
+    ) -> tuple[dict[tuple[str, str], float], list[Order] | None]:
+        """:func:`stop_prices` of the positions with no monitor's stop, and the orders read (None:
+        not read, as stop_prices does not when none is held). The orders are grouped again only
+        when they are not the very same as last time; the grouping is of all of them, since the
+        positions they are searched for may change alone."""
+        held = [(p, p.side) for p in unknown if p.side is not None]
+        if not held:
+            return {}, None
+        read, triggers = self._triggers
+        if not _same_items(orders, read):
+            read = list(orders)
+            triggers = _stop_triggers(read)
+            self._triggers = (read, triggers)
+        return _stops_among(held, triggers), read
+
+    def _stop_notes_of(
+        self,
+        positions: Sequence[Position],
+        known: Mapping[tuple[str, str], float],
+        found: Mapping[tuple[str, str], float],
+        fresh: bool,
+    ) -> tuple[dict[str, tuple[float, float]], list[_Shown]]:
+        """The open positions' stop notes, in their order, and their (net, gross) notional per
+        symbol in one pass: a plain loop (no call, closure or tuple of inputs per position unless its
+        note is built again), as :func:`exposure_by_symbol` sums them, to the bit."""
+        thresholds, sigmas = self.thresholds, self._sigmas
+        last: dict[tuple[str, str], _StopEntry] = self._stop_notes
+        following: dict[tuple[str, str], _StopEntry] = {}
+        totals: dict[str, tuple[float, float]] = {}
+        notes: list[_Shown] = []
+        for position in positions:
+            side, size = position.side, position.size
+            if side is None or not size > 0:  # not Position.is_open: a property call per position
+                continue
+            symbol, mark = position.symbol, position.mark_price
+            value = size * mark if side is Side.BUY else -size * mark  # notional(), the same floats
+            net, gross = totals.get(symbol, _NOTHING)
+            totals[symbol] = (net + value, gross + abs(value))
+            account = position.account
+            key = (account, symbol)
+            stop = known.get(key)
+            if stop is None:
+                stop = found.get(key)
+            sigma = sigmas.get(symbol)
+            # The note shows the position's account, symbol (the key), side and mark, and nothing else of it.
+            inputs = (side, mark, stop, sigma)
+            entry = last.get(key)
+            if entry is None or fresh or entry[0] != inputs:
+                if entry is not None and entry[0][0] is side:
+                    where, last_shown = entry[1], entry[2]
+                else:
+                    where, last_shown = _where(account, symbol, side), None
+                fields = _stop_fields(account, symbol, where, side, mark, stop, sigma, thresholds)
+                entry = (inputs, where, _shown(fields, last_shown))
+            following[key] = entry
+            notes.append(entry[2])
+        self._stop_notes = following  # the notes of positions no longer open are forgotten
+        return totals, notes
+
+    def _exposure_notes_of(
+        self, totals: dict[str, tuple[float, float]], equity: float, fresh: bool
+    ) -> list[_Shown]:
+        """The exposure notes by symbol; the concentration note made again when a gross changed."""
+        thresholds = self.thresholds
+        changed = fresh
+        if totals.keys() != set(self._held):
+            self._held = sorted(totals)
+            changed = True
+        last, following = self._exposure_notes, {}
+        notes: list[_Shown] = []
+        for symbol in self._held:
+            net, gross = totals[symbol]
+            entry = last.get(symbol)
+            if entry is None or fresh or entry[0] != net or entry[1] != gross or entry[2] != equity:
+                changed = changed or entry is None or entry[1] != gross
+                fields = _exposure_fields(symbol, net, gross, equity, thresholds)
+                entry = (net, gross, equity, _shown(fields, None if entry is None else entry[3]))
+            following[symbol] = entry
+            notes.append(entry[3])
+        self._exposure_notes = following
+        if changed:  # the concentration is made of the gross figures alone
+            exposure = {symbol: totals[symbol] for symbol in self._held}
+            concentration = concentration_note(exposure, thresholds)
+            last_concentration = self._concentration
+            self._concentration = (
+                None if concentration is None else _shown(_fields_of(concentration), last_concentration)
+            )
+        return notes

@@ -34,6 +34,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
@@ -47,7 +48,7 @@ from engine.core.link_ids import purpose_of
 from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet
 from engine.core.profile import Mode, Profile
 from engine.core.read_only import read_only
-from engine.core.row_memo import RowMemo
+from engine.core.row_memo import RowMemo, SortedRows
 from engine.core.settings import Settings
 from engine.dashboard.cache import (
     CATEGORIES,
@@ -62,8 +63,10 @@ from engine.dashboard.insights import InsightsProvider
 from engine.dashboard.schema import (
     SNAPSHOT_KEYS,
     AccountRow,
+    AlertRow,
     DataAge,
     InsightRow,
+    LedgerSection,
     MarketRow,
     MonitorRow,
     OrderRow,
@@ -75,7 +78,7 @@ from engine.dashboard.schema import (
     Totals,
     VenuePositionRow,
 )
-from engine.dashboard.statistics import statistics
+from engine.dashboard.statistics import StatisticsBook
 from engine.dashboard.stats_period import StatsPeriod
 from engine.mirror.follower import MirrorSection, disabled_section
 from engine.trading.manager import TpslManager
@@ -134,6 +137,15 @@ FREEZE_ROWS = 250
 """Rows of a long section (positions, orders, monitors) frozen between two turns of the loop."""
 
 
+_FROZEN_ITEMS = _LEAVES | {MappingProxyType}
+"""What a sequence's items may be for the sequence to freeze as a mere tuple of them: a long section's
+rows are read-only where built, and telling so of three thousand takes one pass in C, not a call each."""
+
+
+def _rows_frozen(rows: Sequence[Any]) -> bool:
+    return set(map(type, rows)) <= _FROZEN_ITEMS
+
+
 def _freeze(value: object) -> object:
     kind = type(value)
     if kind in _LEAVES:
@@ -143,7 +155,8 @@ def _freeze(value: object) -> object:
     if kind is dict or isinstance(value, Mapping):
         return MappingProxyType({k: _freeze(v) for k, v in cast(Mapping[Any, Any], value).items()})
     if kind is list or kind is tuple or isinstance(value, list | tuple):
-        return tuple([_freeze(v) for v in cast(Sequence[Any], value)])
+        items = cast(Sequence[Any], value)
+        return tuple(items) if _rows_frozen(items) else tuple([_freeze(v) for v in items])
     return value
 
 
@@ -167,8 +180,8 @@ async def freeze_yielding(data: Snapshot) -> DashboardSnapshot:
     _check_keys(data)
     frozen: dict[str, object] = {}
     for key, section in data.items():
-        if type(section) is not list or len(section) <= FREEZE_ROWS:
-            frozen[key] = _freeze(section)
+        if type(section) is not list or len(section) <= FREEZE_ROWS or _rows_frozen(section):
+            frozen[key] = _freeze(section)  # a section of read-only rows: a tuple of them, at once
             continue
         rows: list[object] = []
         for start in range(0, len(section), FREEZE_ROWS):
@@ -224,13 +237,15 @@ def position_row(position: Position, instrument: Instrument | None) -> VenuePosi
 
 def marked_to(row: VenuePositionRow, mark: float, instrument: Instrument | None) -> VenuePositionRow:
     """The position row at a newer ``mark`` (rounded to the tick), its uPnL recomputed at that mark."""
+    price, upnl = _marked(row, mark, instrument)
+    return {**row, "mark_price": price, "upnl": upnl}
+
+
+def _marked(row: VenuePositionRow, mark: float, instrument: Instrument | None) -> tuple[float, float]:
+    """The mark price (rounded to the tick) and uPnL of ``row`` at ``mark``."""
     price = instrument.round_price(mark) if instrument else mark
     direction = -1.0 if row["side"] == "Sell" else 1.0
-    return {
-        **row,
-        "mark_price": price,
-        "upnl": _money((price - row["entry_price"]) * row["size"] * direction),
-    }
+    return price, _money((price - row["entry_price"]) * row["size"] * direction)
 
 
 def accounts_at(view: AccountView, rows: Iterable[VenuePositionRow]) -> dict[str, AccountRow]:
@@ -264,23 +279,37 @@ def position_rows(
     monitor row are the same as at the last build is that build's row (at a thousand positions a
     refresh changes a few of them)."""
     rows: list[PositionRow] = []
+    append, mark_of, monitor_of = rows.append, marks.get, monitors.get
     for row in view.position_rows:
         account, symbol, side = row["account"], row["symbol"], row["side"]
-        mark = marks.get((account, symbol))
-        monitor = monitors.get(f"{account}:{symbol}:{side}")
-
-        def build(
-            row: VenuePositionRow = row, mark: float | None = mark, monitor: MonitorRow | None = monitor
-        ) -> PositionRow:
-            shown = row if mark is None else marked_to(row, mark, instruments.get(row["symbol"]))
-            return with_monitor(shown, monitor)
-
-        rows.append(
-            build() if memo is None else memo.row((account, symbol, side), (row, mark, monitor), build)
+        mark = mark_of((account, symbol))
+        monitor = monitor_of(f"{account}:{symbol}:{side}")
+        if memo is None:
+            append(_shown_position_row(row, mark, monitor, instruments))
+            continue
+        key, inputs = (account, symbol, side), (row, mark, monitor)
+        shown = memo.reused(key, inputs)
+        append(
+            memo.keep(key, inputs, _shown_position_row(row, mark, monitor, instruments))
+            if shown is None
+            else shown
         )
     if memo is not None:
         memo.end_pass()
     return rows
+
+
+def _shown_position_row(
+    row: VenuePositionRow,
+    mark: float | None,
+    monitor: MonitorRow | None,
+    instruments: Mapping[str, Instrument],
+) -> PositionRow:
+    """:func:`with_monitor` of the row :func:`marked_to` ``mark`` (when there is one to show), made
+    as one dict (at a thousand positions, hundreds of rows move with the market at every refresh)."""
+    if mark is None:
+        return with_monitor(row, monitor)
+    return with_monitor(row, monitor, _marked(row, mark, instruments.get(row["symbol"])))
 
 
 def data_age(
@@ -325,9 +354,12 @@ def _age(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
-def with_monitor(row: VenuePositionRow, monitor: MonitorRow | None) -> PositionRow:
+def with_monitor(
+    row: VenuePositionRow, monitor: MonitorRow | None, marked: tuple[float, float] | None = None
+) -> PositionRow:
     """A position row (read-only) with its monitor's phase, TPs filled, SL, breakeven flag and
-    urgency (None for a position no monitor manages)."""
+    urgency (None for a position no monitor manages); ``marked``: its mark price and uPnL at a newer
+    mark than the row's (see :func:`marked_to`)."""
     full: PositionRow
     if monitor is None:
         full = {
@@ -347,6 +379,8 @@ def with_monitor(row: VenuePositionRow, monitor: MonitorRow | None) -> PositionR
             "breakeven": monitor["breakeven"],
             "urgency": monitor["urgency"],
         }
+    if marked is not None:  # keys already there keep their place: the row's order is as marked_to's
+        full["mark_price"], full["upnl"] = marked
     return read_only(full)
 
 
@@ -419,11 +453,9 @@ class AccountView:
     order_rows: tuple[OrderRow, ...]
     data_at: DataTimes = field(default_factory=dict)
     """When the data of each (category, account) in this view was stored (see :data:`DataTimes`)."""
-
-    @property
-    def symbols(self) -> set[str]:
-        """Symbols with an open position or a working order."""
-        return {p.symbol for p in self.positions} | {o.symbol for o in self.orders}
+    symbols: frozenset[str] = frozenset()
+    """Symbols with an open position or a working order (each part's, gathered once per view:
+    every snapshot asks it, twice)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,12 +467,21 @@ class AccountPart:
     orders: tuple[Order, ...]
     position_rows: tuple[VenuePositionRow, ...]
     order_rows: tuple[OrderRow, ...]
+    symbols: frozenset[str] = frozenset()
+    """The symbols of its positions and orders."""
+
+
+def _symbols_of(positions: Iterable[Position], orders: Iterable[Order]) -> frozenset[str]:
+    return frozenset(map(_symbol, positions)).union(map(_symbol, orders))
 
 
 # Sort keys, read in C. A side is a StrEnum: it sorts as its value (an open position has a side).
 _position_order = attrgetter("account", "symbol", "side")
 _order_order = attrgetter("account", "symbol", "link_id", "side", "order_id")
 _order_id = attrgetter("order_id")
+_position_slot = attrgetter("symbol", "position_idx")
+_symbol = attrgetter("symbol")
+_is_open = attrgetter("is_open")
 
 
 def _our_order_row(order: Order) -> OrderRow:
@@ -455,53 +496,73 @@ def account_part(
     rows: _AccountRows | None = None,
 ) -> AccountPart:
     """One account's part of the view: its open positions and its orders, sorted, and their rows
-    (pure without ``rows``; :class:`AccountParts` passes the account's, which reuse rows)."""
+    (pure without ``rows``; :class:`AccountParts` passes the account's, kept from its last part)."""
+    if rows is not None:
+        return rows.part(positions, orders, instruments)
     open_positions = sorted((p for p in positions if p.is_open), key=_position_order)
     sorted_orders = sorted(orders, key=_order_order)
-    if rows is None:
-        position_rows = [position_row(p, instruments.get(p.symbol)) for p in open_positions]
-        order_rows = [_our_order_row(o) for o in sorted_orders]
-    else:
-        position_rows = rows.position_rows(open_positions, instruments)
-        order_rows = rows.order_rows(sorted_orders)
     return AccountPart(
         positions=tuple(open_positions),
         orders=tuple(sorted_orders),
-        position_rows=tuple(position_rows),
-        order_rows=tuple(order_rows),
+        position_rows=tuple(position_row(p, instruments.get(p.symbol)) for p in open_positions),
+        order_rows=tuple(_our_order_row(o) for o in sorted_orders),
+        symbols=_symbols_of(open_positions, sorted_orders),
     )
 
 
 class _AccountRows:
-    """One account's position and order rows, each rebuilt only when its record changed: the cache
-    applies an order or position event to its list as a new list holding the same records but the
-    one changed, so a thousand unchanged orders keep their rows."""
+    """One account's positions and orders, kept sorted with their rows from one part to the next
+    (:class:`~engine.core.row_memo.SortedRows`): the cache applies an order or position event to its
+    list as a new list holding the same records but the one changed, so a part rebuilt for a few
+    changed orders of three thousand sorts nothing and builds a few rows."""
 
     def __init__(self) -> None:
-        self._positions: RowMemo[tuple[str, int], VenuePositionRow] = RowMemo()
-        self._orders: RowMemo[str, OrderRow] = RowMemo()
+        self._instruments: Mapping[str, Instrument] = {}
+        self._positions: SortedRows[Position, VenuePositionRow] = SortedRows(
+            _position_order, _position_slot, self._position_row, _is_open
+        )
+        self._orders: SortedRows[Order, OrderRow] = SortedRows(_order_order, _order_id, _our_order_row)
+        self._built_before = self._sorts_before = 0  # by the position sections a new instrument ended
+        self._positions_read: object = None
+        self._positions_shown: tuple[list[Position], list[VenuePositionRow]] = ([], [])
 
-    def position_rows(
-        self, positions: Sequence[Position], instruments: Mapping[str, Instrument]
-    ) -> list[VenuePositionRow]:
-        memo = self._positions
-        rows = [
-            memo.row((p.symbol, p.position_idx), (p, i), partial(position_row, p, i))
-            for p in positions
-            for i in (instruments.get(p.symbol),)
-        ]
-        memo.end_pass()
-        return rows
+    @property
+    def built(self) -> int:
+        """Rows built (not reused) so far."""
+        return self._built_before + self._positions.built + self._orders.built
 
-    def order_rows(self, orders: Sequence[Order]) -> list[OrderRow]:
-        rows = self._orders.rows_of(orders, _order_id, _our_order_row)
-        self._orders.end_pass()
-        return rows
+    @property
+    def sorts(self) -> int:
+        """Whole sorts so far (see :attr:`~engine.core.row_memo.SortedRows.sorts`)."""
+        return self._sorts_before + self._positions.sorts + self._orders.sorts
+
+    def _position_row(self, position: Position) -> VenuePositionRow:
+        return position_row(position, self._instruments.get(position.symbol))
 
     def part(
-        self, positions: Sequence[Position], orders: Sequence[Order], instruments: Mapping[str, Instrument]
+        self, positions: Iterable[Position], orders: Iterable[Order], instruments: Mapping[str, Instrument]
     ) -> AccountPart:
-        return account_part(positions, orders, instruments, self)
+        """:func:`account_part` of these reads, the rows of the records kept since the last part
+        reused. A new instrument (its tick rounds a position's prices) makes every position row anew."""
+        if len(instruments) != len(self._instruments):  # only ever added: the count says if one was
+            self._instruments = dict(instruments)
+            self._built_before += self._positions.built
+            self._sorts_before += self._positions.sorts
+            self._positions = SortedRows(_position_order, _position_slot, self._position_row, _is_open)
+            self._positions_read = None
+        # The very list read last time (the cache's lists are never changed in place, as
+        # AccountParts has it): its section as it was, not a pass over a thousand positions again.
+        if positions is not self._positions_read:
+            self._positions_read, self._positions_shown = positions, self._positions.update(positions)
+        open_positions, position_rows = self._positions_shown
+        sorted_orders, order_rows = self._orders.update(orders)
+        return AccountPart(
+            positions=tuple(open_positions),
+            orders=tuple(sorted_orders),
+            position_rows=tuple(position_rows),
+            order_rows=tuple(order_rows),
+            symbols=_symbols_of(open_positions, sorted_orders),
+        )
 
 
 class AccountParts:
@@ -517,6 +578,16 @@ class AccountParts:
         self._last: dict[str, tuple[object, object, int, AccountPart]] = {}
         self._rows: dict[str, _AccountRows] = {}
 
+    @property
+    def built(self) -> int:
+        """Position and order rows built (not reused) so far, over every account."""
+        return sum(rows.built for rows in self._rows.values())
+
+    @property
+    def sorts(self) -> int:
+        """Passes that sorted an account's positions or orders whole (not placed the changed ones)."""
+        return sum(rows.sorts for rows in self._rows.values())
+
     def part(
         self,
         account: str,
@@ -530,7 +601,7 @@ class AccountParts:
         if last is not None and last[0] is positions and last[1] is orders and last[2] == len(instruments):
             return last[3]
         rows = self._rows.setdefault(account, _AccountRows())
-        part = rows.part(positions, orders, instruments)
+        part = account_part(positions, orders, instruments, rows)
         self._last[account] = (positions, orders, len(instruments), part)
         return part
 
@@ -555,8 +626,8 @@ def account_view(
     ordered = [by_account[name] for name in sorted(by_account)]
     return AccountView(
         wallets=dict(wallets),
-        positions=tuple(p for part in ordered for p in part.positions),
-        orders=tuple(o for part in ordered for o in part.orders),
+        positions=tuple(chain.from_iterable(part.positions for part in ordered)),
+        orders=tuple(chain.from_iterable(part.orders for part in ordered)),
         accounts={
             name: account_row(
                 wallet,
@@ -566,9 +637,10 @@ def account_view(
             )
             for name, wallet in wallets.items()
         },
-        position_rows=tuple(r for part in ordered for r in part.position_rows),
-        order_rows=tuple(r for part in ordered for r in part.order_rows),
+        position_rows=tuple(chain.from_iterable(part.position_rows for part in ordered)),
+        order_rows=tuple(chain.from_iterable(part.order_rows for part in ordered)),
         data_at=dict(data_at or {}),
+        symbols=frozenset(chain.from_iterable(part.symbols for part in ordered)),
     )
 
 
@@ -649,7 +721,10 @@ class Dashboard:
         self._instruments: dict[str, Instrument] = {}
         self._known_symbols: set[str] = set()
         self._last_read: dict[str, AccountRead] = {}
-        self._last_stats: tuple[tuple[object, ...], LedgerStats] | None = None
+        # (ledger, period start, accounts), the book of their statistics, and the last stats made.
+        self._last_stats: tuple[tuple[object, ...], StatisticsBook, LedgerStats] | None = None
+        self._last_ledger: tuple[object, int, LedgerSection] | None = None
+        self._last_alerts: tuple[int, Sequence[AlertRow]] | None = None
         self._parts = AccountParts()  # each account's rows, reused while its reads are unchanged
         # The positions and market sections' rows, reused while what each shows is unchanged.
         self._position_rows: RowMemo[tuple[str, str, str | None], PositionRow] = RowMemo()
@@ -695,8 +770,7 @@ class Dashboard:
     async def _snapshot(self) -> DashboardSnapshot:
         batched = self.profile.is_optimized("api_batching")
         optimized = self.cache.mode is Mode.OPTIMIZED
-        await self._ensure_instruments()
-        symbols = self._symbols()
+        symbols = await self._ensure_instruments()
         view_job = self._view_early if optimized else self._view_late
         view: AccountView
         market: dict[str, Ticker]
@@ -727,11 +801,14 @@ class Dashboard:
         return await freeze_yielding(composed)
 
     def _market_rows(self, market: Mapping[str, Ticker]) -> dict[str, MarketRow]:
-        memo, instruments = self._market_memo, self._instruments
+        memo, instrument_of = self._market_memo, self._instruments.get
+        reused, keep = memo.reused, memo.keep
         rows: dict[str, MarketRow] = {}
         for symbol in sorted(market):
-            ticker, instrument = market[symbol], instruments.get(symbol)
-            rows[symbol] = memo.row(symbol, (ticker, instrument), partial(market_row, ticker, instrument))
+            ticker, instrument = market[symbol], instrument_of(symbol)
+            inputs = (ticker, instrument)
+            row = reused(symbol, inputs)
+            rows[symbol] = keep(symbol, inputs, market_row(ticker, instrument)) if row is None else row
         memo.end_pass()
         return rows
 
@@ -801,14 +878,14 @@ class Dashboard:
             "positions": positions,
             "orders": view.order_rows,
             "monitors": monitors,
-            "ledger": manager.ledger.snapshot(),
+            "ledger": self._ledger_section(),
             "stats": stats.totals,
             "market": self._market_rows(market) if market_rows is None else market_rows,
             "insights": insights,
             "cache": self.cache.metrics(),
             "persistence": persistence_row(sources.store.metrics()),
             "api_calls": {name: venue.calls.as_dict() for name, venue in sources.venues.items()},
-            "alerts": sources.alerts.snapshot(ALERTS_SHOWN),
+            "alerts": self._alerts_section(),
             "streams": streams,
             "price_alerts": sources.price_alerts.snapshot(),
             "scheduler": manager.scheduler.stats(),
@@ -840,18 +917,23 @@ class Dashboard:
 
     def _symbols(self) -> list[str]:
         """The symbols read one by one in the baseline: configured, held, and monitored."""
-        monitored = {m.symbol for m in self.sources.manager.monitors.values()}
+        monitored = map(_symbol, self.sources.manager.monitors.values())
         return sorted({*self._configured_symbols, *self._known_symbols, *monitored})
 
     def _market_venue(self) -> Venue | None:
         """The venue that serves instruments and tickers (market data is the same on every account)."""
         return next(iter(self.sources.venues.values()), None)
 
-    async def _ensure_instruments(self) -> None:
-        missing = [s for s in self._symbols() if s not in self._instruments]
+    async def _ensure_instruments(self) -> list[str]:
+        """Learn the instruments of :meth:`_symbols` not known yet; returns those symbols (as they
+        are once the instruments are in: a monitor may have come meanwhile)."""
+        symbols = self._symbols()
+        missing = [s for s in symbols if s not in self._instruments]
         venue = self._market_venue()
         if missing and venue is not None:
             self._instruments |= await venue.instruments(missing)
+            return self._symbols()
+        return symbols
 
     # --- the account view (full_dashboard) ---------------------------------------------------
     async def _view_early(self, batched: bool, symbols: list[str]) -> AccountView:
@@ -967,18 +1049,42 @@ class Dashboard:
         # The ledger only ever grows (closed trades are immutable): with the same ledger, as many
         # trades and the same period, the statistics are the last ones. A fill drops the stats
         # entry, but most fills close no trade, and at a thousand positions there are several a second.
-        made_of = (ledger, len(ledger), start, tuple(self.sources.venues))
+        made_of = (ledger, start, tuple(self.sources.venues))
         last = self._last_stats
-        if last is not None and last[0][0] is ledger and last[0][1:] == made_of[1:]:
-            return last[1]
-        # Frozen here, once per ledger change, not at every snapshot that shows them (the views by
-        # symbol of a thousand symbols are most of the snapshot's own freeze otherwise).
-        stats = LedgerStats(
-            cast(Totals, _freeze(ledger.totals())),
-            cast(StatisticsSection, _freeze(statistics(ledger.trades, start, self.sources.venues))),
-        )
-        self._last_stats = (made_of, stats)
+        book = last[1] if last is not None and last[0][0] is ledger and last[0][1:] == made_of[1:] else None
+        if last is not None and book is not None and len(book) == len(ledger):
+            return last[2]
+        if book is None or len(book) > len(ledger):
+            book = StatisticsBook(start, made_of[2])
+        # The book takes only the trades recorded since (a trade closes about once a second at a
+        # thousand positions), and its section is frozen already, untouched groups' rows reused.
+        book.add(ledger.trades[len(book) :])
+        stats = LedgerStats(book.totals(), book.section())  # the totals: ledger.totals(), running
+        self._last_stats = (made_of, book, stats)
         return stats
+
+    def _alerts_section(self) -> Sequence[AlertRow]:
+        """The latest alerts, frozen: the last snapshot's while no alert was published since (the
+        bus only changes by publishing one, and an alert is immutable)."""
+        published = self.sources.alerts.published
+        last = self._last_alerts
+        if last is not None and last[0] == published:
+            return last[1]
+        rows = cast(Sequence[AlertRow], _freeze(self.sources.alerts.snapshot(ALERTS_SHOWN)))
+        self._last_alerts = (published, rows)
+        return rows
+
+    def _ledger_section(self) -> LedgerSection:
+        """The ``ledger`` section, frozen: the last one while the ledger is the same, with as many
+        trades (it only ever grows, and a closed trade is immutable, as :meth:`_ledger_stats` has
+        it). Made and frozen again at every snapshot, its rows were a good part of the freeze."""
+        ledger = self.sources.manager.ledger
+        last = self._last_ledger
+        if last is not None and last[0] is ledger and last[1] == len(ledger):
+            return last[2]
+        section = cast(LedgerSection, _freeze(ledger.snapshot()))
+        self._last_ledger = (ledger, len(ledger), section)
+        return section
 
     async def _stats(self) -> LedgerStats:
         """The ledger's statistics, through the ``stats`` cache entry (a fill drops it when optimized)."""

@@ -701,22 +701,26 @@ class MirrorFollower:
     def snapshot(self) -> MirrorSection:
         """The snapshot's ``mirror`` section."""
         memo, monitors, instruments = self._link_rows, self.manager.monitors, self.manager.instruments
+        reused, keep, monitor_of, instrument_of = memo.reused, memo.keep, monitors.get, instruments.get
         rows: list[LinkRow] = []
+        append = rows.append
         for key in sorted(self.links):
             link = self.links[key]
             main_size = 0.0 if self._main_gone(link) else monitors[key].size
             mirror_key = _mirror_key(link.symbol, link.side)  # as link.mirror_key, made once per leg
-            mirror = monitors.get(mirror_key)  # as _mirror_monitor(link)
+            mirror = monitor_of(mirror_key)  # as _mirror_monitor(link)
             ours = mirror is not None and mirror.monitor_id == link.mirror_monitor_id
             mirror_size = mirror.size if mirror is not None and ours else 0.0
-            instrument = instruments.get(link.symbol)
+            instrument = instrument_of(link.symbol)
             # Every value the row is made of: the last build's row (the same object) while they are equal.
             inputs = (
                 mirror_key, link.state, link.ratio, link.qty_ratio, main_size, mirror_size, instrument,
                 tuple(link.drift), link.note,
             )  # fmt: skip
-            build = functools.partial(_link_row, key, mirror_key, link, main_size, mirror_size, instrument)
-            rows.append(memo.row(key, inputs, build))
+            row = reused(key, inputs)
+            if row is None:  # built here, not through a closure made for every link at every snapshot
+                row = keep(key, inputs, _link_row(key, mirror_key, link, main_size, mirror_size, instrument))
+            append(row)
         memo.end_pass()
         due = [t.due_at for t in self.tasks]
         return {

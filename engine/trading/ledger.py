@@ -59,8 +59,10 @@ CSV_FIELDS = (
 )
 """Every field of a :class:`~engine.core.models.Trade`; the command line pins the order, so a new
 column goes at the end."""
-_MONEY_DECIMALS = 4
-_RATE_DECIMALS = 4
+MONEY_DECIMALS = 4
+"""Decimals of the money figures in totals and rows (USDT)."""
+RATE_DECIMALS = 4
+"""Decimals of the win rate."""
 
 
 class TradeRow(TypedDict):
@@ -112,10 +114,10 @@ def tally(pnls: Sequence[float], fees: Iterable[float], funding: Iterable[float]
         "count": count,
         "wins": wins,
         "losses": sum(1 for pnl in pnls if pnl < 0),
-        "win_rate": round(wins / count, _RATE_DECIMALS) if count else None,
-        "pnl": round(float(sum(pnls)), _MONEY_DECIMALS),
-        "fees": round(float(sum(fees)), _MONEY_DECIMALS),
-        "funding": round(float(sum(funding)), _MONEY_DECIMALS),
+        "win_rate": round(wins / count, RATE_DECIMALS) if count else None,
+        "pnl": round(float(sum(pnls)), MONEY_DECIMALS),
+        "fees": round(float(sum(fees)), MONEY_DECIMALS),
+        "funding": round(float(sum(funding)), MONEY_DECIMALS),
     }
 
 
@@ -208,9 +210,9 @@ class Ledger:
             "entry_price": trade.entry_price,
             "exit_price": trade.exit_price,
             "qty": trade.qty,
-            "pnl": round(trade.pnl, _MONEY_DECIMALS),
-            "fees": round(trade.fees, _MONEY_DECIMALS),
-            "funding": round(trade.funding, _MONEY_DECIMALS),
+            "pnl": round(trade.pnl, MONEY_DECIMALS),
+            "fees": round(trade.fees, MONEY_DECIMALS),
+            "funding": round(trade.funding, MONEY_DECIMALS),
             "opened_at": iso_utc(trade.opened_at),
             "closed_at": iso_utc(trade.closed_at),
             "tps_hit": trade.tps_hit,

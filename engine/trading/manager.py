@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import operator
 import random
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
@@ -1677,19 +1678,24 @@ class TpslManager:
         A monitor's row is the last build's, the same object, while every value it is made of is
         unchanged: between two refreshes only a few of a thousand monitors change.
         """
-        memo, monitors, instruments, tiers = self._monitor_rows, self.monitors, self.instruments, self.tiers
-        build = self._monitor_row
+        memo, monitors, tiers = self._monitor_rows, self.monitors, self.tiers
+        instrument_of, build, reused, keep = self.instruments.get, self._monitor_row, memo.reused, memo.keep
+        # The monitor's own values a row is made of, read in one C call rather than one at a time.
+        made_of = operator.attrgetter(
+            "account", "symbol", "side", "approach", "phase", "entry_cost", "entry_qty", "size",
+            "sl_price", "breakeven", "monitor_id", "close_intent",
+        )  # fmt: skip
+        active = Tier.ACTIVE
         rows: list[MonitorRow] = []
+        append = rows.append
         for key in sorted(monitors):
             m = monitors[key]
-            instrument = instruments.get(m.symbol)  # its tick rounds the average entry
-            tier = tiers.get(key, Tier.ACTIVE)
+            instrument = instrument_of(m.symbol)  # its tick rounds the average entry
+            tier = tiers.get(key, active)
             tps = m.tps_filled()
-            inputs = (
-                m.account, m.symbol, m.side, m.approach, m.phase, m.entry_cost, m.entry_qty, instrument,
-                m.size, tps, m.sl_price, m.breakeven, tier, m.monitor_id, m.close_intent,
-            )  # fmt: skip
-            rows.append(memo.row(key, inputs, functools.partial(build, key, m, instrument, tps, tier)))
+            inputs = (made_of(m), instrument, tps, tier)
+            row = reused(key, inputs)
+            append(keep(key, inputs, build(key, m, instrument, tps, tier)) if row is None else row)
         memo.end_pass()
         return rows
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.core.clock import VirtualClock
 from engine.core.errors import EngineFailure
+from engine.mirror.follower import MirrorFollower, Verb
 from engine.runtime.assembly import EngineRuntime, make_clock
 
 from .alert_log import AlertLog
@@ -63,6 +64,11 @@ def _latency(samples: list[float]) -> dict[str, Any]:
         "p99": ms(percentile(samples, 99)),
         "samples": len(samples),
     }
+
+
+def copying(mirror: MirrorFollower | None) -> bool:
+    """Whether the mirror still has openings of main's trades to copy."""
+    return mirror is not None and any(task.verb is Verb.OPEN for task in mirror.tasks)
 
 
 def _budget_waits(runtime: EngineRuntime) -> int:
@@ -118,8 +124,10 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
         refresher: asyncio.Future[None] | None = None
         end = began + WARMUP_LIMIT_S + workload.seconds  # until the opening is done
         try:
-            # The warm-up: the trades are opened (their own figures are not the steady state's).
-            while not opening.done() and clock.now() < began + WARMUP_LIMIT_S:
+            # The warm-up: the trades are opened, on the mirror too (their own figures are not the
+            # steady state's: at 1000 positions the mirror's copies were still being placed for
+            # minutes after main's last opening, and their requests were most of the window's).
+            while (not opening.done() or copying(engine.mirror)) and clock.now() < began + WARMUP_LIMIT_S:
                 await clock.drive(until=clock.now() + WARMUP_STEP_S)
                 progress(WARMUP_SHARE * opener.finished / max(1, len(opener.trades)))
             warmup_s = clock.now() - began

@@ -5,8 +5,8 @@ symbol (``SYN0001USDT`` ...), opened a few seconds apart once the engine is read
 :data:`OPENING_WINDOW_S` however many there are, each opening on its own so a slow one holds no
 other back), then ``minutes`` of simulated time, all on a virtual clock with
 ``sim.latency = "realistic"`` and the mirror on. The figures are measured over those minutes, once
-every trade was opened: the opening burst is the warm-up, so 1000 positions are measured while
-1000 positions are open.
+every trade was opened and the mirror has copied the openings: the opening burst is the warm-up, so
+1000 positions are measured while 1000 positions are open on each account.
 """
 
 from __future__ import annotations
