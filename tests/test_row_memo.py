@@ -150,7 +150,7 @@ def test_a_sorted_section_kept_across_passes_is_the_one_sorted_from_scratch() ->
             items, next_id = shuffled_step(rng, items, next_id, unique)
             ordered, rows = section.update(items)
             expected = sorted((i for i in items if i.live), key=item_key)
-            assert ordered == expected and all(a is b for a, b in zip(ordered, expected, strict=True))
+            assert ordered == expected  # a record equal to the last pass's may stand for it
             assert rows == [item_row(i) for i in expected]
 
 
@@ -170,3 +170,23 @@ def test_a_pass_that_changed_a_few_items_sorts_nothing_and_builds_their_rows_onl
     by_ident = {row[0]: row for row in first}
     kept = [row for row in rows if row[0] not in (7, 500)]
     assert all(row is by_ident[row[0]] for row in kept)  # the same objects
+
+
+def test_a_read_of_equal_records_and_moves_in_place_sort_nothing() -> None:
+    """After a read every record is a new object, most equal to the last ones; at 1000 positions each
+    such read sorted 2,900 orders again (most of the slowest snapshot builds). An equal record keeps
+    its row; one changed where its key did not (a position's mark) is replaced where it stands."""
+    section = SortedRows(item_key, item_ident, item_row)
+    items = [Item(n, "ab"[n % 2], n, 1.0) for n in range(200)]
+    _, first = section.update(items)
+    assert (section.sorts, section.built) == (1, 200)
+    read = [replace(i) for i in reversed(items)]  # new objects, equal, in another order
+    ordered, rows = section.update(read)
+    assert (section.sorts, section.built) == (1, 200)
+    assert ordered == sorted(read, key=item_key) and all(a is b for a, b in zip(rows, first, strict=True))
+    moved = [replace(i, qty=i.qty + 1.0) if i.ident % 2 else i for i in read]  # half of them
+    ordered, rows = section.update(moved)
+    assert (section.sorts, section.built) == (1, 300)  # the hundred moved rows only
+    assert ordered == sorted(moved, key=item_key) and rows == [item_row(i) for i in ordered]
+    gone = [i for i in moved if i.ident != 4] + [Item(4, "a", 4, 9.0)]  # removed and put back changed
+    assert section.update(gone)[0] == sorted(gone, key=item_key)

@@ -86,17 +86,19 @@ class SortedRows(Generic[T, R]):
     """A section kept sorted, with its rows, from one pass to the next, changed where its items did.
 
     Each pass is handed the section's items anew: a new list that holds the same record objects but
-    for the few that changed (the cache applies an order or position event that way). The items
-    seen in the last pass (by identity) keep their place and their row; those gone are taken out and
-    the new ones put in at their place (bisect on their sort keys), each one's row built. So a pass
-    that changed a few of three thousand orders sorts nothing and builds a few rows. What changed is
-    found by comparing the two lists place by place when they are as long (a record replaced where
-    it was), else by the ids of their items.
+    for the few that changed (the cache applies an order or position event that way), or, after a
+    read, new records of which most are equal to the last ones. The items seen in the last pass keep
+    their place and their row; a record equal to the last one of its row (``ident``) is that one; one
+    changed where its sort key did not is replaced where it stands, its row built again; those gone
+    are taken out and the new ones put in at their place (bisect on their sort keys). So a pass that
+    changed a few of three thousand orders sorts nothing and builds a few rows, and a read of three
+    thousand equal orders builds none. What changed is found by comparing the two lists place by
+    place when they are as long (a record replaced where it was), else row by row.
 
-    The result is the one of ``sorted(items, key=key)`` with ``build`` applied to each: when that
-    cannot be told apart by keys alone (two items with equal keys, which ``sorted`` leaves in their
-    input order) or when much changed, the pass sorts them all, reusing the rows of equal records
-    (by ``ident``, as :meth:`RowMemo.rows_of`).
+    The result is the one of ``sorted(items, key=key)`` with ``build`` applied to each, an item
+    equal to the last pass's standing for it: when that cannot be told apart by keys alone (two items
+    with equal keys, which ``sorted`` leaves in their input order) or when many rows come or go, the
+    pass sorts them all, reusing the rows of equal records (by ``ident``, as :meth:`RowMemo.rows_of`).
     """
 
     def __init__(
@@ -112,7 +114,7 @@ class SortedRows(Generic[T, R]):
         self._key, self._ident, self._build, self._keep = key, ident, build, keep
         self._memo: RowMemo[Hashable, R] = RowMemo()
         self._input: list[T] = []  # the last pass's items, in the order handed
-        self._by_id: dict[int, T] = {}  # the same by id(): they stay alive in _input
+        self._by_ident: dict[Hashable, T] = {}  # the section's items by row
         self._items: list[T] = []
         self._keys: list[Any] = []
         self._rows: list[R] = []
@@ -120,40 +122,79 @@ class SortedRows(Generic[T, R]):
         self.built = 0
         """Rows built (not reused) since the section was made."""
         self.sorts = 0
-        """Passes that sorted every item (the first one, and those that changed much or had ties)."""
+        """Passes that sorted every item (the first one, and those where many rows came or went, or
+        with ties)."""
 
     def update(self, items: Iterable[T]) -> tuple[list[T], list[R]]:
         """This pass's items, sorted, and their rows (lists the caller must not change)."""
         keep = self._keep
         new = [item for item in items if keep(item)] if keep is not None else list(items)
         last_input, limit = self._input, max(16, len(self._items) // 8)
+        if self._ties:
+            return self._sort(new)
         if len(new) == len(last_input):
             # The cache replaces a changed record where it was: compare the lists place by place (in C).
             moved = list(compress(range(len(new)), map(is_not, last_input, new)))
-            if not moved:  # the same items in the same order: the same section, ties or not
+            if not moved:  # the same items in the same order: the same section
                 return self._items, self._rows
-            if not self._ties and len(moved) <= limit:
-                return self._apply(new, [last_input[i] for i in moved], [new[i] for i in moved])
-        by_id = dict(zip(map(id, new), new, strict=True))
-        if self._ties or len(by_id) != len(new):  # equal keys, or an item twice: input order counts
-            return self._sort(new)
-        last = self._by_id
-        added = by_id.keys() - last.keys()
-        removed = last.keys() - by_id.keys()
-        if len(added) + len(removed) > limit:
-            return self._sort(new)
-        return self._apply(new, [last[i] for i in removed], [by_id[i] for i in added])
+            if len(moved) <= limit:
+                gone = [last_input[i] for i in moved]
+                return self._changed(new, [new[i] for i in moved], gone, limit)
+        return self._changed(new, new, None, limit)
 
-    def _apply(self, new: list[T], removed: list[T], added: list[T]) -> tuple[list[T], list[R]]:
-        """Take ``removed`` out and put ``added`` in at their places: ``new`` sorted, unless an item
-        is not where its key says or an added one ties with another (then it is sorted whole)."""
-        key, items, keys, rows, by_id = self._key, self._items, self._keys, self._rows, self._by_id
+    def _changed(
+        self, new: list[T], candidates: list[T], gone: list[T] | None, limit: int
+    ) -> tuple[list[T], list[R]]:
+        """Apply what changed, row by row, or sort ``new`` whole (see the class). ``candidates``: the
+        items of ``new`` that may differ from the last pass, and ``gone`` the last pass's items they
+        stand in place of (a place-by-place pass); or every item, and None (any other pass)."""
+        ident, key, last = self._ident, self._key, self._by_ident
+        seen: set[Hashable] = set()
+        replaced: list[tuple[T, T]] = []  # (last, new) of a row whose sort key stayed
+        removed: list[T] = []
+        added: list[T] = []
+        for item in candidates:
+            row = ident(item)
+            if row in seen:  # an item twice: only a sort tells where each goes
+                return self._sort(new)
+            seen.add(row)
+            old = last.get(row)
+            if old is None:
+                added.append(item)
+            elif old is item or old == item:
+                continue  # the same record: its row stays
+            elif key(old) == key(item):
+                replaced.append((old, item))
+            else:
+                removed.append(old)
+                added.append(item)
+        # The rows no longer handed: every row not seen, or those of the items replaced in place.
+        left = last.keys() - seen if gone is None else {ident(item) for item in gone} - seen
+        removed += [last[row] for row in left]
+        if len(removed) + len(added) > limit:
+            return self._sort(new)
+        return self._apply(new, replaced, removed, added)
+
+    def _apply(
+        self, new: list[T], replaced: list[tuple[T, T]], removed: list[T], added: list[T]
+    ) -> tuple[list[T], list[R]]:
+        """Replace, take out and put in: ``new`` sorted, unless an item is not where its key says or
+        an added one ties with another (then it is sorted whole)."""
+        key, ident, build = self._key, self._ident, self._build
+        items, keys, rows, by_ident = self._items, self._keys, self._rows, self._by_ident
+        for old, item in replaced:
+            at = bisect_left(keys, key(old))
+            if at == len(items) or items[at] is not old:
+                return self._sort(new)
+            items[at] = item
+            rows[at] = build(item)
+            by_ident[ident(item)] = item
+            self.built += 1
         for item in removed:
             at = bisect_left(keys, key(item))
             if at == len(items) or items[at] is not item:
                 return self._sort(new)
-            del items[at], keys[at], rows[at], by_id[id(item)]
-        build = self._build
+            del items[at], keys[at], rows[at], by_ident[ident(item)]
         for item in added:
             item_key = key(item)
             at = bisect_left(keys, item_key)
@@ -162,21 +203,22 @@ class SortedRows(Generic[T, R]):
             items.insert(at, item)
             keys.insert(at, item_key)
             rows.insert(at, build(item))
-            by_id[id(item)] = item
+            by_ident[ident(item)] = item
             self.built += 1
         self._input = new
         return items, rows
 
     def _sort(self, new: list[T]) -> tuple[list[T], list[R]]:
         self.sorts += 1
-        key, memo = self._key, self._memo
+        key, ident, memo = self._key, self._ident, self._memo
         items = sorted(new, key=key)
         keys = list(map(key, items))
         built = memo.built
-        rows = memo.rows_of(items, self._ident, self._build)
+        rows = memo.rows_of(items, ident, self._build)
         memo.end_pass()
         self.built += memo.built - built
         self._items, self._keys, self._rows, self._input = items, keys, rows, new
-        self._by_id = dict(zip(map(id, new), new, strict=True))
-        self._ties = any(map(eq, keys, keys[1:]))
+        self._by_ident = dict(zip(map(ident, items), items, strict=True))
+        # Equal keys, or one row twice: only a whole sort orders them.
+        self._ties = any(map(eq, keys, keys[1:])) or len(self._by_ident) != len(items)
         return items, rows
