@@ -154,7 +154,7 @@ async def send(venue: RecordingVenue, sender: OrderSender, actions: Sequence[Act
     return results
 
 
-def batching(venue: RecordingVenue, room: Callable[[Any], tuple[int, int]] | None = None) -> OrderSender:
+def batching(venue: RecordingVenue, room: Callable[[Any], tuple[int, int, int]] | None = None) -> OrderSender:
     return OrderSender(venue, venue.exchange.clock, batching=True, room=room)
 
 
@@ -347,8 +347,8 @@ class Room:
         sent = self.venue.log[:before]
         return max(0, self.limit - sum(len(r.links) for r in sent if r.sent_at > now - 1.0))
 
-    def __call__(self, kind: object) -> tuple[int, int]:
-        return self.left_at(self.venue.exchange.clock.now()), 0  # room in the batch endpoint only
+    def __call__(self, kind: object) -> tuple[int, int, int]:
+        return self.left_at(self.venue.exchange.clock.now()), 0, 0  # room in the batch endpoint only
 
 
 async def test_a_round_is_planned_within_the_budgets_room_stop_losses_first() -> None:
@@ -365,12 +365,12 @@ async def test_a_round_is_planned_within_the_budgets_room_stop_losses_first() ->
     assert sum(len(r.links) for r in venue.log) == 10  # nothing sent to be refused
 
 
-def budgeted_sender() -> tuple[RecordingVenue, VirtualClock, OrderSender]:
+def budgeted_sender(reserve: int = 0) -> tuple[RecordingVenue, VirtualClock, OrderSender]:
     """A batching sender planning within the engine's own rate budget, on realistic latency."""
     venue = make_venue(latency="realistic")
     clock = venue.exchange.clock
     assert isinstance(clock, VirtualClock)
-    gateway = VenueGateway(venue, CallBudget(clock, IpWindow(clock)))
+    gateway = VenueGateway(venue, CallBudget(clock, IpWindow(clock), protect_reserve=reserve))
     return venue, clock, OrderSender(gateway, clock, batching=True, room=order_room(gateway))
 
 
@@ -409,6 +409,25 @@ async def test_a_stops_amend_does_not_wait_behind_resizes_that_spent_the_batch_w
     assert all(r.ok for r in await clock.drive_while(resizes))
 
 
+async def test_calls_that_protect_nothing_are_planned_outside_the_protective_reserve() -> None:
+    """The last units of each window are kept for stop-losses. A stop-out's cancels (they protect
+    nothing) were planned on every unit left, so their batch queued a round trip for the reserve
+    to roll out; they now fill what they may take and the rest goes by the single endpoint."""
+    venue, clock, sender = budgeted_sender(reserve=2)
+    gateway = sender.venue
+    assert isinstance(gateway, VenueGateway)
+    await gateway.budget.acquire(CallKind.CANCEL_BATCH, 4)  # six left, two of them reserved
+    start = clock.now()
+    results = await clock.drive_while(sender.send([cancel(venue, n) for n in range(6)]))
+    assert all(r.ok for r in results), results
+    assert sorted((r.endpoint, len(r.links)) for r in venue.log) == [
+        (Endpoint.CANCEL, 1),
+        (Endpoint.CANCEL, 1),
+        (Endpoint.CANCEL_BATCH, 4),
+    ]
+    assert {r.sent_at for r in venue.log} == {start}  # all at once, none queued
+
+
 async def test_without_batching_one_request_per_action_as_execute_actions() -> None:
     def actions_on(venue: RecordingVenue) -> list[Action]:
         return [place(1, "sl"), amend(venue, 2), amend(venue, 3), cancel(venue, 4), place(5, "tp1")]
@@ -440,7 +459,7 @@ async def test_stop_losses_never_poll_a_full_budget_for_room() -> None:
     clock = venue.exchange.clock
     start = clock.now()
     actions: list[Action] = [place(1, "sl"), place(2, "sl"), place(3, "tp1")]
-    results = await send(venue, batching(venue, room=lambda kind: (0, 0)), actions)
+    results = await send(venue, batching(venue, room=lambda kind: (0, 0, 0)), actions)
     assert all(r.ok for r in results), results
     sent = {link: r.sent_at for r in venue.log for link in r.links}
     assert sent["m1-sl"] == sent["m2-sl"] == start

@@ -176,13 +176,14 @@ ACTION_BUDGET: dict[type[Action], CallKind] = {
 
 def order_room(venue: Venue) -> Room | None:
     """What the account's rate budget allows now for a kind of action: the units left in its batch
-    window and in its single-order window (a gateway knows; else no plan)."""
+    window and in its single-order window, and their protective reserve (a gateway knows; else no
+    plan)."""
     if isinstance(venue, VenueGateway):
         budget = venue.budget
 
-        def room(kind: type[Action]) -> tuple[int, int]:
+        def room(kind: type[Action]) -> tuple[int, int, int]:
             single = ACTION_BUDGET[kind]
-            return budget.left(BATCH_KIND[single]), budget.left(single)
+            return budget.left(BATCH_KIND[single]), budget.left(single), budget.reserve(single)
 
         return room
     return None

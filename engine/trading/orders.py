@@ -196,10 +196,11 @@ def batch_rounds(actions: Sequence[Action]) -> list[list[int]]:
     return [[i for r in runs.values() if n < len(r) for i in r[n]] for n in range(depth)]
 
 
-Room = Callable[[type[Action]], tuple[int, int]]
+Room = Callable[[type[Action]], tuple[int, int, int]]
 """What the account's rate budget allows now for one kind of action: (items its batch endpoint may
-carry, requests its single-order endpoint may take). Bybit limits each endpoint on its own, so a
-verb's batch and single endpoints each have their own 10 a second."""
+carry, requests its single-order endpoint may take, the last units of each that only a protective
+call may take). Bybit limits each endpoint on its own, so a verb's batch and single endpoints each
+have their own 10 a second."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,20 +220,32 @@ def plan_calls(actions: Sequence[Action], items: Sequence[int], room: Room | Non
     grouped by kind. A kind's items fill its batch room first, in calls of at most
     :data:`MAX_BATCH`; what does not fit there goes as single requests while the single endpoint
     has room. A lone item goes alone (one request either way, and its answer is its own) unless
-    only the batch endpoint has room. Without ``room`` every item is planned, batches as large as
-    the endpoint takes. The calls holding a stop-loss or a close go first.
+    only the batch endpoint has room. A call that protects nothing is planned only within the room
+    the budget gives such calls (not its protective reserve), so that it is sent, not queued
+    behind the reserve for a round trip. Without ``room`` every item is planned, batches as large
+    as the endpoint takes. The calls holding a stop-loss or a close go first.
     """
     by_kind: dict[type, list[int]] = {}
     for index in resend_order(actions, items):
         by_kind.setdefault(type(actions[index]), []).append(index)
     calls: list[Call] = []
     for kind, group in by_kind.items():
-        batch_room, single_room = (len(group), 0) if room is None else room(kind)
-        in_batch = group[: max(0, batch_room)]
-        if len(in_batch) == 1 and (room is None or single_room > 0):
+        protective = [protection_rank(actions[index]) < 2 for index in group]
+        if room is None:
+            batch_room, single_room, reserve = len(group), 0, 0
+        else:
+            batch_room, single_room, reserve = room(kind)
+        # A batch holding a stop-loss is protective as a whole: it may take the reserve.
+        in_batch = group[: max(0, batch_room if protective[0] else batch_room - reserve)]
+        if len(in_batch) == 1 and (room is None or single_room > (0 if protective[0] else reserve)):
             in_batch = []
-            single_room = max(single_room, 1)
-        alone = group[len(in_batch) : len(in_batch) + max(0, single_room)]
+        alone: list[int] = []
+        single_left = single_room if room is not None else len(group)
+        for index, protects in zip(group[len(in_batch) :], protective[len(in_batch) :], strict=True):
+            if single_left - (0 if protects else reserve) <= 0:
+                break
+            alone.append(index)
+            single_left -= 1
         calls += [Call(tuple(in_batch[i : i + MAX_BATCH]), False) for i in range(0, len(in_batch), MAX_BATCH)]
         calls += [Call((index,), True) for index in alone]
     return sorted(calls, key=lambda call: min(protection_rank(actions[i]) for i in call.items))

@@ -377,6 +377,10 @@ class CallBudget:
         """Units of ``kind`` that may be spent now: the least of the kind's window and the IP window."""
         return min(self._windows[kind].left(), self.ip.left())
 
+    def reserve(self, kind: CallKind) -> int:
+        """The last units of ``kind``'s window that only protective calls may take."""
+        return self._reserve[kind]
+
     def claim(self, kind: CallKind, units: int = 1, priority: Priority | None = None) -> Claim:
         """A request's units, for ``async with``: waits like :meth:`acquire`, and counts the units from
         the moment the request is sent until one window after the block ends (its answer)."""
