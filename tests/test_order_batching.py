@@ -428,6 +428,26 @@ async def test_calls_that_protect_nothing_are_planned_outside_the_protective_res
     assert {r.sent_at for r in venue.log} == {start}  # all at once, none queued
 
 
+async def test_a_superseded_send_waiting_for_room_is_withdrawn_at_once() -> None:
+    """A take-profit resize that waits for room in the budget (polling it, not queued in it) held a
+    new fill of its position for up to two seconds: superseding only withdrew requests queued in
+    the budget. The poll now ends when the position is superseded, and its items come back
+    withdrawn, unsent."""
+    venue = make_venue()
+    clock = venue.exchange.clock
+    assert isinstance(clock, VirtualClock)
+    sender = batching(venue, room=lambda kind: (0, 0, 0))  # never any room
+    start = clock.now()
+    sending = asyncio.ensure_future(sender.send([place(1, "tp1"), place(1, "tp2")]))
+    await clock.drive(start + 0.01)  # the send polls for room
+    assert not sending.done()
+    sender.supersede({key(1)})  # a new fill of the position waits to be decided
+    await clock.drive(clock.now())
+    assert sending.done() and clock.now() == start + 0.01
+    assert all(isinstance(r.error, Withdrawn) for r in sending.result())
+    assert venue.log == []  # nothing sent
+
+
 async def test_without_batching_one_request_per_action_as_execute_actions() -> None:
     def actions_on(venue: RecordingVenue) -> list[Action]:
         return [place(1, "sl"), amend(venue, 2), amend(venue, 3), cancel(venue, 4), place(5, "tp1")]

@@ -278,6 +278,7 @@ class OrderSender:
         self._superseded: set[str] = set()
         self._sending: Counter[str] = Counter()  # monitor key -> sends in flight carrying its actions
         self._tickets: dict[WithdrawalTicket, frozenset[str]] = {}
+        self._planners: set[asyncio.Future[None]] = set()  # plans waiting for room (see _plan)
 
     def supersede(self, keys: Collection[str]) -> None:
         """New fills of these monitors wait to be decided: withdraw their requests that still wait for
@@ -290,6 +291,9 @@ class OrderSender:
         for ticket, owners in list(self._tickets.items()):
             if not owners.isdisjoint(self._superseded):
                 ticket.withdraw()
+        for planner in self._planners:  # plans waiting for room look again now
+            if not planner.done():
+                planner.set_result(None)
 
     @contextmanager
     def _withdrawable(self, chosen: Sequence[Action]) -> Iterator[None]:
@@ -511,17 +515,33 @@ class OrderSender:
         A plan holding a stop-loss or a market close is never polled for. A budget kept full by
         queued calls shows no room at any poll, since each unit that frees goes at once to a waiter;
         the budget serves protective calls first, so the most urgent item goes now and waits there,
-        ahead of everything less urgent, rather than seconds here."""
+        ahead of everything less urgent, rather than seconds here.
+
+        A poll ends early when a monitor is superseded (:meth:`supersede`): no plan is returned
+        then if one of ``pending`` is that monitor's, so that the caller drops its items and plans
+        the rest (a new fill of the position waits for this send, and must not wait out the poll)."""
         if self.room is None:
             return plan_calls(actions, pending)
         urgent = any(protection_rank(actions[i]) < 2 for i in pending)
-        waited = 0.0
+        started = self.clock.now()
         while not (calls := plan_calls(actions, pending, self.room)):
-            if urgent or waited >= ROOM_WAIT_MAX_S:
+            if urgent or self.clock.now() - started >= ROOM_WAIT_MAX_S:
                 return [Call((resend_order(actions, pending)[0],), True)]
-            await self.clock.sleep(ROOM_POLL_S)
-            waited += ROOM_POLL_S
+            await self._poll()
+            if any(actions[i].key in self._superseded for i in pending):
+                return []
         return calls
+
+    async def _poll(self) -> None:
+        """Wait :data:`ROOM_POLL_S` on the clock, or less if a monitor is superseded meanwhile."""
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._planners.add(woken)
+        try:
+            await self.clock.wait_for(woken, ROOM_POLL_S)
+        except TimeoutError:
+            pass
+        finally:
+            self._planners.discard(woken)
 
 
 def _pick(actions: Sequence[Action], items: Sequence[int]) -> list[Action]:
