@@ -353,6 +353,7 @@ async def _reaction(
                 # the orders phase one placed: an amend may name only the order id
                 order_links |= {o.order_id: o.link_id for o in exchange.open_orders(account) if o.link_id}
             decided_mark: dict[str, int] = {}  # the reactions the engine had timed when measuring began
+            decided: dict[str, list[float]] = {}  # those timed while measuring, by kind of fill
             frames: list[float] = []  # whole refreshes: the snapshot from the engine, then the paint
             views: list[float] = []  # the snapshot alone (built on the engine's loop)
             shown = 0
@@ -364,14 +365,16 @@ async def _reaction(
                 await asyncio.sleep(warmup)
                 frames.clear()
                 views.clear()
-                if runtime.manager is not None:
-                    decided_mark.update(runtime.manager.reactions.counts())
+                if runtime.tpsl is not None:
+                    decided_mark.update(runtime.tpsl.reactions.counts())
                 print(
                     f"phase two ({mode}): reconciled, warmed up {warmup:g}s; measuring {seconds:g}s",
                     file=sys.stderr,
                 )
                 since = clock.now()
                 await asyncio.sleep(seconds)
+                if runtime.tpsl is not None:  # read before the engine stops
+                    decided.update(runtime.tpsl.reactions.samples_since(decided_mark, DECISION_KINDS))
                 return since, 0
 
             if app is None:
@@ -423,8 +426,6 @@ async def _reaction(
             for (kind, priority), n in gateway.budget.waits_by.items():
                 waits_by[f"{kind}:{priority.name.lower()}"] += n
         # the engine's own share: from the fill to the hand-off to the order sender (no budget wait)
-        manager = runtime.manager
-        decided = manager.reactions.samples_since(decided_mark, DECISION_KINDS) if manager is not None else {}
         decisions = [seconds for samples in decided.values() for seconds in samples]
 
     def ms(value: float | None) -> float | None:
