@@ -307,7 +307,7 @@ async def _reaction(
     warmup: float = 0.0,
 ) -> dict[str, Any]:
     from console.app import OperatorConsole
-    from engine.commands.bench.profile_run import DECISION_KINDS
+    from engine.commands.bench.profile_run import DECISION_KINDS, budget_waits
     from engine.commands.bench.requests import Sent, reactions, record_requests
     from engine.commands.bench.stats import percentile
     from engine.core.clock import RealClock, iso_utc
@@ -420,7 +420,7 @@ async def _reaction(
             fills["tp1"] += n_tp1
             fills["sl"] += n_sl
         # calls that waited for the engine's rate budget: the venue's 10 orders/s, not the engine
-        budget_waits = sum(gateway.budget.waits for gateway in runtime.gateways.values())
+        waited = budget_waits(runtime)
         waits_by: Counter[str] = Counter()
         for gateway in runtime.gateways.values():
             for (kind, priority), n in gateway.budget.waits_by.items():
@@ -450,7 +450,7 @@ async def _reaction(
         "reaction_ms_max": ms(max(lat)) if lat else None,
         "decision_ms_p50": ms(percentile(decisions, 50)),
         "decision_ms_p99": ms(percentile(decisions, 99)),
-        "budget_waits": budget_waits,
+        "budget_waits": waited,
         "budget_waits_by": dict(sorted(waits_by.items())),
     }
 

@@ -231,16 +231,13 @@ def plan_calls(actions: Sequence[Action], items: Sequence[int], room: Room | Non
     calls: list[Call] = []
     for kind, group in by_kind.items():
         protective = [protection_rank(actions[index]) < 2 for index in group]
-        if room is None:
-            batch_room, single_room, reserve = len(group), 0, 0
-        else:
-            batch_room, single_room, reserve = room(kind)
+        batch_room, single_room, reserve = (len(group), len(group), 0) if room is None else room(kind)
         # A batch holding a stop-loss is protective as a whole: it may take the reserve.
         in_batch = group[: max(0, batch_room if protective[0] else batch_room - reserve)]
-        if len(in_batch) == 1 and (room is None or single_room > (0 if protective[0] else reserve)):
+        if len(in_batch) == 1 and single_room > (0 if protective[0] else reserve):
             in_batch = []
         alone: list[int] = []
-        single_left = single_room if room is not None else len(group)
+        single_left = single_room
         for index, protects in zip(group[len(in_batch) :], protective[len(in_batch) :], strict=True):
             if single_left - (0 if protects else reserve) <= 0:
                 break

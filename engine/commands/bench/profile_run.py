@@ -71,7 +71,8 @@ def copying(mirror: MirrorFollower | None) -> bool:
     return mirror is not None and any(task.verb is Verb.OPEN for task in mirror.tasks)
 
 
-def _budget_waits(runtime: EngineRuntime) -> int:
+def budget_waits(runtime: EngineRuntime) -> int:
+    """Requests of every account that waited for the engine's rate budget so far."""
     return sum(gateway.budget.waits for gateway in runtime.gateways.values())
 
 
@@ -139,7 +140,7 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
             calls_before = _calls(runtime)
             checks_before = dict(engine.manager.checks)
             decisions_before = engine.manager.reactions.counts()
-            waits_before = _budget_waits(runtime)
+            waits_before = budget_waits(runtime)
             engine.cache.set_metrics(True)  # the baseline counts too (see the module docstring)
             engine.cache.reset_metrics()
             times = RefreshTimes()
@@ -157,7 +158,7 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
             calls = {k: n - calls_before.get(k, 0) for k, n in _calls(runtime).items()}
             checks = {k: n - checks_before.get(k, 0) for k, n in engine.manager.checks.items()}
             decisions = engine.manager.reactions.samples_since(decisions_before, DECISION_KINDS)
-            waits = _budget_waits(runtime) - waits_before
+            waits = budget_waits(runtime) - waits_before
             trades = outcomes(engine.manager.ledger.trades)
             failures = list(runtime.failures)
         finally:
