@@ -117,6 +117,10 @@ GATHER_TURNS = 3
 """With ``api_batching`` on, how many turns of the event loop the stream consumer waits for more
 events of the same moment after a fill or an order update (a burst of TP fills -> one amend batch)."""
 
+JUDGED_PER_TURN = 64
+"""Events of a push judged between two turns of the loop (:meth:`TpslManager.dispatch_many`): the
+push's decisions go on between them. A thousand tickers took 40 ms to judge in one go."""
+
 STREAM_RECONNECT_S = 1.0
 """The pause before a failed stream loop subscribes again."""
 
@@ -1048,49 +1052,66 @@ class TpslManager:
         await self.dispatch_many(account, [event])
 
     async def dispatch_many(self, account: str, events: Sequence[VenueEvent]) -> None:
-        """Handle venue events of ``account`` in order; fills and order updates that come together
-        are decided together (see :meth:`_decide`).
+        """Handle venue events of ``account``; fills and order updates that come together are
+        decided together (see :meth:`_decide`), before the rest of the push is looked at.
 
-        A symbol's position and price updates are judged after its own fills before them are
-        decided, but they do not hold back the decisions of other symbols: deciding waits for the
-        answers to the orders it sends, and a wave of fills across many symbols (every one of them
-        followed by its position update) was decided one symbol at a time, each new fill behind the
-        previous one's take-profits queued at the venue's rate limit."""
+        A push at a thousand symbols is a thousand tickers around a few fills: judged first (each
+        price retiers its monitors and feeds the dashboard), they held a stop's move back by tens
+        of milliseconds. So the decisions start at once, on the push's prices (noted first, in a
+        pass that costs a dict write each), and the push is judged while they wait for the disk
+        and the venue, giving them the loop every :data:`JUDGED_PER_TURN` events. A deciding
+        symbol's position and price updates are judged after its decisions, as every other
+        symbol's at once; nor does a decision hold back other symbols' events: deciding waits for
+        the answers to the orders it sends, and a wave of fills across many symbols was decided one
+        symbol at a time, each new fill behind the previous one's take-profits queued at the venue's
+        rate limit."""
+        self._last_event[account] = self.clock.now()
         decisions: list[Execution | Order] = []
-        deciding: set[str] = set()  # symbols with fills or order updates not decided yet
-        positions: list[Position] = []  # position updates of those symbols, judged after them
-
-        async def decide() -> None:
-            await self._decide(account, decisions)
-            for position in positions:
-                self._on_position(account, position)
-            decisions.clear()
-            deciding.clear()
-            positions.clear()
-
         for event in events:
-            self._last_event[account] = self.clock.now()
-            self._notify(account, event)
             if isinstance(event, Execution | Order):
                 decisions.append(event)
-                deciding.add(event.symbol)
-            elif isinstance(event, Position):
-                if event.symbol in deciding:
-                    positions.append(event)
-                else:
-                    self._on_position(account, event)
             elif isinstance(event, Ticker):
-                if event.symbol in deciding:
-                    await decide()
-                self._take_price(event)  # decided in tasks of their own: see _take_price
-            elif isinstance(event, StreamStatus):
-                await decide()
-                self._set_connected(account, event.connected)
-                if event.connected:
-                    self._subscribed[account].set()
-                if event.gap or not event.connected:
-                    self._run_soon(self._job_names(account)[0])  # catch up on what the gap may have lost
-        await decide()
+                self._note_price(event)
+        deciding = asyncio.ensure_future(self._decide(account, decisions)) if decisions else None
+        symbols = {event.symbol for event in decisions}
+        held: list[Position | Ticker] = []  # a deciding symbol's, judged once it is decided
+        try:
+            for judged, event in enumerate(events, start=1):
+                if judged % JUDGED_PER_TURN == 0:
+                    await yield_to_loop()
+                self._notify(account, event)
+                if isinstance(event, Position | Ticker):
+                    if event.symbol in symbols:
+                        held.append(event)
+                    elif isinstance(event, Position):
+                        self._on_position(account, event)
+                    else:
+                        self._judge_price(event)  # decided in tasks of their own: see _judge_price
+                elif isinstance(event, StreamStatus):
+                    self._on_status(account, event)
+        except asyncio.CancelledError:
+            if deciding is not None:  # cancelled with the push: a stream's restart, the engine's stop
+                deciding.cancel()
+                await asyncio.gather(deciding, return_exceptions=True)
+            raise
+        except Exception:
+            if deciding is not None:  # the fills are decided even when judging the push failed
+                await deciding
+            raise
+        if deciding is not None:
+            await deciding
+        for event in held:
+            if isinstance(event, Position):
+                self._on_position(account, event)
+            else:
+                self._judge_price(event)
+
+    def _on_status(self, account: str, status: StreamStatus) -> None:
+        self._set_connected(account, status.connected)
+        if status.connected:
+            self._subscribed[account].set()
+        if status.gap or not status.connected:
+            self._run_soon(self._job_names(account)[0])  # catch up on what the gap may have lost
 
     def _set_connected(self, account: str, connected: bool) -> None:
         if self._connected.get(account) != connected:
@@ -1223,17 +1244,31 @@ class TpslManager:
             await asyncio.gather(*tasks)
 
     def _take_price(self, ticker: Ticker) -> list[asyncio.Task[None]]:
-        """Remember a price and retier its monitors; returns the tasks that decide the monitors
-        whose stops wait for the price (:meth:`_price_decision`), without waiting for them.
+        """:meth:`_note_price` then :meth:`_judge_price` (nothing for a late price)."""
+        return self._judge_price(ticker) if self._note_price(ticker) else []
+
+    def _note_price(self, ticker: Ticker) -> bool:
+        """Remember a price for the decisions and the snapshot (a few dict writes: a push's prices
+        are noted before its fills are decided); False for a ticker older than the one held: late
+        (pushes are judged a slice at a time, so a later push may be noted first), it changes nothing."""
+        held = self.tickers.get(ticker.symbol)
+        if held is not None and ticker.ts < held.ts:
+            return False
+        self.marks[ticker.symbol] = ticker.mark
+        self._ticked_at[ticker.symbol] = self.clock.now()
+        self.tickers[ticker.symbol] = ticker
+        return True
+
+    def _judge_price(self, ticker: Ticker) -> list[asyncio.Task[None]]:
+        """Retier the monitors of a price noted (:meth:`_note_price`); returns the tasks that
+        decide the monitors whose stops wait for the price (:meth:`_price_decision`), without
+        waiting for them.
 
         A stream hands its next events on meanwhile: a decision waits for its account's lock and
         for the answers to its symbol's orders in flight, and awaited in the stream's dispatch it
         held back every event behind the ticker, the other account's too (the mirror's TP1 fill
         was decided only once main's breakeven and cancels were answered). A monitor has at most
         one such task waiting, and it reads the latest price when its turn comes."""
-        self.marks[ticker.symbol] = ticker.mark
-        self._ticked_at[ticker.symbol] = self.clock.now()
-        self.tickers[ticker.symbol] = ticker
         price = ticker.trigger_reference(self.params.trigger_by)
         if price is None:
             return []
@@ -1318,6 +1353,16 @@ class TpslManager:
         return wake.is_set()
 
     # --- committing decisions -----------------------------------------------------------------
+    async def _persist_all(self, transitions: Sequence[Transition]) -> None:
+        """:meth:`_persist` each of ``transitions`` (of different monitors) at once: their durable
+        saves go in one write and one fsync (the store commits every change pending together).
+        One after the other, a round of a dozen fills made a dozen commits in turn, and the last
+        fill's stop waited for all of them."""
+        if len(transitions) == 1:
+            await self._persist(transitions[0])
+        elif transitions:
+            await asyncio.gather(*(self._persist(t) for t in transitions))
+
     async def _persist(self, transition: Transition) -> None:
         monitor = transition.monitor
         self._touch(monitor.account, (monitor.symbol,))  # the one place a monitor changes
@@ -1376,6 +1421,9 @@ class TpslManager:
         each transition answers, by ``id(transition)``, timed into :attr:`reactions` when its first
         requests go to the sender. ``rest``: the rate-budget priority of the requests that protect
         nothing (``OPEN`` for a new trade's own orders)."""
+        if not saved:  # every decision durable before any request, in one write
+            await self._persist_all(transitions)
+            saved = True
         groups: dict[str, list[Transition]] = {}
         for transition in transitions:
             groups.setdefault(transition.monitor.symbol, []).append(transition)
@@ -1447,9 +1495,9 @@ class TpslManager:
         raised: list[Alert] = []
         live = list(transitions)
         for _ in range(self.params.sl_retry_attempts + 4):
+            if not saved:
+                await self._persist_all(live)
             for transition in live:
-                if not saved:
-                    await self._persist(transition)
                 self.alerts.publish_all(transition.alerts)
                 raised += transition.alerts
                 if any(a.type == ALREADY_FLAT for a in transition.alerts):
@@ -1474,8 +1522,8 @@ class TpslManager:
                 instrument = self.instruments[transition.monitor.symbol]
                 answered.append(apply_results(transition.monitor, mine, instrument, self.params))
             live = answered
+        await self._persist_all(live)
         for transition in live:
-            await self._persist(transition)
             self.alerts.publish_all(transition.alerts)
             raised += transition.alerts
             if transition.actions:
