@@ -347,3 +347,27 @@ def test_writes_per_hour_is_a_rolling_window() -> None:
     # an hour and 5 s in: the write at 0 s has left the window
     assert rolling_rate_per_hour(times, now=3605.0, started=0.0) == pytest.approx(3)
     assert list(times) == [10.0, 20.0, 3000.0]
+
+
+async def test_a_journal_append_goes_off_the_loop_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A critical save waits for the disk and, at every trip to a worker thread, for that thread to
+    get the interpreter's lock and for the loop to take the answer back: tens of ms each while the
+    loop is busy. The append's write and fsync go in one trip (two before), once the file is open."""
+    appender = JournalAppender(tmp_path / "journal.jsonl")
+    await appender.append(b"first\n")  # opens the file (its own trips)
+    loop = asyncio.get_running_loop()
+    trips: list[object] = []
+    real = loop.run_in_executor
+
+    def counted(executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+        trips.append(func)
+        return real(executor, func, *args)
+
+    monkeypatch.setattr(loop, "run_in_executor", counted)
+    cost = await appender.append(b"second\n")
+    assert len(trips) == 1
+    assert (cost.writes, cost.fsyncs) == (1, 1)
+    assert (tmp_path / "journal.jsonl").read_bytes() == b"first\nsecond\n"
+    await appender.close()

@@ -57,12 +57,9 @@ def check_sums(exchange: SimExchange) -> None:
     """The account's cached uPnL and margins equal the same sums computed afresh."""
     account = exchange._account("main")
     marks = exchange._feed.marks()
-    upnl, position_margin, order_margin = account.uncached_sums(marks)
-    assert (account.upnl(marks), account.position_margin(), account.order_margin()) == (
-        upnl,
-        position_margin,
-        order_margin,
-    )
+    fresh = account.uncached_sums(marks)
+    assert (account.upnl(marks), account.position_margin(), account.order_margin()) == fresh
+    assert account.sums(marks) == fresh  # the figures kept between two changes too
 
 
 def accounts_of(exchange: SimExchange) -> list[dict[str, object]]:
@@ -258,3 +255,39 @@ def test_a_tick_orders_only_the_orders_it_reached(tmp_path: Path, monkeypatch: p
     assert len(ordered) == 2
     fills = [e for e in exchange.executions("main", since=0.0) if e.symbol == target]
     assert [f.order_id for f in fills] == [orders[0].order_id, orders[1].order_id]
+
+
+def test_wallet_pushes_between_two_changes_add_the_account_up_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every acknowledged action pushes the account's wallet. Between two price moves, actions on
+    other accounts' (or no) symbols add the account's figures up once, not three times per push
+    (at a thousand positions, most of what an action cost); a touched symbol or a tick adds them
+    up again, and the figures are always the fresh ones."""
+    clock, exchange, listed = resting_book(tmp_path, (5,))
+    account = exchange._account("main")
+    added = [0]
+    original = type(account).upnl
+
+    def counting(self: object, marks: object) -> object:
+        added[0] += 1
+        return original(self, marks)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(account), "upnl", counting)
+    clock.advance(1.0)
+    exchange.step()  # new marks (a calm tick: nothing of the account's moved, no push)
+    added[0] = 0
+    for _ in range(5):
+        exchange.wallet("main")
+    assert added[0] == 1  # before: twice per push
+    target = exchange.open_orders("main", listed[3])[0]
+    exchange.cancel("main", CancelRequest(target.symbol, order_id=target.order_id))
+    check_sums(exchange)  # a touched symbol: the figures are the fresh ones
+    clock.advance(1.0)
+    exchange.step()
+    check_sums(exchange)  # new marks: the same
+    added[0] = 0
+    for _ in range(5):
+        exchange.wallet("main")
+    assert added[0] <= 1
+    check_sums(exchange)

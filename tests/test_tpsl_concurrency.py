@@ -378,14 +378,21 @@ class SlowDisk(MemoryStore):
         self.most_at_once = 0
 
     async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> None:
+        await self._disk(reason, force)
+        return await super().save(key, value, reason=reason, force=force)
+
+    async def delete(self, key: str, *, reason: Reason, force: bool = False) -> None:
+        await self._disk(reason, force)
+        return await super().delete(key, reason=reason, force=force)
+
+    async def _disk(self, reason: Reason, force: bool) -> None:
         if not (Reason(reason).critical or force):
-            return await super().save(key, value, reason=reason, force=force)
+            return
         self.writing += 1
         self.most_at_once = max(self.most_at_once, self.writing)
         try:
             for _ in range(3):
                 await asyncio.sleep(0)
-            return await super().save(key, value, reason=reason, force=force)
         finally:
             self.writing -= 1
 
@@ -421,4 +428,60 @@ async def test_a_late_price_does_not_replace_a_newer_one() -> None:
     await h.manager.dispatch_many("main", [late])
     assert h.manager.tickers[PROBE_SYMBOL] is newer
     assert h.manager.marks[PROBE_SYMBOL] == 151.0
+    await h.close()
+
+
+class GatedDisk(MemoryStore):
+    """Durable writes wait until the disk is opened (a slow fsync); records what began writing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = asyncio.Event()
+        self.opened.set()
+        self.began: list[str] = []
+
+    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> None:
+        if Reason(reason).critical or force:
+            self.began.append(key)
+            await self.opened.wait()
+        return await super().save(key, value, reason=reason, force=force)
+
+
+async def test_a_fill_is_decided_while_another_waits_for_the_disk() -> None:
+    """One position's TP1 decision waits for its durable write; meanwhile another position's TP1
+    fill is decided and its write begins, to share the disk's next commit. Before, the account's
+    lock was held through the write, so every other fill (and every order update) queued behind
+    each decision's fsync in turn."""
+    store = GatedDisk()
+    h = Harness(store=store)
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    levels = await open_eth(h)
+    await h.settle()
+    store.opened.clear()  # the disk stalls from here
+    store.began.clear()
+    await h.price(101_100.0)  # BTC's TP1: its decision waits for the disk
+    assert any("BTCUSDT" in key for key in store.began)
+    h.exchange.set_price(ETH, round(levels[0] * 1.004, 1))  # ETH's TP1, BTC still on disk
+    await h.settle()
+    assert any("ETHUSDT" in key for key in store.began)
+    store.opened.set()
+    await h.settle()
+    assert h.manager.monitors["main:BTCUSDT:Buy"].breakeven
+    assert h.manager.monitors["main:ETHUSDT:Buy"].breakeven
+    await h.close()
+
+
+async def test_a_closed_trade_and_its_monitors_removal_are_written_together() -> None:
+    """A stop-out records the trade and removes the monitor, both durable before the cancels go
+    out: they are written at once (one commit of the store), not one fsync after the other."""
+    store = SlowDisk()
+    h = Harness(store=store)
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    await h.settle()
+    store.most_at_once = 0
+    await h.price(96_900.0)  # the stop fills: the trade closes
+    assert "main:BTCUSDT:Buy" not in h.manager.monitors
+    assert store.most_at_once >= 2
     await h.close()

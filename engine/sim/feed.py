@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from engine.core.models import Instrument, Ticker, TriggerBy
@@ -105,6 +106,7 @@ class PriceFeed:
         self.volatility = volatility
         self.tick_interval_s = tick_interval_s
         self._prices: dict[str, SymbolPrice] = {}
+        self._marks: Mapping[str, float] | None = None  # see marks()
         self._lanes: dict[str, _Lane] = {}
         # Per RNG, its symbols in feed order: the order that RNG's draws are taken in.
         self._streams: dict[int, tuple[random.Random, list[_Lane]]] = {}
@@ -126,6 +128,7 @@ class PriceFeed:
 
     def step(self) -> None:
         """Advance every symbol by one tick."""
+        self._marks = None
         dt = self.tick_interval_s / SECONDS_PER_YEAR
         # gbm_step's exponent, its terms computed once per tick in the same order (same floats).
         drift = -0.5 * self.volatility * self.volatility * dt
@@ -155,6 +158,7 @@ class PriceFeed:
 
     def _set(self, symbol: str, *, price: float, basis: float, last: float, mark: float) -> None:
         # In place: the tick loop holds the state objects.
+        self._marks = None
         state = self._prices[symbol]
         state.price, state.basis, state.last, state.mark = price, basis, last, mark
 
@@ -168,9 +172,14 @@ class PriceFeed:
         """The price a conditional order watches (IndexPrice is served by the mark: there is no index)."""
         return self.last(symbol) if trigger_by in (None, TriggerBy.LAST_PRICE) else self.mark(symbol)
 
-    def marks(self) -> dict[str, float]:
-        """Every symbol's mark price."""
-        return {symbol: state.mark for symbol, state in self._prices.items()}
+    def marks(self) -> Mapping[str, float]:
+        """Every symbol's mark price: the same mapping until a price moves (never changed once
+        handed out), so what is worked out from it can be kept by its identity. Every acknowledged
+        action pushes the account's wallet, which is worked out from the marks: at a thousand
+        symbols, a new mapping per action cost more than the action."""
+        if self._marks is None:
+            self._marks = MappingProxyType({symbol: state.mark for symbol, state in self._prices.items()})
+        return self._marks
 
     def ticker(self, symbol: str, ts: float) -> Ticker:
         """The symbol's ticker; the book is one tick either side of the last price."""

@@ -161,6 +161,14 @@ async def _reacquire(lock: asyncio.Lock) -> bool:
         return cancelled
 
 
+def _needs_disk(transition: Transition) -> bool:
+    """Whether saving ``transition`` (see :meth:`TpslManager._persist`) waits for a durable write:
+    a critical reason, a forced save, a trade recorded, or a monitor removed."""
+    if transition.durable or transition.trade is not None or transition.monitor.phase is Phase.CLOSED:
+        return True
+    return transition.reason is not None and Reason(transition.reason).critical
+
+
 def _any_settled(busy: Counter[str], events: Sequence[Execution | Order]) -> bool:
     """Whether one of ``events`` is of a symbol with no orders in flight."""
     return any(not busy[e.symbol] for e in events)
@@ -1353,40 +1361,71 @@ class TpslManager:
         return wake.is_set()
 
     # --- committing decisions -----------------------------------------------------------------
-    async def _persist_all(self, transitions: Sequence[Transition]) -> None:
-        """:meth:`_persist` each of ``transitions`` (of different monitors) at once: their durable
-        saves go in one write and one fsync (the store commits every change pending together).
-        One after the other, a round of a dozen fills made a dozen commits in turn, and the last
-        fill's stop waited for all of them."""
+    async def _persist_all(self, account: str, transitions: Sequence[Transition]) -> None:
+        """:meth:`_persist` each of ``transitions`` (of different monitors of ``account``) at once:
+        their durable saves go in one write and one fsync (the store commits every change pending
+        together). One after the other, a round of a dozen fills made a dozen commits in turn, and
+        the last fill's stop waited for all of them.
+
+        A round that must reach the disk waits for it without the account's lock (the caller holds
+        it, and holds it again on return), its symbols in flight meanwhile as while their orders
+        are sent: no decision about them before they are durable, and the other symbols' fills
+        are decided meanwhile and share the write. Held through the write, the lock queued a fill
+        behind every order update's save at a thousand positions."""
+        if not transitions:
+            return
+        if not any(map(_needs_disk, transitions)):
+            await self._persist_each(transitions)  # returns at once: not worth a place in the lock's queue
+            return
+        symbols = [t.monitor.symbol for t in transitions]
+        self._in_flight[account].update(symbols)
+        try:
+            await self._unlocked(account, self._persist_each(transitions))
+        finally:
+            self._release(account, symbols)
+
+    async def _persist_each(self, transitions: Sequence[Transition]) -> None:
         if len(transitions) == 1:
             await self._persist(transitions[0])
-        elif transitions:
+        else:
             await asyncio.gather(*(self._persist(t) for t in transitions))
 
     async def _persist(self, transition: Transition) -> None:
         monitor = transition.monitor
         self._touch(monitor.account, (monitor.symbol,))  # the one place a monitor changes
+        # The trade and the monitor's change are saved together: one durable write, not two in turn.
+        writes: list[Awaitable[None]] = []
+        recorded = None
         if transition.trade is not None:
             chunk = self.ledger.record(transition.trade)
             if chunk is not None:
-                await self._save(chunk[0], chunk[1], reason=Reason.TRADE_RECORDED)
-                self.alerts.publish(closed_alert(monitor.key, transition.trade))
+                writes.append(self._save(chunk[0], chunk[1], reason=Reason.TRADE_RECORDED))
+                recorded = transition.trade
         if monitor.phase is Phase.CLOSED:
             current = self.monitors.get(monitor.key)
             if current is not None and current.monitor_id == monitor.monitor_id:
                 del self.monitors[monitor.key]
                 self._forget_checks(monitor.key)
-                await self._delete(state_keys.monitor_key(monitor.key), reason=Reason.MONITOR_REMOVED)
-            return
-        self.monitors[monitor.key] = monitor
-        self._update_tier(monitor)  # a fill or a moved order changes what is near
-        if transition.reason is not None or transition.durable:
-            await self._save(
-                state_keys.monitor_key(monitor.key),
-                monitor.to_dict(),
-                reason=transition.reason or Reason.MONITORING_UPDATE,
-                force=transition.durable,
-            )
+                removed = state_keys.monitor_key(monitor.key)
+                writes.append(self._delete(removed, reason=Reason.MONITOR_REMOVED))
+        else:
+            self.monitors[monitor.key] = monitor
+            self._update_tier(monitor)  # a fill or a moved order changes what is near
+            if transition.reason is not None or transition.durable:
+                writes.append(
+                    self._save(
+                        state_keys.monitor_key(monitor.key),
+                        monitor.to_dict(),
+                        reason=transition.reason or Reason.MONITORING_UPDATE,
+                        force=transition.durable,
+                    )
+                )
+        if len(writes) == 1:
+            await writes[0]
+        elif writes:
+            await asyncio.gather(*writes)
+        if recorded is not None:
+            self.alerts.publish(closed_alert(monitor.key, recorded))
 
     async def _commit(self, account: str, transition: Transition, *, opening: bool = False) -> list[Alert]:
         """Save a decision, send its actions, feed the answers back; bounded retries. Returns the
@@ -1422,7 +1461,7 @@ class TpslManager:
         requests go to the sender. ``rest``: the rate-budget priority of the requests that protect
         nothing (``OPEN`` for a new trade's own orders)."""
         if not saved:  # every decision durable before any request, in one write
-            await self._persist_all(transitions)
+            await self._persist_all(account, transitions)
             saved = True
         groups: dict[str, list[Transition]] = {}
         for transition in transitions:
@@ -1496,7 +1535,7 @@ class TpslManager:
         live = list(transitions)
         for _ in range(self.params.sl_retry_attempts + 4):
             if not saved:
-                await self._persist_all(live)
+                await self._persist_all(account, live)
             for transition in live:
                 self.alerts.publish_all(transition.alerts)
                 raised += transition.alerts
@@ -1522,7 +1561,7 @@ class TpslManager:
                 instrument = self.instruments[transition.monitor.symbol]
                 answered.append(apply_results(transition.monitor, mine, instrument, self.params))
             live = answered
-        await self._persist_all(live)
+        await self._persist_all(account, live)
         for transition in live:
             self.alerts.publish_all(transition.alerts)
             raised += transition.alerts
