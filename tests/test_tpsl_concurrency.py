@@ -368,6 +368,16 @@ def _slot(execution: Execution) -> str | None:
     return purpose_of(execution.link_id) if execution.link_id else None
 
 
+async def btc_and_eth(store: MemoryStore) -> tuple[Harness, tuple[float, ...]]:
+    """A started harness on ``store`` with a conservative BTC long and an ETH long (its TP levels)."""
+    h = Harness(store=store)
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    levels = await open_eth(h)
+    await h.settle()
+    return h, levels
+
+
 class SlowDisk(MemoryStore):
     """A durable write takes a few turns of the loop, as a write and an fsync off the loop do;
     records how many were under way at once."""
@@ -402,11 +412,7 @@ async def test_a_rounds_decisions_are_made_durable_together() -> None:
     store's group commit makes them durable in one write and one fsync. One after the other, a round
     of a dozen fills made a dozen commits in turn, and the last fill's stop waited for all of them."""
     store = SlowDisk()
-    h = Harness(store=store)
-    await h.start()
-    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
-    levels = await open_eth(h)
-    await h.settle()
+    h, levels = await btc_and_eth(store)
     store.most_at_once = 0
     h.exchange.set_prices({SYMBOL: 101_100.0, ETH: round(levels[0] * 1.004, 1)})
     await h.settle()
@@ -453,11 +459,7 @@ async def test_a_fill_is_decided_while_another_waits_for_the_disk() -> None:
     lock was held through the write, so every other fill (and every order update) queued behind
     each decision's fsync in turn."""
     store = GatedDisk()
-    h = Harness(store=store)
-    await h.start()
-    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
-    levels = await open_eth(h)
-    await h.settle()
+    h, levels = await btc_and_eth(store)
     store.opened.clear()  # the disk stalls from here
     store.began.clear()
     await h.price(101_100.0)  # BTC's TP1: its decision waits for the disk
