@@ -1115,6 +1115,7 @@ class TpslManager:
                 self._judge_price(event)
 
     def _on_status(self, account: str, status: StreamStatus) -> None:
+        """The stream connected, dropped, or came back with a gap: catch up with a check if so."""
         self._set_connected(account, status.connected)
         if status.connected:
             self._subscribed[account].set()
@@ -1385,6 +1386,7 @@ class TpslManager:
             self._release(account, symbols)
 
     async def _persist_each(self, transitions: Sequence[Transition]) -> None:
+        """:meth:`_persist` every one of ``transitions`` concurrently (the store groups the writes)."""
         if len(transitions) == 1:
             await self._persist(transitions[0])
         else:
