@@ -56,15 +56,16 @@ def fsync_dir_sync(path: Path) -> None:
 _fsync = aiofiles.os.wrap(os.fsync)
 
 
-def _append_durably_sync(fd: int, data: bytes) -> None:
-    """Write every byte of ``data`` to ``fd`` (unbuffered writes may be partial), then fsync."""
+def append_durably_sync(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd`` (unbuffered writes may be partial), then fsync: the
+    journal's append, off the loop here and, in the simulated exchange's journal, on it."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
     os.fsync(fd)
 
 
-_append_durably = aiofiles.os.wrap(_append_durably_sync)
+_append_durably = aiofiles.os.wrap(append_durably_sync)
 """A journal append in one trip off the loop: a critical save waits for the disk and for a worker
 thread to get the interpreter's lock and the loop to take the answer back, at every trip (5 ms
 each at worst, tens of ms while the loop is busy); a write and an fsync in two trips paid it twice."""

@@ -44,7 +44,7 @@ from engine.sim.account import PositionState, SimAccount, execution_from_state, 
 from engine.sim.orders import WorkingOrder
 from engine.sim.state import IN_THE_WAY, SimStateError, read_state, values_problem
 from persistence.codec import JournalRecord, Op, encode_record
-from persistence.durable import fsync_dir_sync
+from persistence.durable import append_durably_sync, fsync_dir_sync
 from persistence.recovery import scan_journal
 
 log = logging.getLogger("opconsole.sim")
@@ -275,10 +275,7 @@ class SimJournal:
         try:
             start = os.fstat(fd).st_size
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                append_durably_sync(fd, data)
             except OSError:
                 os.ftruncate(fd, start)
                 raise

@@ -161,6 +161,14 @@ async def _reacquire(lock: asyncio.Lock) -> bool:
         return cancelled
 
 
+async def _together(steps: Sequence[Awaitable[None]]) -> None:
+    """Await ``steps`` concurrently (a lone one directly: no task made for it)."""
+    if len(steps) == 1:
+        await steps[0]
+    elif steps:
+        await asyncio.gather(*steps)
+
+
 def _needs_disk(transition: Transition) -> bool:
     """Whether saving ``transition`` (see :meth:`TpslManager._persist`) waits for a durable write:
     a critical reason, a forced save, a trade recorded, or a monitor removed."""
@@ -1387,10 +1395,7 @@ class TpslManager:
 
     async def _persist_each(self, transitions: Sequence[Transition]) -> None:
         """:meth:`_persist` every one of ``transitions`` concurrently (the store groups the writes)."""
-        if len(transitions) == 1:
-            await self._persist(transitions[0])
-        else:
-            await asyncio.gather(*(self._persist(t) for t in transitions))
+        await _together([self._persist(t) for t in transitions])
 
     async def _persist(self, transition: Transition) -> None:
         monitor = transition.monitor
@@ -1422,10 +1427,7 @@ class TpslManager:
                         force=transition.durable,
                     )
                 )
-        if len(writes) == 1:
-            await writes[0]
-        elif writes:
-            await asyncio.gather(*writes)
+        await _together(writes)
         if recorded is not None:
             self.alerts.publish(closed_alert(monitor.key, recorded))
 
