@@ -431,6 +431,23 @@ async def test_a_long_snapshot_is_frozen_in_chunks_and_the_engine_runs_between_t
     assert isinstance(snapshot["positions"], tuple) and snapshot["positions"][3]["tags"][1]["deep"] == (3,)
 
 
+async def test_a_snapshot_composes_once_the_fill_being_decided_is_out(engine: EngineRuntime) -> None:
+    """A snapshot's long pieces step aside for a fill being decided (the engine's precedence): the
+    decision's write-ahead and first request no longer queue behind tens of ms of composing."""
+    await snapshot(engine)  # the cache is warm: the next one is CPU only
+    assert engine.tpsl is not None
+    precedence = engine.tpsl.precedence
+    urgency = precedence.urgent()
+    building = asyncio.ensure_future(snapshot(engine))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not building.done()  # waiting at its first turn
+    urgency.end()
+    built = await clock_of(engine).drive_while(building)
+    assert built["positions"] == (await snapshot(engine))["positions"]
+    assert precedence.waits >= 1
+
+
 async def test_the_change_mark_moves_with_venue_events_and_alerts_not_with_snapshots(sim: SimHost) -> None:
     """The console refreshes when this mark moved (issue 16, item 13): building snapshots moves the
     cache's hit counters but no data, so it must not move the mark."""

@@ -25,6 +25,7 @@ from engine.core.models import (
     VenueEvent,
 )
 from engine.trading.approaches import Approach
+from engine.trading.manager import JUDGED_PER_TURN
 from engine.venue.base import BatchResult
 from engine.venue.priority import Priority, current_priority
 from persistence.reasons import Reason
@@ -486,4 +487,35 @@ async def test_a_closed_trade_and_its_monitors_removal_are_written_together() ->
     await h.price(96_900.0)  # the stop fills: the trade closes
     assert "main:BTCUSDT:Buy" not in h.manager.monitors
     assert store.most_at_once >= 2
+    await h.close()
+
+
+async def test_a_pushs_judging_steps_aside_while_its_fill_is_written_ahead() -> None:
+    """While a fill's decision waits for its durable write, the rest of its push is not judged:
+    bulk work on the loop held the interpreter's lock then, and the write's worker thread waited a
+    switch interval at each of its hand-overs (50 ms p50 at a thousand positions, for a write of a
+    millisecond). The push is judged on once the decision's first request is out."""
+    store = SlowDisk()
+    h = Harness(store=store)
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    await h.settle()
+    held: list[list[VenueEvent]] = []
+
+    async def hold(_account: str, events: Sequence[VenueEvent]) -> None:
+        held.append(list(events))
+
+    h.manager.dispatch_many = hold  # type: ignore[method-assign]
+    h.exchange.set_price(SYMBOL, 101_100.0)
+    await h.settle(0.5)
+    del h.manager.dispatch_many
+    push = next(p for p in held if any(isinstance(e, Execution) and _slot(e) == "tp1" for e in p))
+    now = h.clock.now()
+    prices = [Ticker(PROBE_SYMBOL, 150.0, 150.0, 149.9, 150.1, now - 1.0 + i / 1000) for i in range(600)]
+    requests = Requests(h)
+    await h.manager.dispatch_many("main", push + prices)
+    assert requests.at, "the TP1 fill sent nothing"
+    assert requests.at[0] <= JUDGED_PER_TURN  # one slice judged, then the loop was the decision's
+    assert {id(e) for e in prices + push} <= {id(e) for e in requests.judged}
+    assert not h.manager.precedence.pressing
     await h.close()

@@ -173,10 +173,13 @@ def freeze(data: Snapshot) -> DashboardSnapshot:
     return DashboardSnapshot(cast(Snapshot, _freeze(data)))
 
 
-async def freeze_yielding(data: Snapshot) -> DashboardSnapshot:
-    """:func:`freeze`, letting the event loop run every :data:`FREEZE_ROWS` rows of a long section:
-    the snapshot is built on the engine's loop, and a fill that arrives meanwhile is decided between
-    two chunks rather than after a whole thousand-position copy."""
+async def freeze_yielding(
+    data: Snapshot, turn: Callable[[], Awaitable[None]] = yield_to_loop
+) -> DashboardSnapshot:
+    """:func:`freeze`, awaiting ``turn`` (the engine's precedence: see :mod:`engine.core.precedence`)
+    every :data:`FREEZE_ROWS` rows of a long section: the snapshot is built on the engine's loop,
+    and a fill that arrives meanwhile is decided between two chunks rather than after a whole
+    thousand-position copy."""
     _check_keys(data)
     frozen: dict[str, object] = {}
     for key, section in data.items():
@@ -185,7 +188,7 @@ async def freeze_yielding(data: Snapshot) -> DashboardSnapshot:
             continue
         rows: list[object] = []
         for start in range(0, len(section), FREEZE_ROWS):
-            await yield_to_loop()
+            await turn()
             rows += [_freeze(row) for row in section[start : start + FREEZE_ROWS]]
         frozen[key] = tuple(rows)
     return DashboardSnapshot(cast(Snapshot, MappingProxyType(frozen)))
@@ -788,17 +791,19 @@ class Dashboard:
         insights: Sequence[InsightRow] = await self.cache.get_or_load(
             "ai_insights", INSIGHTS_KEY, lambda: self._compute_insights(view)
         )
-        await yield_to_loop()  # the reads are in: what the engine has waiting goes before composing
-        # The two long pieces each take a turn of their own (tens of ms at a thousand positions), so
-        # a fill that arrives meanwhile waits for one of them at most, not for the whole composition.
+        # The reads are in. The long pieces each take a turn of their own (tens of ms at a thousand
+        # positions), so a fill that arrives meanwhile waits for one of them at most, not for the
+        # whole composition; and a fill being decided goes before the next piece.
+        turn = self.sources.manager.scheduler.precedence.turn
+        await turn()
         monitors = self.sources.manager.snapshot_monitors()
-        await yield_to_loop()
+        await turn()
         market_rows = self._market_rows(market)
-        await yield_to_loop()
+        await turn()
         composed = self._compose(
             view, market, stats, insights, reads, mark=optimized, monitors=monitors, market_rows=market_rows
         )
-        return await freeze_yielding(composed)
+        return await freeze_yielding(composed, turn)
 
     def _market_rows(self, market: Mapping[str, Ticker]) -> dict[str, MarketRow]:
         memo, instrument_of = self._market_memo, self._instruments.get

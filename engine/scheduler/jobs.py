@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from engine.core.clock import Clock, iso_utc
+from engine.core.precedence import DecisionsFirst
 
 log = logging.getLogger("opconsole.scheduler")
 
@@ -180,6 +181,8 @@ class Scheduler:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._looping = False
+        self.precedence = DecisionsFirst(clock)
+        """The loop's precedence: a job starts once no fill is being decided (briefly held back)."""
 
     # -- registration ------------------------------------------------------------------------------
 
@@ -367,6 +370,7 @@ class Scheduler:
         clock = self._clock
         started = clock.monotonic()
         try:
+            await self.precedence.calm()  # holding nothing a decision waits for yet: let it go first
             await job.fn()
         except asyncio.CancelledError:
             self._finished(job)

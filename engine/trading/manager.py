@@ -58,6 +58,7 @@ from engine.core.models import (
     monitor_key,
 )
 from engine.core.numbers import fmt_monitor, fmt_position, fmt_usdt
+from engine.core.precedence import Urgency
 from engine.core.read_only import read_only
 from engine.core.row_memo import RowMemo
 from engine.scheduler.jobs import Scheduler
@@ -309,6 +310,9 @@ class TpslManager:
         # The engine's one scheduler (the runtime's); a manager built alone runs its own in run().
         self._own_scheduler = scheduler is None
         self.scheduler = scheduler or Scheduler(clock)
+        self.precedence = self.scheduler.precedence
+        """Decisions before bulk work on the loop: the judging of pushes and the scheduler's jobs
+        (the scheduler's own, so both step aside for the same decisions)."""
         self.urgency = urgency or UrgencyParams.defaults()
         self.adaptive = adaptive
         """``adaptive_intervals``: each monitor checked at its urgency tier's interval, or every
@@ -1088,13 +1092,17 @@ class TpslManager:
                 decisions.append(event)
             elif isinstance(event, Ticker):
                 self._note_price(event)
-        deciding = asyncio.ensure_future(self._decide(account, decisions)) if decisions else None
+        deciding = (
+            asyncio.ensure_future(self._decide_first(account, decisions, self.precedence.urgent()))
+            if decisions
+            else None
+        )
         symbols = {event.symbol for event in decisions}
         held: list[Position | Ticker] = []  # a deciding symbol's, judged once it is decided
         try:
             for judged, event in enumerate(events, start=1):
                 if judged % JUDGED_PER_TURN == 0:
-                    await yield_to_loop()
+                    await self.precedence.turn()
                 self._notify(account, event)
                 if isinstance(event, Position | Ticker):
                     if event.symbol in symbols:
@@ -1143,6 +1151,17 @@ class TpslManager:
                 message = f"{account}: private stream back"
                 self.alerts.raise_alert(Severity.INFO, "stream_up", message, key=account)
             self._ever_connected.add(account)
+
+    async def _decide_first(
+        self, account: str, events: Sequence[Execution | Order], urgency: Urgency
+    ) -> None:
+        """:meth:`_decide` ``events`` ahead of the engine's bulk work until their first request goes
+        out (see :mod:`engine.core.precedence`); the task of their own is the context it holds."""
+        self.precedence.bind(urgency)
+        try:
+            await self._decide(account, events)
+        finally:
+            urgency.end()
 
     async def _decide(self, account: str, events: Sequence[Execution | Order]) -> None:
         """Fills and order updates, decided in rounds of at most one event per monitor (a monitor

@@ -39,6 +39,7 @@ from engine.core.models import (
     VenueEvent,
     Wallet,
 )
+from engine.core.precedence import end_urgency
 from engine.venue.base import BatchResult, Venue
 from engine.venue.budget import CallBudget, CallKind, Claim
 from engine.venue.errors import RateLimited
@@ -84,6 +85,7 @@ class VenueGateway(Venue):
     # --- the one path of every call ----------------------------------------------------------------
     async def _send(self, claim: Claim, call: Callable[[], Awaitable[T]]) -> T:
         """Spend the claim's units, make the call, and report a rate-limit refusal to the budget."""
+        end_urgency()  # the decision this call carries is out of the engine's hands: bulk work may go on
         try:
             async with claim:
                 return await call()
