@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from engine.core.clock import VirtualClock
-from engine.core.precedence import DecisionsFirst, end_urgency
+from engine.core.precedence import DecisionsFirst, end_urgency, waiting_for_the_venue
 from engine.scheduler.jobs import Scheduler
 
 
@@ -79,3 +79,19 @@ async def test_a_job_comes_due_while_a_fill_is_decided_and_starts_once_the_decis
     assert started == [0.0]
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_decision_waiting_for_the_venue_does_not_hold_bulk_work_and_is_urgent_again_after() -> None:
+    clock = VirtualClock(start=0.0)
+    precedence = DecisionsFirst(clock)
+    urgency = precedence.urgent()
+    precedence.bind(urgency)
+    with waiting_for_the_venue():  # its position's previous orders are on the wire: a round trip
+        assert not precedence.pressing
+        await precedence.turn()
+    assert precedence.pressing and precedence.waits == 0
+    with waiting_for_the_venue():
+        urgency.end()  # another round of the decision sent its request meanwhile
+    assert not precedence.pressing
+    precedence.urgent().end()
+    assert not precedence.pressing  # the count stayed right

@@ -25,7 +25,6 @@ from engine.core.models import (
     VenueEvent,
 )
 from engine.trading.approaches import Approach
-from engine.trading.manager import JUDGED_PER_TURN
 from engine.venue.base import BatchResult
 from engine.venue.priority import Priority, current_priority
 from persistence.reasons import Reason
@@ -340,7 +339,19 @@ async def test_a_pushs_fills_are_decided_before_its_prices_are_judged() -> None:
     start at once, on the push's prices, and their requests go out while the rest of the push is
     judged. Before, every ticker of the push was judged first (each retiers its monitors and feeds
     the dashboard: 40 ms at a thousand symbols) and a TP1 fill's stop move waited for all of it."""
-    h = Harness()
+    h, push, prices = await tp1_push_and_prices(Harness(), 300)
+    requests = Requests(h)
+    await h.manager.dispatch_many("main", prices + push)
+    assert requests.at, "the TP1 fill sent nothing"
+    assert requests.at[0] < len(prices)  # before the push was judged to its end
+    assert {id(e) for e in prices + push} <= {id(e) for e in requests.judged}  # and all of it judged
+    assert h.manager.monitors["main:BTCUSDT:Buy"].breakeven
+    await h.close()
+
+
+async def tp1_push_and_prices(h: Harness, count: int) -> tuple[Harness, list[VenueEvent], list[Ticker]]:
+    """``h`` started with a conservative BTC long, the stream push that carries its TP1 fill (held
+    back, not handled) and ``count`` earlier tickers of another symbol: a push at a thousand symbols."""
     await h.start()
     await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
     await h.settle()
@@ -355,14 +366,8 @@ async def test_a_pushs_fills_are_decided_before_its_prices_are_judged() -> None:
     del h.manager.dispatch_many  # the manager's own again
     push = next(p for p in held if any(isinstance(e, Execution) and _slot(e) == "tp1" for e in p))
     now = h.clock.now()
-    prices = [Ticker(PROBE_SYMBOL, 150.0, 150.0, 149.9, 150.1, now - 1.0 + i / 1000) for i in range(300)]
-    requests = Requests(h)
-    await h.manager.dispatch_many("main", prices + push)
-    assert requests.at, "the TP1 fill sent nothing"
-    assert requests.at[0] < len(prices)  # before the push was judged to its end
-    assert {id(e) for e in prices + push} <= {id(e) for e in requests.judged}  # and all of it judged
-    assert h.manager.monitors["main:BTCUSDT:Buy"].breakeven
-    await h.close()
+    prices = [Ticker(PROBE_SYMBOL, 150.0, 150.0, 149.9, 150.1, now - 1.0 + i / 1000) for i in range(count)]
+    return h, push, prices
 
 
 def _slot(execution: Execution) -> str | None:
@@ -491,31 +496,15 @@ async def test_a_closed_trade_and_its_monitors_removal_are_written_together() ->
 
 
 async def test_a_pushs_judging_steps_aside_while_its_fill_is_written_ahead() -> None:
-    """While a fill's decision waits for its durable write, the rest of its push is not judged:
-    bulk work on the loop held the interpreter's lock then, and the write's worker thread waited a
-    switch interval at each of its hand-overs (50 ms p50 at a thousand positions, for a write of a
-    millisecond). The push is judged on once the decision's first request is out."""
-    store = SlowDisk()
-    h = Harness(store=store)
-    await h.start()
-    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
-    await h.settle()
-    held: list[list[VenueEvent]] = []
-
-    async def hold(_account: str, events: Sequence[VenueEvent]) -> None:
-        held.append(list(events))
-
-    h.manager.dispatch_many = hold  # type: ignore[method-assign]
-    h.exchange.set_price(SYMBOL, 101_100.0)
-    await h.settle(0.5)
-    del h.manager.dispatch_many
-    push = next(p for p in held if any(isinstance(e, Execution) and _slot(e) == "tp1" for e in p))
-    now = h.clock.now()
-    prices = [Ticker(PROBE_SYMBOL, 150.0, 150.0, 149.9, 150.1, now - 1.0 + i / 1000) for i in range(600)]
+    """While a fill's decision waits for its durable write, its push is not judged: bulk work on
+    the loop held the interpreter's lock then, and the write's worker thread waited a switch
+    interval at each of its hand-overs (50 ms p50 at a thousand positions, for a write of a
+    millisecond). The push is judged once the decision's first request is out."""
+    h, push, prices = await tp1_push_and_prices(Harness(store=SlowDisk()), 600)
     requests = Requests(h)
     await h.manager.dispatch_many("main", push + prices)
     assert requests.at, "the TP1 fill sent nothing"
-    assert requests.at[0] <= JUDGED_PER_TURN  # one slice judged, then the loop was the decision's
+    assert requests.at[0] == 0  # nothing of the push judged yet: the loop was the decision's
     assert {id(e) for e in prices + push} <= {id(e) for e in requests.judged}
     assert not h.manager.precedence.pressing
     await h.close()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from engine.core.clock import Clock, yield_to_loop
 
@@ -28,13 +30,15 @@ PATIENCE_S = 0.025
 
 
 class Urgency:
-    """One decision's claim to go first, from :meth:`DecisionsFirst.urgent` until :meth:`end`."""
+    """One decision's claim to go first, from :meth:`DecisionsFirst.urgent` until :meth:`end`;
+    set aside while the decision waits for the venue (:func:`waiting_for_the_venue`)."""
 
-    __slots__ = ("_ended", "_owner")
+    __slots__ = ("_aside", "_ended", "_owner")
 
     def __init__(self, owner: DecisionsFirst) -> None:
         self._owner = owner
         self._ended = False
+        self._aside = 0
 
     @property
     def ended(self) -> bool:
@@ -45,10 +49,36 @@ class Urgency:
         """The decision no longer goes first (idempotent)."""
         if not self._ended:
             self._ended = True
+            if not self._aside:
+                self._owner._ended_one()
+
+    def _set_aside(self) -> None:
+        self._aside += 1
+        if self._aside == 1 and not self._ended:
             self._owner._ended_one()
+
+    def _take_up(self) -> None:
+        self._aside -= 1
+        if self._aside == 0 and not self._ended:
+            self._owner._began_one()
 
 
 _CURRENT: contextvars.ContextVar[Urgency | None] = contextvars.ContextVar("urgency", default=None)
+
+
+@contextmanager
+def waiting_for_the_venue() -> Iterator[None]:
+    """The current decision waits for the venue (the answers to its position's previous orders): it
+    is not urgent meanwhile, or bulk work would wait for a round trip; it is again afterwards."""
+    urgency = _CURRENT.get()
+    if urgency is None:
+        yield
+        return
+    urgency._set_aside()
+    try:
+        yield
+    finally:
+        urgency._take_up()
 
 
 def end_urgency() -> None:
@@ -79,12 +109,15 @@ class DecisionsFirst:
         """Turns that stopped waiting at ``patience_s`` with a decision still urgent."""
 
     def urgent(self) -> Urgency:
-        """A new urgent decision; the caller ends it (or runs it under :meth:`deciding`)."""
+        """A new urgent decision; the caller ends it."""
+        self._began_one()
+        return Urgency(self)
+
+    def _began_one(self) -> None:
         self._urgent += 1
         self.pressing = True
         if self._calm is not None:
             self._calm.clear()
-        return Urgency(self)
 
     @staticmethod
     def bind(urgency: Urgency) -> None:

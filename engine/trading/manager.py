@@ -58,7 +58,7 @@ from engine.core.models import (
     monitor_key,
 )
 from engine.core.numbers import fmt_monitor, fmt_position, fmt_usdt
-from engine.core.precedence import Urgency
+from engine.core.precedence import Urgency, waiting_for_the_venue
 from engine.core.read_only import read_only
 from engine.core.row_memo import RowMemo
 from engine.scheduler.jobs import Scheduler
@@ -1100,6 +1100,8 @@ class TpslManager:
         symbols = {event.symbol for event in decisions}
         held: list[Position | Ticker] = []  # a deciding symbol's, judged once it is decided
         try:
+            if deciding is not None:  # the decisions go first: judging waits for their first requests
+                await self.precedence.turn()
             for judged, event in enumerate(events, start=1):
                 if judged % JUDGED_PER_TURN == 0:
                     await self.precedence.turn()
@@ -1209,7 +1211,8 @@ class TpslManager:
                 ]
                 if not ready:
                     self._supersede(account, waiting)
-                    await self._settled[account].wait_for(functools.partial(_any_settled, busy, waiting))
+                    with waiting_for_the_venue():
+                        await self._settled[account].wait_for(functools.partial(_any_settled, busy, waiting))
                     continue
                 waiting = [e for e in waiting if e not in ready]
                 await self._decide_now(account, ready)
