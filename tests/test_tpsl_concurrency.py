@@ -17,6 +17,7 @@ from engine.core.models import (
     AmendRequest,
     CancelRequest,
     Execution,
+    Order,
     OrderAck,
     OrderRequest,
     OrderType,
@@ -355,19 +356,29 @@ async def tp1_push_and_prices(h: Harness, count: int) -> tuple[Harness, list[Ven
     await h.start()
     await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
     await h.settle()
+    push = await held_push(h, lambda: h.exchange.set_price(SYMBOL, 101_100.0))
+    return h, push, earlier_prices(h, count)
+
+
+async def held_push(h: Harness, move: Callable[[], None]) -> list[VenueEvent]:
+    """Make the price ``move`` and return the stream push with the TP1 fill it caused, held back
+    (not handled by the manager)."""
     held: list[list[VenueEvent]] = []
 
     async def hold(_account: str, events: Sequence[VenueEvent]) -> None:
         held.append(list(events))
 
     h.manager.dispatch_many = hold  # type: ignore[method-assign]
-    h.exchange.set_price(SYMBOL, 101_100.0)  # TP1 fills: the push that carries it is held back
+    move()
     await h.settle(0.5)
     del h.manager.dispatch_many  # the manager's own again
-    push = next(p for p in held if any(isinstance(e, Execution) and _slot(e) == "tp1" for e in p))
+    return next(p for p in held if any(isinstance(e, Execution) and _slot(e) == "tp1" for e in p))
+
+
+def earlier_prices(h: Harness, count: int) -> list[Ticker]:
+    """``count`` tickers of another symbol, a little older than now: the rest of a big push."""
     now = h.clock.now()
-    prices = [Ticker(PROBE_SYMBOL, 150.0, 150.0, 149.9, 150.1, now - 1.0 + i / 1000) for i in range(count)]
-    return h, push, prices
+    return [Ticker(PROBE_SYMBOL, 150.0, 150.0, 149.9, 150.1, now - 1.0 + i / 1000) for i in range(count)]
 
 
 def _slot(execution: Execution) -> str | None:
@@ -506,5 +517,26 @@ async def test_a_pushs_judging_steps_aside_while_its_fill_is_written_ahead() -> 
     assert requests.at, "the TP1 fill sent nothing"
     assert requests.at[0] == 0  # nothing of the push judged yet: the loop was the decision's
     assert {id(e) for e in prices + push} <= {id(e) for e in requests.judged}
+    assert not h.manager.precedence.pressing
+    await h.close()
+
+
+async def test_a_fill_decided_in_a_later_round_of_its_push_goes_first_too() -> None:
+    """A push is decided in rounds of one event per symbol. ETH's order update comes first here, so
+    its fill is decided in the second round, after BTC's stop move went out: that fill's write and
+    request still go before the push's judging (each round goes first on its own). With one claim
+    for the whole push, BTC's request ended it, and the push was judged through ETH's write."""
+    h, levels = await btc_and_eth(SlowDisk())
+    push = await held_push(
+        h, lambda: h.exchange.set_prices({SYMBOL: 101_100.0, ETH: round(levels[0] * 1.004, 1)})
+    )
+    eth_update = next(e for e in push if isinstance(e, Order) and e.symbol == ETH)
+    push.remove(eth_update)
+    requests = Requests(h)
+    await h.manager.dispatch_many("main", [eth_update, *push, *earlier_prices(h, 600)])
+    assert len(requests.at) >= 2  # BTC's stop move, then ETH's
+    assert requests.at == [0] * len(requests.at)
+    assert h.manager.monitors["main:BTCUSDT:Buy"].breakeven
+    assert h.manager.monitors["main:ETHUSDT:Buy"].breakeven
     assert not h.manager.precedence.pressing
     await h.close()

@@ -52,6 +52,13 @@ class Urgency:
             if not self._aside:
                 self._owner._ended_one()
 
+    def renew(self) -> None:
+        """The decision goes first again (a next step of it, after its first request went out)."""
+        if self._ended:
+            self._ended = False
+            if not self._aside:
+                self._owner._began_one()
+
     def _set_aside(self) -> None:
         self._aside += 1
         if self._aside == 1 and not self._ended:
@@ -79,6 +86,13 @@ def waiting_for_the_venue() -> Iterator[None]:
         yield
     finally:
         urgency._take_up()
+
+
+def renew_urgency() -> None:
+    """The current task's decision goes first again (see :meth:`Urgency.renew`), if it has one."""
+    urgency = _CURRENT.get()
+    if urgency is not None:
+        urgency.renew()
 
 
 def end_urgency() -> None:

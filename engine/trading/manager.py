@@ -58,7 +58,7 @@ from engine.core.models import (
     monitor_key,
 )
 from engine.core.numbers import fmt_monitor, fmt_position, fmt_usdt
-from engine.core.precedence import Urgency, waiting_for_the_venue
+from engine.core.precedence import Urgency, end_urgency, renew_urgency, waiting_for_the_venue
 from engine.core.read_only import read_only
 from engine.core.row_memo import RowMemo
 from engine.scheduler.jobs import Scheduler
@@ -1192,11 +1192,21 @@ class TpslManager:
         tasks: list[asyncio.Task[None]] = []
         for round_ in rounds:
             name = f"tpsl-round-{account}"
-            tasks.append(asyncio.create_task(self._decide_round(account, round_), name=name))
+            tasks.append(asyncio.create_task(self._urgent_round(account, round_), name=name))
             await yield_to_loop()  # it takes its place in the lock's queue before the next round
+        end_urgency()  # the push's, if any: each round goes first on its own now
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(outcome, BaseException):  # every round finished: the first failure is told
                 raise outcome
+
+    async def _urgent_round(self, account: str, events: Sequence[Execution | Order]) -> None:
+        """:meth:`_decide_round` in a task of its own, ahead of bulk work up to each of its requests."""
+        urgency = self.precedence.urgent()
+        self.precedence.bind(urgency)
+        try:
+            await self._decide_round(account, events)
+        finally:
+            urgency.end()
 
     async def _decide_round(self, account: str, events: Sequence[Execution | Order]) -> None:
         """One round (at most one event per symbol): the symbols without orders in flight are
@@ -1215,6 +1225,7 @@ class TpslManager:
                         await self._settled[account].wait_for(functools.partial(_any_settled, busy, waiting))
                     continue
                 waiting = [e for e in waiting if e not in ready]
+                renew_urgency()  # a request of the previous step ended it: these go first too
                 await self._decide_now(account, ready)
 
     def _supersede(self, account: str, waiting: Sequence[Execution | Order]) -> None:
