@@ -349,3 +349,38 @@ async def test_a_recording_tells_when_each_entry_read_was_stored() -> None:
         await cache.get_many_or_load("market_data", [market_key("ETHUSDT")], lambda keys: load())
     assert reads.data_at() == {("positions", "main"): 0.0, ("market_data", SHARED): 3.0}
     assert reads.stored_at(market_key("ETHUSDT")) == 3.0 and reads.stored_at(market_key("XRP")) is None
+
+
+async def test_many_tickers_are_read_without_a_lookup_per_key_and_expire_as_any() -> None:
+    """A snapshot looks up a thousand tickers: the market's plain entries are read in one pass over
+    the store (no per-key freshness lookup), with the same answers and counts: written-through ones
+    served, an expired one read again, hits and misses counted as before."""
+    clock = VirtualClock()
+    cache = make_cache(clock)
+    looked_up: list[tuple[Any, ...]] = []
+    live = cache._live
+
+    def counted_live(category: str, key: tuple[Any, ...]) -> Any:
+        looked_up.append(key)
+        return live(category, key)
+
+    cache._live = counted_live  # type: ignore[method-assign]
+    read: list[list[str]] = []
+
+    async def load(keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], Ticker]:
+        read.append([k[2] for k in keys])
+        return {k: ticker(k[2], 1.0) for k in keys}
+
+    keys = [market_key(s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")]
+    cache.on_event(ticker("BTCUSDT", 2.0))
+    await clock.drive_while(cache.get_many_or_load("market_data", keys, load))
+    assert read == [["ETHUSDT", "SOLUSDT"]]
+    clock.advance(OPTIMIZED["market_data"] - 1.0)
+    cache.on_event(ticker("ETHUSDT", 3.0))  # written through: fresh again
+    clock.advance(2.0)  # BTC's and SOL's entries expire, ETH's is live
+    got = await clock.drive_while(cache.get_many_or_load("market_data", keys, load))
+    assert read == [["ETHUSDT", "SOLUSDT"], ["BTCUSDT", "SOLUSDT"]]
+    assert {k[2]: t.last for k, t in got.items()} == {"BTCUSDT": 1.0, "ETHUSDT": 3.0, "SOLUSDT": 1.0}
+    assert looked_up == []
+    market = cache.metrics()["categories"]["market_data"]  # type: ignore[index]
+    assert (market["hits"], market["misses"]) == (2, 4)

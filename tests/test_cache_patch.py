@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -25,7 +26,7 @@ from engine.core.models import (
     Wallet,
 )
 from engine.core.profile import Mode
-from engine.dashboard.cache import DashboardCache, account_key
+from engine.dashboard.cache import DashboardCache, _patched_rows, account_key
 
 ORDERS = ("orders", "main")
 POSITIONS = ("positions", "main")
@@ -445,3 +446,55 @@ async def test_without_a_connected_stream_a_list_is_not_served_past_its_ttl() ->
     await cached(cache, ORDERS, [order("o0")])
     clock.advance(15.5)
     await assert_waits(clock, cache, ORDERS)
+
+
+def reference_patch(rows: list[Order], events: list[Order]) -> tuple[list[Order], int]:
+    """What patching means, one row at a time: each record ends as its newest version (a tie to the
+    later update), replaced while open, removed once not, an open one not held added at the end; a
+    second row of the same record is left as it is; the very list when nothing changed."""
+    newest: dict[str, Order] = {}
+    for event in events:
+        seen = newest.get(event.order_id)
+        if seen is None or seen.updated <= event.updated:
+            newest[event.order_id] = event
+    out: list[Order] = []
+    changes = 0
+    for row in rows:
+        update = newest.pop(row.order_id, None)
+        if update is None or row.updated > update.updated or update == row:
+            out.append(row)
+        elif update.status.is_open:
+            out.append(update)
+            changes += 1
+        else:
+            changes += 1
+    for update in newest.values():
+        if update.status.is_open:
+            out.append(update)
+            changes += 1
+    return (out, changes) if changes else (rows, 0)
+
+
+def test_patching_visits_only_the_rows_updated_and_agrees_with_the_reference() -> None:
+    """The patch finds the rows its updates are for among thousands of orders without a Python step
+    per row; the result (records, their objects, the count of changes) is the reference's."""
+    rng = random.Random(11)
+    closed = (OrderStatus.FILLED, OrderStatus.CANCELLED)
+    for _ in range(300):
+        rows = [order(f"o{n}", updated=float(rng.randrange(5))) for n in range(rng.randrange(30))]
+        if rows and rng.random() < 0.2:
+            rows.append(rows[rng.randrange(len(rows))])  # a record twice
+        events = [
+            order(
+                f"o{rng.randrange(40)}",
+                updated=float(rng.randrange(5)),
+                qty=float(rng.randrange(1, 3)),
+                status=rng.choice((OrderStatus.NEW, OrderStatus.NEW, *closed)),
+            )
+            for _ in range(rng.randrange(6))
+        ]
+        got, changes = _patched_rows(rows, events)
+        expected, expected_changes = reference_patch(rows, events)
+        assert changes == expected_changes and got == expected
+        assert all(a is b for a, b in zip(got, expected, strict=True))
+        assert (got is rows) == (expected is rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 from engine.core.row_memo import RowMemo, SortedRows
 
@@ -190,3 +191,39 @@ def test_a_read_of_equal_records_and_moves_in_place_sort_nothing() -> None:
     assert ordered == sorted(moved, key=item_key) and rows == [item_row(i) for i in ordered]
     gone = [i for i in moved if i.ident != 4] + [Item(4, "a", 4, 9.0)]  # removed and put back changed
     assert section.update(gone)[0] == sorted(gone, key=item_key)
+
+
+@dataclass(frozen=True, eq=False)
+class Counted:
+    """An item whose == counts its calls (a record compared field by field)."""
+
+    ident: int
+    rank: int
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        Counted.compared += 1
+        return isinstance(other, Counted) and (other.ident, other.rank) == (self.ident, self.rank)
+
+    __hash__ = object.__hash__
+
+
+def test_after_a_read_the_records_handed_are_told_by_identity_not_compared_again() -> None:
+    """A read hands new records, equal to the last ones: each is compared once. The next pass (an
+    order added: the lists no longer line up place by place) hands those same objects again: at
+    1000 positions each such pass compared every one of an account's 5,000 orders field by field
+    with the record read before, at every order event until the next read."""
+    section = SortedRows(attrgetter("rank"), attrgetter("ident"), attrgetter("rank"))
+    section.update([Counted(n, n) for n in range(200)])
+    read = [Counted(n, n) for n in reversed(range(200))]  # new objects, equal, in another order
+    Counted.compared = 0
+    ordered, _ = section.update(read)
+    assert Counted.compared == 200 and (section.sorts, section.built) == (1, 200)
+    Counted.compared = 0
+    grown = [*read[:50], *read[51:], Counted(500, 500)]  # one went, one came
+    ordered, rows = section.update(grown)
+    assert Counted.compared <= 1  # the new record, against nothing
+    assert (section.sorts, section.built) == (1, 201)
+    assert rows == sorted(item.rank for item in grown) and [i.ident for i in ordered] == rows
+    twice = [*grown, Counted(7, 999)]  # a record of a row still in place: listed twice, as sorted() does
+    assert [i.rank for i in section.update(twice)[0]] == sorted(i.rank for i in twice)

@@ -80,16 +80,23 @@ def by_key(rows: list[object]) -> dict[str, object]:
     return {row["key"]: row for row in rows}  # type: ignore[index]
 
 
+def changed_copy(manager: TpslManager, key: str) -> Monitor:
+    """The monitor of ``key`` replaced by a copy, returned for the caller to change, as the engine
+    changes a monitor: a decision works on a copy, which replaces the monitor (never in place)."""
+    twin = manager.monitors[key] = manager.monitors[key].copy()
+    return twin
+
+
 def test_only_the_changed_monitors_rows_are_made_again() -> None:
     manager = populated()
     first = by_key(list(manager.snapshot_monitors()))
     main = {s: f"main:{s}:Buy" for s in SYMBOLS}
-    manager.monitors[main["AAAUSDT"]].sl_price = 99.5
-    manager.monitors[main["BBBUSDT"]].orders["tp2"].status = SlotStatus.FILLED  # in place, as the engine does
-    manager.monitors[main["CCCUSDT"]].phase = Phase.PROFIT_TAKING
+    changed_copy(manager, main["AAAUSDT"]).sl_price = 99.5
+    changed_copy(manager, main["BBBUSDT"]).orders["tp2"].status = SlotStatus.FILLED
+    changed_copy(manager, main["CCCUSDT"]).phase = Phase.PROFIT_TAKING
     manager.tiers[main["EEEUSDT"]] = Tier.CRITICAL
-    manager.monitors["mirror:AAAUSDT:Buy"].entry_cost = 201.0  # a second entry fill
-    manager.monitors["mirror:BBBUSDT:Buy"].entry_qty = 2.0
+    changed_copy(manager, "mirror:AAAUSDT:Buy").entry_cost = 201.0  # a second entry fill
+    changed_copy(manager, "mirror:BBBUSDT:Buy").entry_qty = 2.0
     del manager.monitors["mirror:CCCUSDT:Buy"]
     manager.instruments["DDDUSDT"] = Instrument("DDDUSDT", 0.1, 0.001, 0.001, 1e6)  # now known: rounds
     rows = list(manager.snapshot_monitors())
@@ -240,3 +247,28 @@ def test_a_section_of_read_only_rows_is_frozen_as_a_tuple_of_them_without_a_call
     mixed = counted([*rows[:3], {"symbol": "X", "tags": [1, 2]}])
     assert isinstance(mixed, tuple) and mixed[:3] == tuple(rows[:3])
     assert isinstance(mixed[3], MappingProxyType) and mixed[3]["tags"] == (1, 2)
+
+
+def test_a_monitor_object_seen_at_the_last_build_is_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a thousand positions every build asked each of two thousand monitors its values and its
+    TPs filled (a pass over its orders) to find the few that changed. A monitor is replaced, never
+    changed in place, when it changes: the same object with the same instrument and tier is the
+    same row, unread; a copy that differs is read and its row made again; an equal copy keeps it."""
+    manager = populated()
+    first = by_key(list(manager.snapshot_monitors()))
+    asked: list[str] = []
+    counted = Monitor.tps_filled
+
+    def tps_filled(self: Monitor) -> int:
+        asked.append(self.key)
+        return counted(self)
+
+    monkeypatch.setattr(Monitor, "tps_filled", tps_filled)
+    again = by_key(list(manager.snapshot_monitors()))
+    assert asked == [] and all(again[k] is first[k] for k in first)
+    changed_copy(manager, "main:AAAUSDT:Buy").orders["tp1"].status = SlotStatus.FILLED
+    changed_copy(manager, "main:BBBUSDT:Buy")  # equal: nothing shown changed
+    third = by_key(list(manager.snapshot_monitors()))
+    assert asked == ["main:AAAUSDT:Buy"] and third["main:AAAUSDT:Buy"]["tps_filled"] == 1  # type: ignore[index]
+    assert all(third[k] is first[k] for k in first if k != "main:AAAUSDT:Buy")
+    assert list(third.values()) == from_scratch(manager)

@@ -341,3 +341,23 @@ async def test_the_oldest_age_is_that_of_the_oldest_live_entry() -> None:
     clock.advance(4.0)  # main's entry (16 s old) is past the 15 s TTL: mirror's is the oldest live one
     assert cache.oldest_age_s("positions") == pytest.approx(6.0)
     assert cache.entries("positions") == 1
+
+
+def test_a_row_shown_at_the_market_mark_is_kept_when_only_the_venues_mark_moved() -> None:
+    """A position update that moves the venue's mark of every position (most of the slowest builds at
+    1000 positions made every row again for it) changes no row shown at the market's mark: only
+    its size and entry price are shown of it then. A row shown at the venue's mark follows it."""
+    instruments = {s: Instrument(s, 0.1, 0.01, 0.01, 100.0) for s in SYMBOLS[:2]}
+    memo: RowMemo[tuple[str, str, str | None], PositionRow] = RowMemo()
+    held = {"main": [position("main", s, 100.0) for s in SYMBOLS[:2]], "mirror": []}
+    marks = {("main", SYMBOLS[0]): 101.0}  # the second is shown at its own (venue) mark
+    first = position_rows(account_view(WALLETS, held, {}, instruments), marks, {}, instruments, memo)
+    moved = {"main": [replace(p, mark_price=104.0, upnl=4.0) for p in held["main"]], "mirror": []}
+    view = account_view(WALLETS, moved, {}, instruments)
+    second = position_rows(view, marks, {}, instruments, memo)
+    assert second == position_rows(view, marks, {}, instruments)
+    assert second[0] is first[0] and second[1] is not first[1] and second[1]["mark_price"] == 104.0
+    grown = {"main": [replace(p, size=3.0) for p in moved["main"]], "mirror": []}
+    view = account_view(WALLETS, grown, {}, instruments)
+    third = position_rows(view, marks, {}, instruments, memo)
+    assert third == position_rows(view, marks, {}, instruments) and third[0]["size"] == 3.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterable
 from itertools import compress
-from operator import eq, is_not
+from operator import eq, is_not, not_
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -93,7 +93,8 @@ class SortedRows(Generic[T, R]):
     are taken out and the new ones put in at their place (bisect on their sort keys). So a pass that
     changed a few of three thousand orders sorts nothing and builds a few rows, and a read of three
     thousand equal orders builds none. What changed is found by comparing the two lists place by
-    place when they are as long (a record replaced where it was), else row by row.
+    place when they are as long (a record replaced where it was), else row by row, in C, by the
+    identity of each row's record, then by equality for those not the last ones handed.
 
     The result is the one of ``sorted(items, key=key)`` with ``build`` applied to each, an item
     equal to the last pass's standing for it: when that cannot be told apart by keys alone (two items
@@ -119,6 +120,8 @@ class SortedRows(Generic[T, R]):
         self._keys: list[Any] = []
         self._rows: list[R] = []
         self._ties = False  # two items of the last pass had equal keys: only a full sort orders them
+        # A pass's items by row, and the list they were handed in (current while it is the input).
+        self._handed: tuple[list[T], dict[Hashable, T]] = ([], {})
         self.built = 0
         """Rows built (not reused) since the section was made."""
         self.sorts = 0
@@ -140,15 +143,39 @@ class SortedRows(Generic[T, R]):
             if len(moved) <= limit:
                 gone = [last_input[i] for i in moved]
                 return self._changed(new, [new[i] for i in moved], gone, limit)
-        return self._changed(new, new, None, limit)
+        return self._changed(new, None, [], limit)
 
     def _changed(
-        self, new: list[T], candidates: list[T], gone: list[T] | None, limit: int
+        self, new: list[T], candidates: list[T] | None, gone: list[T], limit: int
     ) -> tuple[list[T], list[R]]:
         """Apply what changed, row by row, or sort ``new`` whole (see the class). ``candidates``: the
         items of ``new`` that may differ from the last pass, and ``gone`` the last pass's items they
-        stand in place of (a place-by-place pass); or every item, and None (any other pass)."""
+        stand in place of (a place-by-place pass); or None (any other pass: every item may differ,
+        and those that are the last ones handed for their row, or equal to its record, are told in C)."""
         ident, key, last = self._ident, self._key, self._by_ident
+        left: set[Hashable] | None = None  # the rows no longer handed, when every item was
+        gone_rows: set[Hashable] | None = None
+        if candidates is None:
+            # Told in C, by row (an order id's hash is kept by the string): the records that are not
+            # the ones handed last time for their row (records came or went, so the lists no longer
+            # line up place by place; or a read), and of those the ones that differ from their row's
+            # record (==, a dataclass's field by field, called from C: a read of thousands of equal
+            # records goes on below with none of them).
+            idents = list(map(ident, new))
+            handed = dict(zip(idents, new, strict=True))
+            if len(handed) != len(idents):  # an item twice: only a sort tells where each goes
+                return self._sort(new)
+            last_input, before = self._handed
+            if last_input is not self._input:
+                before = dict(zip(map(ident, self._input), self._input, strict=True))
+            since = list(compress(new, map(is_not, map(before.get, idents), new)))
+            candidates = list(compress(since, map(not_, map(eq, map(last.get, map(ident, since)), since))))
+            left = last.keys() - handed.keys()
+            self._handed = (new, handed)  # the pass ends with ``new`` as its input, sorted or not
+        else:
+            # The rows the items of ``gone`` stood for: a candidate of another row, still in place,
+            # would be that row twice (which only a sort lists as sorted() does).
+            gone_rows = set(map(ident, gone))
         seen: set[Hashable] = set()
         replaced: list[tuple[T, T]] = []  # (last, new) of a row whose sort key stayed
         removed: list[T] = []
@@ -161,6 +188,8 @@ class SortedRows(Generic[T, R]):
             old = last.get(row)
             if old is None:
                 added.append(item)
+            elif gone_rows is not None and row not in gone_rows:
+                return self._sort(new)
             elif old is item or old == item:
                 continue  # the same record: its row stays
             elif key(old) == key(item):
@@ -168,9 +197,10 @@ class SortedRows(Generic[T, R]):
             else:
                 removed.append(old)
                 added.append(item)
-        # The rows no longer handed: every row not seen, or those of the items replaced in place.
-        left = last.keys() - seen if gone is None else {ident(item) for item in gone} - seen
-        removed += [last[row] for row in left]
+        # The rows no longer handed: every row not handed, or those of the items replaced in place.
+        if gone_rows is not None:
+            left = gone_rows - seen
+        removed += [last[row] for row in left or ()]
         if len(removed) + len(added) > limit:
             return self._sort(new)
         return self._apply(new, replaced, removed, added)

@@ -68,6 +68,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
+from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -401,10 +402,27 @@ class DashboardCache:
         _checked_category(category)
         # A thousand symbols' tickers are read at every snapshot: the loop does per key only what
         # is per key; the lookups are counted once for all (the same counts, at the same time).
+        # A category of plain values (no account's fills to settle, no patches: market data) is read
+        # from the store's own mapping once its expired entries are dropped, as oldest_age_s reads
+        # it: TLRUCache's access (a timer context, a membership test and an LRU move per key) was
+        # most of a snapshot's ticker lookups. The LRU order it skips only matters past _MAX_ENTRIES.
+        plain = category not in PER_ACCOUNT and category not in PATCHABLE
+        store, raw = self._stores[category], Cache.__getitem__
+        if plain:
+            with store.timer as now:
+                store.expire(now)
         for key in dict.fromkeys(keys):
             if type(key) is not tuple or len(key) < 2 or key[0] != category:
                 _check_key(category, key)  # raises the error that says what is wrong
-            entry = self._live(category, key)
+            if plain:
+                try:
+                    entry = raw(store, key)
+                except KeyError:
+                    entry = None
+                if entry is not None and entry.parts:  # a composition: valid while its parts are
+                    entry = self._live(category, key)
+            else:
+                entry = self._live(category, key)
             if entry is not None:
                 entries[key] = entry
             elif key in self._inflight:
@@ -825,24 +843,29 @@ def _patched_rows(rows: list[Any], events: Sequence[Order | Position]) -> tuple[
         seen = newest.get(ident)
         if seen is None or updated_of(seen) <= updated_of(event):
             newest[ident] = event
-    out: list[Any] = []
+    # The rows an update is for, found in C (a few among thousands of orders): only they are visited.
+    idents = list(map(identity_of, rows))
+    hits = list(compress(range(len(rows)), map(newest.__contains__, idents)))
+    out = list(rows)
+    dropped: list[int] = []
     changes = 0
-    for row in rows:
-        ident = identity_of(row)
-        update = newest.get(ident)
-        if update is None:
-            out.append(row)
+    for at in hits:
+        update = newest.pop(idents[at], None)
+        if update is None:  # a second row of the same record: the update went to the first
             continue
-        del newest[ident]
-        if updated_of(row) > updated_of(update):
-            out.append(row)
-        elif update == row:
-            out.append(row)  # the same record again: the row object kept (its display row reused)
-        elif _is_open(update):
-            out.append(update)
-            changes += 1
+        row = rows[at]
+        if updated_of(row) > updated_of(update) or update == row:
+            continue  # older, or the same record again: the row object kept (its display row reused)
+        changes += 1
+        if _is_open(update):
+            out[at] = update
         else:
-            changes += 1
+            dropped.append(at)
+    if dropped:
+        kept = [True] * len(out)
+        for at in dropped:
+            kept[at] = False
+        out = list(compress(out, kept))
     for update in newest.values():
         if _is_open(update):
             out.append(update)

@@ -33,7 +33,7 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from itertools import chain
 from operator import attrgetter
 from types import MappingProxyType
@@ -45,7 +45,7 @@ from engine.alerts.delivery import disabled_section as disabled_delivery
 from engine.alerts.price import PriceAlertManager
 from engine.core.clock import Clock, iso_utc, yield_to_loop
 from engine.core.link_ids import purpose_of
-from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet
+from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet, round_to_step
 from engine.core.profile import Mode, Profile
 from engine.core.read_only import read_only
 from engine.core.row_memo import RowMemo, SortedRows
@@ -222,18 +222,40 @@ def account_row(
     return row
 
 
+_on_step = lru_cache(maxsize=1 << 14)(round_to_step)
+""":func:`~engine.core.models.round_to_step` (a pure function), remembered: it rounds in Decimal
+(microseconds a value), and a position's record sent again with a new mark has the same entry price
+and size, a main position and its mirror's the same mark. Called with positional arguments only."""
+
+
+def _on_tick(value: float, instrument: Instrument | None) -> float:
+    """``instrument.round_price(value)`` (nearest tick), remembered; ``value`` as it is without one."""
+    if instrument is None:
+        return value
+    if not value:  # 0.0 and -0.0 are one key to the memo, and round to zeros of their own sign
+        return instrument.round_price(value)
+    return _on_step(value, instrument.tick_size, "nearest")
+
+
+def _on_qty_step(value: float, instrument: Instrument | None) -> float:
+    """``instrument.round_qty(value)`` (down to the step), remembered; ``value`` as it is without one."""
+    if instrument is None:
+        return value
+    if not value:
+        return instrument.round_qty(value)
+    return _on_step(value, instrument.qty_step, "down")
+
+
 def position_row(position: Position, instrument: Instrument | None) -> VenuePositionRow:
     """The venue's part of a ``positions[]`` entry, prices rounded to the instrument's tick and sizes
     to its step."""
-    tick = instrument.round_price if instrument else (lambda p: p)
-    step = instrument.round_qty if instrument else (lambda q: q)
     return {
         "account": position.account,
         "symbol": position.symbol,
         "side": position.side.value if position.side else None,
-        "size": step(position.size),
-        "entry_price": tick(position.entry_price),
-        "mark_price": tick(position.mark_price),
+        "size": _on_qty_step(position.size, instrument),
+        "entry_price": _on_tick(position.entry_price, instrument),
+        "mark_price": _on_tick(position.mark_price, instrument),
         "upnl": _money(position.upnl),
     }
 
@@ -246,7 +268,7 @@ def marked_to(row: VenuePositionRow, mark: float, instrument: Instrument | None)
 
 def _marked(row: VenuePositionRow, mark: float, instrument: Instrument | None) -> tuple[float, float]:
     """The mark price (rounded to the tick) and uPnL of ``row`` at ``mark``."""
-    price = instrument.round_price(mark) if instrument else mark
+    price = _on_tick(mark, instrument)
     direction = -1.0 if row["side"] == "Sell" else 1.0
     return price, _money((price - row["entry_price"]) * row["size"] * direction)
 
@@ -280,9 +302,11 @@ def position_rows(
     """The ``positions`` section: the view's rows at ``marks`` ((account, symbol) -> mark, where one
     is to be shown) with their ``monitors`` (by key). With ``memo``, a row whose venue row, mark and
     monitor row are the same as at the last build is that build's row (at a thousand positions a
-    refresh changes a few of them)."""
+    refresh changes a few of them). A row shown at a mark shows none of the venue's own mark and
+    uPnL: only its size and entry price count then (a position update that moved the venue's mark of
+    every position changes none of those rows while the market's marks are the same)."""
     rows: list[PositionRow] = []
-    append, mark_of, monitor_of = rows.append, marks.get, monitors.get
+    append, mark_of, monitor_of, instrument_of = rows.append, marks.get, monitors.get, instruments.get
     for row in view.position_rows:
         account, symbol, side = row["account"], row["symbol"], row["side"]
         mark = mark_of((account, symbol))
@@ -290,7 +314,12 @@ def position_rows(
         if memo is None:
             append(_shown_position_row(row, mark, monitor, instruments))
             continue
-        key, inputs = (account, symbol, side), (row, mark, monitor)
+        key = (account, symbol, side)
+        inputs: tuple[object, ...] = (
+            (row, mark, monitor)
+            if mark is None
+            else (row["size"], row["entry_price"], mark, monitor, instrument_of(symbol))  # as _marked reads
+        )
         shown = memo.reused(key, inputs)
         append(
             memo.keep(key, inputs, _shown_position_row(row, mark, monitor, instruments))

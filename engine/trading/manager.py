@@ -1800,33 +1800,32 @@ class TpslManager:
     def snapshot_monitors(self) -> list[MonitorRow]:
         """The snapshot's ``monitors`` section (keys pinned in CONTRACTS.md), sorted by key.
 
-        A monitor's row is the last build's, the same object, while every value it is made of is
-        unchanged: between two refreshes only a few of a thousand monitors change.
+        A monitor's row is the last build's, the same object, while it is the same monitor object
+        with the same instrument and urgency tier: a monitor is never changed in place (a decision
+        works on a copy and :meth:`_persist` puts the new object in), so nothing of it, not even its
+        TPs filled, is read again for the thousands that did not change since the last build. A new
+        object equal to the last one (a reconciliation's copy) keeps the row too.
         """
         memo, monitors, tiers = self._monitor_rows, self.monitors, self.tiers
-        instrument_of, build, reused, keep = self.instruments.get, self._monitor_row, memo.reused, memo.keep
-        # The monitor's own values a row is made of, read in one C call rather than one at a time.
-        made_of = operator.attrgetter(
-            "account", "symbol", "side", "approach", "phase", "entry_cost", "entry_qty", "size",
-            "sl_price", "breakeven", "monitor_id", "close_intent",
-        )  # fmt: skip
-        active = Tier.ACTIVE
-        rows: list[MonitorRow] = []
-        append = rows.append
-        for key in sorted(monitors):
-            m = monitors[key]
-            instrument = instrument_of(m.symbol)  # its tick rounds the average entry
-            tier = tiers.get(key, active)
-            tps = m.tps_filled()
-            inputs = (made_of(m), instrument, tps, tier)
-            row = reused(key, inputs)
-            append(keep(key, inputs, build(key, m, instrument, tps, tier)) if row is None else row)
+        keys = sorted(monitors)
+        held = list(map(monitors.__getitem__, keys))
+        # What a row is made of, gathered in C: (key, monitor, instrument, tier).
+        items = zip(
+            keys,
+            held,
+            map(self.instruments.get, map(operator.attrgetter("symbol"), held)),  # its tick rounds the entry
+            map(tiers.get, keys, (Tier.ACTIVE,) * len(keys)),
+            strict=True,
+        )
+        rows = memo.rows_of(items, operator.itemgetter(0), self._monitor_row)
         memo.end_pass()
         return rows
 
     @staticmethod
-    def _monitor_row(key: str, m: Monitor, instrument: Instrument | None, tps: int, tier: Tier) -> MonitorRow:
-        """One ``monitors[]`` row, read-only where built: the snapshot keeps it without a copy."""
+    def _monitor_row(item: tuple[str, Monitor, Instrument | None, Tier]) -> MonitorRow:
+        """One ``monitors[]`` row of (key, monitor, instrument, tier), read-only where built: the
+        snapshot keeps it without a copy."""
+        key, m, instrument, tier = item
         avg = instrument.round_price(m.avg_entry) if instrument and m.entry_qty else m.avg_entry
         row: MonitorRow = {
             "key": key,
@@ -1837,7 +1836,7 @@ class TpslManager:
             "phase": m.phase.value,
             "avg_entry": avg,
             "size": m.size,
-            "tps_filled": tps,
+            "tps_filled": m.tps_filled(),
             "sl_price": m.sl_price,
             "breakeven": m.breakeven,
             "urgency": tier.value,
