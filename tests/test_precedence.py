@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from engine.core.clock import VirtualClock
 from engine.core.precedence import DecisionsFirst, end_urgency, waiting_for_the_venue
 from engine.scheduler.jobs import Scheduler
@@ -32,14 +34,17 @@ async def test_bulk_work_waits_at_its_turn_until_the_urgent_decision_ends() -> N
     assert precedence.waits == 1 and precedence.lapses == 0
 
 
-async def test_a_decision_that_does_not_end_holds_bulk_work_back_for_the_patience_only() -> None:
+async def test_a_decision_that_does_not_end_holds_bulk_work_back_by_half_at_most() -> None:
     clock = VirtualClock(start=0.0)
     precedence = DecisionsFirst(clock, patience_s=0.025)
-    precedence.urgent()  # never ended: a write stuck on a slow disk, say
+    precedence.urgent()  # never ended: a write stuck on a slow disk, or fills one after the other
     done: list[float] = []
     await clock.drive_while(_bulk(precedence, clock, done, turns=2))
-    assert done == [0.05]  # two turns, each waited its 25 ms and went on
-    assert precedence.lapses == 2
+    assert done == [0.025]  # the first turn waited its 25 ms, the second went on: bulk's turn now
+    assert precedence.lapses == 1
+    await clock.drive_while(clock.sleep(0.025))  # its free run is over
+    await clock.drive_while(_bulk(precedence, clock, done, turns=1))
+    assert done == [0.025, pytest.approx(0.075)] and precedence.lapses == 2
 
 
 async def test_the_urgency_ends_where_the_request_leaves_even_in_a_task_the_decision_started() -> None:

@@ -12,8 +12,8 @@ So a decision is *urgent* from the moment its push is taken until its first requ
 (:func:`end_urgency`, called where requests leave) or it ends, and bulk work yields with
 :meth:`DecisionsFirst.turn` instead of a bare yield: while a decision is urgent it waits, the loop
 idles, and the decision's thread hand-overs are immediate. The wait is bounded (``patience_s``): a
-decision stuck on a slow disk or the rate budget never holds the rest of the engine for long, and a
-stream of fills slows bulk work down without stopping it.
+decision stuck on a slow disk never holds the rest of the engine for long, and after a wait that ran
+out, bulk work runs as long again unhindered, so a stream of fills slows it down by half at most.
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ class DecisionsFirst:
         self._patience_s = patience_s
         self._urgent = 0
         self._calm: asyncio.Event | None = None
+        self._free_until = float("-inf")
         self.pressing = False
         """A decision is urgent now."""
         self.waits = 0
@@ -155,7 +156,7 @@ class DecisionsFirst:
     async def calm(self) -> None:
         """Return at once when no decision is urgent; else wait for the urgent ones to end (at most
         ``patience_s`` on the engine clock)."""
-        if not self.pressing:
+        if not self.pressing or self._clock.monotonic() < self._free_until:
             return
         if self._calm is None:
             self._calm = asyncio.Event()
@@ -163,4 +164,7 @@ class DecisionsFirst:
         try:
             await self._clock.wait_for(self._calm.wait(), self._patience_s)
         except TimeoutError:
+            # Decisions kept the loop past the patience: bulk work runs as long again before it
+            # waits, so a stream of fills halves its pace at most and a push is never left behind.
             self.lapses += 1
+            self._free_until = self._clock.monotonic() + self._patience_s
