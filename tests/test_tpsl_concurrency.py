@@ -540,3 +540,33 @@ async def test_a_fill_decided_in_a_later_round_of_its_push_goes_first_too() -> N
     assert h.manager.monitors["main:ETHUSDT:Buy"].breakeven
     assert not h.manager.precedence.pressing
     await h.close()
+
+
+async def test_a_reconciliation_decides_without_the_lock_and_again_under_it_only_after_a_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pure reconciliation takes tens of ms at a thousand positions: made under the account's
+    lock, a fill arriving meanwhile was decided behind it (200 ms at the slowest). It is made before
+    the lock; under it again only when a symbol changed in between, which it would not leave alone."""
+    h = Harness()
+    await h.start()
+    await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))
+    await h.settle()
+    decided = manager_module.reconcile_account
+    locked: list[bool] = []
+    change_in_between = False
+
+    def watched(**kwargs: Any) -> Any:
+        locked.append(h.manager.lock("main").locked())
+        if change_in_between and len(locked) == 1:
+            h.manager._touch("main", {SYMBOL})  # a fill decided while the pass was deciding
+        return decided(**kwargs)
+
+    monkeypatch.setattr(manager_module, "reconcile_account", watched)
+    await h.manager.reconcile("main")
+    assert locked == [False]  # decided once, before the lock
+    locked.clear()
+    change_in_between = True
+    await h.manager.reconcile("main")
+    assert locked == [False, True]  # and again under the lock, leaving the changed symbol alone
+    await h.close()

@@ -810,6 +810,12 @@ class TpslManager:
         self._seq += 1
         return new_monitor_id(f"{account}:{symbol}:{side_value}", self.clock.now(), self._seq)
 
+    def _would_refuse_hedge_mode(self, account: str, positions: Sequence[Position] | None) -> bool:
+        """:meth:`_refuse_hedge_mode`'s answer, without raising or clearing its alert."""
+        if positions is None:
+            return account in self._hedge_mode
+        return hedge_mode_alert(account, positions) is not None
+
     def _refuse_hedge_mode(self, account: str, positions: Sequence[Position] | None) -> bool:
         """Whether ``account`` is refused for hedge mode, judged on a positions read when there is
         one: nothing is reconciled, adopted or cancelled there while it is (see
@@ -858,13 +864,23 @@ class TpslManager:
         view = await self._read(
             account, read_view(venue, self._since(account), with_positions=full, symbol=symbol)
         )
+        # The decision is pure and takes tens of ms at a thousand positions: it is made before the
+        # lock is taken, so a fill that comes meanwhile is not decided behind it, and made again
+        # under the lock only when a symbol changed or went in flight in between.
+        early = self._left_alone(account, changes)
+        ahead = None
+        if not self._would_refuse_hedge_mode(account, view.positions):
+            ahead = await self._decide_reconcile(account, view, scope, early)
         async with self._locks[account]:
             if self._refuse_hedge_mode(account, view.positions):
                 return 0
             # Nothing can be sent while the lock is held: the symbols in flight now stay so until
             # this decision is made, and are left alone by it.
             busy = self._left_alone(account, changes)
-            outcome = await self._decide_reconcile(account, view, scope, busy)
+            if ahead is not None and busy == early:
+                outcome = ahead
+            else:
+                outcome = await self._decide_reconcile(account, view, scope, busy)
             for _ in range(READ_ROUNDS):
                 if not outcome.wants_reads:
                     break
