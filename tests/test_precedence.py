@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from engine.core.clock import VirtualClock
-from engine.core.precedence import DecisionsFirst, end_urgency, waiting_for_the_venue
+from engine.core.precedence import DecisionsFirst, end_urgency, renew_urgency, waiting_for_the_venue
 from engine.scheduler.jobs import Scheduler
 
 
@@ -55,13 +55,26 @@ async def test_the_urgency_ends_where_the_request_leaves_even_in_a_task_the_deci
         end_urgency()
 
     async def decision() -> None:
-        precedence.bind(precedence.urgent())
+        assert precedence.pressing
         await asyncio.ensure_future(request())  # a task of its own inherits the decision's urgency
         assert not precedence.pressing
 
-    await decision()
+    await precedence.start_ahead(decision())
     end_urgency()  # outside any decision: nothing to end
     assert not precedence.pressing
+
+
+async def test_a_decision_cancelled_before_its_first_step_leaves_nothing_urgent() -> None:
+    precedence = DecisionsFirst(VirtualClock(start=0.0))
+
+    async def decision() -> None:
+        raise AssertionError("never runs")
+
+    task = precedence.start_ahead(decision())
+    assert precedence.pressing
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled() and not precedence.pressing
 
 
 async def test_a_job_comes_due_while_a_fill_is_decided_and_starts_once_the_decision_is_out() -> None:
@@ -89,14 +102,19 @@ async def test_a_job_comes_due_while_a_fill_is_decided_and_starts_once_the_decis
 async def test_a_decision_waiting_for_the_venue_does_not_hold_bulk_work_and_is_urgent_again_after() -> None:
     clock = VirtualClock(start=0.0)
     precedence = DecisionsFirst(clock)
-    urgency = precedence.urgent()
-    precedence.bind(urgency)
-    with waiting_for_the_venue():  # its position's previous orders are on the wire: a round trip
+
+    async def decision() -> None:
+        with waiting_for_the_venue():  # its position's previous orders are on the wire: a round trip
+            assert not precedence.pressing
+            await precedence.turn()
+        assert precedence.pressing and precedence.waits == 0
+        with waiting_for_the_venue():
+            end_urgency()  # another round of the decision sent its request meanwhile
         assert not precedence.pressing
-        await precedence.turn()
-    assert precedence.pressing and precedence.waits == 0
-    with waiting_for_the_venue():
-        urgency.end()  # another round of the decision sent its request meanwhile
+        renew_urgency()  # its next step goes first again
+        assert precedence.pressing
+
+    await precedence.start_ahead(decision())
     assert not precedence.pressing
     precedence.urgent().end()
     assert not precedence.pressing  # the count stayed right

@@ -542,6 +542,23 @@ async def test_a_fill_decided_in_a_later_round_of_its_push_goes_first_too() -> N
     await h.close()
 
 
+async def test_a_push_cancelled_while_handled_leaves_nothing_urgent_and_its_fill_decided() -> None:
+    """A stream's restart cancels a push being handled. Its decision, started, is decided to the
+    end, and every claim to go first ends with it: a claim left behind would make every turn of
+    bulk work wait from then on."""
+    h, push, prices = await tp1_push_and_prices(Harness(), 10)
+    handling = asyncio.ensure_future(h.manager.dispatch_many("main", push + prices))
+    await asyncio.sleep(0)  # the push is taken: its decision is on its way
+    assert h.manager.precedence.pressing
+    handling.cancel()
+    await asyncio.gather(handling, return_exceptions=True)
+    assert handling.cancelled()
+    await h.settle()
+    assert not h.manager.precedence.pressing
+    assert h.manager.monitors["main:BTCUSDT:Buy"].breakeven
+    await h.close()
+
+
 async def test_a_reconciliation_decides_without_the_lock_and_again_under_it_only_after_a_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

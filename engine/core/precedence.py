@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from engine.core.clock import Clock, yield_to_loop
+
+T = TypeVar("T")
 
 PATIENCE_S = 0.025
 """How long bulk work waits for urgent decisions at one turn before it goes on anyway."""
@@ -39,11 +42,6 @@ class Urgency:
         self._owner = owner
         self._ended = False
         self._aside = 0
-
-    @property
-    def ended(self) -> bool:
-        """The decision's first request went out, or it finished."""
-        return self._ended
 
     def end(self) -> None:
         """The decision no longer goes first (idempotent)."""
@@ -106,8 +104,7 @@ def end_urgency() -> None:
 class DecisionsFirst:
     """The engine loop's precedence: urgent decisions first, bulk work at its :meth:`turn`.
 
-    Lives on one event loop (the engine's). :attr:`pressing` is a plain attribute read, safe from
-    another thread (the console's, to hold its refresh back while the engine decides).
+    Lives on one event loop (the engine's).
     """
 
     def __init__(self, clock: Clock, patience_s: float = PATIENCE_S) -> None:
@@ -134,11 +131,18 @@ class DecisionsFirst:
         if self._calm is not None:
             self._calm.clear()
 
-    @staticmethod
-    def bind(urgency: Urgency) -> None:
-        """Make ``urgency`` the current task's (and the tasks it starts from now): :func:`end_urgency`
-        there ends it. Call it at the top of the decision's own task: the setting stays in its context."""
-        _CURRENT.set(urgency)
+    def start_ahead(self, decision: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+        """Run ``decision`` in a task of its own that goes first until its first request leaves
+        (:func:`end_urgency` there, and in the tasks it starts) and no longer once it ends, however it
+        ends: cancelled before its first step, it leaves nothing urgent behind."""
+        urgency = self.urgent()
+        token = _CURRENT.set(urgency)  # the task takes a copy of this context
+        try:
+            task = asyncio.get_running_loop().create_task(decision, name=name)
+        finally:
+            _CURRENT.reset(token)
+        task.add_done_callback(lambda _task: urgency.end())
+        return task
 
     def _ended_one(self) -> None:
         self._urgent -= 1

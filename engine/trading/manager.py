@@ -58,7 +58,7 @@ from engine.core.models import (
     monitor_key,
 )
 from engine.core.numbers import fmt_monitor, fmt_position, fmt_usdt
-from engine.core.precedence import Urgency, end_urgency, renew_urgency, waiting_for_the_venue
+from engine.core.precedence import end_urgency, renew_urgency, waiting_for_the_venue
 from engine.core.read_only import read_only
 from engine.core.row_memo import RowMemo
 from engine.scheduler.jobs import Scheduler
@@ -1108,11 +1108,7 @@ class TpslManager:
                 decisions.append(event)
             elif isinstance(event, Ticker):
                 self._note_price(event)
-        deciding = (
-            asyncio.ensure_future(self._decide_first(account, decisions, self.precedence.urgent()))
-            if decisions
-            else None
-        )
+        deciding = self.precedence.start_ahead(self._decide(account, decisions)) if decisions else None
         symbols = {event.symbol for event in decisions}
         held: list[Position | Ticker] = []  # a deciding symbol's, judged once it is decided
         try:
@@ -1170,17 +1166,6 @@ class TpslManager:
                 self.alerts.raise_alert(Severity.INFO, "stream_up", message, key=account)
             self._ever_connected.add(account)
 
-    async def _decide_first(
-        self, account: str, events: Sequence[Execution | Order], urgency: Urgency
-    ) -> None:
-        """:meth:`_decide` ``events`` ahead of the engine's bulk work until their first request goes
-        out (see :mod:`engine.core.precedence`); the task of their own is the context it holds."""
-        self.precedence.bind(urgency)
-        try:
-            await self._decide(account, events)
-        finally:
-            urgency.end()
-
     async def _decide(self, account: str, events: Sequence[Execution | Order]) -> None:
         """Fills and order updates, decided in rounds of at most one event per monitor (a monitor
         sees each event after the answers to the previous one); every round's decisions are
@@ -1208,21 +1193,12 @@ class TpslManager:
         tasks: list[asyncio.Task[None]] = []
         for round_ in rounds:
             name = f"tpsl-round-{account}"
-            tasks.append(asyncio.create_task(self._urgent_round(account, round_), name=name))
+            tasks.append(self.precedence.start_ahead(self._decide_round(account, round_), name=name))
             await yield_to_loop()  # it takes its place in the lock's queue before the next round
         end_urgency()  # the push's, if any: each round goes first on its own now
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(outcome, BaseException):  # every round finished: the first failure is told
                 raise outcome
-
-    async def _urgent_round(self, account: str, events: Sequence[Execution | Order]) -> None:
-        """:meth:`_decide_round` in a task of its own, ahead of bulk work up to each of its requests."""
-        urgency = self.precedence.urgent()
-        self.precedence.bind(urgency)
-        try:
-            await self._decide_round(account, events)
-        finally:
-            urgency.end()
 
     async def _decide_round(self, account: str, events: Sequence[Execution | Order]) -> None:
         """One round (at most one event per symbol): the symbols without orders in flight are
