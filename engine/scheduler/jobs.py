@@ -371,6 +371,7 @@ class Scheduler:
         started = clock.monotonic()
         try:
             await self.precedence.calm()  # holding nothing a decision waits for yet: let it go first
+            started = clock.monotonic()  # the job's statistics are its own run, not that wait
             await job.fn()
         except asyncio.CancelledError:
             self._finished(job)
