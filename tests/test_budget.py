@@ -9,7 +9,7 @@ import pytest
 
 from engine.core.clock import VirtualClock
 from engine.venue.base import Endpoint
-from engine.venue.budget import CallBudget, CallKind, IpWindow, kind_of, shared_ip_window
+from engine.venue.budget import CallBudget, CallKind, IpWindow, WindowReport, kind_of, shared_ip_window
 from engine.venue.priority import Priority, call_priority
 
 # The queueing rules hold for each order verb's window alike; these tests use the amends'.
@@ -349,3 +349,89 @@ async def test_units_must_be_positive() -> None:
     budget = make_budget()
     with pytest.raises(ValueError):
         await budget.acquire(ORDERS, 0)
+
+
+# --- following what the venue reports (X-Bapi-Limit* headers, as WindowReports) ---------------------
+
+
+def amend_report(limit: int, remaining: int, reset_in_s: float = 0.0) -> WindowReport:
+    return WindowReport(ORDERS, limit, remaining, reset_in_s, source=Endpoint.AMEND)
+
+
+async def test_a_reported_higher_limit_lets_more_calls_through_in_one_window_than_the_setting() -> None:
+    budget = make_budget(orders=10)
+    clock = vclock(budget)
+    budget.observe(amend_report(limit=20, remaining=20))  # a higher VIP level
+    assert budget.limit(ORDERS) == 20 and budget.limit(CallKind.PLACE) == 10  # that kind's window only
+    log: list[tuple[str, float]] = []
+    await clock.drive_while(
+        asyncio.gather(*(timed(budget, "amend", log, budget.acquire(ORDERS)) for _ in range(20)))
+    )
+    assert log == [("amend", 0.0)] * 20
+    assert budget.row()["amend"]["limit"] == 20
+    # A lower one is followed too.
+    budget.observe(amend_report(limit=5, remaining=5))
+    assert budget.limit(ORDERS) == 5
+
+
+async def test_a_window_over_several_endpoints_follows_the_least_of_their_reported_limits() -> None:
+    budget = make_budget(orders=10)
+    budget.observe(WindowReport(CallKind.PLACE, 20, 20, 0.0, source=Endpoint.CREATE))
+    assert budget.limit(CallKind.PLACE) == 20
+    budget.observe(WindowReport(CallKind.PLACE, 10, 10, 0.0, source=Endpoint.SET_LEVERAGE))
+    assert budget.limit(CallKind.PLACE) == 10  # the merged window never plans more than either allows
+
+
+async def test_the_protective_reserve_follows_a_reported_limit() -> None:
+    clock = VirtualClock(start=T0)
+    budget = CallBudget(clock, IpWindow(clock), orders_per_s=10, protect_reserve=2)
+    budget.observe(amend_report(limit=2, remaining=2))
+    assert budget.reserve(ORDERS) == 1  # never the whole window
+    budget.observe(amend_report(limit=20, remaining=20))
+    assert budget.reserve(ORDERS) == 2
+
+
+async def test_fewer_left_than_believed_makes_the_next_claim_wait_until_the_reported_reset() -> None:
+    budget = make_budget(orders=10)
+    clock = vclock(budget)
+    await budget.acquire(ORDERS, 2)
+    assert budget.left(ORDERS) == 8
+    budget.observe(amend_report(limit=10, remaining=0, reset_in_s=0.7))  # another client spent them
+    assert budget.left(ORDERS) == 0
+    assert budget.left(CallKind.PLACE) == 10
+    log: list[tuple[str, float]] = []
+    await clock.drive_while(timed(budget, "next", log, budget.acquire(ORDERS)))
+    assert log == [("next", 0.7)]
+
+
+async def test_a_reported_remainder_caps_the_window_and_keeps_the_protective_reserve() -> None:
+    """Three left by the venue's count: a take-profit takes one (two stay for the stops), the stops
+    take the other two, and the next call waits for the window (Bybit gives no reset while units are
+    left, so the cap holds one window)."""
+    clock = VirtualClock(start=T0)
+    budget = CallBudget(clock, IpWindow(clock), orders_per_s=10, protect_reserve=2)
+    budget.observe(amend_report(limit=10, remaining=3, reset_in_s=0.0))
+    log: list[tuple[str, float]] = []
+    tps = [
+        asyncio.ensure_future(timed(budget, "tp", log, budget.acquire(ORDERS, priority=Priority.TRADE)))
+        for _ in range(2)
+    ]
+    await settle(clock)
+    assert log == [("tp", 0.0)]
+    stops = [
+        asyncio.ensure_future(timed(budget, "sl", log, budget.acquire(ORDERS, priority=Priority.PROTECT)))
+        for _ in range(3)
+    ]
+    await clock.drive_while(asyncio.gather(*tps, *stops))
+    assert log == [("tp", 0.0), ("sl", 0.0), ("sl", 0.0), ("sl", 1.0), ("tp", 1.0)]
+
+
+async def test_more_left_than_believed_or_a_nonsense_report_changes_nothing() -> None:
+    budget = make_budget(orders=10)
+    await budget.acquire(ORDERS, 4)
+    before = budget.row()
+    budget.observe(amend_report(limit=10, remaining=10))  # the venue's window rolled sooner: ours stays
+    budget.observe(amend_report(limit=0, remaining=-1, reset_in_s=0.5))
+    budget.observe(amend_report(limit=10, remaining=0, reset_in_s=1e9))  # no per-second window's reset
+    assert budget.row() == before
+    assert budget.left(ORDERS) == 6

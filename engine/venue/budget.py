@@ -50,6 +50,13 @@ answer can never overlap the venue's, whatever the round trip. One gateway call 
 even when the Bybit transport pages or retries inside it; the per-endpoint pacing on the
 ``X-Bapi-Limit*`` headers in :mod:`engine.venue.bybit.limits` stays underneath as the last guard.
 
+The settings' limits are a starting point: what the venue reports about a window
+(:class:`WindowReport`, which the Bybit venue makes from every private answer's ``X-Bapi-Limit*``
+headers) is followed (:meth:`CallBudget.observe`). A reported limit replaces the setting for the
+kind's window (the least of its endpoints' limits, as above: a higher VIP level allows 20/s, say), and
+a report of fewer calls left than the budget believes it has (another client on the same key spent
+them) lets at most that many more through until the reported reset.
+
 Priority is arbitrated within one account; between accounts the IP window is first come, first served
 (it binds only with more than two busy accounts on one host). One budget lives on one event loop.
 """
@@ -62,6 +69,7 @@ import itertools
 import logging
 import weakref
 from collections import Counter, deque
+from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 from typing import TypedDict
@@ -81,6 +89,10 @@ ORDERS_PER_S = 10
 READS_PER_S = 50
 IP_LIMIT = 600
 IP_WINDOW_S = 5.0
+
+REPORT_HORIZON_S = 60.0
+"""A reported reset further away than this is no per-second window's: the report is malformed, and
+what it says is left is ignored."""
 
 _EPSILON_S = 1e-9
 """Time tolerance: a sleep on the clock to the moment a unit expires may land a rounding error short
@@ -129,6 +141,23 @@ def kind_of(endpoint: str) -> CallKind:
     return ORDER_ENDPOINTS.get(endpoint, CallKind.READS)
 
 
+@dataclass(frozen=True, slots=True)
+class WindowReport:
+    """What the venue said about one window in an answer (venue-neutral: the venue maps its endpoint
+    to the kind, and its reset time to seconds from the answer, so the budget's clock may be virtual).
+    """
+
+    kind: CallKind
+    limit: int
+    """Units per window the venue allows on ``source``."""
+    remaining: int
+    """Units the venue says are left in its current window."""
+    reset_in_s: float
+    """Seconds from the answer until the venue's window refills (0 or less: unknown, one window)."""
+    source: str = ""
+    """The endpoint reported on: a window over several endpoints follows the least of their limits."""
+
+
 class WindowRow(TypedDict):
     """One window as the snapshot shows it."""
 
@@ -158,7 +187,8 @@ class RollingWindow:
 
     A unit is either *stamped* (it expires ``window_s`` after its stamp) or *in flight* (its request
     has not been answered yet, so it cannot expire; :meth:`land` stamps it). Every stamp is "now", so
-    the stamped units stay in time order.
+    the stamped units stay in time order. A :meth:`cap` from the venue lets at most so many more
+    units in until a given moment, whatever the window holds; ``limit`` may change as the venue reports.
     """
 
     def __init__(self, clock: Clock, limit: int, window_s: float) -> None:
@@ -170,22 +200,22 @@ class RollingWindow:
         self._stamped: deque[tuple[float, int]] = deque()
         self._stamped_units = 0  # their sum, kept so that a look at the window costs O(1)
         self._in_flight = 0
-        self._blocked_until: float | None = None
+        self._cap: tuple[float, int] | None = None  # until when, and how many more units may go in
 
     def _roll(self) -> float:
-        """Drop the expired units and the lapsed block; returns now."""
+        """Drop the expired units and the lapsed cap; returns now."""
         now = self.clock.now()
         while self._stamped and self._stamped[0][0] + self.window_s <= now + _EPSILON_S:
             self._stamped_units -= self._stamped.popleft()[1]
-        if self._blocked_until is not None and self._blocked_until <= now + _EPSILON_S:
-            self._blocked_until = None
+        if self._cap is not None and self._cap[0] <= now + _EPSILON_S:
+            self._cap = None
         return now
 
     def used(self) -> int:
-        """Units counted in the window now (the whole limit while the venue says it is spent)."""
+        """Units counted in the window now (while capped, at least all but what the cap allows)."""
         self._roll()
         spent = self._in_flight + self._stamped_units
-        return max(spent, self.limit) if self._blocked_until is not None else spent
+        return spent if self._cap is None else max(spent, self.limit - self._cap[1])
 
     def left(self) -> int:
         """Units that fit now."""
@@ -211,11 +241,15 @@ class RollingWindow:
                     break
             else:
                 return None
-        return moment if self._blocked_until is None else max(moment, self._blocked_until)
+        if self._cap is not None and need > self._cap[1]:
+            moment = max(moment, self._cap[0])
+        return moment
 
     def take(self, units: int, *, in_flight: bool) -> None:
         """Spend ``units`` now: in flight until :meth:`land`, or stamped now."""
         now = self._roll()
+        if self._cap is not None:
+            self._cap = (self._cap[0], max(0, self._cap[1] - units))
         if in_flight:
             self._in_flight += units
         else:
@@ -231,10 +265,17 @@ class RollingWindow:
         self._stamped.append((now, units))
         self._stamped_units += units
 
+    def cap(self, until: float, allowance: int) -> None:
+        """The venue says only ``allowance`` more units fit before ``until``: let no more in until
+        then. Caps combine to the stricter of the two (the fewer units, the later moment)."""
+        self._roll()
+        if self._cap is not None:
+            until, allowance = max(until, self._cap[0]), min(allowance, self._cap[1])
+        self._cap = (until, max(0, allowance))
+
     def block(self, until: float) -> None:
         """The venue refused a call for the rate limit: count the window as spent until ``until``."""
-        self._roll()
-        self._blocked_until = max(until, self._blocked_until or until)
+        self.cap(until, 0)
 
     def row(self) -> WindowRow:
         """The window for the snapshot."""
@@ -244,8 +285,8 @@ class RollingWindow:
             full_at = self._stamped[-1][0] + self.window_s
         if self._in_flight:
             full_at = max(full_at, now + self.window_s)
-        if self._blocked_until is not None:
-            full_at = max(full_at, self._blocked_until)
+        if self._cap is not None:
+            full_at = max(full_at, self._cap[0])
         return WindowRow(limit=self.limit, left=self.left(), reset_in_s=round(full_at - now, 3))
 
 
@@ -350,11 +391,12 @@ class CallBudget:
     ) -> None:
         self.clock = clock
         self.ip = ip
-        # Never the whole window: a less urgent call must still be able to pass.
-        reserve = max(0, min(protect_reserve, orders_per_s - 1))
-        self._reserve = {kind: reserve for kind in ORDER_KINDS} | {CallKind.READS: 0}
+        self._protect_reserve = protect_reserve
         self._windows = {kind: RollingWindow(clock, orders_per_s, WINDOW_S) for kind in ORDER_KINDS}
         self._windows[CallKind.READS] = RollingWindow(clock, reads_per_s, WINDOW_S)
+        self._reserve = {kind: self._reserve_of(kind) for kind in CallKind}
+        # The limits the venue reported per kind and endpoint (:meth:`observe`).
+        self._reported: dict[CallKind, dict[str, int]] = {kind: {} for kind in CallKind}
         # Waiting claims per kind, most urgent first, then oldest (:func:`_rank`).
         self._queues: dict[CallKind, list[Claim]] = {kind: [] for kind in CallKind}
         self._seq = itertools.count(1)
@@ -410,6 +452,34 @@ class CallBudget:
         window.block(until)
         self._dispatch()
 
+    def observe(self, report: WindowReport) -> None:
+        """Follow what the venue reported about a window in an answer: its limit replaces the planned
+        one (the least of the limits reported for the kind's endpoints), and fewer units left than
+        the budget believes it has cap the window at that many until the reported reset (at least one
+        window while units are left: Bybit then reports its clock, not a reset). Nonsense changes
+        nothing."""
+        window = self._windows[report.kind]
+        if report.limit >= 1:
+            reported = self._reported[report.kind]
+            reported[report.source] = report.limit
+            limit = min(reported.values())
+            if limit != window.limit:
+                log.info(
+                    "%s budget follows the venue's limit: %d per window (was %d)",
+                    report.kind,
+                    limit,
+                    window.limit,
+                )
+                window.limit = limit
+                self._reserve[report.kind] = self._reserve_of(report.kind)
+        if 0 <= report.remaining < window.left() and report.reset_in_s <= REPORT_HORIZON_S:
+            reset_in = report.reset_in_s
+            if report.remaining > 0 or reset_in <= 0:
+                # While units are left Bybit's reset is just its clock: the window ends within one.
+                reset_in = max(reset_in, window.window_s)
+            window.cap(self.clock.now() + reset_in, report.remaining)
+        self._dispatch()
+
     def row(self) -> BudgetRow:
         """The budget for the snapshot's ``api_calls`` section."""
         windows = self.windows()
@@ -437,6 +507,13 @@ class CallBudget:
         """How many calls wait, per priority."""
         counts = Counter(claim.priority for queue in self._queues.values() for claim in queue)
         return {priority: counts[priority] for priority in Priority}
+
+    def _reserve_of(self, kind: CallKind) -> int:
+        """The protective reserve of ``kind``'s window at its limit now: never the whole window (a
+        less urgent call must still be able to pass), and none for reads."""
+        if kind == CallKind.READS:
+            return 0
+        return max(0, min(self._protect_reserve, self._windows[kind].limit - 1))
 
     # --- the queue ---------------------------------------------------------------------------------
     async def _wait(self, claim: Claim) -> None:

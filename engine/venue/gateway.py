@@ -8,6 +8,9 @@ Venue itself, so the manager, the dashboard and the price alerts use it unchange
   the priority the calling task stated (:func:`engine.venue.priority.call_priority`);
 - tells the budget when the venue refuses a call for the rate limit anyway (a 10006, raised or in a
   batch item), so the next calls wait for the window to refill instead of collecting refusals;
+- has the budget follow the limits the venue reports in its answers, when it reports any
+  (``BybitVenue.follow_limits``: the ``X-Bapi-Limit*`` headers), see
+  :meth:`~engine.venue.budget.CallBudget.observe`;
 - with ``coalesce`` on (the ``api_batching`` toggle, flipped live), lets identical reads that are in
   flight at the same time share one request: the second caller awaits the first one's answer. Without
   it every read is its own request (the baseline).
@@ -68,6 +71,9 @@ class VenueGateway(Venue):
         # The account's plan of calls. BybitVenue's own ``budget`` (the per-endpoint limits its
         # responses report) is the inner venue's: ``gateway.inner.budget``.
         self.budget = budget
+        follow_limits = getattr(inner, "follow_limits", None)  # only a venue that reports limits has it
+        if callable(follow_limits):
+            follow_limits(budget.observe)
         self.coalesce = coalesce
         self.shared_reads = 0
         """Reads answered by joining an identical request in flight (a request saved each)."""

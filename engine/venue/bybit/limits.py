@@ -4,6 +4,11 @@ Bybit answers every private call with the endpoint's limit, what is left of it, 
 when it refills. The venue keeps that per endpoint, counts its own calls in flight against it, and waits
 for the refill *before* the last calls are spent, so a busy moment slows down instead of collecting
 10006 refusals. The decisions are pure functions of the budget and the time; the venue does the waiting.
+
+The same headers feed the engine's plan of calls (:mod:`engine.venue.budget`): :func:`window_report`
+turns them into a venue-neutral :class:`~engine.venue.budget.WindowReport` of the call kind the
+endpoint spends (a batch endpoint's headers count items, as its window does), with the reset as seconds
+from the answer, so the engine's clock need not be the wall clock.
 """
 
 from __future__ import annotations
@@ -12,9 +17,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from engine.venue.base import Endpoint
+from engine.venue.budget import WindowReport, kind_of
+from engine.venue.bybit.wire import SERVER_TIME
+
 HEADER_STATUS = "X-Bapi-Limit-Status"
 HEADER_LIMIT = "X-Bapi-Limit"
 HEADER_RESET = "X-Bapi-Limit-Reset-Timestamp"
+
+PUBLIC_ENDPOINTS = frozenset({Endpoint.INSTRUMENTS, Endpoint.TICKERS, SERVER_TIME})
+"""Unsigned paths: no per-UID limit, so their limit headers (if any) say nothing about the account."""
 
 RESERVE_FRACTION = 0.1
 """Keep this share of an endpoint's limit (at least one call) unspent until the window refills."""
@@ -48,6 +60,26 @@ def parse_limit_headers(headers: Mapping[str, str]) -> Budget | None:
         )
     except (KeyError, ValueError):
         return None
+
+
+def window_report(
+    endpoint: str, headers: Mapping[str, str] | None, answered_at: float
+) -> WindowReport | None:
+    """What a private answer's headers say about the engine's window for ``endpoint``, with the reset
+    counted from ``answered_at`` (the answer's time, on the server's clock as the header is); None for
+    a public endpoint, or when the headers are absent or malformed."""
+    if endpoint in PUBLIC_ENDPOINTS or not headers:
+        return None
+    reported = parse_limit_headers(headers)
+    if reported is None:
+        return None
+    return WindowReport(
+        kind=kind_of(endpoint),
+        limit=reported.limit,
+        remaining=reported.remaining,
+        reset_in_s=reported.reset_at - answered_at,
+        source=endpoint,
+    )
 
 
 def pacing_delay(budget: Budget | None, now: float) -> float:

@@ -5,7 +5,8 @@ the requests connection pool (kept alive, so a call reuses a warm connection). A
 transport, on the event loop:
 
 - waits when the endpoint's rate-limit budget (from ``X-Bapi-Limit*`` headers,
-  :mod:`engine.venue.bybit.limits`) is nearly spent;
+  :mod:`engine.venue.bybit.limits`) is nearly spent, and hands what those headers say to ``on_limits``
+  (the engine's :class:`~engine.venue.budget.CallBudget` follows them);
 - maps pybit's exceptions and Bybit's retCodes to the typed :mod:`engine.venue.errors`;
 - retries what is safe to retry (:mod:`engine.venue.bybit.retry`), sleeping on the injected clock;
 - re-syncs its timestamp offset after a 10002 (clock drift) before retrying;
@@ -18,6 +19,7 @@ pybit's own retry loop is disabled: it blocks its worker thread while it sleeps,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -34,8 +36,9 @@ from requests.adapters import HTTPAdapter
 
 from engine.core.clock import Clock, now_ms, real_seconds
 from engine.core.models import CallCounter
+from engine.venue.budget import WindowReport
 from engine.venue.bybit.keys import REDACTOR, ApiKeys
-from engine.venue.bybit.limits import HEADER_RESET, RateBudget
+from engine.venue.bybit.limits import HEADER_RESET, RateBudget, window_report
 from engine.venue.bybit.parse import ms_to_s, next_cursor
 from engine.venue.bybit.retry import RetryPolicy, rate_limit_wait
 from engine.venue.bybit.wire import SERVER_TIME
@@ -237,7 +240,8 @@ class BybitTransport:
     """One account's pybit session behind :meth:`call` (see the module docstring).
 
     ``calls`` counts every request per endpoint path, ``budget`` holds the limits Bybit reported,
-    ``last_rtt_ms`` is the last successful call's round trip.
+    ``last_rtt_ms`` is the last successful call's round trip. ``on_limits``, when set, is told what
+    every private answer's limit headers say (:func:`~engine.venue.bybit.limits.window_report`).
     """
 
     def __init__(
@@ -264,6 +268,7 @@ class BybitTransport:
         self.retry = retry or RetryPolicy()
         self.last_rtt_ms = 0.0
         self.on_critical = on_critical
+        self.on_limits: Callable[[WindowReport], None] | None = None
         self._rng = random.Random(seed)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"bybit-{account}")
         self._session = _Session(
@@ -318,21 +323,23 @@ class BybitTransport:
         transient = waits = 0
         while True:
             self.ip_guard.check()
-            delay = self.budget.delay(endpoint, self.clock.now())
+            delay = self.budget.delay(endpoint, self._server_now())
             if delay > 0:
                 await self.clock.sleep(delay)
-            self.budget.spend(endpoint, self.clock.now())
+            self.budget.spend(endpoint, self._server_now())
             self.calls.hit(endpoint)
             outcome = await self.run_blocking(self._blocking, method, dict(params))
             if isinstance(outcome, _Answered):
                 self.last_rtt_ms = outcome.elapsed_ms
-                self.budget.update(endpoint, outcome.headers, self.clock.now())
+                self.budget.update(endpoint, outcome.headers, self._server_now())
+                self._report_limits(endpoint, outcome.headers, outcome.body)
                 result = checked_result(endpoint, outcome.body)
                 return Reply(outcome.body, retried=bool(transient or waits), result=result)
             error, headers = map_exception(outcome)
             if isinstance(error, MalformedReply):
                 error = error.at(endpoint)
-            self.budget.update(endpoint, headers, self.clock.now())
+            self.budget.update(endpoint, headers, self._server_now())
+            self._report_limits(endpoint, headers, None)
             if isinstance(error, IpBanned):
                 self._ip_banned(error)
                 raise error
@@ -367,6 +374,25 @@ class BybitTransport:
             cursor = next_cursor(reply.result)
             if not cursor or not batch:
                 return items
+
+    def _server_now(self) -> float:
+        """Now on Bybit's clock (ours plus the measured offset): the limit headers' reset times are
+        on it, so pacing against our own clock would wait too long, or not at all, by the offset."""
+        return self.clock.now() + self.time_offset_ms / 1000.0
+
+    def _report_limits(self, endpoint: str, headers: Any, body: Any) -> None:
+        """Hand the answer's limit headers to ``on_limits``; the reset header is on the server's
+        clock, so it is counted from the envelope's ``time`` (else our clock plus the measured offset)."""
+        if self.on_limits is None:
+            return
+        answered_at = self._server_now()
+        if isinstance(body, dict):
+            # A malformed time is not this check's to name: the estimate serves then.
+            with contextlib.suppress(MalformedReply):
+                answered_at = ms_to_s(body.get("time")) or answered_at
+        report = window_report(endpoint, headers, answered_at)
+        if report is not None:
+            self.on_limits(report)
 
     def _ip_banned(self, error: IpBanned) -> None:
         first = not self.ip_guard.banned

@@ -31,6 +31,7 @@ from engine.core.models import (
 )
 from engine.core.settings import Settings
 from engine.venue.base import MAX_BATCH, BatchResult, Endpoint, Venue
+from engine.venue.budget import WindowReport
 from engine.venue.bybit.keys import REDACTOR, ApiKeys, install_redaction, load_keys
 from engine.venue.bybit.limits import RateBudget
 from engine.venue.bybit.parse import (
@@ -192,6 +193,11 @@ class BybitVenue(Venue):
     def budget(self) -> RateBudget:
         """The rate-limit budgets Bybit reported, per endpoint."""
         return self._transport.budget
+
+    def follow_limits(self, observer: Callable[[WindowReport], None] | None) -> None:
+        """Tell ``observer`` (the engine's :meth:`~engine.venue.budget.CallBudget.observe`) what every
+        private answer's ``X-Bapi-Limit*`` headers say; None stops it."""
+        self._transport.on_limits = observer
 
     @property
     def ip_guard(self) -> IpGuard:
