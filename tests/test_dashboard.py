@@ -26,6 +26,7 @@ from engine.dashboard.schema import SNAPSHOT_KEYS, Snapshot
 from engine.dashboard.snapshot import Dashboard, DashboardSnapshot, DashboardSources
 from engine.runtime.assembly import EngineRuntime, EngineState
 from engine.scheduler.jobs import Scheduler
+from engine.scheduler.urgency import Tier
 from engine.sim.exchange import SimExchange
 from engine.sim.venue import SimVenue
 from engine.trading.ledger import Ledger
@@ -218,8 +219,14 @@ async def test_the_snapshot_keys_the_console_and_the_benchmark_rely_on(sim: SimH
         "persistence",
         "api_calls",
         "alerts",
+        "streams",
+        "price_alerts",
+        "scheduler",
     }  # shared/CONTRACTS.md: keys may be added, never removed or renamed
-    assert contract <= set(data)
+    # added since, and read by the console (monitoring, mirror, statistics, data_age), the benchmark
+    # and the soak (mirror, api_budget), or the alert panel (alert_delivery)
+    later = {"monitoring", "api_budget", "mirror", "statistics", "alert_delivery", "data_age"}
+    assert contract | later <= set(data)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data["time"])
     assert data["venue"] == "sim"
     assert data["engine_state"] in ("running", "reconciling", "paused", "degraded")
@@ -252,6 +259,28 @@ async def test_the_snapshot_keys_the_console_and_the_benchmark_rely_on(sim: SimH
         assert {"ttl", "hits", "misses", "hit_rate", "mean_load_ms", "entries"} <= set(row)
     assert isinstance(data["persistence"], dict) and isinstance(data["alerts"], list)
     assert set(data["api_calls"]) == {"main", "mirror"}
+    assert data["price_alerts"] == []
+    assert {"adaptive", "batching", "tiers", "checks", "intervals"} <= set(data["monitoring"])
+    assert {"enabled", "links", "queue", "counts"} <= set(data["mirror"])
+    assert "all" in data["statistics"]["by_account"]
+    assert {"enabled", "outbox", "sinks"} <= set(data["alert_delivery"])
+    assert set(data["data_age"]) == {"account_data", "positions", "orders", "market_data", "oldest"}
+    # streams, scheduler and api_budget come from the engine (empty over the bare dashboard): see
+    # test_the_engines_own_sections_have_their_rows
+
+
+async def test_the_engines_own_sections_have_their_rows(engine: EngineRuntime) -> None:
+    data: dict[str, Any] = json.loads((await snapshot(engine)).to_json())
+    assert set(data["streams"]) == {"main", "mirror"}
+    assert all({"connected", "push", "last_event_age_s"} <= set(row) for row in data["streams"].values())
+    assert {"store-flush", "price-alerts"} <= set(data["scheduler"])
+    job_keys = {"interval_s", "runs", "mean_ms", "max_ms", "overruns", "next_due"}  # CONTRACTS.md
+    assert all(job_keys <= set(row) for row in data["scheduler"].values())
+    assert set(data["monitoring"]["tiers"]) == set(data["monitoring"]["intervals"]) == {t.value for t in Tier}
+    assert set(data["api_budget"]) == {"main", "mirror"}
+    for row in data["api_budget"].values():
+        assert {"orders", "amend", "amend_batch", "reads", "ip"} <= set(row)
+        assert all({"left", "limit", "reset_in_s"} <= set(window) for window in row.values())
 
 
 def test_the_snapshot_keys_are_the_keys_of_its_type() -> None:

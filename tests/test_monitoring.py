@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tpsl_harness import SYMBOL, Harness, assert_protected
+from tpsl_harness import SYMBOL, Harness, RequestLog, assert_protected, open_longs, past_tp1, start_runtime
 
-from engine.core.clock import VirtualClock, parse_iso_utc
-from engine.core.settings import load_settings
 from engine.runtime.assembly import EngineRuntime
-from engine.scheduler.urgency import Tier
+from engine.scheduler.urgency import TIERS, Tier, check_interval
+from engine.sim.instruments import synthetic_symbols
 from engine.venue.base import Endpoint
 
 KEY = f"main:{SYMBOL}:Buy"
@@ -72,12 +71,7 @@ def _calls(runtime: EngineRuntime) -> int:
 
 
 async def test_adaptive_intervals_and_api_batching_flip_live_in_both_directions(tmp_path: Path) -> None:
-    settings = load_settings(state_dir=tmp_path).with_values(
-        {"sim.demo_trades": 3, "mirror.enabled": False}, source="test"
-    )
-    clock = VirtualClock(start=parse_iso_utc(settings.get("sim.epoch")))
-    runtime = EngineRuntime(settings, tmp_path, clock)
-    engine = await runtime.start()
+    runtime, engine, clock = await start_runtime(tmp_path, {"sim.demo_trades": 3, "mirror.enabled": False})
     manager = engine.manager
     try:
         await clock.drive(clock.now() + 60.0)  # the demo trades are open and settled
@@ -108,5 +102,110 @@ async def test_adaptive_intervals_and_api_batching_flip_live_in_both_directions(
         again, _ = await window()
         assert again * 3 < baseline
         assert all(m["urgency"] in {t.value for t in Tier} for m in manager.snapshot_monitors())
+    finally:
+        await runtime.stop()
+
+
+async def test_adaptive_intervals_alone_flips_live_in_both_directions(tmp_path: Path) -> None:
+    """Baseline: every monitor checked every ``baseline_interval_s`` whatever its tier; optimized
+    again: each at its tier's interval. ``api_batching`` stays as it is throughout."""
+    runtime, engine, clock = await start_runtime(tmp_path, {"sim.demo_trades": 3, "mirror.enabled": False})
+    manager = engine.manager
+    baseline_s = manager.urgency.baseline_interval_s
+    try:
+        await clock.drive(clock.now() + 60.0)  # the demo trades are open and settled
+        keys = sorted(manager.monitors)
+        assert len(keys) == 3
+
+        def tier_intervals() -> dict[str, float]:
+            return {
+                key: check_interval(manager.tiers[key], manager.urgency, streaming=True, adaptive=True)
+                for key in keys
+            }
+
+        async def checks_in(seconds: float) -> int:
+            before = sum(manager.checks.values())
+            await clock.drive(clock.now() + seconds)
+            return sum(manager.checks.values()) - before
+
+        assert {manager.monitor_interval(k) for k in keys} != {baseline_s}  # tiers, stretched by the stream
+        optimized = await checks_in(120.0)
+
+        await engine.profile.set("adaptive_intervals", "baseline")
+        assert engine.profile.states()["adaptive_intervals"] == "baseline"
+        assert engine.profile.states()["api_batching"] == "optimized" and manager.batching
+        assert all(gateway.coalesce for gateway in runtime.gateways.values())
+        assert manager.scheduler.interval("check:main") == baseline_s
+        assert {manager.monitor_interval(k) for k in keys} == {baseline_s}
+        assert set(manager.snapshot_monitoring()["intervals"].values()) == {baseline_s}
+        baseline_before = manager.checks.get("baseline", 0)
+        baseline = await checks_in(120.0)
+        assert manager.checks["baseline"] - baseline_before == baseline  # counted as baseline checks
+        every_5s = len(keys) * (120.0 / baseline_s - 1)
+        assert baseline >= every_5s > optimized  # every monitor every 5 s, not by its tier
+
+        await engine.profile.set("adaptive_intervals", "optimized")
+        assert manager.adaptive and manager.batching
+        assert manager.scheduler.interval("check:main") == check_interval(
+            Tier.CRITICAL, manager.urgency, streaming=True, adaptive=True
+        )
+        monitoring = manager.snapshot_monitoring()
+        assert monitoring["intervals"] == {
+            t.value: check_interval(t, manager.urgency, streaming=True, adaptive=True) for t in TIERS
+        }
+        assert {k: manager.monitor_interval(k) for k in keys} == tier_intervals()
+        baseline_count = manager.checks["baseline"]
+        again = await checks_in(120.0)
+        assert manager.checks["baseline"] == baseline_count  # no baseline check any more
+        assert again < every_5s
+        assert all(m["urgency"] in {t.value for t in Tier} for m in manager.snapshot_monitors())
+    finally:
+        await runtime.stop()
+
+
+async def test_api_batching_alone_flips_live_in_both_directions(tmp_path: Path) -> None:
+    """Baseline: a wave of TP1 fills goes out as single order requests and the checks read one
+    symbol at a time; optimized again: batch requests and account-wide reads. ``adaptive_intervals``
+    stays as it is throughout."""
+    symbols = synthetic_symbols(9)
+    values = {"sim.demo_trades": 0, "sim.synthetic_symbols": len(symbols), "mirror.enabled": False}
+    runtime, engine, clock = await start_runtime(tmp_path, values)
+    manager = engine.manager
+    assert runtime.exchange is not None
+    exchange = runtime.exchange
+    log = RequestLog(runtime.venues["main"])
+    try:
+        await clock.drive(clock.now() + 5.0)
+        check_tick = manager.scheduler.interval("check:main")
+        await clock.drive_while(open_longs(manager, exchange, symbols))
+        await clock.drive(clock.now() + 60.0)  # every opening's orders are placed
+
+        async def wave(of: list[str]) -> tuple[dict[str, list[int]], list[str | None]]:
+            """TP1 of ``of`` fills in one tick; the order requests and the checks' reads that follow."""
+            mark = log.mark()
+            exchange.set_prices(past_tp1(manager, of))
+            await clock.drive(clock.now() + 90.0)
+            assert all(manager.monitors[f"main:{s}:Buy"].breakeven for s in of)
+            sent = log.since(mark)
+            return RequestLog.orders(sent), [r.symbol for r in sent if r.endpoint == Endpoint.POSITIONS]
+
+        batched = {Endpoint.CANCEL_BATCH: [6], Endpoint.AMEND_BATCH: [3]}  # e2, e3 and the stop of 3
+        orders, reads = await wave(symbols[:3])
+        assert orders == batched
+        assert reads and set(reads) == {None}  # account-wide
+
+        await engine.profile.set("api_batching", "baseline")
+        assert engine.profile.states()["api_batching"] == "baseline" and not manager.batching
+        assert engine.profile.states()["adaptive_intervals"] == "optimized" and manager.adaptive
+        assert manager.scheduler.interval("check:main") == check_tick
+        orders, reads = await wave(symbols[3:6])
+        assert orders == {Endpoint.CANCEL: [1] * 6, Endpoint.AMEND: [1] * 3}
+        assert set(reads) - {None}  # the checks read one symbol at a time
+
+        await engine.profile.set("api_batching", "optimized")
+        assert manager.batching and manager.adaptive
+        orders, reads = await wave(symbols[6:])
+        assert orders == batched
+        assert reads and set(reads) == {None}
     finally:
         await runtime.stop()

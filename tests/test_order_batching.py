@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
+from tpsl_harness import EPOCH, Harness, RequestLog, new_exchange, open_longs, past_tp1
 
 from engine.core.clock import VirtualClock
 from engine.core.models import AmendRequest, CancelRequest, OrderAck, OrderRequest, OrderType, Side
 from engine.sim import ratelimit
 from engine.sim.exchange import SimExchange
+from engine.sim.instruments import synthetic_symbols
 from engine.sim.venue import SimVenue
 from engine.trading.manager import order_room
 from engine.trading.orders import (
@@ -25,11 +27,13 @@ from engine.trading.orders import (
     CancelOrder,
     OrderSender,
     PlaceOrder,
+    batch_chunks,
     batch_rounds,
     execute_actions,
     plan_calls,
     refuses_batch,
 )
+from engine.trading.params import TradingParams
 from engine.venue.base import BatchResult, Endpoint
 from engine.venue.budget import CallBudget, CallKind, IpWindow
 from engine.venue.errors import (
@@ -168,6 +172,24 @@ def test_batch_rounds_split_each_monitors_actions_into_runs_of_one_kind() -> Non
     assert batch_rounds([]) == []
 
 
+def test_a_large_commits_symbols_are_packed_so_each_kind_fills_one_batch_call_per_chunk() -> None:
+    """30 symbols with a stop move each: chunks of 20 and 10 (two amend-batch calls). With two
+    cancels each as well, the cancels fill a chunk first (10 symbols); a symbol with more than a
+    batch of one kind is a chunk of its own; one symbol, or none, is one chunk or none."""
+    venue = make_venue()
+    moves = [[amend(venue, n, "sl")] for n in range(30)]
+    assert [len(chunk) for chunk in batch_chunks(moves)] == [20, 10]
+    assert [i for chunk in batch_chunks(moves) for i in chunk] == list(range(30))
+    with_cancels = [
+        [amend(venue, n, "tp2"), cancel(venue, n, "e2"), cancel(venue, n, "e3")] for n in range(30)
+    ]
+    assert [len(chunk) for chunk in batch_chunks(with_cancels)] == [10, 10, 10]
+    big = [place(99, "tp1")] * 21
+    assert batch_chunks([[place(1, "tp1")], big, [place(2, "tp1")]]) == [[0], [1], [2]]
+    assert batch_chunks(moves[:1]) == [[0]]
+    assert batch_chunks([]) == []
+
+
 def test_calls_holding_a_stop_loss_or_a_close_go_first() -> None:
     venue = make_venue()
     tps = [place(n, "tp1") for n in range(21)]
@@ -197,6 +219,35 @@ async def test_thirty_amends_of_thirty_monitors_go_in_two_amend_batch_calls(
         assert result.ok and result.ack is not None, result
         assert result.ack.link_id == action.request.link_id
     assert {o.price for o in venue.exchange.open_orders("main", ETH)} == {2500.0}
+
+
+@pytest.mark.parametrize("batching", [True, False], ids=["optimized", "baseline"])
+async def test_thirty_tp1_fills_in_one_push_move_the_stops_in_two_amend_batch_calls(
+    monkeypatch: pytest.MonkeyPatch, batching: bool
+) -> None:
+    """Issue 13, through the running manager: 30 positions' TP1s fill in one tick (one push); each
+    fill's answer is one amend of its stop (resized and moved to breakeven; the entries stay, so
+    nothing else is sent). Optimized: two amend-batch calls of 20 and 10; baseline: 30 amends."""
+    monkeypatch.setattr(ratelimit, "ORDER_BUDGET", 50)  # the grouping is the point, not the rate limit
+    clock = VirtualClock(start=EPOCH)
+    symbols = synthetic_symbols(30)
+    h = Harness(
+        TradingParams(cancel_entries_after_tp1=False),
+        exchange=new_exchange(clock, balance=1_000_000.0, synthetic=len(symbols)),
+        clock=clock,
+    )
+    await h.manager.set_batching(batching)
+    await h.start()
+    await open_longs(h.manager, h.exchange, symbols, margin=1000.0)
+    await h.settle(60.0)  # every opening's orders are placed
+    assert all(m.orders["sl"].order_id and not m.breakeven for m in h.manager.monitors.values())
+    log = RequestLog(h.venue)
+    h.exchange.set_prices(past_tp1(h.manager, symbols))
+    await h.settle(30.0)
+    assert all(m.tps_filled() == 1 and m.breakeven for m in h.manager.monitors.values()), h.alerts
+    expected = {Endpoint.AMEND_BATCH: [20, 10]} if batching else {Endpoint.AMEND: [1] * 30}
+    assert RequestLog.orders(log.sent) == expected
+    await h.close()
 
 
 async def test_one_monitors_cancel_is_answered_before_its_place_is_sent() -> None:

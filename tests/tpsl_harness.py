@@ -18,21 +18,25 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.alerts.bus import AlertBus
-from engine.core.clock import Clock, RealClock, VirtualClock
+from engine.core.clock import Clock, RealClock, VirtualClock, parse_iso_utc
 from engine.core.models import Order, Position, Side, Ticker, VenueEvent, Wallet
+from engine.core.settings import load_settings
+from engine.runtime.assembly import Engine, EngineRuntime
 from engine.sim.exchange import SimExchange
 from engine.sim.server.app import BybitServer
 from engine.sim.venue import SimVenue
-from engine.trading.approaches import Approach, TradeRequest
+from engine.trading.approaches import Approach, TradeRequest, request_from_offsets
 from engine.trading.manager import TpslManager
 from engine.trading.params import MonitorTiming, TradingParams
-from engine.venue.base import Venue
+from engine.venue.base import Endpoint, Venue
 from engine.venue.bybit.keys import ApiKeys
 from engine.venue.bybit.retry import RetryPolicy
 from engine.venue.bybit.stream import StreamOptions
@@ -110,14 +114,18 @@ class MemoryStore:
         return MemoryStore(json.loads(json.dumps(self._durable)))
 
 
-def new_exchange(clock: Clock, price: float = 100_000.0, balance: float = 10_000.0) -> SimExchange:
-    """The harness market: BTC at ``price`` (scripted, no slippage), one account ``main``."""
+def new_exchange(
+    clock: Clock, price: float = 100_000.0, balance: float = 10_000.0, *, synthetic: int = 0
+) -> SimExchange:
+    """The harness market: BTC at ``price`` (scripted, no slippage), one account ``main``; with
+    ``synthetic``, also that many synthetic perpetuals (``SYN0001USDT`` ...) for many positions."""
     exchange = SimExchange(
         clock=clock,
         seed=7,
         symbols=[SYMBOL, "ETHUSDT", PROBE_SYMBOL],
         balances={"main": balance},
         slippage_bps=0.0,
+        synthetic=synthetic,
     )
     exchange.set_price(SYMBOL, price)
     return exchange
@@ -440,3 +448,110 @@ def assert_protected(h: Harness) -> None:
         assert len(stops) == 1, (pos, stops)
         assert abs(stops[0].qty - pos.size) < 1e-9, (pos, stops)
         assert stops[0].side is pos.side.opposite  # type: ignore[union-attr]
+
+
+async def open_longs(
+    manager: TpslManager, exchange: SimExchange, symbols: Iterable[str], *, margin: float = 200.0
+) -> None:
+    """A conservative long on ``main`` for each of ``symbols``, at its price now: entries at market,
+    1 % and 2 % below, take-profits 1-4 % above, the stop 3 % below."""
+    for symbol in symbols:
+        request = request_from_offsets(
+            account="main",
+            symbol=symbol,
+            side=Side.BUY,
+            approach=Approach.CONSERVATIVE,
+            margin=margin,
+            leverage=10.0,
+            mark=exchange.ticker(symbol).last,
+            instrument=exchange.instruments[symbol],
+            entry_offsets_pct=[0.0, -1.0, -2.0],
+            tp_offsets_pct=[1.0, 2.0, 3.0, 4.0],
+            sl_offset_pct=-3.0,
+        )
+        await manager.open_trade(request)
+
+
+def past_tp1(manager: TpslManager, symbols: Iterable[str]) -> dict[str, float]:
+    """A price a little beyond the TP1 of each of ``symbols``' longs on ``main``: given to
+    :meth:`SimExchange.set_prices`, one tick fills every TP1 and the stream pushes the fills together."""
+    prices: dict[str, float] = {}
+    for symbol in symbols:
+        tp1 = manager.monitors[f"main:{symbol}:Buy"].orders["tp1"].price
+        assert tp1 is not None
+        prices[symbol] = tp1 * 1.002
+    return prices
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request a venue was sent: its endpoint, how many order items it carried, the symbol a
+    read asked for (None: the whole account)."""
+
+    endpoint: str
+    items: int = 1
+    symbol: str | None = None
+
+
+ORDER_CALLS = {
+    "place": Endpoint.CREATE,
+    "amend": Endpoint.AMEND,
+    "cancel": Endpoint.CANCEL,
+    "place_batch": Endpoint.CREATE_BATCH,
+    "amend_batch": Endpoint.AMEND_BATCH,
+    "cancel_batch": Endpoint.CANCEL_BATCH,
+}
+READ_CALLS = {"positions": Endpoint.POSITIONS, "open_orders": Endpoint.OPEN_ORDERS}
+
+
+class RequestLog:
+    """Logs the order requests and position / open-order reads a venue instance is sent (its
+    methods are wrapped in place, so it works on a venue an engine already holds)."""
+
+    def __init__(self, venue: Venue) -> None:
+        self.sent: list[Sent] = []
+        for name, endpoint in ORDER_CALLS.items():
+            setattr(venue, name, self._order(endpoint, getattr(venue, name)))
+        for name, endpoint in READ_CALLS.items():
+            setattr(venue, name, self._read(endpoint, getattr(venue, name)))
+
+    def _order(self, endpoint: str, call: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        async def logged(request: Any) -> Any:
+            self.sent.append(Sent(endpoint, len(request) if endpoint.endswith("-batch") else 1))
+            return await call(request)
+
+        return logged
+
+    def _read(self, endpoint: str, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def logged(symbol: str | None = None) -> Any:
+            self.sent.append(Sent(endpoint, 0, symbol))
+            return await call(symbol)
+
+        return logged
+
+    def mark(self) -> int:
+        """Where the log is now: :meth:`since` that mark is what was sent after it."""
+        return len(self.sent)
+
+    def since(self, mark: int) -> list[Sent]:
+        return self.sent[mark:]
+
+    @staticmethod
+    def orders(sent: Iterable[Sent]) -> dict[str, list[int]]:
+        """Order endpoint -> the items of each of its requests, in the order sent."""
+        calls: dict[str, list[int]] = {}
+        for request in sent:
+            if request.endpoint in ORDER_CALLS.values():
+                calls.setdefault(request.endpoint, []).append(request.items)
+        return calls
+
+
+async def start_runtime(
+    state_dir: Path, values: Mapping[str, Any]
+) -> tuple[EngineRuntime, Engine, VirtualClock]:
+    """The whole engine as the console runs it, on the simulator and a virtual clock, with the
+    settings ``values`` over the shipped defaults (stop it with :meth:`EngineRuntime.stop`)."""
+    settings = load_settings(state_dir=state_dir).with_values(dict(values), source="test")
+    clock = VirtualClock(start=parse_iso_utc(settings.get("sim.epoch")))
+    runtime = EngineRuntime(settings, state_dir, clock)
+    return runtime, await runtime.start(), clock

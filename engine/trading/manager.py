@@ -76,7 +76,16 @@ from engine.trading.monitor import (
     open_monitor,
     wants_price,
 )
-from engine.trading.orders import Action, ActionResult, AmendOrder, CancelOrder, OrderSender, PlaceOrder, Room
+from engine.trading.orders import (
+    Action,
+    ActionResult,
+    AmendOrder,
+    CancelOrder,
+    OrderSender,
+    PlaceOrder,
+    Room,
+    batch_chunks,
+)
 from engine.trading.params import MonitorTiming, TradingParams
 from engine.trading.reaction import ReactionRecorder, answered_fills, fill_kind
 from engine.trading.reconcile import (
@@ -92,7 +101,7 @@ from engine.trading.reconcile import (
     read_view,
     reconcile_account,
 )
-from engine.venue.base import Venue
+from engine.venue.base import MAX_BATCH, Venue
 from engine.venue.budget import BATCH_KIND, CallKind
 from engine.venue.errors import VenueError
 from engine.venue.gateway import VenueGateway
@@ -110,9 +119,10 @@ T = TypeVar("T")
 SEEN_EXEC_IDS = 20_000
 """Execution ids remembered per account by the shell (monitors keep their own as well)."""
 
-SPLIT_ACTIONS = 20
-"""A commit of several symbols with more actions than one batch call carries is committed symbol
-by symbol, all at once (:meth:`TpslManager._commit_apart`): none waits for the others' answers."""
+CHUNK_ITEMS = MAX_BATCH
+"""A commit of several symbols whose actions of one kind fill more than one batch call is committed
+in chunks of symbols, each chunk's kinds filling one call at most, all at once
+(:meth:`TpslManager._commit_apart`): no chunk waits for the others' answers."""
 
 GATHER_TURNS = 3
 """With ``api_batching`` on, how many turns of the event loop the stream consumer waits for more
@@ -1495,49 +1505,59 @@ class TpslManager:
         groups: dict[str, list[Transition]] = {}
         for transition in transitions:
             groups.setdefault(transition.monitor.symbol, []).append(transition)
-        actions = sum(len(t.actions) for t in transitions)
-        if len(groups) > 1 and actions > SPLIT_ACTIONS and self._senders[account].batches:
-            return await self._commit_apart(account, groups, saved=saved, causes=causes, rest=rest)
+        if len(groups) > 1 and self._senders[account].batches:
+            by_symbol = list(groups.values())
+            chunks = batch_chunks([[a for t in group for a in t.actions] for group in by_symbol], CHUNK_ITEMS)
+            if len(chunks) > 1:
+                parts = [[t for i in chunk for t in by_symbol[i]] for chunk in chunks]
+                return await self._commit_apart(account, parts, saved=saved, causes=causes, rest=rest)
         with self._senders[account].sending({t.monitor.key for t in transitions}):
             return await self._commit_rounds(account, transitions, saved=saved, causes=causes, rest=rest)
 
     async def _commit_apart(
         self,
         account: str,
-        groups: Mapping[str, Sequence[Transition]],
+        chunks: Sequence[Sequence[Transition]],
         *,
         saved: bool,
         causes: Mapping[int, Execution] | None,
         rest: Priority,
     ) -> list[Alert]:
-        """:meth:`_commit_all` of a commit too large for one batch call: each symbol's transitions
-        are committed on their own, all at once (each takes the lock for its decisions and lets it
-        go while its requests wait for the budget), and a symbol is free again as soon as its own
-        answers are in. Sent together, every symbol of the commit stayed in flight until the last
-        request was answered: a restart that had two thousand take-profits to place held every
-        position's fills undecided for minutes, at the venue's 10 orders a second."""
+        """:meth:`_commit_all` of a commit too large for one batch call per kind of action: each
+        chunk of symbols (see :func:`batch_chunks`) is committed on its own, all at once (each takes
+        the lock for its decisions and lets it go while its requests wait for the budget), and its
+        symbols are free again as soon as its own answers are in. Sent together, every symbol of the
+        commit stayed in flight until the last request was answered: a restart that had two thousand
+        take-profits to place held every position's fills undecided for minutes, at the venue's 10
+        orders a second. Symbol by symbol, a push's thirty stop moves went as thirty requests."""
         lock, busy = self._locks[account], self._in_flight[account]
-        busy.update(list(groups))  # in hand from now: no other decision about them before their own commit
+        by_chunk = [list(dict.fromkeys(t.monitor.symbol for t in chunk)) for chunk in chunks]
+        # in hand from now: no other decision about them before their own commit
+        busy.update([symbol for symbols in by_chunk for symbol in symbols])
 
-        async def one(symbol: str, group: Sequence[Transition]) -> list[Alert]:
+        async def one(chunk: Sequence[Transition], symbols: list[str]) -> list[Alert]:
             held = False
             try:
                 async with lock:
                     held = True
                     try:
-                        with self._senders[account].sending({t.monitor.key for t in group}):
+                        with self._senders[account].sending({t.monitor.key for t in chunk}):
                             return await self._commit_rounds(
-                                account, group, saved=saved, causes=causes, rest=rest
+                                account, chunk, saved=saved, causes=causes, rest=rest
                             )
                     finally:
-                        self._release(account, [symbol])
+                        self._release(account, symbols)
             finally:
                 if not held:  # cancelled before its turn: nothing of it was sent
-                    busy.subtract([symbol])
-                    if busy[symbol] <= 0:
-                        del busy[symbol]
+                    busy.subtract(symbols)
+                    for symbol in symbols:
+                        if busy[symbol] <= 0:
+                            del busy[symbol]
 
-        tasks = [asyncio.ensure_future(one(symbol, group)) for symbol, group in groups.items()]
+        tasks = [
+            asyncio.ensure_future(one(chunk, symbols))
+            for chunk, symbols in zip(chunks, by_chunk, strict=True)
+        ]
 
         async def every_group() -> list[list[Alert]]:
             try:

@@ -196,6 +196,26 @@ def batch_rounds(actions: Sequence[Action]) -> list[list[int]]:
     return [[i for r in runs.values() if n < len(r) for i in r[n]] for n in range(depth)]
 
 
+def batch_chunks(groups: Sequence[Sequence[Action]], limit: int = MAX_BATCH) -> list[list[int]]:
+    """``groups`` (each symbol's actions, in order) packed into chunks (indexes into ``groups``, in
+    order) in which each kind of action fills at most one batch call (``limit`` items).
+
+    A commit too large for one batch call is committed chunk by chunk, all at once
+    (:meth:`~engine.trading.manager.TpslManager._commit_apart`): a chunk's symbols are free once its
+    own calls are answered, while the symbols of one chunk still share those calls. A group that
+    alone holds more than a batch of some kind is a chunk of its own."""
+    chunks: list[list[int]] = []
+    counts: Counter[type] = Counter()
+    for index, group in enumerate(groups):
+        mine = Counter(type(action) for action in group)
+        if not chunks or any(counts[kind] + n > limit for kind, n in mine.items()):
+            chunks.append([])
+            counts = Counter()
+        chunks[-1].append(index)
+        counts.update(mine)
+    return chunks
+
+
 Room = Callable[[type[Action]], tuple[int, int, int]]
 """What the account's rate budget allows now for one kind of action: (items its batch endpoint may
 carry, requests its single-order endpoint may take, the last units of each that only a protective
