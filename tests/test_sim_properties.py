@@ -33,6 +33,7 @@ from engine.core.models import (
     TriggerDirection,
 )
 from engine.sim.exchange import SimExchange
+from engine.sim.matcher import reach_band
 from engine.venue.errors import VenueError
 
 SYMBOL = "ETHUSDT"
@@ -207,3 +208,32 @@ def test_books_agree_with_an_exact_replay_of_the_executions(
         assert order.order_type is OrderType.LIMIT or order.status is OrderStatus.UNTRIGGERED, order
         if order.reduce_only and order.status is not OrderStatus.UNTRIGGERED:
             assert book.size != 0 and (book.size > 0) != (order.side is Side.BUY), order
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@given(
+    opening=st.tuples(st.just("open"), sides, qty_units),
+    script=st.lists(actions, min_size=5, max_size=30),
+    probes=st.lists(st.tuples(moves, st.integers(min_value=-300, max_value=300)), min_size=1, max_size=8),
+)
+def test_the_matchers_price_band_never_hides_an_order_the_price_reached(
+    opening: tuple, script: list[tuple], probes: list[tuple[int, int]]
+) -> None:
+    """The matcher skips a symbol whose prices are inside its orders' band (kept until the symbol's
+    orders change): at any price, an order the price reached is never inside the band, and the band
+    kept after any sequence of actions is the band of the orders open now."""
+    exchange, _ = run(1_000_000, 10, [opening, *script], 0.0)
+    matcher, account = exchange._matcher, exchange._accounts["main"]
+    kept = account.reach_of(SYMBOL, reach_band)
+    assert kept == reach_band(account.open_orders(SYMBOL))
+    base = exchange.ticker(SYMBOL).last
+    for move, basis in probes:
+        last = max(100.0, round(base + move / 100, 2))
+        exchange._feed.set_price(SYMBOL, last, round(last + basis / 100, 2))  # moved, not matched
+        outside = any(
+            (price := matcher._watched(SYMBOL, watched)) <= lowest or price >= highest
+            for watched, (lowest, highest) in kept.items()
+        )
+        reached = [order for order in account.open_orders(SYMBOL) if matcher._reached(order)]
+        event(f"reached: {bool(reached)}, outside the band: {outside}")
+        assert outside or not reached, reached

@@ -15,6 +15,7 @@ from engine.core.settings import load_settings
 from engine.sim.exchange import STATE_FILE, SimExchange
 from engine.sim.feed import BASIS_CAP
 from engine.sim.state import SimStateError
+from engine.sim.venue import SimVenue
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
@@ -195,6 +196,33 @@ def test_a_restart_without_a_save_finds_every_acknowledged_change(tmp_path: Path
     assert restarted.wallet("main").wallet_balance == first.wallet("main").wallet_balance
     request = OrderRequest("SOLUSDT", Side.BUY, OrderType.MARKET, 1.0)
     assert restarted.place("main", request) == first.place("main", request)  # ids continue too
+
+
+async def test_a_batch_request_is_one_journal_record_and_one_push_closed_by_one_wallet(
+    tmp_path: Path,
+) -> None:
+    """A batch request is acknowledged as one action: one record (one fsync) for its items and one
+    push of their events closed by one wallet, not one of each per item; a restart finds every item."""
+    path = tmp_path / STATE_FILE
+    clock = VirtualClock(0.0)
+    exchange = make_exchange(clock, path)
+    journal = tmp_path / "sim-exchange.journal.jsonl"
+    events = exchange.subscribe("main")
+    last = exchange.ticker("ETHUSDT").last
+
+    def bid(link: str, below: float, qty: float = 0.1) -> OrderRequest:
+        return OrderRequest(
+            "ETHUSDT", Side.BUY, OrderType.LIMIT, qty, price=round(last - below, 2), link_id=link
+        )
+
+    requests = [bid("b1", 50.0), bid("b2", 60.0), bid("bad", 70.0, qty=0.0001), bid("b3", 80.0)]
+    results = await SimVenue(exchange, "main").place_batch(requests)
+    assert [r.ok for r in results] == [True, True, False, True]
+    assert len(journal_lines(journal)) == 1
+    pushed = [events.get_nowait() for _ in range(events.qsize())]
+    assert [type(e).__name__ for e in pushed] == ["Order", "Order", "Order", "Wallet"]
+    restarted = make_exchange(VirtualClock(clock.now()), path)  # no save(): what a kill -9 leaves
+    assert {o.link_id for o in restarted.open_orders("main")} == {"b1", "b2", "b3"}
 
 
 def test_a_torn_last_record_is_dropped_and_damage_before_it_is_an_error(tmp_path: Path) -> None:

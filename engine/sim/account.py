@@ -78,6 +78,7 @@ class SimAccount:
     _order_margin: dict[str, Decimal] = field(default_factory=dict, repr=False, compare=False)
     _position_margin: dict[str, Decimal] = field(default_factory=dict, repr=False, compare=False)
     _upnl: dict[str, tuple[float, Decimal]] = field(default_factory=dict, repr=False, compare=False)
+    _reach: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _ranks: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _next_rank: int = field(default=0, repr=False, compare=False)
     _touches: int = field(default=0, repr=False, compare=False)
@@ -97,6 +98,7 @@ class SimAccount:
         self._order_margin.pop(symbol, None)
         self._position_margin.pop(symbol, None)
         self._upnl.pop(symbol, None)
+        self._reach.pop(symbol, None)
 
     def add_order(self, order: WorkingOrder) -> None:
         """Put a new order on the book."""
@@ -176,6 +178,18 @@ class SimAccount:
     def link_in_use(self, link_id: str) -> bool:
         """An open order already carries this orderLinkId."""
         return bool(link_id) and link_id in self._by_link
+
+    def orders_by_symbol(self) -> Iterator[tuple[str, Mapping[str, WorkingOrder]]]:
+        """Each symbol with open orders, and its orders by id (in creation order)."""
+        return ((symbol, orders) for symbol, orders in self._by_symbol.items() if orders)
+
+    def reach_of(self, symbol: str, compute: Callable[[Iterable[WorkingOrder]], Any]) -> Any:
+        """``compute`` of the symbol's open orders, kept until the symbol is next touched (the
+        matcher's price band within which none of them is reached)."""
+        reach = self._reach.get(symbol)
+        if reach is None:
+            reach = self._reach[symbol] = compute(self._by_symbol.get(symbol, {}).values())
+        return reach
 
     def open_orders(self, symbol: str | None = None) -> Iterator[WorkingOrder]:
         """Open orders, of one symbol or all, in creation order."""

@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from decimal import InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,8 @@ class SimExchange:
         self._accounts: dict[str, SimAccount] = {}
         self._default_balances = dict(balances)
         self._hub = EventHub()
+        # Per account, the events of the actions acknowledged together so far (see acknowledged_together).
+        self._together: dict[str, list[VenueEvent]] = {}
         self._limits = RateLimiter()
         self._faults = FaultInjector()
         self.saved_at: float | None = None
@@ -340,10 +343,35 @@ class SimExchange:
         for name, events in changed.items():
             self._push(self._accounts[name], events)
 
+    @contextmanager
+    def acknowledged_together(self, account: str) -> Iterator[None]:
+        """The actions on ``account`` inside are acknowledged as one, as one batch request is: what
+        they changed is journaled in one record (one fsync) and their events go in one push, closed
+        by one wallet, when the block ends (the caller replies after it, so every item is durable).
+        Item by item, a batch of twenty cost twenty fsyncs and twenty sums of the account's margins
+        before its reply, at a thousand positions 2 ms each, on the loop the engine decides on."""
+        name = self._account(account).name
+        if name in self._together:  # within another: that one acknowledges
+            yield
+            return
+        self._together[name] = []
+        try:
+            yield
+        finally:
+            events = self._together.pop(name)
+            if events:
+                self._journal_changes("order_action", [name])
+                self._push(self._accounts[name], events)
+
     def _publish(self, account: SimAccount, events: list[VenueEvent]) -> None:
         """Acknowledge an action: journal what it changed (on disk before anything else), then push
-        its events. The caller returns the action's reply after this, so that is durable too."""
+        its events. The caller returns the action's reply after this, so that is durable too (within
+        :meth:`acknowledged_together`, at the end of the block)."""
         if not events:
+            return
+        together = self._together.get(account.name)
+        if together is not None:
+            together.extend(events)
             return
         self._journal_changes("order_action", [account.name])
         self._push(account, events)

@@ -24,7 +24,8 @@ Semantics follow Bybit's linear perpetuals in one-way mode:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 from engine.core.models import (
@@ -74,6 +75,30 @@ from engine.venue.errors import (
 
 TAKER_FEE_RATE = 0.00055
 MAKER_FEE_RATE = 0.0002
+
+
+ReachBand = dict[TriggerBy | None, tuple[float, float]]
+"""Per price an order watches (a trigger's reference; None: the last price of resting limits), the
+band (lowest, highest): an order may be reached only at or below ``lowest`` or at or above ``highest``."""
+
+
+def reach_band(orders: Iterable[WorkingOrder]) -> ReachBand:
+    """The band of these orders' prices within which :meth:`Matcher.match` reaches none of them: a
+    rising trigger fires at or above its level, a falling one at or below; a resting buy limit fills
+    at or below its price, a sell at or above. Bounds only: a price outside is checked order by order."""
+    band: ReachBand = {}
+    for order in orders:
+        if order.status is OrderStatus.UNTRIGGERED:
+            direction, level = order.trigger
+            watched: TriggerBy | None = order.trigger_by
+            rises = direction is TriggerDirection.RISE
+        elif order.is_resting_limit and order.price is not None:
+            level, watched, rises = order.price, None, order.side is Side.SELL
+        else:
+            continue
+        lowest, highest = band.get(watched, (-math.inf, math.inf))
+        band[watched] = (lowest, min(highest, level)) if rises else (max(lowest, level), highest)
+    return band
 
 
 class Matcher:
@@ -323,9 +348,18 @@ class Matcher:
         order), as a market falling through a buy limit and then a stop fills the limit first.
         """
         # Only the orders the price reached are ordered and run (a tick crosses a few of thousands;
-        # the prices stay put during the pass, so no other order can come to fill in it).
-        reached = [order for order in account.orders.values() if self._reached(order)]
-        for order in sorted(reached, key=self._crossed_first):
+        # the prices stay put during the pass, so no other order can come to fill in it). A symbol
+        # whose prices are inside its orders' band (kept until its orders change) has none reached.
+        reached: list[WorkingOrder] = []
+        for symbol, orders in account.orders_by_symbol():
+            band: ReachBand = account.reach_of(symbol, reach_band)
+            if any(
+                (price := self._watched(symbol, watched)) <= lowest or price >= highest
+                for watched, (lowest, highest) in band.items()
+            ):
+                reached += [order for order in orders.values() if self._reached(order)]
+        # Farthest crossed first; ties in creation order (as the book's order, before the band).
+        for order in sorted(reached, key=lambda o: (self._crossed_first(o), account.order_rank(o.order_id))):
             if order.order_id not in account.orders:
                 continue  # finished earlier in this pass (e.g. a reduce-only swept by a fill)
             if order.status is OrderStatus.UNTRIGGERED:
@@ -343,6 +377,10 @@ class Matcher:
                 )
                 if qty > 0:
                     self._fill(account, order, qty, order.price, is_maker=True, events=events)
+
+    def _watched(self, symbol: str, watched: TriggerBy | None) -> float:
+        """The price a band watches: a trigger's reference, or the last price (None: resting limits)."""
+        return self._feed.last(symbol) if watched is None else self._feed.reference(symbol, watched)
 
     def _reached(self, order: WorkingOrder) -> bool:
         """Whether the current price triggers ``order`` (a conditional) or fills some of it (a

@@ -131,16 +131,19 @@ class SimVenue(Venue):
             raise InvalidRequest(f"a batch carries 1-{MAX_BATCH} orders, got {len(items)}", 10001)
         admitted = self.exchange.admit_batch(self.account, endpoint, len(items))
         results: list[BatchResult] = []
-        for index, item in enumerate(items):
-            if index >= admitted:
-                reset_at = self.exchange.rate_status(self.account, endpoint).reset_at
-                results.append(BatchResult(error=RateLimited("Too many visits!", 10006, reset_at=reset_at)))
-                continue
-            try:
-                self.exchange.check_item_fault(self.account, endpoint)
-                results.append(BatchResult(ack=action(self.account, item)))
-            except VenueError as exc:
-                results.append(BatchResult(error=exc))
+        with self.exchange.acknowledged_together(self.account):
+            for index, item in enumerate(items):
+                if index >= admitted:
+                    reset_at = self.exchange.rate_status(self.account, endpoint).reset_at
+                    results.append(
+                        BatchResult(error=RateLimited("Too many visits!", 10006, reset_at=reset_at))
+                    )
+                    continue
+                try:
+                    self.exchange.check_item_fault(self.account, endpoint)
+                    results.append(BatchResult(ack=action(self.account, item)))
+                except VenueError as exc:
+                    results.append(BatchResult(error=exc))
         return results
 
     # --- push --------------------------------------------------------------------------------

@@ -370,8 +370,9 @@ class RestApi:
         else:
             raise _Reject(10001, "Missing some parameters that must be filled in, symbol or settleCoin")
         acks: list[OrderAck] = []
-        for name in symbols:
-            acks.extend(self.exchange.cancel_all(account, name))
+        with self.exchange.acknowledged_together(account):
+            for name in symbols:
+                acks.extend(self.exchange.cancel_all(account, name))
         return {"list": [_ack_json(a) for a in acks], "success": "1"}
 
     async def _batch(
@@ -389,30 +390,37 @@ class RestApi:
         admitted = params.admitted if isinstance(params, _WithAdmitted) else len(items)
         results: list[JsonDict] = []
         codes: list[JsonDict] = []
-        for index, item in enumerate(items):
-            symbol = item.get("symbol", "") if isinstance(item, dict) else ""
-            try:
-                if index >= admitted:
-                    raise RateLimited("Too many visits!")
-                if not isinstance(item, dict):
-                    raise InvalidRequest("params error: each request item must be an object", 10001)
-                self.exchange.check_item_fault(account, endpoint)
-                ack = apply(item)
-            except VenueError as exc:
+        with self.exchange.acknowledged_together(account):
+            for index, item in enumerate(items):
+                symbol = item.get("symbol", "") if isinstance(item, dict) else ""
+                try:
+                    if index >= admitted:
+                        raise RateLimited("Too many visits!")
+                    if not isinstance(item, dict):
+                        raise InvalidRequest("params error: each request item must be an object", 10001)
+                    self.exchange.check_item_fault(account, endpoint)
+                    ack = apply(item)
+                except VenueError as exc:
+                    results.append(
+                        {
+                            "category": CATEGORY,
+                            "symbol": symbol,
+                            "orderId": "",
+                            "orderLinkId": "",
+                            "createAt": "",
+                        }
+                    )
+                    codes.append({"code": exc.code or 10001, "msg": exc.message})
+                    continue
                 results.append(
-                    {"category": CATEGORY, "symbol": symbol, "orderId": "", "orderLinkId": "", "createAt": ""}
+                    {
+                        "category": CATEGORY,
+                        "symbol": symbol,
+                        **_ack_json(ack),
+                        "createAt": str(now_ms(self.clock)),
+                    }
                 )
-                codes.append({"code": exc.code or 10001, "msg": exc.message})
-                continue
-            results.append(
-                {
-                    "category": CATEGORY,
-                    "symbol": symbol,
-                    **_ack_json(ack),
-                    "createAt": str(now_ms(self.clock)),
-                }
-            )
-            codes.append({"code": 0, "msg": "OK"})
+                codes.append({"code": 0, "msg": "OK"})
         return {"list": results}, {"list": codes}
 
     async def _create_batch(self, account: str, params: Mapping[str, Any]) -> tuple[JsonDict, JsonDict]:
