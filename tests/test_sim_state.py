@@ -146,6 +146,29 @@ async def test_run_ticks_on_the_clock_and_saves_periodically_and_on_cancel(tmp_p
     assert [t.last for t in manual.tickers().values()] == [t.last for t in ex.tickers().values()]
 
 
+async def test_a_due_save_goes_before_its_ticks_prices_and_fills(tmp_path: Path) -> None:
+    """The periodic save (a tenth of a second at a thousand positions, on the engine's loop) runs
+    before the tick it is due at, so that tick's prices and fills are pushed without waiting for it."""
+    clock = VirtualClock(1_000.0)
+    ex = make_exchange(clock, tmp_path / STATE_FILE)
+    queue = ex.subscribe("main")
+    pushed_at_save: list[int] = []
+    real_save = ex.save
+
+    def save() -> None:
+        pushed_at_save.append(queue.qsize())
+        real_save()
+
+    ex.save = save  # type: ignore[method-assign]
+    task = asyncio.create_task(ex.run())
+    await clock.drive(until=1_125.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # saves due at 1060 and 1120 came after 59 and 119 ticks of 3 tickers; the last one on cancel
+    assert pushed_at_save == [59 * 3, 119 * 3, 125 * 3]
+
+
 def test_from_settings_reads_sim_keys_and_the_state_dir(tmp_path: Path) -> None:
     settings = load_settings(state_dir=tmp_path, env={})
     ex = SimExchange.from_settings(settings, VirtualClock(0.0), tmp_path)
