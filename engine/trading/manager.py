@@ -876,7 +876,9 @@ class TpslManager:
         )
         # The decision is pure and takes tens of ms at a thousand positions: it is made before the
         # lock is taken, so a fill that comes meanwhile is not decided behind it, and made again
-        # under the lock only when a symbol changed or went in flight in between.
+        # under the lock only when a symbol changed or went in flight in between. A push that landed
+        # while the reads were out is taken first, and its fills decided before this (one step).
+        await self.precedence.turn()
         early = self._left_alone(account, changes)
         ahead = None
         if not self._would_refuse_hedge_mode(account, view.positions):
