@@ -352,18 +352,17 @@ class SimExchange:
         by one wallet, when the block ends (the caller replies after it, so every item is durable).
         Item by item, a batch of twenty cost twenty fsyncs and twenty sums of the account's margins
         before its reply, at a thousand positions 2 ms each, on the loop the engine decides on."""
-        name = self._account(account).name
-        if name in self._together:  # within another: that one acknowledges
+        if account in self._together:  # within another: that one acknowledges
             yield
             return
-        self._together[name] = []
+        self._together[account] = []  # an unknown account is refused by each action, as before
         try:
             yield
         finally:
-            events = self._together.pop(name)
+            events = self._together.pop(account)
             if events:
-                self._journal_changes("order_action", [name])
-                self._push(self._accounts[name], events)
+                self._journal_changes("order_action", [account])
+                self._push(self._accounts[account], events)
 
     def _publish(self, account: SimAccount, events: list[VenueEvent]) -> None:
         """Acknowledge an action: journal what it changed (on disk before anything else), then push
