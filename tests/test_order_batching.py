@@ -29,7 +29,6 @@ from engine.trading.orders import (
     PlaceOrder,
     batch_chunks,
     batch_rounds,
-    chunk_limit,
     execute_actions,
     plan_calls,
     refuses_batch,
@@ -189,18 +188,6 @@ def test_a_large_commits_symbols_are_packed_so_each_kind_fills_one_batch_call_pe
     assert batch_chunks([[place(1, "tp1")], big, [place(2, "tp1")]]) == [[0], [1], [2]]
     assert batch_chunks(moves[:1]) == [[0]]
     assert batch_chunks([]) == []
-
-
-def test_a_chunk_carries_what_the_batch_window_has_room_for_now_and_at_least_one() -> None:
-    """Short of budget a large commit goes symbol by symbol again (each symbol free once its own
-    answers are in, not once a whole chunk trickled through the window); with room, a batch's worth."""
-    rooms = {AmendOrder: (10, 10, 2), CancelOrder: (0, 3, 2), PlaceOrder: (35, 10, 2)}
-    limit = chunk_limit(lambda kind: rooms[kind])
-    assert [limit(kind) for kind in (AmendOrder, CancelOrder, PlaceOrder)] == [10, 1, 20]
-    assert chunk_limit(None)(AmendOrder) == 20
-    venue = make_venue()
-    moves = [[amend(venue, n, "sl")] for n in range(30)]
-    assert [len(chunk) for chunk in batch_chunks(moves, limit)] == [10, 10, 10]
 
 
 def test_calls_holding_a_stop_loss_or_a_close_go_first() -> None:

@@ -278,8 +278,7 @@ async def test_a_large_commit_frees_each_symbol_once_its_own_answers_are_in(
     committed symbol by symbol: a symbol whose answers are in is decided again at its next fill,
     while another symbol of the same commit still waits for the budget. Sent together, every symbol
     of the commit waited for the last answer: at 1000 positions, minutes of fills left undecided."""
-    # two positions stand for a thousand, with the batch window spent: one symbol per chunk
-    monkeypatch.setattr(manager_module, "chunk_limit", lambda _room: lambda _kind: 1)
+    monkeypatch.setattr(manager_module, "CHUNK_ITEMS", 1)  # two positions stand for a thousand
     h = Harness()
     await h.start()
     await h.manager.open_trade(h.request(Approach.CONSERVATIVE, margin=MARGIN))

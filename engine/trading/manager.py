@@ -85,7 +85,6 @@ from engine.trading.orders import (
     PlaceOrder,
     Room,
     batch_chunks,
-    chunk_limit,
 )
 from engine.trading.params import MonitorTiming, TradingParams
 from engine.trading.reaction import ReactionRecorder, answered_fills, fill_kind
@@ -102,7 +101,7 @@ from engine.trading.reconcile import (
     read_view,
     reconcile_account,
 )
-from engine.venue.base import Venue
+from engine.venue.base import MAX_BATCH, Venue
 from engine.venue.budget import BATCH_KIND, CallKind
 from engine.venue.errors import VenueError
 from engine.venue.gateway import VenueGateway
@@ -119,6 +118,11 @@ T = TypeVar("T")
 
 SEEN_EXEC_IDS = 20_000
 """Execution ids remembered per account by the shell (monitors keep their own as well)."""
+
+CHUNK_ITEMS = MAX_BATCH
+"""A commit of several symbols whose actions of one kind fill more than one batch call is committed
+in chunks of symbols, each chunk's kinds filling one call at most, all at once
+(:meth:`TpslManager._commit_apart`): no chunk waits for the others' answers."""
 
 GATHER_TURNS = 3
 """With ``api_batching`` on, how many turns of the event loop the stream consumer waits for more
@@ -1505,8 +1509,7 @@ class TpslManager:
             groups.setdefault(transition.monitor.symbol, []).append(transition)
         if len(groups) > 1 and self._senders[account].batches:
             by_symbol = list(groups.values())
-            limit = chunk_limit(self._senders[account].room)
-            chunks = batch_chunks([[a for t in group for a in t.actions] for group in by_symbol], limit)
+            chunks = batch_chunks([[a for t in group for a in t.actions] for group in by_symbol], CHUNK_ITEMS)
             if len(chunks) > 1:
                 parts = [[t for i in chunk for t in by_symbol[i]] for chunk in chunks]
                 return await self._commit_apart(account, parts, saved=saved, causes=causes, rest=rest)

@@ -196,21 +196,9 @@ def batch_rounds(actions: Sequence[Action]) -> list[list[int]]:
     return [[i for r in runs.values() if n < len(r) for i in r[n]] for n in range(depth)]
 
 
-def chunk_limit(room: Room | None) -> Callable[[type[Action]], int]:
-    """How many actions of a kind one chunk of a large commit carries (:func:`batch_chunks`): a batch
-    call's worth while the kind's batch window has room for it now, else what it has room for, and
-    at least one. Short of budget, a commit thus goes symbol by symbol again, each symbol free as
-    soon as its own answers are in, rather than held until a whole chunk trickled through."""
-    if room is None:
-        return lambda _kind: MAX_BATCH
-    return lambda kind: max(1, min(MAX_BATCH, room(kind)[0]))
-
-
-def batch_chunks(
-    groups: Sequence[Sequence[Action]], limit: Callable[[type[Action]], int] = lambda _kind: MAX_BATCH
-) -> list[list[int]]:
+def batch_chunks(groups: Sequence[Sequence[Action]], limit: int = MAX_BATCH) -> list[list[int]]:
     """``groups`` (each symbol's actions, in order) packed into chunks (indexes into ``groups``, in
-    order) in which each kind of action fills at most one batch call (``limit(kind)`` items).
+    order) in which each kind of action fills at most one batch call (``limit`` items).
 
     A commit too large for one batch call is committed chunk by chunk, all at once
     (:meth:`~engine.trading.manager.TpslManager._commit_apart`): a chunk's symbols are free once its
@@ -220,7 +208,7 @@ def batch_chunks(
     counts: Counter[type] = Counter()
     for index, group in enumerate(groups):
         mine = Counter(type(action) for action in group)
-        if not chunks or any(counts[kind] + n > limit(kind) for kind, n in mine.items()):
+        if not chunks or any(counts[kind] + n > limit for kind, n in mine.items()):
             chunks.append([])
             counts = Counter()
         chunks[-1].append(index)
