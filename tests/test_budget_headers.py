@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from tpsl_harness import server_venue
 
 from engine.core.clock import VirtualClock
 from engine.core.models import CancelRequest, OrderRequest, OrderType, Side
@@ -124,16 +125,7 @@ async def world() -> AsyncIterator[tuple[SimExchange, BybitVenue]]:
     exchange = SimExchange(clock=clock, seed=11, symbols=["BTCUSDT"], balances={"main": 100_000.0})
     server = BybitServer(exchange, {KEY: (SECRET, "main")}, clock)
     async with serving(server):
-        venue = BybitVenue(
-            "main",
-            ApiKeys(KEY, SECRET),
-            clock,
-            base_url=server.base_url,
-            ws_url=server.ws_url,
-            threads=2,
-            ip_guard=IpGuard(clock),
-            ticker_symbols=[],
-        )
+        venue = server_venue(server, ApiKeys(KEY, SECRET), clock, threads=2)
         try:
             yield exchange, venue
         finally:

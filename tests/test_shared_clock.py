@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_bybit_venue import KEY, KEYS, SECRET, is_status, next_event
+from tpsl_harness import server_venue
 
 from engine.core.clock import RealClock, VirtualClock, real_seconds
 from engine.core.models import Execution, OrderRequest, OrderType, Side
@@ -24,8 +25,6 @@ from engine.sim.exchange import SimExchange
 from engine.sim.server.app import BybitServer
 from engine.sim.server.command import serving
 from engine.venue.bybit.keys import ApiKeys
-from engine.venue.bybit.transport import IpGuard
-from engine.venue.bybit.venue import BybitVenue
 
 START = 4_000_000_000.0
 """Simulated epoch (2096): ahead of the wall clock, as a sped-up timeline soon is."""
@@ -170,16 +169,7 @@ async def test_venue_trades_and_streams_against_the_server_on_one_shared_clock(
     shared_server: tuple[SharedClock, BybitServer],
 ) -> None:
     clock, server = shared_server
-    venue = BybitVenue(
-        "main",
-        ApiKeys(KEY, SECRET),
-        clock,
-        base_url=server.base_url,
-        ws_url=server.ws_url,
-        threads=4,
-        ip_guard=IpGuard(clock),
-        ticker_symbols=[],
-    )
+    venue = server_venue(server, ApiKeys(KEY, SECRET), clock, threads=4)
     try:
         tickers = await venue.tickers()
         assert set(tickers) == {"BTCUSDT", "ETHUSDT"}

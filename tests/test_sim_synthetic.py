@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from tpsl_harness import EPOCH, Harness, assert_protected
+from tpsl_harness import EPOCH, Harness, assert_protected, server_venue
 
 from engine.core.clock import RealClock, VirtualClock
 from engine.core.models import Instrument, OrderRequest, OrderType, Side, TriggerBy, TriggerDirection
@@ -35,8 +35,6 @@ from engine.trading.approaches import Approach
 from engine.venue.base import Endpoint
 from engine.venue.bybit.keys import ApiKeys
 from engine.venue.bybit.retry import RetryPolicy
-from engine.venue.bybit.transport import IpGuard
-from engine.venue.bybit.venue import BybitVenue
 
 N = 1000
 """What the benchmark lists."""
@@ -211,16 +209,12 @@ async def test_the_fake_v5_server_lists_synthetic_symbols_to_pybit() -> None:
     key, secret = "SYNTHETICKEY00001", "SYNTHETICSECRET0123456789ab"
     server = BybitServer(ex, {key: (secret, "main")}, clock)
     await server.start()
-    venue = BybitVenue(
-        "main",
+    venue = server_venue(
+        server,
         ApiKeys(key, secret),
         clock,
-        base_url=server.base_url,
-        ws_url=server.ws_url,
         threads=2,
-        ip_guard=IpGuard(clock),
         retry=RetryPolicy(max_retries=1, base_delay_s=0.02, max_delay_s=0.1),
-        ticker_symbols=[],
     )
     try:
         # Every listing comes back through the wire format unchanged, in two pages of at most 1000

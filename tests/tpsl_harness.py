@@ -282,14 +282,11 @@ class BybitHarness(Harness):
         self.manager.add_observer(self._observe)
 
     def _make_venue(self) -> Venue:
-        return BybitVenue(
-            "main",
+        return server_venue(
+            self.server,
             ApiKeys(API_KEY, API_SECRET),
             self.clock,
-            base_url=self.server.base_url,
-            ws_url=self.server.ws_url,
             threads=4,
-            ip_guard=IpGuard(self.clock),
             retry=RetryPolicy(max_retries=3, base_delay_s=0.02, max_delay_s=0.1),
             stream_options=StreamOptions(ping_interval_s=5.0, stale_after_s=15.0, reconnect_base_s=0.05),
             ticker_symbols=[SYMBOL],
@@ -448,6 +445,20 @@ def assert_protected(h: Harness) -> None:
         assert len(stops) == 1, (pos, stops)
         assert abs(stops[0].qty - pos.size) < 1e-9, (pos, stops)
         assert stops[0].side is pos.side.opposite  # type: ignore[union-attr]
+
+
+def server_venue(server: BybitServer, keys: ApiKeys, clock: Clock, **options: Any) -> BybitVenue:
+    """``main``'s BybitVenue (pybit) against the fake V5 ``server``, on ``clock``; no ticker
+    subscriptions unless ``options`` name some (any other BybitVenue option goes there too)."""
+    return BybitVenue(
+        "main",
+        keys,
+        clock,
+        base_url=server.base_url,
+        ws_url=server.ws_url,
+        ip_guard=IpGuard(clock),
+        **{"ticker_symbols": [], **options},
+    )
 
 
 async def open_longs(

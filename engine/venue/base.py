@@ -10,8 +10,9 @@ compares like with like.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.core.models import (
     AmendRequest,
@@ -28,6 +29,9 @@ from engine.core.models import (
     Wallet,
 )
 from engine.venue.errors import VenueError
+
+if TYPE_CHECKING:  # the budget imports this module
+    from engine.venue.budget import WindowReport
 
 
 class Endpoint:
@@ -136,6 +140,10 @@ class Venue(abc.ABC):
     def stream(self) -> AsyncIterator[VenueEvent]:
         """Events as they happen: executions, order updates, position updates, wallet updates,
         tickers, and :class:`~engine.core.models.StreamStatus` when the stream drops or resumes."""
+
+    def follow_limits(self, observer: Callable[[WindowReport], None] | None) -> None:  # noqa: B027
+        """Tell ``observer`` (the engine's rate budget) what the venue's answers say of its rate limits
+        (Bybit's ``X-Bapi-Limit*`` headers); None stops it. A venue that reports none ignores it."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most venues hold nothing
         """Release connections and threads."""

@@ -71,9 +71,7 @@ class VenueGateway(Venue):
         # The account's plan of calls. BybitVenue's own ``budget`` (the per-endpoint limits its
         # responses report) is the inner venue's: ``gateway.inner.budget``.
         self.budget = budget
-        follow_limits = getattr(inner, "follow_limits", None)  # only a venue that reports limits has it
-        if callable(follow_limits):
-            follow_limits(budget.observe)
+        inner.follow_limits(budget.observe)
         self.coalesce = coalesce
         self.shared_reads = 0
         """Reads answered by joining an identical request in flight (a request saved each)."""
