@@ -61,6 +61,11 @@ class RowMemo(Generic[K, R]):
             rows.append(hit[1])
         return rows
 
+    def hold(self, keys: Iterable[K], inputs: Iterable[object], rows: Iterable[R]) -> None:
+        """Make these rows, by key, with the inputs each was built from, the last pass's (what
+        the next pass reuses), in place of those the memo had."""
+        self._last = dict(zip(keys, zip(inputs, rows, strict=True), strict=True))
+
     def end_pass(self) -> None:
         """Close a pass: the rows asked for in it are the ones the next pass may reuse."""
         self._last, self._next = self._next, {}
@@ -243,6 +248,8 @@ class SortedRows(Generic[T, R]):
         key, ident, memo = self._key, self._ident, self._memo
         items = sorted(new, key=key)
         keys = list(map(key, items))
+        # The rows as they stand, kept or built since the last sort: only a changed record's is built.
+        memo.hold(map(ident, self._items), self._items, self._rows)
         built = memo.built
         rows = memo.rows_of(items, ident, self._build)
         memo.end_pass()
