@@ -22,6 +22,7 @@ from engine.core.models import OrderRequest, OrderType, Side, Trade, TriggerDire
 from engine.core.profile import TOGGLES, Profile
 from engine.core.settings import Settings, load_settings
 from engine.dashboard.cache import CATEGORIES
+from engine.dashboard.insights import NotesDue
 from engine.dashboard.schema import SNAPSHOT_KEYS, Snapshot
 from engine.dashboard.snapshot import Dashboard, DashboardSnapshot, DashboardSources
 from engine.runtime.assembly import EngineRuntime, EngineState
@@ -498,3 +499,58 @@ async def test_the_change_mark_moves_with_venue_events_and_alerts_not_with_snaps
 
     sim.alerts.raise_alert("warning", "test", "something to show")
     assert dashboard.changes() == (filled[0], filled[1] + 1)
+
+
+def stop_notes(snap: DashboardSnapshot) -> dict[str, str]:
+    return {n["symbol"]: n["message"] for n in snap["insights"] if n["kind"] == "stop_distance"}
+
+
+async def test_an_event_makes_its_symbols_risk_notes_again_and_the_others_wait_for_their_ttl(
+    sim: SimHost,
+) -> None:
+    """At a thousand positions an order event on one symbol made every risk note again at the new
+    marks (a third of each snapshot build). The notes of the event's symbol are made again; the
+    others keep theirs until the notes' TTL, as the cached notes always did between events."""
+    assert sim.dashboard is not None
+    sim.dashboard.cache.set_ttl("ai_insights", 120.0)
+    await open_position(sim, "main", "BTCUSDT", 0.01)
+    await open_position(sim, "main", "ETHUSDT", 0.1)
+    first = stop_notes(await snapshot(sim))
+    await sim.clock.drive(until=sim.clock.now() + 60.0)  # the marks move
+    exchange = sim.exchange
+    trigger = exchange.instruments["BTCUSDT"].round_price(exchange.ticker("BTCUSDT").last * 0.97)
+    exchange.place(
+        "main",
+        OrderRequest(
+            "BTCUSDT",
+            Side.SELL,
+            OrderType.MARKET,
+            0.01,
+            trigger_price=trigger,
+            trigger_direction=TriggerDirection.FALL,
+            reduce_only=True,
+            close_on_trigger=True,
+        ),
+    )  # an event about BTCUSDT alone: a nearer stop
+    await sim.clock.drive(until=sim.clock.now())
+    second = stop_notes(await snapshot(sim))
+    assert second["BTCUSDT"] != first["BTCUSDT"] and "3.0" in second["BTCUSDT"]  # the new stop, 3 % away
+    assert second["ETHUSDT"] == first["ETHUSDT"]  # kept: no event was about it
+    await sim.clock.drive(until=sim.clock.now() + 121.0)  # the entry expired, the TTL since the first
+    third = stop_notes(await snapshot(sim))
+    assert third["ETHUSDT"] != first["ETHUSDT"]  # made at the marks of now
+
+
+def test_the_notes_due_are_the_events_symbols_and_everything_at_first_after_a_gap_and_each_ttl() -> None:
+    due = NotesDue()
+    assert due.take(now=0.0, every_s=60.0, events_known=True) is None  # the first computation
+    due.touched("BTCUSDT")
+    assert due.take(now=10.0, every_s=60.0, events_known=True) == {"BTCUSDT"}
+    assert due.take(now=20.0, every_s=60.0, events_known=True) == set()
+    due.touched("ETHUSDT")
+    assert due.take(now=20.0, every_s=60.0, events_known=False) is None  # no event freshness
+    due.touched("ETHUSDT")
+    due.everything()  # events were lost
+    assert due.take(now=30.0, every_s=60.0, events_known=True) is None
+    assert due.take(now=89.0, every_s=60.0, events_known=True) == set()
+    assert due.take(now=90.0, every_s=60.0, events_known=True) is None  # the TTL since the last full one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,7 @@ from engine.dashboard.insights import (
     PriceHistory,
     Thresholds,
     adverse_distance,
+    concentration_note,
     drawdown_pct,
     exposure_by_symbol,
     hourly_sigma,
@@ -399,3 +401,65 @@ def test_rows_of_notes_that_show_the_same_are_kept_and_no_volatility_is_read_aga
     for row in moved:
         key = (row["kind"], row["account"], row["symbol"])
         assert (row is before[key]) is (key[0] != "stop_distance" or key[2] != "BUSDT"), key
+
+
+def _note_key(row: object) -> tuple[object, ...]:
+    assert isinstance(row, Mapping)
+    return (row["kind"], row["account"], row["symbol"])
+
+
+def test_a_refresh_of_some_symbols_makes_their_notes_at_the_current_state_and_keeps_the_others() -> None:
+    """An order event on one symbol of a thousand made every note again at the new marks; now the
+    event's symbols are made again, the others keep their last figures until a full computation."""
+    rng = random.Random(23)
+    symbols = ["AUSDT", "BUSDT", "CUSDT"]
+    tickers = _price_walk(symbols, rng)
+    provider = _observed(InsightsProvider(), tickers)
+    positions = [position(s, Side.BUY, 1.0, 50.0 + i) for i, s in enumerate(symbols)]
+    positions += [position(s, Side.SELL, 2.0, 50.0 + i, account="mirror") for i, s in enumerate(symbols)]
+    stops = {(p.account, p.symbol): p.mark_price * (0.98 if p.side is Side.BUY else 1.02) for p in positions}
+    first = {_note_key(row): row for row in provider.compute(positions, [], {"main": wallet(1000.0)}, stops)}
+
+    def current(state: list[Position], equity: float) -> dict[tuple[object, ...], object]:
+        fresh = _observed(InsightsProvider(), tickers)
+        fresh.observe_equity([wallet(1000.0)])
+        return {_note_key(row): row for row in fresh.compute(state, [], {"main": wallet(equity)}, stops)}
+
+    moved = [
+        position(p.symbol, p.side or Side.BUY, p.size, p.mark_price * 1.01, p.account) for p in positions
+    ]
+    rows = provider.compute(moved, [], {"main": wallet(990.0)}, stops, refresh={"AUSDT"})
+    now = current(moved, 990.0)
+    assert {_note_key(row) for row in rows} == now.keys()
+    for row in rows:
+        kind, _, symbol = _note_key(row)
+        if symbol == "AUSDT" or kind == "drawdown":
+            assert row == now[_note_key(row)]  # made at the current marks and equity
+        elif kind != "concentration":
+            assert row is first[_note_key(row)]  # kept, at the marks of the last computation
+    assert rows != list(now.values())
+    # The concentration is made of the exposures shown: AUSDT's at the new marks, the others' before.
+    noted = [p for p in moved if p.symbol == "AUSDT"] + [p for p in positions if p.symbol != "AUSDT"]
+    concentration = concentration_note(exposure_by_symbol(noted), Thresholds())
+    assert concentration is not None
+    [shown] = [row for row in rows if row["kind"] == "concentration"]
+    assert shown == concentration.as_dict()
+
+    resized = [replace(p, size=3.0) if (p.account, p.symbol) == ("main", "CUSDT") else p for p in moved]
+    rows = provider.compute(resized, [], {"main": wallet(990.0)}, stops, refresh=set())
+    by_key = {_note_key(row): row for row in rows}
+    # Its size changed with no event said: its note and exposure are made again all the same.
+    assert (
+        by_key[("stop_distance", "main", "CUSDT")]
+        == current(resized, 990.0)[("stop_distance", "main", "CUSDT")]
+    )
+    assert by_key[("exposure", None, "CUSDT")] == current(resized, 990.0)[("exposure", None, "CUSDT")]
+    assert by_key[("stop_distance", "main", "BUSDT")] is first[("stop_distance", "main", "BUSDT")]
+
+    assert provider.compute(resized, [], {"main": wallet(990.0)}, stops) == list(
+        current(resized, 990.0).values()
+    )
+
+
+def wallet(equity: float) -> Wallet:
+    return Wallet("main", equity, equity, equity, 0.0, 0.0)

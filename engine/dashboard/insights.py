@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.core.models import Order, Position, Side, Ticker, Wallet
@@ -317,6 +317,37 @@ def risk_notes(
 # --- the stateful shell -----------------------------------------------------------------------
 
 
+class NotesDue:
+    """Which symbols' notes the next computation makes again (:meth:`InsightsProvider.compute`'s
+    ``refresh``): those an order, position or fill event was about since the last one. Every note
+    is made again when that computation is the first, when events may have been lost, when the
+    caller cannot tell what changed (no event freshness: the baseline profile), and once every
+    ``every_s`` (the notes' cache TTL): a symbol no event was about keeps its notes that long, as the
+    cached notes were kept before a per-symbol refresh existed."""
+
+    def __init__(self) -> None:
+        self._symbols: set[str] | None = None  # None: every note is due
+        self._every_at: float | None = None  # when every note was last made
+
+    def touched(self, symbol: str) -> None:
+        """An event about ``symbol``'s positions or orders."""
+        if self._symbols is not None:
+            self._symbols.add(symbol)
+
+    def everything(self) -> None:
+        """Events may have been lost: every note is due."""
+        self._symbols = None
+
+    def take(self, now: float, every_s: float, events_known: bool) -> set[str] | None:
+        """The ``refresh`` of a computation starting at ``now`` (None: every note), and start
+        gathering for the next; ``events_known``: every change comes as an event."""
+        symbols, self._symbols = self._symbols, set()
+        if symbols is None or not events_known or self._every_at is None or now - self._every_at >= every_s:
+            self._every_at = now
+            return None
+        return symbols
+
+
 BUCKET_PAIRS = 60
 """How many consecutive pairs of samples a :class:`PriceHistory` bucket sums (its window's slack)."""
 
@@ -457,9 +488,10 @@ def _same_items(items: Sequence[object], last: Sequence[object]) -> bool:
     return len(items) == len(last) and all(map(operator.is_, items, last))
 
 
-# What a position's stop note was made of (side, mark, stop, sigma), the start of its message, and
-# the note. One tuple of inputs: compared in one go, it is the cheapest test of a position unchanged.
-_StopEntry = tuple[tuple[Side, float, float | None, float | None], str, _Shown]
+# What a position's stop note was made of (side, mark, stop, sigma), the start of its message, the
+# note, and the position's size and signed notional then. One tuple of inputs: compared in one go,
+# it is the cheapest test of a position unchanged.
+_StopEntry = tuple[tuple[Side, float, float | None, float | None], str, _Shown, float, float]
 # What a symbol's exposure note was made of (net, gross, equity), and the note.
 _ExposureEntry = tuple[float, float, float, _Shown]
 
@@ -475,6 +507,8 @@ class _Computed:
     peak_equity: float
     thresholds: Thresholds
     rows: list[InsightRow]
+    complete: bool
+    """Every note was made at this state (not a refresh of some symbols)."""
 
     def holds(
         self,
@@ -507,6 +541,12 @@ class InsightsProvider:
     the same; the notes are sorted again only when one's place in the order changed; the orders are
     searched for stops again only when they, or the positions with no monitor's stop, changed; and the
     very same state, with no price seen since, gives the last rows.
+
+    A computation may also be asked to make again only the notes of the symbols an event was about
+    (``refresh``): the others keep the figures of their last computation, as a cached entry keeps
+    them until its TTL. At a thousand positions, every order or position event dropped the cached
+    notes, and each snapshot made two thousand notes again at the new marks (a third of a build),
+    though the event was about one symbol.
     """
 
     def __init__(self, history: int = 900, thresholds: Thresholds = Thresholds()) -> None:
@@ -555,11 +595,19 @@ class InsightsProvider:
         orders: Sequence[Order],
         wallets: Mapping[str, Wallet],
         known_stops: Mapping[tuple[str, str], float] | None = None,
+        refresh: Collection[str] | None = None,
     ) -> list[InsightRow]:
         """The snapshot's ``insights`` list for this state: the rows of :func:`risk_notes`' notes.
 
         ``known_stops`` ((account, symbol) -> SL price, from the TP/SL monitors) take precedence over
         the stops found among the open orders.
+
+        ``refresh``: the symbols whose notes are made at this state; None (the default) for all of
+        them. So are those of the symbols where a position opened, closed, turned, was resized or
+        had its stop changed since the last computation (an event lost is not a reason to show a
+        stale stop). A symbol's notes are made together; the other symbols keep theirs (stop and
+        exposure notes) as last computed. The concentration is made of the exposures as shown, and
+        the drawdown is always the current equity's.
         """
         self.observe_equity(wallets.values())
         equity = sum(w.equity for w in wallets.values())
@@ -569,6 +617,7 @@ class InsightsProvider:
         if (
             not self._moved
             and last is not None
+            and (last.complete or (refresh is not None and not refresh))  # notes made at this state
             and last.holds(positions, orders, wallets, known, self._peak_equity, thresholds)
         ):
             return list(last.rows)
@@ -580,8 +629,13 @@ class InsightsProvider:
         # A monitor's stop takes precedence: the orders are searched only for the other positions.
         unknown = [p for p in positions if (p.account, p.symbol) not in known]
         found, orders_read = self._stops_found(unknown, orders)
-        totals, stop_notes = self._stop_notes_of(positions, known, found, fresh)
-        shown = self._exposure_notes_of(totals, equity, fresh)
+        stops = {**found, **known}  # a monitor's stop first
+        due: set[str] | None = None
+        if not fresh and refresh is not None:
+            due = self._changed_symbols(positions, stops)
+            due.update(symbol for symbol in refresh if symbol not in due)
+        totals, stop_notes = self._stop_notes_of(positions, stops, fresh, due)
+        shown = self._exposure_notes_of(totals, equity, fresh, due)
         if self._concentration is not None:
             shown.append(self._concentration)
         shown += stop_notes
@@ -602,6 +656,7 @@ class InsightsProvider:
             self._peak_equity,
             thresholds,
             rows,
+            due is None,
         )
         return list(rows)
 
@@ -622,16 +677,37 @@ class InsightsProvider:
             self._triggers = (read, triggers)
         return _stops_among(held, triggers), read
 
+    def _changed_symbols(
+        self, positions: Sequence[Position], stops: Mapping[tuple[str, str], float]
+    ) -> set[str]:
+        """The symbols where a position opened, closed, turned, was resized or had its stop
+        changed since the last computation."""
+        last = self._stop_notes
+        changed: set[str] = set()
+        seen: set[tuple[str, str]] = set()
+        for position in positions:
+            side, size = position.side, position.size
+            if side is None or not size > 0:
+                continue
+            key = (position.account, position.symbol)
+            seen.add(key)
+            entry = last.get(key)
+            if entry is None or entry[0][0] is not side or entry[0][2] != stops.get(key) or entry[3] != size:
+                changed.add(position.symbol)
+        changed.update(symbol for _, symbol in last.keys() - seen)
+        return changed
+
     def _stop_notes_of(
         self,
         positions: Sequence[Position],
-        known: Mapping[tuple[str, str], float],
-        found: Mapping[tuple[str, str], float],
+        stops: Mapping[tuple[str, str], float],
         fresh: bool,
+        due: Container[str] | None,
     ) -> tuple[dict[str, tuple[float, float]], list[_Shown]]:
         """The open positions' stop notes, in their order, and their (net, gross) notional per
         symbol in one pass: a plain loop (no call, closure or tuple of inputs per position unless its
-        note is built again), as :func:`exposure_by_symbol` sums them, to the bit."""
+        note is built again), as :func:`exposure_by_symbol` sums them, to the bit. A position of a
+        symbol not ``due`` (when given) keeps its note and its notional as last computed."""
         thresholds, sigmas = self.thresholds, self._sigmas
         last: dict[tuple[str, str], _StopEntry] = self._stop_notes
         following: dict[tuple[str, str], _StopEntry] = {}
@@ -641,35 +717,42 @@ class InsightsProvider:
             side, size = position.side, position.size
             if side is None or not size > 0:  # not Position.is_open: a property call per position
                 continue
-            symbol, mark = position.symbol, position.mark_price
-            value = size * mark if side is Side.BUY else -size * mark  # notional(), the same floats
+            symbol, account = position.symbol, position.account
+            key = (account, symbol)
+            entry = last.get(key)
+            if entry is None or due is None or symbol in due:
+                stop = stops.get(key)
+                mark = position.mark_price
+                value = size * mark if side is Side.BUY else -size * mark  # notional(), the same floats
+                sigma = sigmas.get(symbol)
+                # The note shows the account, symbol (the key), side and mark, and nothing else of it.
+                inputs = (side, mark, stop, sigma)
+                if entry is None or fresh or entry[0] != inputs:
+                    if entry is not None and entry[0][0] is side:
+                        where, last_shown = entry[1], entry[2]
+                    else:
+                        where, last_shown = _where(account, symbol, side), None
+                    fields = _stop_fields(account, symbol, where, side, mark, stop, sigma, thresholds)
+                    entry = (inputs, where, _shown(fields, last_shown), size, value)
+                elif entry[3] != size:  # the same note; its notional is the new size's
+                    entry = (inputs, entry[1], entry[2], size, value)
+            value = entry[4]
             net, gross = totals.get(symbol, _NOTHING)
             totals[symbol] = (net + value, gross + abs(value))
-            account = position.account
-            key = (account, symbol)
-            stop = known.get(key)
-            if stop is None:
-                stop = found.get(key)
-            sigma = sigmas.get(symbol)
-            # The note shows the position's account, symbol (the key), side and mark, and nothing else of it.
-            inputs = (side, mark, stop, sigma)
-            entry = last.get(key)
-            if entry is None or fresh or entry[0] != inputs:
-                if entry is not None and entry[0][0] is side:
-                    where, last_shown = entry[1], entry[2]
-                else:
-                    where, last_shown = _where(account, symbol, side), None
-                fields = _stop_fields(account, symbol, where, side, mark, stop, sigma, thresholds)
-                entry = (inputs, where, _shown(fields, last_shown))
             following[key] = entry
             notes.append(entry[2])
         self._stop_notes = following  # the notes of positions no longer open are forgotten
         return totals, notes
 
     def _exposure_notes_of(
-        self, totals: dict[str, tuple[float, float]], equity: float, fresh: bool
+        self,
+        totals: dict[str, tuple[float, float]],
+        equity: float,
+        fresh: bool,
+        due: Container[str] | None,
     ) -> list[_Shown]:
-        """The exposure notes by symbol; the concentration note made again when a gross changed."""
+        """The exposure notes by symbol; the concentration note made again when a gross changed. A
+        symbol not ``due`` (when given) keeps its note (and the equity it was made with)."""
         thresholds = self.thresholds
         changed = fresh
         if totals.keys() != set(self._held):
@@ -680,7 +763,13 @@ class InsightsProvider:
         for symbol in self._held:
             net, gross = totals[symbol]
             entry = last.get(symbol)
-            if entry is None or fresh or entry[0] != net or entry[1] != gross or entry[2] != equity:
+            if (
+                entry is None
+                or fresh
+                or entry[0] != net
+                or entry[1] != gross
+                or (entry[2] != equity and (due is None or symbol in due))
+            ):
                 changed = changed or entry is None or entry[1] != gross
                 fields = _exposure_fields(symbol, net, gross, equity, thresholds)
                 entry = (net, gross, equity, _shown(fields, None if entry is None else entry[3]))

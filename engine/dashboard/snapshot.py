@@ -45,7 +45,17 @@ from engine.alerts.delivery import disabled_section as disabled_delivery
 from engine.alerts.price import PriceAlertManager
 from engine.core.clock import Clock, iso_utc, yield_to_loop
 from engine.core.link_ids import purpose_of
-from engine.core.models import Instrument, Order, Position, Ticker, VenueEvent, Wallet, round_to_step
+from engine.core.models import (
+    Execution,
+    Instrument,
+    Order,
+    Position,
+    StreamStatus,
+    Ticker,
+    VenueEvent,
+    Wallet,
+    round_to_step,
+)
 from engine.core.profile import Mode, Profile
 from engine.core.read_only import read_only
 from engine.core.row_memo import RowMemo, SortedRows
@@ -59,7 +69,7 @@ from engine.dashboard.cache import (
     account_key,
     market_key,
 )
-from engine.dashboard.insights import InsightsProvider
+from engine.dashboard.insights import InsightsProvider, NotesDue
 from engine.dashboard.schema import (
     SNAPSHOT_KEYS,
     AccountRow,
@@ -763,6 +773,8 @@ class Dashboard:
         self._market_memo: RowMemo[str, MarketRow] = RowMemo()
         self._unreachable: dict[str, str] = {}  # account -> why its venue cannot be read now
         self._events = 0  # venue events fed so far (see changes)
+        self._notes_due = NotesDue()  # the symbols whose risk notes are made again at the next load
+        self._notes_mode: Mode | None = None  # the cache_ttls mode of the last load
 
     @classmethod
     async def create(cls, sources: DashboardSources, profile: Profile) -> Dashboard:
@@ -780,6 +792,10 @@ class Dashboard:
         self.cache.on_event(event)
         if isinstance(event, Ticker):
             self.insights.observe(event)
+        elif isinstance(event, Order | Position | Execution):
+            self._notes_due.touched(event.symbol)
+        elif isinstance(event, StreamStatus) and event.gap:
+            self._notes_due.everything()
 
     async def follow(self, venue: Venue) -> None:
         """Feed :meth:`on_event` from a venue's event stream until cancelled (a background task)."""
@@ -1145,7 +1161,16 @@ class Dashboard:
             for m in self.sources.manager.monitors.values()
             if m.sl_price and m.sl_price > 0
         }
-        return self.insights.compute(view.positions, view.orders, view.wallets, monitor_stops)
+        # With event freshness (and the mode unchanged since the last load), the notes of the
+        # symbols no event was about since are kept, up to the notes' TTL (see NotesDue).
+        mode, last_mode = self.cache.mode, self._notes_mode
+        self._notes_mode = mode
+        refresh = self._notes_due.take(
+            self.sources.clock.monotonic(),
+            self.cache.ttl("ai_insights"),
+            self.cache.invalidation and mode is last_mode,
+        )
+        return self.insights.compute(view.positions, view.orders, view.wallets, monitor_stops, refresh)
 
     async def close(self) -> None:
         """Stop the loads in flight (engine stop)."""
