@@ -498,3 +498,35 @@ def test_patching_visits_only_the_rows_updated_and_agrees_with_the_reference() -
         assert changes == expected_changes and got == expected
         assert all(a is b for a, b in zip(got, expected, strict=True))
         assert (got is rows) == (expected is rows)
+
+
+async def test_lists_due_together_are_read_again_one_after_another() -> None:
+    """An account's positions and orders (and the other account's) are loaded together, so their
+    TTLs end together: re-read at once, at a thousand positions four lists of thousands of records
+    landed in one snapshot build (30-40 ms of it). One background re-read is in flight at a time;
+    the others are served meanwhile, and each starts once the one before has landed."""
+    clock = VirtualClock()
+    cache = streaming(make_cache(clock))  # optimized: orders and positions TTL 15 s
+    await cached(cache, ORDERS, [order("o0")])
+    await cached(cache, POSITIONS, [position("BTCUSDT", 1.0)])
+    clock.advance(15.5)  # both past their TTL, within the hard limit
+    orders_venue = GatedVenue([order("o0", price=111.0, updated=2.0)])
+    positions_venue = GatedVenue([position("BTCUSDT", 2.0, ts=2.0)])
+
+    assert ids(await at_once(clock, cache.get_or_load("orders", ORDERS, orders_venue.read))) == ["o0"]
+    served = await at_once(clock, cache.get_or_load("positions", POSITIONS, positions_venue.read))
+    assert [p.size for p in served] == [1.0]  # served as cached
+    await settle(clock)
+    assert (orders_venue.calls, positions_venue.calls) == (1, 0)  # one re-read in flight
+
+    orders_venue.gate.set()
+    await settle(clock)
+    fresh = await at_once(clock, cache.get_or_load("orders", ORDERS, orders_venue.read))
+    assert [o.price for o in fresh] == [111.0]
+    await at_once(clock, cache.get_or_load("positions", POSITIONS, positions_venue.read))
+    await settle(clock)
+    assert positions_venue.calls == 1  # its turn, once the orders landed
+    positions_venue.gate.set()
+    await settle(clock)
+    fresh_positions = await at_once(clock, cache.get_or_load("positions", POSITIONS, positions_venue.read))
+    assert [p.size for p in fresh_positions] == [2.0] and orders_venue.calls == 1
