@@ -18,7 +18,7 @@ import random
 import tracemalloc
 import warnings
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from cache_builders import counting_loader, make_cache
@@ -26,10 +26,9 @@ from test_dashboard import SimHost, open_position, sim
 
 from engine.core.clock import VirtualClock
 from engine.core.models import Instrument, Order, OrderStatus, OrderType, Position, Side, Ticker, Wallet
-from engine.core.row_memo import RowMemo
 from engine.dashboard.insights import BUCKET_PAIRS, InsightsProvider, PriceHistory, hourly_sigma
-from engine.dashboard.schema import PositionRow
-from engine.dashboard.snapshot import AccountParts, account_view, position_rows
+from engine.dashboard.schema import MonitorRow
+from engine.dashboard.snapshot import AccountParts, PositionRows, account_view, position_rows
 
 __all__ = ["sim"]  # the fixture, shared with test_dashboard
 
@@ -272,11 +271,26 @@ def changed_reads(
     return serial
 
 
+def monitor_row(tps_filled: int) -> MonitorRow:
+    """The part of a monitor's row a position row shows (a new object each time)."""
+    return cast(
+        MonitorRow,
+        {
+            "phase": "MONITORING",
+            "tps_filled": tps_filled,
+            "sl_price": 90.0,
+            "breakeven": False,
+            "urgency": None,
+        },
+    )
+
+
 def test_an_account_view_kept_from_build_to_build_is_the_one_made_from_scratch() -> None:
     rng = random.Random(29)
     instruments = {s: Instrument(s, 0.1, 0.01, 0.01, 100.0) for s in SYMBOLS[:6]}
     parts = AccountParts()
-    memo: RowMemo[tuple[str, str, str | None], PositionRow] = RowMemo()
+    memo = PositionRows()
+    monitors: dict[tuple[str, str, str | None], MonitorRow] = {}
     positions: dict[str, list[Position]] = {a: [] for a in ACCOUNTS}
     orders: dict[str, list[Order]] = {a: [] for a in ACCOUNTS}
     serial = 0
@@ -289,8 +303,15 @@ def test_an_account_view_kept_from_build_to_build_is_the_one_made_from_scratch()
         assert kept.symbols == {p.symbol for p in kept.positions} | {o.symbol for o in kept.orders}
         # The positions section at this build's marks (some moved, some not shown): kept rows too.
         marks = {(a, s): float(rng.randint(95, 105)) for a in ACCOUNTS for s in SYMBOLS if rng.random() < 0.5}
-        shown = position_rows(kept, marks, {}, instruments, memo)
-        assert shown == position_rows(kept, marks, {}, instruments)
+        if rng.random() < 0.3:  # a monitor's row changes (a new object), or a monitor comes or goes
+            p = rng.choice(kept.positions) if kept.positions else None
+            if p is not None and rng.random() < 0.2:
+                monitors.pop((p.account, p.symbol, p.side), None)
+            elif p is not None:
+                monitors[(p.account, p.symbol, p.side)] = monitor_row(rng.randint(0, 3))
+        shown = position_rows(kept, marks, monitors, instruments, memo)
+        assert shown == position_rows(kept, marks, monitors, instruments)
+        assert list(map(dict, shown)) == [dict(r) for r in position_rows(kept, marks, monitors, instruments)]
 
 
 def test_an_amended_order_is_placed_without_a_sort_and_the_other_rows_are_kept() -> None:
@@ -348,7 +369,7 @@ def test_a_row_shown_at_the_market_mark_is_kept_when_only_the_venues_mark_moved(
     1000 positions made every row again for it) changes no row shown at the market's mark: only
     its size and entry price are shown of it then. A row shown at the venue's mark follows it."""
     instruments = {s: Instrument(s, 0.1, 0.01, 0.01, 100.0) for s in SYMBOLS[:2]}
-    memo: RowMemo[tuple[str, str, str | None], PositionRow] = RowMemo()
+    memo = PositionRows()
     held = {"main": [position("main", s, 100.0) for s in SYMBOLS[:2]], "mirror": []}
     marks = {("main", SYMBOLS[0]): 101.0}  # the second is shown at its own (venue) mark
     first = position_rows(account_view(WALLETS, held, {}, instruments), marks, {}, instruments, memo)

@@ -305,40 +305,97 @@ def accounts_at(view: AccountView, rows: Iterable[VenuePositionRow]) -> dict[str
 def position_rows(
     view: AccountView,
     marks: Mapping[tuple[str, str], float],
-    monitors: Mapping[str, MonitorRow],
+    monitors: Mapping[tuple[str, str, str | None], MonitorRow],
     instruments: Mapping[str, Instrument],
-    memo: RowMemo[tuple[str, str, str | None], PositionRow] | None = None,
+    kept: PositionRows | None = None,
 ) -> list[PositionRow]:
     """The ``positions`` section: the view's rows at ``marks`` ((account, symbol) -> mark, where one
-    is to be shown) with their ``monitors`` (by key). With ``memo``, a row whose venue row, mark and
-    monitor row are the same as at the last build is that build's row (at a thousand positions a
-    refresh changes a few of them). A row shown at a mark shows none of the venue's own mark and
-    uPnL: only its size and entry price count then (a position update that moved the venue's mark of
-    every position changes none of those rows while the market's marks are the same)."""
+    is to be shown) with their ``monitors`` (by (account, symbol, side)). With ``kept``, the rows are
+    made from the last build's where they can be (:class:`PositionRows`): the same rows."""
+    if kept is not None:
+        return kept.rows(view, marks, monitors, instruments)
     rows: list[PositionRow] = []
-    append, mark_of, monitor_of, instrument_of = rows.append, marks.get, monitors.get, instruments.get
     for row in view.position_rows:
         account, symbol, side = row["account"], row["symbol"], row["side"]
-        mark = mark_of((account, symbol))
-        monitor = monitor_of(f"{account}:{symbol}:{side}")
-        if memo is None:
-            append(_shown_position_row(row, mark, monitor, instruments))
-            continue
-        key = (account, symbol, side)
-        inputs: tuple[object, ...] = (
-            (row, mark, monitor)
-            if mark is None
-            else (row["size"], row["entry_price"], mark, monitor, instrument_of(symbol))  # as _marked reads
-        )
-        shown = memo.reused(key, inputs)
-        append(
-            memo.keep(key, inputs, _shown_position_row(row, mark, monitor, instruments))
-            if shown is None
-            else shown
-        )
-    if memo is not None:
-        memo.end_pass()
+        mark = marks.get((account, symbol))
+        rows.append(_shown_position_row(row, mark, monitors.get((account, symbol, side)), instruments))
     return rows
+
+
+# A position's row as the last build made it: the venue row and monitor row it joins, the instrument
+# that rounds its mark, the two joined (a dict handed out only read-only), the mark shown, the row.
+_KeptPosition = tuple[
+    VenuePositionRow, MonitorRow | None, Instrument | None, PositionRow, float | None, PositionRow
+]
+
+
+class PositionRows:
+    """The ``positions`` section from one build to the next (:func:`position_rows` with ``kept``).
+
+    At a thousand positions every mark moves at every tick, so a build makes most rows again: each
+    row keeps its venue row joined with its monitor row, and a new mark costs a copy of that with two
+    figures set. A row whose venue row, monitor row and mark are the ones of the last build is that
+    build's row. A row shown at a mark shows none of the venue's own mark and uPnL, only its size and
+    entry price: a position update that moved the venue's mark of every position changes none of
+    those rows while the market's marks are the same. Rows of positions no longer listed are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str, str | None], _KeptPosition] = {}
+        self.built = 0
+        """Rows made (not reused) since the section was made."""
+
+    def rows(
+        self,
+        view: AccountView,
+        marks: Mapping[tuple[str, str], float],
+        monitors: Mapping[tuple[str, str, str | None], MonitorRow],
+        instruments: Mapping[str, Instrument],
+    ) -> list[PositionRow]:
+        """This build's section (see the class)."""
+        last, following = self._last, {}
+        rows: list[PositionRow] = []
+        append, mark_of, monitor_of, instrument_of = rows.append, marks.get, monitors.get, instruments.get
+        built = 0
+        for row in view.position_rows:
+            account, symbol, side = row["account"], row["symbol"], row["side"]
+            key = (account, symbol, side)
+            mark = mark_of((account, symbol))
+            monitor = monitor_of(key)
+            instrument = instrument_of(symbol)
+            kept = last.get(key)
+            if (
+                kept is None
+                or kept[1] is not monitor
+                or kept[2] is not instrument
+                or (
+                    kept[0] is not row
+                    and (
+                        mark is None
+                        or row["size"] != kept[0]["size"]
+                        or row["entry_price"] != kept[0]["entry_price"]
+                    )
+                )
+            ):
+                joined = with_monitor(row, monitor)  # the row at the venue's mark
+                kept = (row, monitor, instrument, joined, None, joined)
+                built += 1
+            if mark is None:
+                if kept[4] is not None:  # shown at a mark last time: at the venue's now
+                    kept = (kept[0], monitor, instrument, kept[3], None, kept[3])
+            elif kept[4] != mark:
+                venue, full = kept[0], kept[3].copy()
+                price = _on_tick(mark, instrument)
+                direction = -1.0 if venue["side"] == "Sell" else 1.0
+                full["mark_price"] = price  # keys already there keep their place
+                full["upnl"] = _money((price - venue["entry_price"]) * venue["size"] * direction)
+                kept = (venue, monitor, instrument, kept[3], mark, read_only(full))
+                built += 1
+            following[key] = kept
+            append(kept[5])
+        self._last = following
+        self.built += built
+        return rows
 
 
 def _shown_position_row(
@@ -769,7 +826,7 @@ class Dashboard:
         self._last_alerts: tuple[int, Sequence[AlertRow]] | None = None
         self._parts = AccountParts()  # each account's rows, reused while its reads are unchanged
         # The positions and market sections' rows, reused while what each shows is unchanged.
-        self._position_rows: RowMemo[tuple[str, str, str | None], PositionRow] = RowMemo()
+        self._position_rows = PositionRows()
         self._market_memo: RowMemo[str, MarketRow] = RowMemo()
         self._unreachable: dict[str, str] = {}  # account -> why its venue cannot be read now
         self._events = 0  # venue events fed so far (see changes)
@@ -895,7 +952,9 @@ class Dashboard:
         manager = sources.manager
         if monitors is None:
             monitors = manager.snapshot_monitors()
-        by_key = {m["key"]: m for m in monitors}
+        by_key: dict[tuple[str, str, str | None], MonitorRow] = {
+            (m["account"], m["symbol"], m["side"]): m for m in monitors
+        }
         data_at: dict[tuple[str, Any], float] = dict(view.data_at)
         ticker_at = {
             s: at for s in market if reads is not None and (at := reads.stored_at(market_key(s))) is not None
