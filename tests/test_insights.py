@@ -428,6 +428,10 @@ def test_a_refresh_of_some_symbols_makes_their_notes_at_the_current_state_and_ke
     moved = [
         position(p.symbol, p.side or Side.BUY, p.size, p.mark_price * 1.01, p.account) for p in positions
     ]
+    for symbol in ("AUSDT", "BUSDT"):  # new prices: their volatility moves (BUSDT's shows only later)
+        ticker = Ticker(symbol, 60.0, 60.0, 60.0, 60.0, 1000.0)
+        tickers.append(ticker)
+        provider.observe(ticker)
     rows = provider.compute(moved, [], {"main": wallet(990.0)}, stops, refresh={"AUSDT"})
     now = current(moved, 990.0)
     assert {_note_key(row) for row in rows} == now.keys()
@@ -456,9 +460,16 @@ def test_a_refresh_of_some_symbols_makes_their_notes_at_the_current_state_and_ke
     assert by_key[("exposure", None, "CUSDT")] == current(resized, 990.0)[("exposure", None, "CUSDT")]
     assert by_key[("stop_distance", "main", "BUSDT")] is first[("stop_distance", "main", "BUSDT")]
 
-    assert provider.compute(resized, [], {"main": wallet(990.0)}, stops) == list(
-        current(resized, 990.0).values()
-    )
+    closed = [replace(p, size=0.0) if (p.account, p.symbol) == ("mirror", "BUSDT") else p for p in resized]
+    rows = provider.compute(closed, [], {"main": wallet(990.0)}, stops, refresh=set())
+    by_key = {_note_key(row): row for row in rows}
+    now = current(closed, 990.0)
+    # Closed with no event said: its symbol's notes are made again, at the positions left.
+    assert ("stop_distance", "mirror", "BUSDT") not in by_key
+    assert by_key[("exposure", None, "BUSDT")] == now[("exposure", None, "BUSDT")]
+    assert by_key[("stop_distance", "main", "BUSDT")] == now[("stop_distance", "main", "BUSDT")]
+
+    assert provider.compute(closed, [], {"main": wallet(990.0)}, stops) == list(now.values())
 
 
 def wallet(equity: float) -> Wallet:

@@ -615,15 +615,12 @@ class InsightsProvider:
         thresholds = self.thresholds
         last = self._last
         if (
-            not self._moved
-            and last is not None
-            and (last.complete or (refresh is not None and not refresh))  # notes made at this state
+            last is not None
+            # Nothing due (the same state makes no note), or every note made with no price since.
+            and ((refresh is not None and not refresh) or (last.complete and not self._moved))
             and last.holds(positions, orders, wallets, known, self._peak_equity, thresholds)
         ):
             return list(last.rows)
-        for symbol in self._moved:
-            self._sigmas[symbol] = self.sigma(symbol)
-        self._moved.clear()
         fresh = thresholds != self._thresholds_used  # every note is made again (its row kept if equal)
         self._thresholds_used = thresholds
         # A monitor's stop takes precedence: the orders are searched only for the other positions.
@@ -634,6 +631,12 @@ class InsightsProvider:
         if not fresh and refresh is not None:
             due = self._changed_symbols(positions, stops)
             due.update(symbol for symbol in refresh if symbol not in due)
+        # The volatility of a symbol with new prices, for the notes made now (a thousand figures
+        # at every tick otherwise, most of them for notes kept).
+        moved = self._moved if due is None else self._moved & due
+        for symbol in moved:
+            self._sigmas[symbol] = self.sigma(symbol)
+        self._moved = set() if due is None else self._moved - moved
         totals, stop_notes = self._stop_notes_of(positions, stops, fresh, due)
         shown = self._exposure_notes_of(totals, equity, fresh, due)
         if self._concentration is not None:
@@ -682,19 +685,24 @@ class InsightsProvider:
     ) -> set[str]:
         """The symbols where a position opened, closed, turned, was resized or had its stop
         changed since the last computation."""
-        last = self._stop_notes
+        last, get, stop_of = self._stop_notes, self._stop_notes.get, stops.get
         changed: set[str] = set()
-        seen: set[tuple[str, str]] = set()
+        kept = 0  # open positions noted before: all of them are still open when as many as noted
         for position in positions:
             side, size = position.side, position.size
             if side is None or not size > 0:
                 continue
             key = (position.account, position.symbol)
-            seen.add(key)
-            entry = last.get(key)
-            if entry is None or entry[0][0] is not side or entry[0][2] != stops.get(key) or entry[3] != size:
+            entry = get(key)
+            if entry is None:
                 changed.add(position.symbol)
-        changed.update(symbol for _, symbol in last.keys() - seen)
+                continue
+            kept += 1
+            if entry[0][0] is not side or entry[0][2] != stop_of(key) or entry[3] != size:
+                changed.add(position.symbol)
+        if kept != len(last):  # some closed: their symbols (a position is listed once)
+            still = {(p.account, p.symbol) for p in positions if p.side is not None and p.size > 0}
+            changed.update(symbol for _, symbol in last.keys() - still)
         return changed
 
     def _stop_notes_of(
