@@ -805,6 +805,16 @@ class DashboardSources:
     """Alert delivery's section (``AlertDelivery.snapshot``); None when no sink is enabled."""
 
 
+@dataclass(frozen=True, slots=True)
+class PositionsShown:
+    """The positions and accounts sections of a snapshot, and when the data they show was stored."""
+
+    positions: list[PositionRow]
+    accounts: Mapping[str, AccountRow]
+    data_at: DataTimes
+    streams: Mapping[str, StreamRow]
+
+
 class Dashboard:
     """Builds :class:`DashboardSnapshot` s of an engine (its :class:`DashboardSources`) through its
     :class:`DashboardCache`."""
@@ -902,8 +912,18 @@ class Dashboard:
         await turn()
         market_rows = self._market_rows(market)
         await turn()
+        shown = self._positions_shown(view, market, reads, monitors, mark=optimized)
+        await turn()
         composed = self._compose(
-            view, market, stats, insights, reads, mark=optimized, monitors=monitors, market_rows=market_rows
+            view,
+            market,
+            stats,
+            insights,
+            reads,
+            mark=optimized,
+            monitors=monitors,
+            market_rows=market_rows,
+            shown=shown,
         )
         return await freeze_yielding(composed, turn)
 
@@ -941,17 +961,79 @@ class Dashboard:
         mark: bool,
         monitors: list[MonitorRow] | None = None,
         market_rows: dict[str, MarketRow] | None = None,
+        shown: PositionsShown | None = None,
     ) -> Snapshot:
-        """The snapshot of what was read (``monitors`` and ``market_rows``: those sections when made
-        already, each in a turn of the loop of its own); ``reads``: the entries the market section
-        was read from (when each ticker was stored). With ``mark`` (optimized) the positions are marked to the
-        market's prices, and the accounts' uPnL is their positions': always while a connected stream
-        writes the tickers through (one source for every price on screen), and otherwise where the
-        ticker is newer than the position's own read (never an older price than before)."""
+        """The snapshot of what was read (``monitors``, ``market_rows`` and ``shown``: those sections
+        when made already, each in a turn of the loop of its own); ``reads``: the entries the market
+        section was read from (when each ticker was stored); ``mark``: see :meth:`_positions_shown`."""
         sources = self.sources
         manager = sources.manager
         if monitors is None:
             monitors = manager.snapshot_monitors()
+        if shown is None:
+            shown = self._positions_shown(view, market, reads, monitors, mark=mark)
+        return {
+            "time": iso_utc(sources.clock.now()),
+            "venue": sources.venue_label,
+            "engine_state": sources.engine_state(),
+            "profile": self.profile.states(),
+            "accounts": shown.accounts,
+            "positions": shown.positions,
+            "orders": view.order_rows,
+            "monitors": monitors,
+            "ledger": self._ledger_section(),
+            "stats": stats.totals,
+            "market": self._market_rows(market) if market_rows is None else market_rows,
+            "insights": insights,
+            "cache": self.cache.metrics(),
+            "persistence": persistence_row(sources.store.metrics()),
+            "api_calls": {name: venue.calls.as_dict() for name, venue in sources.venues.items()},
+            "alerts": self._alerts_section(),
+            "streams": shown.streams,
+            "price_alerts": sources.price_alerts.snapshot(),
+            "scheduler": manager.scheduler.stats(),
+            "monitoring": manager.snapshot_monitoring(),
+            "api_budget": {
+                name: venue.budget.row()
+                for name, venue in sources.venues.items()
+                if isinstance(venue, VenueGateway)
+            },
+            "mirror": (
+                sources.mirror()
+                if sources.mirror is not None
+                else disabled_section(str(sources.settings.get("mirror.sizing")))
+            ),
+            "statistics": stats.statistics,
+            "alert_delivery": (
+                sources.alert_delivery()
+                if sources.alert_delivery is not None
+                else disabled_delivery(float(sources.settings.get("alerts.cooldown_s")))
+            ),
+            "data_age": data_age(
+                shown.data_at,
+                sources.clock.monotonic(),
+                shown.streams,
+                next(iter(sources.venues), None),
+                self.cache.invalidation,
+            ),
+        }
+
+    def _positions_shown(
+        self,
+        view: AccountView,
+        market: Mapping[str, Ticker],
+        reads: Reads | None,
+        monitors: Sequence[MonitorRow],
+        *,
+        mark: bool,
+    ) -> PositionsShown:
+        """The positions and accounts sections, and when what they show was stored. With ``mark``
+        (optimized) the positions are marked to the market's prices, and the accounts' uPnL is their
+        positions': always while a connected stream writes the tickers through (one source for every
+        price on screen), and otherwise where the ticker is newer than the position's own read (never
+        an older price than before)."""
+        sources = self.sources
+        manager = sources.manager
         by_key: dict[tuple[str, str, str | None], MonitorRow] = {
             (m["account"], m["symbol"], m["side"]): m for m in monitors
         }
@@ -978,51 +1060,7 @@ class Dashboard:
         positions = position_rows(view, marks, by_key, self._instruments, self._position_rows)
         # Marked to the market, each account's uPnL is the sum of its positions' as shown.
         accounts = accounts_at(view, positions) if mark else view.accounts
-        return {
-            "time": iso_utc(sources.clock.now()),
-            "venue": sources.venue_label,
-            "engine_state": sources.engine_state(),
-            "profile": self.profile.states(),
-            "accounts": accounts,
-            "positions": positions,
-            "orders": view.order_rows,
-            "monitors": monitors,
-            "ledger": self._ledger_section(),
-            "stats": stats.totals,
-            "market": self._market_rows(market) if market_rows is None else market_rows,
-            "insights": insights,
-            "cache": self.cache.metrics(),
-            "persistence": persistence_row(sources.store.metrics()),
-            "api_calls": {name: venue.calls.as_dict() for name, venue in sources.venues.items()},
-            "alerts": self._alerts_section(),
-            "streams": streams,
-            "price_alerts": sources.price_alerts.snapshot(),
-            "scheduler": manager.scheduler.stats(),
-            "monitoring": manager.snapshot_monitoring(),
-            "api_budget": {
-                name: venue.budget.row()
-                for name, venue in sources.venues.items()
-                if isinstance(venue, VenueGateway)
-            },
-            "mirror": (
-                sources.mirror()
-                if sources.mirror is not None
-                else disabled_section(str(sources.settings.get("mirror.sizing")))
-            ),
-            "statistics": stats.statistics,
-            "alert_delivery": (
-                sources.alert_delivery()
-                if sources.alert_delivery is not None
-                else disabled_delivery(float(sources.settings.get("alerts.cooldown_s")))
-            ),
-            "data_age": data_age(
-                data_at,
-                sources.clock.monotonic(),
-                streams,
-                market_account,
-                self.cache.invalidation,
-            ),
-        }
+        return PositionsShown(positions, accounts, data_at, streams)
 
     def _symbols(self) -> list[str]:
         """The symbols read one by one in the baseline: configured, held, and monitored."""
