@@ -586,3 +586,29 @@ async def test_each_long_piece_of_a_snapshot_takes_a_turn_of_the_loop_of_its_own
     assert pieces == ["_market_rows", "_positions_shown", "_compose"]
     for piece in pieces:  # each one right after a turn
         assert steps[steps.index(piece) - 1] == "turn"
+
+
+async def test_risk_notes_that_failed_to_be_made_are_all_made_at_the_next_snapshot(
+    sim: SimHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The symbols an event named are taken for a computation: if it fails, none is lost."""
+    dashboard = sim.dashboard
+    assert dashboard is not None
+    await open_position(sim, "main", "BTCUSDT", 0.01)
+    await snapshot(sim)
+    compute = dashboard.insights.compute
+    asked: list[object] = []
+
+    def failing_once(*args: Any) -> Any:
+        asked.append(args[4])
+        if len(asked) == 1:
+            raise RuntimeError("a defect in the notes")
+        return compute(*args)
+
+    monkeypatch.setattr(dashboard.insights, "compute", failing_once)
+    await open_position(sim, "main", "ETHUSDT", 0.1)  # an event: ETHUSDT's notes are due
+    with pytest.raises(RuntimeError, match="a defect"):
+        await snapshot(sim)
+    assert asked[0] is not None and "ETHUSDT" in asked[0]  # type: ignore[operator]
+    await snapshot(sim)
+    assert asked[1] is None  # every note, the ones taken by the failed computation included

@@ -1267,7 +1267,11 @@ class Dashboard:
             self.cache.ttl("ai_insights"),
             self.cache.invalidation and mode is last_mode,
         )
-        return self.insights.compute(view.positions, view.orders, view.wallets, monitor_stops, refresh)
+        try:
+            return self.insights.compute(view.positions, view.orders, view.wallets, monitor_stops, refresh)
+        except BaseException:
+            self._notes_due.everything()  # the symbols taken were not made: the next one makes all
+            raise
 
     async def close(self) -> None:
         """Stop the loads in flight (engine stop)."""
