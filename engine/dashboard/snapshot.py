@@ -384,12 +384,9 @@ class PositionRows:
                 if kept[4] is not None:  # shown at a mark last time: at the venue's now
                     kept = (kept[0], monitor, instrument, kept[3], None, kept[3])
             elif kept[4] != mark:
-                venue, full = kept[0], kept[3].copy()
-                price = _on_tick(mark, instrument)
-                direction = -1.0 if venue["side"] == "Sell" else 1.0
-                full["mark_price"] = price  # keys already there keep their place
-                full["upnl"] = _money((price - venue["entry_price"]) * venue["size"] * direction)
-                kept = (venue, monitor, instrument, kept[3], mark, read_only(full))
+                full = kept[3].copy()
+                full["mark_price"], full["upnl"] = _marked(kept[0], mark, instrument)  # keys keep their place
+                kept = (kept[0], monitor, instrument, kept[3], mark, read_only(full))
                 built += 1
             following[key] = kept
             append(kept[5])
