@@ -26,6 +26,7 @@ from test_dashboard import SimHost, open_position, sim
 
 from engine.core.clock import VirtualClock
 from engine.core.models import Instrument, Order, OrderStatus, OrderType, Position, Side, Ticker, Wallet
+from engine.dashboard import snapshot as snapshot_module
 from engine.dashboard.insights import BUCKET_PAIRS, InsightsProvider, PriceHistory, hourly_sigma
 from engine.dashboard.schema import MonitorRow
 from engine.dashboard.snapshot import AccountParts, PositionRows, account_view, position_rows
@@ -382,3 +383,23 @@ def test_a_row_shown_at_the_market_mark_is_kept_when_only_the_venues_mark_moved(
     view = account_view(WALLETS, grown, {}, instruments)
     third = position_rows(view, marks, {}, instruments, memo)
     assert third == position_rows(view, marks, {}, instruments) and third[0]["size"] == 3.0
+
+
+def test_an_accounts_rows_are_made_once_not_at_every_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new part made an account's rows object and dropped it (a reference cycle through its
+    bound methods: garbage only the collector frees, a few lists each, at every build)."""
+    made: list[object] = []
+    original = snapshot_module._AccountRows
+
+    def counted() -> object:
+        rows = original()
+        made.append(rows)
+        return rows
+
+    monkeypatch.setattr(snapshot_module, "_AccountRows", counted)
+    parts = AccountParts()
+    positions = {"main": [position("main", s, 100.0) for s in SYMBOLS[:3]], "mirror": []}
+    for step in range(5):
+        moved = {"main": [replace(p, size=p.size + step) for p in positions["main"]], "mirror": []}
+        account_view(WALLETS, moved, {}, {}, parts=parts)
+    assert len(made) == 2  # one per account

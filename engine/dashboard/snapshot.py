@@ -696,7 +696,9 @@ class AccountParts:
         last = self._last.get(account)
         if last is not None and last[0] is positions and last[1] is orders and last[2] == len(instruments):
             return last[3]
-        rows = self._rows.setdefault(account, _AccountRows())
+        rows = self._rows.get(account)
+        if rows is None:  # made once: setdefault's default would be made (and dropped) at every part
+            rows = self._rows[account] = _AccountRows()
         part = account_part(positions, orders, instruments, rows)
         self._last[account] = (positions, orders, len(instruments), part)
         return part
