@@ -10,6 +10,7 @@ owned and mutated by exactly one component (the simulator's book, a monitor).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import IntEnum, StrEnum
@@ -29,7 +30,7 @@ _BOUNDARY_MARGIN = 1e-9
 """How close (relative to the quotient, at least absolute) to a rounding boundary a quotient in
 floats is handed to Decimal: the float quotient's error is ~1e-15 relative, this is a million times it."""
 
-_FLOOR_CEIL: dict[RoundingMode, Any] = {"down": math.floor, "up": math.ceil}
+_FLOOR_CEIL: dict[RoundingMode, Callable[[float], int]] = {"down": math.floor, "up": math.ceil}
 
 
 def round_to_step(value: float, step: float, mode: RoundingMode = "nearest") -> float:

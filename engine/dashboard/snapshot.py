@@ -342,8 +342,6 @@ class PositionRows:
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, str, str | None], _KeptPosition] = {}
-        self.built = 0
-        """Rows made (not reused) since the section was made."""
 
     def rows(
         self,
@@ -356,7 +354,6 @@ class PositionRows:
         last, following = self._last, {}
         rows: list[PositionRow] = []
         append, mark_of, monitor_of, instrument_of = rows.append, marks.get, monitors.get, instruments.get
-        built = 0
         for row in view.position_rows:
             account, symbol, side = row["account"], row["symbol"], row["side"]
             key = (account, symbol, side)
@@ -379,7 +376,6 @@ class PositionRows:
             ):
                 joined = with_monitor(row, monitor)  # the row at the venue's mark
                 kept = (row, monitor, instrument, joined, None, joined)
-                built += 1
             if mark is None:
                 if kept[4] is not None:  # shown at a mark last time: at the venue's now
                     kept = (kept[0], monitor, instrument, kept[3], None, kept[3])
@@ -387,11 +383,9 @@ class PositionRows:
                 full = kept[3].copy()
                 full["mark_price"], full["upnl"] = _marked(kept[0], mark, instrument)  # keys keep their place
                 kept = (kept[0], monitor, instrument, kept[3], mark, read_only(full))
-                built += 1
             following[key] = kept
             append(kept[5])
         self._last = following
-        self.built += built
         return rows
 
 
