@@ -44,6 +44,7 @@ from console.screens.rollback import RollbackScreen
 from console.screens.statistics import StatisticsScreen
 from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
+from console.strip_cycles import keep_strips_acyclic
 from console.terminal import ConsoleDriver, TerminalLost
 from console.view_model import (
     ACCOUNT_COLUMNS,
@@ -178,6 +179,7 @@ class OperatorConsole(App[int]):
         handle_signals: bool = False,
         engine_thread: bool | None = None,
     ) -> None:
+        keep_strips_acyclic()  # the compositor's lines, freed when dropped (see console.strip_cycles)
         super().__init__()
         self.settings = settings
         self.state_dir = state_dir
