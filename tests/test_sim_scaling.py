@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +26,7 @@ from engine.core.clock import VirtualClock
 from engine.core.models import (
     AmendRequest,
     CancelRequest,
+    Execution,
     OrderRequest,
     OrderType,
     Side,
@@ -257,37 +260,95 @@ def test_a_tick_orders_only_the_orders_it_reached(tmp_path: Path, monkeypatch: p
     assert [f.order_id for f in fills] == [orders[0].order_id, orders[1].order_id]
 
 
-def test_wallet_pushes_between_two_changes_add_the_account_up_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every acknowledged action pushes the account's wallet. Between two price moves, actions on
-    other accounts' (or no) symbols add the account's figures up once, not three times per push
-    (at a thousand positions, most of what an action cost); a touched symbol or a tick adds them
-    up again, and the figures are always the fresh ones."""
+class Passes(dict[str, Any]):
+    """A dict that counts the passes over all of it (iterations, ``items()``, ``values()``)."""
+
+    passes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        self.passes += 1
+        return super().__iter__()
+
+    def items(self) -> Any:
+        self.passes += 1
+        return super().items()
+
+    def values(self) -> Any:
+        self.passes += 1
+        return super().values()
+
+
+def test_wallet_pushes_between_two_price_moves_work_out_the_touched_symbols_only(tmp_path: Path) -> None:
+    """Every acknowledged action checks the margin and pushes the account's wallet. Between two price
+    moves, that works out the figures of the symbols the action touched, never a pass over every
+    position or every symbol's orders (at a thousand positions, most of what an action cost); a
+    tick marks every position. The figures are always the fresh ones."""
     clock, exchange, listed = resting_book(tmp_path, (5,))
+    for symbol in listed[:30]:  # open positions too, for the uPnL
+        step = exchange.instruments[symbol].qty_step
+        qty = round(step * math.ceil(6.0 / exchange.ticker(symbol).last / step), 8)
+        exchange.place("main", OrderRequest(symbol, Side.BUY, OrderType.MARKET, qty))
     account = exchange._account("main")
-    added = [0]
-    original = type(account).upnl
-
-    def counting(self: object, marks: object) -> object:
-        added[0] += 1
-        return original(self, marks)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(type(account), "upnl", counting)
+    account.positions = Passes(account.positions)
+    account._by_symbol = Passes(account._by_symbol)
+    positions, books = account.positions, account._by_symbol
     clock.advance(1.0)
-    exchange.step()  # new marks (a calm tick: nothing of the account's moved, no push)
-    added[0] = 0
-    for _ in range(5):
-        exchange.wallet("main")
-    assert added[0] == 1  # before: twice per push
-    target = exchange.open_orders("main", listed[3])[0]
-    exchange.cancel("main", CancelRequest(target.symbol, order_id=target.order_id))
+    exchange.step()  # new marks (the tick's matching passes over the books)
+    check_sums(exchange)
+    passes = (positions.passes, books.passes)
+    exchange.wallet("main")  # the new marks, worked out by check_sums already
+    for symbol in (listed[3], listed[100]):  # one with a position, one with only its order
+        target = exchange.open_orders("main", symbol)[0]
+        exchange.cancel("main", CancelRequest(target.symbol, order_id=target.order_id))
+        for _ in range(3):
+            exchange.wallet("main")
+    assert (positions.passes, books.passes) == passes
     check_sums(exchange)  # a touched symbol: the figures are the fresh ones
     clock.advance(1.0)
-    exchange.step()
-    check_sums(exchange)  # new marks: the same
-    added[0] = 0
-    for _ in range(5):
-        exchange.wallet("main")
-    assert added[0] <= 1
+    before = positions.passes
+    exchange.step()  # new marks: every position marked, by the tick
+    assert positions.passes > before
+    before = positions.passes
+    exchange.wallet("main")
+    exchange.wallet("main")
+    assert positions.passes == before
+    check_sums(exchange)
+
+
+def test_a_fill_reaches_its_push_without_a_pass_over_the_accounts_positions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick marks every account to market before it matches: the push a fill ends with adds only
+    the filled symbol's change to the wallet, so nothing proportional to the account's positions
+    stands between the fill and the engine hearing of it (at a thousand positions, 3 ms of every
+    reaction to a fill)."""
+    _clock, exchange, listed = resting_book(tmp_path, (5,))
+    for symbol in listed[:30]:
+        step = exchange.instruments[symbol].qty_step
+        qty = round(step * math.ceil(6.0 / exchange.ticker(symbol).last / step), 8)
+        exchange.place("main", OrderRequest(symbol, Side.BUY, OrderType.MARKET, qty))
+    exchange.subscribe("main")
+    account = exchange._account("main")
+    account.positions = Passes(account.positions)
+    positions = account.positions
+    at_match: list[int] = []
+    at_push: list[int] = []
+    match, publish = Matcher.match, exchange._hub.publish
+
+    def matching(self: Matcher, *args: Any) -> None:
+        at_match.append(positions.passes)
+        match(self, *args)
+
+    def pushing(name: str, events: Any, ts: float) -> None:
+        if any(isinstance(e, Execution) for e in events):
+            at_push.append(positions.passes)
+        publish(name, events, ts)
+
+    monkeypatch.setattr(Matcher, "match", matching)
+    monkeypatch.setattr(exchange._hub, "publish", pushing)
+    target = exchange.open_orders("main", listed[3])[0]
+    assert target.price is not None
+    exchange.set_price(listed[3], target.price * 0.99)  # through the resting buy
+    assert at_push, "the resting buy filled"
+    assert at_push == at_match[-1:]
     check_sums(exchange)

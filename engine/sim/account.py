@@ -81,10 +81,16 @@ class SimAccount:
     _reach: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _ranks: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _next_rank: int = field(default=0, repr=False, compare=False)
-    _touches: int = field(default=0, repr=False, compare=False)
-    _sums: tuple[Mapping[str, float], int, tuple[Decimal, Decimal, Decimal]] | None = field(
-        default=None, repr=False, compare=False
-    )
+    # The sums over every symbol, kept up to date symbol by symbol: a touched symbol's cached
+    # figures leave the totals at once and come back, worked out again, at the next sum.
+    _position_margin_total: Decimal = field(default=ZERO, repr=False, compare=False)
+    _order_margin_total: Decimal = field(default=ZERO, repr=False, compare=False)
+    _upnl_total: Decimal = field(default=ZERO, repr=False, compare=False)
+    _upnl_marks: Mapping[str, float] | None = field(default=None, repr=False, compare=False)
+    """The marks ``_upnl_total`` is at (None: not worked out yet)."""
+    _margin_stale: set[str] | None = field(default=None, repr=False, compare=False)
+    """Symbols whose margins are not in the totals (None: none are; every symbol's to work out)."""
+    _upnl_stale: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for order in self.orders.values():
@@ -94,10 +100,19 @@ class SimAccount:
     def touch(self, symbol: str) -> None:
         """``symbol``'s orders, position or leverage changed: drop its cached sums, journal it next."""
         self.dirty.add(symbol)
-        self._touches += 1
-        self._order_margin.pop(symbol, None)
-        self._position_margin.pop(symbol, None)
-        self._upnl.pop(symbol, None)
+        if self._margin_stale is not None:
+            margin = self._order_margin.pop(symbol, None)
+            if margin is not None:
+                self._order_margin_total -= margin
+            margin = self._position_margin.pop(symbol, None)
+            if margin is not None:
+                self._position_margin_total -= margin
+            self._margin_stale.add(symbol)
+        upnl = self._upnl.pop(symbol, None)
+        if self._upnl_marks is not None:
+            if upnl is not None:
+                self._upnl_total -= upnl[1]
+            self._upnl_stale.add(symbol)
         self._reach.pop(symbol, None)
 
     def add_order(self, order: WorkingOrder) -> None:
@@ -199,41 +214,63 @@ class SimAccount:
 
     # --- margin ------------------------------------------------------------------------------
     def upnl(self, marks: Mapping[str, float]) -> Decimal:
-        total = ZERO
-        for symbol, state in self.positions.items():
-            if not state.size:
-                continue
-            mark = marks[symbol]
-            cached = self._upnl.get(symbol)
-            if cached is None or cached[0] != mark:
-                cached = self._upnl[symbol] = (mark, unrealised_pnl(state.size, state.entry, dec(mark)))
-            total += cached[1]
-        return total
+        """Unrealised PnL of every position at ``marks``.
+
+        Worked out for every position when the marks are a new mapping (the feed's, never changed once
+        handed out: a price moved), else only for the positions touched since. At a thousand positions
+        the first is the tick's mark-to-market; an action's wallet push is the second."""
+        if marks is not self._upnl_marks:
+            total = ZERO
+            cache = self._upnl
+            for symbol, state in self.positions.items():
+                if not state.size:
+                    continue
+                mark = marks[symbol]
+                cached = cache.get(symbol)
+                if cached is None or cached[0] != mark:
+                    cached = cache[symbol] = (mark, unrealised_pnl(state.size, state.entry, dec(mark)))
+                total += cached[1]
+            self._upnl_total, self._upnl_marks = total, marks
+            self._upnl_stale.clear()
+        elif self._upnl_stale:
+            for symbol in self._upnl_stale:
+                touched = self.positions.get(symbol)
+                if touched is not None and touched.size:
+                    mark = marks[symbol]
+                    value = unrealised_pnl(touched.size, touched.entry, dec(mark))
+                    self._upnl[symbol] = (mark, value)
+                    self._upnl_total += value
+            self._upnl_stale.clear()
+        return self._upnl_total
 
     def position_margin(self) -> Decimal:
-        total = ZERO
-        for symbol, state in self.positions.items():
-            if not state.size:
-                continue
-            margin = self._position_margin.get(symbol)
-            if margin is None:
-                margin = self._position_margin[symbol] = initial_margin(
-                    state.size, state.entry, self.leverage_of(symbol)
-                )
-            total += margin
-        return total
+        """Initial margin of every open position."""
+        self._settle_margins()
+        return self._position_margin_total
 
     def order_margin(self) -> Decimal:
         """Margin held by resting limit orders that may open positions (reduce-only ones hold none)."""
-        total = ZERO
-        for symbol, orders in self._by_symbol.items():
-            if not orders:
-                continue
-            margin = self._order_margin.get(symbol)
-            if margin is None:
-                margin = self._order_margin[symbol] = self._symbol_order_margin(orders.values())
-            total += margin
-        return total
+        self._settle_margins()
+        return self._order_margin_total
+
+    def _settle_margins(self) -> None:
+        """Bring the margin totals up to date: every symbol's the first time, then the touched ones'."""
+        stale = self._margin_stale
+        if stale is not None and not stale:
+            return
+        symbols: Iterable[str] = set(self.positions) | set(self._by_symbol) if stale is None else stale
+        for symbol in symbols:
+            state = self.positions.get(symbol)
+            if state is not None and state.size:
+                margin = initial_margin(state.size, state.entry, self.leverage_of(symbol))
+                self._position_margin[symbol] = margin
+                self._position_margin_total += margin
+            orders = self._by_symbol.get(symbol)
+            if orders:
+                margin = self._symbol_order_margin(orders.values())
+                self._order_margin[symbol] = margin
+                self._order_margin_total += margin
+        self._margin_stale = set()
 
     def _symbol_order_margin(self, orders: Iterable[WorkingOrder]) -> Decimal:
         total = ZERO
@@ -252,16 +289,12 @@ class SimAccount:
         )
 
     def sums(self, marks: Mapping[str, float]) -> tuple[Decimal, Decimal, Decimal]:
-        """uPnL at ``marks``, position margin and order margin: the last ones again while the marks
-        are the same mapping (the feed's, never changed once handed out) and no symbol was touched
-        since. Each acknowledged action pushes the wallet: at a thousand positions, adding up a
-        thousand cached figures three times per action was most of what an action cost."""
-        last = self._sums
-        if last is not None and last[0] is marks and last[1] == self._touches:
-            return last[2]
-        figures = (self.upnl(marks), self.position_margin(), self.order_margin())
-        self._sums = (marks, self._touches, figures)
-        return figures
+        """uPnL at ``marks``, position margin and order margin. Each is kept as a total that a touched
+        symbol leaves and comes back to: every acknowledged action pushes the wallet and checks the
+        available margin, and at a thousand positions adding up a thousand cached figures three
+        times per action was most of what an action cost. (The figures are rounded to 8 decimals,
+        so a total kept this way is the sum afresh to the digit: :meth:`uncached_sums`.)"""
+        return self.upnl(marks), self.position_margin(), self.order_margin()
 
     def available(self, marks: Mapping[str, float]) -> Decimal:
         """Equity minus the initial margin of positions and resting orders (may be negative)."""

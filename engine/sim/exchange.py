@@ -253,8 +253,10 @@ class SimExchange:
 
     # --- market ------------------------------------------------------------------------------
     def step(self) -> None:
-        """One feed tick: move every price, publish the tickers, then match every account."""
+        """One feed tick: move every price, mark every account to market, publish the tickers, then
+        match every account."""
         self._feed.step()
+        self._mark_to_market()
         now = self.clock.now()
         self._hub.broadcast(self._feed.tickers(now), now)
         self._match_all()
@@ -270,6 +272,7 @@ class SimExchange:
             self._matcher.instrument(symbol)
         for symbol, price in last.items():
             self._feed.set_price(symbol, price, (mark or {}).get(symbol))
+        self._mark_to_market()
         now = self.clock.now()
         self._hub.broadcast([self._feed.ticker(symbol, now) for symbol in last], now)
         self._match_all()
@@ -332,6 +335,15 @@ class SimExchange:
             self.on_alert(report.severity, report.message)  # the alert bus logs it too
         else:
             log.log(level, "%s", report.message)
+
+    def _mark_to_market(self) -> None:
+        """Every account's uPnL at the new marks, as the prices move and before anything fills: a
+        fill's push then adds only its own symbols' change to the wallet it closes with. Worked out
+        after the matching instead, a thousand positions' uPnL (3 ms an account) held every fill of
+        the tick from the engine."""
+        marks = self._feed.marks()
+        for account in self._accounts.values():
+            account.upnl(marks)
 
     def _match_all(self) -> None:
         changed: dict[str, list[VenueEvent]] = {}
