@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from engine.core.models import Execution, OrderType, Position, Side, Wallet
+from engine.core.models import Execution, Order, OrderType, Position, Side, Wallet
 from engine.sim.fills import dec, money
 from engine.sim.ledger import ZERO, initial_margin, unrealised_pnl
 from engine.sim.orders import WorkingOrder
@@ -79,6 +79,8 @@ class SimAccount:
     _position_margin: dict[str, Decimal] = field(default_factory=dict, repr=False, compare=False)
     _upnl: dict[str, tuple[float, Decimal]] = field(default_factory=dict, repr=False, compare=False)
     _reach: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _views: dict[str, Order] = field(default_factory=dict, repr=False, compare=False)
+    """Open orders as the venue reports them, by order id, until their symbol is touched."""
     _ranks: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     _next_rank: int = field(default=0, repr=False, compare=False)
     # The sums over every symbol, kept up to date symbol by symbol: a touched symbol's cached
@@ -114,6 +116,9 @@ class SimAccount:
                 self._upnl_total -= upnl[1]
             self._upnl_stale.add(symbol)
         self._reach.pop(symbol, None)
+        if self._views:
+            for order_id in self._by_symbol.get(symbol, ()):
+                self._views.pop(order_id, None)
 
     def add_order(self, order: WorkingOrder) -> None:
         """Put a new order on the book."""
@@ -153,6 +158,7 @@ class SimAccount:
             return
         self._by_symbol.get(order.symbol, {}).pop(order_id, None)
         self._ranks.pop(order_id, None)
+        self._views.pop(order_id, None)
         if order.link_id and self._by_link.get(order.link_id) is order:
             del self._by_link[order.link_id]
         self.touch(order.symbol)
@@ -205,6 +211,19 @@ class SimAccount:
         if reach is None:
             reach = self._reach[symbol] = compute(self._by_symbol.get(symbol, {}).values())
         return reach
+
+    def order_views(self, symbol: str | None = None) -> list[Order]:
+        """Open orders, of one symbol or all, in creation order, as the venue reports them. A view is
+        made again only once its symbol was touched: a read of a thousand positions' three thousand
+        orders made them all (15-45 ms on the engine's loop, where the simulator answers)."""
+        views, name = self._views, self.name
+        shown: list[Order] = []
+        for order in self.open_orders(symbol):
+            view = views.get(order.order_id)
+            if view is None:
+                view = views[order.order_id] = order.snapshot(name)
+            shown.append(view)
+        return shown
 
     def open_orders(self, symbol: str | None = None) -> Iterator[WorkingOrder]:
         """Open orders, of one symbol or all, in creation order."""

@@ -512,8 +512,7 @@ class SimExchange:
 
     def open_orders(self, account: str, symbol: str | None = None) -> list[Order]:
         """Working orders (untriggered conditionals included), oldest first."""
-        acct = self._account(account)
-        return [o.snapshot(account) for o in acct.open_orders(symbol)]
+        return self._account(account).order_views(symbol)
 
     def order_history(self, account: str, symbol: str | None = None) -> list[Order]:
         """Recently finished orders (bounded), oldest first."""
