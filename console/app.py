@@ -44,8 +44,8 @@ from console.screens.rollback import RollbackScreen
 from console.screens.statistics import StatisticsScreen
 from console.screens.trade_form import TradeFormScreen
 from console.screens.ttl import TtlScreen
-from console.strip_cycles import keep_strips_acyclic
 from console.terminal import ConsoleDriver, TerminalLost
+from console.textual_cycles import break_textual_cycles
 from console.view_model import (
     ACCOUNT_COLUMNS,
     ORDER_COLUMNS,
@@ -179,7 +179,7 @@ class OperatorConsole(App[int]):
         handle_signals: bool = False,
         engine_thread: bool | None = None,
     ) -> None:
-        keep_strips_acyclic()  # the compositor's lines, freed when dropped (see console.strip_cycles)
+        break_textual_cycles()  # what Textual drops is freed at once (see console.textual_cycles)
         super().__init__()
         self.settings = settings
         self.state_dir = state_dir
