@@ -239,28 +239,23 @@ class SimAccount:
         handed out: a price moved), else only for the positions touched since. At a thousand positions
         the first is the tick's mark-to-market; an action's wallet push is the second."""
         if marks is not self._upnl_marks:
-            total = ZERO
-            cache = self._upnl
-            for symbol, state in self.positions.items():
-                if not state.size:
-                    continue
-                mark = marks[symbol]
-                cached = cache.get(symbol)
-                if cached is None or cached[0] != mark:
-                    cached = cache[symbol] = (mark, unrealised_pnl(state.size, state.entry, dec(mark)))
-                total += cached[1]
-            self._upnl_total, self._upnl_marks = total, marks
-            self._upnl_stale.clear()
-        elif self._upnl_stale:
-            for symbol in self._upnl_stale:
-                touched = self.positions.get(symbol)
-                if touched is not None and touched.size:
-                    mark = marks[symbol]
-                    value = unrealised_pnl(touched.size, touched.entry, dec(mark))
-                    self._upnl[symbol] = (mark, value)
-                    self._upnl_total += value
-            self._upnl_stale.clear()
+            symbols: Iterable[str] = self.positions
+            self._upnl_total, self._upnl_marks = ZERO, marks
+        else:
+            symbols = self._upnl_stale
+        for symbol in symbols:
+            state = self.positions.get(symbol)
+            if state is not None and state.size:
+                self._upnl_total += self._position_upnl(symbol, state, marks[symbol])
+        self._upnl_stale.clear()
         return self._upnl_total
+
+    def _position_upnl(self, symbol: str, state: PositionState, mark: float) -> Decimal:
+        """The position's uPnL at ``mark``, kept until the mark moves or the symbol is touched."""
+        cached = self._upnl.get(symbol)
+        if cached is None or cached[0] != mark:
+            cached = self._upnl[symbol] = (mark, unrealised_pnl(state.size, state.entry, dec(mark)))
+        return cached[1]
 
     def position_margin(self) -> Decimal:
         """Initial margin of every open position."""
