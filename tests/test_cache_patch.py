@@ -26,6 +26,7 @@ from engine.core.models import (
     Wallet,
 )
 from engine.core.profile import Mode
+from engine.core.revision import Revision
 from engine.dashboard.cache import DashboardCache, _patched_rows, account_key
 
 ORDERS = ("orders", "main")
@@ -498,6 +499,14 @@ def test_patching_visits_only_the_rows_updated_and_agrees_with_the_reference() -
         assert changes == expected_changes and got == expected
         assert all(a is b for a, b in zip(got, expected, strict=True))
         assert (got is rows) == (expected is rows)
+        if got is not rows and len({id(r) for r in rows}) == len(rows):
+            # the patched list tells its reader what changed (SortedRows applies it)
+            assert isinstance(got, Revision)
+            told = got.changes_since(rows)
+            assert told is not None
+            before, after = {id(r) for r in rows}, {id(r) for r in got}
+            assert {id(new) for _, new in told if new is not None} == after - before
+            assert {id(old) for old, _ in told if old is not None} == before - after
 
 
 async def test_lists_due_together_are_read_again_one_after_another() -> None:

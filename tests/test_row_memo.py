@@ -4,9 +4,12 @@ its item leaves the section."""
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from operator import attrgetter
 
+from engine.core.revision import Change, Revision
 from engine.core.row_memo import RowMemo, SortedRows
 
 
@@ -112,6 +115,10 @@ def item_ident(item: Item) -> int:
     return item.ident
 
 
+def item_group(item: Item) -> str:
+    return item.group
+
+
 def is_live(item: Item) -> bool:
     return item.live
 
@@ -144,7 +151,7 @@ def shuffled_step(
 def test_a_sorted_section_kept_across_passes_is_the_one_sorted_from_scratch() -> None:
     for unique in (True, False):  # unique keys, and ties (which sorted() leaves in input order)
         rng = random.Random(17)
-        section = SortedRows(item_key, item_ident, item_row, is_live)
+        section = SortedRows(item_key, item_ident, item_row, is_live, tally=item_group)
         items: list[Item] = []
         next_id = 0
         for _ in range(300):
@@ -153,6 +160,7 @@ def test_a_sorted_section_kept_across_passes_is_the_one_sorted_from_scratch() ->
             expected = sorted((i for i in items if i.live), key=item_key)
             assert ordered == expected  # a record equal to the last pass's may stand for it
             assert rows == [item_row(i) for i in expected]
+            assert section.tallies == Counter(map(item_group, expected))
 
 
 def test_a_pass_that_changed_a_few_items_sorts_nothing_and_builds_their_rows_only() -> None:
@@ -243,3 +251,83 @@ def test_a_whole_sort_reuses_the_rows_kept_since_the_last_one() -> None:
     ordered, rows = section.update(grown)
     assert section.sorts == 2 and section.built == 260  # the fifty new rows only
     assert ordered == sorted(grown, key=item_key) and rows == [item_row(i) for i in ordered]
+
+
+def revised(rng: random.Random, items: list[Item], next_id: int, unique: bool) -> tuple[list[Item], int]:
+    """The next list as the dashboard's cache patches it: a Revision of ``items`` (records replaced
+    where they stand, removed, or added at the end), telling what changed."""
+    out = list(items)
+    changes: dict[Hashable, Change[Item]] = {}
+    for _ in range(rng.choice((0, 1, 1, 2, 5, 40))):
+        action = rng.random()
+        if action < 0.35 or not out:
+            rank = next_id if unique else rng.randrange(30)
+            added = Item(next_id, rng.choice("abc"), rank, 1.0)
+            out.append(added)
+            changes[added.ident] = (None, added)
+            next_id += 1
+            continue
+        at = rng.randrange(len(out))
+        was = out[at]
+        first = changes.get(was.ident, (was, was))[0]
+        if action < 0.6:
+            out[at] = replace(was, qty=was.qty + 1.0)
+        elif action < 0.7:
+            out[at] = replace(was, rank=was.rank + 100 if unique else rng.randrange(30))  # its key moves
+        elif action < 0.85:
+            out.pop(at)
+            changes[was.ident] = (first, None)
+            continue
+        else:
+            out[at] = replace(was, live=not was.live)
+        changes[was.ident] = (first, out[at])
+    return Revision(out, items, changes), next_id
+
+
+def test_a_section_handed_revisions_is_the_one_sorted_from_scratch() -> None:
+    """Revisions of the list handed last (or of one it never saw), equal copies of it (a read), in
+    any mix: the section is always the list sorted, its rows those of its records."""
+    for unique in (True, False):
+        rng = random.Random(23)
+        section = SortedRows(item_key, item_ident, item_row, is_live, tally=item_group)
+        items: list[Item] = []
+        next_id = 0
+        for _ in range(400):
+            choice = rng.random()
+            if choice < 0.1:
+                items = [replace(i) for i in items]  # a read: equal records, new objects
+            else:
+                items, next_id = revised(rng, items, next_id, unique)
+                if choice < 0.25:  # a revision the section is never handed
+                    continue
+            ordered, rows = section.update(items)
+            expected = sorted((i for i in items if i.live), key=item_key)
+            assert ordered == expected
+            assert rows == [item_row(i) for i in expected]
+            assert section.tallies == Counter(map(item_group, expected))
+            assert all(section.tallies.values())  # a value no longer held is not listed
+
+
+def test_a_revision_of_the_list_handed_last_is_applied_without_comparing_the_lists() -> None:
+    """An order added or finished changes the list's length: the lists no longer line up place by
+    place, and the section found what changed by looking at each of thousands of records (3-4 ms
+    of a snapshot build at a thousand positions, at every order event). A Revision says it."""
+    looked_at = Counter[int]()
+
+    def ident(item: Item) -> int:
+        looked_at[item.ident] += 1
+        return item.ident
+
+    section = SortedRows(item_key, ident, item_row)
+    items = [Item(n, "ab"[n % 2], n, 1.0) for n in range(2000)]
+    section.update(items)
+    gone, amended, added = items[10], replace(items[20], qty=5.0), Item(5000, "a", 5000, 1.0)
+    rest = [amended if i is items[20] else i for i in items if i is not gone]
+    revision = Revision(
+        [*rest, added], items, {10: (gone, None), 20: (items[20], amended), 5000: (None, added)}
+    )
+    looked_at.clear()
+    ordered, rows = section.update(revision)
+    assert sum(looked_at.values()) <= 10  # the changed records only
+    assert (section.sorts, section.built) == (1, 2002)
+    assert ordered == sorted(revision, key=item_key) and rows == [item_row(i) for i in ordered]

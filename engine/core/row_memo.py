@@ -11,10 +11,13 @@ seen in a pass are forgotten, so the memo never outgrows the section.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from itertools import compress
 from operator import eq, is_not, not_
 from typing import Any, Generic, TypeVar
+
+from engine.core.revision import Change, Revision
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
@@ -99,7 +102,9 @@ class SortedRows(Generic[T, R]):
     changed a few of three thousand orders sorts nothing and builds a few rows, and a read of three
     thousand equal orders builds none. What changed is found by comparing the two lists place by
     place when they are as long (a record replaced where it was), else row by row, in C, by the
-    identity of each row's record, then by equality for those not the last ones handed.
+    identity of each row's record, then by equality for those not the last ones handed. A
+    :class:`~engine.core.revision.Revision` of the list handed last says what changed: it is applied
+    as it is, nothing compared.
 
     The result is the one of ``sorted(items, key=key)`` with ``build`` applied to each, an item
     equal to the last pass's standing for it: when that cannot be told apart by keys alone (two items
@@ -113,11 +118,16 @@ class SortedRows(Generic[T, R]):
         ident: Callable[[T], Hashable],
         build: Callable[[T], R],
         keep: Callable[[T], object] | None = None,
+        tally: Callable[[T], Hashable] | None = None,
     ) -> None:
         """``key``: the sort key; ``ident``: what identifies an item's row across records (an order
         id); ``build``: an item's row (a function of the item alone, immutable); ``keep``: which of
-        the items handed belong to the section (all when None)."""
-        self._key, self._ident, self._build, self._keep = key, ident, build, keep
+        the items handed belong to the section (all when None); ``tally``: a value of an item whose
+        occurrences in the section :attr:`tallies` counts (its symbol)."""
+        self._key, self._ident, self._build, self._keep, self._tally = key, ident, build, keep, tally
+        self.tallies: Counter[Hashable] = Counter()
+        """How many items of the section have each ``tally`` value (only values held), kept as the
+        section changes: what a pass over thousands of records would otherwise count."""
         self._memo: RowMemo[Hashable, R] = RowMemo()
         self._input: list[T] = []  # the last pass's items, in the order handed
         self._by_ident: dict[Hashable, T] = {}  # the section's items by row
@@ -127,6 +137,7 @@ class SortedRows(Generic[T, R]):
         self._ties = False  # two items of the last pass had equal keys: only a full sort orders them
         # A pass's items by row, and the list they were handed in (current while it is the input).
         self._handed: tuple[list[T], dict[Hashable, T]] = ([], {})
+        self._handed_list: object = None  # the very list (or iterable) the last pass was handed
         self.built = 0
         """Rows built (not reused) since the section was made."""
         self.sorts = 0
@@ -135,11 +146,16 @@ class SortedRows(Generic[T, R]):
 
     def update(self, items: Iterable[T]) -> tuple[list[T], list[R]]:
         """This pass's items, sorted, and their rows (lists the caller must not change)."""
+        handed, self._handed_list = self._handed_list, items
         keep = self._keep
         new = [item for item in items if keep(item)] if keep is not None else list(items)
         last_input, limit = self._input, max(16, len(self._items) // 8)
         if self._ties:
             return self._sort(new)
+        # A revision of the very list handed last time says what changed: nothing to compare.
+        changes = items.changes_since(handed) if isinstance(items, Revision) else None
+        if changes is not None and len(changes) <= limit:
+            return self._revised(new, changes, limit)
         if len(new) == len(last_input):
             # The cache replaces a changed record where it was: compare the lists place by place (in C).
             moved = list(compress(range(len(new)), map(is_not, last_input, new)))
@@ -149,6 +165,33 @@ class SortedRows(Generic[T, R]):
                 gone = [last_input[i] for i in moved]
                 return self._changed(new, [new[i] for i in moved], gone, limit)
         return self._changed(new, None, [], limit)
+
+    def _revised(self, new: list[T], changes: list[Change[T]], limit: int) -> tuple[list[T], list[R]]:
+        """Apply a :class:`~engine.core.revision.Revision`'s changes since the last pass (records of
+        the section only: a record ``keep`` refuses is not in it)."""
+        keep, key, ident, last = self._keep, self._key, self._ident, self._by_ident
+        replaced: list[tuple[T, T]] = []
+        removed: list[T] = []
+        added: list[T] = []
+        for was, item in changes:
+            # The section's record of the row: an equal record handed later may stand for it.
+            old = None if was is None else last.get(ident(was))
+            if item is not None and keep is not None and not keep(item):
+                item = None
+            if item is None:
+                if old is not None:
+                    removed.append(old)
+                continue
+            row = ident(item)
+            if old is not None and ident(old) == row and key(old) == key(item):
+                replaced.append((old, item))
+                continue
+            if old is not None:
+                removed.append(old)
+            if row in last and (old is None or ident(old) != row):
+                return self._changed(new, None, [], limit)  # a row twice: the general pass tells
+            added.append(item)
+        return self._apply(new, replaced, removed, added)
 
     def _changed(
         self, new: list[T], candidates: list[T] | None, gone: list[T], limit: int
@@ -224,12 +267,15 @@ class SortedRows(Generic[T, R]):
             items[at] = item
             rows[at] = build(item)
             by_ident[ident(item)] = item
+            self._count(old, -1)
+            self._count(item, 1)
             self.built += 1
         for item in removed:
             at = bisect_left(keys, key(item))
             if at == len(items) or items[at] is not item:
                 return self._sort(new)
             del items[at], keys[at], rows[at], by_ident[ident(item)]
+            self._count(item, -1)
         for item in added:
             item_key = key(item)
             at = bisect_left(keys, item_key)
@@ -239,9 +285,20 @@ class SortedRows(Generic[T, R]):
             keys.insert(at, item_key)
             rows.insert(at, build(item))
             by_ident[ident(item)] = item
+            self._count(item, 1)
             self.built += 1
         self._input = new
         return items, rows
+
+    def _count(self, item: T, step: int) -> None:
+        if self._tally is None:
+            return
+        value = self._tally(item)
+        held = self.tallies[value] + step
+        if held:
+            self.tallies[value] = held
+        else:
+            del self.tallies[value]
 
     def _sort(self, new: list[T]) -> tuple[list[T], list[R]]:
         self.sorts += 1
@@ -256,6 +313,8 @@ class SortedRows(Generic[T, R]):
         self.built += memo.built - built
         self._items, self._keys, self._rows, self._input = items, keys, rows, new
         self._by_ident = dict(zip(map(ident, items), items, strict=True))
+        if self._tally is not None:
+            self.tallies = Counter(map(self._tally, items))
         # Equal keys, or one row twice: only a whole sort orders them.
         self._ties = any(map(eq, keys, keys[1:])) or len(self._by_ident) != len(items)
         return items, rows

@@ -33,7 +33,8 @@ longer optimized TTLs never show stale trading data, and an event costs no venue
 - tickers and wallet updates are written through;
 - an order or position update is patched into the cached lists of its account that cover its symbol
   (keys ``(category, account)`` and ``(category, account, symbol)``): a new list with the record
-  replaced, added, or removed once it is no longer open, unless the list already holds a newer one
+  replaced, added, or removed once it is no longer open (a :class:`~engine.core.revision.Revision`,
+  which tells the dashboard's rows what changed), unless the list already holds a newer one
   (queued, and applied at the list's next read in one pass: an event costs the engine's loop no scan
   of thousands of orders). A patched entry keeps the time it was LOADED: the TTL still forces a
   full re-read now and then, the net under an event lost without a gap (the reported data age is
@@ -82,6 +83,7 @@ from cachetools import Cache, TLRUCache
 from engine.core.clock import Clock
 from engine.core.models import Execution, Order, Position, StreamStatus, Ticker, VenueEvent, Wallet
 from engine.core.profile import Mode, Profile, parse_mode
+from engine.core.revision import Revision
 from engine.core.settings import Settings
 from engine.dashboard.cache_metrics import CacheMetrics
 from engine.dashboard.schema import CacheSection
@@ -834,7 +836,8 @@ def _is_open(record: Order | Position) -> bool:
 
 
 def _patched_rows(rows: list[Any], events: Sequence[Order | Position]) -> tuple[list[Any], int]:
-    """``rows`` with order / position updates applied, and how many records changed.
+    """``rows`` with order / position updates applied (a :class:`~engine.core.revision.Revision` of
+    it, which tells its reader what changed), and how many records changed.
 
     Each record ends as the newest version of it (``updated`` / ``ts``; a tie goes to the later
     update) among the row held and the updates: a late delivery, or an update the read already
@@ -857,29 +860,31 @@ def _patched_rows(rows: list[Any], events: Sequence[Order | Position]) -> tuple[
     hits = list(compress(range(len(rows)), map(newest.__contains__, idents)))
     out = list(rows)
     dropped: list[int] = []
-    changes = 0
+    changes: dict[Any, tuple[Any, Any]] = {}  # identity -> (the row, the update), for the Revision
     for at in hits:
-        update = newest.pop(idents[at], None)
+        ident = idents[at]
+        update = newest.pop(ident, None)
         if update is None:  # a second row of the same record: the update went to the first
             continue
         row = rows[at]
         if updated_of(row) > updated_of(update) or update == row:
             continue  # older, or the same record again: the row object kept (its display row reused)
-        changes += 1
         if _is_open(update):
             out[at] = update
+            changes[ident] = (row, update)
         else:
             dropped.append(at)
+            changes[ident] = (row, None)
     if dropped:
         kept = [True] * len(out)
         for at in dropped:
             kept[at] = False
         out = list(compress(out, kept))
-    for update in newest.values():
+    for ident, update in newest.items():
         if _is_open(update):
             out.append(update)
-            changes += 1
-    return (out, changes) if changes else (rows, 0)
+            changes[ident] = (None, update)
+    return (Revision(out, rows, changes), len(changes)) if changes else (rows, 0)
 
 
 def _checked_table(table: Mapping[str, float]) -> dict[str, float]:
