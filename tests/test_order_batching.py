@@ -238,7 +238,9 @@ async def test_thirty_tp1_fills_in_one_push_move_the_stops_in_two_amend_batch_ca
     )
     await h.manager.set_batching(batching)
     await h.start()
-    await open_longs(h.manager, h.exchange, symbols, margin=1000.0)
+    # Driven: thirty openings at one simulated instant meet the venue's 10 orders/s, and a refused
+    # request waits for the reset on this clock (awaited undriven, it would wait forever).
+    await clock.drive_while(open_longs(h.manager, h.exchange, symbols, margin=1000.0))
     await h.settle(60.0)  # every opening's orders are placed
     assert all(m.orders["sl"].order_id and not m.breakeven for m in h.manager.monitors.values())
     log = RequestLog(h.venue)
