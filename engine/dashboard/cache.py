@@ -69,14 +69,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from itertools import compress
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import Cache, TLRUCache
 
@@ -89,6 +89,8 @@ from engine.dashboard.cache_metrics import CacheMetrics
 from engine.dashboard.schema import CacheSection
 
 log = logging.getLogger("opconsole.cache")
+
+T = TypeVar("T")
 
 CATEGORIES = (
     "account_data",
@@ -194,6 +196,13 @@ class Reads:
         """When the data read under ``key`` was stored (clock monotonic time), None if not read."""
         entry = self._entries.get(key)
         return None if entry is None else entry.stored_at
+
+    def stored_at_each(self, names: Iterable[T], key: Callable[[T], CacheKey]) -> dict[T, float]:
+        """:meth:`stored_at` of ``key(name)`` for each of ``names`` read, by name (one pass over a
+        thousand symbols a snapshot, mostly in C)."""
+        names = list(names)
+        entries = list(map(self._entries.get, map(key, names)))
+        return {name: e.stored_at for name, e in zip(names, entries, strict=True) if e is not None}
 
     def data_at(self) -> dict[tuple[str, Any], float]:
         """Per ``(category, account)``, when the oldest data read was stored (clock monotonic time).
