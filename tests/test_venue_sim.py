@@ -184,22 +184,3 @@ async def test_stream_yields_events_and_resubscribes_after_a_drop() -> None:
     assert exchange.open_orders("main") == []
     assert (await venue.positions(ETH))[0].size == 1.0
     assert [o.status for o in exchange.order_history("main")] == [OrderStatus.FILLED] * 3
-
-
-async def test_requests_sent_together_all_leave_before_the_exchange_works_on_the_first(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With no latency the exchange answers inline: without a way to travel, the first request's
-    work held the next one's departure (a stop's move waited for another position's take-profits)."""
-    venue = make_venue()
-    sent_when_worked: list[int] = []
-    place = venue.exchange.place
-
-    def working(account: str, request: OrderRequest) -> object:
-        sent_when_worked.append(venue.calls.total)
-        return place(account, request)
-
-    monkeypatch.setattr(venue.exchange, "place", working)
-    acks = await asyncio.gather(*(venue.place(buy_limit(2900.0 - n, link=f"l{n}")) for n in range(3)))
-    assert [ack.link_id for ack in acks] == ["l0", "l1", "l2"]
-    assert sent_when_worked == [3, 3, 3]

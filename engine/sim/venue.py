@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
-from engine.core.clock import yield_to_loop
 from engine.core.models import (
     AmendRequest,
     CallCounter,
@@ -57,14 +56,9 @@ class SimVenue(Venue):
         self.exchange.admit(self.account, endpoint, units)
 
     async def _travel(self) -> None:
-        """The request's way to the exchange: its latency, or with none a turn of the loop, so that
-        requests sent together all leave before the exchange works on the first (answered inline,
-        one request's work held the next one's departure)."""
         delay = self.exchange.latency_s()
         if delay > 0:
             await self._clock.sleep(delay)
-        else:
-            await yield_to_loop()
 
     # --- reads -------------------------------------------------------------------------------
     async def instruments(self, symbols: Sequence[str] | None = None) -> dict[str, Instrument]:
