@@ -262,6 +262,11 @@ def changed_reads(
             working[at] = replace(working[at], qty=working[at].qty + 1.0)
         elif action < 0.75:
             working.pop(rng.randrange(len(working)))
+        elif action < 0.85:  # a re-read of the positions: the same holdings at new marks
+            held = [
+                replace(p, mark_price=p.mark_price + rng.choice((-0.37, 0.0, 1.21)), upnl=rng.random())
+                for p in held
+            ]
         else:  # a position opened, moved or closed (size 0: not listed)
             symbol = rng.choice(SYMBOLS)
             others = [p for p in held if p.symbol != symbol]
@@ -403,3 +408,31 @@ def test_an_accounts_rows_are_made_once_not_at_every_part(monkeypatch: pytest.Mo
         moved = {"main": [replace(p, size=p.size + step) for p in positions["main"]], "mirror": []}
         account_view(WALLETS, moved, {}, {}, parts=parts)
     assert len(made) == 2  # one per account
+
+
+def test_positions_read_again_at_new_marks_are_their_last_rows_with_two_figures_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every TTL re-read of a thousand positions brings new records that differ from the last ones
+    by their mark and uPnL: each row was made again from scratch (12-14 ms of the build it landed
+    in). A position still holding what it held is its last row with those two figures set."""
+    made = 0
+    original = snapshot_module.position_row
+
+    def counted(p: Position, instrument: Instrument | None) -> Any:
+        nonlocal made
+        made += 1
+        return original(p, instrument)
+
+    monkeypatch.setattr(snapshot_module, "position_row", counted)
+    instruments = {s: Instrument(s, 0.1, 0.01, 0.01, 100.0) for s in SYMBOLS[:6]}
+    held = [position("main", s, 100.0) for s in SYMBOLS[:6]]
+    parts = AccountParts()
+    account_view(WALLETS, {"main": held, "mirror": []}, {}, instruments, parts=parts)
+    assert made == 6
+    read = [replace(p, mark_price=101.27, upnl=1.5) for p in held]
+    read[0] = replace(read[0], size=2.0)  # this one's holding changed
+    view = account_view(WALLETS, {"main": read, "mirror": []}, {}, instruments, parts=parts)
+    assert made == 7
+    assert view == account_view(WALLETS, {"main": read, "mirror": []}, {}, instruments)
+    assert {row["mark_price"] for row in view.position_rows} == {101.3}

@@ -267,8 +267,9 @@ class SortedRows(Generic[T, R]):
             items[at] = item
             rows[at] = build(item)
             by_ident[ident(item)] = item
-            self._count(old, -1)
-            self._count(item, 1)
+            if self._tally is not None and self._tally(old) != self._tally(item):
+                self._count(old, -1)
+                self._count(item, 1)
             self.built += 1
         for item in removed:
             at = bisect_left(keys, key(item))

@@ -576,6 +576,18 @@ _symbol = attrgetter("symbol")
 _is_open = attrgetter("is_open")
 
 
+def _same_holding(before: Position, after: Position) -> bool:
+    """``after`` holds what ``before`` held (account, side, size, a non-zero entry price): its
+    :func:`position_row` differs from ``before``'s in its mark and uPnL alone."""
+    return (
+        after.side is before.side
+        and after.size == before.size
+        and after.entry_price == before.entry_price
+        and after.entry_price != 0.0
+        and after.account == before.account
+    )
+
+
 def _our_order_row(order: Order) -> OrderRow:
     """:func:`order_row` with the purpose its link id says."""
     return order_row(order, purpose_of(order.link_id))
@@ -610,6 +622,8 @@ class _AccountRows:
 
     def __init__(self) -> None:
         self._instruments: Mapping[str, Instrument] = {}
+        # each slot's last position and its row (a row derived from it is made at the same tick)
+        self._rows_made: dict[object, tuple[Position, VenuePositionRow]] = {}
         self._positions = self._position_section()
         self._orders: SortedRows[Order, OrderRow] = SortedRows(
             _order_order, _order_id, _our_order_row, tally=_symbol
@@ -629,7 +643,21 @@ class _AccountRows:
         return self._sorts_before + self._positions.sorts + self._orders.sorts
 
     def _position_row(self, position: Position) -> VenuePositionRow:
-        return position_row(position, self._instruments.get(position.symbol))
+        """:func:`position_row`; a position read again as it was but for its mark and uPnL (every
+        TTL re-read of a thousand positions) is the last row with those two figures set."""
+        instrument = self._instruments.get(position.symbol)
+        slot = _position_slot(position)
+        last = self._rows_made.get(slot)
+        if last is not None and _same_holding(last[0], position):
+            row: VenuePositionRow = {
+                **last[1],
+                "mark_price": _on_tick(position.mark_price, instrument),
+                "upnl": _money(position.upnl),
+            }
+        else:
+            row = position_row(position, instrument)
+        self._rows_made[slot] = (position, row)
+        return row
 
     def _position_section(self) -> SortedRows[Position, VenuePositionRow]:
         return SortedRows(_position_order, _position_slot, self._position_row, _is_open, tally=_symbol)
@@ -641,6 +669,7 @@ class _AccountRows:
         reused. A new instrument (its tick rounds a position's prices) makes every position row anew."""
         if len(instruments) != len(self._instruments):  # only ever added: the count says if one was
             self._instruments = dict(instruments)
+            self._rows_made.clear()  # made at the old ticks
             self._built_before += self._positions.built
             self._sorts_before += self._positions.sorts
             self._positions = self._position_section()
