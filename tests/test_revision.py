@@ -6,8 +6,10 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Collection, Hashable, Sequence
+from operator import attrgetter
 
 from engine.core.revision import MAX_AGE, MAX_CHANGES, Change, Revision
+from engine.core.row_memo import SortedRows
 
 
 class Rec:
@@ -91,3 +93,18 @@ def test_how_far_back_a_revision_knows_is_bounded() -> None:
     more = revise(many, add=[Rec(10_000)])
     assert more.changes_since(many) is not None
     assert more.changes_since(root) is None  # past MAX_CHANGES: a reader compares the lists
+
+
+def test_a_revision_whose_earlier_list_died_is_made_from_nothing_a_reader_holds() -> None:
+    """A reader that was never handed a list holds None; a dead weak reference also gives None. A
+    revision must not take the one for the other: a new section handed it would apply its changes
+    to nothing and lose every other record."""
+    root = [Rec(n) for n in range(3)]
+    middle = revise(root, {0: Rec(0, 1)})
+    latest = revise(middle, {1: Rec(1, 1)})
+    del middle
+    gc.collect()
+    assert latest.changes_since(None) is None
+    section = SortedRows(attrgetter("ident"), attrgetter("ident"), attrgetter("version"))
+    ordered, _ = section.update(latest)
+    assert ordered == list(latest)

@@ -78,7 +78,9 @@ class Revision(list[T]):
         """What changed from the list ``earlier`` to this one, a change per record; None when this
         revision was not made from ``earlier`` (or no longer knows)."""
         for since in self._since:
-            if since.earlier() is earlier:
+            held = since.earlier()
+            # a list that died is no list: it must not match a reader that holds none (None)
+            if held is not None and held is earlier:
                 return [change for change in since.changes.values() if change[0] is not change[1]]
         return None
 

@@ -622,7 +622,8 @@ class _AccountRows:
 
     def __init__(self) -> None:
         self._instruments: Mapping[str, Instrument] = {}
-        # each slot's last position and its row (a row derived from it is made at the same tick)
+        # each slot's last position and its row (a row derived from it is made at the same tick);
+        # one per symbol ever held, emptied with the instruments
         self._rows_made: dict[object, tuple[Position, VenuePositionRow]] = {}
         self._positions = self._position_section()
         self._orders: SortedRows[Order, OrderRow] = SortedRows(
