@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tpsl_harness import SYMBOL, Harness, assert_protected
 
+from engine.core.clock import yield_to_loop
 from engine.core.models import OrderRequest, OrderType, Side
+from engine.sim.venue import SimVenue
 from engine.trading.approaches import Approach
 
 EXAMPLES = int(os.environ.get("OPCONSOLE_HYPOTHESIS_EXAMPLES", "25"))
@@ -91,3 +94,25 @@ async def _run(approach: Approach, side: Side, path: list[tuple[str, float]]) ->
 )
 def test_every_open_position_is_covered_by_one_stop_of_its_size(approach, side, path) -> None:
     asyncio.run(_run(approach, side, path))
+
+
+async def _travelling(venue: SimVenue) -> None:
+    """A request to the simulator travels a turn of the loop, as it travels to Bybit: answers and
+    events then interleave as they can on a real venue."""
+    await yield_to_loop()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [[("manual", 0.25), ("touch", 2)], [("move", 0.0), ("manual", 0.25)]],
+    ids=["manual-then-through-entry-and-stop", "still-then-manual"],
+)
+def test_a_stop_that_fills_while_its_resize_is_in_flight_is_replaced(
+    monkeypatch: pytest.MonkeyPatch, path: list[tuple[str, float]]
+) -> None:
+    """Found by the invariant above once requests travelled: one tick fills the last limit entry and
+    the stop. The entry's fill resizes the stop; the resize is answered "order not found" (the stop
+    had filled), which left the slot at the resized size, so the stop's fill of its old size looked
+    partial, and the remainder was never given a new stop."""
+    monkeypatch.setattr(SimVenue, "_travel", _travelling)
+    asyncio.run(_run(Approach.CONSERVATIVE, Side.SELL, path))

@@ -782,6 +782,10 @@ def apply_results(
                     reason = stronger(reason, _stop_accepted(m, order, action, instrument, alerts))
                 continue
             if isinstance(result.error, OrderNotFound):
+                # The order is gone (filled or cancelled) with the terms it had: its fills are
+                # counted against those, so a stop that filled meanwhile is seen as consumed and
+                # replaced. Left at the amended size, it looked partly filled and was never.
+                order.qty, order.price, order.trigger_price = action.previous
                 if order.status is SlotStatus.OPEN:
                     order.status = SlotStatus.GONE
             elif _stop_move_refused(order, action, result.error):
