@@ -259,15 +259,22 @@ def _on_qty_step(value: float, instrument: Instrument | None) -> float:
 def position_row(position: Position, instrument: Instrument | None) -> VenuePositionRow:
     """The venue's part of a ``positions[]`` entry, prices rounded to the instrument's tick and sizes
     to its step."""
+    mark, upnl = _venue_marked(position, instrument)
     return {
         "account": position.account,
         "symbol": position.symbol,
         "side": position.side.value if position.side else None,
         "size": _on_qty_step(position.size, instrument),
         "entry_price": _on_tick(position.entry_price, instrument),
-        "mark_price": _on_tick(position.mark_price, instrument),
-        "upnl": _money(position.upnl),
+        "mark_price": mark,
+        "upnl": upnl,
     }
+
+
+def _venue_marked(position: Position, instrument: Instrument | None) -> tuple[float, float]:
+    """The figures of a :func:`position_row` that move with the venue's mark: the mark (at the tick)
+    and the uPnL."""
+    return _on_tick(position.mark_price, instrument), _money(position.upnl)
 
 
 def marked_to(row: VenuePositionRow, mark: float, instrument: Instrument | None) -> VenuePositionRow:
@@ -650,11 +657,8 @@ class _AccountRows:
         slot = _position_slot(position)
         last = self._rows_made.get(slot)
         if last is not None and _same_holding(last[0], position):
-            row: VenuePositionRow = {
-                **last[1],
-                "mark_price": _on_tick(position.mark_price, instrument),
-                "upnl": _money(position.upnl),
-            }
+            mark, upnl = _venue_marked(position, instrument)
+            row: VenuePositionRow = {**last[1], "mark_price": mark, "upnl": upnl}
         else:
             row = position_row(position, instrument)
         self._rows_made[slot] = (position, row)
