@@ -319,3 +319,53 @@ class SortedRows(Generic[T, R]):
         # Equal keys, or one row twice: only a whole sort orders them.
         self._ties = any(map(eq, keys, keys[1:])) or len(self._by_ident) != len(items)
         return items, rows
+
+
+class KeyedRows(Generic[K, T, R]):
+    """A section sorted by key whose rows are made again only for the keys said to have changed.
+
+    Where the owner of the items knows which keys it changed (a
+    :class:`~engine.core.tracked_dict.TrackedDict`'s feed), a pass costs what changed, not a look at
+    every item. Each key's row is kept with the inputs it was made of (compared with ``==``, identity
+    first): a key said to have changed whose inputs are equal keeps its row object.
+    """
+
+    def __init__(self, inputs: Callable[[K], T | None], build: Callable[[K, T], R]) -> None:
+        """``inputs``: what a key's row is made of now (None: the key is not in the section);
+        ``build``: the row of a key and its inputs (immutable)."""
+        self._inputs, self._build = inputs, build
+        self._made: dict[K, tuple[T, R]] = {}
+        self._keys: list[Any] = []  # sorted (a key of a section is comparable)
+        self._rows: list[R] = []  # in the keys' order
+        self.built = 0
+        """Rows built (not reused) since the section was made."""
+
+    def rows(self, changed: Iterable[K]) -> list[R]:
+        """The section (a new list) after the keys ``changed`` since the last pass were looked at."""
+        made, inputs_of, build = self._made, self._inputs, self._build
+        keys, rows = self._keys, self._rows
+        for key in changed:
+            inputs = inputs_of(key)
+            last = made.get(key)
+            if inputs is None:
+                if last is not None:
+                    del made[key]
+                    at = bisect_left(keys, key)
+                    del keys[at], rows[at]
+                continue
+            if last is not None and (last[0] is inputs or last[0] == inputs):
+                continue
+            row = build(key, inputs)
+            self.built += 1
+            made[key] = (inputs, row)
+            at = bisect_left(keys, key)
+            if last is None:
+                keys.insert(at, key)
+                rows.insert(at, row)
+            else:
+                rows[at] = row
+        return list(rows)
+
+    def keys(self) -> list[K]:
+        """The keys in the section, sorted (a new list)."""
+        return list(self._keys)
