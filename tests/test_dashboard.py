@@ -18,7 +18,7 @@ from engine.alerts.bus import AlertBus
 from engine.alerts.price import PriceAlertManager
 from engine.commands.headless import HeadlessOptions, run_engine
 from engine.core.clock import VirtualClock, parse_iso_utc
-from engine.core.models import OrderRequest, OrderType, Side, Trade, TriggerDirection
+from engine.core.models import OrderRequest, OrderType, Side, Ticker, Trade, TriggerDirection
 from engine.core.profile import TOGGLES, Profile
 from engine.core.settings import Settings, load_settings
 from engine.dashboard.cache import CATEGORIES
@@ -612,3 +612,19 @@ async def test_risk_notes_that_failed_to_be_made_are_all_made_at_the_next_snapsh
     assert asked[0] is not None and "ETHUSDT" in asked[0]  # type: ignore[operator]
     await snapshot(sim)
     assert asked[1] is None  # every note, the ones taken by the failed computation included
+
+
+async def test_a_market_row_is_kept_while_its_ticker_shows_the_same_last_and_mark(sim: SimHost) -> None:
+    """A market row shows a ticker's last and mark: a new ticker of the symbol (every tick brings one
+    for each of a thousand symbols) with the same two prices keeps the row, compared on those two
+    alone; another price, or another instrument, makes it again."""
+    dashboard = sim.dashboard
+    assert dashboard is not None
+    first = dashboard._market_rows({"BTCUSDT": Ticker("BTCUSDT", 100.0, 100.5, 99.0, 101.0, 1.0)})
+    same = dashboard._market_rows({"BTCUSDT": Ticker("BTCUSDT", 100.0, 100.5, 99.5, 100.5, 2.0)})
+    assert same["BTCUSDT"] is first["BTCUSDT"]
+    moved = dashboard._market_rows({"BTCUSDT": Ticker("BTCUSDT", 100.0, 100.7, 99.5, 100.5, 3.0)})
+    assert moved["BTCUSDT"] is not first["BTCUSDT"] and dict(moved["BTCUSDT"]) == {"last": 100.0, "mark": 100.7}
+    dashboard._instruments["BTCUSDT"] = sim.exchange.instruments["BTCUSDT"]
+    ticked = dashboard._market_rows({"BTCUSDT": Ticker("BTCUSDT", 100.0, 100.7, 99.5, 100.5, 4.0)})
+    assert ticked["BTCUSDT"]["tick_size"] == sim.exchange.instruments["BTCUSDT"].tick_size

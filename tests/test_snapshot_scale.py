@@ -436,3 +436,34 @@ def test_positions_read_again_at_new_marks_are_their_last_rows_with_two_figures_
     assert made == 7
     assert view == account_view(WALLETS, {"main": read, "mirror": []}, {}, instruments)
     assert {row["mark_price"] for row in view.position_rows} == {101.3}
+
+
+class CountedRow(dict[str, Any]):
+    """A venue position row that counts the fields read from it."""
+
+    reads = 0
+
+    def __getitem__(self, key: str) -> Any:
+        CountedRow.reads += 1
+        return super().__getitem__(key)
+
+
+def test_a_build_reads_no_field_of_the_venue_rows_it_saw_last_time_at_the_same_marks() -> None:
+    """At a thousand positions, each build made three keys of every venue row to find its last row
+    (account, symbol and side read from each): a venue row seen at the last build is found by
+    its identity, and at the same marks and monitors it is the last row, nothing read."""
+    instruments = {s: Instrument(s, 0.1, 0.01, 0.01, 100.0) for s in SYMBOLS[:4]}
+    held = {"main": [position("main", s, 100.0) for s in SYMBOLS[:4]], "mirror": []}
+    view = account_view(WALLETS, held, {}, instruments)
+    counted = replace(view, position_rows=tuple(CountedRow(row) for row in view.position_rows))
+    marks = {("main", s): 101.0 for s in SYMBOLS[:2]}  # two shown at a mark, two at the venue's
+    monitors = {("main", SYMBOLS[0], "Buy"): monitor_row(1)}
+    memo = PositionRows()
+    first = position_rows(counted, marks, monitors, instruments, memo)  # type: ignore[arg-type]
+    CountedRow.reads = 0
+    second = position_rows(counted, marks, monitors, instruments, memo)  # type: ignore[arg-type]
+    assert CountedRow.reads == 0 and all(a is b for a, b in zip(first, second, strict=True))
+    moved = {**marks, ("main", SYMBOLS[1]): 102.0}
+    third = position_rows(counted, moved, monitors, instruments, memo)  # type: ignore[arg-type]
+    assert third == position_rows(view, moved, monitors, instruments)
+    assert [a is b for a, b in zip(second, third, strict=True)] == [True, False, True, True]

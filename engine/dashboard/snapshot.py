@@ -58,7 +58,7 @@ from engine.core.models import (
 )
 from engine.core.profile import Mode, Profile
 from engine.core.read_only import read_only
-from engine.core.row_memo import RowMemo, SortedRows
+from engine.core.row_memo import SortedRows
 from engine.core.settings import Settings
 from engine.dashboard.cache import (
     CATEGORIES,
@@ -286,8 +286,12 @@ def marked_to(row: VenuePositionRow, mark: float, instrument: Instrument | None)
 def _marked(row: VenuePositionRow, mark: float, instrument: Instrument | None) -> tuple[float, float]:
     """The mark price (rounded to the tick) and uPnL of ``row`` at ``mark``."""
     price = _on_tick(mark, instrument)
-    direction = -1.0 if row["side"] == "Sell" else 1.0
-    return price, _money((price - row["entry_price"]) * row["size"] * direction)
+    return price, _upnl(price, row["entry_price"], row["size"], -1.0 if row["side"] == "Sell" else 1.0)
+
+
+def _upnl(price: float, entry: float, size: float, direction: float) -> float:
+    """A position's uPnL at ``price`` (``direction``: 1.0 long, -1.0 short), to the cent's hundredth."""
+    return _money((price - entry) * size * direction)
 
 
 def accounts_at(view: AccountView, rows: Iterable[VenuePositionRow]) -> dict[str, AccountRow]:
@@ -329,11 +333,38 @@ def position_rows(
     return rows
 
 
-# A position's row as the last build made it: the venue row and monitor row it joins, the instrument
-# that rounds its mark, the two joined (a dict handed out only read-only), the mark shown, the row.
-_KeptPosition = tuple[
-    VenuePositionRow, MonitorRow | None, Instrument | None, PositionRow, float | None, PositionRow
-]
+class _KeptPosition:
+    """A position's row as the last build made it (changed in place from one build to the next): the
+    venue row last seen, the monitor row it joins, the instrument that rounds its mark, the two
+    joined (a dict handed out only read-only) and the venue row that was made of, the mark shown and
+    the row shown; and, made once, the keys it is looked up by and the figures its uPnL is made of."""
+
+    __slots__ = (
+        "direction",
+        "entry",
+        "instrument",
+        "joined",
+        "joined_of",
+        "key",
+        "mark",
+        "mark_key",
+        "monitor",
+        "row",
+        "shown",
+        "size",
+    )
+
+    def __init__(
+        self, row: VenuePositionRow, monitor: MonitorRow | None, instrument: Instrument | None
+    ) -> None:
+        self.row = self.joined_of = row
+        self.key: tuple[str, str, str | None] = (row["account"], row["symbol"], row["side"])
+        self.mark_key = (row["account"], row["symbol"])
+        self.monitor, self.instrument = monitor, instrument
+        self.joined = self.shown = with_monitor(row, monitor)  # the row at the venue's mark
+        self.mark: float | None = None
+        self.entry, self.size = row["entry_price"], row["size"]
+        self.direction = -1.0 if row["side"] == "Sell" else 1.0
 
 
 class PositionRows:
@@ -345,10 +376,15 @@ class PositionRows:
     build's row. A row shown at a mark shows none of the venue's own mark and uPnL, only its size and
     entry price: a position update that moved the venue's mark of every position changes none of
     those rows while the market's marks are the same. Rows of positions no longer listed are dropped.
+
+    A venue row the last build saw (the account view keeps them from one build to the next) is found
+    by its identity: a build makes no key and reads no field of the thousands that did not change.
     """
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, str, str | None], _KeptPosition] = {}
+        # The same, by the id of the venue row each last saw (and holds: no id is reused meanwhile).
+        self._by_row: dict[int, _KeptPosition] = {}
 
     def rows(
         self,
@@ -358,41 +394,39 @@ class PositionRows:
         instruments: Mapping[str, Instrument],
     ) -> list[PositionRow]:
         """This build's section (see the class)."""
-        last, following = self._last, {}
+        last, by_row = self._last, self._by_row
+        following: dict[tuple[str, str, str | None], _KeptPosition] = {}
         rows: list[PositionRow] = []
         append, mark_of, monitor_of, instrument_of = rows.append, marks.get, monitors.get, instruments.get
         for row in view.position_rows:
-            account, symbol, side = row["account"], row["symbol"], row["side"]
-            key = (account, symbol, side)
-            mark = mark_of((account, symbol))
-            monitor = monitor_of(key)
-            instrument = instrument_of(symbol)
-            kept = last.get(key)
-            if (
-                kept is None
-                or kept[1] is not monitor
-                or kept[2] is not instrument
-                or (
-                    kept[0] is not row
-                    and (
-                        mark is None
-                        or row["size"] != kept[0]["size"]
-                        or row["entry_price"] != kept[0]["entry_price"]
-                    )
-                )
-            ):
-                joined = with_monitor(row, monitor)  # the row at the venue's mark
-                kept = (row, monitor, instrument, joined, None, joined)
+            kept = by_row.get(id(row))
+            if kept is None or kept.row is not row:  # a venue row the last build did not see
+                kept = last.get((row["account"], row["symbol"], row["side"]))
+                if kept is not None:
+                    kept.row = row
+            if kept is None or kept.monitor is not monitor_of(kept.key):
+                key = (row["account"], row["symbol"], row["side"])
+                kept = _KeptPosition(row, monitor_of(key), instrument_of(row["symbol"]))
+            elif kept.instrument is not instrument_of(kept.key[1]):
+                kept = _KeptPosition(row, kept.monitor, instrument_of(kept.key[1]))
+            mark = mark_of(kept.mark_key)
+            if kept.joined_of is not row and (
+                mark is None or row["size"] != kept.size or row["entry_price"] != kept.entry
+            ):  # holds something else, or is shown at the venue's own mark: joined again
+                kept = _KeptPosition(row, kept.monitor, kept.instrument)
             if mark is None:
-                if kept[4] is not None:  # shown at a mark last time: at the venue's now
-                    kept = (kept[0], monitor, instrument, kept[3], None, kept[3])
-            elif kept[4] != mark:
-                full = kept[3].copy()
-                full["mark_price"], full["upnl"] = _marked(kept[0], mark, instrument)  # keys keep their place
-                kept = (kept[0], monitor, instrument, kept[3], mark, read_only(full))
-            following[key] = kept
-            append(kept[5])
+                if kept.mark is not None:  # shown at a mark last time: at the venue's now
+                    kept.mark, kept.shown = None, kept.joined
+            elif kept.mark != mark:
+                full = kept.joined.copy()
+                price = _on_tick(mark, kept.instrument)
+                full["mark_price"] = price  # keys keep their place: the row's order is as marked_to's
+                full["upnl"] = _upnl(price, kept.entry, kept.size, kept.direction)
+                kept.mark, kept.shown = mark, read_only(full)
+            following[kept.key] = kept
+            append(kept.shown)
         self._last = following
+        self._by_row = {id(kept.row): kept for kept in following.values()}
         return rows
 
 
@@ -870,7 +904,8 @@ class Dashboard:
         self._parts = AccountParts()  # each account's rows, reused while its reads are unchanged
         # The positions and market sections' rows, reused while what each shows is unchanged.
         self._position_rows = PositionRows()
-        self._market_memo: RowMemo[str, MarketRow] = RowMemo()
+        # Each symbol's market row, with the ticker and instrument it shows.
+        self._market_kept: dict[str, tuple[Ticker, Instrument | None, MarketRow]] = {}
         self._unreachable: dict[str, str] = {}  # account -> why its venue cannot be read now
         self._events = 0  # venue events fed so far (see changes)
         self._notes_due = NotesDue()  # the symbols whose risk notes are made again at the next load
@@ -961,15 +996,24 @@ class Dashboard:
         return await freeze_yielding(composed, turn)
 
     def _market_rows(self, market: Mapping[str, Ticker]) -> dict[str, MarketRow]:
-        memo, instrument_of = self._market_memo, self._instruments.get
-        reused, keep = memo.reused, memo.keep
+        """The ``market`` section: a symbol's row is the last build's while its instrument is the
+        same and its ticker is, or shows the same last and mark (all a row shows of it). At a
+        thousand symbols every ticker is new at every tick: compared field by field (a dataclass's
+        ==) and wrapped in a tuple of inputs, they were a good part of a build."""
+        last, following, instrument_of = self._market_kept, {}, self._instruments.get
         rows: dict[str, MarketRow] = {}
         for symbol in sorted(market):
             ticker, instrument = market[symbol], instrument_of(symbol)
-            inputs = (ticker, instrument)
-            row = reused(symbol, inputs)
-            rows[symbol] = keep(symbol, inputs, market_row(ticker, instrument)) if row is None else row
-        memo.end_pass()
+            kept = last.get(symbol)
+            if (
+                kept is None
+                or kept[1] is not instrument
+                or (kept[0] is not ticker and (kept[0].last != ticker.last or kept[0].mark != ticker.mark))
+            ):
+                kept = (ticker, instrument, market_row(ticker, instrument))
+            following[symbol] = kept
+            rows[symbol] = kept[2]
+        self._market_kept = following
         return rows
 
     def engine_snapshot(self) -> DashboardSnapshot:
