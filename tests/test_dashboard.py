@@ -624,7 +624,8 @@ async def test_a_market_row_is_kept_while_its_ticker_shows_the_same_last_and_mar
     same = dashboard._market_rows({"BTCUSDT": Ticker("BTCUSDT", 100.0, 100.5, 99.5, 100.5, 2.0)})
     assert same["BTCUSDT"] is first["BTCUSDT"]
     moved = dashboard._market_rows({"BTCUSDT": Ticker("BTCUSDT", 100.0, 100.7, 99.5, 100.5, 3.0)})
-    assert moved["BTCUSDT"] is not first["BTCUSDT"] and dict(moved["BTCUSDT"]) == {"last": 100.0, "mark": 100.7}
+    assert moved["BTCUSDT"] is not first["BTCUSDT"]
+    assert dict(moved["BTCUSDT"]) == {"last": 100.0, "mark": 100.7}
     dashboard._instruments["BTCUSDT"] = sim.exchange.instruments["BTCUSDT"]
     ticked = dashboard._market_rows({"BTCUSDT": Ticker("BTCUSDT", 100.0, 100.7, 99.5, 100.5, 4.0)})
     assert ticked["BTCUSDT"]["tick_size"] == sim.exchange.instruments["BTCUSDT"].tick_size

@@ -275,7 +275,9 @@ def test_a_monitor_object_seen_at_the_last_build_is_not_read_again(monkeypatch: 
     assert list(third.values()) == from_scratch(manager)
 
 
-def test_a_build_looks_only_at_the_monitors_and_tiers_set_since_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_build_looks_only_at_the_monitors_and_tiers_set_since_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """At a thousand positions a pass over two thousand monitors to find the few that changed cost
     milliseconds of every build: the manager knows which keys it set (its monitors and tiers are
     TrackedDicts), and a build looks at those alone; an instrument learnt makes every row again."""
