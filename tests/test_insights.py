@@ -474,3 +474,74 @@ def test_a_refresh_of_some_symbols_makes_their_notes_at_the_current_state_and_ke
 
 def wallet(equity: float) -> Wallet:
     return Wallet("main", equity, equity, equity, 0.0, 0.0)
+
+
+def test_a_refresh_after_a_few_changes_equals_the_whole_pass_through_a_random_session() -> None:
+    """At a thousand positions a refresh of a few symbols passed over every position three times to
+    find them; when a few positions changed where they stand (found by identity), the due symbols'
+    notes are made in place. Through random changes and refreshes, the rows are the whole pass's."""
+    rng = random.Random(41)
+    symbols = [f"F{i}USDT" for i in range(10)]
+    tickers = _price_walk(symbols, rng)
+    quick, whole = _observed(InsightsProvider(), tickers), _observed(InsightsProvider(), tickers)
+    passes = {"few": 0}
+    few_changed = quick._few_changed
+
+    def counted(*args: object) -> set[str] | None:
+        found = few_changed(*args)  # type: ignore[arg-type]
+        passes["few"] += found is not None
+        return found
+
+    quick._few_changed = counted  # type: ignore[method-assign]
+    whole._few_changed = lambda *args: None  # type: ignore[method-assign]
+    positions = [
+        position(
+            s, rng.choice([Side.BUY, Side.SELL]), float(rng.randint(1, 3)), rng.uniform(10, 100), account
+        )
+        for account in ("main", "mirror")
+        for s in symbols
+    ]
+    stops = {(p.account, p.symbol): p.mark_price * 0.97 for p in positions if rng.random() < 0.8}
+    orders = [
+        stop_order(p.symbol, (p.side or Side.BUY).opposite, p.mark_price * 1.05, p.account) for p in positions
+    ]
+    equity = 10_000.0
+    gone: list[Position] = []
+    for step in range(300):
+        positions = [replace(p, size=1.0) if not p.size and rng.random() < 0.5 else p for p in positions]
+        for _ in range(rng.randrange(0, 4)):
+            at = rng.randrange(len(positions))
+            p = positions[at]
+            roll = rng.random()
+            if roll < 0.5:  # the mark moves
+                positions[at] = replace(p, mark_price=p.mark_price * rng.uniform(0.99, 1.01))
+            elif roll < 0.65:  # resized
+                positions[at] = replace(p, size=float(rng.randint(1, 4)))
+            elif roll < 0.7:  # turned
+                positions[at] = replace(p, side=(p.side or Side.BUY).opposite)
+            elif roll < 0.72:  # closed in place (a list with a position not open: the whole pass)
+                positions[at] = replace(p, size=0.0)
+            elif roll < 0.75:  # closed and gone from the list, or one opened
+                if rng.random() < 0.5 and len(positions) > 1:
+                    gone.append(positions.pop(at))
+                elif gone:
+                    positions.insert(at, gone.pop())
+            elif roll < 0.9:  # its stop moves, or is known no more
+                key = (p.account, p.symbol)
+                stops[key] = p.mark_price * rng.uniform(0.9, 0.99)
+                if rng.random() < 0.2:
+                    del stops[key]
+            else:  # a new price: the symbol's volatility moves
+                ticker = Ticker(
+                    p.symbol, p.mark_price, p.mark_price, p.mark_price, p.mark_price, 100.0 + step
+                )
+                quick.observe(ticker)
+                whole.observe(ticker)
+        if rng.random() < 0.1:
+            equity *= rng.uniform(0.97, 1.03)
+        refresh = None if rng.random() < 0.05 else set(rng.sample(symbols, rng.randrange(0, 3)))
+        state = (list(positions), orders, {"main": wallet(equity)}, dict(stops))
+        assert quick.compute(*state, refresh=refresh) == whole.compute(*state, refresh=refresh), (
+            f"step {step}"
+        )
+    assert passes["few"] > 100  # the few changes' way was taken, not only the whole pass

@@ -15,8 +15,12 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from bisect import bisect_left
 from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter, is_not, itemgetter, not_
+from typing import cast
 
 from engine.core.models import Order, Position, Side, Ticker, Wallet
 from engine.core.read_only import read_only
@@ -452,6 +456,9 @@ _OrderKey = tuple[int, str, str, str]
 """A note's place in the notes' order (see :func:`note_order`)."""
 
 _NOTHING = (0.0, 0.0)  # a symbol's (net, gross) before its first position
+_account_symbol = attrgetter("account", "symbol")
+_order_key = attrgetter("order")
+_row = attrgetter("row")
 
 
 class _Shown:
@@ -566,6 +573,14 @@ class InsightsProvider:
         self._order_keys: list[_OrderKey] = []  # the notes' keys before the sort, and the sort:
         self._sorted: list[int] = []
         self._last: _Computed | None = None
+        # The last computation's notes as shown: stop notes in the positions' order, exposures in
+        # the symbols'; the (net, gross) of each symbol, the stops, and where each symbol's positions
+        # stand in the list (made when a computation of a few changes first needs it).
+        self._stop_list: list[_Shown] = []
+        self._exposure_list: list[_Shown] = []
+        self._totals: dict[str, tuple[float, float]] = {}
+        self._stops: dict[tuple[str, str], float] = {}
+        self._at_symbol: dict[str, list[int]] | None = None
 
     def observe(self, ticker: Ticker) -> None:
         """Record a price (from the ticker stream or a market read); repeats of a timestamp are ignored."""
@@ -624,11 +639,14 @@ class InsightsProvider:
         fresh = thresholds != self._thresholds_used  # every note is made again (its row kept if equal)
         self._thresholds_used = thresholds
         # A monitor's stop takes precedence: the orders are searched only for the other positions.
-        unknown = [p for p in positions if (p.account, p.symbol) not in known]
+        unknown = list(
+            compress(positions, map(not_, map(known.__contains__, map(_account_symbol, positions))))
+        )
         found, orders_read = self._stops_found(unknown, orders)
         stops = {**found, **known}  # a monitor's stop first
-        due: set[str] | None = None
-        if not fresh and refresh is not None:
+        few = None if fresh or refresh is None else self._few_changed(positions, stops, refresh)
+        due: set[str] | None = few
+        if few is None and not fresh and refresh is not None:
             due = self._changed_symbols(positions, stops)
             due.update(symbol for symbol in refresh if symbol not in due)
         # The volatility of a symbol with new prices, for the notes made now (a thousand figures
@@ -637,20 +655,23 @@ class InsightsProvider:
         for symbol in moved:
             self._sigmas[symbol] = self.sigma(symbol)
         self._moved = set() if due is None else self._moved - moved
-        totals, stop_notes = self._stop_notes_of(positions, stops, fresh, due)
-        shown = self._exposure_notes_of(totals, equity, fresh, due)
-        if self._concentration is not None:
-            shown.append(self._concentration)
-        shown += stop_notes
+        if few is not None:
+            self._notes_of_few(positions, stops, equity, few)
+        else:
+            totals, self._stop_list = self._stop_notes_of(positions, stops, fresh, due)
+            self._exposure_list = self._exposure_notes_of(totals, equity, fresh, due)
+            self._totals, self._at_symbol = totals, None
+        self._stops = stops
+        shown = [*self._exposure_list, *self._concentration_shown(), *self._stop_list]
         drawdown = drawdown_note(equity, self._peak_equity, thresholds)
         self._drawdown = _shown(_fields_of(drawdown), self._drawdown)
         shown.append(self._drawdown)
         # risk_notes' stable sort: its permutation depends on the keys in this order alone.
-        keys = [note.order for note in shown]
+        keys = list(map(_order_key, shown))
         if keys != self._order_keys:  # element by element, by identity first: the keys are kept
             self._order_keys = keys
             self._sorted = sorted(range(len(keys)), key=keys.__getitem__)
-        rows = [shown[i].row for i in self._sorted]
+        rows = list(map(_row, map(shown.__getitem__, self._sorted)))
         self._last = _Computed(
             list(positions),
             orders_read,
@@ -716,7 +737,6 @@ class InsightsProvider:
         symbol in one pass: a plain loop (no call, closure or tuple of inputs per position unless its
         note is built again), as :func:`exposure_by_symbol` sums them, to the bit. A position of a
         symbol not ``due`` (when given) keeps its note and its notional as last computed."""
-        thresholds, sigmas = self.thresholds, self._sigmas
         last: dict[tuple[str, str], _StopEntry] = self._stop_notes
         following: dict[tuple[str, str], _StopEntry] = {}
         totals: dict[str, tuple[float, float]] = {}
@@ -729,21 +749,7 @@ class InsightsProvider:
             key = (account, symbol)
             entry = last.get(key)
             if entry is None or due is None or symbol in due:
-                stop = stops.get(key)
-                mark = position.mark_price
-                value = size * mark if side is Side.BUY else -size * mark  # notional(), the same floats
-                sigma = sigmas.get(symbol)
-                # The note shows the account, symbol (the key), side and mark, and nothing else of it.
-                inputs = (side, mark, stop, sigma)
-                if entry is None or fresh or entry[0] != inputs:
-                    if entry is not None and entry[0][0] is side:
-                        where, last_shown = entry[1], entry[2]
-                    else:
-                        where, last_shown = _where(account, symbol, side), None
-                    fields = _stop_fields(account, symbol, where, side, mark, stop, sigma, thresholds)
-                    entry = (inputs, where, _shown(fields, last_shown), size, value)
-                elif entry[3] != size:  # the same note; its notional is the new size's
-                    entry = (inputs, entry[1], entry[2], size, value)
+                entry = self._stop_entry(position, entry, stops, fresh)
             value = entry[4]
             net, gross = totals.get(symbol, _NOTHING)
             totals[symbol] = (net + value, gross + abs(value))
@@ -751,6 +757,38 @@ class InsightsProvider:
             notes.append(entry[2])
         self._stop_notes = following  # the notes of positions no longer open are forgotten
         return totals, notes
+
+    def _stop_entry(
+        self,
+        position: Position,
+        entry: _StopEntry | None,
+        stops: Mapping[tuple[str, str], float],
+        fresh: bool,
+    ) -> _StopEntry:
+        """An open position's stop entry at this state: ``entry`` (its last) while it is made of the
+        same, else its note made again (the row kept when it shows the same)."""
+        side, size, symbol, account = (
+            cast(Side, position.side),
+            position.size,
+            position.symbol,
+            position.account,
+        )
+        stop = stops.get((account, symbol))
+        mark = position.mark_price
+        value = size * mark if side is Side.BUY else -size * mark  # notional(), the same floats
+        sigma = self._sigmas.get(symbol)
+        # The note shows the account, symbol (the key), side and mark, and nothing else of it.
+        inputs = (side, mark, stop, sigma)
+        if entry is None or fresh or entry[0] != inputs:
+            if entry is not None and entry[0][0] is side:
+                where, last_shown = entry[1], entry[2]
+            else:
+                where, last_shown = _where(account, symbol, side), None
+            fields = _stop_fields(account, symbol, where, side, mark, stop, sigma, self.thresholds)
+            return (inputs, where, _shown(fields, last_shown), size, value)
+        if entry[3] != size:  # the same note; its notional is the new size's
+            return (inputs, entry[1], entry[2], size, value)
+        return entry
 
     def _exposure_notes_of(
         self,
@@ -761,7 +799,6 @@ class InsightsProvider:
     ) -> list[_Shown]:
         """The exposure notes by symbol; the concentration note made again when a gross changed. A
         symbol not ``due`` (when given) keeps its note (and the equity it was made with)."""
-        thresholds = self.thresholds
         changed = fresh
         if totals.keys() != set(self._held):
             self._held = sorted(totals)
@@ -769,26 +806,119 @@ class InsightsProvider:
         last, following = self._exposure_notes, {}
         notes: list[_Shown] = []
         for symbol in self._held:
-            net, gross = totals[symbol]
             entry = last.get(symbol)
-            if (
-                entry is None
-                or fresh
-                or entry[0] != net
-                or entry[1] != gross
-                or (entry[2] != equity and (due is None or symbol in due))
-            ):
-                changed = changed or entry is None or entry[1] != gross
-                fields = _exposure_fields(symbol, net, gross, equity, thresholds)
-                entry = (net, gross, equity, _shown(fields, None if entry is None else entry[3]))
-            following[symbol] = entry
-            notes.append(entry[3])
-        self._exposure_notes = following
-        if changed:  # the concentration is made of the gross figures alone
-            exposure = {symbol: totals[symbol] for symbol in self._held}
-            concentration = concentration_note(exposure, thresholds)
-            last_concentration = self._concentration
-            self._concentration = (
-                None if concentration is None else _shown(_fields_of(concentration), last_concentration)
+            made = self._exposure_entry(
+                symbol, totals[symbol], equity, entry, fresh=fresh, due=due is None or symbol in due
             )
+            changed = changed or entry is None or entry[1] != made[1]
+            following[symbol] = made
+            notes.append(made[3])
+        self._exposure_notes = following
+        if changed:
+            self._concentrate(totals)
         return notes
+
+    def _exposure_entry(
+        self,
+        symbol: str,
+        total: tuple[float, float],
+        equity: float,
+        entry: _ExposureEntry | None,
+        *,
+        fresh: bool,
+        due: bool,
+    ) -> _ExposureEntry:
+        """A symbol's exposure entry at its (net, gross) ``total``: ``entry`` (its last) while made of
+        the same figures (and, unless ``due``, whatever the equity), else (or ``fresh``) made again."""
+        net, gross = total
+        if (
+            entry is not None
+            and not fresh
+            and entry[0] == net
+            and entry[1] == gross
+            and (entry[2] == equity or not due)
+        ):
+            return entry
+        fields = _exposure_fields(symbol, net, gross, equity, self.thresholds)
+        return (net, gross, equity, _shown(fields, None if entry is None else entry[3]))
+
+    def _concentrate(self, totals: Mapping[str, tuple[float, float]]) -> None:
+        """The concentration note made again, of the gross figures alone."""
+        exposure = {symbol: totals[symbol] for symbol in self._held}
+        concentration = concentration_note(exposure, self.thresholds)
+        last_concentration = self._concentration
+        self._concentration = (
+            None if concentration is None else _shown(_fields_of(concentration), last_concentration)
+        )
+
+    def _concentration_shown(self) -> list[_Shown]:
+        return [] if self._concentration is None else [self._concentration]
+
+    def _few_changed(
+        self, positions: Sequence[Position], stops: Mapping[tuple[str, str], float], refresh: Collection[str]
+    ) -> set[str] | None:
+        """The symbols due (``refresh``, and those :meth:`_changed_symbols` would add) when only a few
+        positions changed since the last computation, each where it was, all open as before: found
+        by identity in C, not by a pass over a thousand positions; None otherwise (then the whole
+        pass decides)."""
+        last = self._last
+        entries = self._stop_notes
+        if last is None or len(positions) != len(last.positions) or len(entries) != len(positions):
+            return None
+        if len(self._stop_list) != len(positions):  # a position was not open: not one note each
+            return None
+        changed = list(compress(range(len(positions)), map(is_not, positions, last.positions)))
+        if len(changed) > max(16, len(positions) // 8):
+            return None
+        due = set(refresh)
+        for at in changed:
+            position, before = positions[at], last.positions[at]
+            if position.account != before.account or position.symbol != before.symbol:
+                return None
+            side, size = position.side, position.size
+            if side is None or not size > 0:
+                return None
+            entry = entries.get((position.account, position.symbol))
+            if entry is None or entry[0][0] is not side or entry[3] != size:
+                due.add(position.symbol)
+        if stops != self._stops:  # a stop moved (or one of a key with no position: no note shows it)
+            moved = set(stops.items()).symmetric_difference(self._stops.items())
+            due.update(symbol for key, symbol in map(itemgetter(0), moved) if (key, symbol) in entries)
+        return due
+
+    def _notes_of_few(
+        self,
+        positions: Sequence[Position],
+        stops: Mapping[tuple[str, str], float],
+        equity: float,
+        due: set[str],
+    ) -> None:
+        """:meth:`_stop_notes_of` and :meth:`_exposure_notes_of` for the ``due`` symbols alone (see
+        :meth:`_few_changed`): their positions' entries, totals and exposures made again in place,
+        the others kept as they are."""
+        at_symbol = self._at_symbol
+        if at_symbol is None:
+            at_symbol = self._at_symbol = {}
+            for at, position in enumerate(positions):
+                at_symbol.setdefault(position.symbol, []).append(at)
+        entries, stop_list, totals = self._stop_notes, self._stop_list, self._totals
+        grosses_moved = False
+        for symbol in due:
+            places = at_symbol.get(symbol)
+            if not places:  # no position of it: no note
+                continue
+            net, gross = _NOTHING
+            for at in places:
+                position = positions[at]
+                key = (position.account, symbol)
+                entry = entries[key] = self._stop_entry(position, entries[key], stops, False)
+                stop_list[at] = entry[2]
+                net, gross = net + entry[4], gross + abs(entry[4])
+            totals[symbol] = (net, gross)
+            last = self._exposure_notes[symbol]
+            made = self._exposure_entry(symbol, (net, gross), equity, last, fresh=False, due=True)
+            self._exposure_notes[symbol] = made
+            grosses_moved = grosses_moved or made[1] != last[1]
+            self._exposure_list[bisect_left(self._held, symbol)] = made[3]
+        if grosses_moved:
+            self._concentrate(totals)
