@@ -19,7 +19,7 @@ from bisect import bisect_left
 from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress
-from operator import attrgetter, is_not, itemgetter, not_
+from operator import attrgetter, itemgetter, not_
 from typing import cast
 
 from engine.core.models import Order, Position, Side, Ticker, Wallet
@@ -537,6 +537,22 @@ class _Computed:
         )
 
 
+@dataclass(slots=True)
+class _FewChanges:
+    """What a computation of a few changes works from (see :meth:`InsightsProvider._few_changed`)."""
+
+    due: set[str]
+    """The symbols whose notes are made now."""
+    keys: list[tuple[str, str]]
+    """Each listed position's (account, symbol), in the list's order."""
+    index: dict[tuple[str, str], int]
+    """Where each key stands in the list."""
+    gone: set[tuple[str, str]]
+    """The keys noted last time and no longer listed."""
+    new: dict[str, list[tuple[str, str]]]
+    """The keys of the positions new since (by identity), by symbol."""
+
+
 class InsightsProvider:
     """Keeps recent prices and the session's equity peak; computes the notes on demand.
 
@@ -574,13 +590,13 @@ class InsightsProvider:
         self._sorted: list[int] = []
         self._last: _Computed | None = None
         # The last computation's notes as shown: stop notes in the positions' order, exposures in
-        # the symbols'; the (net, gross) of each symbol, the stops, and where each symbol's positions
-        # stand in the list (made when a computation of a few changes first needs it).
+        # the symbols'; the (net, gross) of each symbol, the stops, and each symbol's positions'
+        # keys (made when a computation of a few changes first needs them).
         self._stop_list: list[_Shown] = []
         self._exposure_list: list[_Shown] = []
         self._totals: dict[str, tuple[float, float]] = {}
         self._stops: dict[tuple[str, str], float] = {}
-        self._at_symbol: dict[str, list[int]] | None = None
+        self._keys_by_symbol: dict[str, set[tuple[str, str]]] | None = None
 
     def observe(self, ticker: Ticker) -> None:
         """Record a price (from the ticker stream or a market read); repeats of a timestamp are ignored."""
@@ -645,7 +661,7 @@ class InsightsProvider:
         found, orders_read = self._stops_found(unknown, orders)
         stops = {**found, **known}  # a monitor's stop first
         few = None if fresh or refresh is None else self._few_changed(positions, stops, refresh)
-        due: set[str] | None = few
+        due: set[str] | None = None if few is None else few.due
         if few is None and not fresh and refresh is not None:
             due = self._changed_symbols(positions, stops)
             due.update(symbol for symbol in refresh if symbol not in due)
@@ -660,7 +676,7 @@ class InsightsProvider:
         else:
             totals, self._stop_list = self._stop_notes_of(positions, stops, fresh, due)
             self._exposure_list = self._exposure_notes_of(totals, equity, fresh, due)
-            self._totals, self._at_symbol = totals, None
+            self._totals, self._keys_by_symbol = totals, None
         self._stops = stops
         shown = [*self._exposure_list, *self._concentration_shown(), *self._stop_list]
         drawdown = drawdown_note(equity, self._peak_equity, thresholds)
@@ -856,69 +872,87 @@ class InsightsProvider:
 
     def _few_changed(
         self, positions: Sequence[Position], stops: Mapping[tuple[str, str], float], refresh: Collection[str]
-    ) -> set[str] | None:
+    ) -> _FewChanges | None:
         """The symbols due (``refresh``, and those :meth:`_changed_symbols` would add) when only a few
-        positions changed since the last computation, each where it was, all open as before: found
-        by identity in C, not by a pass over a thousand positions; None otherwise (then the whole
-        pass decides)."""
-        last = self._last
-        entries = self._stop_notes
-        if last is None or len(positions) != len(last.positions) or len(entries) != len(positions):
+        positions are new since the last computation (opened, changed, or closed and gone from the
+        list), every one open, once: told by identity and by key in C, not by a pass over a thousand
+        positions. None otherwise (then the whole pass decides)."""
+        last, entries = self._last, self._stop_notes
+        if last is None or len(entries) != len(last.positions):  # one open position each, last time
             return None
-        if len(self._stop_list) != len(positions):  # a position was not open: not one note each
+        keys = list(map(_account_symbol, positions))
+        index = dict(zip(keys, range(len(keys)), strict=True))
+        if len(index) != len(keys):  # a key twice
             return None
-        changed = list(compress(range(len(positions)), map(is_not, positions, last.positions)))
-        if len(changed) > max(16, len(positions) // 8):
+        seen = set(map(id, last.positions))  # alive (the last list holds them): no id is reused
+        new = list(compress(range(len(positions)), map(not_, map(seen.__contains__, map(id, positions)))))
+        gone = entries.keys() - index.keys()
+        if len(new) + len(gone) > max(16, len(positions) // 8):
             return None
         due = set(refresh)
-        for at in changed:
-            position, before = positions[at], last.positions[at]
-            if position.account != before.account or position.symbol != before.symbol:
-                return None
+        new_keys: dict[str, list[tuple[str, str]]] = {}
+        for at in new:
+            position = positions[at]
             side, size = position.side, position.size
-            if side is None or not size > 0:
+            if side is None or not size > 0:  # listed but not open: the whole pass skips it
                 return None
-            entry = entries.get((position.account, position.symbol))
+            entry = entries.get(keys[at])
             if entry is None or entry[0][0] is not side or entry[3] != size:
                 due.add(position.symbol)
+            new_keys.setdefault(position.symbol, []).append(keys[at])
+        due.update(symbol for _, symbol in gone)
         if stops != self._stops:  # a stop moved (or one of a key with no position: no note shows it)
             moved = set(stops.items()).symmetric_difference(self._stops.items())
-            due.update(symbol for key, symbol in map(itemgetter(0), moved) if (key, symbol) in entries)
-        return due
+            due.update(symbol for key, symbol in map(itemgetter(0), moved) if (key, symbol) in index)
+        return _FewChanges(due, keys, index, gone, new_keys)
 
     def _notes_of_few(
         self,
         positions: Sequence[Position],
         stops: Mapping[tuple[str, str], float],
         equity: float,
-        due: set[str],
+        few: _FewChanges,
     ) -> None:
-        """:meth:`_stop_notes_of` and :meth:`_exposure_notes_of` for the ``due`` symbols alone (see
-        :meth:`_few_changed`): their positions' entries, totals and exposures made again in place,
-        the others kept as they are."""
-        at_symbol = self._at_symbol
-        if at_symbol is None:
-            at_symbol = self._at_symbol = {}
-            for at, position in enumerate(positions):
-                at_symbol.setdefault(position.symbol, []).append(at)
-        entries, stop_list, totals = self._stop_notes, self._stop_list, self._totals
+        """:meth:`_stop_notes_of` and :meth:`_exposure_notes_of` for the due symbols alone (see
+        :meth:`_few_changed`): their positions' entries, totals and exposures made again, the other
+        symbols' kept as they are; a symbol held no more, or held now, leaves or joins the list."""
+        entries, totals, exposures, held = self._stop_notes, self._totals, self._exposure_notes, self._held
+        by_symbol = self._keys_by_symbol
+        if by_symbol is None:
+            by_symbol = self._keys_by_symbol = {}
+            for key in entries:
+                by_symbol.setdefault(key[1], set()).add(key)
+        for key in few.gone:
+            del entries[key]
+            by_symbol[key[1]].discard(key)
         grosses_moved = False
-        for symbol in due:
-            places = at_symbol.get(symbol)
-            if not places:  # no position of it: no note
-                continue
+        for symbol in few.due:
+            listed = by_symbol.setdefault(symbol, set())
+            listed.update(few.new.get(symbol, ()))
+            places = sorted(map(few.index.__getitem__, listed))  # in the list's order, as summed there
             net, gross = _NOTHING
             for at in places:
-                position = positions[at]
-                key = (position.account, symbol)
-                entry = entries[key] = self._stop_entry(position, entries[key], stops, False)
-                stop_list[at] = entry[2]
+                key = few.keys[at]
+                entry = entries[key] = self._stop_entry(positions[at], entries.get(key), stops, False)
                 net, gross = net + entry[4], gross + abs(entry[4])
+            last = exposures.get(symbol)
+            at = bisect_left(held, symbol)
+            if not places:  # held no more: its notes go
+                del by_symbol[symbol]
+                if last is not None:
+                    del exposures[symbol], totals[symbol], held[at], self._exposure_list[at]
+                    grosses_moved = True
+                continue
             totals[symbol] = (net, gross)
-            last = self._exposure_notes[symbol]
-            made = self._exposure_entry(symbol, (net, gross), equity, last, fresh=False, due=True)
-            self._exposure_notes[symbol] = made
-            grosses_moved = grosses_moved or made[1] != last[1]
-            self._exposure_list[bisect_left(self._held, symbol)] = made[3]
+            made = exposures[symbol] = self._exposure_entry(
+                symbol, (net, gross), equity, last, fresh=False, due=True
+            )
+            grosses_moved = grosses_moved or last is None or made[1] != last[1]
+            if last is None:  # held now
+                held.insert(at, symbol)
+                self._exposure_list.insert(at, made[3])
+            else:
+                self._exposure_list[at] = made[3]
+        self._stop_list = list(map(itemgetter(2), map(entries.__getitem__, few.keys)))
         if grosses_moved:
             self._concentrate(totals)
