@@ -629,3 +629,26 @@ async def test_a_market_row_is_kept_while_its_ticker_shows_the_same_last_and_mar
     dashboard._instruments["BTCUSDT"] = sim.exchange.instruments["BTCUSDT"]
     ticked = dashboard._market_rows({"BTCUSDT": Ticker("BTCUSDT", 100.0, 100.7, 99.5, 100.5, 4.0)})
     assert ticked["BTCUSDT"]["tick_size"] == sim.exchange.instruments["BTCUSDT"].tick_size
+
+
+async def test_the_insights_see_a_price_where_it_comes_in_not_each_time_the_cache_serves_it(
+    sim: SimHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ticker read from the venue is seen by the insights (its price history); one the cache
+    serves again was seen when it was stored: at a thousand symbols, seeing it again at every
+    build was a thousand calls for nothing."""
+    dashboard = sim.dashboard
+    assert dashboard is not None
+    seen: list[str] = []
+    observe = dashboard.insights.observe
+
+    def counted(ticker: Ticker) -> None:
+        seen.append(ticker.symbol)
+        observe(ticker)
+
+    monkeypatch.setattr(dashboard.insights, "observe", counted)
+    first = await snapshot(sim)
+    assert sorted(seen) == sorted(first["market"]) and seen
+    seen.clear()
+    second = await snapshot(sim)
+    assert second["market"] == first["market"] and seen == []  # served from the cache: seen already

@@ -1240,28 +1240,34 @@ class Dashboard:
 
     # --- market, stats, insights -------------------------------------------------------------
     async def _market(self, batched: bool, symbols: Sequence[str]) -> dict[str, Ticker]:
-        """Tickers of ``symbols``: one read for all the missing ones (optimized) or one per symbol."""
+        """Tickers of ``symbols``: one read for all the missing ones (optimized) or one per symbol.
+
+        The insights see each price once, where it comes in: a ticker read here, or one the stream
+        pushed (:meth:`on_event`); one served from the cache was seen when it was stored (at a
+        thousand symbols, seeing every ticker served again was a thousand calls a build)."""
         venue = self._market_venue()
         if venue is None:
             return {}
+        observe = self.insights.observe
         if batched:
 
             async def load(keys: list[CacheKey]) -> dict[CacheKey, Ticker]:
                 tickers = await venue.tickers([k[2] for k in keys])
+                for ticker in tickers.values():
+                    observe(ticker)
                 return {market_key(s): t for s, t in tickers.items()}
 
             found = await self.cache.get_many_or_load("market_data", [market_key(s) for s in symbols], load)
-            tickers = {key[2]: ticker for key, ticker in found.items()}
-        else:
-            tickers = {}
-            for symbol in symbols:
+            return {key[2]: ticker for key, ticker in found.items()}
+        tickers: dict[str, Ticker] = {}
+        for symbol in symbols:
 
-                async def load_one(symbol: str = symbol) -> Ticker:
-                    return (await venue.tickers([symbol]))[symbol]
+            async def load_one(symbol: str = symbol) -> Ticker:
+                ticker = (await venue.tickers([symbol]))[symbol]
+                observe(ticker)
+                return ticker
 
-                tickers[symbol] = await self.cache.get_or_load("market_data", market_key(symbol), load_one)
-        for ticker in tickers.values():
-            self.insights.observe(ticker)
+            tickers[symbol] = await self.cache.get_or_load("market_data", market_key(symbol), load_one)
         return tickers
 
     def _ledger_stats(self) -> LedgerStats:
