@@ -538,8 +538,8 @@ class _Computed:
 
 
 @dataclass(slots=True)
-class _FewChanges:
-    """What a computation of a few changes works from (see :meth:`InsightsProvider._few_changed`)."""
+class _ChangesSince:
+    """What a computation of the due symbols alone works from (:meth:`InsightsProvider._changes_since`)."""
 
     due: set[str]
     """The symbols whose notes are made now."""
@@ -591,7 +591,7 @@ class InsightsProvider:
         self._last: _Computed | None = None
         # The last computation's notes as shown: stop notes in the positions' order, exposures in
         # the symbols'; the (net, gross) of each symbol, the stops, and each symbol's positions'
-        # keys (made when a computation of a few changes first needs them).
+        # keys (made when a computation of the due symbols alone first needs them).
         self._stop_list: list[_Shown] = []
         self._exposure_list: list[_Shown] = []
         self._totals: dict[str, tuple[float, float]] = {}
@@ -660,9 +660,9 @@ class InsightsProvider:
         )
         found, orders_read = self._stops_found(unknown, orders)
         stops = {**found, **known}  # a monitor's stop first
-        few = None if fresh or refresh is None else self._few_changed(positions, stops, refresh)
-        due: set[str] | None = None if few is None else few.due
-        if few is None and not fresh and refresh is not None:
+        since = None if fresh or refresh is None else self._changes_since(positions, stops, refresh)
+        due: set[str] | None = None if since is None else since.due
+        if since is None and not fresh and refresh is not None:
             due = self._changed_symbols(positions, stops)
             due.update(symbol for symbol in refresh if symbol not in due)
         # The volatility of a symbol with new prices, for the notes made now (a thousand figures
@@ -671,8 +671,8 @@ class InsightsProvider:
         for symbol in moved:
             self._sigmas[symbol] = self.sigma(symbol)
         self._moved = set() if due is None else self._moved - moved
-        if few is not None:
-            self._notes_of_few(positions, stops, equity, few)
+        if since is not None:
+            self._notes_of_due(positions, stops, equity, since)
         else:
             totals, self._stop_list = self._stop_notes_of(positions, stops, fresh, due)
             self._exposure_list = self._exposure_notes_of(totals, equity, fresh, due)
@@ -870,13 +870,14 @@ class InsightsProvider:
     def _concentration_shown(self) -> list[_Shown]:
         return [] if self._concentration is None else [self._concentration]
 
-    def _few_changed(
+    def _changes_since(
         self, positions: Sequence[Position], stops: Mapping[tuple[str, str], float], refresh: Collection[str]
-    ) -> _FewChanges | None:
-        """The symbols due (``refresh``, and those :meth:`_changed_symbols` would add) when only a few
-        positions are new since the last computation (opened, changed, or closed and gone from the
-        list), every one open, once: told by identity and by key in C, not by a pass over a thousand
-        positions. None otherwise (then the whole pass decides)."""
+    ) -> _ChangesSince | None:
+        """The symbols due (``refresh``, and those :meth:`_changed_symbols` would add) and what the
+        notes of those alone are made from, when every listed position is open, once: the positions
+        new since the last computation (opened, changed, or closed and gone from the list) told by
+        identity and by key in C, then only those looked at (a re-read of a thousand positions, all
+        new objects, makes only the due symbols' notes). None otherwise: the whole pass decides."""
         last, entries = self._last, self._stop_notes
         if last is None or len(entries) != len(last.positions):  # one open position each, last time
             return None
@@ -887,8 +888,6 @@ class InsightsProvider:
         seen = set(map(id, last.positions))  # alive (the last list holds them): no id is reused
         new = list(compress(range(len(positions)), map(not_, map(seen.__contains__, map(id, positions)))))
         gone = entries.keys() - index.keys()
-        if len(new) + len(gone) > max(16, len(positions) // 8):
-            return None
         due = set(refresh)
         new_keys: dict[str, list[tuple[str, str]]] = {}
         for at in new:
@@ -904,17 +903,17 @@ class InsightsProvider:
         if stops != self._stops:  # a stop moved (or one of a key with no position: no note shows it)
             moved = set(stops.items()).symmetric_difference(self._stops.items())
             due.update(symbol for key, symbol in map(itemgetter(0), moved) if (key, symbol) in index)
-        return _FewChanges(due, keys, index, gone, new_keys)
+        return _ChangesSince(due, keys, index, gone, new_keys)
 
-    def _notes_of_few(
+    def _notes_of_due(
         self,
         positions: Sequence[Position],
         stops: Mapping[tuple[str, str], float],
         equity: float,
-        few: _FewChanges,
+        since: _ChangesSince,
     ) -> None:
         """:meth:`_stop_notes_of` and :meth:`_exposure_notes_of` for the due symbols alone (see
-        :meth:`_few_changed`): their positions' entries, totals and exposures made again, the other
+        :meth:`_changes_since`): their positions' entries, totals and exposures made again, the other
         symbols' kept as they are; a symbol held no more, or held now, leaves or joins the list."""
         entries, totals, exposures, held = self._stop_notes, self._totals, self._exposure_notes, self._held
         by_symbol = self._keys_by_symbol
@@ -922,17 +921,17 @@ class InsightsProvider:
             by_symbol = self._keys_by_symbol = {}
             for key in entries:
                 by_symbol.setdefault(key[1], set()).add(key)
-        for key in few.gone:
+        for key in since.gone:
             del entries[key]
             by_symbol[key[1]].discard(key)
         grosses_moved = False
-        for symbol in few.due:
+        for symbol in since.due:
             listed = by_symbol.setdefault(symbol, set())
-            listed.update(few.new.get(symbol, ()))
-            places = sorted(map(few.index.__getitem__, listed))  # in the list's order, as summed there
+            listed.update(since.new.get(symbol, ()))
+            places = sorted(map(since.index.__getitem__, listed))  # in the list's order, as summed there
             net, gross = _NOTHING
             for at in places:
-                key = few.keys[at]
+                key = since.keys[at]
                 entry = entries[key] = self._stop_entry(positions[at], entries.get(key), stops, False)
                 net, gross = net + entry[4], gross + abs(entry[4])
             last = exposures.get(symbol)
@@ -953,6 +952,6 @@ class InsightsProvider:
                 self._exposure_list.insert(at, made[3])
             else:
                 self._exposure_list[at] = made[3]
-        self._stop_list = list(map(itemgetter(2), map(entries.__getitem__, few.keys)))
+        self._stop_list = list(map(itemgetter(2), map(entries.__getitem__, since.keys)))
         if grosses_moved:
             self._concentrate(totals)
