@@ -310,13 +310,13 @@ def _feeds_of(
     monitors: Mapping[str, Monitor], tiers: Mapping[str, Tier], instruments: Mapping[str, Instrument]
 ) -> tuple[KeyFeed[str], KeyFeed[str], KeyFeed[str]] | None:
     """Feeds of the changes to the three dicts a ``monitors[]`` row is made of (None unless all three
-    are TrackedDicts: then every build looks at every key). A new feed is empty: the first pass reads
-    every key."""
+    are TrackedDicts: then every build looks at every key). The instruments' feed starts marked, so
+    the first pass after it reads every key (what was there before the feeds is in no feed)."""
     dicts = (monitors, tiers, instruments)
     if not all(isinstance(d, TrackedDict) for d in dicts):
         return None
     feeds = tuple(cast(TrackedDict[str, Any], d).feed() for d in dicts)
-    feeds[2].add("")  # whatever was there before the feed: the next pass reads every key
+    feeds[2].add("")
     return feeds[0], feeds[1], feeds[2]
 
 
