@@ -573,7 +573,7 @@ async def test_each_long_piece_of_a_snapshot_takes_a_turn_of_the_loop_of_its_own
         await turn()
 
     monkeypatch.setattr(precedence, "turn", counted_turn)
-    for name in ("_market_rows", "_positions_shown", "_compose"):
+    for name in ("_market_rows", "_positions_shown_yielding", "_compose"):
         piece = getattr(dashboard, name)
 
         def recorded(*args: Any, _piece: Any = piece, _name: str = name, **kwargs: Any) -> Any:
@@ -583,7 +583,7 @@ async def test_each_long_piece_of_a_snapshot_takes_a_turn_of_the_loop_of_its_own
         monkeypatch.setattr(dashboard, name, recorded)
     await clock_of(engine).drive_while(dashboard.snapshot())
     pieces = [step for step in steps if step != "turn"]
-    assert pieces == ["_market_rows", "_positions_shown", "_compose"]
+    assert pieces == ["_market_rows", "_positions_shown_yielding", "_compose"]
     for piece in pieces:  # each one right after a turn
         assert steps[steps.index(piece) - 1] == "turn"
 

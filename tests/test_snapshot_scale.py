@@ -467,3 +467,25 @@ def test_a_build_reads_no_field_of_the_venue_rows_it_saw_last_time_at_the_same_m
     third = position_rows(counted, moved, monitors, instruments, memo)  # type: ignore[arg-type]
     assert third == position_rows(view, moved, monitors, instruments)
     assert [a is b for a, b in zip(second, third, strict=True)] == [True, False, True, True]
+
+
+async def test_the_positions_section_takes_a_turn_every_chunk_of_rows_and_is_the_same_section() -> None:
+    """At a thousand positions at new marks the section is tens of ms of the engine's loop: it is made
+    in chunks of FREEZE_ROWS rows with the engine's turn between them (a fill is decided there), and
+    is the section made in one go."""
+    symbols = [f"Z{n:04d}USDT" for n in range(3 * snapshot_module.FREEZE_ROWS + 10)]
+    instruments = {s: Instrument(s, 0.1, 0.01, 0.01, 100.0) for s in symbols}
+    held = {"main": [position("main", s, 100.0) for s in symbols], "mirror": []}
+    view = account_view(WALLETS, held, {}, instruments)
+    turns = 0
+
+    async def turn() -> None:
+        nonlocal turns
+        turns += 1
+
+    memo = PositionRows()
+    for mark in (101.0, 102.0):
+        marks = {("main", s): mark for s in symbols}
+        turns = 0
+        shown = await memo.rows_yielding(view, marks, {}, instruments, turn)
+        assert turns == 3 and shown == position_rows(view, marks, {}, instruments)

@@ -31,7 +31,7 @@ import asyncio
 import inspect
 import json
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from itertools import chain
@@ -394,11 +394,47 @@ class PositionRows:
         instruments: Mapping[str, Instrument],
     ) -> list[PositionRow]:
         """This build's section (see the class)."""
+        rows: list[PositionRow] = []
+        for _ in self._made(view, marks, monitors, instruments, rows):
+            pass
+        return rows
+
+    async def rows_yielding(
+        self,
+        view: AccountView,
+        marks: Mapping[tuple[str, str], float],
+        monitors: Mapping[tuple[str, str, str | None], MonitorRow],
+        instruments: Mapping[str, Instrument],
+        turn: Callable[[], Awaitable[None]],
+    ) -> list[PositionRow]:
+        """:meth:`rows`, awaiting ``turn`` (the engine's precedence) every :data:`FREEZE_ROWS` rows:
+        at a thousand positions at new marks the section is tens of ms of the engine's loop, and a
+        fill that arrives meanwhile is decided between two chunks, not after the whole section."""
+        rows: list[PositionRow] = []
+        for _ in self._made(view, marks, monitors, instruments, rows):
+            await turn()
+        return rows
+
+    def _made(
+        self,
+        view: AccountView,
+        marks: Mapping[tuple[str, str], float],
+        monitors: Mapping[tuple[str, str, str | None], MonitorRow],
+        instruments: Mapping[str, Instrument],
+        rows: list[PositionRow],
+    ) -> Iterator[None]:
+        """Append this build's rows to ``rows``, pausing (a ``None``) after every :data:`FREEZE_ROWS`
+        of them. Each kept row is changed in place, its mark and row together, so a build that
+        another one overtakes at a pause still makes each of its rows from what it reads then."""
         last, by_row = self._last, self._by_row
         following: dict[tuple[str, str, str | None], _KeptPosition] = {}
-        rows: list[PositionRow] = []
         append, mark_of, monitor_of, instrument_of = rows.append, marks.get, monitors.get, instruments.get
+        pause = FREEZE_ROWS
         for row in view.position_rows:
+            if not pause:
+                yield None
+                pause = FREEZE_ROWS
+            pause -= 1
             kept = by_row.get(id(row))
             if kept is None or kept.row is not row:  # a venue row the last build did not see
                 kept = last.get((row["account"], row["symbol"], row["side"]))
@@ -427,7 +463,6 @@ class PositionRows:
             append(kept.shown)
         self._last = following
         self._by_row = {id(kept.row): kept for kept in following.values()}
-        return rows
 
 
 def _shown_position_row(
@@ -980,7 +1015,7 @@ class Dashboard:
         await turn()
         market_rows = self._market_rows(market)
         await turn()
-        shown = self._positions_shown(view, market, reads, monitors, mark=optimized)
+        shown = await self._positions_shown_yielding(view, market, reads, monitors, turn, mark=optimized)
         await turn()
         composed = self._compose(
             view,
@@ -1109,6 +1144,43 @@ class Dashboard:
         positions': always while a connected stream writes the tickers through (one source for every
         price on screen), and otherwise where the ticker is newer than the position's own read (never
         an older price than before)."""
+        marks, by_key, data_at, streams = self._positions_inputs(view, market, reads, monitors, mark=mark)
+        positions = position_rows(view, marks, by_key, self._instruments, self._position_rows)
+        return self._positions_and_accounts(view, positions, data_at, streams, mark=mark)
+
+    async def _positions_shown_yielding(
+        self,
+        view: AccountView,
+        market: Mapping[str, Ticker],
+        reads: Reads | None,
+        monitors: Sequence[MonitorRow],
+        turn: Callable[[], Awaitable[None]],
+        *,
+        mark: bool,
+    ) -> PositionsShown:
+        """:meth:`_positions_shown`, the rows made in chunks with ``turn`` between them
+        (:meth:`PositionRows.rows_yielding`)."""
+        marks, by_key, data_at, streams = self._positions_inputs(view, market, reads, monitors, mark=mark)
+        positions = await self._position_rows.rows_yielding(view, marks, by_key, self._instruments, turn)
+        return self._positions_and_accounts(view, positions, data_at, streams, mark=mark)
+
+    def _positions_inputs(
+        self,
+        view: AccountView,
+        market: Mapping[str, Ticker],
+        reads: Reads | None,
+        monitors: Sequence[MonitorRow],
+        *,
+        mark: bool,
+    ) -> tuple[
+        dict[tuple[str, str], float],
+        dict[tuple[str, str, str | None], MonitorRow],
+        dict[tuple[str, Any], float],
+        Mapping[str, StreamRow],
+    ]:
+        """What the positions section is made of (see :meth:`_positions_shown`): the marks to show
+        ((account, symbol) -> mark), the monitor rows by (account, symbol, side), when the data
+        shown was stored, and the streams."""
         sources = self.sources
         manager = sources.manager
         # Passes over a thousand rows each build: in C where they can be.
@@ -1133,7 +1205,17 @@ class Dashboard:
                     or ticker_at[row["symbol"]] >= data_at.get(("positions", row["account"]), math.inf)
                 )
             }
-        positions = position_rows(view, marks, by_key, self._instruments, self._position_rows)
+        return marks, by_key, data_at, streams
+
+    @staticmethod
+    def _positions_and_accounts(
+        view: AccountView,
+        positions: list[PositionRow],
+        data_at: DataTimes,
+        streams: Mapping[str, StreamRow],
+        *,
+        mark: bool,
+    ) -> PositionsShown:
         # Marked to the market, each account's uPnL is the sum of its positions' as shown.
         accounts = accounts_at(view, positions) if mark else view.accounts
         return PositionsShown(positions, accounts, data_at, streams)
