@@ -1018,15 +1018,7 @@ class Dashboard:
         shown = await self._positions_shown_yielding(view, market, reads, monitors, turn, mark=optimized)
         await turn()
         composed = self._compose(
-            view,
-            market,
-            stats,
-            insights,
-            reads,
-            mark=optimized,
-            monitors=monitors,
-            market_rows=market_rows,
-            shown=shown,
+            view, market, stats, insights, shown, monitors=monitors, market_rows=market_rows
         )
         return await freeze_yielding(composed, turn)
 
@@ -1060,7 +1052,8 @@ class Dashboard:
         the venue says is known, rather than an older answer passed off as current.
         """
         nothing = account_view({}, {}, {}, self._instruments)
-        return freeze(self._compose(nothing, {}, self._ledger_stats(), [], None, mark=False))
+        shown = PositionsShown([], nothing.accounts, {}, self.sources.manager.snapshot_streams())
+        return freeze(self._compose(nothing, {}, self._ledger_stats(), [], shown))
 
     def _compose(
         self,
@@ -1068,22 +1061,18 @@ class Dashboard:
         market: Mapping[str, Ticker],
         stats: LedgerStats,
         insights: Sequence[InsightRow],
-        reads: Reads | None,
+        shown: PositionsShown,
         *,
-        mark: bool,
         monitors: list[MonitorRow] | None = None,
         market_rows: dict[str, MarketRow] | None = None,
-        shown: PositionsShown | None = None,
     ) -> Snapshot:
-        """The snapshot of what was read (``monitors``, ``market_rows`` and ``shown``: those sections
-        when made already, each in a turn of the loop of its own); ``reads``: the entries the market
-        section was read from (when each ticker was stored); ``mark``: see :meth:`_positions_shown`."""
+        """The snapshot of what was read, with its positions and accounts sections ``shown``
+        (``monitors`` and ``market_rows``: those sections when made already, each in a turn of the
+        loop of its own)."""
         sources = self.sources
         manager = sources.manager
         if monitors is None:
             monitors = manager.snapshot_monitors()
-        if shown is None:
-            shown = self._positions_shown(view, market, reads, monitors, mark=mark)
         return {
             "time": iso_utc(sources.clock.now()),
             "venue": sources.venue_label,
@@ -1130,24 +1119,6 @@ class Dashboard:
             ),
         }
 
-    def _positions_shown(
-        self,
-        view: AccountView,
-        market: Mapping[str, Ticker],
-        reads: Reads | None,
-        monitors: Sequence[MonitorRow],
-        *,
-        mark: bool,
-    ) -> PositionsShown:
-        """The positions and accounts sections, and when what they show was stored. With ``mark``
-        (optimized) the positions are marked to the market's prices, and the accounts' uPnL is their
-        positions': always while a connected stream writes the tickers through (one source for every
-        price on screen), and otherwise where the ticker is newer than the position's own read (never
-        an older price than before)."""
-        marks, by_key, data_at, streams = self._positions_inputs(view, market, reads, monitors, mark=mark)
-        positions = position_rows(view, marks, by_key, self._instruments, self._position_rows)
-        return self._positions_and_accounts(view, positions, data_at, streams, mark=mark)
-
     async def _positions_shown_yielding(
         self,
         view: AccountView,
@@ -1158,7 +1129,11 @@ class Dashboard:
         *,
         mark: bool,
     ) -> PositionsShown:
-        """:meth:`_positions_shown`, the rows made in chunks with ``turn`` between them
+        """The positions and accounts sections, and when what they show was stored. With ``mark``
+        (optimized) the positions are marked to the market's prices, and the accounts' uPnL is their
+        positions': always while a connected stream writes the tickers through (one source for every
+        price on screen), and otherwise where the ticker is newer than the position's own read (never
+        an older price than before). The rows are made in chunks with ``turn`` between them
         (:meth:`PositionRows.rows_yielding`)."""
         marks, by_key, data_at, streams = self._positions_inputs(view, market, reads, monitors, mark=mark)
         positions = await self._position_rows.rows_yielding(view, marks, by_key, self._instruments, turn)
@@ -1178,7 +1153,7 @@ class Dashboard:
         dict[tuple[str, Any], float],
         Mapping[str, StreamRow],
     ]:
-        """What the positions section is made of (see :meth:`_positions_shown`): the marks to show
+        """What the positions section is made of (see :meth:`_positions_shown_yielding`): the marks to show
         ((account, symbol) -> mark), the monitor rows by (account, symbol, side), when the data
         shown was stored, and the streams."""
         sources = self.sources
