@@ -58,8 +58,8 @@ from console.view_model import (
     events_tab_label,
     mirror_header,
     mirror_view,
-    order_rows,
-    position_rows,
+    order_source,
+    position_source,
     position_words,
     stats_view,
     total_api_calls,
@@ -375,8 +375,8 @@ class OperatorConsole(App[int]):
                 )
             )
             self.query_one("#accounts", LiveTable).sync(account_rows(data, paused))
-            self.query_one("#positions", LiveTable).sync(position_rows(data))
-            self.query_one("#orders", LiveTable).sync(order_rows(data))
+            self.query_one("#positions", LiveTable).sync(position_source(data))
+            self.query_one("#orders", LiveTable).sync(order_source(data))
             self.query_one(StatsPanel).show(stats_view(data))
             if metrics:
                 api_line = f"API calls: {calls:,} total · {api.removeprefix('API ')}"

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -26,6 +26,7 @@ from engine.core.numbers import fmt_key, fmt_number, fmt_usdt
 from engine.dashboard.schema import (
     AlertRow,
     LedgerSection,
+    MonitorRow,
     OrderRow,
     PersistenceRow,
     PositionRow,
@@ -321,44 +322,94 @@ def _open_tp_orders(orders: Iterable[OrderRow]) -> dict[tuple[str, str], int]:
     return counts
 
 
-def position_rows(snapshot: Snapshot) -> dict[str, Row]:
+class RowSource:
+    """A table's rows, made on demand: the row keys in display order, and a row's cells when asked
+    for. A table of a thousand positions shows forty at a time; the table makes the rows it shows
+    (:class:`~console.widgets.live_table.LiveTable`), so a refresh formats forty rows, not every
+    row of the snapshot."""
+
+    __slots__ = ("_make", "keys")
+
+    def __init__(self, keys: Sequence[str], make: Callable[[str], Row]) -> None:
+        self.keys = keys
+        self._make = make
+
+    @classmethod
+    def of(cls, rows: Mapping[str, Row]) -> RowSource:
+        """Rows already made."""
+        return cls(tuple(rows), rows.__getitem__)
+
+    def row(self, key: str) -> Row:
+        """The cells of the row ``key`` (one of :attr:`keys`)."""
+        return self._make(key)
+
+    def rows(self) -> dict[str, Row]:
+        """Every row, in display order."""
+        return {key: self._make(key) for key in self.keys}
+
+
+class _PositionContext:
+    """What the rows of one snapshot's positions read besides the position itself; each part is
+    worked out when the first row that needs it is made, once for all of them."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    @cached_property
+    def monitors(self) -> dict[str, MonitorRow]:
+        return {m["key"]: m for m in self.snapshot.get("monitors", ())}
+
+    @cached_property
+    def mirror(self) -> MirrorView:
+        return mirror_view(self.snapshot)
+
+    @cached_property
+    def open_tps(self) -> dict[tuple[str, str], int]:
+        return _open_tp_orders(self.snapshot.get("orders", ()))
+
+
+def position_source(snapshot: Snapshot) -> RowSource:
     """The positions table: one row per open position, keyed by its monitor key; the mirror column
     holds :func:`mirror_badge` and a mirror account's rows have their account name in colour."""
-    monitors = {m["key"]: m for m in snapshot.get("monitors", ())}
-    mirror = mirror_view(snapshot)
-    open_tps = _open_tp_orders(snapshot.get("orders", ()))
-    rows: dict[str, Row] = {}
-    for pos in snapshot.get("positions", ()):
-        key = position_key(pos)
-        monitor = monitors.get(key)
-        notional = (pos.get("entry_price") or 0.0) * (pos.get("size") or 0.0)
-        upnl = pos.get("upnl")
-        pct = (upnl / notional * 100.0) if notional and upnl is not None else None
-        filled = int(monitor.get("tps_filled") or 0) if monitor else 0
-        tick, step = symbol_steps(snapshot, pos["symbol"])
-        head, tail = _position_cells(
-            pos["account"],
-            pos["symbol"],
-            pos.get("side"),
-            pos.get("size"),
-            pos.get("entry_price"),
-            tick,
-            step,
-            monitor is not None,
-            tp_ladder(filled, filled + open_tps.get((pos["account"], pos["symbol"]), 0)),
-            monitor.get("sl_price") if monitor else None,
-            bool(monitor and monitor.get("breakeven")),
-            monitor.get("phase") if monitor else None,
-            monitor.get("urgency") if monitor else None,
-        )
-        tone = sign_tone(upnl)
-        moving = (
-            Cell(fmt_num(pos.get("mark_price"), tick), right=True),
-            Cell(fmt_money(upnl, signed=True), tone, right=True),
-            Cell(fmt_pct(pct, signed=True), tone, right=True),
-        )
-        rows[key] = (*head[:3], mirror_badge(mirror, key), *head[3:], *moving, *tail)
-    return rows
+    positions = {position_key(pos): pos for pos in snapshot.get("positions", ())}
+    context = _PositionContext(snapshot)
+    return RowSource(tuple(positions), lambda key: _position_row(key, positions[key], context))
+
+
+def position_rows(snapshot: Snapshot) -> dict[str, Row]:
+    """Every row of :func:`position_source`."""
+    return position_source(snapshot).rows()
+
+
+def _position_row(key: str, pos: PositionRow, context: _PositionContext) -> Row:
+    monitor = context.monitors.get(key)
+    notional = (pos.get("entry_price") or 0.0) * (pos.get("size") or 0.0)
+    upnl = pos.get("upnl")
+    pct = (upnl / notional * 100.0) if notional and upnl is not None else None
+    filled = int(monitor.get("tps_filled") or 0) if monitor else 0
+    tick, step = symbol_steps(context.snapshot, pos["symbol"])
+    head, tail = _position_cells(
+        pos["account"],
+        pos["symbol"],
+        pos.get("side"),
+        pos.get("size"),
+        pos.get("entry_price"),
+        tick,
+        step,
+        monitor is not None,
+        tp_ladder(filled, filled + context.open_tps.get((pos["account"], pos["symbol"]), 0)),
+        monitor.get("sl_price") if monitor else None,
+        bool(monitor and monitor.get("breakeven")),
+        monitor.get("phase") if monitor else None,
+        monitor.get("urgency") if monitor else None,
+    )
+    tone = sign_tone(upnl)
+    moving = (
+        Cell(fmt_num(pos.get("mark_price"), tick), right=True),
+        Cell(fmt_money(upnl, signed=True), tone, right=True),
+        Cell(fmt_pct(pct, signed=True), tone, right=True),
+    )
+    return (*head[:3], mirror_badge(context.mirror, key), *head[3:], *moving, *tail)
 
 
 # A position's row is mostly what changes only with a fill (size, entry, stop, ladder, phase); the
@@ -530,30 +581,39 @@ def _order_key(order: OrderRow) -> str:
     return ":".join(str(p) for p in (*parts, order.get("price"), order.get("trigger_price")))
 
 
-def order_rows(snapshot: Snapshot) -> dict[str, Row]:
+def order_source(snapshot: Snapshot) -> RowSource:
     """The orders table, keyed by account and orderLinkId (or the order's terms when it has none)."""
-    rows: dict[str, Row] = {}
+    orders: dict[str, OrderRow] = {}
     for order in snapshot.get("orders", ()):
         key = base = _order_key(order)
         n = 1
-        while key in rows:  # two foreign orders with identical terms
+        while key in orders:  # two foreign orders with identical terms
             n += 1
             key = f"{base}#{n}"
-        tick, step = symbol_steps(snapshot, order["symbol"])
-        rows[key] = _order_row(
-            order["account"],
-            order["symbol"],
-            order.get("purpose"),
-            order["side"],
-            order.get("order_type"),
-            order.get("qty"),
-            order.get("price"),
-            order.get("trigger_price"),
-            order.get("status"),
-            tick,
-            step,
-        )
-    return rows
+        orders[key] = order
+    return RowSource(tuple(orders), lambda key: _order_row_of(orders[key], snapshot))
+
+
+def order_rows(snapshot: Snapshot) -> dict[str, Row]:
+    """Every row of :func:`order_source`."""
+    return order_source(snapshot).rows()
+
+
+def _order_row_of(order: OrderRow, snapshot: Snapshot) -> Row:
+    tick, step = symbol_steps(snapshot, order["symbol"])
+    return _order_row(
+        order["account"],
+        order["symbol"],
+        order.get("purpose"),
+        order["side"],
+        order.get("order_type"),
+        order.get("qty"),
+        order.get("price"),
+        order.get("trigger_price"),
+        order.get("status"),
+        tick,
+        step,
+    )
 
 
 # Orders rarely change between two refreshes: with a thousand positions the table holds thousands of

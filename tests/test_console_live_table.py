@@ -147,7 +147,7 @@ async def test_positions_and_orders_heights_follow_their_rows(tmp_path: Path) ->
         assert positions.outer_size.height == stack.content_size.height - accounts - 1 - 3 - border
 
 
-async def test_a_refresh_of_1000_rows_draws_only_the_rows_on_screen(tmp_path: Path) -> None:
+async def test_a_refresh_of_1000_rows_makes_and_draws_only_the_rows_on_screen(tmp_path: Path) -> None:
     app = make_console(tmp_path)
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(app, pilot)
@@ -155,14 +155,23 @@ async def test_a_refresh_of_1000_rows_draws_only_the_rows_on_screen(tmp_path: Pa
         app.paint(_trading_snapshot(app, positions=1000, orders=0))
         await pilot.pause()
         assert table.row_count == 1000
-        cells, lines = table.cells_painted, table.lines_rendered
+        on_screen = table.scrollable_content_region.height - 1  # below the header
+        made, cells, lines = table.rows_made, table.cells_painted, table.lines_rendered
         written = table.cells_written
         app.paint(_trading_snapshot(app, positions=1000, orders=0, bump=0.5))  # every mark moves
         await pilot.pause()
-        assert table.cells_written - written >= 2 * 1000  # every row's mark and uPnL changed
-        on_screen = table.scrollable_content_region.height - 1  # below the header
+        # the rows on screen were made again, their mark and uPnL changed; the other 900-odd were not
+        assert 0 < table.rows_made - made <= on_screen
+        assert table.cells_written - written >= 2 * (table.rows_made - made)
         assert 0 < table.lines_rendered - lines <= on_screen
         assert 0 < table.cells_painted - cells <= on_screen * len(table.shown_columns)
+        # a row off screen is made when it is asked for, or scrolled into view: at the new mark
+        assert table.get_cell("main:SYN0900USDT:Buy", "mark").plain == "2,139.75"
+        table.focus()
+        await pilot.press("end")
+        await pilot.pause()
+        row_y = table.content_region.y + table.cursor_row - int(table.scroll_offset.y) + 1
+        assert "2,239.75" in _screen_line(app, row_y, table)  # SYN1000USDT's mark, bumped
 
 
 async def test_the_cursor_moves_with_the_arrows_and_keeps_its_row(tmp_path: Path) -> None:

@@ -37,11 +37,17 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from console.view_model import Column, Row
+from console.view_model import Column, Row, RowSource
 
 CELL_PADDING = 1
 """Blank cells on each side of a column's text (as DataTable's default)."""
 HEADER_LINES = 1
+EAGER_ROWS = 200
+"""Up to this many rows a table makes every row at each sync, so each column is as wide as its widest
+cell; past it, only the rows on screen are made (and a row when it is scrolled into view), and a
+column is as wide as the widest cell made so far. Made eagerly, a thousand positions at new marks
+were a thousand rows formatted and compared at every refresh, for the forty on screen: most of the
+console's CPU at that size, on the thread whose time a stop-loss's decision shares."""
 
 
 def text_width(text: str) -> int:
@@ -152,7 +158,9 @@ class LiveTable(ScrollView, can_focus=True):
             spec if isinstance(spec, Column) else Column(*spec) for spec in columns
         )
         self._column_index = {column.key: i for i, column in enumerate(self.columns)}
-        self._rows: dict[str, Row] = {}
+        self._rows: dict[str, Row] = {}  # every row as last made (a long table's: only those seen)
+        self._source = RowSource((), self._rows.__getitem__)
+        self._fresh: set[str] = set()  # the rows made from the current source
         self._order: list[str] = []
         self._index: dict[str, int] = {}
         # How many cells of each text width every column holds: its width follows its widest cell,
@@ -167,6 +175,7 @@ class LiveTable(ScrollView, can_focus=True):
         self._header: tuple[Style, int, Strip] | None = None
         self._tones: dict[str | None, Style] = {}
         self.cursor_row = 0
+        self.rows_made = 0  # rows made from a source since mount (tests read it)
         self.cells_written = 0  # cells whose content changed since mount (tests read it)
         self.cells_painted = 0  # cells drawn into lines since mount: the rendering work
         self.lines_rendered = 0  # row lines handed to the compositor since mount
@@ -198,7 +207,7 @@ class LiveTable(ScrollView, can_focus=True):
 
     def get_row(self, row_key: str) -> list[Text]:
         """The cells of a row as text (every column, shown or not)."""
-        return [Text(cell.text) for cell in self._rows[row_key]]
+        return [Text(cell.text) for cell in self._row(row_key)]
 
     def get_row_at(self, index: int) -> list[Text]:
         """The cells of the row at ``index`` in display order."""
@@ -206,43 +215,35 @@ class LiveTable(ScrollView, can_focus=True):
 
     def get_cell(self, row_key: str, column_key: str) -> Text:
         """One cell's text."""
-        return Text(self._rows[row_key][self._column_index[column_key]].text)
+        return Text(self._row(row_key)[self._column_index[column_key]].text)
 
     # --- writing --------------------------------------------------------------------------------
 
-    def sync(self, rows: Mapping[str, Row]) -> None:
-        """Make the table show ``rows`` (in their order): only the changed visible lines are redrawn."""
+    def sync(self, rows: Mapping[str, Row] | RowSource) -> None:
+        """Make the table show ``rows`` (in their order): only the changed visible lines are redrawn.
+
+        A table of at most :data:`EAGER_ROWS` rows makes every row now; a longer one makes only the
+        rows on screen, and the others when they are scrolled into view (each made once per sync),
+        so a refresh costs the rows on screen, not the rows in the table."""
+        source = rows if isinstance(rows, RowSource) else RowSource.of(rows)
+        keys = list(source.keys)
         selected = self.selected_key
-        changed: dict[str, tuple[int, int]] = {}  # row key -> its first and last changed column
-        for key, row in rows.items():
-            old = self._rows.get(key)
-            if old is None:
-                self._count(row, 1)
-                self.cells_written += len(row)
-            elif old != row:
-                # the comparisons in C (map), the bookkeeping in Python only for the changed cells
-                differs = list(map(ne, row, old))
-                self.cells_written += differs.count(True)
-                for column in compress(range(len(row)), differs):
-                    new, previous = row[column].text, old[column].text
-                    if new != previous:
-                        was, now = text_width(previous), text_width(new)
-                        if was != now:
-                            self._widths[column][was] -= 1
-                            self._widths[column][now] += 1
-                            self._widest = None
-                self._strips.pop(key, None)
-                changed[key] = (differs.index(True), len(differs) - 1 - differs[::-1].index(True))
-        for key, old in self._rows.items():
-            if key not in rows:
-                self._count(old, -1)
-                self._strips.pop(key, None)
+        self._source = source
+        self._fresh = set()
         count_before = len(self._order)
-        self._rows = dict(rows)
-        if len(self._order) != len(rows) or any(a != b for a, b in zip(self._order, rows, strict=False)):
-            self._order = list(rows)
-            self._index = {key: i for i, key in enumerate(self._order)}
+        reordered = keys != self._order
+        if reordered:
+            kept = set(keys)
+            for key in [key for key in self._rows if key not in kept]:
+                self._count(self._rows.pop(key), -1)
+                self._strips.pop(key, None)
+            self._order = keys
+            self._index = {key: i for i, key in enumerate(keys)}
             self._follow(selected)
+        changed: dict[str, tuple[int, int]] = {}  # row key -> its first and last changed column
+        for key in keys if len(keys) <= EAGER_ROWS else self._window():
+            self._make(key, changed)
+        if reordered:
             self.virtual_size = Size(self.virtual_size.width, len(self._order) + HEADER_LINES)
             if count_before != len(self._order):
                 self.post_message(self.RowCountChanged(self))
@@ -251,6 +252,44 @@ class LiveTable(ScrollView, can_focus=True):
             self.refresh()
         else:
             self._refresh_rows(changed)
+
+    def _make(self, key: str, changed: dict[str, tuple[int, int]] | None = None) -> Row:
+        """Make the row ``key`` from the current source and keep it; a cell that changed is counted
+        and its line drawn again, and ``changed`` learns the row's first and last changed column."""
+        row = self._source.row(key)
+        self._fresh.add(key)
+        self.rows_made += 1
+        old = self._rows.get(key)
+        self._rows[key] = row
+        if old is None:
+            self._count(row, 1)
+            self.cells_written += len(row)
+            self._strips.pop(key, None)
+        elif old != row:
+            # the comparisons in C (map), the bookkeeping in Python only for the changed cells
+            differs = list(map(ne, row, old))
+            self.cells_written += differs.count(True)
+            for column in compress(range(len(row)), differs):
+                new, previous = row[column].text, old[column].text
+                if new != previous:
+                    was, now = text_width(previous), text_width(new)
+                    if was != now:
+                        self._widths[column][was] -= 1
+                        self._widths[column][now] += 1
+                        self._widest = None
+            self._strips.pop(key, None)
+            if changed is not None:
+                changed[key] = (differs.index(True), len(differs) - 1 - differs[::-1].index(True))
+        return row
+
+    def _row(self, key: str) -> Row:
+        """The row ``key`` as the current source says it (made now if it was not yet)."""
+        return self._rows[key] if key in self._fresh else self._make(key)
+
+    def _window(self) -> list[str]:
+        """The keys of the rows on screen."""
+        top = self.scroll_offset.y
+        return self._order[top : top + self._visible_rows()]
 
     def repaint(self) -> None:
         """Draw every line again (the theme changed, so the tones resolve to new colours)."""
@@ -311,6 +350,9 @@ class LiveTable(ScrollView, can_focus=True):
     def render_lines(self, crop: Region) -> list[Strip]:
         """The lines of one frame: the widget's style and width are read once for all of them (each
         costs a walk up the DOM, which was most of a line's cost)."""
+        for key in self._window():
+            if key not in self._fresh:  # scrolled into view since the sync: made before it is drawn
+                self._make(key)
         self._frame = (self.rich_style, self.scrollable_content_region.width)
         try:
             return super().render_lines(crop)
@@ -336,7 +378,7 @@ class LiveTable(ScrollView, can_focus=True):
             style = base + self.get_component_rich_style("live-table--cursor")
         drawn = self._strips.get(key)
         if drawn is None or drawn[:2] != (style, width):
-            drawn = self._strips[key] = (style, width, self._draw_row(self._rows[key], style, width))
+            drawn = self._strips[key] = (style, width, self._draw_row(self._row(key), style, width))
         self.lines_rendered += 1
         return drawn[2]
 
