@@ -6,7 +6,7 @@ Imports nothing from ``engine``: the engine passes its clock, which satisfies :c
 from persistence.errors import PersistenceError, StateLocked, StoreFailed, UnsupportedSnapshot
 from persistence.reasons import Reason
 from persistence.recovery import RecoveryReport, read_state
-from persistence.store import FlushResult, Store
+from persistence.store import FlushResult, Store, Write
 from persistence.timesource import TimeSource
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "StoreFailed",
     "TimeSource",
     "UnsupportedSnapshot",
+    "Write",
     "read_state",
 ]

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -80,6 +80,17 @@ class FlushResult:
     bytes: int
     full_write: bool
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One change for :meth:`Store.write`: set ``key`` to ``value``, or remove it (``remove``)."""
+
+    key: str
+    reason: Reason
+    value: Any = None
+    remove: bool = False
+    force: bool = False
 
 
 class _Kind(Enum):
@@ -289,18 +300,74 @@ class Store:
         cannot be written, a save that had to be durable raises :class:`StoreFailed`; the change is
         kept all the same and written, in order, when the disk takes writes again.
         """
-        reason = Reason(reason)
-        self._check_writable(key)
-        copy = json.loads(canonical(value))  # rejects NaN and non-JSON values before anything changes
-        self._state[key] = copy
-        return await self._record(key, Op.SET, copy, reason, critical=force or reason.critical)
+        return await self.write([Write(key, reason, value, force=force)])
 
     async def delete(self, key: str, *, reason: Reason, force: bool = False) -> int | None:
         """Remove ``key``; durability as for :meth:`save`."""
-        reason = Reason(reason)
-        self._check_writable(key)
-        self._state.pop(key, None)
-        return await self._record(key, Op.DELETE, None, reason, critical=force or reason.critical)
+        return await self.write([Write(key, reason, remove=True, force=force)])
+
+    async def write(self, writes: Sequence[Write]) -> int | None:
+        """Several saves and deletes made at once, as :meth:`save` and :meth:`delete` each: all of
+        them are taken before any is awaited, so those that must be durable reach the disk in one
+        commit (one write, one fsync). Made one by one, a decision's saves of a dozen fills were
+        each a task and a trip to the writer, and those that came after the first commit had
+        started waited for a second fsync. Every value is checked before anything changes.
+
+        Under the simple policy every change is still its own commit, as that many saves were: the
+        original's writes are what that policy reproduces. Returns the journal seq of the last
+        change that had to be durable (None when none had to be)."""
+        for w in writes:
+            self._check_writable(w.key)
+        # every value checked (NaN and non-JSON values refused) and copied before anything changes
+        made = [(w, Reason(w.reason), None if w.remove else json.loads(canonical(w.value))) for w in writes]
+        if self._policy.commit_every_save:
+            seq = None
+            for w, reason, copy in made:
+                seq = await self._record(w, reason, copy)
+            return seq
+        durable = [self._stage(w, reason, copy) for w, reason, copy in made]
+        if any(durable):
+            return await self._commit_staged([c for c, must in zip(made, durable, strict=True) if must])
+        return None
+
+    def _stage(self, write: Write, reason: Reason, copy: Any) -> bool:
+        """Apply one change to the live state and the pending changes; whether it must be durable now."""
+        if write.remove:
+            self._state.pop(write.key, None)
+        else:
+            self._state[write.key] = copy
+        now = self._clock.now()
+        self._metrics.count_save(reason.value)
+        earlier = self._pending.get(write.key)
+        since = earlier.since if earlier else now
+        op = Op.DELETE if write.remove else Op.SET
+        self._pending[write.key] = _Change(write.key, op, copy, reason.value, since=since)
+        critical = write.force or reason.critical
+        if not self._policy.commits_now(critical):
+            self._signal().set()
+            return False
+        return True
+
+    async def _record(self, write: Write, reason: Reason, copy: Any) -> int | None:
+        if not self._stage(write, reason, copy):
+            return None
+        return await self._commit_staged([(write, reason, copy)])
+
+    async def _commit_staged(self, durable: Sequence[tuple[Write, Reason, Any]]) -> int:
+        """Commit the pending changes, ``durable`` among them; tell the durable listeners."""
+        if self._failed is not None:  # kept in ``_pending``; the retry writes it (no disk hammering)
+            raise self._not_durable()
+        changes = [self._pending[w.key] for w, _reason, _copy in durable]
+        started = self._clock.now()
+        await self._submit(_Kind.COMMIT, cause=durable[0][1].value)
+        if any(w.force or reason.critical for w, reason, _copy in durable):
+            delay = self._clock.now() - started
+            self._metrics.max_critical_delay_s = max(self._metrics.max_critical_delay_s, delay)
+        seqs = [self._seq if change.seq is None else change.seq for change in changes]
+        for seq, (w, reason, _copy) in zip(seqs, durable, strict=True):
+            for listener in self._durable_listeners:
+                listener(seq, w.key, reason.value)
+        return seqs[-1]
 
     async def flush(self) -> FlushResult:
         """Write every pending change now (one append + one fsync, or one snapshot under simple).
@@ -363,26 +430,6 @@ class Store:
             f"not durable: the state directory {self._files.root} cannot be written ({self._failed}); "
             "the change is kept in memory and written when the disk allows"
         )
-
-    async def _record(self, key: str, op: Op, value: Any, reason: Reason, *, critical: bool) -> int | None:
-        now = self._clock.now()
-        self._metrics.count_save(reason.value)
-        earlier = self._pending.get(key)
-        change = _Change(key, op, value, reason.value, since=earlier.since if earlier else now)
-        self._pending[key] = change
-        if not self._policy.commits_now(critical):
-            self._signal().set()
-            return None
-        if self._failed is not None:  # kept in ``_pending``; the retry writes it (no disk hammering)
-            raise self._not_durable()
-        await self._submit(_Kind.COMMIT, cause=reason.value)
-        if critical:
-            delay = self._clock.now() - now
-            self._metrics.max_critical_delay_s = max(self._metrics.max_critical_delay_s, delay)
-        seq = change.seq if change.seq is not None else self._seq
-        for listener in self._durable_listeners:
-            listener(seq, key, reason.value)
-        return seq
 
     async def _mark(self, reason: Reason) -> None:
         self._metrics.count_save(reason.value)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from engine.core.clock import VirtualClock
-from persistence import Reason, StateLocked, Store, StoreFailed, durable
+from persistence import Reason, StateLocked, Store, StoreFailed, Write, durable
 from persistence import store as store_module
 from persistence.codec import decode_snapshot
 from persistence.durable import JournalAppender
@@ -163,6 +163,54 @@ async def test_values_are_copied_and_must_be_json(open_store: OpenStore) -> None
         await store.save("", 1, reason=Reason.TP_HIT)
     with pytest.raises(TypeError):
         store.state["x"] = 1  # type: ignore[index]
+
+
+async def test_a_write_of_several_changes_makes_them_durable_in_one_commit(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
+    """A decision round's saves and deletes: one append and one fsync for all that must be durable,
+    and a non-critical change among them rides along."""
+    store = await open_store()
+    await store.save("monitor:main:XRPUSDT:Buy", {"x": 1}, reason=Reason.MONITOR_CREATED)
+    before = store.metrics()
+    seq = await store.write(
+        [
+            Write("monitor:main:BTCUSDT:Buy", Reason.BREAKEVEN_MOVED, {"be": True}),
+            Write("ledger:0", Reason.TRADE_RECORDED, {"trades": [1]}),
+            Write("monitor:main:XRPUSDT:Buy", Reason.MONITOR_REMOVED, remove=True),
+            Write("stats", Reason.STATS_UPDATE, {"wins": 3}),
+        ]
+    )
+    after = store.metrics()
+    assert after["journal_appends"] - before["journal_appends"] == 1
+    assert after["fsyncs"] - before["fsyncs"] == 1
+    disk = on_disk(tmp_path / "state")
+    assert disk["monitor:main:BTCUSDT:Buy"] == {"be": True} and disk["ledger:0"] == {"trades": [1]}
+    assert disk["stats"] == {"wins": 3} and "monitor:main:XRPUSDT:Buy" not in disk
+    lines = journal_lines(tmp_path / "state")
+    assert [line["key"] for line in lines[-4:]] == [
+        w for w in ("monitor:main:BTCUSDT:Buy", "ledger:0", "monitor:main:XRPUSDT:Buy", "stats")
+    ]
+    assert seq == lines[-2]["seq"]  # the last change that had to be durable: the removal
+
+
+async def test_a_write_with_a_bad_value_changes_nothing(open_store: OpenStore) -> None:
+    store = await open_store()
+    with pytest.raises(ValueError):
+        await store.write(
+            [Write("a", Reason.TP_HIT, {"ok": 1}), Write("b", Reason.TP_HIT, {"price": float("nan")})]
+        )
+    assert "a" not in store.state and store.metrics()["pending"] == 0
+
+
+async def test_under_the_simple_policy_each_change_of_a_write_is_its_own_full_write(
+    open_store: OpenStore,
+) -> None:
+    """The baseline reproduces the original bot's writes: a save call, a snapshot."""
+    store = await open_store(policy="simple")
+    full = store.metrics()["full_writes"]
+    await store.write([Write("a", Reason.MONITORING_UPDATE, 1), Write("b", Reason.TP_HIT, 2)])
+    assert store.metrics()["full_writes"] == full + 2
 
 
 async def test_simple_policy_writes_the_whole_snapshot_on_every_save(

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
-from tpsl_harness import EPOCH, PROBE_SYMBOL, SYMBOL, Harness, MemoryStore, RequestLog
+from tpsl_harness import EPOCH, PROBE_SYMBOL, SYMBOL, Harness, MemoryStore, RequestLog, durable
 
 import engine.trading.manager as manager_module
 from engine.core.clock import VirtualClock
@@ -28,7 +28,7 @@ from engine.core.models import (
 from engine.trading.approaches import Approach
 from engine.venue.base import BatchResult
 from engine.venue.priority import Priority, current_priority
-from persistence.reasons import Reason
+from persistence.store import Write
 
 ETH = "ETHUSDT"
 MARGIN = 1000.0  # 0.1 BTC at 10x: enough for four TPs
@@ -397,46 +397,47 @@ async def btc_and_eth(store: MemoryStore) -> tuple[Harness, tuple[float, ...]]:
 
 class SlowDisk(MemoryStore):
     """A durable write takes a few turns of the loop, as a write and an fsync off the loop do;
-    records how many were under way at once."""
+    records how many durable changes were under way at once (in one write or in several)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writing = 0
         self.most_at_once = 0
+        self.batches: list[list[str]] = []  # the keys of each durable write
 
-    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> None:
-        await self._disk(reason, force)
-        return await super().save(key, value, reason=reason, force=force)
+    async def write(self, writes: Sequence[Write]) -> None:
+        if any(map(durable, writes)):
+            self.batches.append([w.key for w in writes])
+        await self._disk(sum(map(durable, writes)))
+        return await super().write(writes)
 
-    async def delete(self, key: str, *, reason: Reason, force: bool = False) -> None:
-        await self._disk(reason, force)
-        return await super().delete(key, reason=reason, force=force)
-
-    async def _disk(self, reason: Reason, force: bool) -> None:
-        if not (Reason(reason).critical or force):
+    async def _disk(self, changes: int) -> None:
+        if not changes:
             return
-        self.writing += 1
+        self.writing += changes
         self.most_at_once = max(self.most_at_once, self.writing)
         try:
             for _ in range(3):
                 await asyncio.sleep(0)
         finally:
-            self.writing -= 1
+            self.writing -= changes
 
 
 async def test_a_rounds_decisions_are_made_durable_together() -> None:
-    """Two positions' TP1 fills in one tick are one round: both decisions are saved at once, so the
-    store's group commit makes them durable in one write and one fsync. One after the other, a round
-    of a dozen fills made a dozen commits in turn, and the last fill's stop waited for all of them."""
+    """Two positions' TP1 fills in one tick are one round: both decisions go to the store in one
+    write, so they are durable after one commit and one fsync. One after the other, a round of a
+    dozen fills made a dozen commits in turn, and the last fill's stop waited for all of them; as
+    a task each, the saves that came after the first commit had started waited for a second."""
     store = SlowDisk()
     h, levels = await btc_and_eth(store)
     store.most_at_once = 0
+    store.batches.clear()
     h.exchange.set_prices({SYMBOL: 101_100.0, ETH: round(levels[0] * 1.004, 1)})
     await h.settle()
     assert h.manager.monitors["main:BTCUSDT:Buy"].breakeven
     assert h.manager.monitors["main:ETHUSDT:Buy"].breakeven
     assert store.most_at_once >= 2
-    await h.close()
+    assert {"monitor:main:BTCUSDT:Buy", "monitor:main:ETHUSDT:Buy"} <= set(store.batches[0])
 
 
 async def test_a_late_price_does_not_replace_a_newer_one() -> None:
@@ -463,11 +464,11 @@ class GatedDisk(MemoryStore):
         self.opened.set()
         self.began: list[str] = []
 
-    async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> None:
-        if Reason(reason).critical or force:
-            self.began.append(key)
+    async def write(self, writes: Sequence[Write]) -> None:
+        if any(map(durable, writes)):
+            self.began += [w.key for w in writes if durable(w)]
             await self.opened.wait()
-        return await super().save(key, value, reason=reason, force=force)
+        return await super().write(writes)
 
 
 async def test_a_fill_is_decided_while_another_waits_for_the_disk() -> None:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from engine.venue.bybit.stream import StreamOptions
 from engine.venue.bybit.transport import IpGuard
 from engine.venue.bybit.venue import BybitVenue
 from persistence.reasons import Reason
+from persistence.store import Write
 
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SYMBOL = "BTCUSDT"
@@ -58,6 +59,11 @@ the second one covers a task the last event woke (e.g. the adoption of an unknow
 has not taken the lock yet."""
 TICKER_INTERVAL_S = 0.02
 """The fake server's public ticker push interval: short, so marks follow scripted prices at once."""
+
+
+def durable(write: Write) -> bool:
+    """Whether the store makes ``write`` durable at once (a critical reason, or forced)."""
+    return write.force or Reason(write.reason).critical
 
 
 class Crash(BaseException):
@@ -83,8 +89,8 @@ class MemoryStore:
     def state(self) -> dict[str, Any]:
         return self._state
 
-    def _written(self, reason: Reason, force: bool) -> None:
-        if not (Reason(reason).critical or force):
+    def _written(self, durable: bool) -> None:
+        if not durable:
             return
         self._durable = json.loads(json.dumps(self._state))
         self.durable_writes += 1
@@ -93,18 +99,23 @@ class MemoryStore:
             raise Crash(f"crash after durable write {self.durable_writes}")
 
     async def save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> None:
-        if self.crashed:
-            raise Crash("dead")
-        self._state[key] = json.loads(json.dumps(value))
-        self.reasons.append((key, Reason(reason)))
-        self._written(reason, force)
+        await self.write([Write(key, reason, value, force=force)])
 
     async def delete(self, key: str, *, reason: Reason, force: bool = False) -> None:
+        await self.write([Write(key, reason, remove=True, force=force)])
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        """Every change at once; one durable write when any of them must be durable (the real
+        store's one commit)."""
         if self.crashed:
             raise Crash("dead")
-        self._state.pop(key, None)
-        self.reasons.append((key, Reason(reason)))
-        self._written(reason, force)
+        for w in writes:
+            if w.remove:
+                self._state.pop(w.key, None)
+            else:
+                self._state[w.key] = json.loads(json.dumps(w.value))
+            self.reasons.append((w.key, Reason(w.reason)))
+        self._written(any(durable(w) for w in writes))
 
     def add_health_listener(self, listener: Callable[[BaseException | None], None]) -> None:
         self.health_listeners.append(listener)

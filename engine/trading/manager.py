@@ -119,6 +119,7 @@ from engine.venue.gateway import VenueGateway
 from engine.venue.priority import Priority, call_priority
 from persistence.errors import StoreFailed
 from persistence.reasons import Reason
+from persistence.store import Write
 
 log = logging.getLogger("opconsole.trading")
 
@@ -295,6 +296,10 @@ class StateStore(Protocol):
 
     async def delete(self, key: str, *, reason: Reason, force: bool = False) -> Any:
         """Remove ``key``, with the same durability rule as :meth:`save`."""
+        ...
+
+    async def write(self, writes: Sequence[Write]) -> Any:
+        """Several saves and deletes at once; what must be durable is in one commit."""
         ...
 
     def add_health_listener(self, listener: Callable[[BaseException | None], None]) -> None:
@@ -481,17 +486,20 @@ class TpslManager:
         await self._save(state_keys.MANAGER_KEY, value, reason=reason, force=force)
 
     async def _save(self, key: str, value: Any, *, reason: Reason, force: bool = False) -> None:
-        """Save through the store; a change that is not durable (the disk is out) is kept by the
-        store and written later, and the decision goes on: protection wins (see the module doc)."""
-        try:
-            await self.store.save(key, value, reason=reason, force=force)
-        except StoreFailed as exc:
-            self.on_store_health(exc)
+        """Save through the store, as :meth:`_write`."""
+        await self._write([Write(key, reason, value, force=force)])
 
     async def _delete(self, key: str, *, reason: Reason) -> None:
-        """Delete through the store, with the same rule as :meth:`_save`."""
+        """Delete through the store, as :meth:`_write`."""
+        await self._write([Write(key, reason, remove=True)])
+
+    async def _write(self, writes: Sequence[Write]) -> None:
+        """Write through the store; a change that is not durable (the disk is out) is kept by the
+        store and written later, and the decision goes on: protection wins (see the module doc)."""
+        if not writes:
+            return
         try:
-            await self.store.delete(key, reason=reason)
+            await self.store.write(writes)
         except StoreFailed as exc:
             self.on_store_health(exc)
 
@@ -1466,19 +1474,33 @@ class TpslManager:
             self._release(account, symbols)
 
     async def _persist_each(self, transitions: Sequence[Transition]) -> None:
-        """:meth:`_persist` every one of ``transitions`` concurrently (the store groups the writes)."""
-        await _together([self._persist(t) for t in transitions])
+        """:meth:`_persist` every one of ``transitions`` in one write to the store: what must be
+        durable is on disk after one commit (a task and a trip to the writer each was a second
+        fsync for the saves that came after the first commit started, at a wave of fills)."""
+        writes: list[Write] = []
+        recorded: list[tuple[str, Trade]] = []
+        for transition in transitions:
+            trade = self._apply(transition, writes)
+            if trade is not None:
+                recorded.append((transition.monitor.key, trade))
+        await self._write(writes)
+        for key, trade in recorded:
+            self.alerts.publish(closed_alert(key, trade))
 
     async def _persist(self, transition: Transition) -> None:
+        await self._persist_each([transition])
+
+    def _apply(self, transition: Transition, writes: list[Write]) -> Trade | None:
+        """Take ``transition``'s monitor as the one in place (or gone, once closed) and add what
+        saves it to ``writes``; the trade it recorded in the ledger, if any."""
         monitor = transition.monitor
         self._touch(monitor.account, (monitor.symbol,))  # the one place a monitor changes
         # The trade and the monitor's change are saved together: one durable write, not two in turn.
-        writes: list[Awaitable[None]] = []
         recorded = None
         if transition.trade is not None:
             chunk = self.ledger.record(transition.trade)
             if chunk is not None:
-                writes.append(self._save(chunk[0], chunk[1], reason=Reason.TRADE_RECORDED))
+                writes.append(Write(chunk[0], Reason.TRADE_RECORDED, chunk[1]))
                 recorded = transition.trade
         if monitor.phase is Phase.CLOSED:
             current = self.monitors.get(monitor.key)
@@ -1486,22 +1508,15 @@ class TpslManager:
                 del self.monitors[monitor.key]
                 self._forget_checks(monitor.key)
                 removed = state_keys.monitor_key(monitor.key)
-                writes.append(self._delete(removed, reason=Reason.MONITOR_REMOVED))
+                writes.append(Write(removed, Reason.MONITOR_REMOVED, remove=True))
         else:
             self.monitors[monitor.key] = monitor
             self._update_tier(monitor)  # a fill or a moved order changes what is near
             if transition.reason is not None or transition.durable:
-                writes.append(
-                    self._save(
-                        state_keys.monitor_key(monitor.key),
-                        monitor.to_dict(),
-                        reason=transition.reason or Reason.MONITORING_UPDATE,
-                        force=transition.durable,
-                    )
-                )
-        await _together(writes)
-        if recorded is not None:
-            self.alerts.publish(closed_alert(monitor.key, recorded))
+                reason = transition.reason or Reason.MONITORING_UPDATE
+                key = state_keys.monitor_key(monitor.key)
+                writes.append(Write(key, reason, monitor.to_dict(), force=transition.durable))
+        return recorded
 
     async def _commit(self, account: str, transition: Transition, *, opening: bool = False) -> list[Alert]:
         """Save a decision, send its actions, feed the answers back; bounded retries. Returns the
