@@ -318,6 +318,14 @@ class Store:
         change that had to be durable (None when none had to be)."""
         for w in writes:
             self._check_writable(w.key)
+        if not self._policy.commit_every_save:
+            # a key written twice in one call (a ledger chunk, at each trade a round closes) has only
+            # its last value copied and written, as the pending changes keep one per key
+            last = {w.key: w for w in writes}
+            for w in writes:
+                if last[w.key] is not w:
+                    self._metrics.count_save(Reason(w.reason).value)
+            writes = list(last.values())
         # every value checked (NaN and non-JSON values refused) and copied before anything changes
         made = [(w, Reason(w.reason), None if w.remove else json.loads(canonical(w.value))) for w in writes]
         if self._policy.commit_every_save:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
+
+import pytest
 
 from engine.core.models import Side, Trade
 from engine.core.state_keys import ledger_key as chunk_key
@@ -84,6 +87,23 @@ def test_recording_the_same_monitor_twice_counts_once() -> None:
     assert ledger.record(trade(1, 5.0)) is not None
     assert ledger.record(trade(1, 5.0)) is None
     assert len(ledger) == 1
+
+
+def test_a_trade_is_turned_into_its_stored_form_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each trade recorded saves its whole chunk: the chunk's other trades are not made again."""
+    made: list[str] = []
+    to_dict = Trade.to_dict
+
+    def counted(self: Trade) -> dict[str, Any]:
+        made.append(self.monitor_id)
+        return to_dict(self)
+
+    monkeypatch.setattr(Trade, "to_dict", counted)
+    ledger = Ledger()
+    chunks = [ledger.record(trade(i, 1.0)) for i in range(5)]
+    assert len(made) == 5  # 15 before: the chunk's trades made again at each trade
+    assert chunks[-1] == (chunk_key(0), {"trades": [to_dict(trade(i, 1.0)) for i in range(5)]})
+    assert ledger.chunks() == [chunks[-1]]
 
 
 def test_chunks_round_trip_through_the_store_state() -> None:

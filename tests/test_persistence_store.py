@@ -194,6 +194,36 @@ async def test_a_write_of_several_changes_makes_them_durable_in_one_commit(
     assert seq == lines[-2]["seq"]  # the last change that had to be durable: the removal
 
 
+async def test_a_key_written_twice_in_one_write_has_only_its_last_value_copied(
+    tmp_path: Path, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round that closes three trades saves their ledger chunk three times: one copy, one record."""
+    store = await open_store()
+    copied: list[Any] = []
+    canonical = store_module.canonical
+
+    def counted(value: Any) -> str:
+        copied.append(value)
+        return canonical(value)
+
+    monkeypatch.setattr(store_module, "canonical", counted)
+    saves = store.metrics()["saves_by_reason"].get("trade_recorded", 0)
+    await store.write(
+        [
+            Write("ledger:0", Reason.TRADE_RECORDED, {"trades": [1]}),
+            Write("monitor:main:BTCUSDT:Buy", Reason.TP_HIT, {"tp": 1}),
+            Write("ledger:0", Reason.TRADE_RECORDED, {"trades": [1, 2]}),
+        ]
+    )
+    assert copied == [{"trades": [1, 2]}, {"tp": 1}]
+    assert on_disk(tmp_path / "state")["ledger:0"] == {"trades": [1, 2]}
+    assert [line["key"] for line in journal_lines(tmp_path / "state")[-2:]] == [
+        "ledger:0",
+        "monitor:main:BTCUSDT:Buy",
+    ]
+    assert store.metrics()["saves_by_reason"]["trade_recorded"] == saves + 2  # every save counted
+
+
 async def test_a_write_with_a_bad_value_changes_nothing(open_store: OpenStore) -> None:
     store = await open_store()
     with pytest.raises(ValueError):

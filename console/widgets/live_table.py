@@ -350,9 +350,12 @@ class LiveTable(ScrollView, can_focus=True):
     def render_lines(self, crop: Region) -> list[Strip]:
         """The lines of one frame: the widget's style and width are read once for all of them (each
         costs a walk up the DOM, which was most of a line's cost)."""
+        written = self.cells_written
         for key in self._window():
             if key not in self._fresh:  # scrolled into view since the sync: made before it is drawn
                 self._make(key)
+        if self.cells_written != written:  # the lines outside this frame's crop are drawn next frame
+            self.refresh()
         self._frame = (self.rich_style, self.scrollable_content_region.width)
         try:
             return super().render_lines(crop)

@@ -142,6 +142,8 @@ class Ledger:
 
     def __init__(self, trades: Iterable[Trade] = ()) -> None:
         self._trades: list[Trade] = list(trades)
+        # each trade's stored form, made once: a trade recorded saves its whole chunk of CHUNK
+        self._dicts: list[dict[str, Any]] = [t.to_dict() for t in self._trades]
         self._monitor_ids = {t.monitor_id for t in self._trades if t.monitor_id}
 
     @classmethod
@@ -157,7 +159,7 @@ class Ledger:
     def chunks(self) -> list[tuple[str, dict[str, Any]]]:
         """Every chunk as (store key, value): what rewrites the whole ledger after a repair."""
         return [
-            (ledger_key(index), {"trades": [t.to_dict() for t in self._trades[start : start + CHUNK]]})
+            (ledger_key(index), {"trades": self._dicts[start : start + CHUNK]})
             for index, start in enumerate(range(0, len(self._trades), CHUNK))
         ]
 
@@ -175,9 +177,9 @@ class Ledger:
             return None
         self._monitor_ids.add(trade.monitor_id)
         self._trades.append(trade)
+        self._dicts.append(trade.to_dict())
         index = (len(self._trades) - 1) // CHUNK
-        part = self._trades[index * CHUNK : (index + 1) * CHUNK]
-        return ledger_key(index), {"trades": [t.to_dict() for t in part]}
+        return ledger_key(index), {"trades": self._dicts[index * CHUNK : (index + 1) * CHUNK]}
 
     def monitor_ids(self) -> set[str]:
         """Ids of every monitor that ever closed a trade (to tell our old orders from others')."""
