@@ -3,8 +3,10 @@
 Textual's ``DataTable`` re-renders every visible row on any change and keeps per-row render caches
 that a thousand-row table invalidates on every mark change. :class:`LiveTable` keeps the rows as
 the view model's :class:`~console.view_model.Cell` tuples and draws a line only when the compositor
-asks for it (``render_line``), so a refresh costs a diff of the rows (cheap tuple comparisons) plus
-the lines that are both changed and visible (a thousand rows cost 9 s a frame with ``DataTable``,
+asks for it (``render_line``); a long table makes from the view model's
+:class:`~console.view_model.RowSource` only the rows on screen (see :data:`EAGER_ROWS`), so a
+refresh costs a diff of those rows (cheap tuple comparisons) plus the lines that are both changed
+and visible (a thousand rows cost 9 s a frame with ``DataTable``,
 15 ms with this table: ``scripts/console_frame_bench.py``). Every table of the console is one: keyed
 rows fed with :meth:`LiveTable.sync`, a cursor that stays on its row when rows above it come and go,
 per-cell tones (theme variable names), right-justified numbers and :meth:`LiveTable.repaint` on a
