@@ -335,6 +335,32 @@ class Requests:
         return counted
 
 
+async def test_a_pushs_decisions_start_on_their_own_prices_before_the_others_are_noted() -> None:
+    """A push of a thousand tickers around a fill: the fill's decision starts once its own symbol's
+    price is noted; the other 300 prices are noted as the push is judged, while the decision waits
+    for the disk and the venue, not before it starts."""
+    h, push, prices = await tp1_push_and_prices(Harness(), 300)
+    noted: list[str] = []
+    at_decision: list[int] = []
+    note, decide_now = h.manager._note_price, h.manager._decide_now
+
+    def counted_note(ticker: Ticker) -> bool:
+        noted.append(ticker.symbol)
+        return note(ticker)
+
+    async def counted_decide(account: str, events: Sequence[Execution | Order]) -> None:
+        at_decision.append(len(noted))
+        await decide_now(account, events)
+
+    h.manager._note_price = counted_note  # type: ignore[method-assign]
+    h.manager._decide_now = counted_decide  # type: ignore[method-assign]
+    await h.manager.dispatch_many("main", prices + push)
+    assert at_decision and at_decision[0] == sum(1 for e in push if isinstance(e, Ticker))
+    assert noted.count(PROBE_SYMBOL) == len(prices)  # every price of the push noted all the same
+    assert h.manager.tickers[PROBE_SYMBOL] is prices[-1]
+    await h.close()
+
+
 async def test_a_pushs_fills_are_decided_before_its_prices_are_judged() -> None:
     """At a thousand symbols a push is a thousand tickers around a few fills. The fills' decisions
     start at once, on the push's prices, and their requests go out while the rest of the push is

@@ -1148,23 +1148,23 @@ class TpslManager:
 
         A push at a thousand symbols is a thousand tickers around a few fills: judged first (each
         price retiers its monitors and feeds the dashboard), they held a stop's move back by tens
-        of milliseconds. So the decisions start at once, on the push's prices (noted first, in a
-        pass that costs a dict write each), and the push is judged while they wait for the disk
-        and the venue, giving them the loop every :data:`JUDGED_PER_TURN` events. A deciding
+        of milliseconds. So the decisions start at once, on their own symbols' prices in the push
+        (noted first; the other prices are noted as the push is judged: a thousand dict writes
+        before the first decision were 2 ms of a stop's move), and the push is judged while they
+        wait for the disk and the venue, giving them the loop every :data:`JUDGED_PER_TURN` events. A deciding
         symbol's position and price updates are judged after its decisions, as every other
         symbol's at once; nor does a decision hold back other symbols' events: deciding waits for
         the answers to the orders it sends, and a wave of fills across many symbols was decided one
         symbol at a time, each new fill behind the previous one's take-profits queued at the venue's
         rate limit."""
         self._last_event[account] = self.clock.now()
-        decisions: list[Execution | Order] = []
-        for event in events:
-            if isinstance(event, Execution | Order):
-                decisions.append(event)
-            elif isinstance(event, Ticker):
-                self._note_price(event)
-        deciding = self.precedence.start_ahead(self._decide(account, decisions)) if decisions else None
+        decisions = [event for event in events if isinstance(event, Execution | Order)]
         symbols = {event.symbol for event in decisions}
+        if symbols:  # the deciding symbols' prices first; the push's others are noted as it is judged
+            for event in events:
+                if isinstance(event, Ticker) and event.symbol in symbols:
+                    self._note_price(event)
+        deciding = self.precedence.start_ahead(self._decide(account, decisions)) if decisions else None
         held: list[Position | Ticker] = []  # a deciding symbol's, judged once it is decided
         try:
             if deciding is not None:  # the decisions go first: judging waits for their first requests
@@ -1172,6 +1172,8 @@ class TpslManager:
             for judged, event in enumerate(events, start=1):
                 if judged % JUDGED_PER_TURN == 0:
                     await self.precedence.turn()
+                if isinstance(event, Ticker) and event.symbol not in symbols:
+                    self._note_price(event)
                 self._notify(account, event)
                 if isinstance(event, Position | Ticker):
                     if event.symbol in symbols:
