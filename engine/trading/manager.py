@@ -184,14 +184,6 @@ async def _reacquire(lock: asyncio.Lock) -> bool:
         return cancelled
 
 
-async def _together(steps: Sequence[Awaitable[None]]) -> None:
-    """Await ``steps`` concurrently (a lone one directly: no task made for it)."""
-    if len(steps) == 1:
-        await steps[0]
-    elif steps:
-        await asyncio.gather(*steps)
-
-
 def _needs_disk(transition: Transition) -> bool:
     """Whether saving ``transition`` (see :meth:`TpslManager._persist`) waits for a durable write:
     a critical reason, a forced save, a trade recorded, or a monitor removed."""
@@ -1151,12 +1143,12 @@ class TpslManager:
         of milliseconds. So the decisions start at once, on their own symbols' prices in the push
         (noted first; the other prices are noted as the push is judged: a thousand dict writes
         before the first decision were 2 ms of a stop's move), and the push is judged while they
-        wait for the disk and the venue, giving them the loop every :data:`JUDGED_PER_TURN` events. A deciding
-        symbol's position and price updates are judged after its decisions, as every other
-        symbol's at once; nor does a decision hold back other symbols' events: deciding waits for
-        the answers to the orders it sends, and a wave of fills across many symbols was decided one
-        symbol at a time, each new fill behind the previous one's take-profits queued at the venue's
-        rate limit."""
+        wait for the disk and the venue, giving them the loop every :data:`JUDGED_PER_TURN`
+        events. A deciding symbol's position and price updates are judged after its decisions, as
+        every other symbol's at once; nor does a decision hold back other symbols' events: deciding
+        waits for the answers to the orders it sends, and a wave of fills across many symbols was
+        decided one symbol at a time, each new fill behind the previous one's take-profits queued at
+        the venue's rate limit."""
         self._last_event[account] = self.clock.now()
         decisions = [event for event in events if isinstance(event, Execution | Order)]
         symbols = {event.symbol for event in decisions}
