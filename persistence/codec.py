@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 
 from persistence.errors import UnsupportedSnapshot
@@ -122,9 +124,32 @@ def decode_record(line: bytes) -> JournalRecord:
 
 def encode_snapshot(state: dict[str, Any], *, seq: int, ts: float) -> bytes:
     """The whole ``snapshot.json`` file content."""
-    return _seal(
-        {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "seq": seq, "ts": ts, "state": state}
+    return b"".join(snapshot_parts(state, seq=seq, ts=ts))
+
+
+def snapshot_parts(state: Mapping[str, Any], *, seq: int, ts: float) -> Iterator[bytes]:
+    """:func:`encode_snapshot`'s bytes a state key at a time (the same canonical, sealed file), so a
+    writer can let its loop run between parts: the state of a thousand positions is 2 MB, 95 ms of
+    encoding in one call, during which nothing else on the loop (a fill's decision) could run."""
+    body = canonical(
+        {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "seq": seq, "ts": ts, "state": {}}
     )
+    before, after = body.split('"state":{}', 1)
+    crc = 0
+    texts = chain(
+        [before + '"state":{'],
+        (
+            ("," if i else "") + canonical(key) + ":" + canonical(state[key])
+            for i, key in enumerate(sorted(state))
+        ),
+    )
+    for text in texts:
+        data = text.encode()
+        crc = zlib.crc32(data, crc)
+        yield data
+    tail = ("}" + after).encode()  # the seal replaces the body's closing brace with the checksum's
+    crc = zlib.crc32(tail, crc)
+    yield tail[:-1] + f',"crc":{crc}}}\n'.encode()
 
 
 def decode_snapshot(data: bytes) -> Snapshot:

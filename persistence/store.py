@@ -35,7 +35,7 @@ from typing import Any
 
 import aiofiles.os
 
-from persistence.codec import JournalRecord, Op, canonical, encode_record, encode_snapshot
+from persistence.codec import JournalRecord, Op, canonical, encode_record, snapshot_parts
 from persistence.durable import IoCost, JournalAppender, rotate_journal, write_snapshot
 from persistence.errors import StoreFailed, StoreNotStarted
 from persistence.layout import StateFiles, check_writable, create_root, tighten_root
@@ -52,6 +52,9 @@ MARK_KEY = ""  # the key of lifecycle markers (startup, shutdown): they change n
 RETRY_FIRST_S = 1.0
 """The first retry after a failed write, on the store's time source; each failed retry doubles it."""
 RETRY_MAX_S = 60.0
+SNAPSHOT_PARTS_PER_TURN = 64
+"""State keys encoded between two turns of the loop when the whole snapshot is written (a compaction,
+or every commit under the simple policy): 64 monitors are a few milliseconds of encoding."""
 """The longest wait between two retries of a disk that cannot be written."""
 
 HealthListener = Callable[[BaseException | None], None]
@@ -618,7 +621,14 @@ class Store:
 
     async def _write_full(self, now: float) -> IoCost:
         """Snapshot ``_disk`` (the state at ``_seq``), then move the journal it covers aside."""
-        data = encode_snapshot(self._disk, seq=self._seq, ts=now)
+        parts: list[bytes] = []
+        # in parts, the loop's other work (a fill's decision) between them; nothing changes _disk
+        # meanwhile: only this writer task applies commits to it
+        for n, part in enumerate(snapshot_parts(self._disk, seq=self._seq, ts=now), start=1):
+            parts.append(part)
+            if n % SNAPSHOT_PARTS_PER_TURN == 0:
+                await asyncio.sleep(0)
+        data = b"".join(parts)
         cost = await write_snapshot(self._files, data, self._trace)
         # After a failed write the journal may end in a torn record of changes the snapshot now holds.
         torn = self._needs_full and await aiofiles.os.path.exists(self._files.journal)

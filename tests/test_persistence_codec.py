@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from typing import Any
 
 import pytest
@@ -9,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from persistence.codec import (
+    SNAPSHOT_FORMAT,
+    SNAPSHOT_VERSION,
     CorruptData,
     JournalRecord,
     Op,
@@ -16,6 +20,7 @@ from persistence.codec import (
     decode_snapshot,
     encode_record,
     encode_snapshot,
+    snapshot_parts,
 )
 from persistence.reasons import CRITICAL_REASONS, Reason
 from persistence.recovery import scan_journal
@@ -67,6 +72,20 @@ def test_snapshot_round_trip_and_damage() -> None:
         decode_snapshot(data[: len(data) // 2])
     with pytest.raises(CorruptData):
         decode_snapshot(data.replace(b'"seq":42', b'"seq":43'))
+
+
+def test_a_snapshot_made_in_parts_is_the_canonical_sealed_file() -> None:
+    """The parts a writer yields between make the file one canonical JSON call would: sorted keys,
+    no spaces, the checksum of that text in place of its closing brace."""
+    state = {"z\u00e9": [1, {"b": 2, "a": None}], 'q"uote': "\u2603", "a": {"y": -0.5, "x": True}, "m": 3}
+    body = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "seq": 7, "ts": 1.5, "state": state}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    expected = (text[:-1] + f',"crc":{zlib.crc32(text.encode())}}}\n').encode()
+    parts = list(snapshot_parts(state, seq=7, ts=1.5))
+    assert len(parts) == len(state) + 2  # the head, a part per key, the tail and seal
+    assert b"".join(parts) == encode_snapshot(state, seq=7, ts=1.5) == expected
+    assert decode_snapshot(expected).state == state
+    assert b"".join(snapshot_parts({}, seq=1, ts=0.0)) == encode_snapshot({}, seq=1, ts=0.0)
 
 
 def test_scan_journal_stops_at_the_first_bad_line() -> None:

@@ -279,6 +279,42 @@ async def test_policy_switch_flushes_first_and_loses_nothing(
     await again.close()
 
 
+async def test_a_compaction_lets_the_loop_run_while_it_encodes_the_state(
+    tmp_path: Path, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state of a thousand positions is 2 MB: encoded in one call, 95 ms in which a fill's
+    decision could not run. It is encoded a part at a time, with the loop's turn between parts."""
+    store = await open_store()
+    for n in range(300):
+        await store.save(f"monitor:main:S{n:03d}USDT:Buy", {"n": n}, reason=Reason.MONITORING_UPDATE)
+    await store.flush()
+    turns = 0
+    seen: list[int] = []  # the loop's turns so far, at each part encoded
+    parts = store_module.snapshot_parts
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        for part in parts(*args, **kwargs):
+            seen.append(turns)
+            yield part
+
+    monkeypatch.setattr(store_module, "snapshot_parts", counted)
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.create_task(other_work())
+    try:
+        await store.compact()
+    finally:
+        running.cancel()
+    assert len(seen) == 302
+    assert seen[-1] - seen[0] >= 300 // store_module.SNAPSHOT_PARTS_PER_TURN
+    assert on_disk(tmp_path / "state")["monitor:main:S299USDT:Buy"] == {"n": 299}
+
+
 @pytest.mark.parametrize("bound", ["records", "bytes"])
 async def test_compaction_past_a_bound_starts_a_new_journal(
     tmp_path: Path, clock: VirtualClock, open_store: OpenStore, bound: str
