@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
@@ -52,10 +52,10 @@ MARK_KEY = ""  # the key of lifecycle markers (startup, shutdown): they change n
 RETRY_FIRST_S = 1.0
 """The first retry after a failed write, on the store's time source; each failed retry doubles it."""
 RETRY_MAX_S = 60.0
+"""The longest wait between two retries of a disk that cannot be written."""
 SNAPSHOT_PARTS_PER_TURN = 64
 """State keys encoded between two turns of the loop when the whole snapshot is written (a compaction,
 or every commit under the simple policy): 64 monitors are a few milliseconds of encoding."""
-"""The longest wait between two retries of a disk that cannot be written."""
 
 HealthListener = Callable[[BaseException | None], None]
 DurableListener = Callable[[int, str, str], None]
@@ -314,7 +314,7 @@ class Store:
         them are taken before any is awaited, so those that must be durable reach the disk in one
         commit (one write, one fsync). Made one by one, a decision's saves of a dozen fills were
         each a task and a trip to the writer, and those that came after the first commit had
-        started waited for a second fsync. Every value is checked before anything changes.
+        started waited for a second fsync. Every value written is checked before anything changes.
 
         Under the simple policy every change is still its own commit, as that many saves were: the
         original's writes are what that policy reproduces. Returns the journal seq of the last
@@ -323,12 +323,14 @@ class Store:
             self._check_writable(w.key)
         if not self._policy.commit_every_save:
             # a key written twice in one call (a ledger chunk, at each trade a round closes) has only
-            # its last value copied and written, as the pending changes keep one per key
+            # its last value copied and written, as the pending changes keep one per key; durable
+            # at once if any of its writes had to be
             last = {w.key: w for w in writes}
             for w in writes:
                 if last[w.key] is not w:
                     self._metrics.count_save(Reason(w.reason).value)
-            writes = list(last.values())
+            urgent = {w.key for w in writes if w.force or Reason(w.reason).critical}
+            writes = [replace(w, force=True) if w.key in urgent else w for w in last.values()]
         # every value checked (NaN and non-JSON values refused) and copied before anything changes
         made = [(w, Reason(w.reason), None if w.remove else json.loads(canonical(w.value))) for w in writes]
         if self._policy.commit_every_save:

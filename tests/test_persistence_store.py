@@ -224,6 +224,19 @@ async def test_a_key_written_twice_in_one_write_has_only_its_last_value_copied(
     assert store.metrics()["saves_by_reason"]["trade_recorded"] == saves + 2  # every save counted
 
 
+async def test_a_key_written_twice_stays_durable_when_its_first_write_had_to_be(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
+    store = await open_store()
+    await store.write(
+        [
+            Write("monitor:main:BTCUSDT:Buy", Reason.TP_HIT, {"tp": 1}),
+            Write("monitor:main:BTCUSDT:Buy", Reason.MONITORING_UPDATE, {"tp": 1, "checks": 2}),
+        ]
+    )
+    assert on_disk(tmp_path / "state")["monitor:main:BTCUSDT:Buy"] == {"tp": 1, "checks": 2}
+
+
 async def test_a_write_with_a_bad_value_changes_nothing(open_store: OpenStore) -> None:
     store = await open_store()
     with pytest.raises(ValueError):
