@@ -9,9 +9,10 @@ there and reused by the next run with the same N, seed and profile. Phase two re
 on a copy of that state, lets it reconcile, then builds ``--builds`` snapshots, driving the clock
 ``--step`` simulated seconds between two (the marks move, the ticker stream writes them through):
 
-* ``build_cpu_ms``: the build's own CPU: ``time.process_time`` of every step the event loop ran for
-  the build's task and the tasks it started (the cache's loads, the simulated venue's reads in them),
-  told apart by a context variable those tasks inherit;
+* ``build_cpu_ms``: the build's own CPU, as ``opconsole bench`` counts it
+  (``engine/commands/bench/build_cpu.py``): the thread's CPU time of every step the event loop ran
+  for the build's task and the tasks it started (the cache's loads, the simulated venue's reads in
+  them);
 * ``cpu_ms``: ``time.process_time`` around each build (the loop is driven while it awaits a read,
   so engine work that was due meanwhile is in it too: an upper bound of the build's own CPU);
 * ``real_ms``: the wall time of the same;
@@ -42,7 +43,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextvars import ContextVar
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -50,47 +50,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.commands.bench.build_cpu import BuildCpu, in_build  # noqa: E402
 from engine.commands.bench.profile_run import WARMUP_LIMIT_S, WARMUP_STEP_S  # noqa: E402
 from engine.commands.bench.stats import percentile  # noqa: E402
 from engine.commands.bench.workload import Opener, Workload, bench_settings, plan  # noqa: E402
 from engine.core.clock import VirtualClock  # noqa: E402
 from engine.core.settings import Settings  # noqa: E402
-from engine.dashboard.snapshot import Dashboard, DashboardSnapshot  # noqa: E402
 from engine.runtime.assembly import EngineRuntime, make_clock  # noqa: E402
 
 RECONCILE_LIMIT_S = 600.0
 """Simulated seconds the restarted engine gets to reconcile before the builds start."""
-
-_IN_BUILD: ContextVar[bool] = ContextVar("snapshot_scale_in_build", default=False)
-"""Set in a build's task; the tasks it starts inherit it (contexts are copied at task creation)."""
-
-
-class BuildCpu:
-    """Counts the CPU time of the event-loop steps run in a build's context (see the module
-    docstring): every step of every task runs through ``asyncio.Handle._run``, which this wraps."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._original = asyncio.events.Handle._run
-
-    def __enter__(self) -> BuildCpu:
-        original, counter = self._original, self
-
-        def timed_run(handle: asyncio.Handle) -> None:
-            if not handle._context.get(_IN_BUILD, False):  # type: ignore[attr-defined]
-                original(handle)
-                return
-            started = time.process_time()
-            try:
-                original(handle)
-            finally:
-                counter.seconds += time.process_time() - started
-
-        asyncio.events.Handle._run = timed_run  # type: ignore[method-assign, assignment]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
 
 
 class GcPauses:
@@ -112,11 +81,6 @@ class GcPauses:
 
     def __exit__(self, *exc: object) -> None:
         gc.callbacks.remove(self._callback)
-
-
-async def _marked_build(dashboard: Dashboard) -> DashboardSnapshot:
-    _IN_BUILD.set(True)  # in this task's own context only
-    return await dashboard.snapshot()
 
 
 def _settings(state_dir: Path, positions: int, seed: int, profile: str) -> Settings:
@@ -194,7 +158,7 @@ async def measure(
             if profiler is not None:
                 profiler.enable()
             with BuildCpu() as own, GcPauses() as pauses:
-                snapshot = await clock.drive_while(_marked_build(engine.dashboard))
+                snapshot = await clock.drive_while(in_build(engine.dashboard.snapshot))
             if profiler is not None:
                 profiler.disable()
             cpu_ms.append((time.process_time() - started_cpu) * 1000.0)

@@ -198,6 +198,7 @@ async def _measure(profile: str, workload: Workload, progress: Progress) -> dict
         "warmup_s": round(warmup_s, 1),
         "dashboard_refresh_ms": _spread(times.virtual_ms),
         "snapshot_build_ms": _spread(times.real_ms),
+        "snapshot_build_cpu_ms": _spread(times.cpu_ms),
         "dashboard_reads_per_refresh": round(venue_reads / refreshes, 2) if refreshes else None,
         "persistence_writes_per_hour": per_hour(store["writes"], elapsed),
         "persistence_fsyncs_per_hour": per_hour(store["fsyncs"], elapsed),

@@ -122,6 +122,8 @@ def _rows(doc: Mapping[str, Any]) -> list[Row]:
         ("  venue reads / refresh", lambda f: f["dashboard_reads_per_refresh"], "", _fmt),
         ("snapshot build p50 (real ms)", lambda f: f["snapshot_build_ms"]["p50"], "", _fmt),
         ("snapshot build p99 (real ms)", lambda f: f["snapshot_build_ms"]["p99"], "", _fmt),
+        ("  its own CPU p50 (ms)", lambda f: f["snapshot_build_cpu_ms"]["p50"], "", _fmt),
+        ("  its own CPU p99 (ms)", lambda f: f["snapshot_build_cpu_ms"]["p99"], "", _fmt),
         ("cache hit rate", lambda f: f["cache_hit_rate"], "unknown", _rate),
         (
             "persistence writes / hour",
