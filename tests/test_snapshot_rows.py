@@ -8,6 +8,7 @@ whole section equals what a build from scratch gives.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
@@ -202,8 +203,8 @@ def test_only_the_changed_links_rows_are_made_again() -> None:
         "drift": (),
         "note": "",
     }
-    monitors["main:AAAUSDT:Buy"].size = 0.4  # main took a profit
-    follower.links["main:BBBUSDT:Buy"].drift.append("excess")  # in place, as the drift check does
+    monitors["main:AAAUSDT:Buy"] = replace(monitors["main:AAAUSDT:Buy"], size=0.4)  # main took a profit
+    follower.links["main:BBBUSDT:Buy"].drift = ("excess",)  # as the drift check sets it
     monitors["mirror:CCCUSDT:Buy"] = monitor("mirror", "CCCUSDT", monitor_id="not-the-linked-one")
     del follower.links["main:DDDUSDT:Buy"]
     links = follower.snapshot()["links"]
@@ -224,6 +225,55 @@ def test_only_the_changed_links_rows_are_made_again() -> None:
     fourth = by_main_key(list(follower.snapshot()["links"]))
     assert fourth["main:AAAUSDT:Buy"]["state"] == "closing"  # type: ignore[index]
     assert fourth["main:BBBUSDT:Buy"] is third["main:BBBUSDT:Buy"]
+
+
+def test_a_snapshot_looks_only_at_the_links_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    follower = linked()
+    follower.snapshot()
+    looked: list[str] = []
+    real = follower._link_inputs
+    monkeypatch.setattr(follower._link_rows, "_inputs", lambda key: looked.append(key) or real(key))
+    follower.snapshot()
+    assert looked == []  # nothing changed: not one link looked at
+    monitors = follower.manager.monitors
+    monitors["mirror:EEEUSDT:Buy"] = replace(monitors["mirror:EEEUSDT:Buy"], size=0.4)
+    follower.links["main:FFFUSDT:Buy"].note = "breakeven not moved yet"
+    links = follower.snapshot()["links"]
+    assert sorted(looked) == ["main:EEEUSDT:Buy", "main:FFFUSDT:Buy"]
+    assert links == links_from_scratch(follower)
+    # a link saved and loaded again is the same link (the flag is not part of its saved form)
+    saved = follower.links["main:FFFUSDT:Buy"].to_dict()
+    assert "changed" not in saved and MirrorLink.from_dict(saved) == follower.links["main:FFFUSDT:Buy"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_links_section_after_any_changes_is_the_one_made_from_scratch(seed: int) -> None:
+    rng = random.Random(seed)
+    follower = linked()
+    manager = follower.manager
+    for _ in range(12):
+        follower.snapshot()
+        for _ in range(rng.randrange(1, 4)):
+            symbol = rng.choice(SYMBOLS)
+            main_key, mirror_key = f"main:{symbol}:Buy", f"mirror:{symbol}:Buy"
+            change = rng.randrange(7)
+            if change == 0 and mirror_key in manager.monitors:  # the mirror's fill
+                manager.monitors[mirror_key] = replace(manager.monitors[mirror_key], size=rng.random())
+            elif change == 1 and main_key in manager.monitors:  # main closed
+                del manager.monitors[main_key]
+            elif change == 2:  # main opened again
+                manager.monitors[main_key] = replace(monitor("main", symbol, f"m{rng.random()}"), size=0.3)
+            elif change == 3 and main_key in follower.links:
+                follower.links[main_key].state = rng.choice(list(LinkState))
+                follower.links[main_key].drift = tuple(rng.sample(["excess", "deficit", "breakeven"], 2))
+            elif change == 4:
+                follower.links.pop(main_key, None)
+            elif change == 5:
+                main = manager.monitors.get(main_key) or monitor("main", symbol)
+                follower.links[main_key] = MirrorLink(main_key, main.monitor_id, symbol, "Buy", ratio=0.25)
+            else:  # an instrument learnt: its step rounds the expected size
+                manager.instruments[symbol] = Instrument(symbol, 0.01, 0.01, 0.01, 1e6)
+        assert follower.snapshot()["links"] == links_from_scratch(follower)
 
 
 def test_a_section_of_read_only_rows_is_frozen_as_a_tuple_of_them_without_a_call_per_row(

@@ -23,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from engine.alerts.bus import AlertBus
 from engine.alerts.model import Severity
@@ -35,8 +36,9 @@ from engine.core.clock import Clock
 from engine.core.models import Instrument, Monitor, Order, Phase, Position, Side, monitor_key
 from engine.core.numbers import fmt_key
 from engine.core.read_only import read_only
-from engine.core.row_memo import RowMemo
+from engine.core.row_memo import KeyedRows
 from engine.core.settings import Settings
+from engine.core.tracked_dict import KeyFeed, TrackedDict
 from engine.mirror.drift import Drift, DriftKind, Leg, find_drift, stop_cover, to_repair
 from engine.mirror.sizing import MirrorSizing, MirrorSkipped, expected_size, mirror_request
 from engine.scheduler.jobs import Scheduler
@@ -108,8 +110,18 @@ class MirrorLink:
     """Mirror entry / main entry as sent (the ratio after rounding down to the qty step): the
     reference of the drift check, so rounding at the open is never taken for drift."""
     mirror_monitor_id: str = ""
-    drift: list[str] = field(default_factory=list)
+    drift: tuple[str, ...] = ()
+    """The drift kinds found at the last check (a tuple: set whole, never changed in place, so the
+    snapshot sees every change as a field set)."""
     note: str = ""
+    changed: bool = field(default=True, compare=False, repr=False)
+    """Set whenever another field is (the snapshot's row of the link is looked at again), cleared by
+    the snapshot; not part of the link's saved form."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name != "changed":
+            object.__setattr__(self, "changed", True)
 
     @property
     def mirror_key(self) -> str:
@@ -121,12 +133,16 @@ class MirrorLink:
         return self.qty_ratio or self.ratio
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        saved = asdict(self)
+        del saved["changed"]
+        saved["drift"] = list(self.drift)
+        return saved
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MirrorLink:
         values = dict(data)
         values["state"] = LinkState(values["state"])
+        values["drift"] = tuple(values.get("drift") or ())
         return cls(**values)
 
 
@@ -267,7 +283,8 @@ class MirrorFollower:
         self.scheduler = scheduler
         self.alerts = alerts
         self.params = params
-        self.links: dict[str, MirrorLink] = {}
+        self.links: dict[str, MirrorLink] = TrackedDict()
+        """By main's monitor key. A TrackedDict: the snapshot follows which links were added or removed."""
         self.tasks: list[MirrorTask] = []
         self.failures_in_a_row = 0
         self.desync = False
@@ -283,8 +300,10 @@ class MirrorFollower:
         between the legs, in qty steps, seen while no mirror action was failing (outside an outage)."""
         self._seq = 0
         self._loaded = False
-        self._link_rows: RowMemo[str, LinkRow] = RowMemo()
-        """The ``links`` rows, rebuilt only for links whose legs or state changed since the last one."""
+        self._link_rows: KeyedRows[str, _LinkInputs, LinkRow] = KeyedRows(self._link_inputs, _link_row)
+        """The ``links`` rows, made again only for the links said to have changed since the last one."""
+        self._link_feeds: _LinkFeeds | None = None
+        """(the links, monitors and instruments they follow; feeds of the three's keys)."""
 
     # --- state --------------------------------------------------------------------------------
     def load(self) -> None:
@@ -293,12 +312,14 @@ class MirrorFollower:
             return
         state = self.store.state.get(state_keys.MIRROR_KEY) or {}
         try:
-            self.links = {k: MirrorLink.from_dict(v) for k, v in (state.get("links") or {}).items()}
+            self.links = TrackedDict(
+                (k, MirrorLink.from_dict(v)) for k, v in (state.get("links") or {}).items()
+            )
             self.tasks = [MirrorTask.from_dict(t) for t in state.get("tasks") or []]
         except (TypeError, ValueError, KeyError) as exc:
             message = f"the mirror's saved links could not be read ({exc}); the drift check rebuilds nothing"
             self.alerts.raise_alert(Severity.CRITICAL, "mirror_desync", message, key=MIRROR)
-            self.links, self.tasks = {}, []
+            self.links, self.tasks = TrackedDict(), []
         self._seq = max([int(state.get("seq") or 0), *(t.task_id for t in self.tasks)])
         self.failures_in_a_row = int(state.get("failures_in_a_row") or 0)
         self.desync = bool(state.get("desync"))
@@ -364,7 +385,7 @@ class MirrorFollower:
         self.tasks.append(task)
 
     def _settle(self, link: MirrorLink, state: LinkState, note: str) -> None:
-        link.state, link.note, link.drift = state, note, []
+        link.state, link.note, link.drift = state, note, ()
 
     # --- the queue ----------------------------------------------------------------------------
     async def run_queue(self) -> None:
@@ -623,7 +644,7 @@ class MirrorFollower:
                 Severity.WARNING, "mirror_drift", f"{fmt_key(link.mirror_key)}: {detail}", key=link.mirror_key
             )
         repairs = to_repair(found, link.drift)
-        link.drift = [d.kind.value for d in found]
+        link.drift = tuple(d.kind.value for d in found)
         for drift in repairs:
             await self._repair(link, drift)
 
@@ -699,29 +720,10 @@ class MirrorFollower:
 
     # --- snapshot -----------------------------------------------------------------------------
     def snapshot(self) -> MirrorSection:
-        """The snapshot's ``mirror`` section."""
-        memo, monitors, instruments = self._link_rows, self.manager.monitors, self.manager.instruments
-        reused, keep, monitor_of, instrument_of = memo.reused, memo.keep, monitors.get, instruments.get
-        rows: list[LinkRow] = []
-        append = rows.append
-        for key in sorted(self.links):
-            link = self.links[key]
-            main_size = 0.0 if self._main_gone(link) else monitors[key].size
-            mirror_key = _mirror_key(link.symbol, link.side)  # as link.mirror_key, made once per leg
-            mirror = monitor_of(mirror_key)  # as _mirror_monitor(link)
-            ours = mirror is not None and mirror.monitor_id == link.mirror_monitor_id
-            mirror_size = mirror.size if mirror is not None and ours else 0.0
-            instrument = instrument_of(link.symbol)
-            # Every value the row is made of: the last build's row (the same object) while they are equal.
-            inputs = (
-                mirror_key, link.state, link.ratio, link.qty_ratio, main_size, mirror_size, instrument,
-                tuple(link.drift), link.note,
-            )  # fmt: skip
-            row = reused(key, inputs)
-            if row is None:  # built here, not through a closure made for every link at every snapshot
-                row = keep(key, inputs, _link_row(key, mirror_key, link, main_size, mirror_size, instrument))
-            append(row)
-        memo.end_pass()
+        """The snapshot's ``mirror`` section. Its links' rows are made again only for the links that
+        changed since the last one (see :meth:`_links_changed`): at a thousand links a look at each
+        was milliseconds of every dashboard build."""
+        rows = self._link_rows.rows(self._links_changed())
         due = [t.due_at for t in self.tasks]
         return {
             "enabled": True,
@@ -736,6 +738,74 @@ class MirrorFollower:
             "counts": dict(self.counts),
         }
 
+    def _links_changed(self) -> set[str]:
+        """The links whose row may differ from the last snapshot's: added or removed, a field of the
+        link set (:attr:`MirrorLink.changed`), or either leg's monitor set. Every link, when the
+        links, monitors or instruments are not followed by feeds (plain dicts, or new ones) or an
+        instrument was learnt (its step rounds the expected size)."""
+        links = self.links
+        made_of = (links, self.manager.monitors, self.manager.instruments)
+        feeds = self._link_feeds
+        whole = feeds is None or not all(map(operator.is_, made_of, feeds[0]))
+        if whole:
+            self._link_feeds = feeds = _link_feeds(*made_of)
+        changed: set[str]
+        if whole or feeds is None or feeds[3]:
+            if feeds is not None:
+                for feed in feeds[1:]:
+                    feed.clear()
+            changed = {*self._link_rows.keys(), *links}
+        else:
+            changed = feeds[1].take()
+            for key in feeds[2].take():  # a leg's monitor: the link is keyed by main's key
+                main = f"{MAIN}:{key.partition(':')[2]}"
+                if main in links:
+                    changed.add(main)
+            changed.update(key for key, link in links.items() if link.changed)
+        for key in changed:
+            link = links.get(key)
+            if link is not None:
+                link.changed = False
+        return changed
+
+    def _link_inputs(self, key: str) -> _LinkInputs | None:
+        """Every value the row of link ``key`` is made of (None: no such link)."""
+        link = self.links.get(key)
+        if link is None:
+            return None
+        monitors = self.manager.monitors
+        main_size = 0.0 if self._main_gone(link) else monitors[key].size
+        mirror_key = _mirror_key(link.symbol, link.side)  # as link.mirror_key, made once per leg
+        mirror = monitors.get(mirror_key)  # as _mirror_monitor(link)
+        ours = mirror is not None and mirror.monitor_id == link.mirror_monitor_id
+        mirror_size = mirror.size if mirror is not None and ours else 0.0
+        return (
+            mirror_key, link.state, link.ratio, link.qty_ratio, main_size, mirror_size,
+            self.manager.instruments.get(link.symbol), link.drift, link.note,
+        )  # fmt: skip
+
+
+_LinkInputs = tuple[
+    str, LinkState, float | None, float | None, float, float, Instrument | None, tuple[str, ...], str
+]
+"""What a ``mirror.links[]`` row is made of: the mirror's key, the link's state, ratio and qty ratio,
+main's and the mirror's sizes, the instrument, the drift and the note."""
+
+
+_LinkFeeds = tuple[tuple[object, object, object], KeyFeed[str], KeyFeed[str], KeyFeed[str]]
+
+
+def _link_feeds(
+    links: Mapping[str, MirrorLink], monitors: Mapping[str, Monitor], instruments: Mapping[str, Instrument]
+) -> _LinkFeeds | None:
+    """Feeds of the changes to the links, the monitors and the instruments, with the three they follow
+    (None unless all three are TrackedDicts)."""
+    dicts = (links, monitors, instruments)
+    if not all(isinstance(d, TrackedDict) for d in dicts):
+        return None
+    tracked = cast(tuple[TrackedDict[str, Any], ...], dicts)
+    return dicts, tracked[0].feed(), tracked[1].feed(), tracked[2].feed()
+
 
 @functools.cache
 def _mirror_key(symbol: str, side: str) -> str:
@@ -744,30 +814,24 @@ def _mirror_key(symbol: str, side: str) -> str:
     return monitor_key(MIRROR, symbol, Side(side))
 
 
-def _link_row(
-    key: str,
-    mirror_key: str,
-    link: MirrorLink,
-    main_size: float,
-    mirror_size: float,
-    instrument: Instrument | None,
-) -> LinkRow:
+def _link_row(key: str, inputs: _LinkInputs) -> LinkRow:
     """One ``mirror.links[]`` row, read-only where built (the snapshot's freeze passes it through)."""
-    ratio = link.reference_ratio
+    mirror_key, state, ratio, qty_ratio, main_size, mirror_size, instrument, drift, note = inputs
+    reference = qty_ratio or ratio  # as MirrorLink.reference_ratio
     expected = None
-    if ratio is not None and instrument is not None:
-        expected = expected_size(main_size, ratio, instrument)
+    if reference is not None and instrument is not None:
+        expected = expected_size(main_size, reference, instrument)
     row: LinkRow = {
         "main_key": key,
         "mirror_key": mirror_key,
-        "state": link.state.value,
-        "ratio": round(link.ratio, 8) if link.ratio is not None else None,
-        "qty_ratio": round(link.qty_ratio, 8) if link.qty_ratio is not None else None,
+        "state": state.value,
+        "ratio": round(ratio, 8) if ratio is not None else None,
+        "qty_ratio": round(qty_ratio, 8) if qty_ratio is not None else None,
         "main_size": main_size,
         "mirror_size": mirror_size,
         "expected_size": expected,
-        "drift": tuple(link.drift),
-        "note": link.note,
+        "drift": drift,
+        "note": note,
     }
     return read_only(row)
 
