@@ -5,7 +5,7 @@ the mirror outage waited 5 s for the mirror's stream before reconciling main).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from tpsl_harness import EPOCH, MemoryStore, new_exchange
 
@@ -20,9 +20,9 @@ from engine.trading.params import MonitorTiming, TradingParams
 class LoginRefused(SimVenue):
     """The account's REST answers; its private stream never logs in."""
 
-    async def stream(self) -> AsyncIterator[VenueEvent]:
+    async def pushes(self) -> AsyncIterator[Sequence[VenueEvent]]:
         await asyncio.Event().wait()
-        yield  # never reached: makes this an async generator like the venue's own
+        yield ()  # never reached: makes this an async generator like the venue's own
 
 
 async def test_an_account_whose_stream_never_logs_in_does_not_delay_another_accounts_start() -> None:

@@ -5,8 +5,6 @@ Fees: taker 0.055 %, maker 0.02 % of the fill's notional. Leverage defaults to 1
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from engine.core.clock import VirtualClock
@@ -28,6 +26,7 @@ from engine.core.models import (
     Wallet,
 )
 from engine.sim.exchange import SimExchange
+from engine.sim.streams import EventHub, PushQueue
 from engine.venue.base import Endpoint
 from engine.venue.errors import (
     AuthError,
@@ -516,11 +515,8 @@ def test_injected_errors_fail_the_next_calls_then_stop() -> None:
 # --- push events ----------------------------------------------------------------------------------
 
 
-def drain(queue: asyncio.Queue) -> list:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
+def drain(queue: PushQueue) -> list:
+    return queue.drain()
 
 
 def test_events_are_pushed_after_each_change() -> None:
@@ -536,6 +532,23 @@ def test_events_are_pushed_after_each_change() -> None:
     tickers = drain(queue)
     assert {t.symbol for t in tickers if isinstance(t, Ticker)} == {BTC, ETH, "SOLUSDT", "XRPUSDT"}
     assert len(drain(other)) == 4  # tickers go to everyone
+
+
+def test_a_tick_is_one_push_and_a_subscriber_that_stops_reading_is_cut_off_with_a_gap() -> None:
+    hub = EventHub(max_queue=10)
+    reader, stalled = hub.subscribe("main"), hub.subscribe("main")
+    ticks = [[Ticker(f"S{n}USDT", 1.0, 1.0, 1.0, 1.0, float(t)) for n in range(4)] for t in range(3)]
+    hub.publish("main", ticks[0], 0.0)
+    assert reader.qsize() == 1 and reader.events == 4  # the tick's four tickers, as one push
+    assert [t.symbol for t in reader.get_nowait()] == ["S0USDT", "S1USDT", "S2USDT", "S3USDT"]
+    hub.publish("main", ticks[1], 1.0)
+    hub.publish("main", ticks[2], 2.0)  # 12 events pending for the stalled one: over 10
+    assert reader.events == 8 and hub.subscriber_count("main") == 1
+    (status,) = stalled.drain()  # what it held is discarded: the gap tells it to reconcile
+    assert isinstance(status, StreamStatus) and (status.connected, status.gap) == (False, True)
+    assert status.reason == "subscriber queue overflow"
+    hub.publish("main", [], 3.0)  # nothing to push: no empty push
+    assert reader.qsize() == 2
 
 
 def test_drop_stream_ends_the_subscription_with_a_gap() -> None:

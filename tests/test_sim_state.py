@@ -132,7 +132,8 @@ async def test_run_ticks_on_the_clock_and_saves_periodically_and_on_cancel(tmp_p
     queue = ex.subscribe("main")
     task = asyncio.create_task(ex.run())
     await clock.drive(until=1_125.0)
-    assert queue.qsize() == 125 * 3  # one ticker per symbol per second
+    assert queue.events == 125 * 3  # one ticker per symbol per second
+    assert queue.qsize() == 125  # one push a tick
     assert ex.saved_at == 1_120.0  # saved at 1060 and 1120
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -156,7 +157,7 @@ async def test_a_due_save_goes_before_its_ticks_prices_and_fills(tmp_path: Path)
     real_save = ex.save
 
     def save() -> None:
-        pushed_at_save.append(queue.qsize())
+        pushed_at_save.append(queue.events)
         real_save()
 
     ex.save = save  # type: ignore[method-assign]
@@ -242,7 +243,8 @@ async def test_a_batch_request_is_one_journal_record_and_one_push_closed_by_one_
     results = await SimVenue(exchange, "main").place_batch(requests)
     assert [r.ok for r in results] == [True, True, False, True]
     assert len(journal_lines(journal)) == 1
-    pushed = [events.get_nowait() for _ in range(events.qsize())]
+    assert events.qsize() == 1  # one push
+    pushed = events.drain()
     assert [type(e).__name__ for e in pushed] == ["Order", "Order", "Order", "Wallet"]
     restarted = make_exchange(VirtualClock(clock.now()), path)  # no save(): what a kill -9 leaves
     assert {o.link_id for o in restarted.open_orders("main")} == {"b1", "b2", "b3"}

@@ -153,6 +153,25 @@ async def test_realistic_latency_takes_30_to_120_ms_of_clock_time() -> None:
     assert same_seed.latency_s() == pytest.approx(task.result())
 
 
+async def test_pushes_yield_what_the_exchange_sent_together_as_one() -> None:
+    venue = make_venue()
+    exchange = venue.exchange
+    pushes = venue.pushes()
+    (opened,) = await anext(pushes)
+    assert isinstance(opened, StreamStatus) and opened.connected
+    exchange.place("main", OrderRequest(ETH, Side.BUY, OrderType.MARKET, 1.0))
+    exchange.step()
+    fill = await anext(pushes)
+    assert [type(e).__name__ for e in fill] == ["Execution", "Order", "Position", "Wallet"]
+    tick = await anext(pushes)  # every symbol's ticker of the tick (and nothing filled)
+    assert {type(e) for e in tick} == {Ticker} and len(tick) == len(exchange.instruments)
+    await pushes.aclose()
+    # a venue that cannot tell its pushes apart (the base's pushes) hands on each event as one
+    one_by_one = Venue.pushes(make_venue())
+    assert [type(e).__name__ for e in await anext(one_by_one)] == ["StreamStatus"]
+    await one_by_one.aclose()
+
+
 async def test_stream_yields_events_and_resubscribes_after_a_drop() -> None:
     venue = make_venue()
     exchange = venue.exchange

@@ -72,7 +72,7 @@ from engine.sim.state import (
     rng_state_to_json,
     write_state,
 )
-from engine.sim.streams import EventHub
+from engine.sim.streams import EventHub, PushQueue
 from engine.venue.base import Endpoint
 from engine.venue.errors import AuthError, VenueError
 
@@ -590,12 +590,13 @@ class SimExchange:
         """Seconds the next request should take (0 with the ``none`` profile)."""
         return self._latency.draw()
 
-    def subscribe(self, account: str) -> asyncio.Queue[VenueEvent]:
-        """A queue of the account's events (orders, executions, positions, wallet) and every ticker."""
+    def subscribe(self, account: str) -> PushQueue:
+        """A queue of the account's pushes: its events (orders, executions, positions, wallet) and
+        every ticker, each item the events sent together."""
         self._account(account)
         return self._hub.subscribe(account)
 
-    def unsubscribe(self, account: str, queue: asyncio.Queue[VenueEvent]) -> None:
+    def unsubscribe(self, account: str, queue: PushQueue) -> None:
         """Stop feeding a queue from :meth:`subscribe`."""
         self._hub.unsubscribe(account, queue)
 

@@ -148,7 +148,14 @@ class SimVenue(Venue):
 
     # --- push --------------------------------------------------------------------------------
     async def stream(self) -> AsyncIterator[VenueEvent]:
-        """The account's events from the moment the stream is first iterated.
+        """The account's events, one by one, from the moment the stream is first iterated (see
+        :meth:`pushes`)."""
+        async for push in self.pushes():
+            for event in push:
+                yield event
+
+    async def pushes(self) -> AsyncIterator[Sequence[VenueEvent]]:
+        """The account's events as the exchange pushes them, the events of one push together.
 
         It opens with ``StreamStatus(connected=True, gap=False)``. When the exchange drops the stream
         it yields ``StreamStatus(connected=False, gap=True)``, waits ``reconnect_delay_s`` on the clock,
@@ -159,11 +166,14 @@ class SimVenue(Venue):
         while True:
             queue = self.exchange.subscribe(self.account)
             try:
-                yield StreamStatus(self.account, connected=True, gap=gap, reason=reason, ts=self._clock.now())
+                yield (
+                    StreamStatus(self.account, connected=True, gap=gap, reason=reason, ts=self._clock.now()),
+                )
                 while True:
-                    event = await queue.get()
-                    yield event
-                    if isinstance(event, StreamStatus) and not event.connected:
+                    push = await queue.get()
+                    yield push
+                    last = push[-1]
+                    if isinstance(last, StreamStatus) and not last.connected:
                         break
             finally:
                 self.exchange.unsubscribe(self.account, queue)

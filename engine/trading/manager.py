@@ -33,7 +33,7 @@ import functools
 import logging
 import operator
 import random
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -161,10 +161,14 @@ class _StreamEnd:
     error: BaseException | None = None
 
 
-async def _pump(stream: AsyncIterator[VenueEvent], queue: asyncio.Queue[VenueEvent | _StreamEnd]) -> None:
+_Pushes = asyncio.Queue[Sequence[VenueEvent] | _StreamEnd]
+"""A stream's pushes (the events that arrived together) as the pump queues them, then its end."""
+
+
+async def _pump(pushes: AsyncIterator[Sequence[VenueEvent]], queue: _Pushes) -> None:
     try:
-        async for event in stream:
-            queue.put_nowait(event)
+        async for push in pushes:
+            queue.put_nowait(push)
     except Exception as exc:  # handed to the consumer, which reports it and reconnects
         queue.put_nowait(_StreamEnd(exc))
         return
@@ -1030,7 +1034,7 @@ class TpslManager:
         venue = self.venues[account]
         while True:
             try:
-                await self._consume(account, venue.stream())
+                await self._consume(account, venue.pushes())
             except VenueError as exc:
                 message = f"{account}: stream failed ({exc})"
                 self.alerts.raise_alert(Severity.WARNING, "stream_error", message, key=account)
@@ -1041,19 +1045,21 @@ class TpslManager:
             self._set_connected(account, False)
             await self.clock.sleep(STREAM_RECONNECT_S)
 
-    async def _consume(self, account: str, stream: AsyncIterator[VenueEvent]) -> None:
+    async def _consume(self, account: str, pushes: AsyncIterator[Sequence[VenueEvent]]) -> None:
         """Hand the stream's events on until it ends (an error in it is raised here). A pump task
-        reads the stream into a queue, so events that arrived together are handed on together.
+        reads the stream's pushes into a queue, so events that arrived together are handed on
+        together.
 
         Each batch is handled in a task of its own: the next fill is decided while the previous
         one's orders still wait for the rate budget. The order per symbol holds: the batches take
         the account's lock in turn, and a symbol with orders in flight waits for their answers."""
-        queue: asyncio.Queue[VenueEvent | _StreamEnd] = asyncio.Queue()
-        pump = asyncio.create_task(_pump(stream, queue), name=f"tpsl-stream-pump-{account}")
+        queue: _Pushes = asyncio.Queue()
+        pump = asyncio.create_task(_pump(pushes, queue), name=f"tpsl-stream-pump-{account}")
         handling = self._handling[account]
+        pending: deque[VenueEvent] = deque()  # a push's events not handed on yet (see _next_events)
         try:
             while True:
-                batch, end = await self._next_events(queue)
+                batch, end = await self._next_events(queue, pending)
                 if batch:
                     task = asyncio.create_task(
                         self._handle(account, batch), name=f"tpsl-stream-events-{account}"
@@ -1092,23 +1098,29 @@ class TpslManager:
         self.alerts.raise_alert(Severity.WARNING, "stream_error", message, key=key or account)
 
     async def _next_events(
-        self, queue: asyncio.Queue[VenueEvent | _StreamEnd]
+        self, queue: _Pushes, pending: deque[VenueEvent]
     ) -> tuple[list[VenueEvent], _StreamEnd | None]:
         """The next events to hand on: with ``api_batching``, every event that arrived together
         (queued now, or landing while the loop turns over once more) so their actions share batch
-        requests; without it, one event at a time, as the original bot. No event is held back for
-        a timer: a fill that needs a stop moved is decided at once."""
-        batch: list[VenueEvent] = []
-        item = await queue.get()
+        requests; without it, one event at a time, as the original bot (the rest of its push waits
+        in ``pending``). No event is held back for a timer: a fill that needs a stop moved is
+        decided at once."""
+        while not pending:
+            item = await queue.get()
+            if isinstance(item, _StreamEnd):
+                return [], item
+            pending.extend(item)
+        if not self.batching:
+            return [pending.popleft()], None
+        batch = list(pending)
+        pending.clear()
         turns = 0
         while True:
-            if isinstance(item, _StreamEnd):
-                return batch, item
-            batch.append(item)
-            if not self.batching:
-                return batch, None
             if not queue.empty():
                 item = queue.get_nowait()
+                if isinstance(item, _StreamEnd):
+                    return batch, item
+                batch += item
                 continue
             if turns >= GATHER_TURNS or not any(isinstance(e, Execution | Order) for e in batch):
                 return batch, None
@@ -1116,7 +1128,6 @@ class TpslManager:
             await yield_to_loop()  # events delivered in the same moment are on their way
             if queue.empty():
                 return batch, None
-            item = queue.get_nowait()
 
     def add_observer(self, observer: EventObserver) -> None:
         """Also hand every venue event (streamed or polled fills) to ``observer`` (e.g. the cache).

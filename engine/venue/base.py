@@ -141,6 +141,14 @@ class Venue(abc.ABC):
         """Events as they happen: executions, order updates, position updates, wallet updates,
         tickers, and :class:`~engine.core.models.StreamStatus` when the stream drops or resumes."""
 
+    async def pushes(self) -> AsyncIterator[Sequence[VenueEvent]]:
+        """:meth:`stream`'s events, those that arrived together in one sequence (a venue that can tell
+        them apart overrides this; here each event is a push of its own). The engine's consumer takes
+        a push whole: at a thousand symbols, a tick's tickers handed on one by one were milliseconds
+        of its loop before the fill behind them was seen."""
+        async for event in self.stream():
+            yield (event,)
+
     def follow_limits(self, observer: Callable[[WindowReport], None] | None) -> None:  # noqa: B027
         """Tell ``observer`` (the engine's rate budget) what the venue's answers say of its rate limits
         (Bybit's ``X-Bapi-Limit*`` headers); None stops it. A venue that reports none ignores it."""

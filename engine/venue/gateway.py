@@ -195,6 +195,10 @@ class VenueGateway(Venue):
         """The inner venue's events (a push stream spends no request budget)."""
         return self.inner.stream()
 
+    def pushes(self) -> AsyncIterator[Sequence[VenueEvent]]:
+        """The inner venue's pushes (see :meth:`Venue.pushes`)."""
+        return self.inner.pushes()
+
     async def close(self) -> None:
         await self.inner.close()
 

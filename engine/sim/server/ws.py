@@ -278,27 +278,31 @@ class WebSocketApi:
         """
         while True:
             queue = self.exchange.subscribe(account)
-            while True:
-                event = await queue.get()
-                if isinstance(event, StreamStatus):
-                    if not event.connected:
-                        await self.drop_streams(account)
-                        break
-                    continue
-                shaped = self._private_message(event)
-                if shaped is None:
-                    continue
-                topic, item = shaped
-                message = {
-                    "id": f"{account}-{next(self._cs)}",
-                    "topic": topic,
-                    "creationTime": now_ms(self.clock),
-                    "data": [item],
-                }
-                for conn in [
-                    c for c in self._private if c.account == account and topic in c.topics and not c.muted
-                ]:
-                    await self._send(conn, message)
+            dropped = False
+            while not dropped:
+                for event in await queue.get():
+                    if isinstance(event, StreamStatus):
+                        if not event.connected:
+                            await self.drop_streams(account)
+                            dropped = True
+                            break
+                        continue
+                    await self._forward(account, event)
+
+    async def _forward(self, account: str, event: VenueEvent) -> None:
+        """Send one private event to the account's connections subscribed to its topic."""
+        shaped = self._private_message(event)
+        if shaped is None:
+            return
+        topic, item = shaped
+        message = {
+            "id": f"{account}-{next(self._cs)}",
+            "topic": topic,
+            "creationTime": now_ms(self.clock),
+            "data": [item],
+        }
+        for conn in [c for c in self._private if c.account == account and topic in c.topics and not c.muted]:
+            await self._send(conn, message)
 
     async def _send_snapshots(self, conn: _Conn, topics: list[Any]) -> None:
         for topic in topics:
