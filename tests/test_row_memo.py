@@ -80,18 +80,6 @@ def test_rows_of_records_reuse_the_row_of_the_same_or_an_equal_record() -> None:
     assert again[2] is rows[0]  # an equal record under the same key: the row is reused
 
 
-def test_reused_and_keep_are_row_in_two_halves() -> None:
-    memo: RowMemo[str, tuple[str, int]] = RowMemo()
-    assert memo.reused("a", 1) is None
-    row = memo.keep("a", 1, ("a", 1))
-    memo.end_pass()
-    assert memo.reused("a", 1) is row and memo.built == 1
-    memo.end_pass()
-    assert memo.reused("a", 2) is None  # other inputs: not reused, and not carried on
-    memo.end_pass()
-    assert memo.reused("a", 1) is None
-
-
 @dataclass(frozen=True)
 class Item:
     """An immutable record, as the venue's orders are: a change makes a new one under the same id."""

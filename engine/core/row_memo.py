@@ -73,22 +73,6 @@ class RowMemo(Generic[K, R]):
         """Close a pass: the rows asked for in it are the ones the next pass may reuse."""
         self._last, self._next = self._next, {}
 
-    def reused(self, key: K, inputs: object) -> R | None:
-        """The last pass's row of ``key`` when its inputs equal ``inputs`` (kept for the next pass),
-        else None: then the caller builds it and hands it to :meth:`keep`. :meth:`row` in two
-        halves, for a hot loop that would otherwise make a closure per row."""
-        last = self._last.get(key)
-        if last is not None and (last[0] is inputs or last[0] == inputs):
-            self._next[key] = last
-            return last[1]
-        return None
-
-    def keep(self, key: K, inputs: object, row: R) -> R:
-        """Record ``row``, just built from ``inputs``, as ``key``'s row of this pass; returns it."""
-        self.built += 1
-        self._next[key] = (inputs, row)
-        return row
-
 
 class SortedRows(Generic[T, R]):
     """A section kept sorted, with its rows, from one pass to the next, changed where its items did.

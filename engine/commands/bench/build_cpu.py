@@ -79,8 +79,8 @@ class BuildCpu:
         counter = self
 
         def make_task(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-            context = kwargs.get("context") or contextvars.copy_context()
-            if context.get(_IN_BUILD, False):
+            context = kwargs.get("context")  # else the task copies the current one: look there
+            if context.get(_IN_BUILD, False) if context is not None else _IN_BUILD.get():
                 coro = _TimedSteps(coro, counter)
             if previous is not None:
                 return previous(loop, coro, **kwargs)
