@@ -158,10 +158,11 @@ class Ledger:
 
     def chunks(self) -> list[tuple[str, dict[str, Any]]]:
         """Every chunk as (store key, value): what rewrites the whole ledger after a repair."""
-        return [
-            (ledger_key(index), {"trades": self._dicts[start : start + CHUNK]})
-            for index, start in enumerate(range(0, len(self._trades), CHUNK))
-        ]
+        return [self._chunk(index) for index in range(-(-len(self._trades) // CHUNK))]
+
+    def _chunk(self, index: int) -> tuple[str, dict[str, Any]]:
+        """Chunk ``index`` as (store key, value): its trades' stored forms, made once each."""
+        return ledger_key(index), {"trades": self._dicts[index * CHUNK : (index + 1) * CHUNK]}
 
     @property
     def trades(self) -> list[Trade]:
@@ -178,8 +179,7 @@ class Ledger:
         self._monitor_ids.add(trade.monitor_id)
         self._trades.append(trade)
         self._dicts.append(trade.to_dict())
-        index = (len(self._trades) - 1) // CHUNK
-        return ledger_key(index), {"trades": self._dicts[index * CHUNK : (index + 1) * CHUNK]}
+        return self._chunk((len(self._trades) - 1) // CHUNK)
 
     def monitor_ids(self) -> set[str]:
         """Ids of every monitor that ever closed a trade (to tell our old orders from others')."""
