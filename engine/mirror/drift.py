@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from engine.core.models import Instrument, Order, Side
+from engine.core.models import Instrument, Order, Position, Side
 from engine.mirror.sizing import expected_size
 
 
@@ -58,16 +58,36 @@ class Drift:
     target: float | None = None
 
 
+Holding = tuple[str, Side]
+"""A symbol and the side of a position held on it."""
+
+
+def stop_covers(orders: Iterable[Order]) -> dict[Holding, float]:
+    """The quantity the live stop orders cover, per symbol and side of the position they protect.
+
+    One pass over an account's orders serves every position's check: a scan of them per position
+    made the drift check quadratic (at a thousand mirrored trades it held the loop 170 ms)."""
+    covers: dict[Holding, float] = {}
+    for o in orders:
+        if o.trigger_price is not None and (o.reduce_only or o.close_on_trigger):
+            holding = (o.symbol, o.side.opposite)
+            covers[holding] = covers.get(holding, 0.0) + o.remaining_qty
+    return covers
+
+
 def stop_cover(orders: Iterable[Order], symbol: str, side: Side) -> float:
     """The quantity the live stop orders of ``symbol`` cover for a ``side`` position."""
-    return sum(
-        o.remaining_qty
-        for o in orders
-        if o.symbol == symbol
-        and o.side is side.opposite
-        and o.trigger_price is not None
-        and (o.reduce_only or o.close_on_trigger)
-    )
+    return stop_covers(o for o in orders if o.symbol == symbol).get((symbol, side), 0.0)
+
+
+def held_sizes(positions: Iterable[Position]) -> dict[Holding, float]:
+    """The size held per symbol and side (open positions only), in one pass over an account's."""
+    held: dict[Holding, float] = {}
+    for p in positions:
+        if p.is_open and p.side is not None:
+            holding = (p.symbol, p.side)
+            held[holding] = held.get(holding, 0.0) + p.size
+    return held
 
 
 def find_drift(main: Leg | None, mirror: Leg, ratio: float, instrument: Instrument) -> list[Drift]:

@@ -33,13 +33,22 @@ from engine.alerts.bus import AlertBus
 from engine.alerts.model import Severity
 from engine.core import state_keys
 from engine.core.clock import Clock
-from engine.core.models import Instrument, Monitor, Order, Phase, Position, Side, monitor_key
+from engine.core.models import Instrument, Monitor, Phase, Side, monitor_key
 from engine.core.numbers import fmt_key
 from engine.core.read_only import read_only
 from engine.core.row_memo import KeyedRows
 from engine.core.settings import Settings
 from engine.core.tracked_dict import KeyFeed, TrackedDict
-from engine.mirror.drift import Drift, DriftKind, Leg, find_drift, stop_cover, to_repair
+from engine.mirror.drift import (
+    Drift,
+    DriftKind,
+    Holding,
+    Leg,
+    find_drift,
+    held_sizes,
+    stop_covers,
+    to_repair,
+)
 from engine.mirror.sizing import MirrorSizing, MirrorSkipped, expected_size, mirror_request
 from engine.scheduler.jobs import Scheduler
 from engine.trading.approaches import Approach, TradeRejected, TradeRequest
@@ -66,6 +75,8 @@ QUEUE_TICK_S = 1.0
 """How often the queue job looks for due tasks (it makes no venue call when none is due)."""
 STOP_RECHECK_S = 2.0
 """How long the drift check waits before reading again a mirror position its stops do not cover."""
+LINKS_PER_TURN = 100
+"""Links the drift check compares between two turns it gives the rest of the loop."""
 MAIN_CLOSED = "main_closed"
 """The close intent (and ledger reason) of a mirror closed because main closed without it."""
 
@@ -587,26 +598,35 @@ class MirrorFollower:
         await self._save()
 
     async def _check_all(self, links: Sequence[MirrorLink]) -> None:
-        main_positions = await self.venues[MAIN].positions()
-        mirror_positions = await self.venues[MIRROR].positions()
-        mirror_orders = await self.venues[MIRROR].open_orders()
-        if any(_uncovered(link, mirror_positions, mirror_orders) for link in links):
+        main_held, mirror_held, covers = await self._read_legs()
+        if any(_uncovered(mirror_held.get(_holding(link), 0.0), covers, link) for link in links):
             # An entry that just filled has its stop resized a moment later: look again before
             # calling a position unprotected.
             await self.clock.sleep(STOP_RECHECK_S)
-            main_positions = await self.venues[MAIN].positions()
-            mirror_positions = await self.venues[MIRROR].positions()
-            mirror_orders = await self.venues[MIRROR].open_orders()
-        for link in links:
-            await self._check(link, _size(main_positions, link), _size(mirror_positions, link), mirror_orders)
+            main_held, mirror_held, covers = await self._read_legs()
+        turn = self.scheduler.precedence.turn
+        for checked, link in enumerate(links, start=1):
+            if checked % LINKS_PER_TURN == 0:
+                await turn()  # a thousand links are a long stretch: fills and the dashboard go between
+            if self.links.get(link.main_key) is not link:
+                continue  # settled and forgotten meanwhile (or replaced by a new trade's link)
+            holding = _holding(link)
+            await self._check(
+                link, main_held.get(holding, 0.0), mirror_held.get(holding, 0.0), covers.get(holding, 0.0)
+            )
+
+    async def _read_legs(self) -> tuple[dict[Holding, float], dict[Holding, float], dict[Holding, float]]:
+        """What both accounts hold and what the mirror's stops cover, per symbol and side."""
+        main_positions = await self.venues[MAIN].positions()
+        mirror_positions = await self.venues[MIRROR].positions()
+        mirror_orders = await self.venues[MIRROR].open_orders()
+        return held_sizes(main_positions), held_sizes(mirror_positions), stop_covers(mirror_orders)
 
     def _main_gone(self, link: MirrorLink) -> bool:
         main = self.manager.monitors.get(link.main_key)
         return main is None or main.monitor_id != link.main_monitor_id
 
-    async def _check(
-        self, link: MirrorLink, main_size: float, mirror_size: float, mirror_orders: Sequence[Order]
-    ) -> None:
+    async def _check(self, link: MirrorLink, main_size: float, mirror_size: float, stop_qty: float) -> None:
         main = None if self._main_gone(link) else self.manager.monitors[link.main_key]
         if not link.state.checked:  # skipped or closed: forget it once main is done
             if main is None:
@@ -626,7 +646,7 @@ class MirrorFollower:
             main_leg = Leg(main_size, breakeven=main.breakeven, entries_live=entries_live(main))
         mirror_leg = Leg(
             mirror_size,
-            stop_qty=stop_cover(mirror_orders, link.symbol, Side(link.side)),
+            stop_qty=stop_qty,
             breakeven=mirror.breakeven,
             entries_live=entries_live(mirror),
             closing=mirror.close_intent is not None,
@@ -836,13 +856,10 @@ def _link_row(key: str, inputs: _LinkInputs) -> LinkRow:
     return read_only(row)
 
 
-def _uncovered(link: MirrorLink, positions: Sequence[Position], orders: Sequence[Order]) -> bool:
-    """Whether the mirror's position of ``link`` is bigger than its stops cover."""
-    held = _size(positions, link)
-    return held > 0 and stop_cover(orders, link.symbol, Side(link.side)) < held * (1 - 1e-9)
+def _holding(link: MirrorLink) -> Holding:
+    return (link.symbol, Side(link.side))
 
 
-def _size(positions: Sequence[Position], link: MirrorLink) -> float:
-    """The size held on ``link``'s symbol and side (0 when flat)."""
-    side = Side(link.side)
-    return sum(p.size for p in positions if p.is_open and p.symbol == link.symbol and p.side is side)
+def _uncovered(held: float, covers: Mapping[Holding, float], link: MirrorLink) -> bool:
+    """Whether the mirror's position of ``link`` (``held``) is bigger than its stops cover."""
+    return held > 0 and covers.get(_holding(link), 0.0) < held * (1 - 1e-9)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.mirror.drift import stop_cover
+from engine.mirror.drift import stop_covers
 
 if TYPE_CHECKING:
     from engine.sim.exchange import SimExchange
@@ -50,12 +50,12 @@ class ProtectionWatch:
         self.samples += 1
         seen: set[tuple[str, str]] = set()
         for account in self.accounts:
-            orders = self.exchange.open_orders(account)
+            covers = stop_covers(self.exchange.open_orders(account))
             for position in self.exchange.positions(account):
                 if not position.is_open or position.side is None:
                     continue
                 step = self.exchange.instruments[position.symbol].qty_step
-                if stop_cover(orders, position.symbol, position.side) >= position.size - step / 2:
+                if covers.get((position.symbol, position.side), 0.0) >= position.size - step / 2:
                     continue
                 key = (account, position.symbol)
                 seen.add(key)
