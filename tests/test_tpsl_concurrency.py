@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -478,6 +479,29 @@ async def test_a_late_price_does_not_replace_a_newer_one() -> None:
     await h.manager.dispatch_many("main", [late])
     assert h.manager.tickers[PROBE_SYMBOL] is newer
     assert h.manager.marks[PROBE_SYMBOL] == 151.0
+    await h.close()
+
+
+async def test_a_price_both_streams_bring_is_judged_and_handed_on_once_and_a_late_one_not_at_all() -> None:
+    """Each account's stream brings every price: the second copy is no news (judged and handed on
+    twice, a thousand symbols' tickers were half the engine's work); a late price is not handed on
+    either (the dashboard would have shown it over the newer one)."""
+    h = Harness()
+    await h.start()
+    seen: list[Ticker] = []
+    h.manager.add_observer(lambda _account, event: seen.append(event) if isinstance(event, Ticker) else None)
+    judged: list[Ticker] = []
+    judge = h.manager._judge_price
+    h.manager._judge_price = lambda ticker: judged.append(ticker) or judge(ticker)  # type: ignore[method-assign,func-returns-value]
+    now = h.clock.now() + 1.0
+    first = Ticker(PROBE_SYMBOL, 151.0, 151.0, 150.9, 151.1, now)
+    await h.manager.dispatch_many("main", [first])
+    await h.manager.dispatch_many("main", [replace(first)])  # the same price, from the other stream
+    await h.manager.dispatch_many("main", [replace(first, ts=now - 0.5, last=149.0, mark=149.0)])
+    moved = replace(first, last=151.5, mark=151.5)  # a new price at the same stamp is news
+    await h.manager.dispatch_many("main", [moved])
+    assert seen == [first, moved] and judged == [first, moved]
+    assert h.manager.tickers[PROBE_SYMBOL] is moved
     await h.close()
 
 

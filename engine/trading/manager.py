@@ -1175,8 +1175,8 @@ class TpslManager:
             for judged, event in enumerate(events, start=1):
                 if judged % JUDGED_PER_TURN == 0:
                     await self.precedence.turn()
-                if isinstance(event, Ticker) and event.symbol not in symbols:
-                    self._note_price(event)
+                if isinstance(event, Ticker) and event.symbol not in symbols and not self._note_price(event):
+                    continue  # late, or brought by the other account's stream already
                 self._notify(account, event)
                 if isinstance(event, Position | Ticker):
                     if event.symbol in symbols:
@@ -1351,10 +1351,12 @@ class TpslManager:
 
     def _note_price(self, ticker: Ticker) -> bool:
         """Remember a price for the decisions and the snapshot (a few dict writes: a push's prices
-        are noted before its fills are decided); False for a ticker older than the one held: late
-        (pushes are judged a slice at a time, so a later push may be noted first), it changes nothing."""
+        are noted before its fills are decided); False when it is no news, which changes nothing:
+        a ticker older than the one held (pushes are judged a slice at a time, so a later push may
+        be noted first), or the very one held (each account's stream brings every price: judged
+        and handed on twice, a thousand symbols' tickers were half the engine's work)."""
         held = self.tickers.get(ticker.symbol)
-        if held is not None and ticker.ts < held.ts:
+        if held is not None and (ticker.ts < held.ts or (ticker.ts == held.ts > 0 and ticker == held)):
             return False
         self.marks[ticker.symbol] = ticker.mark
         self._ticked_at[ticker.symbol] = self.clock.now()
