@@ -8,9 +8,10 @@ import random
 from pathlib import Path
 
 import pytest
+from test_snapshot_rows import new_manager
 from tpsl_builders import BTC, P, opened, position_at
 
-from engine.core.models import Instrument, Monitor, Phase, Side, SlotStatus
+from engine.core.models import Instrument, Monitor, Phase, Side, SlotStatus, Ticker
 from engine.core.settings import SettingsError, load_settings
 from engine.scheduler.urgency import (
     MAX_WIDENING,
@@ -357,3 +358,37 @@ def test_a_price_walking_to_the_stop_moves_the_monitor_up_step_by_step() -> None
     assert ranks == sorted(ranks, reverse=True)  # never less urgent on the way
     steps = [t for i, t in enumerate(seen) if i == 0 or t is not seen[i - 1]]
     assert steps == [Tier.IDLE, Tier.INACTIVE, Tier.STANDARD, Tier.ACTIVE, Tier.CRITICAL]
+
+
+def test_the_managers_tier_follows_every_new_version_of_a_monitor_as_from_scratch() -> None:
+    """The manager takes a monitor's triggers once per version of it (a decision replaces the
+    monitor, never changes it in place), not at each price: whatever the versions and prices, its
+    tier is the one computed from the monitor as it is."""
+    manager = new_manager()
+    rng = random.Random(5)
+    m = position_at(BTC, Side.BUY, 100_000.0, sl_pct=4.0, tp_pcts=[1.0, 2.0, 3.0, 4.0], entry_pcts=[1.0, 2.0])
+    manager.monitors[m.key] = m
+    for step in range(400):
+        if rng.random() < 0.4:  # a decision: a new version of the monitor
+            m = manager.monitors[m.key] = copy.deepcopy(m)
+            change = rng.randrange(4)
+            if change == 0:
+                m.orders["sl"].trigger_price = round(100_000.0 * rng.uniform(0.95, 0.999), 1)
+            elif change == 1:
+                slot = rng.choice([s for s in m.orders if s != "sl"])
+                m.orders[slot].status = rng.choice([SlotStatus.OPEN, SlotStatus.FILLED, SlotStatus.GONE])
+            elif change == 2:
+                m.last_fill_at = manager.clock.now() - rng.choice([0.0, 1e6])
+            else:
+                m.phase = rng.choice([Phase.MONITORING, Phase.PROFIT_TAKING, Phase.CLOSED])
+        price = round(100_000.0 * rng.uniform(0.96, 1.04), 1)
+        manager.tickers[BTC.symbol] = Ticker(BTC.symbol, price, price, price, price, float(step + 1))
+        manager._update_tier(m)
+        expected = tier_for(
+            m,
+            price,
+            move_pct_per_min=manager.volatility.move_pct_per_min(BTC.symbol),
+            now=manager.clock.now(),
+            params=manager.urgency,
+        )
+        assert manager.tiers[m.key] is expected, step

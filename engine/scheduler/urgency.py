@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -180,12 +180,13 @@ def trigger_prices(monitor: Monitor) -> list[float]:
 def nearest_trigger_pct(monitor: Monitor, price: float) -> float | None:
     """Percent of ``price`` to the nearest trigger; 0 when the price is at or past one (a stop that
     should have fired). None when there is no trigger or ``price`` is not a positive number."""
-    if not (math.isfinite(price) and price > 0):
+    return _nearest_pct(_triggers(monitor), price)
+
+
+def _nearest_pct(triggers: Sequence[tuple[float, int]], price: float) -> float | None:
+    if not (math.isfinite(price) and price > 0) or not triggers:
         return None
-    distances = [max(0.0, direction * (price - level)) for level, direction in _triggers(monitor)]
-    if not distances:
-        return None
-    return min(distances) / price * 100.0
+    return min(max(0.0, direction * (price - level)) for level, direction in triggers) / price * 100.0
 
 
 def _market_order_in_flight(m: Monitor) -> bool:
@@ -217,8 +218,30 @@ def tier_for_distance(distance_pct: float, factor: float, params: UrgencyParams)
     return Tier.IDLE
 
 
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """What of a monitor its tier depends on besides the price and the time, taken once per version
+    of the monitor (the engine replaces a monitor to change it) rather than at each of its symbol's
+    prices: a thousand symbols tick every second."""
+
+    closed: bool
+    market_order_in_flight: bool
+    triggers: tuple[tuple[float, int], ...]
+    last_fill_at: float | None
+
+    @classmethod
+    def of(cls, monitor: Monitor) -> Reach:
+        """``monitor``'s reach as it is now."""
+        return cls(
+            monitor.phase is Phase.CLOSED,
+            _market_order_in_flight(monitor),
+            tuple(_triggers(monitor)),
+            monitor.last_fill_at,
+        )
+
+
 def tier_for(
-    monitor: Monitor,
+    monitor: Monitor | Reach,
     price: float | None,
     *,
     move_pct_per_min: float | None,
@@ -226,17 +249,19 @@ def tier_for(
     params: UrgencyParams,
 ) -> Tier:
     """The monitor's tier at ``price`` (of the series its stop triggers on), for a symbol moving
-    ``move_pct_per_min`` (see :class:`VolatilityTracker`), at engine time ``now``."""
-    if monitor.phase is Phase.CLOSED:
+    ``move_pct_per_min`` (see :class:`VolatilityTracker`), at engine time ``now``; from the monitor
+    or its :class:`Reach`."""
+    reach = monitor if isinstance(monitor, Reach) else Reach.of(monitor)
+    if reach.closed:
         return Tier.IDLE
-    if _market_order_in_flight(monitor):
+    if reach.market_order_in_flight:
         return Tier.CRITICAL
-    distance = None if price is None else nearest_trigger_pct(monitor, price)
+    distance = None if price is None else _nearest_pct(reach.triggers, price)
     if distance is None:
         tier = Tier.ACTIVE  # no price or nothing to measure against yet: treated as risky
     else:
         tier = tier_for_distance(distance, widening(move_pct_per_min, params), params)
-    if monitor.last_fill_at is not None and now - monitor.last_fill_at <= params.recent_fill_s:
+    if reach.last_fill_at is not None and now - reach.last_fill_at <= params.recent_fill_s:
         tier = more_urgent(tier, Tier.ACTIVE)
     return tier
 

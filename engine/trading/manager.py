@@ -73,7 +73,14 @@ from engine.core.read_only import read_only
 from engine.core.row_memo import KeyedRows
 from engine.core.tracked_dict import KeyFeed, TrackedDict
 from engine.scheduler.jobs import Scheduler
-from engine.scheduler.urgency import Tier, UrgencyParams, VolatilityTracker, check_interval, tier_for
+from engine.scheduler.urgency import (
+    Reach,
+    Tier,
+    UrgencyParams,
+    VolatilityTracker,
+    check_interval,
+    tier_for,
+)
 from engine.trading.approaches import TradeRejected, TradeRequest, plan_trade
 from engine.trading.ledger import Ledger, LedgerSection
 from engine.trading.monitor import (
@@ -366,6 +373,8 @@ class TpslManager:
         self._last_full: dict[str, float] = {}
         self._full_soon: set[str] = set()  # accounts with a position to adopt: a full pass next
         self._next_check: dict[str, float] = {}
+        self._reaches: dict[str, tuple[Monitor, Reach]] = {}
+        """Each monitor's :class:`Reach`, with the version of the monitor it was taken from."""
         self.checks: dict[str, int] = {}
         """Monitor checks made since the start, by tier (``baseline`` when adaptive intervals are off)."""
         self._senders = {
@@ -678,8 +687,11 @@ class TpslManager:
     def _update_tier(self, monitor: Monitor) -> None:
         """Recompute the monitor's tier from the latest price, the symbol's volatility and its fills;
         a monitor that became more urgent is checked sooner."""
+        kept = self._reaches.get(monitor.key)
+        if kept is None or kept[0] is not monitor:  # a new version of the monitor (never changed in place)
+            kept = self._reaches[monitor.key] = (monitor, Reach.of(monitor))
         tier = tier_for(
-            monitor,
+            kept[1],
             self.trigger_price(monitor.symbol),
             move_pct_per_min=self.volatility.move_pct_per_min(monitor.symbol),
             now=self.clock.now(),
@@ -690,7 +702,7 @@ class TpslManager:
             self._schedule_check(monitor.key)
 
     def _forget_checks(self, key: str) -> None:
-        for table in (self.tiers, self._last_check, self._next_check):
+        for table in (self.tiers, self._last_check, self._next_check, self._reaches):
             table.pop(key, None)
 
     def _schedule_check(self, key: str) -> None:
