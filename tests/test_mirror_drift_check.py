@@ -1,4 +1,5 @@
-"""The mirror's drift check at scale: one pass over each account's records, and turns for the loop.
+"""The mirror's follower at scale: the drift check's one pass over each account's records and its turns
+for the loop, and the queue worked off a slice per run.
 
 At a thousand mirrored trades the check scanned every position and stop order once per link, and
 compared the links without an await between them: the engine's loop was held 170 ms at every check.
@@ -13,8 +14,17 @@ from collections.abc import Sequence
 from test_snapshot_rows import monitor, new_follower, new_manager
 
 from engine.core.models import Instrument, Order, OrderStatus, OrderType, Position, Side
+from engine.core.state_keys import MIRROR_KEY
 from engine.mirror.drift import held_sizes, stop_cover, stop_covers
-from engine.mirror.follower import LINKS_PER_TURN, LinkState, MirrorFollower, MirrorLink
+from engine.mirror.follower import (
+    LINKS_PER_TURN,
+    QUEUE_TICK_S,
+    LinkState,
+    MirrorFollower,
+    MirrorLink,
+    MirrorTask,
+    Verb,
+)
 
 SYMBOLS = [f"S{i:03d}USDT" for i in range(3 * LINKS_PER_TURN + 7)]
 
@@ -164,3 +174,31 @@ async def test_a_link_forgotten_while_the_check_gave_the_loop_a_turn_is_skipped(
     assert last.main_key not in follower.links
     assert len(follower.links) == LINKS_PER_TURN + 1
     assert all(link.changed and not link.drift for link in follower.links.values())
+
+
+async def test_a_long_queue_is_worked_off_a_slice_per_run_with_each_slice_saved() -> None:
+    """A thousand mirror tasks at the venue's rate made one queue run of minutes: overrunning its
+    one-second interval all along, and with nothing of it saved until its end."""
+    follower = follower_of(SYMBOLS[:12], uncovered="")
+    clock = follower.manager.clock
+    for link in list(follower.links.values()):
+        follower._enqueue(Verb.BREAKEVEN, link)
+    done: list[int] = []
+
+    async def slow_task(task: MirrorTask) -> bool:
+        await clock.sleep(0.2)  # the venue's answers, at its rate
+        done.append(task.task_id)
+        return True
+
+    follower._run = slow_task  # type: ignore[method-assign]
+    began = clock.now()
+    await clock.drive_while(follower.run_queue())
+    assert clock.now() - began < QUEUE_TICK_S  # the run ended within its interval
+    assert 0 < len(done) < 12
+    saved = follower.store.crash_copy().state[MIRROR_KEY]["tasks"]  # what a crash now would leave
+    assert [t["task_id"] for t in saved] == [t.task_id for t in follower.tasks]
+    assert len(saved) == 12 - len(done)
+    for _ in range(12):
+        await clock.drive_while(follower.run_queue())
+    assert done == sorted(done) and len(done) == 12  # all of them, in the queue's order
+    assert follower.tasks == [] and follower.store.crash_copy().state[MIRROR_KEY]["tasks"] == []

@@ -73,6 +73,8 @@ MAIN, MIRROR = "main", "mirror"
 QUEUE_JOB, SYNC_JOB = "mirror-queue", "mirror-sync"
 QUEUE_TICK_S = 1.0
 """How often the queue job looks for due tasks (it makes no venue call when none is due)."""
+QUEUE_SLICE_S = 0.5 * QUEUE_TICK_S
+"""How long one run of the queue job starts new tasks for (the task it is on ends the run)."""
 STOP_RECHECK_S = 2.0
 """How long the drift check waits before reading again a mirror position its stops do not cover."""
 LINKS_PER_TURN = 100
@@ -401,13 +403,20 @@ class MirrorFollower:
     # --- the queue ----------------------------------------------------------------------------
     async def run_queue(self) -> None:
         """The ``mirror-queue`` job: run the due tasks in order; a task that fails holds back the
-        later tasks of the same trade (an open before its close) and is retried with backoff."""
+        later tasks of the same trade (an open before its close) and is retried with backoff.
+
+        A run takes about its interval at most (:data:`QUEUE_SLICE_S`) and saves what it did; the
+        next run goes on from there. A thousand tasks at the venue's rate (after a restart, or a
+        wave of openings) made one run of minutes: the scheduler reported it overrunning every
+        second, and a crash meanwhile lost the record of every task done in it."""
         if not self.tasks or not self._ready():
             return
         now = self.clock.now()
         held: set[str] = set()
         changed = False
         for task in list(self.tasks):
+            if changed and self.clock.now() - now >= QUEUE_SLICE_S:
+                break  # the rest in the next run, the queue's order kept
             if task.main_key in held or task.due_at > now:
                 held.add(task.main_key)
                 continue
