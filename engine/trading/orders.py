@@ -295,7 +295,9 @@ class OrderSender:
         self._superseded: set[str] = set()
         self._sending: Counter[str] = Counter()  # monitor key -> sends in flight carrying its actions
         self._tickets: dict[WithdrawalTicket, frozenset[str]] = {}
-        self._planners: set[asyncio.Future[None]] = set()  # plans waiting for room (see _plan)
+        # plans waiting for room (see _plan), woken in the order they began waiting: a set of
+        # futures iterates in the order of their addresses, which differ from run to run
+        self._planners: dict[asyncio.Future[None], None] = {}
 
     def supersede(self, keys: Collection[str]) -> None:
         """New fills of these monitors wait to be decided: withdraw their requests that still wait for
@@ -552,13 +554,13 @@ class OrderSender:
     async def _poll(self) -> None:
         """Wait :data:`ROOM_POLL_S` on the clock, or less if a monitor is superseded meanwhile."""
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._planners.add(woken)
+        self._planners[woken] = None
         try:
             await self.clock.wait_for(woken, ROOM_POLL_S)
         except TimeoutError:
             pass
         finally:
-            self._planners.discard(woken)
+            del self._planners[woken]
 
 
 def _pick(actions: Sequence[Action], items: Sequence[int]) -> list[Action]:

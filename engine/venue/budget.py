@@ -297,11 +297,12 @@ class IpWindow(RollingWindow):
 
     def __init__(self, clock: Clock, limit: int = IP_LIMIT, window_s: float = IP_WINDOW_S) -> None:
         super().__init__(clock, limit, window_s)
-        self._budgets: weakref.WeakSet[CallBudget] = weakref.WeakSet()
+        # told in the order they attached: a WeakSet iterates in the order of their addresses
+        self._budgets: weakref.WeakKeyDictionary[CallBudget, None] = weakref.WeakKeyDictionary()
 
     def attach(self, budget: CallBudget) -> None:
         """Tell ``budget`` whenever units land here."""
-        self._budgets.add(budget)
+        self._budgets[budget] = None
 
     def land(self, units: int) -> None:
         super().land(units)
