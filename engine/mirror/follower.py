@@ -608,7 +608,7 @@ class MirrorFollower:
 
     async def _check_all(self, links: Sequence[MirrorLink]) -> None:
         main_held, mirror_held, covers = await self._read_legs()
-        if any(_uncovered(mirror_held.get(_holding(link), 0.0), covers, link) for link in links):
+        if any(_uncovered(_holding(link), mirror_held, covers) for link in links):
             # An entry that just filled has its stop resized a moment later: look again before
             # calling a position unprotected.
             await self.clock.sleep(STOP_RECHECK_S)
@@ -869,6 +869,7 @@ def _holding(link: MirrorLink) -> Holding:
     return (link.symbol, Side(link.side))
 
 
-def _uncovered(held: float, covers: Mapping[Holding, float], link: MirrorLink) -> bool:
-    """Whether the mirror's position of ``link`` (``held``) is bigger than its stops cover."""
-    return held > 0 and covers.get(_holding(link), 0.0) < held * (1 - 1e-9)
+def _uncovered(holding: Holding, held: Mapping[Holding, float], covers: Mapping[Holding, float]) -> bool:
+    """Whether the mirror's position on ``holding`` is bigger than its stops cover."""
+    size = held.get(holding, 0.0)
+    return size > 0 and covers.get(holding, 0.0) < size * (1 - 1e-9)

@@ -687,9 +687,10 @@ class TpslManager:
     def _update_tier(self, monitor: Monitor) -> None:
         """Recompute the monitor's tier from the latest price, the symbol's volatility and its fills;
         a monitor that became more urgent is checked sooner."""
-        kept = self._reaches.get(monitor.key)
+        key = monitor.key  # a property that formats the key: once, on this per-price path
+        kept = self._reaches.get(key)
         if kept is None or kept[0] is not monitor:  # a new version of the monitor (never changed in place)
-            kept = self._reaches[monitor.key] = (monitor, Reach.of(monitor))
+            kept = self._reaches[key] = (monitor, Reach.of(monitor))
         tier = tier_for(
             kept[1],
             self.trigger_price(monitor.symbol),
@@ -697,9 +698,9 @@ class TpslManager:
             now=self.clock.now(),
             params=self.urgency,
         )
-        if self.tiers.get(monitor.key) is not tier:
-            self.tiers[monitor.key] = tier
-            self._schedule_check(monitor.key)
+        if self.tiers.get(key) is not tier:
+            self.tiers[key] = tier
+            self._schedule_check(key)
 
     def _forget_checks(self, key: str) -> None:
         for table in (self.tiers, self._last_check, self._next_check, self._reaches):
